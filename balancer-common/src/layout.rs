@@ -1,0 +1,206 @@
+//! Map keys and values, capacities, and counter indices.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Most services one data plane serves (capacity of the per-service maps).
+pub const MAX_SERVICES: u32 = 32;
+/// Most backend groups per service (blue/green, stable/canary, preview, ...).
+pub const MAX_GROUPS: u32 = 4;
+/// Most backends across all services.
+pub const MAX_BACKENDS: u32 = 4096;
+/// Capacity of one Maglev lookup table; a service's table size is a prime up to this.
+pub const RING_CAPACITY: usize = 65537;
+/// Cells of the group split: one cell is one basis point of new flows.
+pub const SPLIT_CELLS: usize = 10_000;
+/// Table generations kept per service: one live, one being written.
+pub const GENERATIONS: u32 = 2;
+/// Default number of connection-tracking entries.
+pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
+
+/// Ring slot or split cell value meaning "nothing to select".
+pub const NONE: u32 = u32::MAX;
+/// Split cell value meaning "no group can take this flow".
+pub const NO_GROUP: u8 = u8::MAX;
+
+/// Address family tag for IPv4 in keys.
+pub const FAMILY_V4: u8 = 4;
+/// Address family tag for IPv6 in keys.
+pub const FAMILY_V6: u8 = 6;
+/// IANA protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+/// IANA protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+
+/// `ServiceTables::flags` bit: hash only the client address (client affinity).
+pub const FLAG_CLIENT_AFFINITY: u32 = 1;
+
+/// Index in the global counters: packets not addressed to a VIP, passed on untouched.
+pub const STAT_PASSED: u32 = 0;
+/// Index in the global counters: VIP packets dropped (no serving backend, malformed).
+pub const STAT_DROPPED: u32 = 1;
+/// Index in the global counters: malformed or truncated packets (passed or dropped).
+pub const STAT_MALFORMED: u32 = 2;
+/// Index in the global counters: VIP packets passed to the kernel because they cannot be
+/// balanced safely (IPv4 fragments, IPv6 extension headers).
+pub const STAT_UNBALANCEABLE: u32 = 3;
+/// Number of global counters.
+pub const STAT_COUNT: u32 = 4;
+
+/// Key of the VIP map: destination address, port and protocol of a service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct VipKey {
+    /// IPv6 address, or IPv4 address in the first four bytes (rest zero).
+    pub addr: [u8; 16],
+    /// Destination port in network byte order.
+    pub port_be: u16,
+    /// [`PROTO_TCP`] or [`PROTO_UDP`].
+    pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+}
+
+/// Value of the VIP map: which service slot serves the VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct VipInfo {
+    /// Index of the service in the per-service maps, below [`MAX_SERVICES`].
+    pub service: u32,
+}
+
+/// One generation of a service's selection state: which group each split cell goes to.
+///
+/// The program reads `ServiceTables` and the group rings of the same generation only; the
+/// daemon writes a whole generation, then flips the service's generation word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct ServiceTables {
+    /// Number of used slots in each group ring of this generation (a prime).
+    pub ring_size: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Seed of the flow hash.
+    pub seed: u64,
+    /// Number of split cells in use, [`SPLIT_CELLS`]. Read from the map rather than
+    /// compiled in, so the bounds check before the cell lookup stays visible to the verifier.
+    pub cells: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Group index for each split cell, [`NO_GROUP`] when no group can serve.
+    pub cell_group: [u8; SPLIT_CELLS],
+}
+
+impl Default for ServiceTables {
+    fn default() -> Self {
+        Self::zeroed()
+    }
+}
+
+/// One Maglev lookup table: backend index per slot, [`NONE`] when the group is empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Ring {
+    /// Backend index (into the backend map) for each slot.
+    pub slots: [u32; RING_CAPACITY],
+}
+
+/// Index of a group ring in the ring map.
+pub const fn ring_index(service: u32, generation: u32, group: u32) -> u32 {
+    (service * GENERATIONS + generation) * MAX_GROUPS + group
+}
+
+/// Index of a service generation in the tables map.
+pub const fn tables_index(service: u32, generation: u32) -> u32 {
+    service * GENERATIONS + generation
+}
+
+/// A backend as the data plane forwards to it (L2 direct server return).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Backend {
+    /// Destination MAC: the backend's.
+    pub dst_mac: [u8; 6],
+    /// Source MAC: the LB's interface towards the backend.
+    pub src_mac: [u8; 6],
+    /// Interface to send through; the ingress interface means XDP_TX.
+    pub ifindex: u32,
+    /// Never-reused identity of this backend's occupation of its index; 0 = slot free.
+    /// Connection-tracking entries carry it, so a reused index never inherits old flows.
+    pub epoch: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+/// Per-backend traffic counters (one per CPU, summed in userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct BackendStats {
+    /// Packets forwarded to the backend.
+    pub packets: u64,
+    /// Bytes forwarded to the backend.
+    pub bytes: u64,
+    /// Flows newly assigned to the backend.
+    pub new_flows: u64,
+}
+
+/// Key of the connection-tracking map: the 5-tuple as the client sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    /// Client address (IPv4 in the first four bytes).
+    pub src: [u8; 16],
+    /// VIP address (IPv4 in the first four bytes).
+    pub dst: [u8; 16],
+    /// Client port, network byte order.
+    pub sport_be: u16,
+    /// VIP port, network byte order.
+    pub dport_be: u16,
+    /// L4 protocol.
+    pub proto: u8,
+    /// Address family.
+    pub family: u8,
+    /// Reserved, zero.
+    pub reserved: [u8; 2],
+}
+
+impl FlowKey {
+    /// The part of the key that client affinity hashes: client address and family only.
+    pub const fn client_only(&self) -> FlowKey {
+        FlowKey {
+            src: self.src,
+            dst: [0; 16],
+            sport_be: 0,
+            dport_be: 0,
+            proto: 0,
+            family: self.family,
+            reserved: [0; 2],
+        }
+    }
+}
+
+/// Value of the connection-tracking map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowState {
+    /// Backend index the flow is pinned to.
+    pub backend: u32,
+    /// Epoch of that backend when the flow was recorded.
+    pub epoch: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, refreshed at most once a
+    /// second.
+    pub last_seen_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are `bytemuck::Pod`: plain bytes without padding.
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for ServiceTables {}
+    unsafe impl aya::Pod for Ring {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for BackendStats {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowState {}
+}

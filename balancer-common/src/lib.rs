@@ -1,0 +1,11 @@
+//! Types shared by the XDP program and the userspace daemon.
+//!
+//! Every type here is `#[repr(C)]` and derives `bytemuck::Pod`, which refuses to compile
+//! when a struct has implicit padding: the kernel and userspace see the same bytes.
+#![no_std]
+
+mod hash;
+mod layout;
+
+pub use hash::{flow_hash, FlowHash};
+pub use layout::*;

@@ -1,0 +1,44 @@
+//! The maps shared with the daemon. All are pinned by name, so a restarted daemon (or a
+//! replaced program) keeps the same tables and connection-tracking state.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use balancer_common::{
+    Backend, BackendStats, FlowKey, FlowState, Ring, ServiceTables, VipInfo, VipKey,
+    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES, STAT_COUNT,
+};
+
+/// VIP (address, port, protocol) -> service slot.
+#[map]
+pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// Service slot -> live table generation (0 or 1): the one-word flip of every change.
+#[map]
+pub static GENERATION: Array<u32> = Array::pinned(MAX_SERVICES, 0);
+
+/// (service, generation) -> split and hashing parameters.
+#[map]
+pub static TABLES: Array<ServiceTables> = Array::pinned(MAX_SERVICES * GENERATIONS, 0);
+
+/// (service, generation, group) -> Maglev lookup table.
+#[map]
+pub static RINGS: Array<Ring> = Array::pinned(MAX_SERVICES * GENERATIONS * MAX_GROUPS, 0);
+
+/// Backend index -> forwarding data and epoch.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
+
+/// Backend index -> traffic counters.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+
+/// Global counters, indexed by `STAT_*`.
+#[map]
+pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
+
+/// 5-tuple -> backend the flow is pinned to.
+#[map]
+pub static CONNTRACK: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);

@@ -1,0 +1,112 @@
+//! Backend selection: connection tracking first, then group split and weighted Maglev.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use balancer_common::{
+    flow_hash, ring_index, tables_index, Backend, FlowKey, FlowState, VipKey, FLAG_CLIENT_AFFINITY,
+    NONE, NO_GROUP,
+};
+
+use crate::maps::{BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS};
+
+/// Refresh a flow's last-seen time at most this often, to keep writes off the hot path.
+const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
+
+/// Outcome of selection for one packet.
+pub enum Selection<'a> {
+    /// Not addressed to a configured VIP.
+    NotVip,
+    /// A VIP packet that no backend can take.
+    NoBackend,
+    /// Forward to this backend.
+    Backend {
+        index: u32,
+        backend: &'a Backend,
+        new_flow: bool,
+    },
+}
+
+/// Finds the backend for the flow `key`, recording new flows in connection tracking.
+#[inline(always)]
+pub fn backend_for(key: &FlowKey) -> Selection<'static> {
+    let vip = VipKey {
+        addr: key.dst,
+        port_be: key.dport_be,
+        proto: key.proto,
+        family: key.family,
+    };
+    // SAFETY: VIPS is only updated by the daemon with whole-value writes.
+    let Some(info) = (unsafe { VIPS.get(&vip) }) else {
+        return Selection::NotVip;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(selection) = tracked(key, now) {
+        return selection;
+    }
+    match select_new(info.service, key) {
+        Some((index, backend)) => {
+            let state = FlowState {
+                backend: index,
+                epoch: backend.epoch,
+                last_seen_ns: now,
+            };
+            // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
+            let _ = CONNTRACK.insert(key, &state, 0);
+            Selection::Backend {
+                index,
+                backend,
+                new_flow: true,
+            }
+        }
+        None => Selection::NoBackend,
+    }
+}
+
+/// The backend this flow is already pinned to, if it still exists.
+#[inline(always)]
+fn tracked(key: &FlowKey, now: u64) -> Option<Selection<'static>> {
+    let state = CONNTRACK.get_ptr_mut(key)?;
+    // SAFETY: the pointer stays valid during this program run (RCU); fields are plain data.
+    let (index, epoch, last_seen) =
+        unsafe { ((*state).backend, (*state).epoch, (*state).last_seen_ns) };
+    let backend = BACKENDS.get(index)?;
+    if backend.epoch == 0 || backend.epoch != epoch {
+        return None;
+    }
+    if now.wrapping_sub(last_seen) > LAST_SEEN_GRANULARITY_NS {
+        // SAFETY: as above; a racing writer stores the same kind of timestamp.
+        unsafe { (*state).last_seen_ns = now };
+    }
+    Some(Selection::Backend {
+        index,
+        backend,
+        new_flow: false,
+    })
+}
+
+/// Chooses a backend for a new flow from the live table generation of `service`.
+#[inline(always)]
+fn select_new(service: u32, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+    let generation = *GENERATION.get(service)?;
+    let tables = TABLES.get(tables_index(service, generation))?;
+    let hash = if tables.flags & FLAG_CLIENT_AFFINITY != 0 {
+        flow_hash(&key.client_only(), tables.seed)
+    } else {
+        flow_hash(key, tables.seed)
+    };
+    let cell = hash.cell(tables.cells)?;
+    let group = *tables.cell_group.get(cell as usize)?;
+    if group == NO_GROUP {
+        return None;
+    }
+    let ring = RINGS.get(ring_index(service, generation, group as u32))?;
+    let slot = hash.slot(tables.ring_size)?;
+    let index = *ring.slots.get(slot as usize)?;
+    if index == NONE {
+        return None;
+    }
+    let backend = BACKENDS.get(index)?;
+    if backend.epoch == 0 {
+        return None;
+    }
+    Some((index, backend))
+}

@@ -1,0 +1,110 @@
+//! The control API's request and response bodies (HTTP + JSON on a Unix socket), shared by
+//! the daemon and the CLI.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{dataplane::GlobalCounters, state::Affinity, vip::Vip};
+
+/// `POST /services`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddService {
+    /// Service name.
+    pub name: String,
+    /// Address, port, protocol.
+    pub vip: Vip,
+    /// Hashing affinity.
+    #[serde(default)]
+    pub affinity: Affinity,
+    /// Maglev table size (prime); default 65537.
+    pub table_size: Option<u32>,
+}
+
+/// `POST /services/{name}/backends`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddBackend {
+    /// Backend address.
+    pub addr: IpAddr,
+    /// Group to join (created if new).
+    pub group: String,
+    /// Weight, default 100.
+    pub weight: Option<u16>,
+}
+
+/// `PUT /services/{name}/backends/{addr}/weight`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetWeight {
+    /// New weight.
+    pub weight: u16,
+}
+
+/// `PUT /services/{name}/split`: group name and percentage ("12.5", two decimals at most).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetSplit {
+    /// Shares in order.
+    pub shares: Vec<(String, String)>,
+}
+
+/// Error body of every non-2xx answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    /// One line for the operator.
+    pub error: String,
+}
+
+/// `GET /status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// Services in name order.
+    pub services: Vec<ServiceStatus>,
+    /// Global packet counters.
+    pub counters: GlobalCounters,
+}
+
+/// One service in [`Status`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    /// Name.
+    pub name: String,
+    /// VIP.
+    pub vip: Vip,
+    /// Affinity.
+    pub affinity: Affinity,
+    /// Maglev table size.
+    pub table_size: u32,
+    /// Configured split, in group order.
+    pub split: Vec<GroupShare>,
+    /// Backends in group order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One group's configured share.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupShare {
+    /// Group name.
+    pub group: String,
+    /// Share of new flows, "12.50".
+    pub percent: String,
+}
+
+/// One backend in [`ServiceStatus`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    /// Address.
+    pub addr: IpAddr,
+    /// Group name.
+    pub group: String,
+    /// Weight.
+    pub weight: u16,
+    /// Percentage of the service's new flows this backend receives now.
+    pub effective_share: f64,
+    /// Flows assigned since the backend was added.
+    pub new_flows: u64,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// Tracked flows with a packet within the flow idle time.
+    pub active_flows: u64,
+}

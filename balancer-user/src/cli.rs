@@ -1,0 +1,187 @@
+//! Command-line syntax of `balancer`.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{state::Affinity, vip::Vip};
+
+/// Default control socket.
+pub const DEFAULT_SOCKET: &str = "/run/balancer.sock";
+
+/// balancer: XDP layer-4 load balancer for zero-downtime releases.
+#[derive(Debug, Parser)]
+#[command(name = "balancer", version)]
+pub struct Cli {
+    /// Control socket of the daemon.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: attach the data plane to IFACE and serve the control API.
+    Daemon(DaemonArgs),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage backends.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+    /// Set the share of new flows of each group: GROUP=PERCENT ..., summing to 100.
+    Split {
+        /// Service name.
+        name: String,
+        /// GROUP=PERCENT pairs (up to two decimals); groups not named get 0.
+        #[arg(required = true, value_parser = parse_share)]
+        shares: Vec<(String, String)>,
+    },
+    /// Show services, split, backends and counters.
+    Status {
+        /// Only this service.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the desired state exactly what a TOML file says.
+    Apply {
+        /// The file ("-" for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Print the desired state as TOML that `apply` accepts.
+    Export,
+    /// Detach the data plane, remove its pins and stop the daemon (the state file stays).
+    Teardown,
+}
+
+/// `balancer daemon` options.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Interface to attach to.
+    #[arg(long)]
+    pub iface: String,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    /// Directory of the state file.
+    #[arg(long, default_value = "/var/lib/balancer")]
+    pub state_dir: PathBuf,
+    /// bpffs directory for pins (mounted at /sys/fs/bpf if needed).
+    #[arg(long, default_value = crate::dataplane::pins::DEFAULT_PIN_ROOT)]
+    pub pin_dir: PathBuf,
+    /// Connection-tracking entries (used when the maps are first created).
+    #[arg(long, default_value_t = balancer_common::DEFAULT_CONNTRACK_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub conntrack_size: u32,
+    /// Seed of the flow hash; keep it equal on every LB host of a fleet.
+    #[arg(long, default_value_t = 0)]
+    pub hash_seed: u64,
+    /// Seconds without packets after which a tracked flow no longer counts as active.
+    #[arg(long, default_value_t = 120)]
+    pub flow_idle: u64,
+}
+
+/// XDP attach mode.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) mode.
+    Native,
+    /// Generic (skb) mode, for drivers without XDP support.
+    Skb,
+}
+
+/// `balancer service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Add a service.
+    Add {
+        /// Service name.
+        name: String,
+        /// ADDR:PORT/tcp|udp ([ADDR]:PORT/tcp for IPv6).
+        #[arg(long)]
+        vip: Vip,
+        /// connection: hash the 5-tuple; client: hash the client address only.
+        #[arg(long, value_enum, default_value_t = AffinityArg::Connection)]
+        affinity: AffinityArg,
+        /// Maglev table size (a prime up to 65537).
+        #[arg(long)]
+        table_size: Option<u32>,
+    },
+    /// Remove a service (its VIP's packets are passed to the kernel from then on).
+    Remove {
+        /// Service name.
+        name: String,
+    },
+    /// List services.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Affinity on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AffinityArg {
+    /// Hash the 5-tuple.
+    Connection,
+    /// Hash the client address.
+    Client,
+}
+
+impl From<AffinityArg> for Affinity {
+    fn from(a: AffinityArg) -> Self {
+        match a {
+            AffinityArg::Connection => Affinity::Connection,
+            AffinityArg::Client => Affinity::Client,
+        }
+    }
+}
+
+/// `balancer backend ...`.
+#[derive(Debug, Subcommand)]
+pub enum BackendCommand {
+    /// Add a backend to a group (the group is created if new).
+    Add {
+        /// Service name.
+        name: String,
+        /// Backend address.
+        addr: IpAddr,
+        /// Group name.
+        #[arg(long)]
+        group: String,
+        /// Weight 0..=65535 (0: no new flows).
+        #[arg(long, default_value_t = crate::state::DEFAULT_WEIGHT)]
+        weight: u16,
+    },
+    /// Change a backend's weight; established flows stay where they are.
+    SetWeight {
+        /// Service name.
+        name: String,
+        /// Backend address.
+        addr: IpAddr,
+        /// Weight 0..=65535.
+        weight: u16,
+    },
+    /// Remove a backend; its flows are re-balanced.
+    Remove {
+        /// Service name.
+        name: String,
+        /// Backend address.
+        addr: IpAddr,
+    },
+}
+
+fn parse_share(text: &str) -> Result<(String, String), String> {
+    let (group, percent) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not GROUP=PERCENT"))?;
+    crate::state::parse_percent(percent).map_err(|e| e.to_string())?;
+    Ok((group.to_string(), percent.to_string()))
+}

@@ -1,0 +1,187 @@
+//! Runs a parsed command line: the daemon itself, or one request to it.
+
+use std::{io::Read, time::Duration};
+
+use anyhow::Context as _;
+use aya::programs::XdpMode;
+use hyper::Method;
+
+use crate::{
+    api::{AddBackend, AddService, SetSplit, SetWeight, Status},
+    cli::{BackendCommand, Cli, Command, DaemonArgs, ServiceCommand, XdpModeArg},
+    client::{segment, Client},
+    controller::ControllerConfig,
+    daemon,
+    dataplane::{pins::PinLayout, AttachOptions},
+    report,
+};
+
+/// Executes `cli`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Command::Daemon(args) => run_daemon(args, &cli.socket).await,
+        Command::Service(cmd) => service(&client, cmd).await,
+        Command::Backend(cmd) => backend(&client, cmd).await,
+        Command::Split { name, shares } => {
+            client
+                .send_json(
+                    Method::PUT,
+                    &format!("/services/{}/split", segment(&name)),
+                    &SetSplit { shares },
+                )
+                .await?;
+            Ok(())
+        }
+        Command::Status { name, json } => {
+            let path = match &name {
+                Some(n) => format!("/status?service={}", segment(n)),
+                None => "/status".to_string(),
+            };
+            let status: Status = client.get_json(&path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", report::status(&status));
+            }
+            Ok(())
+        }
+        Command::Apply { file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            client
+                .send(
+                    Method::POST,
+                    "/apply",
+                    Some((text.into_bytes(), "application/toml")),
+                )
+                .await?;
+            Ok(())
+        }
+        Command::Export => {
+            let bytes = client.send(Method::GET, "/export", None).await?;
+            print!("{}", String::from_utf8_lossy(&bytes));
+            Ok(())
+        }
+        Command::Teardown => {
+            client.send(Method::POST, "/teardown", None).await?;
+            println!("data plane detached, pins removed, daemon stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn run_daemon(args: DaemonArgs, socket: &std::path::Path) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ControllerConfig {
+        attach: AttachOptions {
+            pins: PinLayout::new(&args.pin_dir, &args.iface),
+            iface: args.iface,
+            mode: match args.xdp_mode {
+                XdpModeArg::Native => XdpMode::Driver,
+                XdpModeArg::Skb => XdpMode::Skb,
+            },
+            conntrack_entries: args.conntrack_size,
+        },
+        state_file: daemon::state_file(&args.state_dir),
+        seed: args.hash_seed,
+        flow_idle: Duration::from_secs(args.flow_idle),
+    };
+    daemon::run(config, socket).await
+}
+
+async fn service(client: &Client, cmd: ServiceCommand) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCommand::Add {
+            name,
+            vip,
+            affinity,
+            table_size,
+        } => {
+            let body = AddService {
+                name,
+                vip,
+                affinity: affinity.into(),
+                table_size,
+            };
+            client.send_json(Method::POST, "/services", &body).await?;
+        }
+        ServiceCommand::Remove { name } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/services/{}", segment(&name)),
+                    None,
+                )
+                .await?;
+        }
+        ServiceCommand::List { json } => {
+            let status: Status = client.get_json("/status").await?;
+            if json {
+                let services: Vec<_> = status
+                    .services
+                    .iter()
+                    .map(|s| serde_json::json!({"name": s.name, "vip": s.vip, "affinity": s.affinity}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&services)?);
+            } else {
+                print!("{}", report::service_list(&status));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn backend(client: &Client, cmd: BackendCommand) -> anyhow::Result<()> {
+    match cmd {
+        BackendCommand::Add {
+            name,
+            addr,
+            group,
+            weight,
+        } => {
+            let body = AddBackend {
+                addr,
+                group,
+                weight: Some(weight),
+            };
+            client
+                .send_json(
+                    Method::POST,
+                    &format!("/services/{}/backends", segment(&name)),
+                    &body,
+                )
+                .await?;
+        }
+        BackendCommand::SetWeight { name, addr, weight } => {
+            client
+                .send_json(
+                    Method::PUT,
+                    &format!("/services/{}/backends/{addr}/weight", segment(&name)),
+                    &SetWeight { weight },
+                )
+                .await?;
+        }
+        BackendCommand::Remove { name, addr } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/services/{}/backends/{addr}", segment(&name)),
+                    None,
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Turns one service of the desired state into its data-plane image: split cells, one
+//! Maglev table per group, and the effective share of every backend.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use balancer_common::{
+    Ring, ServiceTables, FLAG_CLIENT_AFFINITY, NONE, RING_CAPACITY, SPLIT_CELLS,
+};
+use bytemuck::Zeroable;
+
+use crate::{
+    dataplane::ServiceImage,
+    maglev::{build_table, MaglevBackend, MaglevError},
+    split::SplitError,
+    state::{Affinity, Service, StateError},
+};
+
+/// Why a service could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The stored split is invalid.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A Maglev table could not be built.
+    #[error(transparent)]
+    Maglev(#[from] MaglevError),
+    /// Split error.
+    #[error(transparent)]
+    Split(#[from] SplitError),
+}
+
+/// A service ready for the data plane.
+pub struct Compiled {
+    /// What to write.
+    pub image: ServiceImage,
+    /// Fraction of new flows (0..=1) each backend receives under this image.
+    pub shares: BTreeMap<IpAddr, f64>,
+}
+
+/// Builds the image of `service` with hash seed `seed`.
+pub fn compile(service: &Service, seed: u64) -> Result<Compiled, CompileError> {
+    let serving: Vec<bool> = service
+        .groups
+        .iter()
+        .map(|g| g.backends.iter().any(|b| b.weight > 0))
+        .collect();
+    let cells = if service.groups.is_empty() {
+        vec![balancer_common::NO_GROUP; SPLIT_CELLS]
+    } else {
+        service.split_table()?.effective(&serving)
+    };
+
+    let mut tables = Box::new(ServiceTables::zeroed());
+    tables.ring_size = service.table_size;
+    tables.flags = match service.affinity {
+        Affinity::Connection => 0,
+        Affinity::Client => FLAG_CLIENT_AFFINITY,
+    };
+    tables.seed = seed;
+    tables.cells = SPLIT_CELLS as u32;
+    tables.cell_group.copy_from_slice(&cells);
+
+    let mut rings = Vec::with_capacity(service.groups.len());
+    let mut shares = BTreeMap::new();
+    for (g, group) in service.groups.iter().enumerate() {
+        let members: Vec<MaglevBackend> = group
+            .backends
+            .iter()
+            .map(|b| MaglevBackend {
+                index: b.index,
+                addr: b.addr,
+                weight: b.weight,
+            })
+            .collect();
+        let table = build_table(&members, service.table_size)?;
+        let group_fraction =
+            cells.iter().filter(|&&c| c as usize == g).count() as f64 / SPLIT_CELLS as f64;
+        for b in &group.backends {
+            let slots = table.iter().filter(|&&i| i == b.index).count();
+            shares.insert(
+                b.addr,
+                group_fraction * slots as f64 / service.table_size as f64,
+            );
+        }
+        let mut ring: Box<Ring> = Box::new(Ring::zeroed());
+        ring.slots.fill(NONE);
+        ring.slots[..table.len().min(RING_CAPACITY)].copy_from_slice(&table);
+        rings.push(ring);
+    }
+    Ok(Compiled {
+        image: ServiceImage { tables, rings },
+        shares,
+    })
+}

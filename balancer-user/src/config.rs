@@ -1,0 +1,283 @@
+//! The declarative configuration file (`apply -f`, `export`): services, groups, backends,
+//! weights and split, in TOML.
+//!
+//! ```toml
+//! [[service]]
+//! name = "web"
+//! vip = "198.19.0.1:80/tcp"
+//! affinity = "client"        # or "connection" (default)
+//!
+//! [[service.group]]
+//! name = "blue"
+//! percent = "90"             # share of new flows; the groups of a service sum to 100
+//! backends = [{ addr = "198.18.0.101", weight = 100 }]
+//! ```
+//!
+//! Applying a file makes the desired state exactly what the file says: services and
+//! backends absent from it are removed, present ones keep their identity (and so their
+//! established flows), and the split moves monotonically from the current one.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    maglev::DEFAULT_TABLE_SIZE,
+    state::{format_basis_points, parse_percent, Affinity, State, StateError, DEFAULT_WEIGHT},
+    vip::Vip,
+};
+
+/// A whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Services.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Name.
+    pub name: String,
+    /// `ADDR:PORT/tcp|udp`.
+    pub vip: Vip,
+    /// Hashing affinity.
+    #[serde(default)]
+    pub affinity: Affinity,
+    /// Maglev table size (prime).
+    #[serde(default = "default_table_size")]
+    pub table_size: u32,
+    /// Groups in order.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupConfig>,
+}
+
+/// One group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Name.
+    pub name: String,
+    /// Share of new flows in percent (string or number, at most two decimals); may be left
+    /// out when the service has a single group.
+    #[serde(default)]
+    pub percent: Option<Percent>,
+    /// Backends.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Address.
+    pub addr: IpAddr,
+    /// Weight (0..=65535), default 100.
+    #[serde(default = "default_weight")]
+    pub weight: u16,
+}
+
+/// A percentage as written in the file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Percent {
+    /// "12.5"
+    Text(String),
+    /// 12
+    Integer(i64),
+    /// 12.5
+    Float(f64),
+}
+
+impl Percent {
+    fn basis_points(&self) -> Result<u16, StateError> {
+        match self {
+            Percent::Text(t) => parse_percent(t),
+            Percent::Integer(i) => parse_percent(&i.to_string()),
+            Percent::Float(f) => parse_percent(&format!("{f}")),
+        }
+    }
+}
+
+fn default_table_size() -> u32 {
+    DEFAULT_TABLE_SIZE
+}
+
+fn default_weight() -> u16 {
+    DEFAULT_WEIGHT
+}
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not valid TOML of this shape.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// Valid TOML, invalid content.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Duplicate service name.
+    #[error("service {0:?} appears twice")]
+    DuplicateService(String),
+    /// A group with a share but no backends.
+    #[error("group {0:?} of service {1:?} has a share but no backends")]
+    EmptyGroup(String, String),
+    /// Several groups and no percentages.
+    #[error("service {0:?} has several groups: give each a percent")]
+    MissingPercent(String),
+}
+
+impl Config {
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(one_line(&e.to_string())))
+    }
+
+    /// Renders as TOML that [`Config::parse`] accepts.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration serialises")
+    }
+
+    /// The configuration describing `state`.
+    pub fn from_state(state: &State) -> Result<Self, StateError> {
+        let mut services = Vec::new();
+        for (name, s) in &state.services {
+            let shares = s.shares()?;
+            services.push(ServiceConfig {
+                name: name.clone(),
+                vip: s.vip,
+                affinity: s.affinity,
+                table_size: s.table_size,
+                groups: s
+                    .groups
+                    .iter()
+                    .zip(shares)
+                    .map(|(g, share)| GroupConfig {
+                        name: g.name.clone(),
+                        percent: Some(Percent::Text(format_basis_points(share))),
+                        backends: g
+                            .backends
+                            .iter()
+                            .map(|b| BackendConfig {
+                                addr: b.addr,
+                                weight: b.weight,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(Self { services })
+    }
+
+    /// Makes `state` what this configuration says, keeping the identity of services and
+    /// backends that stay.
+    pub fn apply_to(&self, state: &mut State) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for s in &self.services {
+            if !names.insert(s.name.as_str()) {
+                return Err(ConfigError::DuplicateService(s.name.clone()));
+            }
+        }
+        let gone: Vec<String> = state
+            .services
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            state.remove_service(&name)?;
+        }
+        // Free VIPs that move between services before any service claims them.
+        for s in &self.services {
+            if let Some(existing) = state.services.get(&s.name) {
+                if existing.vip != s.vip
+                    || existing.affinity != s.affinity
+                    || existing.table_size != s.table_size
+                {
+                    state.remove_service(&s.name)?;
+                }
+            }
+        }
+        for s in &self.services {
+            if !state.services.contains_key(&s.name) {
+                state.add_service(&s.name, s.vip, s.affinity, Some(s.table_size))?;
+            }
+            apply_service(s, state)?;
+        }
+        Ok(())
+    }
+}
+
+fn apply_service(s: &ServiceConfig, state: &mut State) -> Result<(), ConfigError> {
+    let wanted: Vec<(IpAddr, &str, u16)> = s
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.backends
+                .iter()
+                .map(|b| (b.addr, g.name.as_str(), b.weight))
+        })
+        .collect();
+    let current: Vec<(IpAddr, String)> = {
+        let svc = state.service(&s.name)?;
+        svc.backends()
+            .map(|(g, b)| (b.addr, svc.groups[g].name.clone()))
+            .collect()
+    };
+    // A backend that changes group is removed and added again.
+    for (addr, group) in &current {
+        if !wanted.iter().any(|(a, g, _)| a == addr && g == group) {
+            state.remove_backend(&s.name, *addr)?;
+        }
+    }
+    for (addr, group, weight) in &wanted {
+        let present = state
+            .service(&s.name)?
+            .backends()
+            .any(|(_, b)| b.addr == *addr);
+        if present {
+            state.set_weight(&s.name, *addr, *weight)?;
+        } else {
+            state.add_backend(&s.name, *addr, group, *weight)?;
+        }
+    }
+    for g in &s.groups {
+        let percent = g.percent.as_ref().map(Percent::basis_points).transpose()?;
+        if g.backends.is_empty() && percent.is_some_and(|p| p > 0) {
+            return Err(ConfigError::EmptyGroup(g.name.clone(), s.name.clone()));
+        }
+    }
+    let groups: Vec<&GroupConfig> = s.groups.iter().filter(|g| !g.backends.is_empty()).collect();
+    let shares: Vec<(String, u16)> = match groups.as_slice() {
+        [] => Vec::new(),
+        [only] => vec![(
+            only.name.clone(),
+            only.percent
+                .as_ref()
+                .map_or(Ok(10_000), Percent::basis_points)?,
+        )],
+        groups => groups
+            .iter()
+            .map(|g| {
+                let p = g
+                    .percent
+                    .as_ref()
+                    .ok_or_else(|| ConfigError::MissingPercent(s.name.clone()))?;
+                Ok((g.name.clone(), p.basis_points()?))
+            })
+            .collect::<Result<_, ConfigError>>()?,
+    };
+    if !shares.is_empty() {
+        state.set_split(&s.name, &shares)?;
+    }
+    Ok(())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,292 @@
+//! The daemon's core: owns the desired state and the data plane, applies every change as
+//! validate → resolve → compile → persist → publish, and answers status queries.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+    time::Duration,
+};
+
+use balancer_common::{Backend, MAX_BACKENDS};
+
+use crate::{
+    api::{BackendStatus, GroupShare, ServiceStatus, Status},
+    compile::{compile, CompileError, Compiled},
+    config::ConfigError,
+    dataplane::{AttachOptions, DataPlane, DataPlaneError},
+    neighbor::{resolve, NeighborError, NextHop},
+    state::{self, format_basis_points, State, StateError},
+};
+
+/// Why a change or the start failed. One line each.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The change is invalid.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The configuration file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A backend cannot be reached at L2.
+    #[error(transparent)]
+    Neighbor(#[from] NeighborError),
+    /// A table could not be built.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// The kernel refused an operation.
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+}
+
+impl ControllerError {
+    /// Whether the error is the operator's input (as opposed to a fault of the host).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Self::State(_) | Self::Config(_) | Self::Neighbor(_))
+    }
+}
+
+/// Settings of a controller.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Data-plane attachment.
+    pub attach: AttachOptions,
+    /// The state file.
+    pub state_file: PathBuf,
+    /// Seed of the flow hash (same on every host of a fleet).
+    pub seed: u64,
+    /// A tracked flow counts as active while it saw a packet within this time.
+    pub flow_idle: Duration,
+}
+
+/// The daemon's core.
+pub struct Controller {
+    config: ControllerConfig,
+    state: State,
+    dataplane: DataPlane,
+    shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
+}
+
+type BackendId = (u32, u32);
+
+impl Controller {
+    /// Loads the state file, attaches (or re-attaches) the data plane and brings it in line
+    /// with the state. Established flows are untouched: the tables are rebuilt identically
+    /// from the same state, and connection tracking lives in pinned maps.
+    pub fn start(config: ControllerConfig) -> Result<Self, ControllerError> {
+        let state = state::load(&config.state_file)?;
+        let dataplane = DataPlane::attach(&config.attach)?;
+        let mut controller = Self {
+            config,
+            state: State::default(),
+            dataplane,
+            shares: BTreeMap::new(),
+        };
+        controller.reconcile(state)?;
+        Ok(controller)
+    }
+
+    /// Whether start found the program already attached.
+    pub fn reattached(&self) -> bool {
+        self.dataplane.reattached()
+    }
+
+    /// The desired state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Applies `change` to a copy of the state; if it and everything it implies succeeds,
+    /// persists the result and publishes it. On any error nothing is changed.
+    pub fn change<T, E: Into<ControllerError>>(
+        &mut self,
+        change: impl FnOnce(&mut State) -> Result<T, E>,
+    ) -> Result<T, ControllerError> {
+        let mut next = self.state.clone();
+        let out = change(&mut next).map_err(Into::into)?;
+        next.validate()?;
+        let added = new_backends(&self.state, &next);
+        let hops = added
+            .iter()
+            .map(|(id, addr)| Ok((*id, resolve(*addr)?)))
+            .collect::<Result<BTreeMap<_, _>, NeighborError>>()?;
+        let compiled = self.compile_changed(&next, false)?;
+        state::save(&self.config.state_file, &next)?;
+        self.publish(&next, &hops, compiled)?;
+        self.state = next;
+        Ok(out)
+    }
+
+    fn reconcile(&mut self, target: State) -> Result<(), ControllerError> {
+        let mut hops = BTreeMap::new();
+        for service in target.services.values() {
+            for (_, b) in service.backends() {
+                match resolve(b.addr) {
+                    Ok(hop) => {
+                        hops.insert((b.index, b.epoch), hop);
+                    }
+                    Err(e) => {
+                        // Keep whatever the data plane has for it (e.g. after a restart
+                        // while the backend's neighbour entry expired).
+                        let existing = self.dataplane.backend(b.index)?;
+                        if existing.epoch != b.epoch {
+                            tracing::warn!("backend {} not reachable at start: {e}", b.addr);
+                        }
+                    }
+                }
+            }
+        }
+        let compiled = self.compile_changed(&target, true)?;
+        self.publish(&target, &hops, compiled)?;
+        // Remove what the data plane has beyond the state (a crash between steps).
+        let wanted_vips: std::collections::HashSet<_> =
+            target.services.values().map(|s| s.vip.key()).collect();
+        for (vip, _) in self.dataplane.vips()? {
+            if !wanted_vips.contains(&vip) {
+                self.dataplane.remove_vip(&vip)?;
+            }
+        }
+        let wanted: BTreeSet<BackendId> = backend_ids(&target).into_keys().collect();
+        for index in 0..MAX_BACKENDS {
+            let entry = self.dataplane.backend(index)?;
+            if entry.epoch != 0 && !wanted.contains(&(index, entry.epoch)) {
+                self.dataplane.clear_backend(index)?;
+            }
+        }
+        self.state = target;
+        Ok(())
+    }
+
+    fn compile_changed(
+        &self,
+        next: &State,
+        all: bool,
+    ) -> Result<BTreeMap<String, Compiled>, ControllerError> {
+        next.services
+            .iter()
+            .filter(|(name, service)| all || self.state.services.get(*name) != Some(service))
+            .map(|(name, service)| Ok((name.clone(), compile(service, self.config.seed)?)))
+            .collect()
+    }
+
+    /// Writes a new state to the data plane in an order that never exposes a half-made
+    /// change: backends before the tables that name them, tables before their VIP, and a
+    /// removed backend's entry only after no table names it.
+    fn publish(
+        &mut self,
+        next: &State,
+        hops: &BTreeMap<BackendId, NextHop>,
+        compiled: BTreeMap<String, Compiled>,
+    ) -> Result<(), ControllerError> {
+        let old_ids = backend_ids(&self.state);
+        for (&(index, epoch), hop) in hops {
+            let backend = Backend {
+                dst_mac: hop.dst_mac,
+                src_mac: hop.src_mac,
+                ifindex: hop.ifindex,
+                epoch,
+                reserved: 0,
+            };
+            let existing = self.dataplane.backend(index)?;
+            let fresh = existing.epoch != epoch && !old_ids.contains_key(&(index, epoch));
+            self.dataplane.set_backend(index, &backend, fresh)?;
+        }
+        for (name, service) in &self.state.services {
+            if next.services.get(name).map(|s| s.vip) != Some(service.vip) {
+                self.dataplane.remove_vip(&service.vip.key())?;
+            }
+        }
+        for (name, c) in compiled {
+            let service = &next.services[&name];
+            self.dataplane
+                .write_service(service.slot, service.vip.key(), &c.image)?;
+            self.shares.insert(name, c.shares);
+        }
+        self.shares
+            .retain(|name, _| next.services.contains_key(name));
+        let new_ids = backend_ids(next);
+        for (index, epoch) in old_ids.keys() {
+            if !new_ids.contains_key(&(*index, *epoch)) {
+                self.dataplane.clear_backend(*index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Status of one service or all.
+    pub fn status(&self, only: Option<&str>) -> Result<Status, ControllerError> {
+        if let Some(name) = only {
+            self.state.service(name)?;
+        }
+        let flows = self.dataplane.active_flows(self.config.flow_idle)?;
+        let mut services = Vec::new();
+        for (name, service) in &self.state.services {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            let shares = service.shares()?;
+            let split = service
+                .groups
+                .iter()
+                .zip(&shares)
+                .map(|(g, s)| GroupShare {
+                    group: g.name.clone(),
+                    percent: format_basis_points(*s),
+                })
+                .collect();
+            let mut backends = Vec::new();
+            for (g, b) in service.backends() {
+                let counters = self.dataplane.backend_counters(b.index)?;
+                let share = self
+                    .shares
+                    .get(name)
+                    .and_then(|s| s.get(&b.addr))
+                    .copied()
+                    .unwrap_or(0.0);
+                backends.push(BackendStatus {
+                    addr: b.addr,
+                    group: service.groups[g].name.clone(),
+                    weight: b.weight,
+                    effective_share: (share * 10_000.0).round() / 100.0,
+                    new_flows: counters.new_flows,
+                    packets: counters.packets,
+                    bytes: counters.bytes,
+                    active_flows: flows.get(&(b.index, b.epoch)).copied().unwrap_or(0),
+                });
+            }
+            services.push(ServiceStatus {
+                name: name.clone(),
+                vip: service.vip,
+                affinity: service.affinity,
+                table_size: service.table_size,
+                split,
+                backends,
+            });
+        }
+        Ok(Status {
+            services,
+            counters: self.dataplane.global_counters()?,
+        })
+    }
+
+    /// Detaches the program and removes every pin. The state file stays.
+    pub fn teardown(self) -> Result<(), ControllerError> {
+        Ok(self.dataplane.teardown()?)
+    }
+}
+
+fn backend_ids(state: &State) -> BTreeMap<BackendId, IpAddr> {
+    state
+        .services
+        .values()
+        .flat_map(|s| s.backends().map(|(_, b)| ((b.index, b.epoch), b.addr)))
+        .collect()
+}
+
+fn new_backends(old: &State, next: &State) -> BTreeMap<BackendId, IpAddr> {
+    let old = backend_ids(old);
+    backend_ids(next)
+        .into_iter()
+        .filter(|(id, _)| !old.contains_key(id))
+        .collect()
+}

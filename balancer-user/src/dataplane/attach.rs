@@ -1,0 +1,140 @@
+//! Loading the object, attaching the program, and taking over a pinned attachment.
+
+use std::path::Path;
+
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+
+use super::{
+    object::{BALANCER_PROGRAM, OBJECT},
+    pins::{ensure_bpffs, PinLayout},
+    DataPlaneError,
+};
+
+/// How to attach the data plane.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// Interface to attach to.
+    pub iface: String,
+    /// Native (driver) or generic (skb) XDP.
+    pub mode: XdpMode,
+    /// Where the link and maps are pinned.
+    pub pins: PinLayout,
+    /// Connection-tracking capacity (only used when the maps are created).
+    pub conntrack_entries: u32,
+}
+
+/// Loads the object with its maps pinned under `pins` (reusing pinned maps, creating and
+/// pinning absent ones) and loads the XDP program into the kernel.
+pub(super) fn load(pins: &PinLayout, conntrack_entries: u32) -> Result<Ebpf, DataPlaneError> {
+    let maps_dir = pins.maps();
+    ensure_bpffs(pins.dir()).map_err(io_err("prepare the bpffs pin directory"))?;
+    std::fs::create_dir_all(&maps_dir).map_err(io_err("create the map pin directory"))?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&maps_dir)
+        .map_max_entries("CONNTRACK", conntrack_entries)
+        .load(OBJECT)?;
+    program(&mut ebpf)?
+        .load()
+        .map_err(prog_err("load the XDP program"))?;
+    Ok(ebpf)
+}
+
+/// The load-balancing program of a loaded object.
+pub(super) fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataPlaneError> {
+    ebpf.program_mut(BALANCER_PROGRAM)
+        .ok_or_else(|| DataPlaneError::MissingMap(BALANCER_PROGRAM.into()))?
+        .try_into()
+        .map_err(prog_err("find the XDP program"))
+}
+
+/// Attaches the loaded program: through the pinned link if there is one — an atomic program
+/// replacement that keeps every map and so every tracked flow — else through a new link
+/// that is pinned at once, so the data plane outlives the daemon. Returns whether an
+/// existing attachment was taken over.
+pub(super) fn attach(ebpf: &mut Ebpf, options: &AttachOptions) -> Result<bool, DataPlaneError> {
+    let link_path = options.pins.link();
+    let program = program(ebpf)?;
+    if link_path.exists() {
+        replace_program(program, &link_path)?;
+        Ok(true)
+    } else {
+        attach_new(program, &options.iface, options.mode, &link_path)?;
+        Ok(false)
+    }
+}
+
+/// Unpins link (if any) and maps and removes the pin directory. Once the last file
+/// descriptor closes, the program is detached and the maps are freed.
+pub(super) fn unpin_all(pins: &PinLayout) -> Result<(), DataPlaneError> {
+    match std::fs::remove_file(pins.link()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("unpin the XDP link")(e)),
+    }
+    for entry in std::fs::read_dir(pins.maps()).map_err(io_err("list pinned maps"))? {
+        let entry = entry.map_err(io_err("list pinned maps"))?;
+        std::fs::remove_file(entry.path()).map_err(io_err("unpin a map"))?;
+    }
+    std::fs::remove_dir(pins.maps()).map_err(io_err("remove the map pin directory"))?;
+    std::fs::remove_dir(pins.dir()).map_err(io_err("remove the pin directory"))?;
+    Ok(())
+}
+
+fn replace_program(program: &mut Xdp, link_path: &Path) -> Result<(), DataPlaneError> {
+    let pinned = PinnedLink::from_pin(link_path).map_err(|e| DataPlaneError::Io {
+        context: format!("open the pinned link {}", link_path.display()),
+        source: std::io::Error::other(e),
+    })?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DataPlaneError::Io {
+        context: "the pinned link is not an XDP link".into(),
+        source: std::io::Error::other(e),
+    })?;
+    program
+        .attach_to_link(link)
+        .map_err(prog_err("replace the program in the pinned link"))?;
+    Ok(())
+}
+
+fn attach_new(
+    program: &mut Xdp,
+    iface: &str,
+    mode: XdpMode,
+    link_path: &Path,
+) -> Result<(), DataPlaneError> {
+    let id = program
+        .attach(iface, mode)
+        .map_err(prog_err("attach the XDP program"))?;
+    let link = program
+        .take_link(id)
+        .map_err(prog_err("take the XDP link"))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| DataPlaneError::Io {
+        context: "the kernel attached XDP without a bpf_link (needs Linux 5.9+)".into(),
+        source: std::io::Error::other(e),
+    })?;
+    fd_link.pin(link_path).map_err(|e| DataPlaneError::Io {
+        context: format!("pin the XDP link at {}", link_path.display()),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(())
+}
+
+fn io_err(context: &'static str) -> impl Fn(std::io::Error) -> DataPlaneError {
+    move |source| DataPlaneError::Io {
+        context: context.to_string(),
+        source,
+    }
+}
+
+fn prog_err(context: &'static str) -> impl Fn(aya::programs::ProgramError) -> DataPlaneError {
+    move |source| DataPlaneError::Program {
+        context: context.to_string(),
+        source,
+    }
+}

@@ -1,0 +1,283 @@
+//! The kernel side as the daemon sees it: loading and attaching the XDP program, pinning,
+//! and writing the maps.
+//!
+//! Writes follow one rule that makes every change atomic for packets: a service's tables
+//! exist in two generations; the daemon writes the generation that is not live, then flips
+//! the service's one-word generation index. A packet therefore reads either the whole old
+//! tables or the whole new ones.
+
+mod attach;
+mod error;
+pub mod object;
+pub mod pins;
+mod stats;
+
+use std::{
+    collections::HashMap as StdHashMap,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
+use balancer_common::{
+    ring_index, tables_index, Backend, BackendStats, FlowKey, FlowState, Ring, ServiceTables,
+    VipInfo, VipKey, GENERATIONS,
+};
+
+pub use attach::AttachOptions;
+pub use error::DataPlaneError;
+pub use stats::{FlowCounts, GlobalCounters};
+
+/// How long a table generation that just stopped being live is left alone before it is
+/// rewritten. An XDP program run lasts microseconds; this leaves a wide margin for packets
+/// that read the old generation just before the flip.
+const GENERATION_GRACE: Duration = Duration::from_millis(2);
+
+/// Everything one service needs in the data plane for one generation.
+pub struct ServiceImage {
+    /// Split and hashing parameters.
+    pub tables: Box<ServiceTables>,
+    /// Maglev table of each group, in group-index order.
+    pub rings: Vec<Box<Ring>>,
+}
+
+/// Outcome of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug)]
+pub struct TestRun {
+    /// XDP action the program returned.
+    pub action: u32,
+    /// The packet after the program.
+    pub packet: Vec<u8>,
+    /// Mean time per run as the kernel measured it.
+    pub duration: Duration,
+}
+
+/// Handles to the pinned maps of an attached data plane.
+pub struct DataPlane {
+    ebpf: aya::Ebpf,
+    pins: pins::PinLayout,
+    reattached: bool,
+    vips: HashMap<MapData, VipKey, VipInfo>,
+    generation: Array<MapData, u32>,
+    tables: Array<MapData, ServiceTables>,
+    rings: Array<MapData, Ring>,
+    backends: Array<MapData, Backend>,
+    backend_stats: PerCpuArray<MapData, BackendStats>,
+    global_stats: PerCpuArray<MapData, u64>,
+    conntrack: HashMap<MapData, FlowKey, FlowState>,
+    last_flip: StdHashMap<u32, Instant>,
+}
+
+impl DataPlane {
+    /// Loads the program and attaches it, or takes over the one already attached (pinned),
+    /// keeping its maps and so every tracked flow.
+    pub fn attach(options: &AttachOptions) -> Result<Self, DataPlaneError> {
+        let mut ebpf = attach::load(&options.pins, options.conntrack_entries)?;
+        let reattached = attach::attach(&mut ebpf, options)?;
+        Self::from_loaded(ebpf, options.pins.clone(), reattached)
+    }
+
+    /// Loads the program and its pinned maps without attaching it anywhere: for
+    /// `BPF_PROG_TEST_RUN` (tests and benchmarks).
+    pub fn load_unattached(
+        pins: &pins::PinLayout,
+        conntrack_entries: u32,
+    ) -> Result<Self, DataPlaneError> {
+        let ebpf = attach::load(pins, conntrack_entries)?;
+        Self::from_loaded(ebpf, pins.clone(), false)
+    }
+
+    fn from_loaded(
+        mut ebpf: aya::Ebpf,
+        pins: pins::PinLayout,
+        reattached: bool,
+    ) -> Result<Self, DataPlaneError> {
+        Ok(Self {
+            vips: take(&mut ebpf, "VIPS")?,
+            generation: take(&mut ebpf, "GENERATION")?,
+            tables: take(&mut ebpf, "TABLES")?,
+            rings: take(&mut ebpf, "RINGS")?,
+            backends: take(&mut ebpf, "BACKENDS")?,
+            backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
+            global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
+            conntrack: take(&mut ebpf, "CONNTRACK")?,
+            ebpf,
+            pins,
+            reattached,
+            last_flip: StdHashMap::new(),
+        })
+    }
+
+    /// Whether the program was already attached (a restart) or newly attached.
+    pub fn reattached(&self) -> bool {
+        self.reattached
+    }
+
+    /// Runs the program once per `repeat` on `packet` with `BPF_PROG_TEST_RUN`, returning
+    /// the XDP action, the packet as the program left it, and the mean time per run.
+    pub fn test_run(&mut self, packet: &[u8], repeat: u32) -> Result<TestRun, DataPlaneError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let mut out = vec![0u8; packet.len() + 256];
+        let program = attach::program(&mut self.ebpf)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(|source| DataPlaneError::Program {
+                context: "BPF_PROG_TEST_RUN".into(),
+                source,
+            })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRun {
+            action: result.return_value,
+            packet: out,
+            duration: result.duration,
+        })
+    }
+
+    /// Publishes a service: writes the non-live generation of its tables, flips to it, and
+    /// makes sure its VIP points at it.
+    pub fn write_service(
+        &mut self,
+        slot: u32,
+        vip: VipKey,
+        image: &ServiceImage,
+    ) -> Result<(), DataPlaneError> {
+        let live = self
+            .generation
+            .get(&slot, 0)
+            .map_err(map_err("read GENERATION"))?;
+        let next = (live + 1) % GENERATIONS;
+        if let Some(flipped) = self.last_flip.get(&slot) {
+            let since = flipped.elapsed();
+            if since < GENERATION_GRACE {
+                std::thread::sleep(GENERATION_GRACE - since);
+            }
+        } else {
+            // Unknown history (fresh daemon): assume a flip just happened.
+            std::thread::sleep(GENERATION_GRACE);
+        }
+        for (group, ring) in image.rings.iter().enumerate() {
+            self.rings
+                .set(ring_index(slot, next, group as u32), &**ring, 0)
+                .map_err(map_err("write RINGS"))?;
+        }
+        self.tables
+            .set(tables_index(slot, next), &*image.tables, 0)
+            .map_err(map_err("write TABLES"))?;
+        self.generation
+            .set(slot, next, 0)
+            .map_err(map_err("flip GENERATION"))?;
+        self.last_flip.insert(slot, Instant::now());
+        let info = VipInfo { service: slot };
+        if self.vips.get(&vip, 0).ok() != Some(info) {
+            self.vips
+                .insert(vip, info, 0)
+                .map_err(map_err("write VIPS"))?;
+        }
+        Ok(())
+    }
+
+    /// Stops balancing a VIP: its packets are passed to the kernel from now on.
+    pub fn remove_vip(&mut self, vip: &VipKey) -> Result<(), DataPlaneError> {
+        match self.vips.remove(vip) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("remove from VIPS")(e)),
+        }
+    }
+
+    /// The VIPs currently in the data plane.
+    pub fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, DataPlaneError> {
+        self.vips
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("list VIPS"))
+    }
+
+    /// Writes a backend's forwarding entry. `fresh` also zeroes its counters (a newly
+    /// allocated index must not inherit a previous occupant's numbers).
+    pub fn set_backend(
+        &mut self,
+        index: u32,
+        backend: &Backend,
+        fresh: bool,
+    ) -> Result<(), DataPlaneError> {
+        if fresh {
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataPlaneError::Io {
+                context: "count CPUs".into(),
+                source: e,
+            })?;
+            let zero =
+                PerCpuValues::try_from(vec![BackendStats::default(); cpus]).map_err(|e| {
+                    DataPlaneError::Io {
+                        context: "build per-CPU values".into(),
+                        source: e,
+                    }
+                })?;
+            self.backend_stats
+                .set(index, zero, 0)
+                .map_err(map_err("reset BACKEND_STATS"))?;
+        }
+        self.backends
+            .set(index, backend, 0)
+            .map_err(map_err("write BACKENDS"))
+    }
+
+    /// The forwarding entry of a backend index as the data plane has it.
+    pub fn backend(&self, index: u32) -> Result<Backend, DataPlaneError> {
+        self.backends
+            .get(&index, 0)
+            .map_err(map_err("read BACKENDS"))
+    }
+
+    /// Frees a backend index: flows still pinned to it will be re-balanced.
+    pub fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError> {
+        self.backends
+            .set(index, Backend::default(), 0)
+            .map_err(map_err("clear BACKENDS"))
+    }
+
+    /// Counters of one backend index, summed over CPUs.
+    pub fn backend_counters(&self, index: u32) -> Result<BackendStats, DataPlaneError> {
+        let values = self
+            .backend_stats
+            .get(&index, 0)
+            .map_err(map_err("read BACKEND_STATS"))?;
+        Ok(stats::sum_backend(&values))
+    }
+
+    /// Global counters, summed over CPUs.
+    pub fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
+        GlobalCounters::read(&self.global_stats)
+    }
+
+    /// Tracked flows per (backend index, epoch) seen within `idle`.
+    pub fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
+        stats::count_flows(&self.conntrack, idle)
+    }
+
+    /// Detaches the program and removes every pin; the maps go with the last reference.
+    pub fn teardown(self) -> Result<(), DataPlaneError> {
+        attach::unpin_all(&self.pins)
+    }
+}
+
+fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, DataPlaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| DataPlaneError::MissingMap(name.to_string()))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+fn map_err(context: &'static str) -> impl Fn(aya::maps::MapError) -> DataPlaneError {
+    move |source| DataPlaneError::Map {
+        context: context.to_string(),
+        source,
+    }
+}

@@ -1,0 +1,100 @@
+//! Where the data plane lives in bpffs: `<root>/v<LAYOUT_VERSION>/<iface>/{maps/,link}`.
+//!
+//! The version changes whenever a map's layout changes, so a daemon never reuses maps it
+//! cannot read.
+
+use std::{
+    ffi::CString,
+    io,
+    path::{Path, PathBuf},
+};
+
+/// Version of the map layout; part of the pin path.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Default bpffs directory for the balancer's pins.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/balancer";
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Pin paths of one attached data plane.
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    dir: PathBuf,
+}
+
+impl PinLayout {
+    /// Layout for `iface` under `root` (a directory on a bpffs).
+    pub fn new(root: &Path, iface: &str) -> Self {
+        Self {
+            dir: root.join(format!("v{LAYOUT_VERSION}")).join(iface),
+        }
+    }
+
+    /// Directory holding everything of this data plane.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Directory of the pinned maps.
+    pub fn maps(&self) -> PathBuf {
+        self.dir.join("maps")
+    }
+
+    /// The pinned XDP link.
+    pub fn link(&self) -> PathBuf {
+        self.dir.join("link")
+    }
+}
+
+/// Makes sure `dir`'s filesystem is a bpffs, mounting one on /sys/fs/bpf if that is where
+/// `dir` lives and nothing is mounted there yet.
+pub fn ensure_bpffs(dir: &Path) -> io::Result<()> {
+    let default_mount = Path::new("/sys/fs/bpf");
+    if dir.starts_with(default_mount) && !is_bpffs(default_mount)? {
+        mount_bpffs(default_mount)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    if !is_bpffs(dir)? {
+        return Err(io::Error::other(format!(
+            "{} is not on a bpf filesystem (mount -t bpf bpf DIR)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c_path = c_path(path)?;
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn mount_bpffs(path: &Path) -> io::Result<()> {
+    let target = c_path(path)?;
+    let fstype = CString::new("bpf").expect("static string");
+    // SAFETY: valid C strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path contains a NUL byte"))
+}

@@ -1,0 +1,20 @@
+//! Userspace of `balancer`: the daemon that owns the XDP data plane, its control API, and
+//! the CLI client.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod compile;
+pub mod config;
+pub mod controller;
+pub mod daemon;
+pub mod dataplane;
+pub mod maglev;
+pub mod neighbor;
+mod probe;
+pub mod report;
+pub mod server;
+pub mod split;
+pub mod state;
+pub mod vip;

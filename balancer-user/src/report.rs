@@ -1,0 +1,64 @@
+//! Human-readable renderings of API answers.
+
+use std::fmt::Write as _;
+
+use crate::api::Status;
+
+/// `balancer status` as text.
+pub fn status(status: &Status) -> String {
+    let mut out = String::new();
+    for s in &status.services {
+        let split: Vec<String> = s
+            .split
+            .iter()
+            .map(|g| format!("{}={}%", g.group, g.percent))
+            .collect();
+        let _ = writeln!(
+            out,
+            "service {}  {}  affinity={:?}  split: {}",
+            s.name,
+            s.vip,
+            s.affinity,
+            if split.is_empty() {
+                "-".to_string()
+            } else {
+                split.join(" ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  {:<40} {:<12} {:>6} {:>7} {:>10} {:>12} {:>14} {:>8}",
+            "BACKEND", "GROUP", "WEIGHT", "SHARE%", "NEW_FLOWS", "PACKETS", "BYTES", "ACTIVE"
+        );
+        for b in &s.backends {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<12} {:>6} {:>7.2} {:>10} {:>12} {:>14} {:>8}",
+                b.addr.to_string(),
+                b.group,
+                b.weight,
+                b.effective_share,
+                b.new_flows,
+                b.packets,
+                b.bytes,
+                b.active_flows
+            );
+        }
+    }
+    let c = &status.counters;
+    let _ = writeln!(
+        out,
+        "packets: passed={} dropped={} malformed={} unbalanceable={}",
+        c.passed, c.dropped, c.malformed, c.unbalanceable
+    );
+    out
+}
+
+/// `balancer service list` as text.
+pub fn service_list(status: &Status) -> String {
+    let mut out = String::new();
+    for s in &status.services {
+        let _ = writeln!(out, "{}\t{}\t{:?}", s.name, s.vip, s.affinity);
+    }
+    out
+}

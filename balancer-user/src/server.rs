@@ -1,0 +1,238 @@
+//! The control API: HTTP + JSON on a Unix socket (`curl --unix-socket`), one route per
+//! operation. Every change goes through the controller, one at a time.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    extract::{Path, Query, State as AxumState},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post, put},
+    Json, Router,
+};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::{
+    api::{AddBackend, AddService, ApiError, SetSplit, SetWeight},
+    config::Config,
+    controller::{Controller, ControllerError},
+    state::{parse_percent, DEFAULT_WEIGHT},
+};
+
+/// What the handlers share.
+pub struct Shared {
+    controller: Mutex<Option<Controller>>,
+    /// Notified when the daemon should exit (after a teardown).
+    pub shutdown: Notify,
+}
+
+impl Shared {
+    /// Wraps a started controller.
+    pub fn new(controller: Controller) -> Arc<Self> {
+        Arc::new(Self {
+            controller: Mutex::new(Some(controller)),
+            shutdown: Notify::new(),
+        })
+    }
+}
+
+/// The routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/services", post(add_service))
+        .route("/services/{name}", delete(remove_service))
+        .route("/services/{name}/backends", post(add_backend))
+        .route("/services/{name}/backends/{addr}", delete(remove_backend))
+        .route("/services/{name}/backends/{addr}/weight", put(set_weight))
+        .route("/services/{name}/split", put(set_split))
+        .route("/apply", post(apply))
+        .route("/export", get(export))
+        .route("/teardown", post(teardown))
+        .with_state(shared)
+}
+
+/// An error answer: status code and one line.
+pub struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+impl From<ControllerError> for Failure {
+    fn from(e: ControllerError) -> Self {
+        let code = if e.is_bad_input() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+fn bad_request(message: impl ToString) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, message.to_string())
+}
+
+/// Runs `f` on the controller off the async executor (map writes are system calls).
+async fn with_controller<T: Send + 'static>(
+    shared: Arc<Shared>,
+    f: impl FnOnce(&mut Controller) -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(move || {
+        let mut guard = shared.controller.lock().map_err(|_| {
+            Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "controller poisoned".into(),
+            )
+        })?;
+        let controller = guard.as_mut().ok_or_else(|| {
+            Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is tearing down".into(),
+            )
+        })?;
+        f(controller)
+    })
+    .await
+    .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+fn parse_addr(text: &str) -> Result<IpAddr, Failure> {
+    text.parse()
+        .map_err(|_| bad_request(format!("{text:?} is not an IP address")))
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    service: Option<String>,
+}
+
+async fn status(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Query(query): Query<StatusQuery>,
+) -> Result<Response, Failure> {
+    let status = with_controller(shared, move |c| Ok(c.status(query.service.as_deref())?)).await?;
+    Ok(Json(status).into_response())
+}
+
+async fn add_service(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Json(req): Json<AddService>,
+) -> Result<StatusCode, Failure> {
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.add_service(&req.name, req.vip, req.affinity, req.table_size))?)
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn remove_service(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Failure> {
+    with_controller(shared, move |c| Ok(c.change(|s| s.remove_service(&name))?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_backend(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<AddBackend>,
+) -> Result<StatusCode, Failure> {
+    with_controller(shared, move |c| {
+        let weight = req.weight.unwrap_or(DEFAULT_WEIGHT);
+        Ok(c.change(|s| s.add_backend(&name, req.addr, &req.group, weight))?)
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn remove_backend(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((name, addr)): Path<(String, String)>,
+) -> Result<StatusCode, Failure> {
+    let addr = parse_addr(&addr)?;
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.remove_backend(&name, addr))?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_weight(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((name, addr)): Path<(String, String)>,
+    Json(req): Json<SetWeight>,
+) -> Result<StatusCode, Failure> {
+    let addr = parse_addr(&addr)?;
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.set_weight(&name, addr, req.weight))?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_split(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<SetSplit>,
+) -> Result<StatusCode, Failure> {
+    let shares = req
+        .shares
+        .iter()
+        .map(|(group, percent)| Ok((group.clone(), parse_percent(percent)?)))
+        .collect::<Result<Vec<_>, crate::state::StateError>>()
+        .map_err(bad_request)?;
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.set_split(&name, &shares))?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn apply(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    body: String,
+) -> Result<StatusCode, Failure> {
+    let config = Config::parse(&body).map_err(bad_request)?;
+    with_controller(shared, move |c| Ok(c.change(|s| config.apply_to(s))?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn export(AxumState(shared): AxumState<Arc<Shared>>) -> Result<String, Failure> {
+    with_controller(shared, |c| {
+        let config = Config::from_state(c.state()).map_err(ControllerError::from)?;
+        Ok(config.to_toml())
+    })
+    .await
+}
+
+async fn teardown(AxumState(shared): AxumState<Arc<Shared>>) -> Result<StatusCode, Failure> {
+    let notify = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = shared.controller.lock().map_err(|_| {
+            Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "controller poisoned".into(),
+            )
+        })?;
+        let controller = guard.take().ok_or_else(|| {
+            Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is tearing down".into(),
+            )
+        })?;
+        controller.teardown().map_err(Failure::from)
+    })
+    .await
+    .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    notify.shutdown.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,419 @@
+//! Desired state: services, groups, backends, split. The daemon persists it after every
+//! change and rebuilds the data plane from it at start.
+//!
+//! Every mutation validates before it changes anything, so a rejected command leaves the
+//! state exactly as it was.
+
+mod error;
+mod percent;
+mod persist;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use balancer_common::{MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES, RING_CAPACITY};
+use serde::{Deserialize, Serialize};
+
+pub use error::StateError;
+pub use percent::{format_basis_points, parse_percent};
+pub use persist::{load, save};
+
+use crate::{
+    maglev::{is_prime, DEFAULT_TABLE_SIZE},
+    split::{CellRun, SplitTable},
+    vip::{is_unicast, Vip},
+};
+
+/// Version of the state file format.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Longest service or group name.
+const MAX_NAME_LEN: usize = 64;
+
+/// Default backend weight.
+pub const DEFAULT_WEIGHT: u16 = 100;
+
+/// How new flows are hashed to groups and backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Affinity {
+    /// The 5-tuple: every connection is placed on its own.
+    #[default]
+    Connection,
+    /// The client address only: one client keeps one group and backend.
+    Client,
+}
+
+/// The whole desired state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// File format version, [`STATE_FORMAT`].
+    pub format: u32,
+    /// Next backend epoch to hand out; epochs are never reused.
+    pub next_epoch: u32,
+    /// Services by name.
+    pub services: BTreeMap<String, Service>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            format: STATE_FORMAT,
+            next_epoch: 1,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+/// One balanced service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Index in the data plane's per-service maps.
+    pub slot: u32,
+    /// Address, port and protocol.
+    pub vip: Vip,
+    /// Hashing affinity.
+    pub affinity: Affinity,
+    /// Maglev table size (prime).
+    pub table_size: u32,
+    /// Groups in index order.
+    pub groups: Vec<Group>,
+    /// Which group each split cell belongs to (persisted so that the split stays monotonic
+    /// across restarts).
+    pub split: Vec<CellRun>,
+}
+
+/// A named set of backends (e.g. blue, green, canary).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Group name, unique in its service.
+    pub name: String,
+    /// Backends of the group.
+    pub backends: Vec<BackendEntry>,
+}
+
+/// One backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendEntry {
+    /// The backend's own address (it also holds the VIP on a loopback).
+    pub addr: IpAddr,
+    /// Relative weight for new flows; 0 = no new flows, established ones kept.
+    pub weight: u16,
+    /// Index in the data plane's backend map.
+    pub index: u32,
+    /// Epoch of this occupation of `index`.
+    pub epoch: u32,
+}
+
+impl Service {
+    /// The split table.
+    pub fn split_table(&self) -> Result<SplitTable, StateError> {
+        Ok(SplitTable::from_runs(&self.split, self.groups.len())?)
+    }
+
+    /// Group index by name.
+    pub fn group_index(&self, name: &str) -> Option<usize> {
+        self.groups.iter().position(|g| g.name == name)
+    }
+
+    /// Every backend with its group index.
+    pub fn backends(&self) -> impl Iterator<Item = (usize, &BackendEntry)> {
+        self.groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| group.backends.iter().map(move |b| (g, b)))
+    }
+
+    fn backend_mut(&mut self, addr: IpAddr) -> Option<&mut BackendEntry> {
+        self.groups
+            .iter_mut()
+            .flat_map(|g| g.backends.iter_mut())
+            .find(|b| b.addr == addr)
+    }
+
+    /// Removes groups that have neither backends nor a share.
+    fn prune_groups(&mut self) -> Result<(), StateError> {
+        while let Some(g) = self
+            .shares()?
+            .iter()
+            .zip(&self.groups)
+            .position(|(share, group)| *share == 0 && group.backends.is_empty())
+        {
+            let table = self.split_table()?.without_group(g as u8)?;
+            self.groups.remove(g);
+            self.split = table.to_runs();
+        }
+        Ok(())
+    }
+
+    /// Shares per group in basis points, in group order.
+    pub fn shares(&self) -> Result<Vec<u16>, StateError> {
+        let table = self.split_table()?;
+        Ok((0..self.groups.len())
+            .map(|g| table.share_of(g as u8))
+            .collect())
+    }
+}
+
+impl State {
+    /// Checks invariants of a state read from disk or built from a config file.
+    pub fn validate(&self) -> Result<(), StateError> {
+        if self.format != STATE_FORMAT {
+            return Err(StateError::Format(self.format));
+        }
+        let mut slots = BTreeMap::new();
+        let mut vips = BTreeMap::new();
+        let mut indices = BTreeMap::new();
+        for (name, service) in &self.services {
+            check_name("service", name)?;
+            if service.slot >= MAX_SERVICES || slots.insert(service.slot, name).is_some() {
+                return Err(StateError::Corrupt(format!(
+                    "service {name:?} has a bad slot"
+                )));
+            }
+            if let Some(other) = vips.insert(service.vip, name) {
+                return Err(StateError::VipInUse(service.vip, other.clone()));
+            }
+            check_table_size(service.table_size)?;
+            if service.groups.len() > MAX_GROUPS as usize {
+                return Err(StateError::TooManyGroups(name.clone()));
+            }
+            service.split_table()?;
+            for (g, group) in service.groups.iter().enumerate() {
+                check_name("group", &group.name)?;
+                if service.group_index(&group.name) != Some(g) {
+                    return Err(StateError::Corrupt(format!(
+                        "group {:?} appears twice in service {name:?}",
+                        group.name
+                    )));
+                }
+            }
+            let mut addrs = BTreeMap::new();
+            for (_, backend) in service.backends() {
+                check_backend_addr(service, backend.addr)?;
+                if addrs.insert(backend.addr, ()).is_some() {
+                    return Err(StateError::DuplicateBackend(backend.addr, name.clone()));
+                }
+                if backend.index >= MAX_BACKENDS
+                    || backend.epoch == 0
+                    || backend.epoch >= self.next_epoch
+                    || indices.insert(backend.index, ()).is_some()
+                {
+                    return Err(StateError::Corrupt(format!(
+                        "backend {} of service {name:?} has a bad index or epoch",
+                        backend.addr
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A service by name.
+    pub fn service(&self, name: &str) -> Result<&Service, StateError> {
+        self.services
+            .get(name)
+            .ok_or_else(|| StateError::UnknownService(name.to_string()))
+    }
+
+    fn service_mut(&mut self, name: &str) -> Result<&mut Service, StateError> {
+        self.services
+            .get_mut(name)
+            .ok_or_else(|| StateError::UnknownService(name.to_string()))
+    }
+
+    /// Adds a service without groups; it drops its VIP's packets until backends exist.
+    pub fn add_service(
+        &mut self,
+        name: &str,
+        vip: Vip,
+        affinity: Affinity,
+        table_size: Option<u32>,
+    ) -> Result<(), StateError> {
+        check_name("service", name)?;
+        if self.services.contains_key(name) {
+            return Err(StateError::ServiceExists(name.to_string()));
+        }
+        if let Some((other, _)) = self.services.iter().find(|(_, s)| s.vip == vip) {
+            return Err(StateError::VipInUse(vip, other.clone()));
+        }
+        let table_size = table_size.unwrap_or(DEFAULT_TABLE_SIZE);
+        check_table_size(table_size)?;
+        let slot = (0..MAX_SERVICES)
+            .find(|slot| self.services.values().all(|s| s.slot != *slot))
+            .ok_or(StateError::TooManyServices)?;
+        self.services.insert(
+            name.to_string(),
+            Service {
+                slot,
+                vip,
+                affinity,
+                table_size,
+                groups: Vec::new(),
+                split: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a service and its backends.
+    pub fn remove_service(&mut self, name: &str) -> Result<Service, StateError> {
+        self.services
+            .remove(name)
+            .ok_or_else(|| StateError::UnknownService(name.to_string()))
+    }
+
+    /// Adds a backend to a group, creating the group if needed (the first group of a
+    /// service gets 100% of new flows, later ones 0% until a split gives them a share).
+    pub fn add_backend(
+        &mut self,
+        service: &str,
+        addr: IpAddr,
+        group: &str,
+        weight: u16,
+    ) -> Result<(), StateError> {
+        check_name("group", group)?;
+        let index = self.free_index()?;
+        let epoch = self.next_epoch;
+        let next_epoch = epoch.checked_add(1).ok_or(StateError::EpochsExhausted)?;
+        let svc = self.service_mut(service)?;
+        check_backend_addr(svc, addr)?;
+        if svc.backends().any(|(_, b)| b.addr == addr) {
+            return Err(StateError::DuplicateBackend(addr, service.to_string()));
+        }
+        let group_index = match svc.group_index(group) {
+            Some(g) => g,
+            None => {
+                if svc.groups.len() >= MAX_GROUPS as usize {
+                    return Err(StateError::TooManyGroups(service.to_string()));
+                }
+                let mut shares = svc.shares()?;
+                shares.push(if shares.is_empty() { 10_000 } else { 0 });
+                let table = match svc.groups.len() {
+                    0 => SplitTable::initial(&shares)?,
+                    _ => svc.split_table()?.rebalance(&shares)?,
+                };
+                svc.groups.push(Group {
+                    name: group.to_string(),
+                    backends: Vec::new(),
+                });
+                svc.split = table.to_runs();
+                svc.groups.len() - 1
+            }
+        };
+        svc.groups[group_index].backends.push(BackendEntry {
+            addr,
+            weight,
+            index,
+            epoch,
+        });
+        self.next_epoch = next_epoch;
+        Ok(())
+    }
+
+    /// Changes a backend's weight.
+    pub fn set_weight(
+        &mut self,
+        service: &str,
+        addr: IpAddr,
+        weight: u16,
+    ) -> Result<(), StateError> {
+        let svc = self.service_mut(service)?;
+        let backend = svc
+            .backend_mut(addr)
+            .ok_or_else(|| StateError::UnknownBackend(addr, service.to_string()))?;
+        backend.weight = weight;
+        Ok(())
+    }
+
+    /// Removes a backend. A group left without backends and without share is removed too.
+    pub fn remove_backend(
+        &mut self,
+        service: &str,
+        addr: IpAddr,
+    ) -> Result<BackendEntry, StateError> {
+        let svc = self.service_mut(service)?;
+        let (g, position) = svc
+            .groups
+            .iter()
+            .enumerate()
+            .find_map(|(g, group)| {
+                group
+                    .backends
+                    .iter()
+                    .position(|b| b.addr == addr)
+                    .map(|p| (g, p))
+            })
+            .ok_or_else(|| StateError::UnknownBackend(addr, service.to_string()))?;
+        let removed = svc.groups[g].backends.remove(position);
+        svc.prune_groups()?;
+        Ok(removed)
+    }
+
+    /// Sets the split: every named group gets its share, unnamed groups 0. Shares are
+    /// basis points and must sum to 10000.
+    pub fn set_split(&mut self, service: &str, shares: &[(String, u16)]) -> Result<(), StateError> {
+        let svc = self.service_mut(service)?;
+        if svc.groups.is_empty() {
+            return Err(StateError::NoGroups(service.to_string()));
+        }
+        let mut new_shares = vec![0u16; svc.groups.len()];
+        let mut seen = vec![false; svc.groups.len()];
+        for (name, share) in shares {
+            let g = svc
+                .group_index(name)
+                .ok_or_else(|| StateError::UnknownGroup(name.clone(), service.to_string()))?;
+            if seen[g] {
+                return Err(StateError::GroupTwice(name.clone()));
+            }
+            seen[g] = true;
+            new_shares[g] = *share;
+        }
+        let table = svc.split_table()?.rebalance(&new_shares)?;
+        svc.split = table.to_runs();
+        svc.prune_groups()
+    }
+
+    fn free_index(&self) -> Result<u32, StateError> {
+        let used: std::collections::BTreeSet<u32> = self
+            .services
+            .values()
+            .flat_map(|s| s.backends().map(|(_, b)| b.index))
+            .collect();
+        (0..MAX_BACKENDS)
+            .find(|i| !used.contains(i))
+            .ok_or(StateError::TooManyBackends)
+    }
+}
+
+fn check_name(kind: &'static str, name: &str) -> Result<(), StateError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::BadName(kind, name.to_string()))
+    }
+}
+
+fn check_table_size(size: u32) -> Result<(), StateError> {
+    if size as usize > RING_CAPACITY || !is_prime(size) || size < 3 {
+        return Err(StateError::BadTableSize(size, RING_CAPACITY));
+    }
+    Ok(())
+}
+
+fn check_backend_addr(service: &Service, addr: IpAddr) -> Result<(), StateError> {
+    if !is_unicast(addr) || addr.is_loopback() {
+        return Err(StateError::BadBackendAddr(addr));
+    }
+    if addr.is_ipv4() != service.vip.addr.is_ipv4() {
+        return Err(StateError::FamilyMismatch(addr, service.vip));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

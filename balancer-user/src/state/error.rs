@@ -1,0 +1,88 @@
+//! Why a change to the desired state was refused.
+
+use std::net::IpAddr;
+
+use crate::{split::SplitError, vip::Vip};
+
+/// A refused change or an unreadable state file. Messages are one line, for operators.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// No such service.
+    #[error("no service named {0:?}")]
+    UnknownService(String),
+    /// Name taken.
+    #[error("a service named {0:?} already exists")]
+    ServiceExists(String),
+    /// VIP taken.
+    #[error("VIP {0} is already served by service {1:?}")]
+    VipInUse(Vip, String),
+    /// All service slots used.
+    #[error("no room for another service (at most {max})", max = balancer_common::MAX_SERVICES)]
+    TooManyServices,
+    /// All backend slots used.
+    #[error("no room for another backend (at most {max})", max = balancer_common::MAX_BACKENDS)]
+    TooManyBackends,
+    /// Epoch counter exhausted (after 4 billion backend additions).
+    #[error("backend epochs exhausted; tear down and start afresh")]
+    EpochsExhausted,
+    /// Invalid name.
+    #[error("bad {0} name {1:?}: use 1-64 characters from A-Z a-z 0-9 - _ .")]
+    BadName(&'static str, String),
+    /// Table size not a suitable prime.
+    #[error("table size {0} must be a prime between 3 and {1}")]
+    BadTableSize(u32, usize),
+    /// Backend address unusable.
+    #[error("backend address {0} is not a unicast, non-loopback address")]
+    BadBackendAddr(IpAddr),
+    /// Backend of the other family than the VIP.
+    #[error("backend {0} and VIP {1} are of different address families")]
+    FamilyMismatch(IpAddr, Vip),
+    /// Backend already present.
+    #[error("backend {0} already exists in service {1:?}")]
+    DuplicateBackend(IpAddr, String),
+    /// No such backend.
+    #[error("no backend {0} in service {1:?}")]
+    UnknownBackend(IpAddr, String),
+    /// Group limit reached.
+    #[error("service {0:?} already has the most groups allowed ({max})", max = balancer_common::MAX_GROUPS)]
+    TooManyGroups(String),
+    /// No such group.
+    #[error("no group {0:?} in service {1:?}")]
+    UnknownGroup(String, String),
+    /// A group named twice in one split.
+    #[error("group {0:?} is named twice")]
+    GroupTwice(String),
+    /// Split on a service without groups.
+    #[error("service {0:?} has no groups yet: add a backend first")]
+    NoGroups(String),
+    /// Invalid split.
+    #[error(transparent)]
+    Split(#[from] SplitError),
+    /// Invalid percentage.
+    #[error("bad percentage {0:?}: use a number from 0 to 100 with at most 2 decimals")]
+    BadPercent(String),
+    /// Unknown state file format.
+    #[error("state file format {0} is not supported by this version")]
+    Format(u32),
+    /// Inconsistent state file.
+    #[error("state file is inconsistent: {0}")]
+    Corrupt(String),
+    /// Reading or writing the state file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file is not valid JSON of the expected shape.
+    #[error("state file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+}

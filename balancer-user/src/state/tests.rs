@@ -1,0 +1,177 @@
+use std::net::IpAddr;
+
+use super::*;
+use crate::config::Config;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn sample() -> State {
+    let mut s = State::default();
+    s.add_service(
+        "web",
+        "198.19.0.1:80/tcp".parse().unwrap(),
+        Affinity::Client,
+        None,
+    )
+    .unwrap();
+    s.add_service(
+        "dns",
+        "[2001:db8:ffff::1]:53/udp".parse().unwrap(),
+        Affinity::Connection,
+        Some(251),
+    )
+    .unwrap();
+    s.add_backend("web", ip("198.18.0.101"), "blue", 100)
+        .unwrap();
+    s.add_backend("web", ip("198.18.0.102"), "blue", 50)
+        .unwrap();
+    s.add_backend("web", ip("198.18.0.103"), "green", 100)
+        .unwrap();
+    s.set_split("web", &[("blue".into(), 7500), ("green".into(), 2500)])
+        .unwrap();
+    s.add_backend("dns", ip("2001:db8::101"), "main", 1)
+        .unwrap();
+    s
+}
+
+#[test]
+fn first_group_takes_everything_later_groups_nothing() {
+    let s = sample();
+    let web = s.service("web").unwrap();
+    assert_eq!(web.shares().unwrap(), vec![7500, 2500]);
+    assert_eq!(s.service("dns").unwrap().shares().unwrap(), vec![10_000]);
+    let mut t = s.clone();
+    t.add_backend("web", ip("198.18.0.104"), "canary", 100)
+        .unwrap();
+    assert_eq!(
+        t.service("web").unwrap().shares().unwrap(),
+        vec![7500, 2500, 0]
+    );
+    s.validate().unwrap();
+}
+
+#[test]
+fn indices_and_epochs_are_unique_and_epochs_never_reused() {
+    let mut s = sample();
+    let removed = s.remove_backend("web", ip("198.18.0.102")).unwrap();
+    s.add_backend("web", ip("198.18.0.110"), "blue", 100)
+        .unwrap();
+    let web = s.service("web").unwrap();
+    let added = web
+        .backends()
+        .find(|(_, b)| b.addr == ip("198.18.0.110"))
+        .unwrap()
+        .1;
+    assert_eq!(added.index, removed.index, "lowest free index is reused");
+    assert!(added.epoch > removed.epoch, "epochs never come back");
+    s.validate().unwrap();
+}
+
+#[test]
+fn rejected_changes_leave_state_untouched() {
+    let s = sample();
+    let attempts: Vec<Box<dyn Fn(&mut State) -> Result<(), StateError>>> = vec![
+        Box::new(|s| s.add_backend("nosuch", ip("198.18.0.120"), "blue", 1)),
+        Box::new(|s| s.add_backend("web", ip("198.18.0.101"), "green", 1)),
+        Box::new(|s| s.add_backend("web", ip("2001:db8::9"), "blue", 1)),
+        Box::new(|s| s.add_backend("web", ip("127.0.0.1"), "blue", 1)),
+        Box::new(|s| s.add_backend("web", ip("198.18.0.120"), "bad group", 1)),
+        Box::new(|s| s.set_weight("web", ip("198.18.0.199"), 1)),
+        Box::new(|s| s.set_split("web", &[("blue".into(), 5000)])),
+        Box::new(|s| s.set_split("web", &[("nosuch".into(), 10_000)])),
+        Box::new(|s| s.set_split("web", &[("blue".into(), 5000), ("blue".into(), 5000)])),
+        Box::new(|s| {
+            s.add_service(
+                "web",
+                "198.19.0.9:80/tcp".parse().unwrap(),
+                Affinity::Client,
+                None,
+            )
+        }),
+        Box::new(|s| {
+            s.add_service(
+                "x",
+                "198.19.0.1:80/tcp".parse().unwrap(),
+                Affinity::Client,
+                None,
+            )
+        }),
+        Box::new(|s| {
+            s.add_service(
+                "x",
+                "198.19.0.9:80/tcp".parse().unwrap(),
+                Affinity::Client,
+                Some(100),
+            )
+        }),
+        Box::new(|s| s.remove_service("nosuch").map(|_| ())),
+        Box::new(|s| s.remove_backend("web", ip("198.18.0.199")).map(|_| ())),
+    ];
+    for (i, attempt) in attempts.iter().enumerate() {
+        let mut copy = s.clone();
+        assert!(attempt(&mut copy).is_err(), "attempt {i} accepted");
+        // The controller discards the copy on error; the mutation itself must also not
+        // have half-applied anything observable in the copy for these validations.
+        assert_eq!(copy, s, "attempt {i} changed the state");
+    }
+}
+
+#[test]
+fn empty_group_without_share_is_removed() {
+    let mut s = sample();
+    s.set_split("web", &[("blue".into(), 10_000)]).unwrap();
+    s.remove_backend("web", ip("198.18.0.103")).unwrap();
+    let web = s.service("web").unwrap();
+    assert_eq!(web.groups.len(), 1);
+    assert_eq!(web.shares().unwrap(), vec![10_000]);
+}
+
+#[test]
+fn state_file_round_trip() {
+    let dir = std::env::temp_dir().join(format!("balancer-state-{}", std::process::id()));
+    let path = dir.join("state.json");
+    let s = sample();
+    save(&path, &s).unwrap();
+    assert_eq!(load(&path).unwrap(), s);
+    std::fs::write(&path, b"{ not json").unwrap();
+    assert!(load(&path).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(load(&path).unwrap(), State::default());
+}
+
+#[test]
+fn toml_round_trip_keeps_identity() {
+    let s = sample();
+    let text = Config::from_state(&s).unwrap().to_toml();
+    let config = Config::parse(&text).unwrap();
+    // Applied to itself: nothing changes, not even backend indices or epochs.
+    let mut same = s.clone();
+    config.apply_to(&mut same).unwrap();
+    assert_eq!(same, s);
+    // Applied to an empty state: the same services, groups, weights and split.
+    let mut fresh = State::default();
+    config.apply_to(&mut fresh).unwrap();
+    assert_eq!(
+        Config::from_state(&fresh).unwrap(),
+        Config::from_state(&s).unwrap()
+    );
+}
+
+#[test]
+fn toml_rejects_bad_files() {
+    for bad in [
+        "[[service]]\nname = \"web\"\n",
+        "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80\"\n",
+        "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80/tcp\"\nbogus = 1\n",
+        "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80/tcp\"\n[[service.group]]\nname = \"a\"\npercent = 50\nbackends = [{ addr = \"198.18.0.1\" }]\n[[service.group]]\nname = \"b\"\npercent = 40\nbackends = [{ addr = \"198.18.0.2\" }]\n",
+        "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80/tcp\"\n[[service.group]]\nname = \"a\"\nbackends = [{ addr = \"198.18.0.1\", weight = 70000 }]\n",
+    ] {
+        let result = Config::parse(bad).map_err(|e| e.to_string()).and_then(|c| {
+            let mut s = State::default();
+            c.apply_to(&mut s).map_err(|e| e.to_string())
+        });
+        assert!(result.is_err(), "accepted: {bad}");
+    }
+}

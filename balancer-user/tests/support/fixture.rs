@@ -1,0 +1,261 @@
+//! A test data plane together with the desired state it serves, the images last written
+//! for each service, and the selection model the kernel's choices are checked against.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
+
+use balancer_common::{flow_hash, Backend, BackendStats, FlowKey, NONE, NO_GROUP, SPLIT_CELLS};
+use balancer_user::{
+    compile::compile,
+    dataplane::{ServiceImage, TestRun},
+    state::{Affinity, BackendEntry, Service, State},
+};
+
+use super::{
+    packet::Flow,
+    plane::{TestPlane, INGRESS_IFINDEX},
+};
+
+/// Seed of the flow hash in the tests (any fixed value; the model uses the same).
+pub const SEED: u64 = 0x5eed_0fda_7a91_a4e0;
+
+/// A data plane, the state written to it, and what was written.
+pub struct Fixture {
+    /// The loaded data plane.
+    pub plane: TestPlane,
+    /// The desired state the tables were compiled from.
+    pub state: State,
+    images: BTreeMap<String, ServiceImage>,
+    backends: BTreeMap<u32, Backend>,
+}
+
+impl Fixture {
+    /// An empty state and a freshly loaded data plane for the test `test`.
+    pub fn new(test: &str) -> Self {
+        Self {
+            plane: TestPlane::load(test),
+            state: State::default(),
+            images: BTreeMap::new(),
+            backends: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a service (not yet published).
+    pub fn add_service(&mut self, name: &str, vip: &str, affinity: Affinity) {
+        let vip = vip.parse().expect("VIP");
+        self.state
+            .add_service(name, vip, affinity, None)
+            .expect("add service");
+    }
+
+    /// Adds a backend reached through the ingress interface (XDP_TX) to the state and
+    /// writes its forwarding entry; returns its index. Publish the service afterwards.
+    pub fn add_backend(&mut self, service: &str, addr: &str, group: &str, weight: u16) -> u32 {
+        self.add_backend_via(service, addr, group, weight, INGRESS_IFINDEX)
+    }
+
+    /// [`Fixture::add_backend`] with the backend behind interface `ifindex`.
+    pub fn add_backend_via(
+        &mut self,
+        service: &str,
+        addr: &str,
+        group: &str,
+        weight: u16,
+        ifindex: u32,
+    ) -> u32 {
+        let addr: IpAddr = addr.parse().expect("backend address");
+        self.state
+            .add_backend(service, addr, group, weight)
+            .expect("add backend");
+        let entry = self.entry(service, addr);
+        let backend = fake_backend(entry.epoch, ifindex);
+        self.plane
+            .set_backend(entry.index, &backend, true)
+            .expect("set backend");
+        self.backends.insert(entry.index, backend);
+        entry.index
+    }
+
+    /// Adds `addrs` to `service`, the first half in group "blue", the rest in "green", all
+    /// with weight 100, splits new flows 50/50 between the groups and publishes.
+    pub fn add_two_groups(&mut self, service: &str, addrs: &[&str]) {
+        let half = addrs.len() / 2;
+        for (i, addr) in addrs.iter().enumerate() {
+            let group = if i < half { "blue" } else { "green" };
+            self.add_backend(service, addr, group, 100);
+        }
+        self.set_split(service, &[("blue", 5000), ("green", 5000)]);
+        self.publish(service);
+    }
+
+    /// Sets the split (basis points per group name); publish afterwards.
+    pub fn set_split(&mut self, service: &str, shares: &[(&str, u16)]) {
+        let shares: Vec<(String, u16)> = shares.iter().map(|(g, s)| (g.to_string(), *s)).collect();
+        self.state.set_split(service, &shares).expect("set split");
+    }
+
+    /// Changes a backend's weight in the state; publish afterwards.
+    pub fn set_weight(&mut self, service: &str, addr: IpAddr, weight: u16) {
+        self.state
+            .set_weight(service, addr, weight)
+            .expect("set weight");
+    }
+
+    /// Removes a backend from the state; publish, then [`Fixture::clear_backend`].
+    pub fn remove_backend(&mut self, service: &str, addr: IpAddr) -> BackendEntry {
+        self.state
+            .remove_backend(service, addr)
+            .expect("remove backend")
+    }
+
+    /// Frees a backend index in the data plane.
+    pub fn clear_backend(&mut self, index: u32) {
+        self.plane.clear_backend(index).expect("clear backend");
+        self.backends.remove(&index);
+    }
+
+    /// Compiles `service` and writes it (new generation, flip, VIP).
+    pub fn publish(&mut self, service: &str) {
+        let svc = self.service(service).clone();
+        let compiled = compile(&svc, SEED).expect("compile");
+        self.plane
+            .write_service(svc.slot, svc.vip.key(), &compiled.image)
+            .expect("write service");
+        self.images.insert(service.to_string(), compiled.image);
+    }
+
+    /// The service as the state has it.
+    pub fn service(&self, name: &str) -> &Service {
+        self.state.service(name).expect("service")
+    }
+
+    /// The image last published for `service`.
+    pub fn image(&self, service: &str) -> &ServiceImage {
+        &self.images[service]
+    }
+
+    /// The state's entry of backend `addr` of `service`.
+    pub fn entry(&self, service: &str, addr: IpAddr) -> BackendEntry {
+        *self
+            .service(service)
+            .backends()
+            .map(|(_, b)| b)
+            .find(|b| b.addr == addr)
+            .expect("backend in state")
+    }
+
+    /// The forwarding entry written for backend index `index`.
+    pub fn backend(&self, index: u32) -> Backend {
+        self.backends[&index]
+    }
+
+    /// The backend index the model selects for a new flow of `service`.
+    pub fn expected(&self, service: &str, flow: &Flow) -> Option<u32> {
+        let svc = self.service(service);
+        model_backend(
+            self.image(service),
+            svc.affinity,
+            svc.table_size,
+            &flow.key(),
+        )
+    }
+
+    /// [`Fixture::expected`], failing the test when the model selects nothing.
+    pub fn expected_backend(&self, service: &str, flow: &Flow) -> u32 {
+        self.expected(service, flow)
+            .unwrap_or_else(|| panic!("the model selects no backend for {flow:?}"))
+    }
+
+    /// Runs the program once on `frame`.
+    pub fn send(&mut self, frame: &[u8]) -> TestRun {
+        self.plane.test_run(frame, 1).expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// Summed counters of backend index `index`.
+    pub fn counters(&self, index: u32) -> BackendStats {
+        self.plane
+            .backend_counters(index)
+            .expect("backend counters")
+    }
+
+    /// Tracked flows per (index, epoch), however long idle (one hour is far beyond a test).
+    pub fn active_flows(&self) -> HashMap<(u32, u32), u64> {
+        self.plane
+            .active_flows(Duration::from_secs(3600))
+            .expect("active flows")
+    }
+}
+
+/// A forwarding entry with MACs unique to the backend's epoch (epochs are never reused):
+/// destination 02:be:<epoch>, source 02:5c:<epoch>.
+pub fn fake_backend(epoch: u32, ifindex: u32) -> Backend {
+    let e = epoch.to_be_bytes();
+    Backend {
+        dst_mac: [0x02, 0xbe, e[0], e[1], e[2], e[3]],
+        src_mac: [0x02, 0x5c, e[0], e[1], e[2], e[3]],
+        ifindex,
+        epoch,
+        reserved: 0,
+    }
+}
+
+/// The selection of a new flow, computed from the written image the way the design
+/// describes it: flow hash (of the client address alone under client affinity) → split
+/// cell → group → Maglev slot → backend index. Takes the affinity and table size from the
+/// state and the seed from the tests, not from the compiled tables.
+pub fn model_backend(
+    image: &ServiceImage,
+    affinity: Affinity,
+    table_size: u32,
+    key: &FlowKey,
+) -> Option<u32> {
+    let hash = match affinity {
+        Affinity::Connection => flow_hash(key, SEED),
+        Affinity::Client => flow_hash(&key.client_only(), SEED),
+    };
+    let cell = hash.cell(SPLIT_CELLS as u32)?;
+    let group = image.tables.cell_group[cell as usize];
+    if group == NO_GROUP {
+        return None;
+    }
+    let slot = hash.slot(table_size)?;
+    let index = image.rings[group as usize].slots[slot as usize];
+    (index != NONE).then_some(index)
+}
+
+/// Expected per-backend counters, tallied as packets are sent.
+#[derive(Default)]
+pub struct Tally {
+    counters: BTreeMap<u32, BackendStats>,
+}
+
+impl Tally {
+    /// Records one packet of `bytes` forwarded to `index`, the first of its flow or not.
+    pub fn forwarded(&mut self, index: u32, bytes: usize, new_flow: bool) {
+        let c = self.counters.entry(index).or_default();
+        c.packets += 1;
+        c.bytes += bytes as u64;
+        c.new_flows += u64::from(new_flow);
+    }
+
+    /// The expected counters of `index` (zero if nothing was sent to it).
+    pub fn of(&self, index: u32) -> BackendStats {
+        self.counters.get(&index).copied().unwrap_or_default()
+    }
+
+    /// Asserts that the data plane's counters of every backend of `service` match.
+    pub fn assert_matches(&self, fixture: &Fixture, service: &str) {
+        for (_, b) in fixture.service(service).backends() {
+            assert_eq!(
+                fixture.counters(b.index),
+                self.of(b.index),
+                "counters of backend {} (index {})",
+                b.addr,
+                b.index
+            );
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The real `balancer` daemon in a topology's LB namespace, and its CLI.
+
+mod veth_pass;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use balancer_user::api::Status;
+
+use crate::{
+    netns::{spawn, NsProcess},
+    topology::Topology,
+};
+
+pub use veth_pass::VethPass;
+
+/// How long the daemon may take to answer after start.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Interface of the LB host the daemon attaches to.
+pub const LB_IFACE: &str = "eth0";
+
+/// Result of one CLI invocation.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// A daemon running in the LB namespace with its own state dir, socket and pins.
+pub struct Balancer {
+    process: Option<NsProcess>,
+    lb_ns: String,
+    dir: PathBuf,
+    pin_root: PathBuf,
+    _veth_pass: VethPass,
+}
+
+impl Balancer {
+    /// Attaches the XDP_PASS helper to the LB's bridge-side port, starts the daemon in
+    /// native XDP mode on the LB's eth0 and waits until it answers.
+    pub fn start(topology: &Topology) -> Result<Self> {
+        let prefix = topology.lb_ns().trim_end_matches("-lb");
+        let dir = std::env::temp_dir().join(format!("balancer-{prefix}"));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir)?;
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/balancer-{prefix}"));
+        remove_pins(&pin_root);
+        let veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port(), &dir)?;
+        let mut balancer = Self {
+            process: None,
+            lb_ns: topology.lb_ns().to_string(),
+            dir,
+            pin_root,
+            _veth_pass: veth_pass,
+        };
+        balancer.spawn_daemon()?;
+        Ok(balancer)
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("daemon.log")
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("balancer.sock")
+    }
+
+    /// The state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state").join("state.json")
+    }
+
+    fn spawn_daemon(&mut self) -> Result<()> {
+        let bin = binary()?;
+        let socket = self.socket();
+        let state_dir = self.dir.join("state");
+        let argv = [
+            bin.to_str().context("binary path")?,
+            "daemon",
+            "--iface",
+            LB_IFACE,
+            "--xdp-mode",
+            "native",
+            "--socket",
+            socket.to_str().context("socket path")?,
+            "--state-dir",
+            state_dir.to_str().context("state path")?,
+            "--pin-dir",
+            self.pin_root.to_str().context("pin path")?,
+            "--conntrack-size",
+            "65536",
+        ];
+        let process = spawn(&self.lb_ns, &argv, &self.log_path())?;
+        self.process = Some(process);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let out = self.cli(&["status", "--json"])?;
+            if out.code == Some(0) {
+                return Ok(());
+            }
+            let running = self.process.as_mut().is_some_and(|p| p.is_running());
+            if !running || Instant::now() > deadline {
+                bail!(
+                    "daemon did not become ready ({}); log:\n{}",
+                    out.stderr.trim(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of the daemon log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Runs `balancer --socket SOCKET args...` from the test process.
+    pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        let out = Command::new(binary()?)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .context("run the balancer CLI")?;
+        Ok(CliOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs the CLI and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if out.code != Some(0) {
+            bail!(
+                "`balancer {}` failed ({:?}): {}",
+                args.join(" "),
+                out.code,
+                out.stderr.trim()
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> Result<Status> {
+        let text = self.ok(&["status", "--json"])?;
+        serde_json::from_str(&text).context("parse status --json")
+    }
+
+    /// SIGKILLs the daemon (the data plane stays attached).
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.kill()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the daemon again with the same settings and waits until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn_daemon()
+    }
+
+    /// The bpffs directory of this daemon's pins.
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.cli(&["teardown"]);
+        let _ = self.kill9();
+        remove_pins(&self.pin_root);
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// Removes a pin tree; unpinning the link detaches the program once no fd holds it.
+fn remove_pins(root: &Path) {
+    std::fs::remove_dir_all(root).ok();
+}
+
+/// The `balancer` binary: `$BALANCER_BIN`, else the workspace's debug build.
+pub fn binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("BALANCER_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug").join("balancer");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build -p balancer-user` or set BALANCER_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

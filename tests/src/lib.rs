@@ -1,0 +1,18 @@
+//! Network-namespace test harness for the `balancer` XDP load balancer.
+//!
+//! * [`topology`] builds a bridge with a client, a load-balancer host and
+//!   backends, each in its own network namespace, and removes it on drop.
+//! * [`balancer`] runs the real daemon in the LB namespace and drives its CLI.
+//! * [`netns`] runs commands, long-lived processes and closures inside a
+//!   namespace.
+//! * [`traffic`] hosts backend servers and drives client traffic from inside
+//!   the namespaces, without external tools.
+//!
+//! Everything must run as root. Only 198.18.0.0/15 and 2001:db8::/32
+//! addresses are used, and only inside namespaces created here.
+
+pub mod balancer;
+mod command;
+pub mod netns;
+pub mod topology;
+pub mod traffic;

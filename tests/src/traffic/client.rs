@@ -1,0 +1,127 @@
+//! The client side: one-shot TCP and UDP questions from the client
+//! namespace, optionally from one of the extra client addresses.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+
+use anyhow::{bail, Context, Result};
+
+use super::{protocol, sockets, IO_TIMEOUT};
+use crate::netns;
+
+/// Largest share of failed asks [`Client::distribution`] tolerates, as
+/// `1 / MAX_ERROR_FRACTION_INVERSE` of the total.
+const MAX_ERROR_FRACTION_INVERSE: usize = 10;
+
+/// Creates its sockets in one namespace (normally the topology's client).
+#[derive(Debug, Clone)]
+pub struct Client {
+    ns: String,
+}
+
+/// How [`Client::distribution`]'s asks were answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distribution {
+    /// Number of answers per backend name.
+    pub counts: BTreeMap<String, usize>,
+    /// Number of asks that failed (within the tolerated share).
+    pub errors: usize,
+}
+
+impl Client {
+    /// A client creating its sockets in namespace `ns`.
+    pub fn new(ns: &str) -> Client {
+        Client { ns: ns.to_owned() }
+    }
+
+    /// Connects to `service` (from `source`, port 0, if given), sends one
+    /// line, returns the answered backend name and closes.
+    pub fn ask_once(&self, service: SocketAddr, source: Option<IpAddr>) -> Result<String> {
+        let mut stream = self.connect(service, source)?;
+        protocol::exchange(&mut stream)
+            .with_context(|| format!("asking {service} from {}", describe(source)))
+    }
+
+    /// Sends one UDP datagram to `service` (from `source` if given) and
+    /// returns the backend name in the answer. The answer must come from
+    /// `service` itself (the socket is connected).
+    pub fn ask_udp_once(&self, service: SocketAddr, source: Option<IpAddr>) -> Result<String> {
+        let context = || format!("UDP ask of {service} from {}", describe(source));
+        let socket = netns::in_netns(&self.ns, || -> std::io::Result<UdpSocket> {
+            let socket = UdpSocket::bind((source.unwrap_or(unspecified_like(service)), 0))?;
+            socket.connect(service)?;
+            socket.set_read_timeout(Some(IO_TIMEOUT))?;
+            socket.set_write_timeout(Some(IO_TIMEOUT))?;
+            Ok(socket)
+        })?
+        .with_context(context)?;
+        socket.send(protocol::REQUEST).with_context(context)?;
+        let mut buffer = [0u8; 512];
+        let len = socket
+            .recv(&mut buffer)
+            .map_err(super::explain_timeout)
+            .with_context(context)?;
+        String::from_utf8(buffer[..len].to_vec()).with_context(context)
+    }
+
+    /// Asks `service` `count` times in sequence, cycling through `sources`
+    /// (the default source if empty), and counts the answers per backend.
+    ///
+    /// Fails as soon as more than a tenth of the asks have failed, naming
+    /// the first error.
+    pub fn distribution(
+        &self,
+        service: SocketAddr,
+        count: usize,
+        sources: &[IpAddr],
+    ) -> Result<Distribution> {
+        let max_errors = count / MAX_ERROR_FRACTION_INVERSE;
+        let mut distribution = Distribution {
+            counts: BTreeMap::new(),
+            errors: 0,
+        };
+        let mut first_error = None;
+        for attempt in 0..count {
+            let source = (!sources.is_empty()).then(|| sources[attempt % sources.len()]);
+            match self.ask_once(service, source) {
+                Ok(backend) => *distribution.counts.entry(backend).or_default() += 1,
+                Err(error) => {
+                    distribution.errors += 1;
+                    let first_error = first_error.get_or_insert(error);
+                    if distribution.errors > max_errors {
+                        bail!(
+                            "{} of {} asks of {service} failed (at most {max_errors} of {count} \
+                             tolerated); first error: {first_error:#}",
+                            distribution.errors,
+                            attempt + 1,
+                        );
+                    }
+                }
+            }
+        }
+        Ok(distribution)
+    }
+
+    /// A TCP connection to `service` from this client's namespace, with
+    /// connect, read and write timeouts.
+    pub(crate) fn connect(&self, service: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
+        netns::in_netns(&self.ns, || {
+            sockets::connect_tcp(service, source, IO_TIMEOUT)
+        })?
+        .with_context(|| format!("connecting to {service} from {}", describe(source)))
+    }
+}
+
+fn unspecified_like(service: SocketAddr) -> IpAddr {
+    match service {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+fn describe(source: Option<IpAddr>) -> String {
+    source.map_or_else(
+        || "the default source".to_owned(),
+        |source| source.to_string(),
+    )
+}

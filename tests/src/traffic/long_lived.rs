@@ -1,0 +1,193 @@
+//! Long-lived connections that keep talking, to check that established
+//! flows stay on their original backend.
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::panic;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{protocol, Client};
+
+/// Time between two exchanges on a connection in background mode.
+const PING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Background pinging stops by itself after this long.
+const MAX_BACKGROUND_TIME: Duration = Duration::from_secs(120);
+
+/// A set of open connections to one service, each with the backend that
+/// answered its first exchange.
+#[derive(Debug)]
+pub struct LongLived {
+    service: SocketAddr,
+    connections: Vec<TcpStream>,
+    original_backends: Vec<String>,
+}
+
+impl LongLived {
+    /// Opens `count` connections to `service` from `client`'s namespace,
+    /// cycling through `sources` (the default source if empty), and
+    /// records each one's first answer.
+    pub fn open(
+        client: &Client,
+        service: SocketAddr,
+        count: usize,
+        sources: &[IpAddr],
+    ) -> Result<LongLived> {
+        let mut connections = Vec::with_capacity(count);
+        let mut original_backends = Vec::with_capacity(count);
+        for index in 0..count {
+            let source = (!sources.is_empty()).then(|| sources[index % sources.len()]);
+            let mut stream = client.connect(service, source)?;
+            let backend = protocol::exchange(&mut stream)
+                .with_context(|| format!("first exchange on connection {index} to {service}"))?;
+            connections.push(stream);
+            original_backends.push(backend);
+        }
+        Ok(LongLived {
+            service,
+            connections,
+            original_backends,
+        })
+    }
+
+    /// The backend that first answered on each connection, in order.
+    pub fn original_backends(&self) -> &[String] {
+        &self.original_backends
+    }
+
+    /// Exchanges one line on every connection and returns the answers in
+    /// order. Fails if any connection was reset, closed or timed out.
+    pub fn ping_all(&mut self) -> Result<Vec<String>> {
+        let service = self.service;
+        self.connections
+            .iter_mut()
+            .enumerate()
+            .map(|(index, stream)| {
+                protocol::exchange(stream)
+                    .with_context(|| format!("connection {index} to {service}"))
+            })
+            .collect()
+    }
+
+    /// Moves the connections to a background thread that exchanges a line
+    /// on each every 100 ms until stopped (at most 120 s), recording
+    /// failures and answers from other backends.
+    pub fn ping_in_background(self) -> BackgroundPings {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || ping_until_stopped(self, &stop)
+        });
+        BackgroundPings {
+            stop,
+            worker: Some(worker),
+        }
+    }
+}
+
+/// Background pinging started by [`LongLived::ping_in_background`];
+/// dropping it stops the pinging and closes the connections.
+#[derive(Debug)]
+pub struct BackgroundPings {
+    stop: Arc<AtomicBool>,
+    worker: Option<JoinHandle<BackgroundReport>>,
+}
+
+impl BackgroundPings {
+    /// Stops pinging, closes the connections and reports what happened.
+    pub fn stop(mut self) -> BackgroundReport {
+        self.stop_and_join()
+            .expect("the worker is only taken by stop_and_join")
+            .unwrap_or_else(|payload| panic::resume_unwind(payload))
+    }
+
+    fn stop_and_join(&mut self) -> Option<thread::Result<BackgroundReport>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.worker.take().map(JoinHandle::join)
+    }
+}
+
+impl Drop for BackgroundPings {
+    fn drop(&mut self) {
+        // A panic of the worker is reported by `stop`; here it is moot.
+        let _ = self.stop_and_join();
+    }
+}
+
+/// What background pinging observed, per connection.
+#[derive(Debug, Clone)]
+pub struct BackgroundReport {
+    /// One report per connection, in [`LongLived::open`] order.
+    pub connections: Vec<ConnectionReport>,
+}
+
+impl BackgroundReport {
+    /// Number of connections that failed.
+    pub fn failed_connections(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|connection| connection.failure.is_some())
+            .count()
+    }
+
+    /// Number of connections that got at least one answer from a backend
+    /// other than their original one.
+    pub fn moved_connections(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|connection| connection.answers_from_other_backends > 0)
+            .count()
+    }
+}
+
+/// What background pinging observed on one connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionReport {
+    /// The backend that answered the connection's first exchange.
+    pub original_backend: String,
+    /// Successful exchanges in background mode.
+    pub exchanges: usize,
+    /// Successful exchanges answered by another backend.
+    pub answers_from_other_backends: usize,
+    /// Why the connection failed (it was not used afterwards).
+    pub failure: Option<String>,
+}
+
+fn ping_until_stopped(mut long_lived: LongLived, stop: &AtomicBool) -> BackgroundReport {
+    let mut reports: Vec<ConnectionReport> = long_lived
+        .original_backends
+        .iter()
+        .map(|backend| ConnectionReport {
+            original_backend: backend.clone(),
+            exchanges: 0,
+            answers_from_other_backends: 0,
+            failure: None,
+        })
+        .collect();
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_BACKGROUND_TIME {
+        let round_started = Instant::now();
+        for (stream, report) in long_lived.connections.iter_mut().zip(&mut reports) {
+            if report.failure.is_some() {
+                continue;
+            }
+            match protocol::exchange(stream) {
+                Ok(backend) => {
+                    report.exchanges += 1;
+                    if backend != report.original_backend {
+                        report.answers_from_other_backends += 1;
+                    }
+                }
+                Err(error) => report.failure = Some(format!("{error:#}")),
+            }
+        }
+        thread::sleep(PING_INTERVAL.saturating_sub(round_started.elapsed()));
+    }
+    BackgroundReport {
+        connections: reports,
+    }
+}

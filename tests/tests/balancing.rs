@@ -1,0 +1,346 @@
+//! The real daemon and CLI balancing real TCP in network namespaces.
+//!
+//! Topology per test: client, LB (daemon attached in native XDP mode), 4 backends on one
+//! bridge, VIPs on the backends' loopbacks (L2 direct server return).
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use anyhow::{ensure, Result};
+use balancer_tests::{
+    balancer::Balancer,
+    topology::{Topology, TopologySpec, VIP4, VIP6},
+    traffic::{BackendServer, Client, LongLived, SERVICE_PORT},
+};
+
+/// Weights of the four backends and the share of new flows each should get.
+const WEIGHTS: [u16; 4] = [100, 200, 300, 400];
+
+/// A topology with servers and a running daemon.
+struct Lab {
+    // Drop order: daemon and servers before the namespaces they live in.
+    balancer: Balancer,
+    _servers: Vec<BackendServer>,
+    topology: Topology,
+    client: Client,
+}
+
+impl Lab {
+    fn new(prefix: &str) -> Result<Self> {
+        let topology = Topology::build(TopologySpec {
+            prefix: prefix.to_string(),
+            backends: (0..4).map(|i| format!("b{i}")).collect(),
+            extra_clients: 0,
+        })?;
+        let servers = BackendServer::start_all(&topology)?;
+        let balancer = Balancer::start(&topology)?;
+        let client = Client::new(topology.client_ns());
+        Ok(Self {
+            balancer,
+            _servers: servers,
+            topology,
+            client,
+        })
+    }
+
+    /// Adds service `name` on `vip` with the four backends weighted by [`WEIGHTS`].
+    fn weighted_service(&self, name: &str, v6: bool) -> Result<SocketAddr> {
+        let vip = if v6 { VIP6 } else { VIP4 };
+        let service = SocketAddr::new(vip, SERVICE_PORT);
+        self.balancer
+            .ok(&["service", "add", name, "--vip", &format!("{service}/tcp")])?;
+        for (i, weight) in WEIGHTS.iter().enumerate() {
+            let addr = if v6 {
+                self.topology.backend_v6(i)
+            } else {
+                self.topology.backend_v4(i)
+            };
+            self.balancer.ok(&[
+                "backend",
+                "add",
+                name,
+                &addr.to_string(),
+                "--group",
+                "main",
+                "--weight",
+                &weight.to_string(),
+            ])?;
+        }
+        Ok(service)
+    }
+}
+
+/// Checks that each backend's share of `counts` is within `tolerance` percentage points of
+/// its weight's share.
+fn assert_shares(counts: &BTreeMap<String, usize>, weights: &[u16], tolerance: f64) -> Result<()> {
+    let total: usize = counts.values().sum();
+    let weight_sum: f64 = weights.iter().map(|w| *w as f64).sum();
+    for (i, weight) in weights.iter().enumerate() {
+        let got = *counts.get(&format!("b{i}")).unwrap_or(&0) as f64 * 100.0 / total as f64;
+        let want = *weight as f64 * 100.0 / weight_sum;
+        ensure!(
+            (got - want).abs() <= tolerance,
+            "backend b{i}: {got:.1}% of {total} connections, expected {want:.1}% ± {tolerance} ({counts:?})"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn new_connections_follow_weights_v4_and_v6() -> Result<()> {
+    let lab = Lab::new("blw1")?;
+    for (name, v6) in [("web4", false), ("web6", true)] {
+        let service = lab.weighted_service(name, v6)?;
+        // 4000 connections: one standard deviation of a share is under 0.8 points, so the
+        // ±3 point check does not fail by chance.
+        let dist = lab.client.distribution(service, 4000, &[])?;
+        ensure!(
+            dist.errors == 0,
+            "{name}: {} failed connections",
+            dist.errors
+        );
+        assert_shares(&dist.counts, &WEIGHTS, 3.0)?;
+        // The daemon's own accounting agrees with what the clients saw.
+        let status = lab.balancer.status()?;
+        let svc = status.services.iter().find(|s| s.name == name).unwrap();
+        let new_flows: u64 = svc.backends.iter().map(|b| b.new_flows).sum();
+        ensure!(
+            new_flows >= 4000,
+            "{name}: status counts {new_flows} new flows"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn weight_change_and_daemon_kill_keep_established_connections() -> Result<()> {
+    let mut lab = Lab::new("blw2")?;
+    let service = lab.weighted_service("web", false)?;
+    let long_lived = LongLived::open(&lab.client, service, 50, &[])?;
+    let pings = long_lived.ping_in_background();
+
+    // (b) A weight change moves new connections only.
+    let b3 = lab.topology.backend_v4(3).to_string();
+    lab.balancer
+        .ok(&["backend", "set-weight", "web", &b3, "0"])?;
+    let dist = lab.client.distribution(service, 3000, &[])?;
+    ensure!(dist.errors == 0, "{} failed connections", dist.errors);
+    ensure!(
+        !dist.counts.contains_key("b3"),
+        "weight 0 backend got new flows: {:?}",
+        dist.counts
+    );
+    assert_shares(&dist.counts, &[100, 200, 300, 0], 3.0)?;
+
+    // (c) kill -9: the data plane keeps forwarding without the daemon...
+    lab.balancer.kill9()?;
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(
+        dist.errors == 0,
+        "{} failed connections without daemon",
+        dist.errors
+    );
+    // ...and a restarted daemon follows the stored weights.
+    lab.balancer.restart()?;
+    let dist = lab.client.distribution(service, 3000, &[])?;
+    ensure!(
+        dist.errors == 0,
+        "{} failed connections after restart",
+        dist.errors
+    );
+    ensure!(
+        !dist.counts.contains_key("b3"),
+        "stored weight 0 lost: {:?}",
+        dist.counts
+    );
+    assert_shares(&dist.counts, &[100, 200, 300, 0], 3.0)?;
+
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "long-lived connections broke or moved: {report:?}"
+    );
+    ensure!(
+        report.connections.iter().all(|c| c.exchanges >= 10),
+        "long-lived connections did not keep talking: {report:?}"
+    );
+    // Connections pinned to b3 before its weight went to 0 are still counted active there.
+    let status = lab.balancer.status()?;
+    let pinned_to_b3 = report
+        .connections
+        .iter()
+        .filter(|c| c.original_backend == "b3")
+        .count() as u64;
+    let b3_status = status.services[0]
+        .backends
+        .iter()
+        .find(|b| b.addr.to_string() == b3)
+        .unwrap();
+    ensure!(
+        b3_status.active_flows >= pinned_to_b3,
+        "b3 reports {} active flows, {} connections are pinned to it",
+        b3_status.active_flows,
+        pinned_to_b3
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
+    let lab = Lab::new("blw3")?;
+    lab.weighted_service("web", false)?;
+    let before = lab.balancer.status()?.services;
+    let state_before = std::fs::read(lab.balancer.state_file())?;
+    let b0 = lab.topology.backend_v4(0).to_string();
+    let bad: &[&[&str]] = &[
+        &[
+            "backend",
+            "add",
+            "nosuch",
+            "198.18.0.120",
+            "--group",
+            "main",
+        ],
+        &["backend", "add", "web", "198.18.0.999", "--group", "main"],
+        &["backend", "add", "web", "2001:db8::120", "--group", "main"],
+        &["backend", "add", "web", &b0, "--group", "main"],
+        &[
+            "backend",
+            "add",
+            "web",
+            "198.18.0.120",
+            "--group",
+            "main",
+            "--weight",
+            "65536",
+        ],
+        &["backend", "set-weight", "web", &b0, "70000"],
+        &["backend", "set-weight", "web", &b0, "-1"],
+        &["backend", "set-weight", "web", "198.18.0.250", "5"],
+        &["backend", "remove", "web", "198.18.0.250"],
+        &["split", "web", "main=50"],
+        &["split", "web", "main=100.001"],
+        &["split", "web", "nosuch=100"],
+        &["split", "web", "main"],
+        &["service", "add", "web", "--vip", "198.19.0.2:80/tcp"],
+        &["service", "add", "other", "--vip", "198.19.0.1:80/tcp"],
+        &["service", "add", "other", "--vip", "198.19.0.2:80"],
+        &["service", "add", "other", "--vip", "198.19.0:80/tcp"],
+        &[
+            "service",
+            "add",
+            "other",
+            "--vip",
+            "198.19.0.2:80/tcp",
+            "--table-size",
+            "65536",
+        ],
+        &["service", "add", "bad name", "--vip", "198.19.0.2:80/tcp"],
+        &["service", "remove", "nosuch"],
+        &["status", "nosuch"],
+    ];
+    for args in bad {
+        let out = lab.balancer.cli(args)?;
+        ensure!(
+            out.code != Some(0),
+            "`balancer {}` was accepted",
+            args.join(" ")
+        );
+        let lines: Vec<&str> = out.stderr.trim().lines().collect();
+        ensure!(
+            lines.len() == 1 && lines[0].starts_with("error:"),
+            "`balancer {}` did not print one error line: {:?}",
+            args.join(" "),
+            out.stderr
+        );
+    }
+    // A daemon that is not there.
+    let out = std::process::Command::new(balancer_tests::balancer::binary()?)
+        .args(["--socket", "/nonexistent/balancer.sock", "status"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+    ensure!(stderr.contains("cannot reach"), "{stderr}");
+
+    ensure!(lab.balancer.status()?.services == before, "status changed");
+    ensure!(
+        std::fs::read(lab.balancer.state_file())? == state_before,
+        "state file changed"
+    );
+    Ok(())
+}
+
+#[test]
+fn export_apply_round_trip_and_split_between_groups() -> Result<()> {
+    let lab = Lab::new("blw4")?;
+    let service = SocketAddr::new(VIP4, SERVICE_PORT);
+    lab.balancer
+        .ok(&["service", "add", "web", "--vip", &format!("{service}/tcp")])?;
+    for i in 0..4 {
+        let group = if i < 2 { "blue" } else { "green" };
+        let addr = lab.topology.backend_v4(i).to_string();
+        lab.balancer
+            .ok(&["backend", "add", "web", &addr, "--group", group])?;
+    }
+    lab.balancer.ok(&["split", "web", "blue=25", "green=75"])?;
+    let dist = lab.client.distribution(service, 3000, &[])?;
+    let blue = dist.counts.get("b0").unwrap_or(&0) + dist.counts.get("b1").unwrap_or(&0);
+    let blue_share = blue as f64 * 100.0 / 3000.0;
+    ensure!(
+        (blue_share - 25.0).abs() <= 3.0,
+        "blue got {blue_share:.1}%: {:?}",
+        dist.counts
+    );
+
+    let exported = lab.balancer.ok(&["export"])?;
+    let before = lab.balancer.status()?.services;
+    let file = lab.balancer.socket().with_extension("toml");
+    std::fs::write(&file, &exported)?;
+    lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+    ensure!(
+        lab.balancer.status()?.services == before,
+        "re-applying the export changed the state"
+    );
+    ensure!(
+        lab.balancer.ok(&["export"])? == exported,
+        "export is not stable"
+    );
+
+    // A declarative change: drop green, blue takes everything.
+    let blue_only = exported
+        .split("[[service.group]]")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("[[service.group]]")
+        .replace("percent = \"25.00\"", "percent = \"100\"");
+    std::fs::write(&file, &blue_only)?;
+    lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+    let status = lab.balancer.status()?;
+    ensure!(
+        status.services[0].backends.len() == 2,
+        "{:?}",
+        status.services[0]
+    );
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(
+        dist.counts.keys().all(|k| k == "b0" || k == "b1"),
+        "traffic left blue: {:?}",
+        dist.counts
+    );
+
+    // A broken file changes nothing.
+    let status = lab.balancer.status()?;
+    std::fs::write(&file, "[[service]]\nname = 3\n")?;
+    let out = lab.balancer.cli(&["apply", "-f", file.to_str().unwrap()])?;
+    ensure!(
+        out.code != Some(0) && out.stderr.trim().lines().count() == 1,
+        "{out:?}"
+    );
+    ensure!(
+        lab.balancer.status()?.services == status.services,
+        "bad apply changed state"
+    );
+    Ok(())
+}

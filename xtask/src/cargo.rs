@@ -1,0 +1,80 @@
+//! The cargo runs of the tasks. They use the cargo (and toolchain) that
+//! runs xtask, from the workspace root, with cargo's usual target directory
+//! (`target/`, or `$CARGO_TARGET_DIR` if the caller set it).
+
+use std::env;
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::command;
+
+/// The XDP program's crate: `balancer-user`'s build script builds it for
+/// the BPF target. Built for the host it would clash with the daemon (same
+/// binary name, and `balancer-common`'s user-space feature turned on).
+const EBPF_PACKAGE: &str = "balancer-ebpf";
+
+/// `cargo fmt --all -- --check`, clippy denying warnings, then every test.
+pub fn test() -> Result<()> {
+    run_steps(&[
+        &["fmt", "--all", "--", "--check"],
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            EBPF_PACKAGE,
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["test", "--workspace", "--exclude", EBPF_PACKAGE],
+    ])
+}
+
+/// Builds the daemon and runs the rollout demo of `balancer-tests`.
+pub fn demo() -> Result<()> {
+    run_steps(&[
+        &["build", "-p", "balancer-user"],
+        &["run", "-p", "balancer-tests", "--bin", "demo"],
+    ])
+}
+
+/// Builds the whole workspace in release mode.
+pub fn build_release() -> Result<()> {
+    run_steps(&[&[
+        "build",
+        "--workspace",
+        "--exclude",
+        EBPF_PACKAGE,
+        "--release",
+    ]])
+}
+
+/// Runs `cargo ARGS` for each of `steps` in turn, announcing each, and
+/// stops at the first that fails.
+fn run_steps(steps: &[&[&str]]) -> Result<()> {
+    for args in steps {
+        let mut step = cargo(args);
+        println!("xtask: ==> {}", command::command_line(&step));
+        command::run(&mut step)?;
+    }
+    Ok(())
+}
+
+/// `cargo ARGS`, run from the workspace root.
+pub fn cargo(args: &[&str]) -> Command {
+    let program = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut command = Command::new(program);
+    command.args(args).current_dir(workspace_root());
+    command
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in a directory of the workspace")
+}
