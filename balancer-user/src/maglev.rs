@@ -4,18 +4,19 @@
 //! alone (an offset and a skip from the flow hash), so every host computes the same table
 //! from the same backend set, whatever the order in which it lists the backends.
 //!
-//! A backend walks its permutation at the pace of its weight: its `k`-th slot (from 0)
-//! comes due at time `(k + 1) / weight`. A slot goes to the backend for which it comes due
-//! first, among the backends that still lack slots, and every backend takes exactly its
-//! quota (`size * weight / total weight`, rounded by largest remainder). The result is the
-//! unique stable matching of slots and backends under that order, computed by deferred
-//! acceptance: a backend that claims a slot held by a backend for which the slot came due
-//! later takes it over, and the displaced backend resumes its own walk.
+//! A backend walks at the pace of its weight: the `k`-th slot of its permutation (from 0)
+//! comes due at `(k + 1) * floor(2^30 / weight)`. Every backend takes exactly its quota
+//! (`size * weight / total weight`, rounded by largest remainder), and a slot goes to the
+//! backend for which it comes due first among those still short of their quota (ties to
+//! the lower address). That is the unique stable matching of backends and slots under this
+//! order; deferred acceptance computes it: a backend may claim a slot held by one for which
+//! the slot came due later, and the displaced backend walks on.
 //!
-//! Because a backend's pace and permutation do not depend on the other backends, adding or
-//! removing one moves its own slots and sets off short chains of displacements. The chains
-//! grow with the number of backends per slot: about 1/N of the slots move for 10 backends
-//! in 65537 slots, about 1.3/N for 100, about 4/N for 1000. A larger table keeps them short.
+//! A backend's permutation and pace do not depend on the others, so adding or removing one
+//! moves its own slots plus the chains of displacements they set off. The chains grow with
+//! the number of backends for the table size: in 65537 slots, adding or removing one of N
+//! equal backends changes about 1.02x the unavoidable `65537 / N` slots for N = 10, 1.3x for
+//! N = 100 and 4.3x for N = 1000 (classic Maglev filling with quota caps: 1.03x, 1.5x, 6.6x).
 
 use std::{cmp::Reverse, net::IpAddr};
 
@@ -62,7 +63,7 @@ pub fn is_prime(n: u32) -> bool {
     if n < 4 {
         return n >= 2;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return false;
     }
     let n = u64::from(n);
@@ -451,20 +452,27 @@ mod tests {
         let mut rng = XorShift(7);
         let mut backends = random_backends(&mut rng, 200);
         for (i, b) in backends.iter_mut().enumerate() {
-            b.weight = rng.below(65535) as u16 + 1;
             if i % 3 == 0 {
                 let mut octets = [0u8; 16];
                 octets[..8].copy_from_slice(&rng.next().to_be_bytes());
                 b.addr = IpAddr::V6(Ipv6Addr::from(octets));
             }
         }
-        let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
-        assert_fair(&backends, &table);
-        for _ in 0..3 {
-            for i in (1..backends.len()).rev() {
-                backends.swap(i, rng.below(i as u64 + 1) as usize);
+        // Equal weights tie everywhere; random weights hardly ever.
+        for weighted in [false, true] {
+            if weighted {
+                for b in &mut backends {
+                    b.weight = rng.below(65535) as u16 + 1;
+                }
             }
-            assert_eq!(build_table(&backends, DEFAULT_TABLE_SIZE).unwrap(), table);
+            let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
+            assert_fair(&backends, &table);
+            for _ in 0..3 {
+                for i in (1..backends.len()).rev() {
+                    backends.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                assert_eq!(build_table(&backends, DEFAULT_TABLE_SIZE).unwrap(), table);
+            }
         }
     }
 
@@ -498,7 +506,7 @@ mod tests {
 
     #[test]
     fn few_slots_move_when_one_backend_leaves_or_joins() {
-        for (n, bound) in [(10, 1.1), (100, 1.6), (1000, 6.0)] {
+        for (n, bound) in [(10, 1.1), (100, 1.5), (1000, 5.5)] {
             let (removed, added) = disruption(n, 8 + n as u64);
             println!("n={n}: remove {removed:.3}x, add {added:.3}x of ideal");
             assert!(removed <= bound, "n={n}: remove moved {removed:.3}x ideal");

@@ -762,7 +762,7 @@ mod generations {
     /// Weight of backend `b` at step `step`: varies at every step, sometimes 0, never 0
     /// for both backends of a group (b = 0, 1 and b = 2, 3) at once.
     fn weight(step: u16, b: u16) -> u16 {
-        if (step + b) % 7 == 0 {
+        if (step + b).is_multiple_of(7) {
             0
         } else {
             (step * 37 + b * 53) % 200 + 1

@@ -175,6 +175,36 @@ impl Balancer {
         Ok(())
     }
 
+    /// Sends SIGTERM and waits (bounded) for the daemon to exit.
+    pub fn terminate(&mut self) -> Result<()> {
+        self.wait_exit_after(Some(libc::SIGTERM))
+    }
+
+    /// Waits (bounded) for the daemon to exit on its own, e.g. after `teardown`.
+    pub fn wait_exit(&mut self) -> Result<()> {
+        self.wait_exit_after(None)
+    }
+
+    fn wait_exit_after(&mut self, signal: Option<i32>) -> Result<()> {
+        let Some(process) = self.process.as_mut() else {
+            return Ok(());
+        };
+        if let Some(signal) = signal {
+            let pid = i32::try_from(process.pid())?;
+            // SAFETY: plain syscall on our own unreaped child.
+            unsafe { libc::kill(pid, signal) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process.is_running() {
+            if Instant::now() > deadline {
+                bail!("daemon did not exit; log:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.process = None;
+        Ok(())
+    }
+
     /// Starts the daemon again with the same settings and waits until it answers.
     pub fn restart(&mut self) -> Result<()> {
         self.kill9()?;

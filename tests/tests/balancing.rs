@@ -344,3 +344,48 @@ fn export_apply_round_trip_and_split_between_groups() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn daemon_exit_keeps_forwarding_and_teardown_removes_everything() -> Result<()> {
+    let mut lab = Lab::new("blw5")?;
+    let service = lab.weighted_service("web", false)?;
+    lab.client.ask_once(service, None)?;
+
+    // A normal exit leaves the data plane forwarding.
+    lab.balancer.terminate()?;
+    let dist = lab.client.distribution(service, 100, &[])?;
+    ensure!(
+        dist.errors == 0,
+        "{} failed connections after SIGTERM",
+        dist.errors
+    );
+
+    // Teardown detaches the program, removes the pins and stops the daemon.
+    lab.balancer.restart()?;
+    let show_link =
+        || balancer_tests::netns::run(lab.topology.lb_ns(), &["ip", "-d", "link", "show", "eth0"]);
+    ensure!(
+        show_link()?.contains("prog/xdp"),
+        "no XDP program before teardown"
+    );
+    lab.balancer.ok(&["teardown"])?;
+    lab.balancer.wait_exit()?;
+    let link = show_link()?;
+    ensure!(
+        !link.contains("prog/xdp"),
+        "XDP program still attached: {link}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(lab.balancer.pin_root())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let pinned: Vec<_> = leftovers
+        .iter()
+        .flat_map(|v| std::fs::read_dir(v).into_iter().flatten().flatten())
+        .collect();
+    ensure!(pinned.is_empty(), "pins left after teardown: {pinned:?}");
+    ensure!(
+        lab.client.ask_once(service, None).is_err(),
+        "the VIP is still balanced after teardown"
+    );
+    Ok(())
+}

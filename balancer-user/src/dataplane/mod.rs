@@ -160,10 +160,18 @@ impl DataPlane {
             std::thread::sleep(GENERATION_GRACE);
         }
         for (group, ring) in image.rings.iter().enumerate() {
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "passing the value would copy 256 KiB onto the stack"
+            )]
             self.rings
                 .set(ring_index(slot, next, group as u32), &**ring, 0)
                 .map_err(map_err("write RINGS"))?;
         }
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "passing the value would copy 10 KiB onto the stack"
+        )]
         self.tables
             .set(tables_index(slot, next), &*image.tables, 0)
             .map_err(map_err("write TABLES"))?;

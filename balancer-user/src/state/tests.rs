@@ -72,7 +72,8 @@ fn indices_and_epochs_are_unique_and_epochs_never_reused() {
 #[test]
 fn rejected_changes_leave_state_untouched() {
     let s = sample();
-    let attempts: Vec<Box<dyn Fn(&mut State) -> Result<(), StateError>>> = vec![
+    type Attempt = Box<dyn Fn(&mut State) -> Result<(), StateError>>;
+    let attempts: Vec<Attempt> = vec![
         Box::new(|s| s.add_backend("nosuch", ip("198.18.0.120"), "blue", 1)),
         Box::new(|s| s.add_backend("web", ip("198.18.0.101"), "green", 1)),
         Box::new(|s| s.add_backend("web", ip("2001:db8::9"), "blue", 1)),

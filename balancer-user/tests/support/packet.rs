@@ -172,7 +172,7 @@ impl FrameBuilder {
     /// Adds IPv4 options (padded with end-of-list to a multiple of four bytes).
     pub fn ipv4_options(mut self, options: &[u8]) -> Self {
         self.ipv4_options = options.to_vec();
-        while self.ipv4_options.len() % 4 != 0 {
+        while !self.ipv4_options.len().is_multiple_of(4) {
             self.ipv4_options.push(0);
         }
         assert!(self.ipv4_options.len() <= 40, "IPv4 options too long");
