@@ -15,7 +15,7 @@ pub fn status(status: &Status) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "service {}  {}  affinity={:?}  split: {}",
+            "service {}  {}  affinity={}  split: {}",
             s.name,
             s.vip,
             s.affinity,
@@ -58,7 +58,7 @@ pub fn status(status: &Status) -> String {
 pub fn service_list(status: &Status) -> String {
     let mut out = String::new();
     for s in &status.services {
-        let _ = writeln!(out, "{}\t{}\t{:?}", s.name, s.vip, s.affinity);
+        let _ = writeln!(out, "{}\t{}\t{}", s.name, s.vip, s.affinity);
     }
     out
 }

@@ -43,6 +43,15 @@ pub enum Affinity {
     Client,
 }
 
+impl std::fmt::Display for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Affinity::Connection => "connection",
+            Affinity::Client => "client",
+        })
+    }
+}
+
 /// The whole desired state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
