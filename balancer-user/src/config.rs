@@ -192,19 +192,17 @@ impl Config {
         for name in gone {
             state.remove_service(&name)?;
         }
-        // Free VIPs that move between services before any service claims them.
+        // A service whose VIP changes is a new service; free such VIPs before any service
+        // claims them.
         for s in &self.services {
-            if let Some(existing) = state.services.get(&s.name) {
-                if existing.vip != s.vip
-                    || existing.affinity != s.affinity
-                    || existing.table_size != s.table_size
-                {
-                    state.remove_service(&s.name)?;
-                }
+            if state.services.get(&s.name).is_some_and(|e| e.vip != s.vip) {
+                state.remove_service(&s.name)?;
             }
         }
         for s in &self.services {
-            if !state.services.contains_key(&s.name) {
+            if state.services.contains_key(&s.name) {
+                state.reconfigure_service(&s.name, s.affinity, s.table_size)?;
+            } else {
                 state.add_service(&s.name, s.vip, s.affinity, Some(s.table_size))?;
             }
             apply_service(s, state)?;

@@ -80,28 +80,39 @@ fn bad_request(message: impl ToString) -> Failure {
     Failure(StatusCode::BAD_REQUEST, message.to_string())
 }
 
-/// Runs `f` on the controller off the async executor (map writes are system calls).
+/// Runs `f` on the controller slot, off the async executor (map writes are system calls).
+async fn on_slot<T: Send + 'static>(
+    shared: Arc<Shared>,
+    f: impl FnOnce(&mut Option<Controller>) -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(move || {
+        let mut slot = shared
+            .controller
+            .lock()
+            .map_err(|_| internal("controller poisoned"))?;
+        f(&mut slot)
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// Runs `f` on the controller, unless a teardown took it.
 async fn with_controller<T: Send + 'static>(
     shared: Arc<Shared>,
     f: impl FnOnce(&mut Controller) -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(move || {
-        let mut guard = shared.controller.lock().map_err(|_| {
-            Failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "controller poisoned".into(),
-            )
-        })?;
-        let controller = guard.as_mut().ok_or_else(|| {
-            Failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the daemon is tearing down".into(),
-            )
-        })?;
-        f(controller)
-    })
-    .await
-    .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    on_slot(shared, |slot| f(slot.as_mut().ok_or_else(tearing_down)?)).await
+}
+
+fn internal(message: impl ToString) -> Failure {
+    Failure(StatusCode::INTERNAL_SERVER_ERROR, message.to_string())
+}
+
+fn tearing_down() -> Failure {
+    Failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the daemon is tearing down".into(),
+    )
 }
 
 fn parse_addr(text: &str) -> Result<IpAddr, Failure> {
@@ -216,23 +227,11 @@ async fn export(AxumState(shared): AxumState<Arc<Shared>>) -> Result<String, Fai
 
 async fn teardown(AxumState(shared): AxumState<Arc<Shared>>) -> Result<StatusCode, Failure> {
     let notify = shared.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = shared.controller.lock().map_err(|_| {
-            Failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "controller poisoned".into(),
-            )
-        })?;
-        let controller = guard.take().ok_or_else(|| {
-            Failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the daemon is tearing down".into(),
-            )
-        })?;
+    on_slot(shared, |slot| {
+        let controller = slot.take().ok_or_else(tearing_down)?;
         controller.teardown().map_err(Failure::from)
     })
-    .await
-    .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    .await?;
     notify.shutdown.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -264,6 +264,21 @@ impl State {
         Ok(())
     }
 
+    /// Changes a service's affinity and table size; its backends and their established
+    /// flows stay.
+    pub fn reconfigure_service(
+        &mut self,
+        name: &str,
+        affinity: Affinity,
+        table_size: u32,
+    ) -> Result<(), StateError> {
+        check_table_size(table_size)?;
+        let service = self.service_mut(name)?;
+        service.affinity = affinity;
+        service.table_size = table_size;
+        Ok(())
+    }
+
     /// Removes a service and its backends.
     pub fn remove_service(&mut self, name: &str) -> Result<Service, StateError> {
         self.services

@@ -161,6 +161,28 @@ fn toml_round_trip_keeps_identity() {
 }
 
 #[test]
+fn toml_affinity_change_keeps_backend_identity() {
+    let s = sample();
+    let mut config = Config::from_state(&s).unwrap();
+    config
+        .services
+        .iter_mut()
+        .for_each(|svc| svc.affinity = Affinity::Connection);
+    let mut changed = s.clone();
+    config.apply_to(&mut changed).unwrap();
+    let web = changed.service("web").unwrap();
+    assert_eq!(web.affinity, Affinity::Connection);
+    let ids = |st: &State| -> Vec<(u32, u32)> {
+        st.service("web")
+            .unwrap()
+            .backends()
+            .map(|(_, b)| (b.index, b.epoch))
+            .collect()
+    };
+    assert_eq!(ids(&changed), ids(&s), "backends were re-created");
+}
+
+#[test]
 fn toml_rejects_bad_files() {
     for bad in [
         "[[service]]\nname = \"web\"\n",
