@@ -16,7 +16,8 @@ use crate::command;
 /// binary name, and `balancer-common`'s user-space feature turned on).
 const EBPF_PACKAGE: &str = "balancer-ebpf";
 
-/// `cargo fmt --all -- --check`, clippy denying warnings, then every test.
+/// `cargo fmt --all -- --check`, clippy denying warnings, then every test, closing with
+/// one line that totals the tests of every test binary.
 pub fn test() -> Result<()> {
     run_steps(&[
         &["fmt", "--all", "--", "--check"],
@@ -30,8 +31,15 @@ pub fn test() -> Result<()> {
             "-D",
             "warnings",
         ],
-        &["test", "--workspace", "--exclude", EBPF_PACKAGE],
-    ])
+    ])?;
+    let mut step = cargo(&["test", "--workspace", "--exclude", EBPF_PACKAGE]);
+    println!("xtask: ==> {}", command::command_line(&step));
+    let totals = command::run_counting_tests(&mut step)?;
+    println!(
+        "xtask: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(())
 }
 
 /// Builds the daemon and runs the rollout demo of `balancer-tests`.

@@ -21,6 +21,72 @@ pub fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Test counts summed over cargo's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TestTotals {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+    /// Tests that were ignored.
+    pub ignored: u64,
+}
+
+impl TestTotals {
+    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line;
+    /// other lines are left alone.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match kind {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `command` like [`run`], echoing its stdout line by line while summing the
+/// `test result:` lines cargo prints.
+pub fn run_counting_tests(command: &mut Command) -> Result<TestTotals> {
+    use std::io::{BufRead, BufReader};
+    let line = command_line(command);
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    let mut totals = TestTotals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for text in BufReader::new(stdout).lines() {
+            let text = text.with_context(|| format!("reading the output of `{line}`"))?;
+            println!("{text}");
+            totals.add_line(&text);
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{line}`"))?;
+    if !status.success() {
+        bail!(
+            "`{line}` failed ({status}); {} passed, {} failed",
+            totals.passed,
+            totals.failed
+        );
+    }
+    Ok(totals)
+}
+
 /// Runs `command` quietly and returns its stdout; fails naming the command
 /// line (and its stderr) unless it exits successfully.
 pub fn stdout_of(command: &mut Command) -> Result<String> {
@@ -61,4 +127,27 @@ pub fn command_line(command: &Command) -> String {
         .map(|part| part.to_string_lossy())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_cargo_test_result_lines() {
+        let mut totals = TestTotals::default();
+        totals.add_line("test result: ok. 35 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 9.03s");
+        totals.add_line(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        totals.add_line("running 4 tests");
+        assert_eq!(
+            totals,
+            TestTotals {
+                passed: 38,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
 }
