@@ -35,9 +35,28 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
+/// XDP attach mode of the daemon, as its `--xdp-mode` flag spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native (driver) mode, the default.
+    Native,
+    /// Generic (skb) mode.
+    Skb,
+}
+
+impl XdpMode {
+    fn flag(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Skb => "skb",
+        }
+    }
+}
+
 /// A daemon running in the LB namespace with its own state dir, socket and pins.
 pub struct Balancer {
     process: Option<NsProcess>,
+    mode: XdpMode,
     lb_ns: String,
     dir: PathBuf,
     pin_root: PathBuf,
@@ -48,6 +67,11 @@ impl Balancer {
     /// Attaches the XDP_PASS helper to the LB's bridge-side port, starts the daemon in
     /// native XDP mode on the LB's eth0 and waits until it answers.
     pub fn start(topology: &Topology) -> Result<Self> {
+        Self::start_in_mode(topology, XdpMode::Native)
+    }
+
+    /// Like [`Balancer::start`], in the given XDP mode.
+    pub fn start_in_mode(topology: &Topology, mode: XdpMode) -> Result<Self> {
         let prefix = topology.lb_ns().trim_end_matches("-lb");
         let dir = std::env::temp_dir().join(format!("balancer-{prefix}"));
         std::fs::remove_dir_all(&dir).ok();
@@ -57,6 +81,7 @@ impl Balancer {
         let veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port(), &dir)?;
         let mut balancer = Self {
             process: None,
+            mode,
             lb_ns: topology.lb_ns().to_string(),
             dir,
             pin_root,
@@ -91,7 +116,7 @@ impl Balancer {
             "--iface",
             LB_IFACE,
             "--xdp-mode",
-            "native",
+            self.mode.flag(),
             "--socket",
             socket.to_str().context("socket path")?,
             "--state-dir",

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use anyhow::{ensure, Result};
 use balancer_tests::{
-    balancer::Balancer,
+    balancer::{Balancer, XdpMode},
     topology::{Topology, TopologySpec, VIP4, VIP6},
     traffic::{BackendServer, Client, LongLived, SERVICE_PORT},
 };
@@ -26,13 +26,17 @@ struct Lab {
 
 impl Lab {
     fn new(prefix: &str) -> Result<Self> {
+        Self::in_mode(prefix, XdpMode::Native)
+    }
+
+    fn in_mode(prefix: &str, mode: XdpMode) -> Result<Self> {
         let topology = Topology::build(TopologySpec {
             prefix: prefix.to_string(),
             backends: (0..4).map(|i| format!("b{i}")).collect(),
             extra_clients: 0,
         })?;
         let servers = BackendServer::start_all(&topology)?;
-        let balancer = Balancer::start(&topology)?;
+        let balancer = Balancer::start_in_mode(&topology, mode)?;
         let client = Client::new(topology.client_ns());
         Ok(Self {
             balancer,
@@ -347,7 +351,8 @@ fn export_apply_round_trip_and_split_between_groups() -> Result<()> {
 
 #[test]
 fn daemon_exit_keeps_forwarding_and_teardown_removes_everything() -> Result<()> {
-    let mut lab = Lab::new("blw5")?;
+    // Generic (skb) mode here; the other tests run native mode.
+    let mut lab = Lab::in_mode("blw5", XdpMode::Skb)?;
     let service = lab.weighted_service("web", false)?;
     lab.client.ask_once(service, None)?;
 
