@@ -46,6 +46,13 @@ pub struct SetSplit {
     pub shares: Vec<(String, String)>,
 }
 
+/// `PUT /services/{name}/flip`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Flip {
+    /// Group that gets every new flow.
+    pub to: String,
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApiError {

@@ -40,6 +40,15 @@ pub enum Command {
         #[arg(required = true, value_parser = parse_share)]
         shares: Vec<(String, String)>,
     },
+    /// Blue-green flip: every new flow goes to GROUP from the next packet on; established
+    /// flows stay on their backends. Flip back to the old group to roll back.
+    Flip {
+        /// Service name.
+        name: String,
+        /// The group that takes every new flow.
+        #[arg(long = "to")]
+        to: String,
+    },
     /// Show services, split, backends and counters.
     Status {
         /// Only this service.

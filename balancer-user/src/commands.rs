@@ -7,7 +7,7 @@ use aya::programs::XdpMode;
 use hyper::Method;
 
 use crate::{
-    api::{AddBackend, AddService, SetSplit, SetWeight, Status},
+    api::{AddBackend, AddService, Flip, SetSplit, SetWeight, Status},
     cli::{BackendCommand, Cli, Command, DaemonArgs, ServiceCommand, XdpModeArg},
     client::{segment, Client},
     controller::ControllerConfig,
@@ -29,6 +29,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     Method::PUT,
                     &format!("/services/{}/split", segment(&name)),
                     &SetSplit { shares },
+                )
+                .await?;
+            Ok(())
+        }
+        Command::Flip { name, to } => {
+            client
+                .send_json(
+                    Method::PUT,
+                    &format!("/services/{}/flip", segment(&name)),
+                    &Flip { to },
                 )
                 .await?;
             Ok(())

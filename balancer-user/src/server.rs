@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::{
-    api::{AddBackend, AddService, ApiError, SetSplit, SetWeight},
+    api::{AddBackend, AddService, ApiError, Flip, SetSplit, SetWeight},
     config::Config,
     controller::{Controller, ControllerError},
     state::{parse_percent, DEFAULT_WEIGHT},
@@ -50,6 +50,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/services/{name}/backends/{addr}", delete(remove_backend))
         .route("/services/{name}/backends/{addr}/weight", put(set_weight))
         .route("/services/{name}/split", put(set_split))
+        .route("/services/{name}/flip", put(flip))
         .route("/apply", post(apply))
         .route("/export", get(export))
         .route("/teardown", post(teardown))
@@ -205,6 +206,15 @@ async fn set_split(
         Ok(c.change(|s| s.set_split(&name, &shares))?)
     })
     .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn flip(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<Flip>,
+) -> Result<StatusCode, Failure> {
+    with_controller(shared, move |c| Ok(c.change(|s| s.flip(&name, &req.to))?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -397,6 +397,23 @@ impl State {
         svc.prune_groups()
     }
 
+    /// Blue-green flip: from now on every new flow goes to `group` (one atomic split
+    /// change; established flows stay where they are). Flipping to the group that already
+    /// has 100% is refused, so a mistyped rollback is noticed.
+    pub fn flip(&mut self, service: &str, group: &str) -> Result<(), StateError> {
+        let svc = self.service(service)?;
+        let g = svc
+            .group_index(group)
+            .ok_or_else(|| StateError::UnknownGroup(group.to_string(), service.to_string()))?;
+        if svc.shares()?[g] == 10_000 {
+            return Err(StateError::AlreadyLive(
+                group.to_string(),
+                service.to_string(),
+            ));
+        }
+        self.set_split(service, &[(group.to_string(), 10_000)])
+    }
+
     fn free_index(&self) -> Result<u32, StateError> {
         let used: std::collections::BTreeSet<u32> = self
             .services

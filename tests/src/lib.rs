@@ -3,6 +3,7 @@
 //! * [`topology`] builds a bridge with a client, a load-balancer host and
 //!   backends, each in its own network namespace, and removes it on drop.
 //! * [`balancer`] runs the real daemon in the LB namespace and drives its CLI.
+//! * [`lab`] puts the two together: four serving backends and a running daemon.
 //! * [`netns`] runs commands, long-lived processes and closures inside a
 //!   namespace.
 //! * [`traffic`] hosts backend servers and drives client traffic from inside
@@ -13,6 +14,7 @@
 
 pub mod balancer;
 mod command;
+pub mod lab;
 pub mod netns;
 pub mod topology;
 pub mod traffic;

@@ -7,6 +7,7 @@ mod long_lived;
 mod protocol;
 mod servers;
 mod sockets;
+mod stream;
 
 use std::io;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use std::time::Duration;
 pub use client::{Client, Distribution};
 pub use long_lived::{BackgroundPings, BackgroundReport, ConnectionReport, LongLived};
 pub use servers::BackendServer;
+pub use stream::{NewConnections, StreamReport};
 
 /// Port the backend servers listen on (TCP and UDP).
 pub const SERVICE_PORT: u16 = 80;

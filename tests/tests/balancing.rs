@@ -3,75 +3,13 @@
 //! Topology per test: client, LB (daemon attached in native XDP mode), 4 backends on one
 //! bridge, VIPs on the backends' loopbacks (L2 direct server return).
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
-use balancer_tests::{
-    balancer::{Balancer, XdpMode},
-    topology::{Topology, TopologySpec, VIP4, VIP6},
-    traffic::{BackendServer, Client, LongLived, SERVICE_PORT},
-};
+use balancer_tests::{balancer::XdpMode, lab::Lab, traffic::LongLived};
 
 /// Weights of the four backends and the share of new flows each should get.
 const WEIGHTS: [u16; 4] = [100, 200, 300, 400];
-
-/// A topology with servers and a running daemon.
-struct Lab {
-    // Drop order: daemon and servers before the namespaces they live in.
-    balancer: Balancer,
-    _servers: Vec<BackendServer>,
-    topology: Topology,
-    client: Client,
-}
-
-impl Lab {
-    fn new(prefix: &str) -> Result<Self> {
-        Self::in_mode(prefix, XdpMode::Native)
-    }
-
-    fn in_mode(prefix: &str, mode: XdpMode) -> Result<Self> {
-        let topology = Topology::build(TopologySpec {
-            prefix: prefix.to_string(),
-            backends: (0..4).map(|i| format!("b{i}")).collect(),
-            extra_clients: 0,
-        })?;
-        let servers = BackendServer::start_all(&topology)?;
-        let balancer = Balancer::start_in_mode(&topology, mode)?;
-        let client = Client::new(topology.client_ns());
-        Ok(Self {
-            balancer,
-            _servers: servers,
-            topology,
-            client,
-        })
-    }
-
-    /// Adds service `name` on `vip` with the four backends weighted by [`WEIGHTS`].
-    fn weighted_service(&self, name: &str, v6: bool) -> Result<SocketAddr> {
-        let vip = if v6 { VIP6 } else { VIP4 };
-        let service = SocketAddr::new(vip, SERVICE_PORT);
-        self.balancer
-            .ok(&["service", "add", name, "--vip", &format!("{service}/tcp")])?;
-        for (i, weight) in WEIGHTS.iter().enumerate() {
-            let addr = if v6 {
-                self.topology.backend_v6(i)
-            } else {
-                self.topology.backend_v4(i)
-            };
-            self.balancer.ok(&[
-                "backend",
-                "add",
-                name,
-                &addr.to_string(),
-                "--group",
-                "main",
-                "--weight",
-                &weight.to_string(),
-            ])?;
-        }
-        Ok(service)
-    }
-}
 
 /// Checks that each backend's share of `counts` is within `tolerance` percentage points of
 /// its weight's share.
@@ -93,7 +31,7 @@ fn assert_shares(counts: &BTreeMap<String, usize>, weights: &[u16], tolerance: f
 fn new_connections_follow_weights_v4_and_v6() -> Result<()> {
     let lab = Lab::new("blw1")?;
     for (name, v6) in [("web4", false), ("web6", true)] {
-        let service = lab.weighted_service(name, v6)?;
+        let service = lab.weighted_service(name, v6, &WEIGHTS)?;
         // 4000 connections: one standard deviation of a share is under 0.8 points, so the
         // ±3 point check does not fail by chance.
         let dist = lab.client.distribution(service, 4000, &[])?;
@@ -118,7 +56,7 @@ fn new_connections_follow_weights_v4_and_v6() -> Result<()> {
 #[test]
 fn weight_change_and_daemon_kill_keep_established_connections() -> Result<()> {
     let mut lab = Lab::new("blw2")?;
-    let service = lab.weighted_service("web", false)?;
+    let service = lab.weighted_service("web", false, &WEIGHTS)?;
     let long_lived = LongLived::open(&lab.client, service, 50, &[])?;
     let pings = long_lived.ping_in_background();
 
@@ -191,7 +129,7 @@ fn weight_change_and_daemon_kill_keep_established_connections() -> Result<()> {
 #[test]
 fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
     let lab = Lab::new("blw3")?;
-    lab.weighted_service("web", false)?;
+    lab.weighted_service("web", false, &WEIGHTS)?;
     let before = lab.balancer.status()?.services;
     let state_before = std::fs::read(lab.balancer.state_file())?;
     let b0 = lab.topology.backend_v4(0).to_string();
@@ -279,15 +217,7 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
 #[test]
 fn export_apply_round_trip_and_split_between_groups() -> Result<()> {
     let lab = Lab::new("blw4")?;
-    let service = SocketAddr::new(VIP4, SERVICE_PORT);
-    lab.balancer
-        .ok(&["service", "add", "web", "--vip", &format!("{service}/tcp")])?;
-    for i in 0..4 {
-        let group = if i < 2 { "blue" } else { "green" };
-        let addr = lab.topology.backend_v4(i).to_string();
-        lab.balancer
-            .ok(&["backend", "add", "web", &addr, "--group", group])?;
-    }
+    let service = lab.service("web", false, &["blue", "blue", "green", "green"], &[100; 4])?;
     lab.balancer.ok(&["split", "web", "blue=25", "green=75"])?;
     let dist = lab.client.distribution(service, 3000, &[])?;
     let blue = dist.counts.get("b0").unwrap_or(&0) + dist.counts.get("b1").unwrap_or(&0);
@@ -353,7 +283,7 @@ fn export_apply_round_trip_and_split_between_groups() -> Result<()> {
 fn daemon_exit_keeps_forwarding_and_teardown_removes_everything() -> Result<()> {
     // Generic (skb) mode here; the other tests run native mode.
     let mut lab = Lab::in_mode("blw5", XdpMode::Skb)?;
-    let service = lab.weighted_service("web", false)?;
+    let service = lab.weighted_service("web", false, &WEIGHTS)?;
     lab.client.ask_once(service, None)?;
 
     // A normal exit leaves the data plane forwarding.

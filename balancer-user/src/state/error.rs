@@ -52,6 +52,9 @@ pub enum StateError {
     /// A group named twice in one split.
     #[error("group {0:?} is named twice")]
     GroupTwice(String),
+    /// Flip to the group that already takes every new flow.
+    #[error("group {0:?} already takes 100% of new flows of service {1:?}")]
+    AlreadyLive(String, String),
     /// Split on a service without groups.
     #[error("service {0:?} has no groups yet: add a backend first")]
     NoGroups(String),

@@ -1,0 +1,93 @@
+//! A ready test bench: topology with four backends `b0`..`b3` serving, and a running daemon.
+
+use std::net::SocketAddr;
+
+use anyhow::Result;
+
+use crate::{
+    balancer::{Balancer, XdpMode},
+    topology::{Topology, TopologySpec, VIP4, VIP6},
+    traffic::{BackendServer, Client, SERVICE_PORT},
+};
+
+/// Number of backends of a lab.
+pub const BACKENDS: usize = 4;
+
+/// A topology with servers and a running daemon. Fields drop in order: daemon and servers
+/// before the namespaces they live in.
+pub struct Lab {
+    /// The daemon and its CLI.
+    pub balancer: Balancer,
+    _servers: Vec<BackendServer>,
+    /// The namespaces.
+    pub topology: Topology,
+    /// A client in the client namespace.
+    pub client: Client,
+}
+
+impl Lab {
+    /// A lab with the daemon in native XDP mode; `prefix` names its namespaces.
+    pub fn new(prefix: &str) -> Result<Self> {
+        Self::in_mode(prefix, XdpMode::Native)
+    }
+
+    /// A lab with the daemon in the given XDP mode.
+    pub fn in_mode(prefix: &str, mode: XdpMode) -> Result<Self> {
+        let topology = Topology::build(TopologySpec {
+            prefix: prefix.to_string(),
+            backends: (0..BACKENDS).map(|i| format!("b{i}")).collect(),
+            extra_clients: 0,
+        })?;
+        let servers = BackendServer::start_all(&topology)?;
+        let balancer = Balancer::start_in_mode(&topology, mode)?;
+        let client = Client::new(topology.client_ns());
+        Ok(Self {
+            balancer,
+            _servers: servers,
+            topology,
+            client,
+        })
+    }
+
+    /// The TCP service address on the IPv4 or IPv6 VIP.
+    pub fn vip(v6: bool) -> SocketAddr {
+        SocketAddr::new(if v6 { VIP6 } else { VIP4 }, SERVICE_PORT)
+    }
+
+    /// Adds TCP service `name` on the VIP with backend `i` in group `groups[i]` and weight
+    /// `weights[i]` (slices of [`BACKENDS`] entries).
+    pub fn service(
+        &self,
+        name: &str,
+        v6: bool,
+        groups: &[&str],
+        weights: &[u16],
+    ) -> Result<SocketAddr> {
+        let service = Self::vip(v6);
+        self.balancer
+            .ok(&["service", "add", name, "--vip", &format!("{service}/tcp")])?;
+        for (i, (group, weight)) in groups.iter().zip(weights).enumerate() {
+            let addr = if v6 {
+                self.topology.backend_v6(i)
+            } else {
+                self.topology.backend_v4(i)
+            };
+            self.balancer.ok(&[
+                "backend",
+                "add",
+                name,
+                &addr.to_string(),
+                "--group",
+                group,
+                "--weight",
+                &weight.to_string(),
+            ])?;
+        }
+        Ok(service)
+    }
+
+    /// Adds service `name` with all four backends in group `main`, weighted by `weights`.
+    pub fn weighted_service(&self, name: &str, v6: bool, weights: &[u16]) -> Result<SocketAddr> {
+        self.service(name, v6, &["main"; BACKENDS], weights)
+    }
+}
