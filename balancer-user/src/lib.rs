@@ -17,4 +17,6 @@ pub mod report;
 pub mod server;
 pub mod split;
 pub mod state;
+#[cfg(test)]
+mod test_rng;
 pub mod vip;

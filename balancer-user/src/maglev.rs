@@ -536,24 +536,11 @@ mod tests {
 
     use super::*;
 
-    /// Deterministic xorshift64 generator for test inputs.
-    struct XorShift(u64);
+    use crate::test_rng::XorShift;
 
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
-        fn weight(&mut self) -> u16 {
-            self.below(65535) as u16 + 1
-        }
+    /// A random weight in 1..=65535.
+    fn random_weight(rng: &mut XorShift) -> u16 {
+        rng.below(65535) as u16 + 1
     }
 
     /// `count` backends with distinct random IPv4 addresses, indices 0.., equal weights.
@@ -750,7 +737,7 @@ mod tests {
                 Ok(naive_table(&backends, size))
             );
             for b in &mut backends {
-                b.weight = rng.weight();
+                b.weight = random_weight(&mut rng);
             }
             assert_eq!(
                 build_table(&backends, size),
@@ -777,7 +764,7 @@ mod tests {
             let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
             worst = worst.max(worst_deviation(&backends, &table));
             for b in &mut backends {
-                b.weight = rng.weight();
+                b.weight = random_weight(&mut rng);
             }
             let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
             worst = worst.max(worst_deviation(&backends, &table));
@@ -793,7 +780,7 @@ mod tests {
             for n in [1, 2, 3, 7, 40] {
                 let mut backends = random_backends(&mut rng, n);
                 for b in &mut backends {
-                    b.weight = rng.weight();
+                    b.weight = random_weight(&mut rng);
                 }
                 let table = build_table(&backends, size).unwrap();
                 assert_eq!(table.len(), size as usize);
@@ -846,7 +833,7 @@ mod tests {
         for weighted in [false, true] {
             if weighted {
                 for b in &mut backends {
-                    b.weight = rng.weight();
+                    b.weight = random_weight(&mut rng);
                 }
             }
             let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
@@ -907,7 +894,7 @@ mod tests {
         let mut rng = XorShift(10);
         let mut backends = random_backends(&mut rng, 50);
         for b in &mut backends {
-            b.weight = rng.weight();
+            b.weight = random_weight(&mut rng);
         }
         let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
         let changing = backends[17].index;

@@ -355,21 +355,9 @@ mod tests {
 
     use super::*;
 
-    /// Deterministic xorshift64 generator for test inputs.
-    struct XorShift(u64);
+    use crate::test_rng::XorShift;
 
     impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
         /// Random shares of `groups` groups summing to 10000; often a group gets 0 or all.
         fn shares(&mut self, groups: usize) -> Vec<u16> {
             let mut cuts: Vec<u16> = (1..groups)
