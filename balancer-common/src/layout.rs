@@ -34,6 +34,14 @@ pub const PROTO_UDP: u8 = 17;
 /// `ServiceTables::flags` bit: hash only the client address (client affinity).
 pub const FLAG_CLIENT_AFFINITY: u32 = 1;
 
+/// `ServiceTables::flags` bit: the service has tester pins in the pin map.
+pub const FLAG_HAS_PINS: u32 = 2;
+
+/// Most tester pins per service.
+pub const MAX_PINS_PER_SERVICE: u32 = 64;
+/// Bits of a [`PinKey`] before the client address: service, generation, family, reserved.
+pub const PIN_PREFIX_BASE: u32 = 64;
+
 /// Index in the global counters: packets not addressed to a VIP, passed on untouched.
 pub const STAT_PASSED: u32 = 0;
 /// Index in the global counters: VIP packets dropped (no serving backend, malformed).
@@ -178,6 +186,37 @@ impl FlowKey {
     }
 }
 
+/// Data of a tester-pin key (longest-prefix match): the service and table generation match
+/// in full, then the client address up to the pin's prefix length. The value is the group
+/// index that pinned clients get for new flows, whatever the split.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct PinKey {
+    /// Service slot, big-endian.
+    pub service_be: [u8; 4],
+    /// Table generation the pin belongs to.
+    pub generation: u8,
+    /// Address family of the client.
+    pub family: u8,
+    /// Reserved, zero.
+    pub reserved: [u8; 2],
+    /// Client address (IPv4 in the first four bytes).
+    pub addr: [u8; 16],
+}
+
+impl PinKey {
+    /// The key data for a service generation and client address.
+    pub const fn new(service: u32, generation: u32, family: u8, addr: [u8; 16]) -> Self {
+        Self {
+            service_be: service.to_be_bytes(),
+            generation: generation as u8,
+            family,
+            reserved: [0; 2],
+            addr,
+        }
+    }
+}
+
 /// Value of the connection-tracking map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -203,4 +242,5 @@ mod pod {
     unsafe impl aya::Pod for BackendStats {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowState {}
+    unsafe impl aya::Pod for PinKey {}
 }

@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
-    Backend, BackendStats, FlowKey, FlowState, Ring, ServiceTables, VipInfo, VipKey,
-    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES, STAT_COUNT,
+    Backend, BackendStats, FlowKey, FlowState, PinKey, Ring, ServiceTables, VipInfo, VipKey,
+    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_GROUPS, MAX_PINS_PER_SERVICE,
+    MAX_SERVICES, STAT_COUNT,
 };
 
 /// VIP (address, port, protocol) -> service slot.
@@ -42,3 +43,18 @@ pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
 #[map]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState> =
     LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
+
+/// (service, generation, client prefix) -> group index: tester pins.
+#[map]
+pub static PINS: LpmTrie<PinKey, u32> =
+    LpmTrie::pinned(MAX_SERVICES * GENERATIONS * MAX_PINS_PER_SERVICE, 0);
+
+/// The longest pin of `service`'s table generation `generation` covering `addr`.
+#[inline(always)]
+pub fn pinned_group(service: u32, generation: u32, family: u8, addr: [u8; 16]) -> Option<u32> {
+    let key = Key::new(
+        balancer_common::PIN_PREFIX_BASE + 128,
+        PinKey::new(service, generation, family, addr),
+    );
+    PINS.get(&key).copied()
+}

@@ -3,10 +3,10 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use balancer_common::{
     flow_hash, ring_index, tables_index, Backend, FlowKey, FlowState, VipKey, FLAG_CLIENT_AFFINITY,
-    NONE, NO_GROUP,
+    FLAG_HAS_PINS, NONE, NO_GROUP,
 };
 
-use crate::maps::{BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS};
+use crate::maps::{pinned_group, BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS};
 
 /// Refresh a flow's last-seen time at most this often, to keep writes off the hot path.
 const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
@@ -83,7 +83,9 @@ fn tracked(key: &FlowKey, now: u64) -> Option<Selection<'static>> {
     })
 }
 
-/// Chooses a backend for a new flow from the live table generation of `service`.
+/// Chooses a backend for a new flow from the live table generation of `service`: the
+/// group of the client's tester pin if it has one, else the group of the flow's split
+/// cell; then the group's Maglev slot.
 #[inline(always)]
 fn select_new(service: u32, key: &FlowKey) -> Option<(u32, &'static Backend)> {
     let generation = *GENERATION.get(service)?;
@@ -93,12 +95,23 @@ fn select_new(service: u32, key: &FlowKey) -> Option<(u32, &'static Backend)> {
     } else {
         flow_hash(key, tables.seed)
     };
-    let cell = hash.cell(tables.cells)?;
-    let group = *tables.cell_group.get(cell as usize)?;
-    if group == NO_GROUP {
-        return None;
-    }
-    let ring = RINGS.get(ring_index(service, generation, group as u32))?;
+    let pinned = if tables.flags & FLAG_HAS_PINS != 0 {
+        pinned_group(service, generation, key.family, key.src)
+    } else {
+        None
+    };
+    let group = match pinned {
+        Some(group) => group,
+        None => {
+            let cell = hash.cell(tables.cells)?;
+            let group = *tables.cell_group.get(cell as usize)?;
+            if group == NO_GROUP {
+                return None;
+            }
+            group as u32
+        }
+    };
+    let ring = RINGS.get(ring_index(service, generation, group))?;
     let slot = hash.slot(tables.ring_size)?;
     let index = *ring.slots.get(slot as usize)?;
     if index == NONE {

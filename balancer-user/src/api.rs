@@ -53,6 +53,16 @@ pub struct Flip {
     pub to: String,
 }
 
+/// `POST /services/{name}/pins` and `DELETE /services/{name}/pins` (group ignored).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PinRequest {
+    /// Client prefix, e.g. `198.18.2.0/24` or `2001:db8:2::/48`.
+    pub cidr: String,
+    /// Group the prefix's clients get.
+    #[serde(default)]
+    pub group: String,
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApiError {
@@ -84,6 +94,17 @@ pub struct ServiceStatus {
     pub split: Vec<GroupShare>,
     /// Backends in group order.
     pub backends: Vec<BackendStatus>,
+    /// Tester pins, by prefix.
+    pub pins: Vec<PinStatus>,
+}
+
+/// One tester pin in [`ServiceStatus`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PinStatus {
+    /// Client prefix.
+    pub cidr: String,
+    /// Group its clients get.
+    pub group: String,
 }
 
 /// One group's configured share.

@@ -49,6 +49,9 @@ pub enum Command {
         #[arg(long = "to")]
         to: String,
     },
+    /// Tester pinning: clients of a prefix always get one group for new flows.
+    #[command(subcommand)]
+    Pin(PinCommand),
     /// Show services, split, backends and counters.
     Status {
         /// Only this service.
@@ -151,6 +154,37 @@ impl From<AffinityArg> for Affinity {
             AffinityArg::Client => Affinity::Client,
         }
     }
+}
+
+/// `balancer pin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PinCommand {
+    /// Pin clients in CIDR to GROUP, whatever the split (also a group at 0%: a preview).
+    /// The longest matching prefix wins.
+    Add {
+        /// Service name.
+        name: String,
+        /// Client prefix, e.g. 198.18.2.0/24.
+        cidr: String,
+        /// Group the clients get.
+        #[arg(long)]
+        group: String,
+    },
+    /// Remove the pin of exactly CIDR.
+    Remove {
+        /// Service name.
+        name: String,
+        /// Client prefix.
+        cidr: String,
+    },
+    /// List pins.
+    List {
+        /// Only this service.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `balancer backend ...`.

@@ -7,8 +7,8 @@ use aya::programs::XdpMode;
 use hyper::Method;
 
 use crate::{
-    api::{AddBackend, AddService, Flip, SetSplit, SetWeight, Status},
-    cli::{BackendCommand, Cli, Command, DaemonArgs, ServiceCommand, XdpModeArg},
+    api::{AddBackend, AddService, Flip, PinRequest, SetSplit, SetWeight, Status},
+    cli::{BackendCommand, Cli, Command, DaemonArgs, PinCommand, ServiceCommand, XdpModeArg},
     client::{segment, Client},
     controller::ControllerConfig,
     daemon,
@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => run_daemon(args, &cli.socket).await,
         Command::Service(cmd) => service(&client, cmd).await,
         Command::Backend(cmd) => backend(&client, cmd).await,
+        Command::Pin(cmd) => pin(&client, cmd).await,
         Command::Split { name, shares } => {
             client
                 .send_json(
@@ -191,6 +192,54 @@ async fn backend(client: &Client, cmd: BackendCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn pin(client: &Client, cmd: PinCommand) -> anyhow::Result<()> {
+    match cmd {
+        PinCommand::Add { name, cidr, group } => {
+            client
+                .send_json(
+                    Method::POST,
+                    &format!("/services/{}/pins", segment(&name)),
+                    &PinRequest { cidr, group },
+                )
+                .await?;
+        }
+        PinCommand::Remove { name, cidr } => {
+            client
+                .send_json(
+                    Method::DELETE,
+                    &format!("/services/{}/pins", segment(&name)),
+                    &PinRequest {
+                        cidr,
+                        group: String::new(),
+                    },
+                )
+                .await?;
+        }
+        PinCommand::List { name, json } => {
+            let path = match &name {
+                Some(n) => format!("/status?service={}", segment(n)),
+                None => "/status".to_string(),
+            };
+            let status: Status = client.get_json(&path).await?;
+            if json {
+                let pins: Vec<_> = status
+                    .services
+                    .iter()
+                    .flat_map(|s| {
+                        s.pins.iter().map(|p| {
+                            serde_json::json!({"service": s.name, "cidr": p.cidr, "group": p.group})
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&pins)?);
+            } else {
+                print!("{}", report::pins(&status));
+            }
         }
     }
     Ok(())

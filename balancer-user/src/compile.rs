@@ -4,15 +4,16 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use balancer_common::{
-    Ring, ServiceTables, FLAG_CLIENT_AFFINITY, NONE, RING_CAPACITY, SPLIT_CELLS,
+    Ring, ServiceTables, FLAG_CLIENT_AFFINITY, FLAG_HAS_PINS, NONE, RING_CAPACITY, SPLIT_CELLS,
 };
 use bytemuck::Zeroable;
 
 use crate::{
-    dataplane::ServiceImage,
+    dataplane::{ImagePin, ServiceImage},
     maglev::{build_table, MaglevBackend, MaglevError},
     split::SplitError,
     state::{Affinity, Service, StateError},
+    vip::{addr_bytes, family},
 };
 
 /// Why a service could not be compiled.
@@ -60,6 +61,24 @@ pub fn compile(service: &Service, seed: u64) -> Result<Compiled, CompileError> {
     tables.cells = SPLIT_CELLS as u32;
     tables.cell_group.copy_from_slice(&cells);
 
+    // A pin to a group that cannot serve is left out: its clients follow the split.
+    let pins: Vec<ImagePin> = service
+        .pins
+        .iter()
+        .filter_map(|pin| {
+            let group = service.group_index(&pin.group)?;
+            serving[group].then(|| ImagePin {
+                family: family(pin.cidr.addr()),
+                addr: addr_bytes(pin.cidr.addr()),
+                prefix_len: pin.cidr.prefix_len(),
+                group: group as u32,
+            })
+        })
+        .collect();
+    if !pins.is_empty() {
+        tables.flags |= FLAG_HAS_PINS;
+    }
+
     let mut rings = Vec::with_capacity(service.groups.len());
     let mut shares = BTreeMap::new();
     for (g, group) in service.groups.iter().enumerate() {
@@ -88,7 +107,11 @@ pub fn compile(service: &Service, seed: u64) -> Result<Compiled, CompileError> {
         rings.push(ring);
     }
     Ok(Compiled {
-        image: ServiceImage { tables, rings },
+        image: ServiceImage {
+            tables,
+            rings,
+            pins,
+        },
         shares,
     })
 }

@@ -19,6 +19,7 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -53,6 +54,19 @@ pub struct ServiceConfig {
     /// Groups in order.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
+    /// Tester pins.
+    #[serde(default, rename = "pin", skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<PinConfig>,
+}
+
+/// A tester pin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinConfig {
+    /// Client prefix.
+    pub cidr: IpNet,
+    /// Group its clients get.
+    pub group: String,
 }
 
 /// One group.
@@ -169,6 +183,14 @@ impl Config {
                             .collect(),
                     })
                     .collect(),
+                pins: s
+                    .pins
+                    .iter()
+                    .map(|p| PinConfig {
+                        cidr: p.cidr,
+                        group: p.group.clone(),
+                    })
+                    .collect(),
             });
         }
         Ok(Self { services })
@@ -272,6 +294,18 @@ fn apply_service(s: &ServiceConfig, state: &mut State) -> Result<(), ConfigError
     };
     if !shares.is_empty() {
         state.set_split(&s.name, &shares)?;
+    }
+    let current: Vec<IpNet> = state
+        .service(&s.name)?
+        .pins
+        .iter()
+        .map(|p| p.cidr)
+        .collect();
+    for cidr in current {
+        state.remove_pin(&s.name, cidr)?;
+    }
+    for pin in &s.pins {
+        state.add_pin(&s.name, pin.cidr, &pin.group)?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::{
 use balancer_common::{Backend, MAX_BACKENDS};
 
 use crate::{
-    api::{BackendStatus, GroupShare, ServiceStatus, Status},
+    api::{BackendStatus, GroupShare, PinStatus, ServiceStatus, Status},
     compile::{compile, CompileError, Compiled},
     config::ConfigError,
     dataplane::{AttachOptions, DataPlane, DataPlaneError},
@@ -261,6 +261,14 @@ impl Controller {
                 table_size: service.table_size,
                 split,
                 backends,
+                pins: service
+                    .pins
+                    .iter()
+                    .map(|p| PinStatus {
+                        cidr: p.cidr.to_string(),
+                        group: p.group.clone(),
+                    })
+                    .collect(),
             });
         }
         Ok(Status {

@@ -45,6 +45,10 @@ pub fn status(status: &Status) -> String {
             );
         }
     }
+    let pins = pins(status);
+    if !pins.is_empty() {
+        let _ = write!(out, "pins:\n{pins}");
+    }
     let c = &status.counters;
     let _ = writeln!(
         out,
@@ -59,6 +63,17 @@ pub fn service_list(status: &Status) -> String {
     let mut out = String::new();
     for s in &status.services {
         let _ = writeln!(out, "{}\t{}\t{}", s.name, s.vip, s.affinity);
+    }
+    out
+}
+
+/// `balancer pin list` as text: service, prefix, group.
+pub fn pins(status: &Status) -> String {
+    let mut out = String::new();
+    for s in &status.services {
+        for p in &s.pins {
+            let _ = writeln!(out, "{}\t{}\t{}", s.name, p.cidr, p.group);
+        }
     }
     out
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::{
-    api::{AddBackend, AddService, ApiError, Flip, SetSplit, SetWeight},
+    api::{AddBackend, AddService, ApiError, Flip, PinRequest, SetSplit, SetWeight},
     config::Config,
     controller::{Controller, ControllerError},
     state::{parse_percent, DEFAULT_WEIGHT},
@@ -51,6 +51,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/services/{name}/backends/{addr}/weight", put(set_weight))
         .route("/services/{name}/split", put(set_split))
         .route("/services/{name}/flip", put(flip))
+        .route("/services/{name}/pins", post(add_pin).delete(remove_pin))
         .route("/apply", post(apply))
         .route("/export", get(export))
         .route("/teardown", post(teardown))
@@ -215,6 +216,38 @@ async fn flip(
     Json(req): Json<Flip>,
 ) -> Result<StatusCode, Failure> {
     with_controller(shared, move |c| Ok(c.change(|s| s.flip(&name, &req.to))?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, Failure> {
+    text.parse()
+        .map_err(|_| bad_request(format!("{text:?} is not a CIDR prefix (ADDR/LEN)")))
+}
+
+async fn add_pin(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<PinRequest>,
+) -> Result<StatusCode, Failure> {
+    let cidr = parse_cidr(&req.cidr)?;
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.add_pin(&name, cidr, &req.group))?)
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn remove_pin(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<PinRequest>,
+) -> Result<StatusCode, Failure> {
+    let cidr = parse_cidr(&req.cidr)?;
+    with_controller(
+        shared,
+        move |c| Ok(c.change(|s| s.remove_pin(&name, cidr))?),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -10,7 +10,11 @@ mod persist;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use balancer_common::{MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES, RING_CAPACITY};
+use ipnet::IpNet;
+
+use balancer_common::{
+    MAX_BACKENDS, MAX_GROUPS, MAX_PINS_PER_SERVICE, MAX_SERVICES, RING_CAPACITY,
+};
 use serde::{Deserialize, Serialize};
 
 pub use error::StateError;
@@ -89,6 +93,18 @@ pub struct Service {
     /// Which group each split cell belongs to (persisted so that the split stays monotonic
     /// across restarts).
     pub split: Vec<CellRun>,
+    /// Tester pins: clients in these prefixes get the named group for new flows.
+    #[serde(default)]
+    pub pins: Vec<Pin>,
+}
+
+/// A tester pin: clients in `cidr` always get `group` for new flows, whatever the split.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    /// Client prefix (host bits zero).
+    pub cidr: IpNet,
+    /// Group name.
+    pub group: String,
 }
 
 /// A named set of backends (e.g. blue, green, canary).
@@ -145,7 +161,11 @@ impl Service {
             .shares()?
             .iter()
             .zip(&self.groups)
-            .position(|(share, group)| *share == 0 && group.backends.is_empty())
+            .position(|(share, group)| {
+                *share == 0
+                    && group.backends.is_empty()
+                    && !self.pins.iter().any(|p| p.group == group.name)
+            })
         {
             let table = self.split_table()?.without_group(g as u8)?;
             self.groups.remove(g);
@@ -193,6 +213,14 @@ impl State {
                     return Err(StateError::Corrupt(format!(
                         "group {:?} appears twice in service {name:?}",
                         group.name
+                    )));
+                }
+            }
+            for pin in &service.pins {
+                if service.group_index(&pin.group).is_none() {
+                    return Err(StateError::Corrupt(format!(
+                        "pin {} of service {name:?} names no group",
+                        pin.cidr
                     )));
                 }
             }
@@ -259,6 +287,7 @@ impl State {
                 table_size,
                 groups: Vec::new(),
                 split: Vec::new(),
+                pins: Vec::new(),
             },
         );
         Ok(())
@@ -412,6 +441,48 @@ impl State {
             ));
         }
         self.set_split(service, &[(group.to_string(), 10_000)])
+    }
+
+    /// Pins clients in `cidr` to `group` for new flows, whatever the split (also a group
+    /// whose share is 0: a preview group). The longest matching prefix wins.
+    pub fn add_pin(&mut self, service: &str, cidr: IpNet, group: &str) -> Result<(), StateError> {
+        let svc = self.service_mut(service)?;
+        if svc.group_index(group).is_none() {
+            return Err(StateError::UnknownGroup(
+                group.to_string(),
+                service.to_string(),
+            ));
+        }
+        if cidr != cidr.trunc() {
+            return Err(StateError::HostBits(cidr, cidr.trunc()));
+        }
+        if cidr.addr().is_ipv4() != svc.vip.addr.is_ipv4() {
+            return Err(StateError::PinFamily(cidr, svc.vip));
+        }
+        if svc.pins.iter().any(|p| p.cidr == cidr) {
+            return Err(StateError::PinExists(cidr, service.to_string()));
+        }
+        if svc.pins.len() >= MAX_PINS_PER_SERVICE as usize {
+            return Err(StateError::TooManyPins(service.to_string()));
+        }
+        svc.pins.push(Pin {
+            cidr,
+            group: group.to_string(),
+        });
+        svc.pins.sort_by_key(|p| p.cidr);
+        Ok(())
+    }
+
+    /// Removes the pin of exactly `cidr`.
+    pub fn remove_pin(&mut self, service: &str, cidr: IpNet) -> Result<(), StateError> {
+        let svc = self.service_mut(service)?;
+        let position = svc
+            .pins
+            .iter()
+            .position(|p| p.cidr == cidr)
+            .ok_or_else(|| StateError::UnknownPin(cidr, service.to_string()))?;
+        svc.pins.remove(position);
+        svc.prune_groups()
     }
 
     fn free_index(&self) -> Result<u32, StateError> {

@@ -33,10 +33,20 @@ impl Lab {
 
     /// A lab with the daemon in the given XDP mode.
     pub fn in_mode(prefix: &str, mode: XdpMode) -> Result<Self> {
+        Self::build(prefix, mode, 0)
+    }
+
+    /// A lab whose client also holds `extra_clients` extra addresses (see
+    /// [`Topology::extra_client_v4`]).
+    pub fn with_extra_clients(prefix: &str, extra_clients: u8) -> Result<Self> {
+        Self::build(prefix, XdpMode::Native, extra_clients)
+    }
+
+    fn build(prefix: &str, mode: XdpMode, extra_clients: u8) -> Result<Self> {
         let topology = Topology::build(TopologySpec {
             prefix: prefix.to_string(),
             backends: (0..BACKENDS).map(|i| format!("b{i}")).collect(),
-            extra_clients: 0,
+            extra_clients,
         })?;
         let servers = BackendServer::start_all(&topology)?;
         let balancer = Balancer::start_in_mode(&topology, mode)?;

@@ -17,10 +17,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap, MapData, PerCpuArray, PerCpuValues,
+};
 use balancer_common::{
-    ring_index, tables_index, Backend, BackendStats, FlowKey, FlowState, Ring, ServiceTables,
-    VipInfo, VipKey, GENERATIONS,
+    ring_index, tables_index, Backend, BackendStats, FlowKey, FlowState, PinKey, Ring,
+    ServiceTables, VipInfo, VipKey, GENERATIONS, PIN_PREFIX_BASE,
 };
 
 pub use attach::AttachOptions;
@@ -38,6 +41,21 @@ pub struct ServiceImage {
     pub tables: Box<ServiceTables>,
     /// Maglev table of each group, in group-index order.
     pub rings: Vec<Box<Ring>>,
+    /// Tester pins.
+    pub pins: Vec<ImagePin>,
+}
+
+/// A tester pin as the data plane stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImagePin {
+    /// Address family of the prefix.
+    pub family: u8,
+    /// Prefix address (IPv4 in the first four bytes).
+    pub addr: [u8; 16],
+    /// Prefix length in bits.
+    pub prefix_len: u8,
+    /// Group index the prefix's clients get.
+    pub group: u32,
 }
 
 /// Outcome of one `BPF_PROG_TEST_RUN`.
@@ -64,6 +82,7 @@ pub struct DataPlane {
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, FlowState>,
+    tester_pins: LpmTrie<MapData, PinKey, u32>,
     last_flip: StdHashMap<u32, Instant>,
 }
 
@@ -100,6 +119,7 @@ impl DataPlane {
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
             conntrack: take(&mut ebpf, "CONNTRACK")?,
+            tester_pins: take(&mut ebpf, "PINS")?,
             ebpf,
             pins,
             reattached,
@@ -168,6 +188,7 @@ impl DataPlane {
                 .set(ring_index(slot, next, group as u32), &**ring, 0)
                 .map_err(map_err("write RINGS"))?;
         }
+        self.replace_pins(slot, next, &image.pins)?;
         #[expect(
             clippy::needless_borrows_for_generic_args,
             reason = "passing the value would copy 10 KiB onto the stack"
@@ -184,6 +205,39 @@ impl DataPlane {
             self.vips
                 .insert(vip, info, 0)
                 .map_err(map_err("write VIPS"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the pins of `slot`'s generation `generation` exactly `pins`.
+    fn replace_pins(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        pins: &[ImagePin],
+    ) -> Result<(), DataPlaneError> {
+        let stale: Vec<Key<PinKey>> = self
+            .tester_pins
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                let data = k.data();
+                data.service_be == slot.to_be_bytes() && u32::from(data.generation) == generation
+            })
+            .collect();
+        for key in stale {
+            self.tester_pins
+                .remove(&key)
+                .map_err(map_err("remove from PINS"))?;
+        }
+        for pin in pins {
+            let key = Key::new(
+                PIN_PREFIX_BASE + u32::from(pin.prefix_len),
+                PinKey::new(slot, generation, pin.family, pin.addr),
+            );
+            self.tester_pins
+                .insert(&key, pin.group, 0)
+                .map_err(map_err("write PINS"))?;
         }
         Ok(())
     }

@@ -55,6 +55,21 @@ pub enum StateError {
     /// Flip to the group that already takes every new flow.
     #[error("group {0:?} already takes 100% of new flows of service {1:?}")]
     AlreadyLive(String, String),
+    /// Pin prefix with host bits.
+    #[error("{0} has host bits set; did you mean {1}?")]
+    HostBits(ipnet::IpNet, ipnet::IpNet),
+    /// Pin of the other family than the VIP.
+    #[error("pin {0} and VIP {1} are of different address families")]
+    PinFamily(ipnet::IpNet, Vip),
+    /// Pin already present.
+    #[error("{0} is already pinned in service {1:?}")]
+    PinExists(ipnet::IpNet, String),
+    /// No such pin.
+    #[error("no pin {0} in service {1:?}")]
+    UnknownPin(ipnet::IpNet, String),
+    /// Pin limit reached.
+    #[error("service {0:?} already has the most pins allowed ({max})", max = balancer_common::MAX_PINS_PER_SERVICE)]
+    TooManyPins(String),
     /// Split on a service without groups.
     #[error("service {0:?} has no groups yet: add a backend first")]
     NoGroups(String),
