@@ -198,3 +198,16 @@ fn toml_rejects_bad_files() {
         assert!(result.is_err(), "accepted: {bad}");
     }
 }
+
+#[test]
+fn readme_configuration_example_applies() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("```toml\n").expect("README has a TOML example") + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let config = Config::parse(&readme[start..end]).unwrap();
+    let mut state = State::default();
+    config.apply_to(&mut state).unwrap();
+    let web = state.service("web").unwrap();
+    assert_eq!(web.shares().unwrap(), vec![9000, 1000]);
+    assert_eq!(web.pins.len(), 1);
+}
