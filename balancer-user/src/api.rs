@@ -5,7 +5,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{dataplane::GlobalCounters, state::Affinity, vip::Vip};
+use crate::{
+    dataplane::GlobalCounters,
+    state::{Affinity, Canary},
+    vip::Vip,
+};
 
 /// `POST /services`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,6 +67,19 @@ pub struct PinRequest {
     pub group: String,
 }
 
+/// `POST /services/{name}/canary`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StartCanary {
+    /// Group new flows move away from.
+    pub from: String,
+    /// Group new flows move to.
+    pub to: String,
+    /// Percentages of the new group ("5", "12.5"), ascending.
+    pub steps: Vec<String>,
+    /// Time between steps, milliseconds.
+    pub interval_ms: u64,
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApiError {
@@ -96,6 +113,8 @@ pub struct ServiceStatus {
     pub backends: Vec<BackendStatus>,
     /// Tester pins, by prefix.
     pub pins: Vec<PinStatus>,
+    /// The running or last canary.
+    pub canary: Option<Canary>,
 }
 
 /// One tester pin in [`ServiceStatus`].

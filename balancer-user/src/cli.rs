@@ -4,7 +4,10 @@ use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{state::Affinity, vip::Vip};
+use crate::{
+    state::{Affinity, Preset},
+    vip::Vip,
+};
 
 /// Default control socket.
 pub const DEFAULT_SOCKET: &str = "/run/balancer.sock";
@@ -49,6 +52,9 @@ pub enum Command {
         #[arg(long = "to")]
         to: String,
     },
+    /// Gradual canary: move new flows from one group to another in timed steps.
+    #[command(subcommand)]
+    Canary(CanaryCommand),
     /// Tester pinning: clients of a prefix always get one group for new flows.
     #[command(subcommand)]
     Pin(PinCommand),
@@ -154,6 +160,81 @@ impl From<AffinityArg> for Affinity {
             AffinityArg::Client => Affinity::Client,
         }
     }
+}
+
+/// `balancer canary ...`.
+#[derive(Debug, Subcommand)]
+pub enum CanaryCommand {
+    /// Start a canary: the first step applies at once, each later one an interval after.
+    Start {
+        /// Service name.
+        name: String,
+        /// Group new flows move away from.
+        #[arg(long)]
+        from: String,
+        /// Group new flows move to.
+        #[arg(long)]
+        to: String,
+        /// Percentages of new flows on the new group, ascending, e.g. 1,5,25,50,100.
+        #[arg(long, value_delimiter = ',', required_unless_present = "preset",
+              conflicts_with = "preset", value_parser = parse_step)]
+        steps: Vec<String>,
+        /// Time between steps, e.g. 30s, 5m.
+        #[arg(long, conflicts_with = "preset", value_parser = humantime::parse_duration)]
+        interval: Option<std::time::Duration>,
+        /// A named plan instead of --steps/--interval.
+        #[arg(long, value_enum)]
+        preset: Option<PresetArg>,
+    },
+    /// Stop the step timer.
+    Pause {
+        /// Service name.
+        name: String,
+    },
+    /// Restart the step timer with the time that was left.
+    Resume {
+        /// Service name.
+        name: String,
+    },
+    /// Jump to 100% on the new group.
+    Promote {
+        /// Service name.
+        name: String,
+    },
+    /// Return 100% of new flows to the old group in one atomic write.
+    Abort {
+        /// Service name.
+        name: String,
+    },
+}
+
+/// Canary presets.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PresetArg {
+    /// 10% for 5 minutes, then 100%.
+    #[value(name = "canary10-5m")]
+    Canary10Over5m,
+    /// +10% every minute.
+    #[value(name = "linear10-1m")]
+    Linear10Every1m,
+    /// 100% at once.
+    #[value(name = "all-at-once")]
+    AllAtOnce,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Canary10Over5m => Preset::Canary10Over5m,
+            PresetArg::Linear10Every1m => Preset::Linear10Every1m,
+            PresetArg::AllAtOnce => Preset::AllAtOnce,
+        }
+    }
+}
+
+fn parse_step(text: &str) -> Result<String, String> {
+    crate::state::parse_percent(text).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
 }
 
 /// `balancer pin ...`.

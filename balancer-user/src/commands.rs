@@ -7,13 +7,17 @@ use aya::programs::XdpMode;
 use hyper::Method;
 
 use crate::{
-    api::{AddBackend, AddService, Flip, PinRequest, SetSplit, SetWeight, Status},
-    cli::{BackendCommand, Cli, Command, DaemonArgs, PinCommand, ServiceCommand, XdpModeArg},
+    api::{AddBackend, AddService, Flip, PinRequest, SetSplit, SetWeight, StartCanary, Status},
+    cli::{
+        BackendCommand, CanaryCommand, Cli, Command, DaemonArgs, PinCommand, ServiceCommand,
+        XdpModeArg,
+    },
     client::{segment, Client},
     controller::ControllerConfig,
     daemon,
     dataplane::{pins::PinLayout, AttachOptions},
     report,
+    state::{format_basis_points, Preset},
 };
 
 /// Executes `cli`.
@@ -24,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(cmd) => service(&client, cmd).await,
         Command::Backend(cmd) => backend(&client, cmd).await,
         Command::Pin(cmd) => pin(&client, cmd).await,
+        Command::Canary(cmd) => canary(&client, cmd).await,
         Command::Split { name, shares } => {
             client
                 .send_json(
@@ -242,5 +247,61 @@ async fn pin(client: &Client, cmd: PinCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn canary(client: &Client, cmd: CanaryCommand) -> anyhow::Result<()> {
+    let (name, action) = match cmd {
+        CanaryCommand::Start {
+            name,
+            from,
+            to,
+            steps,
+            interval,
+            preset,
+        } => {
+            let (steps, interval_ms) = match preset {
+                Some(preset) => {
+                    let (steps, interval_ms) = Preset::from(preset).plan();
+                    (
+                        steps.into_iter().map(format_basis_points).collect(),
+                        interval_ms,
+                    )
+                }
+                None => {
+                    let interval_ms = interval.map_or(0, |d| d.as_millis() as u64);
+                    if steps.len() > 1 && interval_ms == 0 {
+                        anyhow::bail!("--interval is needed with several --steps");
+                    }
+                    (steps, interval_ms)
+                }
+            };
+            let body = StartCanary {
+                from,
+                to,
+                steps,
+                interval_ms,
+            };
+            client
+                .send_json(
+                    Method::POST,
+                    &format!("/services/{}/canary", segment(&name)),
+                    &body,
+                )
+                .await?;
+            return Ok(());
+        }
+        CanaryCommand::Pause { name } => (name, "pause"),
+        CanaryCommand::Resume { name } => (name, "resume"),
+        CanaryCommand::Promote { name } => (name, "promote"),
+        CanaryCommand::Abort { name } => (name, "abort"),
+    };
+    client
+        .send(
+            Method::POST,
+            &format!("/services/{}/canary/{action}", segment(&name)),
+            None,
+        )
+        .await?;
     Ok(())
 }

@@ -213,6 +213,14 @@ impl Controller {
         Ok(())
     }
 
+    /// Takes the canary steps that are due; a no-op (no write, no save) when none is.
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), ControllerError> {
+        if !self.state.canary_due(now_ms) {
+            return Ok(());
+        }
+        self.change(|s| s.advance_canaries(now_ms))
+    }
+
     /// Status of one service or all.
     pub fn status(&self, only: Option<&str>) -> Result<Status, ControllerError> {
         if let Some(name) = only {
@@ -261,6 +269,7 @@ impl Controller {
                 table_size: service.table_size,
                 split,
                 backends,
+                canary: service.canary.clone(),
                 pins: service
                     .pins
                     .iter()

@@ -36,6 +36,7 @@ pub async fn run(config: ControllerConfig, socket: &Path) -> anyhow::Result<()> 
         "data plane ready"
     );
     let shared = Shared::new(controller);
+    let ticker = tokio::spawn(tick_forever(shared.clone()));
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let stop = {
         let shared = shared.clone();
@@ -50,8 +51,24 @@ pub async fn run(config: ControllerConfig, socket: &Path) -> anyhow::Result<()> 
     let served = axum::serve(listener, router(shared))
         .with_graceful_shutdown(stop)
         .await;
+    ticker.abort();
     std::fs::remove_file(socket).ok();
     served.context("serving the control API")
+}
+
+/// How often due canary steps are looked for.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Advances timed operations (canary steps) until the daemon stops.
+async fn tick_forever(shared: std::sync::Arc<Shared>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(failure) = crate::server::tick(shared.clone()).await {
+            tracing::warn!("timed step failed: {}", failure.message());
+        }
+    }
 }
 
 /// Binds the control socket (mode 0600), replacing a stale socket file but refusing to

@@ -45,6 +45,35 @@ pub fn status(status: &Status) -> String {
             );
         }
     }
+    for s in &status.services {
+        if let Some(c) = &s.canary {
+            let state = match (&c.outcome, c.next_step_at_ms, c.paused_remaining_ms) {
+                (Some(outcome), _, _) => format!("{outcome:?}").to_lowercase(),
+                (None, _, Some(left)) => format!("paused, {}s left in the step", left / 1000),
+                (None, Some(at), _) => format!(
+                    "next step at {}",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
+                    )
+                ),
+                (None, None, None) => "holding at the last step".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "canary {}: {} -> {}, step {}/{} ({}%), {}",
+                s.name,
+                c.from,
+                c.to,
+                c.step + 1,
+                c.steps.len(),
+                crate::state::format_basis_points(c.steps[c.step]),
+                state
+            );
+            if let Some(last) = c.decisions.last() {
+                let _ = writeln!(out, "  last decision: {}", last.what);
+            }
+        }
+    }
     let pins = pins(status);
     if !pins.is_empty() {
         let _ = write!(out, "pins:\n{pins}");

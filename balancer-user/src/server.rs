@@ -17,10 +17,10 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::{
-    api::{AddBackend, AddService, ApiError, Flip, PinRequest, SetSplit, SetWeight},
+    api::{AddBackend, AddService, ApiError, Flip, PinRequest, SetSplit, SetWeight, StartCanary},
     config::Config,
     controller::{Controller, ControllerError},
-    state::{parse_percent, DEFAULT_WEIGHT},
+    state::{parse_percent, CanaryAction, DEFAULT_WEIGHT},
 };
 
 /// What the handlers share.
@@ -52,6 +52,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/services/{name}/split", put(set_split))
         .route("/services/{name}/flip", put(flip))
         .route("/services/{name}/pins", post(add_pin).delete(remove_pin))
+        .route("/services/{name}/canary", post(start_canary))
+        .route("/services/{name}/canary/{action}", post(canary_action))
         .route("/apply", post(apply))
         .route("/export", get(export))
         .route("/teardown", post(teardown))
@@ -60,6 +62,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 /// An error answer: status code and one line.
 pub struct Failure(StatusCode, String);
+
+impl Failure {
+    /// The one-line message.
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+}
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -249,6 +258,51 @@ async fn remove_pin(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Now as Unix milliseconds, the clock of canary schedules.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn start_canary(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<StartCanary>,
+) -> Result<StatusCode, Failure> {
+    let steps = req
+        .steps
+        .iter()
+        .map(|p| parse_percent(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad_request)?;
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| {
+            s.start_canary(&name, &req.from, &req.to, steps, req.interval_ms, now_ms())
+        })?)
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn canary_action(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<StatusCode, Failure> {
+    let action: CanaryAction = serde_json::from_value(serde_json::Value::String(action.clone()))
+        .map_err(|_| bad_request(format!("unknown canary action {action:?}")))?;
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.canary_action(&name, action, now_ms()))?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Advances due canary steps; the daemon calls it on a timer.
+pub async fn tick(shared: Arc<Shared>) -> Result<(), Failure> {
+    with_controller(shared, |c| Ok(c.tick(now_ms())?)).await
 }
 
 async fn apply(

@@ -4,6 +4,7 @@
 //! Every mutation validates before it changes anything, so a rejected command leaves the
 //! state exactly as it was.
 
+mod canary;
 mod error;
 mod percent;
 mod persist;
@@ -17,6 +18,7 @@ use balancer_common::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use canary::{Canary, CanaryAction, Decision, Outcome, Preset};
 pub use error::StateError;
 pub use percent::{format_basis_points, parse_percent};
 pub use persist::{load, save};
@@ -96,6 +98,9 @@ pub struct Service {
     /// Tester pins: clients in these prefixes get the named group for new flows.
     #[serde(default)]
     pub pins: Vec<Pin>,
+    /// The running or last canary.
+    #[serde(default)]
+    pub canary: Option<Canary>,
 }
 
 /// A tester pin: clients in `cidr` always get `group` for new flows, whatever the split.
@@ -165,6 +170,9 @@ impl Service {
                 *share == 0
                     && group.backends.is_empty()
                     && !self.pins.iter().any(|p| p.group == group.name)
+                    && !self.canary.as_ref().is_some_and(|c| {
+                        c.outcome.is_none() && (c.from == group.name || c.to == group.name)
+                    })
             })
         {
             let table = self.split_table()?.without_group(g as u8)?;
@@ -288,6 +296,7 @@ impl State {
                 groups: Vec::new(),
                 split: Vec::new(),
                 pins: Vec::new(),
+                canary: None,
             },
         );
         Ok(())

@@ -440,6 +440,7 @@ mod affinity {
                         Affinity::Connection,
                         svc.table_size,
                         &f.key(),
+                        None,
                     )
                 })
                 .collect();
@@ -808,5 +809,374 @@ mod generations {
             let run = fx.send(&frame);
             assert_forwarded(&run, &frame, &fx.backend(index), XDP_TX, "tracked flow");
         }
+    }
+}
+
+/// Tester pins: clients in a pinned prefix get the pin's group for new flows, whatever
+/// the split; the longest pin wins; pins to a group that cannot serve are ignored.
+mod pins {
+    use std::ops::Range;
+
+    use super::*;
+    use crate::support::fixture::model_backend;
+
+    /// Adds service `name` on `vip` (Connection affinity): the first two of `backends` in
+    /// group blue, which takes 100% of new flows, the other two in group green (0%), with
+    /// weight `green_weight`. Publishes it.
+    fn blue_green(fx: &mut Fixture, name: &str, vip: &str, backends: &[&str], green_weight: u16) {
+        fx.add_service(name, vip, Affinity::Connection);
+        for (i, addr) in backends.iter().enumerate() {
+            let (group, weight) = if i < 2 {
+                ("blue", 100)
+            } else {
+                ("green", green_weight)
+            };
+            fx.add_backend(name, addr, group, weight);
+        }
+        let names: Vec<&str> = fx
+            .service(name)
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(names, ["blue", "green"], "groups of {name}");
+        assert_eq!(
+            fx.service(name).shares().expect("shares"),
+            [10_000, 0],
+            "split of {name}"
+        );
+        fx.publish(name);
+    }
+
+    /// Sends one new flow like `base` from each client port of `ports` to `service`, each
+    /// checked against the model, and asserts that the model put every one in `group`.
+    /// Returns the backends the flows went to.
+    fn new_flows_go_to(
+        fx: &mut Fixture,
+        tally: &mut Tally,
+        service: &str,
+        base: Flow,
+        ports: Range<u16>,
+        group: &str,
+    ) -> BTreeSet<u32> {
+        let mut reached = BTreeSet::new();
+        for sport in ports {
+            let flow = base.with_sport(sport);
+            let expected = fx.expected_backend(service, &flow);
+            assert_eq!(
+                fx.group_of(service, expected),
+                group,
+                "{service}: group of new flow {flow:?}"
+            );
+            send_expecting(fx, tally, &flow, expected, true);
+            reached.insert(expected);
+        }
+        reached
+    }
+
+    /// The groups the split alone (no pin) would give new flows like `base` from `ports`.
+    fn split_alone(fx: &Fixture, service: &str, base: Flow, ports: Range<u16>) -> BTreeSet<String> {
+        let svc = fx.service(service);
+        ports
+            .filter_map(|sport| {
+                let key = base.with_sport(sport).key();
+                model_backend(fx.image(service), svc.affinity, svc.table_size, &key, None)
+            })
+            .map(|index| fx.group_of(service, index).to_string())
+            .collect()
+    }
+
+    /// Indices of the backends of `group` in `service`.
+    fn members(fx: &Fixture, service: &str, group: &str) -> BTreeSet<u32> {
+        fx.service(service)
+            .groups
+            .iter()
+            .filter(|g| g.name == group)
+            .flat_map(|g| g.backends.iter().map(|b| b.index))
+            .collect()
+    }
+
+    /// Pins `pin` to green on a blue/green service (green 0%) on `vip`:`port`; clients in
+    /// the prefix (`inside`) get green for every new flow, the others blue.
+    fn pinned_prefix_gets_its_group(
+        test: &str,
+        vip_spec: &str,
+        vip: &str,
+        backends: &[&str],
+        pin: &str,
+        inside: &[&str],
+        outside: &[&str],
+    ) {
+        let mut fx = Fixture::new(test);
+        blue_green(&mut fx, "web", vip_spec, backends, 100);
+        fx.add_pin("web", pin, "green");
+        fx.publish("web");
+        let mut tally = Tally::default();
+        for (clients, group) in [(inside, "green"), (outside, "blue")] {
+            let mut reached = BTreeSet::new();
+            for client in clients {
+                let base = Flow::new(Transport::Tcp, client, 0, vip, 80);
+                reached.extend(new_flows_go_to(
+                    &mut fx,
+                    &mut tally,
+                    "web",
+                    base,
+                    40_000..40_016,
+                    group,
+                ));
+            }
+            assert_eq!(
+                reached,
+                members(&fx, "web", group),
+                "flows of {clients:?} should reach both {group} backends"
+            );
+        }
+        tally.assert_matches(&fx, "web");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn ipv4_client_in_a_pinned_prefix_gets_the_pinned_group() {
+        pinned_prefix_gets_its_group(
+            "pin-v4",
+            &format!("{VIP4}:80/tcp"),
+            VIP4,
+            &BACKENDS4,
+            "203.0.113.0/24",
+            &["203.0.113.0", "203.0.113.7", "203.0.113.255"],
+            &["203.0.112.255", "203.0.114.0", "198.51.100.7"],
+        );
+    }
+
+    #[test]
+    fn ipv6_client_in_a_pinned_prefix_gets_the_pinned_group() {
+        pinned_prefix_gets_its_group(
+            "pin-v6",
+            &format!("[{VIP6}]:80/tcp"),
+            VIP6,
+            &BACKENDS6,
+            "2001:db8:c::/48",
+            &[
+                "2001:db8:c::",
+                CLIENT6,
+                "2001:db8:c:ffff:ffff:ffff:ffff:ffff",
+            ],
+            &[
+                "2001:db8:b:ffff:ffff:ffff:ffff:ffff",
+                "2001:db8:d::",
+                "2001:db8:8000:c::7",
+            ],
+        );
+    }
+
+    #[test]
+    fn longest_pin_wins() {
+        let mut fx = Fixture::new("pin-longest");
+        blue_green(&mut fx, "web", &format!("{VIP4}:80/tcp"), &BACKENDS4, 100);
+        // An even split, so that a pin to either group is visible.
+        fx.set_split("web", &[("blue", 5000), ("green", 5000)]);
+        fx.add_pin("web", "203.0.113.0/24", "blue");
+        fx.add_pin("web", "203.0.0.0/16", "green");
+        fx.publish("web");
+        let in_24 = Flow::new(Transport::Tcp, "203.0.113.7", 0, VIP4, 80);
+        let host = Flow::new(Transport::Tcp, "203.0.113.9", 0, VIP4, 80);
+        let in_16 = Flow::new(Transport::Tcp, "203.0.5.7", 0, VIP4, 80);
+        for base in [in_24, host, in_16] {
+            assert_eq!(
+                split_alone(&fx, "web", base, 40_000..40_100).len(),
+                2,
+                "the split alone spreads {base:?} over both groups: the test can tell"
+            );
+        }
+        let mut tally = Tally::default();
+        let mut ports = (40_000..).step_by(16).map(|p: u16| p..p + 16);
+        let mut check = |fx: &mut Fixture, base: Flow, group: &str| {
+            let ports = ports.next().expect("ports");
+            new_flows_go_to(fx, &mut tally, "web", base, ports, group);
+        };
+        check(&mut fx, in_24, "blue");
+        check(&mut fx, host, "blue");
+        check(&mut fx, in_16, "green");
+
+        // A host pin overrides both.
+        fx.add_pin("web", "203.0.113.9/32", "green");
+        fx.publish("web");
+        check(&mut fx, host, "green");
+        check(&mut fx, in_24, "blue");
+        check(&mut fx, in_16, "green");
+
+        // Without the /24, its clients fall back to the /16.
+        fx.remove_pin("web", "203.0.113.0/24");
+        fx.publish("web");
+        check(&mut fx, in_24, "green");
+        check(&mut fx, host, "green");
+        // And a client outside every pin follows the split.
+        let outside = Flow::new(Transport::Tcp, "198.51.100.7", 0, VIP4, 80);
+        let mut groups = BTreeSet::new();
+        for sport in 41_000..41_064 {
+            let flow = outside.with_sport(sport);
+            let expected = fx.expected_backend("web", &flow);
+            groups.insert(fx.group_of("web", expected).to_string());
+            send_expecting(&mut fx, &mut tally, &flow, expected, true);
+        }
+        assert_eq!(groups.len(), 2, "an unpinned client gets both groups");
+        tally.assert_matches(&fx, "web");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn established_flows_ignore_pin_changes() {
+        let mut fx = Fixture::new("pin-conntrack");
+        blue_green(&mut fx, "web", &format!("{VIP4}:80/tcp"), &BACKENDS4, 100);
+        let base = Flow::new(Transport::Tcp, CLIENT4, 0, VIP4, 80);
+        let mut tally = Tally::default();
+        let mut tracked: Vec<(Flow, u32)> = Vec::new();
+        let mut record = |fx: &mut Fixture, tally: &mut Tally, ports: Range<u16>, group: &str| {
+            for sport in ports.clone() {
+                let flow = base.with_sport(sport);
+                tracked.push((flow, fx.expected_backend("web", &flow)));
+            }
+            new_flows_go_to(fx, tally, "web", base, ports, group);
+        };
+        // Before any pin: blue.
+        record(&mut fx, &mut tally, 40_000..40_008, "blue");
+        fx.add_pin("web", "203.0.113.0/24", "green");
+        fx.publish("web");
+        // The pin applies to new flows only.
+        record(&mut fx, &mut tally, 40_008..40_016, "green");
+        fx.remove_pin("web", "203.0.113.0/24");
+        fx.publish("web");
+        // Without the pin, new flows follow the split again.
+        record(&mut fx, &mut tally, 40_016..40_024, "blue");
+
+        // Every flow, pinned or not when it started, stays on its first backend.
+        for (flow, index) in &tracked {
+            send_expecting(&mut fx, &mut tally, flow, *index, false);
+        }
+        tally.assert_matches(&fx, "web");
+        let mut flows: HashMap<(u32, u32), u64> = HashMap::new();
+        for (_, index) in &tracked {
+            let epoch = fx.backend(*index).epoch;
+            *flows.entry((*index, epoch)).or_default() += 1;
+        }
+        assert_eq!(fx.active_flows(), flows, "one tracked flow per flow sent");
+        let green = members(&fx, "web", "green");
+        assert!(
+            tracked[8..16].iter().all(|(_, i)| green.contains(i)),
+            "the flows started under the pin are tracked to green"
+        );
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn pin_to_a_group_without_weight_is_ignored() {
+        let mut fx = Fixture::new("pin-weightless");
+        blue_green(&mut fx, "web", &format!("{VIP4}:80/tcp"), &BACKENDS4, 0);
+        fx.add_pin("web", "203.0.113.0/24", "green");
+        fx.publish("web");
+        let base = Flow::new(Transport::Tcp, CLIENT4, 0, VIP4, 80);
+        let mut tally = Tally::default();
+        new_flows_go_to(&mut fx, &mut tally, "web", base, 40_000..40_016, "blue");
+
+        // One green backend takes weight: the pin applies, to that backend alone.
+        let green_addr = BACKENDS4[2].parse().expect("address");
+        let green = fx.entry("web", green_addr).index;
+        fx.set_weight("web", green_addr, 100);
+        fx.publish("web");
+        let reached = new_flows_go_to(&mut fx, &mut tally, "web", base, 40_016..40_032, "green");
+        assert_eq!(
+            reached,
+            BTreeSet::from([green]),
+            "the only weighted green backend"
+        );
+
+        // Drained again: the pin is ignored again; the green flows stay.
+        fx.set_weight("web", green_addr, 0);
+        fx.publish("web");
+        new_flows_go_to(&mut fx, &mut tally, "web", base, 40_032..40_048, "blue");
+        for sport in 40_016..40_032 {
+            send_expecting(&mut fx, &mut tally, &base.with_sport(sport), green, false);
+        }
+        tally.assert_matches(&fx, "web");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn only_the_live_generation_pins_apply() {
+        let mut fx = Fixture::new("pin-generations");
+        blue_green(&mut fx, "web", &format!("{VIP4}:80/tcp"), &BACKENDS4, 100);
+        // A pin present in every generation, so that the service always has pins.
+        let anchor = "198.51.100.0/24";
+        fx.add_pin("web", anchor, "green");
+        fx.publish("web");
+        let rotating = ["203.0.113.0/24", "203.0.114.0/24", "203.0.115.0/24"];
+        let clients: [(&str, Option<&str>); 5] = [
+            ("203.0.113.7", Some(rotating[0])),
+            ("203.0.114.7", Some(rotating[1])),
+            ("203.0.115.7", Some(rotating[2])),
+            ("198.51.100.7", Some(anchor)),
+            ("192.0.2.7", None),
+        ];
+        let mut pinned: BTreeSet<&str> = BTreeSet::from([anchor]);
+        let mut tally = Tally::default();
+        let mut next_port = 40_000u16;
+        for step in 0..10usize {
+            // Add a pin, remove it, add the next one, ...: the generation written at every
+            // other step alternately has each rotating pin and loses it again.
+            let pin = rotating[(step / 2) % rotating.len()];
+            if step % 2 == 0 {
+                fx.add_pin("web", pin, "green");
+                pinned.insert(pin);
+            } else {
+                fx.remove_pin("web", pin);
+                pinned.remove(pin);
+            }
+            fx.publish("web");
+            for (client, prefix) in clients {
+                let group = match prefix {
+                    Some(p) if pinned.contains(p) => "green",
+                    _ => "blue",
+                };
+                let base = Flow::new(Transport::Tcp, client, 0, VIP4, 80);
+                let ports = next_port..next_port + 4;
+                next_port += 4;
+                new_flows_go_to(&mut fx, &mut tally, "web", base, ports, group);
+            }
+        }
+        tally.assert_matches(&fx, "web");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn a_pin_applies_to_its_service_only() {
+        let mut fx = Fixture::new("pin-services");
+        blue_green(&mut fx, "web", &format!("{VIP4}:80/tcp"), &BACKENDS4, 100);
+        let api_backends = [
+            "198.18.1.101",
+            "198.18.1.102",
+            "198.18.1.103",
+            "198.18.1.104",
+        ];
+        blue_green(
+            &mut fx,
+            "api",
+            &format!("{VIP4}:81/tcp"),
+            &api_backends,
+            100,
+        );
+        assert_ne!(fx.service("web").slot, fx.service("api").slot, "slots");
+        fx.add_pin("api", "203.0.113.0/24", "green");
+        fx.publish("api");
+        let mut web = Tally::default();
+        let mut api = Tally::default();
+        for (client, api_group) in [(CLIENT4, "green"), ("198.51.100.7", "blue")] {
+            let to_web = Flow::new(Transport::Tcp, client, 0, VIP4, 80);
+            let to_api = Flow::new(Transport::Tcp, client, 0, VIP4, 81);
+            new_flows_go_to(&mut fx, &mut web, "web", to_web, 40_000..40_016, "blue");
+            new_flows_go_to(&mut fx, &mut api, "api", to_api, 40_000..40_016, api_group);
+        }
+        web.assert_matches(&fx, "web");
+        api.assert_matches(&fx, "api");
+        assert_globals(&fx, GlobalCounters::default());
     }
 }

@@ -112,7 +112,7 @@ fn client_affinity_split_steps_never_move_a_client_back_and_pins_preview_green()
         .map(|i| lab.topology.extra_client_v4(i))
         .collect();
 
-    let mut on_green = vec![false; CLIENTS];
+    let mut on_green = [false; CLIENTS];
     for step in [0u32, 5, 25, 50, 100] {
         lab.balancer.ok(&[
             "split",
@@ -173,6 +173,135 @@ fn client_affinity_split_steps_never_move_a_client_back_and_pins_preview_green()
     ensure!(
         lab.balancer.status()?.services[0].pins.is_empty(),
         "pin not removed"
+    );
+    Ok(())
+}
+
+/// Polls `status` until `check` holds for service `web`'s canary (bounded).
+fn wait_for_canary(
+    lab: &Lab,
+    what: &str,
+    check: impl Fn(&balancer_user::state::Canary) -> bool,
+) -> Result<balancer_user::state::Canary> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let status = lab.balancer.status()?;
+        if let Some(canary) = status.services[0].canary.clone() {
+            if check(&canary) {
+                return Ok(canary);
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{what}: canary is {canary:?}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn canary_survives_daemon_kill_and_obeys_the_operator() -> Result<()> {
+    let mut lab = Lab::new("blr3")?;
+    let service = lab.service("web", false, &GROUPS, &[100; 4])?;
+    let pings = LongLived::open(&lab.client, service, 50, &[])?.ping_in_background();
+    let stream = NewConnections::start(&lab.client, service);
+
+    let canary = ["canary", "start", "web", "--from", "blue", "--to", "green"];
+    lab.balancer
+        .ok(&[&canary[..], &["--steps", "5,25,50,100", "--interval", "2s"]].concat())?;
+    wait_for_canary(&lab, "second step", |c| c.step == 1)?;
+    lab.balancer.kill9()?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.balancer.restart()?;
+    let resumed = lab.balancer.status()?.services[0].canary.clone().unwrap();
+    ensure!(
+        resumed.step == 1,
+        "restart did not resume at the same step: {resumed:?}"
+    );
+    let text = lab.balancer.ok(&["status", "web"])?;
+    ensure!(
+        text.contains("canary web: blue -> green, step 2/4"),
+        "status text: {text}"
+    );
+    let done = wait_for_canary(&lab, "completion", |c| c.outcome.is_some())?;
+    ensure!(
+        done.outcome == Some(balancer_user::state::Outcome::Completed),
+        "{done:?}"
+    );
+    let dist = lab.client.distribution(service, 50, &[])?;
+    ensure!(
+        dist.counts.keys().all(|b| b == "b2" || b == "b3"),
+        "after the canary new connections reached {:?}",
+        dist.counts
+    );
+
+    // Operator control: pause, resume, promote; then abort of the way back.
+    let back = ["canary", "start", "web", "--from", "green", "--to", "blue"];
+    lab.balancer
+        .ok(&[&back[..], &["--steps", "10,50", "--interval", "60s"]].concat())?;
+    lab.balancer.ok(&["canary", "pause", "web"])?;
+    ensure!(
+        lab.balancer.ok(&["status", "web"])?.contains("paused"),
+        "not paused"
+    );
+    lab.balancer.ok(&["canary", "resume", "web"])?;
+    lab.balancer.ok(&["canary", "abort", "web"])?;
+    let dist = lab.client.distribution(service, 50, &[])?;
+    ensure!(
+        dist.counts.keys().all(|b| b == "b2" || b == "b3"),
+        "abort did not return every new flow to green: {:?}",
+        dist.counts
+    );
+    lab.balancer
+        .ok(&[&back[..], &["--preset", "canary10-5m"]].concat())?;
+    lab.balancer.ok(&["canary", "promote", "web"])?;
+    let dist = lab.client.distribution(service, 50, &[])?;
+    ensure!(
+        dist.counts.keys().all(|b| b == "b0" || b == "b1"),
+        "promote did not send every new flow to blue: {:?}",
+        dist.counts
+    );
+
+    // Malformed commands: one line, nothing changed.
+    let before = lab.balancer.status()?.services[0].clone();
+    for bad in [
+        vec!["--steps", "50,25", "--interval", "1s"],
+        vec!["--steps", "5,101", "--interval", "1s"],
+        vec!["--steps", "5,10"],
+        vec!["--steps", "5", "--preset", "all-at-once"],
+        vec!["--preset", "sometime"],
+    ] {
+        let out = lab.balancer.cli(&[&canary[..], &bad[..]].concat())?;
+        ensure!(
+            out.code != Some(0) && out.stderr.trim().lines().count() == 1,
+            "{bad:?}: {out:?}"
+        );
+    }
+    for bad in [
+        vec![
+            "canary", "start", "web", "--from", "blue", "--to", "purple", "--steps", "5",
+        ],
+        vec!["canary", "pause", "web"],
+        vec!["canary", "abort", "nosuch"],
+    ] {
+        let out = lab.balancer.cli(&bad)?;
+        ensure!(
+            out.code != Some(0) && out.stderr.trim().lines().count() == 1,
+            "{bad:?}: {out:?}"
+        );
+    }
+    let after = lab.balancer.status()?.services[0].clone();
+    ensure!(
+        after.split == before.split && after.canary == before.canary,
+        "state changed"
+    );
+
+    let streamed = stream.stop();
+    let report = pings.stop();
+    ensure!(streamed.failed == 0, "new connections failed: {streamed:?}");
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "established connections broke or moved: {report:?}"
     );
     Ok(())
 }

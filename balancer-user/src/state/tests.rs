@@ -211,3 +211,84 @@ fn readme_configuration_example_applies() {
     assert_eq!(web.shares().unwrap(), vec![9000, 1000]);
     assert_eq!(web.pins.len(), 1);
 }
+
+fn shares_of(s: &State) -> Vec<u16> {
+    s.service("web").unwrap().shares().unwrap()
+}
+
+#[test]
+fn canary_steps_on_its_timer_and_records_why() {
+    let mut s = sample();
+    s.set_split("web", &[("blue".into(), 10_000)]).unwrap();
+    s.start_canary("web", "blue", "green", vec![500, 2500, 10_000], 1000, 0)
+        .unwrap();
+    assert_eq!(shares_of(&s), vec![9500, 500]);
+    assert!(!s.canary_due(999));
+    assert!(s.canary_due(1000));
+    s.advance_canaries(1000).unwrap();
+    assert_eq!(shares_of(&s), vec![7500, 2500]);
+    s.canary_action("web", CanaryAction::Pause, 1500).unwrap();
+    assert!(!s.canary_due(10_000), "a paused canary does not step");
+    s.canary_action("web", CanaryAction::Resume, 10_000)
+        .unwrap();
+    assert!(
+        !s.canary_due(10_499) && s.canary_due(10_500),
+        "resumes with the time left"
+    );
+    s.advance_canaries(10_500).unwrap();
+    assert_eq!(shares_of(&s), vec![0, 10_000]);
+    let canary = s.service("web").unwrap().canary.clone().unwrap();
+    assert_eq!(canary.outcome, Some(Outcome::Completed));
+    assert_eq!(canary.decisions.len(), 6);
+    assert!(s.canary_action("web", CanaryAction::Abort, 11_000).is_err());
+}
+
+#[test]
+fn canary_abort_and_promote_are_one_write_each() {
+    let mut s = sample();
+    s.start_canary("web", "blue", "green", vec![100, 5000], 60_000, 0)
+        .unwrap();
+    let mut aborted = s.clone();
+    aborted
+        .canary_action("web", CanaryAction::Abort, 5)
+        .unwrap();
+    assert_eq!(shares_of(&aborted), vec![10_000, 0]);
+    s.canary_action("web", CanaryAction::Promote, 5).unwrap();
+    assert_eq!(shares_of(&s), vec![0, 10_000]);
+    assert_eq!(
+        s.service("web").unwrap().canary.as_ref().unwrap().outcome,
+        Some(Outcome::Promoted)
+    );
+}
+
+#[test]
+fn malformed_canaries_are_refused() {
+    let s = sample();
+    let attempts: [(&str, &str, Vec<u16>, u64); 6] = [
+        ("blue", "purple", vec![500], 0),
+        ("blue", "blue", vec![500], 0),
+        ("blue", "green", vec![2500, 500], 1000),
+        ("blue", "green", vec![500, 500], 1000),
+        ("blue", "green", vec![500, 10_001], 1000),
+        ("blue", "green", vec![500, 10_000], 0),
+    ];
+    for (from, to, steps, interval) in attempts {
+        let mut copy = s.clone();
+        assert!(
+            copy.start_canary("web", from, to, steps.clone(), interval, 0)
+                .is_err(),
+            "{from}->{to} {steps:?} accepted"
+        );
+        assert_eq!(copy, s);
+    }
+    let mut running = s.clone();
+    running
+        .start_canary("web", "blue", "green", vec![500, 10_000], 1000, 0)
+        .unwrap();
+    assert!(
+        running
+            .start_canary("web", "blue", "green", vec![500], 0, 0)
+            .is_err(),
+        "a second canary was accepted"
+    );
+}

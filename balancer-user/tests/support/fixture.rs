@@ -13,6 +13,7 @@ use balancer_user::{
     dataplane::{ServiceImage, TestRun},
     state::{Affinity, BackendEntry, Service, State},
 };
+use ipnet::IpNet;
 
 use super::{
     packet::Flow,
@@ -152,6 +153,22 @@ impl Fixture {
         self.backends[&index]
     }
 
+    /// Pins clients in `cidr` of `service` to `group`; publish afterwards.
+    pub fn add_pin(&mut self, service: &str, cidr: &str, group: &str) {
+        let cidr: IpNet = cidr.parse().expect("pin prefix");
+        self.state
+            .add_pin(service, cidr, group)
+            .unwrap_or_else(|e| panic!("pin {cidr} to {group}: {e}"));
+    }
+
+    /// Removes the pin of exactly `cidr` from `service`; publish afterwards.
+    pub fn remove_pin(&mut self, service: &str, cidr: &str) {
+        let cidr: IpNet = cidr.parse().expect("pin prefix");
+        self.state
+            .remove_pin(service, cidr)
+            .unwrap_or_else(|e| panic!("unpin {cidr}: {e}"));
+    }
+
     /// The backend index the model selects for a new flow of `service`.
     pub fn expected(&self, service: &str, flow: &Flow) -> Option<u32> {
         let svc = self.service(service);
@@ -160,7 +177,18 @@ impl Fixture {
             svc.affinity,
             svc.table_size,
             &flow.key(),
+            model_pin(svc, flow.src),
         )
+    }
+
+    /// Name of the group of backend index `index` in `service`.
+    pub fn group_of(&self, service: &str, index: u32) -> &str {
+        let svc = self.service(service);
+        svc.groups
+            .iter()
+            .find(|g| g.backends.iter().any(|b| b.index == index))
+            .map(|g| g.name.as_str())
+            .unwrap_or_else(|| panic!("backend index {index} in no group of {service}"))
     }
 
     /// [`Fixture::expected`], failing the test when the model selects nothing.
@@ -202,27 +230,51 @@ pub fn fake_backend(epoch: u32, ifindex: u32) -> Backend {
     }
 }
 
+/// The group index a tester pin of `svc` gives client `client`, computed from the state
+/// alone: among the service's pins covering the client whose group has a backend of
+/// weight above 0, the longest prefix wins; `None` means the split decides.
+pub fn model_pin(svc: &Service, client: IpAddr) -> Option<usize> {
+    svc.pins
+        .iter()
+        .filter(|pin| pin.cidr.contains(&client))
+        .filter_map(|pin| {
+            let g = svc.groups.iter().position(|g| g.name == pin.group)?;
+            let serving = svc.groups[g].backends.iter().any(|b| b.weight > 0);
+            serving.then_some((pin.cidr.prefix_len(), g))
+        })
+        .max_by_key(|&(len, _)| len)
+        .map(|(_, g)| g)
+}
+
 /// The selection of a new flow, computed from the written image the way the design
-/// describes it: flow hash (of the client address alone under client affinity) → split
-/// cell → group → Maglev slot → backend index. Takes the affinity and table size from the
-/// state and the seed from the tests, not from the compiled tables.
+/// describes it: flow hash (of the client address alone under client affinity) → group
+/// (`pinned` if given, else the split cell's) → Maglev slot → backend index. Takes the
+/// affinity, table size and pin from the state and the seed from the tests, not from the
+/// compiled tables.
 pub fn model_backend(
     image: &ServiceImage,
     affinity: Affinity,
     table_size: u32,
     key: &FlowKey,
+    pinned: Option<usize>,
 ) -> Option<u32> {
     let hash = match affinity {
         Affinity::Connection => flow_hash(key, SEED),
         Affinity::Client => flow_hash(&key.client_only(), SEED),
     };
-    let cell = hash.cell(SPLIT_CELLS as u32)?;
-    let group = image.tables.cell_group[cell as usize];
-    if group == NO_GROUP {
-        return None;
-    }
+    let group = match pinned {
+        Some(group) => group,
+        None => {
+            let cell = hash.cell(SPLIT_CELLS as u32)?;
+            let group = image.tables.cell_group[cell as usize];
+            if group == NO_GROUP {
+                return None;
+            }
+            usize::from(group)
+        }
+    };
     let slot = hash.slot(table_size)?;
-    let index = image.rings[group as usize].slots[slot as usize];
+    let index = image.rings[group].slots[slot as usize];
     (index != NONE).then_some(index)
 }
 
