@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use balancer_common::{
     flow_hash, ring_index, tables_index, Backend, FlowKey, FlowState, VipKey, FLAG_CLIENT_AFFINITY,
-    FLAG_HAS_PINS, NONE, NO_GROUP,
+    FLAG_HAS_PINS, MAX_GROUPS, NONE, NO_GROUP,
 };
 
 use crate::maps::{pinned_group, BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS};
@@ -111,6 +111,9 @@ fn select_new(service: u32, key: &FlowKey) -> Option<(u32, &'static Backend)> {
             group as u32
         }
     };
+    if group >= MAX_GROUPS {
+        return None;
+    }
     let ring = RINGS.get(ring_index(service, generation, group))?;
     let slot = hash.slot(tables.ring_size)?;
     let index = *ring.slots.get(slot as usize)?;

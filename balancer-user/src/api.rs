@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dataplane::GlobalCounters,
-    state::{Affinity, Canary},
+    state::{Affinity, Canary, HealthCheck},
     vip::Vip,
 };
 
@@ -23,6 +23,16 @@ pub struct AddService {
     pub affinity: Affinity,
     /// Maglev table size (prime); default 65537.
     pub table_size: Option<u32>,
+    /// Health checks; none: every backend counts as healthy.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+}
+
+/// `PUT /services/{name}/health`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetHealth {
+    /// New checks; none stops checking.
+    pub health: Option<HealthCheck>,
 }
 
 /// `POST /services/{name}/backends`.
@@ -78,6 +88,10 @@ pub struct StartCanary {
     pub steps: Vec<String>,
     /// Time between steps, milliseconds.
     pub interval_ms: u64,
+    /// Roll back by itself when this percentage of the new group's backends fail their
+    /// health checks; none: never.
+    #[serde(default)]
+    pub auto_rollback: Option<String>,
 }
 
 /// Error body of every non-2xx answer.
@@ -154,4 +168,10 @@ pub struct BackendStatus {
     pub bytes: u64,
     /// Tracked flows with a packet within the flow idle time.
     pub active_flows: u64,
+    /// "up" or "down" when the service has health checks.
+    pub health: Option<String>,
+    /// When the health last changed (Unix milliseconds), if since the daemon started.
+    pub health_changed_at_ms: Option<u64>,
+    /// Why the last check failed, if it did.
+    pub health_error: Option<String>,
 }

@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    state::{Affinity, Preset},
+    state::{Affinity, CheckKind, HealthCheck, Preset, StateError},
     vip::Vip,
 };
 
@@ -130,6 +130,20 @@ pub enum ServiceCommand {
         /// Maglev table size (a prime up to 65537).
         #[arg(long)]
         table_size: Option<u32>,
+        /// Health checks.
+        #[command(flatten)]
+        health: HealthArgs,
+    },
+    /// Change a service's health checks.
+    Set {
+        /// Service name.
+        name: String,
+        /// Health checks.
+        #[command(flatten)]
+        health: HealthArgs,
+        /// Stop checking: every backend counts as healthy.
+        #[arg(long, conflicts_with = "health")]
+        no_health: bool,
     },
     /// Remove a service (its VIP's packets are passed to the kernel from then on).
     Remove {
@@ -142,6 +156,43 @@ pub enum ServiceCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Health-check options of `service add` and `service set`.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// tcp (a connection is accepted) or http:/PATH (GET answers 2xx/3xx), sent from the LB
+    /// host to each backend's own address on the service port.
+    #[arg(long)]
+    pub health: Option<String>,
+    /// Time between checks of a backend.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub health_interval: std::time::Duration,
+    /// Time a check may take.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_timeout: std::time::Duration,
+    /// Consecutive passes that bring a backend up.
+    #[arg(long, default_value_t = 2)]
+    pub rise: u32,
+    /// Consecutive failures that take a backend down.
+    #[arg(long, default_value_t = 3)]
+    pub fall: u32,
+}
+
+impl HealthArgs {
+    /// The checks these options describe, if `--health` was given.
+    pub fn check(&self) -> Result<Option<HealthCheck>, StateError> {
+        let Some(kind) = &self.health else {
+            return Ok(None);
+        };
+        Ok(Some(HealthCheck {
+            kind: kind.parse::<CheckKind>()?,
+            interval_ms: self.health_interval.as_millis() as u64,
+            timeout_ms: self.health_timeout.as_millis() as u64,
+            rise: self.rise,
+            fall: self.fall,
+        }))
+    }
 }
 
 /// Affinity on the command line.
@@ -185,6 +236,12 @@ pub enum CanaryCommand {
         /// A named plan instead of --steps/--interval.
         #[arg(long, value_enum)]
         preset: Option<PresetArg>,
+        /// Roll back by itself when the new group's backends fail their health checks.
+        #[arg(long)]
+        auto_rollback: bool,
+        /// With --auto-rollback: the share of the new group's backends that must fail.
+        #[arg(long, default_value = "50", requires = "auto_rollback", value_parser = parse_step)]
+        rollback_threshold: String,
     },
     /// Stop the step timer.
     Pause {

@@ -7,7 +7,10 @@ use aya::programs::XdpMode;
 use hyper::Method;
 
 use crate::{
-    api::{AddBackend, AddService, Flip, PinRequest, SetSplit, SetWeight, StartCanary, Status},
+    api::{
+        AddBackend, AddService, Flip, PinRequest, SetHealth, SetSplit, SetWeight, StartCanary,
+        Status,
+    },
     cli::{
         BackendCommand, CanaryCommand, Cli, Command, DaemonArgs, PinCommand, ServiceCommand,
         XdpModeArg,
@@ -124,14 +127,33 @@ async fn service(client: &Client, cmd: ServiceCommand) -> anyhow::Result<()> {
             vip,
             affinity,
             table_size,
+            health,
         } => {
             let body = AddService {
                 name,
                 vip,
                 affinity: affinity.into(),
                 table_size,
+                health: health.check()?,
             };
             client.send_json(Method::POST, "/services", &body).await?;
+        }
+        ServiceCommand::Set {
+            name,
+            health,
+            no_health,
+        } => {
+            let health = health.check()?;
+            if health.is_none() && !no_health {
+                anyhow::bail!("nothing to set: give --health KIND or --no-health");
+            }
+            client
+                .send_json(
+                    Method::PUT,
+                    &format!("/services/{}/health", segment(&name)),
+                    &SetHealth { health },
+                )
+                .await?;
         }
         ServiceCommand::Remove { name } => {
             client
@@ -259,6 +281,8 @@ async fn canary(client: &Client, cmd: CanaryCommand) -> anyhow::Result<()> {
             steps,
             interval,
             preset,
+            auto_rollback,
+            rollback_threshold,
         } => {
             let (steps, interval_ms) = match preset {
                 Some(preset) => {
@@ -281,6 +305,7 @@ async fn canary(client: &Client, cmd: CanaryCommand) -> anyhow::Result<()> {
                 to,
                 steps,
                 interval_ms,
+                auto_rollback: auto_rollback.then_some(rollback_threshold),
             };
             client
                 .send_json(

@@ -1,7 +1,10 @@
 //! Turns one service of the desired state into its data-plane image: split cells, one
 //! Maglev table per group, and the effective share of every backend.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use balancer_common::{
     Ring, ServiceTables, FLAG_CLIENT_AFFINITY, FLAG_HAS_PINS, NONE, RING_CAPACITY, SPLIT_CELLS,
@@ -12,7 +15,7 @@ use crate::{
     dataplane::{ImagePin, ServiceImage},
     maglev::{build_table, MaglevBackend, MaglevError},
     split::SplitError,
-    state::{Affinity, Service, StateError},
+    state::{Affinity, BackendEntry, Service, StateError},
     vip::{addr_bytes, family},
 };
 
@@ -38,12 +41,18 @@ pub struct Compiled {
     pub shares: BTreeMap<IpAddr, f64>,
 }
 
-/// Builds the image of `service` with hash seed `seed`.
-pub fn compile(service: &Service, seed: u64) -> Result<Compiled, CompileError> {
+/// Builds the image of `service` with hash seed `seed`. Backends in `down` (failing their
+/// health checks) get no new flows, as if their weight were 0.
+pub fn compile(
+    service: &Service,
+    seed: u64,
+    down: &BTreeSet<IpAddr>,
+) -> Result<Compiled, CompileError> {
+    let weight = |b: &BackendEntry| if down.contains(&b.addr) { 0 } else { b.weight };
     let serving: Vec<bool> = service
         .groups
         .iter()
-        .map(|g| g.backends.iter().any(|b| b.weight > 0))
+        .map(|g| g.backends.iter().any(|b| weight(b) > 0))
         .collect();
     let cells = if service.groups.is_empty() {
         vec![balancer_common::NO_GROUP; SPLIT_CELLS]
@@ -88,7 +97,7 @@ pub fn compile(service: &Service, seed: u64) -> Result<Compiled, CompileError> {
             .map(|b| MaglevBackend {
                 index: b.index,
                 addr: b.addr,
-                weight: b.weight,
+                weight: weight(b),
             })
             .collect();
         let table = build_table(&members, service.table_size)?;

@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     maglev::DEFAULT_TABLE_SIZE,
-    state::{format_basis_points, parse_percent, Affinity, State, StateError, DEFAULT_WEIGHT},
+    state::{
+        format_basis_points, parse_percent, Affinity, HealthCheck, State, StateError,
+        DEFAULT_WEIGHT,
+    },
     vip::Vip,
 };
 
@@ -57,6 +60,9 @@ pub struct ServiceConfig {
     /// Tester pins.
     #[serde(default, rename = "pin", skip_serializing_if = "Vec::is_empty")]
     pub pins: Vec<PinConfig>,
+    /// Health checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 /// A tester pin.
@@ -183,6 +189,7 @@ impl Config {
                             .collect(),
                     })
                     .collect(),
+                health: s.health.clone(),
                 pins: s
                     .pins
                     .iter()
@@ -307,6 +314,7 @@ fn apply_service(s: &ServiceConfig, state: &mut State) -> Result<(), ConfigError
     for pin in &s.pins {
         state.add_pin(&s.name, pin.cidr, &pin.group)?;
     }
+    state.set_health(&s.name, s.health.clone())?;
     Ok(())
 }
 

@@ -15,7 +15,9 @@ use crate::{
     compile::{compile, CompileError, Compiled},
     config::ConfigError,
     dataplane::{AttachOptions, DataPlane, DataPlaneError},
+    health::{HealthBoard, ProbeJob},
     neighbor::{resolve, NeighborError, NextHop},
+    server::now_ms,
     state::{self, format_basis_points, State, StateError},
 };
 
@@ -63,6 +65,7 @@ pub struct ControllerConfig {
 pub struct Controller {
     config: ControllerConfig,
     state: State,
+    health: HealthBoard,
     dataplane: DataPlane,
     shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
 }
@@ -76,9 +79,14 @@ impl Controller {
     pub fn start(config: ControllerConfig) -> Result<Self, ControllerError> {
         let state = state::load(&config.state_file)?;
         let dataplane = DataPlane::attach(&config.attach)?;
+        let mut health = HealthBoard::default();
+        // Backends that were serving before a restart keep serving until checks say
+        // otherwise.
+        health.sync(&state, now_ms(), true);
         let mut controller = Self {
             config,
             state: State::default(),
+            health,
             dataplane,
             shares: BTreeMap::new(),
         };
@@ -105,15 +113,18 @@ impl Controller {
         let mut next = self.state.clone();
         let out = change(&mut next).map_err(Into::into)?;
         next.validate()?;
+        let mut health = self.health.clone();
+        health.sync(&next, now_ms(), false);
         let added = new_backends(&self.state, &next);
         let hops = added
             .iter()
             .map(|(id, addr)| Ok((*id, resolve(*addr)?)))
             .collect::<Result<BTreeMap<_, _>, NeighborError>>()?;
-        let compiled = self.compile_changed(&next, false)?;
+        let compiled = self.compile_changed(&next, &health, false)?;
         state::save(&self.config.state_file, &next)?;
         self.publish(&next, &hops, compiled)?;
         self.state = next;
+        self.health = health;
         Ok(out)
     }
 
@@ -136,7 +147,7 @@ impl Controller {
                 }
             }
         }
-        let compiled = self.compile_changed(&target, true)?;
+        let compiled = self.compile_changed(&target, &self.health, true)?;
         self.publish(&target, &hops, compiled)?;
         // Remove what the data plane has beyond the state (a crash between steps).
         let wanted_vips: std::collections::HashSet<_> =
@@ -160,12 +171,19 @@ impl Controller {
     fn compile_changed(
         &self,
         next: &State,
+        health: &HealthBoard,
         all: bool,
     ) -> Result<BTreeMap<String, Compiled>, ControllerError> {
         next.services
             .iter()
-            .filter(|(name, service)| all || self.state.services.get(*name) != Some(service))
-            .map(|(name, service)| Ok((name.clone(), compile(service, self.config.seed)?)))
+            .filter(|(name, service)| {
+                all || self.state.services.get(*name) != Some(service)
+                    || health.down(name) != self.health.down(name)
+            })
+            .map(|(name, service)| {
+                let compiled = compile(service, self.config.seed, &health.down(name))?;
+                Ok((name.clone(), compiled))
+            })
             .collect()
     }
 
@@ -213,12 +231,74 @@ impl Controller {
         Ok(())
     }
 
-    /// Takes the canary steps that are due; a no-op (no write, no save) when none is.
-    pub fn tick(&mut self, now_ms: u64) -> Result<(), ControllerError> {
-        if !self.state.canary_due(now_ms) {
+    /// Takes the canary steps that are due (a no-op, no write, when none is) and returns
+    /// the health checks that are due.
+    pub fn tick(&mut self, now_ms: u64) -> Result<Vec<ProbeJob>, ControllerError> {
+        if self.state.canary_due(now_ms) {
+            self.change(|s| s.advance_canaries(now_ms))?;
+        }
+        self.auto_rollback(now_ms)?;
+        Ok(self.health.due(&self.state, now_ms))
+    }
+
+    /// Rolls back every canary whose new group has too many backends failing their checks.
+    fn auto_rollback(&mut self, now_ms: u64) -> Result<(), ControllerError> {
+        for (name, group, threshold) in self.state.rollback_watches() {
+            let Ok(service) = self.state.service(&name) else {
+                continue;
+            };
+            let Some(g) = service.group_index(&group) else {
+                continue;
+            };
+            let members: Vec<IpAddr> = service.groups[g].backends.iter().map(|b| b.addr).collect();
+            let down = self.health.down(&name);
+            let failing = members.iter().filter(|a| down.contains(a)).count();
+            if members.is_empty() || failing * 10_000 < threshold as usize * members.len() {
+                continue;
+            }
+            let why = format!(
+                "{failing} of {} backends of {group} fail their health checks (threshold {}%)",
+                members.len(),
+                format_basis_points(threshold)
+            );
+            tracing::warn!(service = name, "canary rolled back: {why}");
+            self.change(|s| s.roll_back_canary(&name, why, now_ms))?;
+        }
+        Ok(())
+    }
+
+    /// Records a health-check result. A backend that goes down or comes back changes its
+    /// service's tables in one atomic write, like a weight change; the state file is not
+    /// touched (health is observed, not desired).
+    pub fn report_probe(
+        &mut self,
+        job: &ProbeJob,
+        result: Result<(), String>,
+        now_ms: u64,
+    ) -> Result<(), ControllerError> {
+        let addr = job.target.ip();
+        if let Err(why) = &result {
+            tracing::debug!(service = job.service, %addr, "health check failed: {why}");
+        }
+        if !self
+            .health
+            .report(&job.service, addr, result, &job.check, now_ms)
+        {
             return Ok(());
         }
-        self.change(|s| s.advance_canaries(now_ms))
+        let healthy = self
+            .health
+            .get(&job.service, addr)
+            .is_some_and(|h| h.healthy);
+        tracing::info!(service = job.service, %addr, healthy, "backend health changed");
+        let Some(service) = self.state.services.get(&job.service) else {
+            return Ok(());
+        };
+        let compiled = compile(service, self.config.seed, &self.health.down(&job.service))?;
+        self.dataplane
+            .write_service(service.slot, service.vip.key(), &compiled.image)?;
+        self.shares.insert(job.service.clone(), compiled.shares);
+        Ok(())
     }
 
     /// Status of one service or all.
@@ -251,7 +331,11 @@ impl Controller {
                     .and_then(|s| s.get(&b.addr))
                     .copied()
                     .unwrap_or(0.0);
+                let health = self.health.get(name, b.addr);
                 backends.push(BackendStatus {
+                    health: health.map(|h| if h.healthy { "up" } else { "down" }.to_string()),
+                    health_changed_at_ms: health.and_then(|h| h.last_change_ms),
+                    health_error: health.and_then(|h| h.last_error.clone()),
                     addr: b.addr,
                     group: service.groups[g].name.clone(),
                     weight: b.weight,

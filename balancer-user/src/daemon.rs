@@ -56,17 +56,31 @@ pub async fn run(config: ControllerConfig, socket: &Path) -> anyhow::Result<()> 
     served.context("serving the control API")
 }
 
-/// How often due canary steps are looked for.
+/// How often due canary steps and health checks are looked for.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Advances timed operations (canary steps) until the daemon stops.
+/// Advances timed operations until the daemon stops: canary steps, and health checks, each
+/// run concurrently off the controller lock and reported back when done.
 async fn tick_forever(shared: std::sync::Arc<Shared>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        if let Err(failure) = crate::server::tick(shared.clone()).await {
-            tracing::warn!("timed step failed: {}", failure.message());
+        let jobs = match crate::server::tick(shared.clone()).await {
+            Ok(jobs) => jobs,
+            Err(failure) => {
+                tracing::warn!("timed step failed: {}", failure.message());
+                continue;
+            }
+        };
+        for job in jobs {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let result = crate::health::probe(&job.check, job.target).await;
+                if let Err(failure) = crate::server::report_probe(shared, job, result).await {
+                    tracing::warn!("health result not applied: {}", failure.message());
+                }
+            });
         }
     }
 }

@@ -27,13 +27,23 @@ pub fn status(status: &Status) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<40} {:<12} {:>6} {:>7} {:>10} {:>12} {:>14} {:>8}",
+            "  {:<40} {:<12} {:>6} {:>7} {:>10} {:>12} {:>14} {:>8}  HEALTH",
             "BACKEND", "GROUP", "WEIGHT", "SHARE%", "NEW_FLOWS", "PACKETS", "BYTES", "ACTIVE"
         );
         for b in &s.backends {
+            let health = match (&b.health, b.health_changed_at_ms) {
+                (None, _) => "-".to_string(),
+                (Some(h), None) => h.clone(),
+                (Some(h), Some(at)) => format!(
+                    "{h} since {}",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at)
+                    )
+                ),
+            };
             let _ = writeln!(
                 out,
-                "  {:<40} {:<12} {:>6} {:>7.2} {:>10} {:>12} {:>14} {:>8}",
+                "  {:<40} {:<12} {:>6} {:>7.2} {:>10} {:>12} {:>14} {:>8}  {}",
                 b.addr.to_string(),
                 b.group,
                 b.weight,
@@ -41,7 +51,8 @@ pub fn status(status: &Status) -> String {
                 b.new_flows,
                 b.packets,
                 b.bytes,
-                b.active_flows
+                b.active_flows,
+                health
             );
         }
     }

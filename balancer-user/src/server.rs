@@ -17,10 +17,14 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::{
-    api::{AddBackend, AddService, ApiError, Flip, PinRequest, SetSplit, SetWeight, StartCanary},
+    api::{
+        AddBackend, AddService, ApiError, Flip, PinRequest, SetHealth, SetSplit, SetWeight,
+        StartCanary,
+    },
     config::Config,
     controller::{Controller, ControllerError},
-    state::{parse_percent, CanaryAction, DEFAULT_WEIGHT},
+    health::ProbeJob,
+    state::{parse_percent, CanaryAction, CanaryPlan, DEFAULT_WEIGHT},
 };
 
 /// What the handlers share.
@@ -50,6 +54,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/services/{name}/backends/{addr}", delete(remove_backend))
         .route("/services/{name}/backends/{addr}/weight", put(set_weight))
         .route("/services/{name}/split", put(set_split))
+        .route("/services/{name}/health", put(set_health))
         .route("/services/{name}/flip", put(flip))
         .route("/services/{name}/pins", post(add_pin).delete(remove_pin))
         .route("/services/{name}/canary", post(start_canary))
@@ -149,7 +154,10 @@ async fn add_service(
     Json(req): Json<AddService>,
 ) -> Result<StatusCode, Failure> {
     with_controller(shared, move |c| {
-        Ok(c.change(|s| s.add_service(&req.name, req.vip, req.affinity, req.table_size))?)
+        Ok(c.change(|s| {
+            s.add_service(&req.name, req.vip, req.affinity, req.table_size)?;
+            s.set_health(&req.name, req.health)
+        })?)
     })
     .await?;
     Ok(StatusCode::CREATED)
@@ -219,6 +227,18 @@ async fn set_split(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn set_health(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<SetHealth>,
+) -> Result<StatusCode, Failure> {
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.set_health(&name, req.health))?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn flip(
     AxumState(shared): AxumState<Arc<Shared>>,
     Path(name): Path<String>,
@@ -278,9 +298,22 @@ async fn start_canary(
         .map(|p| parse_percent(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(bad_request)?;
+    let auto_rollback = req
+        .auto_rollback
+        .as_deref()
+        .map(parse_percent)
+        .transpose()
+        .map_err(bad_request)?;
     with_controller(shared, move |c| {
         Ok(c.change(|s| {
-            s.start_canary(&name, &req.from, &req.to, steps, req.interval_ms, now_ms())
+            let plan = CanaryPlan {
+                from: req.from.clone(),
+                to: req.to.clone(),
+                steps: steps.clone(),
+                interval_ms: req.interval_ms,
+                auto_rollback,
+            };
+            s.start_canary(&name, plan, now_ms())
         })?)
     })
     .await?;
@@ -300,9 +333,22 @@ async fn canary_action(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Advances due canary steps; the daemon calls it on a timer.
-pub async fn tick(shared: Arc<Shared>) -> Result<(), Failure> {
+/// Advances due canary steps and returns the due health checks; the daemon calls it on a
+/// timer.
+pub async fn tick(shared: Arc<Shared>) -> Result<Vec<ProbeJob>, Failure> {
     with_controller(shared, |c| Ok(c.tick(now_ms())?)).await
+}
+
+/// Hands a health-check result to the controller.
+pub async fn report_probe(
+    shared: Arc<Shared>,
+    job: ProbeJob,
+    result: Result<(), String>,
+) -> Result<(), Failure> {
+    with_controller(shared, move |c| {
+        Ok(c.report_probe(&job, result, now_ms())?)
+    })
+    .await
 }
 
 async fn apply(

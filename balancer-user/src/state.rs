@@ -6,6 +6,7 @@
 
 mod canary;
 mod error;
+mod health;
 mod percent;
 mod persist;
 
@@ -18,8 +19,9 @@ use balancer_common::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use canary::{Canary, CanaryAction, Decision, Outcome, Preset};
+pub use canary::{Canary, CanaryAction, CanaryPlan, Decision, Outcome, Preset};
 pub use error::StateError;
+pub use health::{CheckKind, HealthCheck};
 pub use percent::{format_basis_points, parse_percent};
 pub use persist::{load, save};
 
@@ -101,6 +103,9 @@ pub struct Service {
     /// The running or last canary.
     #[serde(default)]
     pub canary: Option<Canary>,
+    /// Health checks of the backends; none: every backend counts as healthy.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
 }
 
 /// A tester pin: clients in `cidr` always get `group` for new flows, whatever the split.
@@ -297,6 +302,7 @@ impl State {
                 split: Vec::new(),
                 pins: Vec::new(),
                 canary: None,
+                health: None,
             },
         );
         Ok(())

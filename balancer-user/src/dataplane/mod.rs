@@ -216,15 +216,19 @@ impl DataPlane {
         generation: u32,
         pins: &[ImagePin],
     ) -> Result<(), DataPlaneError> {
-        let stale: Vec<Key<PinKey>> = self
-            .tester_pins
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
-                let data = k.data();
-                data.service_be == slot.to_be_bytes() && u32::from(data.generation) == generation
-            })
-            .collect();
+        let mut stale: Vec<Key<PinKey>> = Vec::new();
+        for key in self.tester_pins.keys() {
+            let key = match key {
+                Ok(key) => key,
+                // Removed while walking: nothing to clean.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err("list PINS")(e)),
+            };
+            let data = key.data();
+            if data.service_be == slot.to_be_bytes() && u32::from(data.generation) == generation {
+                stale.push(key);
+            }
+        }
         for key in stale {
             self.tester_pins
                 .remove(&key)

@@ -28,6 +28,21 @@ impl Preset {
     }
 }
 
+/// What a canary is asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryPlan {
+    /// Group new flows move away from.
+    pub from: String,
+    /// Group new flows move to.
+    pub to: String,
+    /// Shares of `to` in basis points, strictly ascending.
+    pub steps: Vec<u16>,
+    /// Time between steps, milliseconds.
+    pub interval_ms: u64,
+    /// Roll back when this share (basis points) of `to`'s backends fail their checks.
+    pub auto_rollback: Option<u16>,
+}
+
 /// A canary of one service, running or finished.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Canary {
@@ -45,6 +60,10 @@ pub struct Canary {
     pub next_step_at_ms: Option<u64>,
     /// Time that was left until the next step when paused, milliseconds.
     pub paused_remaining_ms: Option<u64>,
+    /// Abort by itself when at least this share (basis points) of the new group's
+    /// backends fail their health checks; none: never.
+    #[serde(default)]
+    pub auto_rollback: Option<u16>,
     /// How it ended; none while running.
     pub outcome: Option<Outcome>,
     /// What happened and why, oldest first.
@@ -61,6 +80,8 @@ pub enum Outcome {
     Promoted,
     /// The operator went back to the old group.
     Aborted,
+    /// Health checks of the new group failed: back to the old group.
+    RolledBack,
 }
 
 /// One recorded decision.
@@ -107,18 +128,33 @@ impl Canary {
 }
 
 impl State {
-    /// Starts a canary from group `from` to group `to`: the first step applies at once,
-    /// each later one `interval_ms` after the previous.
+    /// Starts a canary from group `plan.from` to group `plan.to`: the first step applies at
+    /// once, each later one `plan.interval_ms` after the previous.
     pub fn start_canary(
         &mut self,
         service: &str,
-        from: &str,
-        to: &str,
-        steps: Vec<u16>,
-        interval_ms: u64,
+        plan: CanaryPlan,
         now_ms: u64,
     ) -> Result<(), StateError> {
+        let CanaryPlan {
+            from,
+            to,
+            steps,
+            interval_ms,
+            auto_rollback,
+        } = plan;
+        let (from, to) = (from.as_str(), to.as_str());
         let svc = self.service(service)?;
+        if auto_rollback.is_some() && svc.health.is_none() {
+            return Err(StateError::Canary(format!(
+                "auto-rollback needs health checks: service set {service} --health tcp"
+            )));
+        }
+        if auto_rollback.is_some_and(|t| t == 0 || t > 10_000) {
+            return Err(StateError::Canary(
+                "the rollback threshold must be above 0% and at most 100%".into(),
+            ));
+        }
         for group in [from, to] {
             if svc.group_index(group).is_none() {
                 return Err(StateError::UnknownGroup(
@@ -160,6 +196,7 @@ impl State {
             step: 0,
             next_step_at_ms: None,
             paused_remaining_ms: None,
+            auto_rollback,
             outcome: None,
             decisions: Vec::new(),
         };
@@ -221,6 +258,42 @@ impl State {
         }
         self.service_mut(service)?.canary = Some(canary);
         Ok(())
+    }
+
+    /// Rolls back the running canary of `service` because of `why`: 100% of new flows return
+    /// to the old group in one write, and the reason is recorded.
+    pub fn roll_back_canary(
+        &mut self,
+        service: &str,
+        why: String,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        let mut canary = self
+            .service(service)?
+            .canary
+            .clone()
+            .filter(Canary::running)
+            .ok_or_else(|| StateError::Canary(format!("service {service:?} runs no canary")))?;
+        self.apply_canary_share(service, &canary, 0)?;
+        finish(
+            &mut canary,
+            Outcome::RolledBack,
+            now_ms,
+            format!("rolled back: {why}"),
+        );
+        self.service_mut(service)?.canary = Some(canary);
+        Ok(())
+    }
+
+    /// Running canaries with auto-rollback: (service, new group, threshold in basis points).
+    pub fn rollback_watches(&self) -> Vec<(String, String, u16)> {
+        self.services
+            .iter()
+            .filter_map(|(name, s)| {
+                let c = s.canary.as_ref().filter(|c| c.running())?;
+                Some((name.clone(), c.to.clone(), c.auto_rollback?))
+            })
+            .collect()
     }
 
     /// Whether some canary has a step due at `now_ms`.

@@ -70,6 +70,9 @@ pub enum StateError {
     /// Pin limit reached.
     #[error("service {0:?} already has the most pins allowed ({max})", max = balancer_common::MAX_PINS_PER_SERVICE)]
     TooManyPins(String),
+    /// Invalid health-check settings.
+    #[error("{0}")]
+    Health(String),
     /// A canary command that does not fit.
     #[error("{0}")]
     Canary(String),

@@ -212,6 +212,16 @@ fn readme_configuration_example_applies() {
     assert_eq!(web.pins.len(), 1);
 }
 
+fn plan(from: &str, to: &str, steps: Vec<u16>, interval_ms: u64) -> CanaryPlan {
+    CanaryPlan {
+        from: from.into(),
+        to: to.into(),
+        steps,
+        interval_ms,
+        auto_rollback: None,
+    }
+}
+
 fn shares_of(s: &State) -> Vec<u16> {
     s.service("web").unwrap().shares().unwrap()
 }
@@ -220,8 +230,12 @@ fn shares_of(s: &State) -> Vec<u16> {
 fn canary_steps_on_its_timer_and_records_why() {
     let mut s = sample();
     s.set_split("web", &[("blue".into(), 10_000)]).unwrap();
-    s.start_canary("web", "blue", "green", vec![500, 2500, 10_000], 1000, 0)
-        .unwrap();
+    s.start_canary(
+        "web",
+        plan("blue", "green", vec![500, 2500, 10_000], 1000),
+        0,
+    )
+    .unwrap();
     assert_eq!(shares_of(&s), vec![9500, 500]);
     assert!(!s.canary_due(999));
     assert!(s.canary_due(1000));
@@ -246,7 +260,7 @@ fn canary_steps_on_its_timer_and_records_why() {
 #[test]
 fn canary_abort_and_promote_are_one_write_each() {
     let mut s = sample();
-    s.start_canary("web", "blue", "green", vec![100, 5000], 60_000, 0)
+    s.start_canary("web", plan("blue", "green", vec![100, 5000], 60_000), 0)
         .unwrap();
     let mut aborted = s.clone();
     aborted
@@ -275,7 +289,7 @@ fn malformed_canaries_are_refused() {
     for (from, to, steps, interval) in attempts {
         let mut copy = s.clone();
         assert!(
-            copy.start_canary("web", from, to, steps.clone(), interval, 0)
+            copy.start_canary("web", plan(from, to, steps.clone(), interval), 0)
                 .is_err(),
             "{from}->{to} {steps:?} accepted"
         );
@@ -283,11 +297,11 @@ fn malformed_canaries_are_refused() {
     }
     let mut running = s.clone();
     running
-        .start_canary("web", "blue", "green", vec![500, 10_000], 1000, 0)
+        .start_canary("web", plan("blue", "green", vec![500, 10_000], 1000), 0)
         .unwrap();
     assert!(
         running
-            .start_canary("web", "blue", "green", vec![500], 0, 0)
+            .start_canary("web", plan("blue", "green", vec![500], 0), 0)
             .is_err(),
         "a second canary was accepted"
     );

@@ -121,7 +121,7 @@ impl Fixture {
     /// Compiles `service` and writes it (new generation, flip, VIP).
     pub fn publish(&mut self, service: &str) {
         let svc = self.service(service).clone();
-        let compiled = compile(&svc, SEED).expect("compile");
+        let compiled = compile(&svc, SEED, &Default::default()).expect("compile");
         self.plane
             .write_service(svc.slot, svc.vip.key(), &compiled.image)
             .expect("write service");

@@ -1,0 +1,213 @@
+//! The health of every checked backend, as a rise/fall state machine per backend.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{HealthCheck, State};
+
+/// One backend's health.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendHealth {
+    /// Whether it may get new flows.
+    pub healthy: bool,
+    /// Consecutive results against the current state (passes while down, failures while up).
+    pub streak: u32,
+    /// When `healthy` last changed (Unix milliseconds); none since the daemon started.
+    pub last_change_ms: Option<u64>,
+    /// The last failure, if the last check failed.
+    pub last_error: Option<String>,
+    next_probe_ms: u64,
+    in_flight: bool,
+}
+
+/// A check to run now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeJob {
+    /// Service of the backend.
+    pub service: String,
+    /// Backend address and service port.
+    pub target: SocketAddr,
+    /// What to check.
+    pub check: HealthCheck,
+}
+
+/// Health of every backend of every service that has health checks.
+#[derive(Clone, Debug, Default)]
+pub struct HealthBoard {
+    entries: BTreeMap<(String, IpAddr), BackendHealth>,
+}
+
+impl HealthBoard {
+    /// Brings the board in line with `state`: entries of backends that are gone, or whose
+    /// service has no checks, are dropped; new backends start down until `rise` checks pass —
+    /// except when `assume_up` (daemon start: they were serving before the restart).
+    pub fn sync(&mut self, state: &State, now_ms: u64, assume_up: bool) {
+        let mut wanted = BTreeSet::new();
+        for (name, service) in &state.services {
+            if service.health.is_none() {
+                continue;
+            }
+            for (_, backend) in service.backends() {
+                let key = (name.clone(), backend.addr);
+                wanted.insert(key.clone());
+                self.entries.entry(key).or_insert(BackendHealth {
+                    healthy: assume_up,
+                    streak: 0,
+                    last_change_ms: None,
+                    last_error: None,
+                    next_probe_ms: now_ms,
+                    in_flight: false,
+                });
+            }
+        }
+        self.entries.retain(|key, _| wanted.contains(key));
+    }
+
+    /// The checks due at `now_ms`; each is marked in flight until its result is reported.
+    pub fn due(&mut self, state: &State, now_ms: u64) -> Vec<ProbeJob> {
+        let mut jobs = Vec::new();
+        for ((name, addr), health) in &mut self.entries {
+            let Some(service) = state.services.get(name) else {
+                continue;
+            };
+            let Some(check) = &service.health else {
+                continue;
+            };
+            if health.in_flight || health.next_probe_ms > now_ms {
+                continue;
+            }
+            health.in_flight = true;
+            health.next_probe_ms = now_ms + check.interval_ms;
+            jobs.push(ProbeJob {
+                service: name.clone(),
+                target: SocketAddr::new(*addr, service.vip.addr.port()),
+                check: check.clone(),
+            });
+        }
+        jobs
+    }
+
+    /// Records a check result; returns whether the backend changed state.
+    pub fn report(
+        &mut self,
+        service: &str,
+        addr: IpAddr,
+        result: Result<(), String>,
+        check: &HealthCheck,
+        now_ms: u64,
+    ) -> bool {
+        let Some(health) = self.entries.get_mut(&(service.to_string(), addr)) else {
+            return false;
+        };
+        health.in_flight = false;
+        let passed = result.is_ok();
+        health.last_error = result.err();
+        if passed == health.healthy {
+            health.streak = 0;
+            return false;
+        }
+        health.streak += 1;
+        let needed = if health.healthy {
+            check.fall
+        } else {
+            check.rise
+        };
+        if health.streak < needed {
+            return false;
+        }
+        health.healthy = passed;
+        health.streak = 0;
+        health.last_change_ms = Some(now_ms);
+        true
+    }
+
+    /// Backends of `service` that must not get new flows.
+    pub fn down(&self, service: &str) -> BTreeSet<IpAddr> {
+        self.entries
+            .iter()
+            .filter(|((name, _), h)| name == service && !h.healthy)
+            .map(|((_, addr), _)| *addr)
+            .collect()
+    }
+
+    /// The health of one backend, if its service is checked.
+    pub fn get(&self, service: &str, addr: IpAddr) -> Option<&BackendHealth> {
+        self.entries.get(&(service.to_string(), addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Affinity, CheckKind};
+
+    fn checked_state() -> State {
+        let mut s = State::default();
+        s.add_service(
+            "web",
+            "198.19.0.1:80/tcp".parse().unwrap(),
+            Affinity::Connection,
+            None,
+        )
+        .unwrap();
+        s.add_backend("web", "198.18.0.101".parse().unwrap(), "blue", 100)
+            .unwrap();
+        s.set_health("web", Some(check())).unwrap();
+        s
+    }
+
+    fn check() -> HealthCheck {
+        HealthCheck {
+            kind: CheckKind::Tcp,
+            interval_ms: 1000,
+            timeout_ms: 500,
+            rise: 2,
+            fall: 3,
+        }
+    }
+
+    #[test]
+    fn new_backends_rise_after_passes_and_fall_after_failures() {
+        let s = checked_state();
+        let addr: IpAddr = "198.18.0.101".parse().unwrap();
+        let mut board = HealthBoard::default();
+        board.sync(&s, 0, false);
+        assert!(board.down("web").contains(&addr), "new backends start down");
+        assert_eq!(board.due(&s, 0).len(), 1);
+        assert!(board.due(&s, 0).is_empty(), "in flight: not due again");
+        assert!(!board.report("web", addr, Ok(()), &check(), 10));
+        assert!(board.report("web", addr, Ok(()), &check(), 20), "rise = 2");
+        assert!(board.down("web").is_empty());
+        for t in 0..2 {
+            assert!(!board.report("web", addr, Err("refused".into()), &check(), 30 + t));
+        }
+        // A pass resets the streak.
+        assert!(!board.report("web", addr, Ok(()), &check(), 40));
+        for t in 0..2 {
+            assert!(!board.report("web", addr, Err("refused".into()), &check(), 50 + t));
+        }
+        assert!(
+            board.report("web", addr, Err("refused".into()), &check(), 60),
+            "fall = 3"
+        );
+        let health = board.get("web", addr).unwrap();
+        assert!(!health.healthy);
+        assert_eq!(health.last_change_ms, Some(60));
+        assert_eq!(health.last_error.as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn restart_assumes_up_and_unchecked_services_have_no_entries() {
+        let mut s = checked_state();
+        let mut board = HealthBoard::default();
+        board.sync(&s, 0, true);
+        assert!(board.down("web").is_empty());
+        s.set_health("web", None).unwrap();
+        board.sync(&s, 0, false);
+        assert!(board.get("web", "198.18.0.101".parse().unwrap()).is_none());
+    }
+}
