@@ -18,7 +18,7 @@ pub const BACKENDS: usize = 4;
 pub struct Lab {
     /// The daemon and its CLI.
     pub balancer: Balancer,
-    _servers: Vec<BackendServer>,
+    servers: Vec<Option<BackendServer>>,
     /// The namespaces.
     pub topology: Topology,
     /// A client in the client namespace.
@@ -48,15 +48,31 @@ impl Lab {
             backends: (0..BACKENDS).map(|i| format!("b{i}")).collect(),
             extra_clients,
         })?;
-        let servers = BackendServer::start_all(&topology)?;
+        let servers = BackendServer::start_all(&topology)?
+            .into_iter()
+            .map(Some)
+            .collect();
         let balancer = Balancer::start_in_mode(&topology, mode)?;
         let client = Client::new(topology.client_ns());
         Ok(Self {
             balancer,
-            _servers: servers,
+            servers,
             topology,
             client,
         })
+    }
+
+    /// Stops backend `i`'s server: its connections close and new ones are refused.
+    pub fn stop_server(&mut self, i: usize) {
+        self.servers[i] = None;
+    }
+
+    /// Starts backend `i`'s server again.
+    pub fn start_server(&mut self, i: usize) -> Result<()> {
+        let server =
+            BackendServer::start(self.topology.backend_ns(i), self.topology.backend_name(i))?;
+        self.servers[i] = Some(server);
+        Ok(())
     }
 
     /// The TCP service address on the IPv4 or IPv6 VIP.

@@ -305,3 +305,190 @@ fn canary_survives_daemon_kill_and_obeys_the_operator() -> Result<()> {
     );
     Ok(())
 }
+
+/// Polls `check` on `status` every 50 ms for at most `limit`; returns how long it took.
+fn time_until(
+    lab: &Lab,
+    limit: std::time::Duration,
+    what: &str,
+    check: impl Fn(&balancer_user::api::ServiceStatus) -> bool,
+) -> Result<std::time::Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        let status = lab.balancer.status()?;
+        if check(&status.services[0]) {
+            return Ok(start.elapsed());
+        }
+        ensure!(
+            start.elapsed() < limit,
+            "{what} not within {limit:?}: {:?}",
+            status.services[0]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn health_of(service: &balancer_user::api::ServiceStatus, backend: usize) -> Option<String> {
+    service.backends[backend].health.clone()
+}
+
+#[test]
+fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
+    let mut lab = Lab::new("blr4")?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    lab.balancer.ok(&[
+        "service",
+        "set",
+        "web",
+        "--health",
+        "tcp",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "150ms",
+        "--rise",
+        "2",
+        "--fall",
+        "2",
+    ])?;
+    let limit = std::time::Duration::from_secs(3);
+    time_until(&lab, limit, "all up", |s| {
+        (0..4).all(|i| health_of(s, i).as_deref() == Some("up"))
+    })?;
+
+    lab.stop_server(1);
+    // fall × interval = 400 ms, plus one check in flight and the polling.
+    let took = time_until(&lab, limit, "b1 down", |s| {
+        health_of(s, 1).as_deref() == Some("down")
+    })?;
+    ensure!(
+        took < std::time::Duration::from_millis(1400),
+        "b1 went down after {took:?}"
+    );
+    let status = lab.balancer.status()?;
+    ensure!(
+        status.services[0].backends[1].effective_share == 0.0,
+        "{:?}",
+        status.services[0]
+    );
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(
+        dist.errors == 0 && !dist.counts.contains_key("b1"),
+        "{dist:?}"
+    );
+    let text = lab.balancer.ok(&["status", "web"])?;
+    ensure!(text.contains("down since"), "status text: {text}");
+
+    lab.start_server(1)?;
+    time_until(&lab, limit, "b1 up again", |s| {
+        health_of(s, 1).as_deref() == Some("up")
+    })?;
+    let dist = lab.client.distribution(service, 400, &[])?;
+    ensure!(
+        dist.errors == 0 && dist.counts.contains_key("b1"),
+        "{dist:?}"
+    );
+
+    // Bad health settings: one line, nothing changed.
+    for bad in [
+        vec!["service", "set", "web", "--health", "udp"],
+        vec!["service", "set", "web", "--health", "http:healthz"],
+        vec![
+            "service",
+            "set",
+            "web",
+            "--health",
+            "tcp",
+            "--health-interval",
+            "10ms",
+        ],
+        vec!["service", "set", "web", "--health", "tcp", "--rise", "0"],
+        vec!["service", "set", "web"],
+    ] {
+        let out = lab.balancer.cli(&bad)?;
+        ensure!(
+            out.code != Some(0) && out.stderr.trim().lines().count() == 1,
+            "{bad:?}: {out:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
+    let mut lab = Lab::new("blr5")?;
+    let service = lab.service("web", false, &GROUPS, &[100; 4])?;
+    let (interval_ms, fall) = (200u64, 2u64);
+    lab.balancer.ok(&[
+        "service",
+        "set",
+        "web",
+        "--health",
+        "tcp",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "150ms",
+        "--rise",
+        "1",
+        "--fall",
+        "2",
+    ])?;
+    let limit = std::time::Duration::from_secs(3);
+    time_until(&lab, limit, "all up", |s| {
+        (0..4).all(|i| health_of(s, i).as_deref() == Some("up"))
+    })?;
+    let pings = LongLived::open(&lab.client, service, 50, &[])?.ping_in_background();
+    lab.balancer.ok(&[
+        "canary",
+        "start",
+        "web",
+        "--from",
+        "blue",
+        "--to",
+        "green",
+        "--steps",
+        "25,50,100",
+        "--interval",
+        "30s",
+        "--auto-rollback",
+    ])?;
+    // Green starts refusing connections.
+    lab.stop_server(2);
+    lab.stop_server(3);
+    let took = time_until(&lab, std::time::Duration::from_secs(5), "rollback", |s| {
+        s.canary
+            .as_ref()
+            .is_some_and(|c| c.outcome == Some(balancer_user::state::Outcome::RolledBack))
+    })?;
+    let bound = std::time::Duration::from_millis(fall * interval_ms + 1000);
+    ensure!(took <= bound, "rolled back after {took:?}, bound {bound:?}");
+    let status = lab.balancer.status()?;
+    let canary = status.services[0].canary.clone().unwrap();
+    let reason = &canary.decisions.last().unwrap().what;
+    ensure!(
+        reason.contains("health checks") && reason.contains("green"),
+        "{reason}"
+    );
+    ensure!(
+        status.services[0].split[0].percent == "100.00",
+        "{:?}",
+        status.services[0].split
+    );
+    let dist = lab.client.distribution(service, 100, &[])?;
+    ensure!(
+        dist.errors == 0 && dist.counts.keys().all(|b| b == "b0" || b == "b1"),
+        "new connections after rollback: {dist:?}"
+    );
+    // The blue connections never noticed.
+    let report = pings.stop();
+    let broken: Vec<_> = report
+        .connections
+        .iter()
+        .filter(|c| {
+            c.failure.is_some() && (c.original_backend == "b0" || c.original_backend == "b1")
+        })
+        .collect();
+    ensure!(broken.is_empty(), "blue connections broke: {broken:?}");
+    Ok(())
+}
