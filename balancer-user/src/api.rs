@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dataplane::GlobalCounters,
-    state::{Affinity, Canary, HealthCheck},
+    state::{Affinity, Canary, Drain, HealthCheck, Rollout},
     vip::Vip,
 };
 
@@ -94,6 +94,28 @@ pub struct StartCanary {
     pub auto_rollback: Option<String>,
 }
 
+/// `POST /services/{name}/backends/{addr}/drain`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StartDrain {
+    /// Give up waiting for established flows after this long; none: wait until they end.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `POST /services/{name}/rollout`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StartRollout {
+    /// Group whose backends are replaced.
+    pub group: String,
+    /// (OLD, NEW) address pairs.
+    pub pairs: Vec<(IpAddr, IpAddr)>,
+    /// How long NEW may take to pass its health checks, milliseconds.
+    pub ready_timeout_ms: u64,
+    /// Weight ramp of NEW, milliseconds.
+    pub slow_start_ms: u64,
+    /// How long OLD's flows are waited for; none: until they end.
+    pub drain_timeout_ms: Option<u64>,
+}
+
 /// Error body of every non-2xx answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApiError {
@@ -129,6 +151,8 @@ pub struct ServiceStatus {
     pub pins: Vec<PinStatus>,
     /// The running or last canary.
     pub canary: Option<Canary>,
+    /// The running or last rolling replacement.
+    pub rollout: Option<Rollout>,
 }
 
 /// One tester pin in [`ServiceStatus`].
@@ -174,4 +198,6 @@ pub struct BackendStatus {
     pub health_changed_at_ms: Option<u64>,
     /// Why the last check failed, if it did.
     pub health_error: Option<String>,
+    /// The drain in progress or ended, if any.
+    pub drain: Option<Drain>,
 }

@@ -55,6 +55,9 @@ pub enum Command {
     /// Gradual canary: move new flows from one group to another in timed steps.
     #[command(subcommand)]
     Canary(CanaryCommand),
+    /// Rolling replacement: per OLD=NEW pair add NEW, wait until healthy, ramp it up,
+    /// drain and remove OLD. `rollout status NAME`, `rollout abort NAME`.
+    Rollout(RolloutArgs),
     /// Tester pinning: clients of a prefix always get one group for new flows.
     #[command(subcommand)]
     Pin(PinCommand),
@@ -294,6 +297,59 @@ fn parse_step(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// `balancer rollout ...`: start one, or `status`/`abort`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct RolloutArgs {
+    /// `status` or `abort` of a running rollout.
+    #[command(subcommand)]
+    pub action: Option<RolloutAction>,
+    /// Service name.
+    #[arg(required = true)]
+    pub name: Option<String>,
+    /// Group whose backends are replaced.
+    #[arg(long, required = true)]
+    pub group: Option<String>,
+    /// OLD=NEW address pairs, replaced one after another.
+    #[arg(long, required = true, num_args = 1.., value_parser = parse_pair)]
+    pub replace: Vec<(IpAddr, IpAddr)>,
+    /// Stop waiting for OLD's established flows after this long; default: until they end.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<std::time::Duration>,
+    /// Fail (and keep OLD) when NEW is not healthy within this time.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ready_timeout: std::time::Duration,
+    /// Ramp NEW's weight up over this time.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub slow_start: std::time::Duration,
+}
+
+/// `balancer rollout status|abort NAME`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutAction {
+    /// Show the rollout of a service.
+    Status {
+        /// Service name.
+        name: String,
+    },
+    /// Stop it: the pair in progress is undone, replaced pairs stay.
+    Abort {
+        /// Service name.
+        name: String,
+    },
+}
+
+fn parse_pair(text: &str) -> Result<(IpAddr, IpAddr), String> {
+    let (old, new) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not OLD=NEW"))?;
+    let parse = |a: &str| {
+        a.parse::<IpAddr>()
+            .map_err(|_| format!("{a:?} is not an IP address"))
+    };
+    Ok((parse(old)?, parse(new)?))
+}
+
 /// `balancer pin ...`.
 #[derive(Debug, Subcommand)]
 pub enum PinCommand {
@@ -349,6 +405,17 @@ pub enum BackendCommand {
         addr: IpAddr,
         /// Weight 0..=65535.
         weight: u16,
+    },
+    /// Drain a backend: no new flows, established ones kept; complete when none was seen
+    /// for the flow idle time, or at the timeout.
+    Drain {
+        /// Service name.
+        name: String,
+        /// Backend address.
+        addr: IpAddr,
+        /// Stop waiting for established flows after this long (e.g. 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Remove a backend; its flows are re-balanced.
     Remove {

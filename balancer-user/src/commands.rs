@@ -9,11 +9,11 @@ use hyper::Method;
 use crate::{
     api::{
         AddBackend, AddService, Flip, PinRequest, SetHealth, SetSplit, SetWeight, StartCanary,
-        Status,
+        StartDrain, StartRollout, Status,
     },
     cli::{
-        BackendCommand, CanaryCommand, Cli, Command, DaemonArgs, PinCommand, ServiceCommand,
-        XdpModeArg,
+        BackendCommand, CanaryCommand, Cli, Command, DaemonArgs, PinCommand, RolloutAction,
+        RolloutArgs, ServiceCommand, XdpModeArg,
     },
     client::{segment, Client},
     controller::ControllerConfig,
@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backend(cmd) => backend(&client, cmd).await,
         Command::Pin(cmd) => pin(&client, cmd).await,
         Command::Canary(cmd) => canary(&client, cmd).await,
+        Command::Rollout(args) => rollout(&client, args).await,
         Command::Split { name, shares } => {
             client
                 .send_json(
@@ -211,6 +212,21 @@ async fn backend(client: &Client, cmd: BackendCommand) -> anyhow::Result<()> {
                 )
                 .await?;
         }
+        BackendCommand::Drain {
+            name,
+            addr,
+            timeout,
+        } => {
+            client
+                .send_json(
+                    Method::POST,
+                    &format!("/services/{}/backends/{addr}/drain", segment(&name)),
+                    &StartDrain {
+                        timeout_ms: timeout.map(|t| t.as_millis() as u64),
+                    },
+                )
+                .await?;
+        }
         BackendCommand::Remove { name, addr } => {
             client
                 .send(
@@ -328,5 +344,49 @@ async fn canary(client: &Client, cmd: CanaryCommand) -> anyhow::Result<()> {
             None,
         )
         .await?;
+    Ok(())
+}
+
+async fn rollout(client: &Client, args: RolloutArgs) -> anyhow::Result<()> {
+    match args.action {
+        Some(RolloutAction::Status { name }) => {
+            let status: Status = client
+                .get_json(&format!("/status?service={}", segment(&name)))
+                .await?;
+            let rollout = status.services.first().and_then(|s| s.rollout.as_ref());
+            match rollout {
+                Some(r) => print!("{}", report::rollout(&name, r)),
+                None => println!("service {name} has had no rollout"),
+            }
+        }
+        Some(RolloutAction::Abort { name }) => {
+            client
+                .send(
+                    Method::POST,
+                    &format!("/services/{}/rollout/abort", segment(&name)),
+                    None,
+                )
+                .await?;
+        }
+        None => {
+            let (Some(name), Some(group)) = (args.name, args.group) else {
+                anyhow::bail!("give NAME and --group");
+            };
+            let body = StartRollout {
+                group,
+                pairs: args.replace,
+                ready_timeout_ms: args.ready_timeout.as_millis() as u64,
+                slow_start_ms: args.slow_start.as_millis() as u64,
+                drain_timeout_ms: args.drain_timeout.map(|d| d.as_millis() as u64),
+            };
+            client
+                .send_json(
+                    Method::POST,
+                    &format!("/services/{}/rollout", segment(&name)),
+                    &body,
+                )
+                .await?;
+        }
+    }
     Ok(())
 }

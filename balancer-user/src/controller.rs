@@ -66,11 +66,15 @@ pub struct Controller {
     config: ControllerConfig,
     state: State,
     health: HealthBoard,
+    next_drain_check_ms: u64,
     dataplane: DataPlane,
     shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
 }
 
 type BackendId = (u32, u32);
+
+/// How often draining backends' active flows are counted.
+const DRAIN_CHECK_MS: u64 = 1000;
 
 impl Controller {
     /// Loads the state file, attaches (or re-attaches) the data plane and brings it in line
@@ -87,6 +91,7 @@ impl Controller {
             config,
             state: State::default(),
             health,
+            next_drain_check_ms: 0,
             dataplane,
             shares: BTreeMap::new(),
         };
@@ -223,8 +228,11 @@ impl Controller {
         self.shares
             .retain(|name, _| next.services.contains_key(name));
         let new_ids = backend_ids(next);
-        for (index, epoch) in old_ids.keys() {
-            if !new_ids.contains_key(&(*index, *epoch)) {
+        // An index freed and handed to a new backend in the same change already holds the
+        // new backend's entry (written first): only indices nobody uses any more are cleared.
+        let in_use: BTreeSet<u32> = new_ids.keys().map(|(index, _)| *index).collect();
+        for (index, _) in old_ids.keys() {
+            if !in_use.contains(index) {
                 self.dataplane.clear_backend(*index)?;
             }
         }
@@ -238,7 +246,32 @@ impl Controller {
             self.change(|s| s.advance_canaries(now_ms))?;
         }
         self.auto_rollback(now_ms)?;
+        self.step_operations(now_ms)?;
         Ok(self.health.due(&self.state, now_ms))
+    }
+
+    /// Moves rollouts forward and ends finished drains (active flows are counted at most
+    /// once a second: it walks connection tracking).
+    fn step_operations(&mut self, now_ms: u64) -> Result<(), ControllerError> {
+        let mut next = self.state.clone();
+        let health = &self.health;
+        next.step_rollouts(now_ms, |service, addr| {
+            health.get(service, addr).is_some_and(|h| h.healthy)
+        })?;
+        if next.draining() && now_ms >= self.next_drain_check_ms {
+            self.next_drain_check_ms = now_ms + DRAIN_CHECK_MS;
+            let counts = self.dataplane.active_flows(self.config.flow_idle)?;
+            next.check_drains(now_ms, |index, epoch| {
+                counts.get(&(index, epoch)).copied().unwrap_or(0)
+            });
+        }
+        if next != self.state {
+            self.change(move |s| {
+                *s = next;
+                Ok::<(), StateError>(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Rolls back every canary whose new group has too many backends failing their checks.
@@ -333,6 +366,7 @@ impl Controller {
                     .unwrap_or(0.0);
                 let health = self.health.get(name, b.addr);
                 backends.push(BackendStatus {
+                    drain: b.drain,
                     health: health.map(|h| if h.healthy { "up" } else { "down" }.to_string()),
                     health_changed_at_ms: health.and_then(|h| h.last_change_ms),
                     health_error: health.and_then(|h| h.last_error.clone()),
@@ -354,6 +388,7 @@ impl Controller {
                 split,
                 backends,
                 canary: service.canary.clone(),
+                rollout: service.rollout.clone(),
                 pins: service
                     .pins
                     .iter()

@@ -85,6 +85,11 @@ pub fn status(status: &Status) -> String {
             }
         }
     }
+    for s in &status.services {
+        if let Some(r) = &s.rollout {
+            out.push_str(&rollout(&s.name, r));
+        }
+    }
     let pins = pins(status);
     if !pins.is_empty() {
         let _ = write!(out, "pins:\n{pins}");
@@ -114,6 +119,27 @@ pub fn pins(status: &Status) -> String {
         for p in &s.pins {
             let _ = writeln!(out, "{}\t{}\t{}", s.name, p.cidr, p.group);
         }
+    }
+    out
+}
+
+/// A rollout as text: where it is and what it decided.
+pub fn rollout(service: &str, r: &crate::state::Rollout) -> String {
+    let mut out = String::new();
+    let state = match r.outcome {
+        Some(outcome) => format!("{outcome:?}").to_lowercase(),
+        None => format!("{:?}", r.phase).to_lowercase(),
+    };
+    let (old, new) = r.pairs[r.current];
+    let _ = writeln!(
+        out,
+        "rollout {service}: group {}, pair {}/{} ({old} -> {new}), {state}",
+        r.group,
+        r.current + 1,
+        r.pairs.len()
+    );
+    for d in &r.decisions {
+        let _ = writeln!(out, "  {}", d.what);
     }
     out
 }

@@ -19,12 +19,12 @@ use tokio::sync::Notify;
 use crate::{
     api::{
         AddBackend, AddService, ApiError, Flip, PinRequest, SetHealth, SetSplit, SetWeight,
-        StartCanary,
+        StartCanary, StartDrain, StartRollout,
     },
     config::Config,
     controller::{Controller, ControllerError},
     health::ProbeJob,
-    state::{parse_percent, CanaryAction, CanaryPlan, DEFAULT_WEIGHT},
+    state::{parse_percent, CanaryAction, CanaryPlan, RolloutPlan, DEFAULT_WEIGHT},
 };
 
 /// What the handlers share.
@@ -53,6 +53,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/services/{name}/backends", post(add_backend))
         .route("/services/{name}/backends/{addr}", delete(remove_backend))
         .route("/services/{name}/backends/{addr}/weight", put(set_weight))
+        .route("/services/{name}/backends/{addr}/drain", post(start_drain))
+        .route("/services/{name}/rollout", post(start_rollout))
+        .route("/services/{name}/rollout/abort", post(abort_rollout))
         .route("/services/{name}/split", put(set_split))
         .route("/services/{name}/health", put(set_health))
         .route("/services/{name}/flip", put(flip))
@@ -222,6 +225,49 @@ async fn set_split(
         .map_err(bad_request)?;
     with_controller(shared, move |c| {
         Ok(c.change(|s| s.set_split(&name, &shares))?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_drain(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path((name, addr)): Path<(String, String)>,
+    Json(req): Json<StartDrain>,
+) -> Result<StatusCode, Failure> {
+    let addr = parse_addr(&addr)?;
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.start_drain(&name, addr, req.timeout_ms, now_ms()))?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_rollout(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+    Json(req): Json<StartRollout>,
+) -> Result<StatusCode, Failure> {
+    let plan = RolloutPlan {
+        group: req.group,
+        pairs: req.pairs,
+        ready_timeout_ms: req.ready_timeout_ms,
+        slow_start_ms: req.slow_start_ms,
+        drain_timeout_ms: req.drain_timeout_ms,
+    };
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.start_rollout(&name, plan, now_ms()))?)
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn abort_rollout(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Failure> {
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.abort_rollout(&name, now_ms()))?)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

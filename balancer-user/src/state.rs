@@ -5,10 +5,12 @@
 //! state exactly as it was.
 
 mod canary;
+mod drain;
 mod error;
 mod health;
 mod percent;
 mod persist;
+mod rollout;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -20,10 +22,12 @@ use balancer_common::{
 use serde::{Deserialize, Serialize};
 
 pub use canary::{Canary, CanaryAction, CanaryPlan, Decision, Outcome, Preset};
+pub use drain::{Drain, DrainEnd};
 pub use error::StateError;
 pub use health::{CheckKind, HealthCheck};
 pub use percent::{format_basis_points, parse_percent};
 pub use persist::{load, save};
+pub use rollout::{Rollout, RolloutOutcome, RolloutPhase, RolloutPlan};
 
 use crate::{
     maglev::{is_prime, DEFAULT_TABLE_SIZE},
@@ -103,6 +107,9 @@ pub struct Service {
     /// The running or last canary.
     #[serde(default)]
     pub canary: Option<Canary>,
+    /// The running or last rolling replacement.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
     /// Health checks of the backends; none: every backend counts as healthy.
     #[serde(default)]
     pub health: Option<HealthCheck>,
@@ -137,6 +144,9 @@ pub struct BackendEntry {
     pub index: u32,
     /// Epoch of this occupation of `index`.
     pub epoch: u32,
+    /// The drain in progress or ended, if any.
+    #[serde(default)]
+    pub drain: Option<Drain>,
 }
 
 impl Service {
@@ -302,6 +312,7 @@ impl State {
                 split: Vec::new(),
                 pins: Vec::new(),
                 canary: None,
+                rollout: None,
                 health: None,
             },
         );
@@ -373,6 +384,7 @@ impl State {
             weight,
             index,
             epoch,
+            drain: None,
         });
         self.next_epoch = next_epoch;
         Ok(())
@@ -390,6 +402,10 @@ impl State {
             .backend_mut(addr)
             .ok_or_else(|| StateError::UnknownBackend(addr, service.to_string()))?;
         backend.weight = weight;
+        if weight > 0 {
+            // Serving again: a drain in progress is over.
+            backend.drain = None;
+        }
         Ok(())
     }
 

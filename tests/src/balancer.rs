@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use balancer_user::api::Status;
+use balancer_user::api::{ServiceStatus, Status};
 
 use crate::{
     netns::{spawn, NsProcess},
@@ -125,6 +125,9 @@ impl Balancer {
             self.pin_root.to_str().context("pin path")?,
             "--conntrack-size",
             "65536",
+            // Flows count as active for 2 s after their last packet: drains end quickly.
+            "--flow-idle",
+            "2",
         ];
         let process = spawn(&self.lb_ns, &argv, &self.log_path())?;
         self.process = Some(process);
@@ -190,6 +193,20 @@ impl Balancer {
     pub fn status(&self) -> Result<Status> {
         let text = self.ok(&["status", "--json"])?;
         serde_json::from_str(&text).context("parse status --json")
+    }
+
+    /// The services of `status --json` without the traffic counters (new flows, packets,
+    /// bytes, active flows), which move with traffic and time: what a refused command must
+    /// leave unchanged.
+    pub fn settings(&self) -> Result<Vec<ServiceStatus>> {
+        let mut services = self.status()?.services;
+        for backend in services.iter_mut().flat_map(|s| s.backends.iter_mut()) {
+            backend.new_flows = 0;
+            backend.packets = 0;
+            backend.bytes = 0;
+            backend.active_flows = 0;
+        }
+        Ok(services)
     }
 
     /// SIGKILLs the daemon (the data plane stays attached).

@@ -10,7 +10,7 @@ use crate::{
     traffic::{BackendServer, Client, SERVICE_PORT},
 };
 
-/// Number of backends of a lab.
+/// Number of backends of a lab unless asked otherwise.
 pub const BACKENDS: usize = 4;
 
 /// A topology with servers and a running daemon. Fields drop in order: daemon and servers
@@ -33,19 +33,24 @@ impl Lab {
 
     /// A lab with the daemon in the given XDP mode.
     pub fn in_mode(prefix: &str, mode: XdpMode) -> Result<Self> {
-        Self::build(prefix, mode, 0)
+        Self::build(prefix, mode, 0, BACKENDS)
+    }
+
+    /// A lab with `backends` backends `b0`, `b1`, ...
+    pub fn with_backends(prefix: &str, backends: usize) -> Result<Self> {
+        Self::build(prefix, XdpMode::Native, 0, backends)
     }
 
     /// A lab whose client also holds `extra_clients` extra addresses (see
     /// [`Topology::extra_client_v4`]).
     pub fn with_extra_clients(prefix: &str, extra_clients: u8) -> Result<Self> {
-        Self::build(prefix, XdpMode::Native, extra_clients)
+        Self::build(prefix, XdpMode::Native, extra_clients, BACKENDS)
     }
 
-    fn build(prefix: &str, mode: XdpMode, extra_clients: u8) -> Result<Self> {
+    fn build(prefix: &str, mode: XdpMode, extra_clients: u8, backends: usize) -> Result<Self> {
         let topology = Topology::build(TopologySpec {
             prefix: prefix.to_string(),
-            backends: (0..BACKENDS).map(|i| format!("b{i}")).collect(),
+            backends: (0..backends).map(|i| format!("b{i}")).collect(),
             extra_clients,
         })?;
         let servers = BackendServer::start_all(&topology)?

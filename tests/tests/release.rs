@@ -492,3 +492,203 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     ensure!(broken.is_empty(), "blue connections broke: {broken:?}");
     Ok(())
 }
+
+#[test]
+fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
+    let lab = Lab::new("blr6")?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
+    let on_b0 = long_lived
+        .original_backends()
+        .iter()
+        .filter(|b| *b == "b0")
+        .count();
+    ensure!(on_b0 > 0, "no connection landed on b0");
+    let pings = long_lived.ping_in_background();
+    let b0 = lab.topology.backend_v4(0).to_string();
+    lab.balancer.ok(&["backend", "drain", "web", &b0])?;
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(
+        dist.errors == 0 && !dist.counts.contains_key("b0"),
+        "{dist:?}"
+    );
+    let status = lab.balancer.status()?;
+    let b0_status = &status.services[0].backends[0];
+    ensure!(
+        b0_status.drain.is_some_and(|d| d.ended.is_none())
+            && b0_status.active_flows >= on_b0 as u64,
+        "drain with {on_b0} live connections: {b0_status:?}"
+    );
+    // The clients finish: the drain completes once no flow was seen for the idle time.
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "{report:?}"
+    );
+    time_until(&lab, std::time::Duration::from_secs(8), "drain end", |s| {
+        s.backends[0]
+            .drain
+            .is_some_and(|d| d.ended.is_some_and(|e| e.flows_left == 0))
+    })?;
+    Ok(())
+}
+
+#[test]
+fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
+    let mut lab = Lab::with_backends("blr7", 8)?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    lab.balancer.ok(&[
+        "service",
+        "set",
+        "web",
+        "--health",
+        "tcp",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "150ms",
+        "--rise",
+        "1",
+        "--fall",
+        "2",
+    ])?;
+    let stream = NewConnections::start(&lab.client, service);
+    let pings = LongLived::open(&lab.client, service, 20, &[])?.ping_in_background();
+    let addrs: Vec<String> = (0..8)
+        .map(|i| lab.topology.backend_v4(i).to_string())
+        .collect();
+    let addr = |i: usize| addrs[i].clone();
+    let pairs: Vec<String> = (0..4)
+        .map(|i| format!("{}={}", addr(i), addr(i + 4)))
+        .collect();
+    let mut args = vec![
+        "rollout",
+        "web",
+        "--group",
+        "main",
+        "--slow-start",
+        "500ms",
+        "--replace",
+    ];
+    args.extend(pairs.iter().map(String::as_str));
+    lab.balancer.ok(&args)?;
+    // Established connections keep talking while the first OLD drains, then finish.
+    time_until(
+        &lab,
+        std::time::Duration::from_secs(10),
+        "first drain",
+        |s| {
+            s.rollout
+                .as_ref()
+                .is_some_and(|r| r.phase == balancer_user::state::RolloutPhase::Drain)
+        },
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "{report:?}"
+    );
+    time_until(
+        &lab,
+        std::time::Duration::from_secs(40),
+        "rollout end",
+        |s| s.rollout.as_ref().is_some_and(|r| r.outcome.is_some()),
+    )?;
+    let status = lab.balancer.status()?;
+    let rollout = status.services[0].rollout.clone().unwrap();
+    ensure!(
+        rollout.outcome == Some(balancer_user::state::RolloutOutcome::Completed),
+        "{rollout:?}"
+    );
+    let now: Vec<String> = status.services[0]
+        .backends
+        .iter()
+        .map(|b| b.addr.to_string())
+        .collect();
+    ensure!(
+        now == (4..8).map(addr).collect::<Vec<_>>(),
+        "group after rollout: {now:?}"
+    );
+    let streamed = stream.stop();
+    ensure!(
+        streamed.failed == 0 && streamed.answered > 50,
+        "new connections: {streamed:?}, counters {:?}, rollout {:?}",
+        status.counters,
+        rollout.decisions
+    );
+    let text = lab.balancer.ok(&["rollout", "status", "web"])?;
+    ensure!(text.contains("completed"), "rollout status: {text}");
+
+    // A NEW that never becomes healthy fails the rollout and leaves OLD serving.
+    lab.stop_server(0);
+    let pair = format!("{}={}", addr(4), addr(0));
+    lab.balancer.ok(&[
+        "rollout",
+        "web",
+        "--group",
+        "main",
+        "--ready-timeout",
+        "1s",
+        "--replace",
+        &pair,
+    ])?;
+    time_until(
+        &lab,
+        std::time::Duration::from_secs(5),
+        "failed rollout",
+        |s| s.rollout.as_ref().is_some_and(|r| r.outcome.is_some()),
+    )?;
+    let status = lab.balancer.status()?;
+    let rollout = status.services[0].rollout.clone().unwrap();
+    ensure!(
+        rollout.outcome == Some(balancer_user::state::RolloutOutcome::Failed),
+        "{rollout:?}"
+    );
+    ensure!(
+        status.services[0].backends.len() == 4,
+        "{:?}",
+        status.services[0].backends
+    );
+    let dist = lab.client.distribution(service, 100, &[])?;
+    ensure!(
+        dist.errors == 0 && dist.counts.contains_key("b4"),
+        "{dist:?}"
+    );
+
+    // Malformed rollouts: one line each.
+    for bad in [
+        vec![
+            "rollout",
+            "web",
+            "--group",
+            "main",
+            "--replace",
+            "198.18.0.250=198.18.0.251",
+        ],
+        vec![
+            "rollout",
+            "web",
+            "--group",
+            "nosuch",
+            "--replace",
+            "198.18.0.105=198.18.0.101",
+        ],
+        vec![
+            "rollout",
+            "web",
+            "--group",
+            "main",
+            "--replace",
+            "198.18.0.105",
+        ],
+        vec!["rollout", "abort", "web"],
+    ] {
+        let out = lab.balancer.cli(&bad)?;
+        ensure!(
+            out.code != Some(0) && out.stderr.trim().lines().count() == 1,
+            "{bad:?}: {out:?}"
+        );
+    }
+    Ok(())
+}

@@ -73,6 +73,9 @@ pub enum StateError {
     /// Invalid health-check settings.
     #[error("{0}")]
     Health(String),
+    /// A rollout command that does not fit.
+    #[error("{0}")]
+    Rollout(String),
     /// A canary command that does not fit.
     #[error("{0}")]
     Canary(String),
