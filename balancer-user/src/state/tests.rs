@@ -306,3 +306,158 @@ fn malformed_canaries_are_refused() {
         "a second canary was accepted"
     );
 }
+
+fn rollout_plan(pairs: &[(&str, &str)]) -> RolloutPlan {
+    RolloutPlan {
+        group: "blue".into(),
+        pairs: pairs.iter().map(|(o, n)| (ip(o), ip(n))).collect(),
+        ready_timeout_ms: 1000,
+        slow_start_ms: 100,
+        drain_timeout_ms: Some(5000),
+    }
+}
+
+fn checked_sample() -> State {
+    let mut s = sample();
+    let check = HealthCheck {
+        kind: CheckKind::Tcp,
+        interval_ms: 100,
+        timeout_ms: 100,
+        rise: 1,
+        fall: 1,
+    };
+    s.set_health("web", Some(check)).unwrap();
+    s
+}
+
+fn weight_of(s: &State, addr: &str) -> Option<u16> {
+    s.service("web")
+        .unwrap()
+        .backends()
+        .find(|(_, b)| b.addr == ip(addr))
+        .map(|(_, b)| b.weight)
+}
+
+#[test]
+fn rollout_replaces_pairs_in_order_surge_one_unavailable_zero() {
+    let mut s = checked_sample();
+    s.start_rollout(
+        "web",
+        rollout_plan(&[
+            ("198.18.0.101", "198.18.0.111"),
+            ("198.18.0.102", "198.18.0.112"),
+        ]),
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        weight_of(&s, "198.18.0.111"),
+        Some(0),
+        "NEW starts without flows"
+    );
+    let all_healthy = |_: &str, _: IpAddr| true;
+    s.step_rollouts(10, all_healthy).unwrap();
+    s.step_rollouts(60, all_healthy).unwrap();
+    assert_eq!(
+        weight_of(&s, "198.18.0.111"),
+        Some(50),
+        "half way up the ramp"
+    );
+    assert_eq!(
+        weight_of(&s, "198.18.0.101"),
+        Some(100),
+        "OLD serves during the ramp"
+    );
+    s.step_rollouts(120, all_healthy).unwrap();
+    assert_eq!(weight_of(&s, "198.18.0.111"), Some(100));
+    assert_eq!(weight_of(&s, "198.18.0.101"), Some(0), "OLD drains");
+    s.step_rollouts(200, all_healthy).unwrap();
+    assert!(
+        weight_of(&s, "198.18.0.101").is_some(),
+        "OLD stays until drained"
+    );
+    s.check_drains(300, |_, _| 0);
+    s.step_rollouts(300, all_healthy).unwrap();
+    assert_eq!(
+        weight_of(&s, "198.18.0.101"),
+        None,
+        "OLD removed once drained"
+    );
+    assert_eq!(weight_of(&s, "198.18.0.112"), Some(0), "next NEW added");
+    for t in [310, 420, 430] {
+        s.step_rollouts(t, all_healthy).unwrap();
+    }
+    s.check_drains(500, |_, _| 7);
+    s.step_rollouts(500, all_healthy).unwrap();
+    assert!(
+        weight_of(&s, "198.18.0.102").is_some(),
+        "OLD with flows is kept"
+    );
+    s.check_drains(5430, |_, _| 7);
+    s.step_rollouts(5430, all_healthy).unwrap();
+    let rollout = s.service("web").unwrap().rollout.clone().unwrap();
+    assert_eq!(rollout.outcome, Some(RolloutOutcome::Completed));
+    assert!(rollout
+        .decisions
+        .iter()
+        .any(|d| d.what.contains("7 flows left")));
+    assert_eq!(weight_of(&s, "198.18.0.102"), None);
+}
+
+#[test]
+fn rollout_fails_on_an_unhealthy_new_and_aborts_cleanly() {
+    let mut s = checked_sample();
+    s.start_rollout("web", rollout_plan(&[("198.18.0.101", "198.18.0.111")]), 0)
+        .unwrap();
+    s.step_rollouts(999, |_, _| false).unwrap();
+    assert!(weight_of(&s, "198.18.0.111").is_some());
+    s.step_rollouts(1000, |_, _| false).unwrap();
+    assert_eq!(weight_of(&s, "198.18.0.111"), None, "unhealthy NEW removed");
+    assert_eq!(weight_of(&s, "198.18.0.101"), Some(100), "OLD untouched");
+    let rollout = s.service("web").unwrap().rollout.clone().unwrap();
+    assert_eq!(rollout.outcome, Some(RolloutOutcome::Failed));
+
+    s.start_rollout(
+        "web",
+        rollout_plan(&[("198.18.0.101", "198.18.0.111")]),
+        2000,
+    )
+    .unwrap();
+    s.step_rollouts(2010, |_, _| true).unwrap();
+    s.step_rollouts(2200, |_, _| true).unwrap();
+    assert_eq!(weight_of(&s, "198.18.0.101"), Some(0), "draining");
+    s.abort_rollout("web", 2300).unwrap();
+    assert_eq!(weight_of(&s, "198.18.0.101"), Some(100), "OLD serves again");
+    assert_eq!(weight_of(&s, "198.18.0.111"), None);
+    assert!(
+        s.abort_rollout("web", 2400).is_err(),
+        "nothing left to abort"
+    );
+}
+
+#[test]
+fn malformed_rollouts_are_refused() {
+    let s = checked_sample();
+    for pairs in [
+        vec![],
+        vec![("198.18.0.199", "198.18.0.111")],
+        vec![("198.18.0.103", "198.18.0.111")],
+        vec![("198.18.0.101", "198.18.0.102")],
+        vec![
+            ("198.18.0.101", "198.18.0.111"),
+            ("198.18.0.102", "198.18.0.111"),
+        ],
+        vec![("198.18.0.101", "198.18.0.101")],
+    ] {
+        let mut copy = s.clone();
+        assert!(
+            copy.start_rollout("web", rollout_plan(&pairs), 0).is_err(),
+            "{pairs:?}"
+        );
+        assert_eq!(copy, s);
+    }
+    let mut unchecked = sample();
+    assert!(unchecked
+        .start_rollout("web", rollout_plan(&[("198.18.0.101", "198.18.0.111")]), 0)
+        .is_err());
+}
