@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     dataplane::GlobalCounters,
-    state::{Affinity, Canary, Drain, HealthCheck, Rollout},
+    state::{Affinity, Canary, Drain, FlipDrain, HealthCheck, Rollout},
     vip::Vip,
 };
 
@@ -65,6 +65,9 @@ pub struct SetSplit {
 pub struct Flip {
     /// Group that gets every new flow.
     pub to: String,
+    /// Keep flows on the previous groups only this long, milliseconds; none: until they end.
+    #[serde(default)]
+    pub drain_timeout_ms: Option<u64>,
 }
 
 /// `POST /services/{name}/pins` and `DELETE /services/{name}/pins` (group ignored).
@@ -153,6 +156,8 @@ pub struct ServiceStatus {
     pub canary: Option<Canary>,
     /// The running or last rolling replacement.
     pub rollout: Option<Rollout>,
+    /// A flip's pending drain timeout.
+    pub flip_drain: Option<FlipDrain>,
 }
 
 /// One tester pin in [`ServiceStatus`].

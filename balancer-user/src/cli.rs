@@ -51,6 +51,11 @@ pub enum Command {
         /// The group that takes every new flow.
         #[arg(long = "to")]
         to: String,
+        /// Keep flows on the old group only this long; then their next packets are
+        /// balanced like new flows, onto GROUP (whose backends answer TCP with a reset).
+        /// Default: kept until they end.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        drain_timeout: Option<std::time::Duration>,
     },
     /// Gradual canary: move new flows from one group to another in timed steps.
     #[command(subcommand)]

@@ -43,12 +43,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             Ok(())
         }
-        Command::Flip { name, to } => {
+        Command::Flip {
+            name,
+            to,
+            drain_timeout,
+        } => {
+            let body = Flip {
+                to,
+                drain_timeout_ms: drain_timeout.map(|d| d.as_millis() as u64),
+            };
             client
                 .send_json(
                     Method::PUT,
                     &format!("/services/{}/flip", segment(&name)),
-                    &Flip { to },
+                    &body,
                 )
                 .await?;
             Ok(())

@@ -247,7 +247,22 @@ impl Controller {
         }
         self.auto_rollback(now_ms)?;
         self.step_operations(now_ms)?;
+        self.end_flip_drains(now_ms)?;
         Ok(self.health.due(&self.state, now_ms))
+    }
+
+    /// Ends the flip drains that are due: the old groups' tracked flows are forgotten.
+    fn end_flip_drains(&mut self, now_ms: u64) -> Result<(), ControllerError> {
+        for (name, ids) in self.state.flip_drains_due(now_ms) {
+            let forgotten = self.dataplane.forget_flows(&ids.into_iter().collect())?;
+            tracing::info!(
+                service = name,
+                forgotten,
+                "flip drain timeout: old flows forgotten"
+            );
+            self.change(|s| s.end_flip_drain(&name))?;
+        }
+        Ok(())
     }
 
     /// Moves rollouts forward and ends finished drains (active flows are counted at most
@@ -389,6 +404,7 @@ impl Controller {
                 backends,
                 canary: service.canary.clone(),
                 rollout: service.rollout.clone(),
+                flip_drain: service.flip_drain.clone(),
                 pins: service
                     .pins
                     .iter()

@@ -290,7 +290,10 @@ async fn flip(
     Path(name): Path<String>,
     Json(req): Json<Flip>,
 ) -> Result<StatusCode, Failure> {
-    with_controller(shared, move |c| Ok(c.change(|s| s.flip(&name, &req.to))?)).await?;
+    with_controller(shared, move |c| {
+        Ok(c.change(|s| s.flip(&name, &req.to, req.drain_timeout_ms, now_ms()))?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -110,9 +110,23 @@ pub struct Service {
     /// The running or last rolling replacement.
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// After a flip with a drain timeout: when flows still on the old groups stop being
+    /// kept.
+    #[serde(default)]
+    pub flip_drain: Option<FlipDrain>,
     /// Health checks of the backends; none: every backend counts as healthy.
     #[serde(default)]
     pub health: Option<HealthCheck>,
+}
+
+/// The end of a flip's drain: at `deadline_ms`, tracked flows on the backends of `groups`
+/// are forgotten, so their next packets are balanced like new flows (onto the live group).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlipDrain {
+    /// Groups that had new flows before the flip.
+    pub groups: Vec<String>,
+    /// Unix milliseconds.
+    pub deadline_ms: u64,
 }
 
 /// A tester pin: clients in `cidr` always get `group` for new flows, whatever the split.
@@ -313,6 +327,7 @@ impl State {
                 pins: Vec::new(),
                 canary: None,
                 rollout: None,
+                flip_drain: None,
                 health: None,
             },
         );
@@ -460,18 +475,63 @@ impl State {
     /// Blue-green flip: from now on every new flow goes to `group` (one atomic split
     /// change; established flows stay where they are). Flipping to the group that already
     /// has 100% is refused, so a mistyped rollback is noticed.
-    pub fn flip(&mut self, service: &str, group: &str) -> Result<(), StateError> {
+    ///
+    /// With `drain_timeout_ms`, flows still on the previous groups are kept only that long
+    /// (see [`FlipDrain`]).
+    pub fn flip(
+        &mut self,
+        service: &str,
+        group: &str,
+        drain_timeout_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
         let svc = self.service(service)?;
         let g = svc
             .group_index(group)
             .ok_or_else(|| StateError::UnknownGroup(group.to_string(), service.to_string()))?;
-        if svc.shares()?[g] == 10_000 {
+        let shares = svc.shares()?;
+        if shares[g] == 10_000 {
             return Err(StateError::AlreadyLive(
                 group.to_string(),
                 service.to_string(),
             ));
         }
-        self.set_split(service, &[(group.to_string(), 10_000)])
+        let previous: Vec<String> = svc
+            .groups
+            .iter()
+            .zip(&shares)
+            .filter(|(other, share)| **share > 0 && other.name != group)
+            .map(|(other, _)| other.name.clone())
+            .collect();
+        self.set_split(service, &[(group.to_string(), 10_000)])?;
+        self.service_mut(service)?.flip_drain = drain_timeout_ms.map(|t| FlipDrain {
+            groups: previous,
+            deadline_ms: now_ms + t,
+        });
+        Ok(())
+    }
+
+    /// Services whose flip drain is due at `now_ms`, with the (index, epoch) of the
+    /// backends whose flows are to be forgotten.
+    pub fn flip_drains_due(&self, now_ms: u64) -> Vec<(String, Vec<(u32, u32)>)> {
+        self.services
+            .iter()
+            .filter_map(|(name, s)| {
+                let drain = s.flip_drain.as_ref().filter(|d| d.deadline_ms <= now_ms)?;
+                let ids = s
+                    .backends()
+                    .filter(|(g, _)| drain.groups.contains(&s.groups[*g].name))
+                    .map(|(_, b)| (b.index, b.epoch))
+                    .collect();
+                Some((name.clone(), ids))
+            })
+            .collect()
+    }
+
+    /// Marks the flip drain of `service` as done.
+    pub fn end_flip_drain(&mut self, service: &str) -> Result<(), StateError> {
+        self.service_mut(service)?.flip_drain = None;
+        Ok(())
     }
 
     /// Pins clients in `cidr` to `group` for new flows, whatever the split (also a group

@@ -692,3 +692,43 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn flip_drain_timeout_stops_keeping_old_flows() -> Result<()> {
+    let lab = Lab::new("blr8")?;
+    let service = lab.service("web", false, &GROUPS, &[100; 4])?;
+    let mut long_lived = LongLived::open(&lab.client, service, 10, &[])?;
+    lab.balancer
+        .ok(&["flip", "web", "--to", "green", "--drain-timeout", "1500ms"])?;
+    ensure!(
+        lab.balancer.status()?.services[0].flip_drain.is_some(),
+        "no pending flip drain"
+    );
+    // Before the timeout, established blue connections keep talking to blue.
+    let answers = long_lived.ping_all()?;
+    ensure!(
+        answers
+            .iter()
+            .zip(long_lived.original_backends())
+            .all(|(a, o)| a == o),
+        "{answers:?}"
+    );
+    time_until(
+        &lab,
+        std::time::Duration::from_secs(5),
+        "flip drain end",
+        |s| s.flip_drain.is_none(),
+    )?;
+    // After it, their packets are balanced onto green, which knows nothing of them: the
+    // documented outcome is a reset, not a silent move.
+    ensure!(
+        long_lived.ping_all().is_err(),
+        "old flows were still kept after the drain timeout"
+    );
+    let dist = lab.client.distribution(service, 50, &[])?;
+    ensure!(
+        dist.counts.keys().all(|b| b == "b2" || b == "b3"),
+        "{dist:?}"
+    );
+    Ok(())
+}

@@ -325,6 +325,33 @@ impl DataPlane {
         stats::count_flows(&self.conntrack, idle)
     }
 
+    /// Forgets the tracked flows pinned to any of `backends` ((index, epoch) pairs): their
+    /// next packets are balanced like new flows. Returns how many were forgotten.
+    pub fn forget_flows(
+        &mut self,
+        backends: &std::collections::HashSet<(u32, u32)>,
+    ) -> Result<u64, DataPlaneError> {
+        let mut doomed = Vec::new();
+        for entry in self.conntrack.iter() {
+            match entry {
+                Ok((key, state)) if backends.contains(&(state.backend, state.epoch)) => {
+                    doomed.push(key)
+                }
+                Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("read CONNTRACK")(e)),
+            }
+        }
+        let mut forgotten = 0;
+        for key in doomed {
+            match self.conntrack.remove(&key) {
+                Ok(()) => forgotten += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("remove from CONNTRACK")(e)),
+            }
+        }
+        Ok(forgotten)
+    }
+
     /// Detaches the program and removes every pin; the maps go with the last reference.
     pub fn teardown(self) -> Result<(), DataPlaneError> {
         attach::unpin_all(&self.pins)

@@ -461,3 +461,24 @@ fn malformed_rollouts_are_refused() {
         .start_rollout("web", rollout_plan(&[("198.18.0.101", "198.18.0.111")]), 0)
         .is_err());
 }
+
+#[test]
+fn flip_with_drain_timeout_names_the_old_groups_backends() {
+    let mut s = sample();
+    s.flip("web", "green", Some(1000), 0).unwrap();
+    assert_eq!(shares_of(&s), vec![0, 10_000]);
+    assert!(s.flip_drains_due(999).is_empty());
+    let due = s.flip_drains_due(1000);
+    let blue: Vec<(u32, u32)> = s.service("web").unwrap().groups[0]
+        .backends
+        .iter()
+        .map(|b| (b.index, b.epoch))
+        .collect();
+    assert_eq!(due, vec![("web".to_string(), blue)]);
+    s.end_flip_drain("web").unwrap();
+    assert!(s.flip_drains_due(5000).is_empty());
+    assert!(
+        s.flip("web", "green", None, 0).is_err(),
+        "flip to the live group"
+    );
+}
