@@ -81,7 +81,7 @@ fn group_of(backend: &str) -> &'static str {
 }
 
 #[test]
-fn client_affinity_split_steps_never_move_a_client_back_and_pins_preview_green() -> Result<()> {
+fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green() -> Result<()> {
     const CLIENTS: usize = 200;
     let lab = Lab::with_extra_clients("blr2", CLIENTS as u8)?;
     let vip = Lab::vip(false);
@@ -112,14 +112,32 @@ fn client_affinity_split_steps_never_move_a_client_back_and_pins_preview_green()
         .map(|i| lab.topology.extra_client_v4(i))
         .collect();
 
+    // Load: established connections and a stream of new ones from the client's own
+    // address, while the canary runs.
+    let pings = LongLived::open(&lab.client, vip, 50, &[])?.ping_in_background();
+    let stream = NewConnections::start(&lab.client, vip);
+
+    // The canary steps on its timer; after each step it is paused while every client asks
+    // once, then resumed.
     let mut on_green = [false; CLIENTS];
-    for step in [0u32, 5, 25, 50, 100] {
-        lab.balancer.ok(&[
-            "split",
-            "web",
-            &format!("blue={}", 100 - step),
-            &format!("green={step}"),
-        ])?;
+    lab.balancer.ok(&[
+        "canary",
+        "start",
+        "web",
+        "--from",
+        "blue",
+        "--to",
+        "green",
+        "--steps",
+        "5,25,50,100",
+        "--interval",
+        "1s",
+    ])?;
+    for (index, step) in [5u32, 25, 50, 100].into_iter().enumerate() {
+        wait_for_canary(&lab, "next step", |c| c.step == index)?;
+        if step < 100 {
+            lab.balancer.ok(&["canary", "pause", "web"])?;
+        }
         let mut green = 0;
         for (i, client) in clients.iter().enumerate() {
             let backend = lab.client.ask_once(vip, Some(*client))?;
@@ -145,7 +163,17 @@ fn client_affinity_split_steps_never_move_a_client_back_and_pins_preview_green()
             (share - step as f64).abs() <= 10.0,
             "green={step}%: {share:.1}% of unpinned clients on green"
         );
+        if step < 100 {
+            lab.balancer.ok(&["canary", "resume", "web"])?;
+        }
     }
+    let streamed = stream.stop();
+    let report = pings.stop();
+    ensure!(streamed.failed == 0, "new connections failed: {streamed:?}");
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "established connections broke or moved: {report:?}"
+    );
 
     // Bad pins are refused with one line and change nothing.
     let before = lab.balancer.status()?.services[0].pins.clone();
@@ -453,6 +481,9 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
         "30s",
         "--auto-rollback",
     ])?;
+    // New connections keep coming; those that reach green between its failure and the
+    // rollback fail, which is what the rollback is for: not asserted here.
+    let stream = NewConnections::start(&lab.client, service);
     // Green starts refusing connections.
     lab.stop_server(2);
     lab.stop_server(3);
@@ -479,6 +510,11 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     ensure!(
         dist.errors == 0 && dist.counts.keys().all(|b| b == "b0" || b == "b1"),
         "new connections after rollback: {dist:?}"
+    );
+    let streamed = stream.stop();
+    ensure!(
+        streamed.answered > 0,
+        "no new connections during the test: {streamed:?}"
     );
     // The blue connections never noticed.
     let report = pings.stop();
@@ -553,7 +589,7 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
         "2",
     ])?;
     let stream = NewConnections::start(&lab.client, service);
-    let pings = LongLived::open(&lab.client, service, 20, &[])?.ping_in_background();
+    let pings = LongLived::open(&lab.client, service, 50, &[])?.ping_in_background();
     let addrs: Vec<String> = (0..8)
         .map(|i| lab.topology.backend_v4(i).to_string())
         .collect();
