@@ -356,14 +356,9 @@ fn time_until(
     }
 }
 
-fn health_of(service: &balancer_user::api::ServiceStatus, backend: usize) -> Option<String> {
-    service.backends[backend].health.clone()
-}
-
-#[test]
-fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
-    let mut lab = Lab::new("blr4")?;
-    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+/// TCP health checks every 200 ms (150 ms timeout) with the given rise and fall.
+fn enable_tcp_checks(lab: &Lab, rise: u32, fall: u32) -> Result<()> {
+    let (rise, fall) = (rise.to_string(), fall.to_string());
     lab.balancer.ok(&[
         "service",
         "set",
@@ -375,10 +370,22 @@ fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
         "--health-timeout",
         "150ms",
         "--rise",
-        "2",
+        &rise,
         "--fall",
-        "2",
+        &fall,
     ])?;
+    Ok(())
+}
+
+fn health_of(service: &balancer_user::api::ServiceStatus, backend: usize) -> Option<String> {
+    service.backends[backend].health.clone()
+}
+
+#[test]
+fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
+    let mut lab = Lab::new("blr4")?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    enable_tcp_checks(&lab, 2, 2)?;
     let limit = std::time::Duration::from_secs(3);
     time_until(&lab, limit, "all up", |s| {
         (0..4).all(|i| health_of(s, i).as_deref() == Some("up"))
@@ -447,21 +454,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     let mut lab = Lab::new("blr5")?;
     let service = lab.service("web", false, &GROUPS, &[100; 4])?;
     let (interval_ms, fall) = (200u64, 2u64);
-    lab.balancer.ok(&[
-        "service",
-        "set",
-        "web",
-        "--health",
-        "tcp",
-        "--health-interval",
-        "200ms",
-        "--health-timeout",
-        "150ms",
-        "--rise",
-        "1",
-        "--fall",
-        "2",
-    ])?;
+    enable_tcp_checks(&lab, 1, 2)?;
     let limit = std::time::Duration::from_secs(3);
     time_until(&lab, limit, "all up", |s| {
         (0..4).all(|i| health_of(s, i).as_deref() == Some("up"))
@@ -573,21 +566,7 @@ fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
 fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
     let mut lab = Lab::with_backends("blr7", 8)?;
     let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
-    lab.balancer.ok(&[
-        "service",
-        "set",
-        "web",
-        "--health",
-        "tcp",
-        "--health-interval",
-        "200ms",
-        "--health-timeout",
-        "150ms",
-        "--rise",
-        "1",
-        "--fall",
-        "2",
-    ])?;
+    enable_tcp_checks(&lab, 1, 2)?;
     let stream = NewConnections::start(&lab.client, service);
     let pings = LongLived::open(&lab.client, service, 50, &[])?.ping_in_background();
     let addrs: Vec<String> = (0..8)

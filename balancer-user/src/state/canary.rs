@@ -208,6 +208,15 @@ impl State {
         Ok(())
     }
 
+    /// A copy of the running canary of `service`.
+    fn running_canary(&self, service: &str) -> Result<Canary, StateError> {
+        self.service(service)?
+            .canary
+            .clone()
+            .filter(Canary::running)
+            .ok_or_else(|| StateError::Canary(format!("service {service:?} runs no canary")))
+    }
+
     /// Pauses, resumes, promotes or aborts the running canary of `service`.
     pub fn canary_action(
         &mut self,
@@ -215,12 +224,7 @@ impl State {
         action: CanaryAction,
         now_ms: u64,
     ) -> Result<(), StateError> {
-        let mut canary = self
-            .service(service)?
-            .canary
-            .clone()
-            .filter(Canary::running)
-            .ok_or_else(|| StateError::Canary(format!("service {service:?} runs no canary")))?;
+        let mut canary = self.running_canary(service)?;
         match action {
             CanaryAction::Pause => {
                 let due = canary
@@ -268,12 +272,7 @@ impl State {
         why: String,
         now_ms: u64,
     ) -> Result<(), StateError> {
-        let mut canary = self
-            .service(service)?
-            .canary
-            .clone()
-            .filter(Canary::running)
-            .ok_or_else(|| StateError::Canary(format!("service {service:?} runs no canary")))?;
+        let mut canary = self.running_canary(service)?;
         self.apply_canary_share(service, &canary, 0)?;
         finish(
             &mut canary,
