@@ -50,6 +50,23 @@ pub fn demo() -> Result<()> {
     ])
 }
 
+/// Runs the benchmark (release build) and writes `bench/REPORT.md`.
+pub fn bench(quick: bool) -> Result<()> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "balancer-tests",
+        "--bin",
+        "bench",
+        "--",
+    ];
+    if quick {
+        args.push("--quick");
+    }
+    run_steps(&[&args])
+}
+
 /// Builds the whole workspace in release mode.
 pub fn build_release() -> Result<()> {
     run_steps(&[&[

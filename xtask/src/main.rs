@@ -1,4 +1,4 @@
-//! Developer tasks of the balancer workspace: `cargo xtask setup|test|demo|build`.
+//! Developer tasks of the balancer workspace: `cargo xtask setup|test|demo|build|bench`.
 //!
 //! This crate deliberately depends on no workspace crate: building those
 //! needs bpf-linker, which `setup` installs first.
@@ -34,6 +34,12 @@ enum Task {
     Demo,
     /// Setup, then build the workspace in release mode.
     Build,
+    /// Setup, then measure the data plane and the control plane and write bench/REPORT.md.
+    Bench {
+        /// Fewer repetitions: a smoke run that finishes in a few minutes.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,5 +59,6 @@ fn run(task: Task) -> Result<()> {
         Task::Test => cargo::test(),
         Task::Demo => cargo::demo(),
         Task::Build => cargo::build_release(),
+        Task::Bench { quick } => cargo::bench(quick),
     }
 }
