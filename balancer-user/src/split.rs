@@ -10,6 +10,14 @@
 //! of cells. A change moves to the canonical layout whenever that is monotonic (always for
 //! two groups); otherwise shrinking groups release their highest cells and growing groups
 //! take the released cells lowest first, in group order.
+//!
+//! With three or more groups the layout depends on the history of changes, and no layout
+//! computed from the shares alone can be monotonic: monotonicity forces each group's cells
+//! to depend on its own share only (compare moves that feed a growing group from different
+//! shrinking groups), so for shares (a, b, c) the cells of B and C would be the same sets
+//! X(t) for equal shares t — yet at (0, ½, ½) they must be disjoint. Hosts that applied the
+//! same sequence of changes agree; two-group layouts are always canonical, so hosts agree
+//! whatever the history.
 
 use balancer_common::{MAX_GROUPS, NO_GROUP, SPLIT_CELLS};
 use serde::{Deserialize, Serialize};
