@@ -189,6 +189,20 @@ impl Balancer {
         Ok(out.stdout)
     }
 
+    /// Runs the CLI and requires a refusal: a non-zero exit with exactly one line on
+    /// standard error, starting with `error:`.
+    pub fn refused(&self, args: &[&str]) -> Result<()> {
+        let out = self.cli(args)?;
+        let lines: Vec<&str> = out.stderr.trim().lines().collect();
+        if out.code == Some(0) || lines.len() != 1 || !lines[0].starts_with("error:") {
+            bail!(
+                "`balancer {}` was not refused with one error line: {out:?}",
+                args.join(" ")
+            );
+        }
+        Ok(())
+    }
+
     /// `status --json`, parsed.
     pub fn status(&self) -> Result<Status> {
         let text = self.ok(&["status", "--json"])?;
