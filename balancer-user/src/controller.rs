@@ -268,6 +268,10 @@ impl Controller {
     /// Moves rollouts forward and ends finished drains (active flows are counted at most
     /// once a second: it walks connection tracking).
     fn step_operations(&mut self, now_ms: u64) -> Result<(), ControllerError> {
+        // Ticks come every 100 ms: copy the state only when there is something to step.
+        if !self.state.rollout_running() && !self.state.draining() {
+            return Ok(());
+        }
         let mut next = self.state.clone();
         let health = &self.health;
         next.step_rollouts(now_ms, |service, addr| {

@@ -6,6 +6,7 @@ use balancer_tests::{
     lab::Lab,
     traffic::{LongLived, NewConnections},
 };
+use balancer_user::state::RolloutOutcome;
 
 /// Backends b0, b1 are blue; b2, b3 are green.
 const GROUPS: [&str; 4] = ["blue", "blue", "green", "green"];
@@ -537,6 +538,25 @@ fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
     Ok(())
 }
 
+/// Waits (at most `seconds`) until the rollout of `web` ends, requires it to end with
+/// `expected`, and returns the status then and the rollout.
+fn finished_rollout(
+    lab: &Lab,
+    seconds: u64,
+    expected: RolloutOutcome,
+) -> Result<(balancer_user::api::Status, balancer_user::state::Rollout)> {
+    time_until(
+        lab,
+        std::time::Duration::from_secs(seconds),
+        "rollout end",
+        |s| s.rollout.as_ref().is_some_and(|r| r.outcome.is_some()),
+    )?;
+    let status = lab.balancer.status()?;
+    let rollout = status.services[0].rollout.clone().expect("a rollout ran");
+    ensure!(rollout.outcome == Some(expected), "{rollout:?}");
+    Ok((status, rollout))
+}
+
 #[test]
 fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
     let mut lab = Lab::with_backends("blr7", 8)?;
@@ -579,18 +599,7 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "{report:?}"
     );
-    time_until(
-        &lab,
-        std::time::Duration::from_secs(40),
-        "rollout end",
-        |s| s.rollout.as_ref().is_some_and(|r| r.outcome.is_some()),
-    )?;
-    let status = lab.balancer.status()?;
-    let rollout = status.services[0].rollout.clone().unwrap();
-    ensure!(
-        rollout.outcome == Some(balancer_user::state::RolloutOutcome::Completed),
-        "{rollout:?}"
-    );
+    let (status, rollout) = finished_rollout(&lab, 40, RolloutOutcome::Completed)?;
     let now: Vec<String> = status.services[0]
         .backends
         .iter()
@@ -623,18 +632,7 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
         "--replace",
         &pair,
     ])?;
-    time_until(
-        &lab,
-        std::time::Duration::from_secs(5),
-        "failed rollout",
-        |s| s.rollout.as_ref().is_some_and(|r| r.outcome.is_some()),
-    )?;
-    let status = lab.balancer.status()?;
-    let rollout = status.services[0].rollout.clone().unwrap();
-    ensure!(
-        rollout.outcome == Some(balancer_user::state::RolloutOutcome::Failed),
-        "{rollout:?}"
-    );
+    let (status, _) = finished_rollout(&lab, 5, RolloutOutcome::Failed)?;
     ensure!(
         status.services[0].backends.len() == 4,
         "{:?}",

@@ -166,6 +166,13 @@ impl State {
         Ok(())
     }
 
+    /// Whether some rollout is still running.
+    pub fn rollout_running(&self) -> bool {
+        self.services
+            .values()
+            .any(|s| s.rollout.as_ref().is_some_and(|r| r.outcome.is_none()))
+    }
+
     /// Moves every running rollout forward. `healthy(service, addr)` tells whether a
     /// backend passes its checks; drains end through [`State::check_drains`].
     pub fn step_rollouts(
