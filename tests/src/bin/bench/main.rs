@@ -1,0 +1,106 @@
+//! `cargo xtask bench [--quick]`: what the data plane and the control plane cost, measured
+//! side by side in one run and written to a markdown report (default `bench/REPORT.md`)
+//! with PNG charts next to it.
+//!
+//! Every figure is a median over rounds with min and max, or a ratio to a baseline measured
+//! in the same run: numbers on a shared VM are noisy.
+
+mod frames;
+mod per_packet;
+mod plane;
+mod report;
+mod stats;
+mod tables;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use report::Report;
+
+/// Sizes of one run.
+pub struct Plan {
+    /// A smoke run (CI): fewer repetitions and rounds.
+    pub quick: bool,
+    /// BPF_PROG_TEST_RUN repetitions per round.
+    pub repeat: u32,
+    /// Rounds per figure.
+    pub rounds: usize,
+    /// New flows measured per round.
+    pub new_flows: u32,
+    /// Conntrack entries for the "filled" row.
+    pub conntrack_fill: u32,
+}
+
+fn main() -> Result<()> {
+    let mut quick = false;
+    let mut report_path = PathBuf::from("bench/REPORT.md");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--report" => report_path = args.next().context("--report needs a path")?.into(),
+            other => bail!("unknown argument {other:?} (use --quick, --report PATH)"),
+        }
+    }
+    let plan = if quick {
+        Plan {
+            quick,
+            repeat: 100_000,
+            rounds: 3,
+            new_flows: 2_000,
+            conntrack_fill: 100_000,
+        }
+    } else {
+        Plan {
+            quick,
+            repeat: 1_000_000,
+            rounds: 5,
+            new_flows: 20_000,
+            conntrack_fill: 1_000_000,
+        }
+    };
+    let mut report = Report::default();
+    header(&mut report, &plan)?;
+    per_packet::run(&mut report, &plan)?;
+    tables::build_times(&mut report, &plan)?;
+    tables::disruption(&mut report)?;
+    let dir = report_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&report_path, &report.markdown)?;
+    print!("{}", report.markdown);
+    println!("bench: report written to {}", report_path.display());
+    Ok(())
+}
+
+fn header(report: &mut Report, plan: &Plan) -> Result<()> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']))
+        })
+        .unwrap_or("unknown");
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    report.line("# balancer benchmark report\n");
+    report.line(format!(
+        "Machine: {cores} × {model}; kernel {}; mode: {}. Regenerate with `cargo xtask bench{}`.\n",
+        kernel.trim(),
+        if plan.quick { "quick" } else { "full" },
+        if plan.quick { " --quick" } else { "" }
+    ));
+    report.line(format!(
+        "Each figure is the median of {} rounds, with [min–max]. Per-packet times come from \
+         BPF_PROG_TEST_RUN (the kernel's own mean per run, {} runs per round).\n",
+        plan.rounds, plan.repeat
+    ));
+    Ok(())
+}

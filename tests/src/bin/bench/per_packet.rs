@@ -1,0 +1,231 @@
+//! Section 1a: in-kernel per-packet cost of every path, against baselines.
+
+use anyhow::{Context, Result};
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf, EbpfLoader,
+};
+use balancer_user::dataplane::{object::BASELINES, DataPlane};
+
+use crate::{
+    frames::{frame_v4, frame_v6, VIP4, VIP6},
+    plane::plane,
+    report::{Bar, Chart, Report},
+    stats::Spread,
+    Plan,
+};
+
+/// Mean ns per run of `frame`, `repeat` times, over `rounds` rounds.
+fn run_balancer(dp: &mut DataPlane, frame: &[u8], repeat: u32, rounds: usize) -> Result<Spread> {
+    let runs = (0..rounds)
+        .map(|_| Ok(dp.test_run(frame, repeat)?.duration.as_nanos() as f64))
+        .collect::<Result<_>>()?;
+    Ok(Spread::of(runs))
+}
+
+/// Mean ns of the first packet of `count` distinct new flows (one run each), numbered from
+/// `first`.
+fn new_flow_cost(dp: &mut DataPlane, count: u32, first: u32) -> Result<f64> {
+    let mut total = 0.0;
+    for i in first..first + count {
+        let frame = frame_v4(
+            [198, 18, (i >> 8) as u8, i as u8],
+            1024 + (i >> 16) as u16,
+            VIP4,
+            80,
+        );
+        total += dp.test_run(&frame, 1)?.duration.as_nanos() as f64;
+    }
+    Ok(total / f64::from(count))
+}
+
+/// The baseline programs, loaded.
+struct Baselines {
+    ebpf: Ebpf,
+}
+
+impl Baselines {
+    fn load() -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .load(BASELINES)
+            .context("load the baselines")?;
+        for name in ["baseline_drop", "baseline_macswap"] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .context("baseline missing")?
+                .try_into()?;
+            program.load()?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Mean ns per run of program `name` on `frame`: `calls` calls of `repeat` runs each,
+    /// over `rounds` rounds.
+    fn cost(
+        &mut self,
+        name: &str,
+        frame: &[u8],
+        repeat: u32,
+        calls: u32,
+        rounds: usize,
+    ) -> Result<Spread> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .context("baseline missing")?
+            .try_into()?;
+        let runs = (0..rounds)
+            .map(|_| {
+                let mut total = 0.0;
+                for _ in 0..calls {
+                    let result = program.test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        repeat,
+                        ..Default::default()
+                    })?;
+                    total += result.duration.as_nanos() as f64;
+                }
+                Ok(total / f64::from(calls))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Spread::of(runs))
+    }
+}
+
+/// Rows of the section's table, with the baselines to divide by.
+struct Rows {
+    drop: f64,
+    macswap: f64,
+    rows: Vec<Vec<String>>,
+    bars: Vec<Bar>,
+}
+
+impl Rows {
+    fn add(&mut self, path: &str, backends: &str, conntrack: &str, cost: Spread) {
+        self.rows.push(vec![
+            path.to_string(),
+            backends.to_string(),
+            conntrack.to_string(),
+            cost.to_string(),
+            format!("{:.2}", cost.median / self.drop),
+            format!("{:.2}", cost.median / self.macswap),
+        ]);
+        let label = match backends {
+            "–" => path.to_string(),
+            _ => format!("{path} ({backends} backends, conntrack {conntrack})"),
+        };
+        self.bars.push(Bar { label, value: cost });
+    }
+}
+
+/// Measures every path of the XDP program for 2, 100 and 1000 backends and with conntrack
+/// filled, next to the XDP_DROP and MAC-swap baselines.
+pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
+    let syn = frame_v4([198, 18, 200, 1], 40_000, VIP4, 80);
+    let syn6 = frame_v6(
+        [0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        40_000,
+        VIP6,
+        80,
+    );
+    let pass = frame_v4([198, 18, 200, 1], 40_000, [198, 18, 255, 1], 80);
+    let mut truncated = syn.clone();
+    truncated.truncate(14 + 20 + 10);
+
+    let mut baselines = Baselines::load()?;
+    let drop = baselines.cost("baseline_drop", &syn, plan.repeat, 1, plan.rounds)?;
+    let macswap = baselines.cost("baseline_macswap", &syn, plan.repeat, 1, plan.rounds)?;
+    // A new flow can only be measured one run per call (the next run of the same packet is
+    // a conntrack hit), and a single run carries the kernel's per-call timing overhead.
+    // XDP_DROP measured the same way gives that overhead, which the new-flow rows subtract.
+    let single_run_overhead = baselines
+        .cost("baseline_drop", &syn, 1, plan.new_flows, plan.rounds)?
+        .median
+        - drop.median;
+    let mut rows = Rows {
+        drop: drop.median,
+        macswap: macswap.median,
+        rows: Vec::new(),
+        bars: Vec::new(),
+    };
+    rows.add("baseline: XDP_DROP", "–", "–", drop);
+    rows.add("baseline: parse + MAC swap + XDP_TX", "–", "–", macswap);
+
+    for backends in [2u32, 100, 1000] {
+        let mut plane = plane(backends, plan.conntrack_fill + 4 * plan.new_flows + 1024)?;
+        let dp = plane.dp();
+        let n = backends.to_string();
+        rows.add(
+            "not a VIP (XDP_PASS)",
+            &n,
+            "empty",
+            run_balancer(dp, &pass, plan.repeat, plan.rounds)?,
+        );
+        let new = (0..plan.rounds as u32)
+            .map(|r| {
+                new_flow_cost(dp, plan.new_flows, r * plan.new_flows)
+                    .map(|ns| ns - single_run_overhead)
+            })
+            .collect::<Result<_>>()?;
+        rows.add(
+            "new flow (miss + select + insert)¹",
+            &n,
+            "small",
+            Spread::of(new),
+        );
+        dp.test_run(&syn, 1)?;
+        rows.add(
+            "established flow, IPv4",
+            &n,
+            "small",
+            run_balancer(dp, &syn, plan.repeat, plan.rounds)?,
+        );
+        dp.test_run(&syn6, 1)?;
+        rows.add(
+            "established flow, IPv6",
+            &n,
+            "small",
+            run_balancer(dp, &syn6, plan.repeat, plan.rounds)?,
+        );
+        rows.add(
+            "malformed (truncated TCP)",
+            &n,
+            "small",
+            run_balancer(dp, &truncated, plan.repeat, plan.rounds)?,
+        );
+        if backends == 1000 {
+            // Fill connection tracking, then measure the established path again.
+            new_flow_cost(dp, plan.conntrack_fill, 1 << 20)?;
+            rows.add(
+                "established flow, IPv4",
+                &n,
+                &format!("{} flows", plan.conntrack_fill),
+                run_balancer(dp, &syn, plan.repeat, plan.rounds)?,
+            );
+        }
+    }
+
+    report.line("## Per-packet cost (BPF_PROG_TEST_RUN)\n");
+    report.table(
+        &[
+            "path",
+            "backends",
+            "conntrack",
+            "ns/packet",
+            "× XDP_DROP",
+            "× MAC-swap XDP_TX",
+        ],
+        &rows.rows,
+    );
+    report.line(format!(
+        "¹ One run per call (the same packet again would be a conntrack hit), less the \
+         per-call overhead of a single run measured on XDP_DROP: {single_run_overhead:.0} ns.\n"
+    ));
+    report.chart(Chart {
+        file: "per-packet.png".into(),
+        title: "Per-packet cost in the kernel (BPF_PROG_TEST_RUN)".into(),
+        unit: "ns/packet".into(),
+        bars: rows.bars,
+    });
+    Ok(())
+}
