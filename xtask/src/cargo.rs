@@ -4,7 +4,7 @@
 
 use std::env;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Result;
@@ -50,8 +50,11 @@ pub fn demo() -> Result<()> {
     ])
 }
 
-/// Runs the benchmark (release build) and writes `bench/REPORT.md`.
+/// Builds the daemon and runs the benchmark (both release builds), which writes
+/// `bench/REPORT.md`. The benchmark's control-plane section drives the release daemon
+/// (`$BALANCER_BIN`, unless the caller set it).
 pub fn bench(quick: bool) -> Result<()> {
+    run_steps(&[&["build", "--release", "-p", "balancer-user"]])?;
     let mut args = vec![
         "run",
         "--release",
@@ -64,7 +67,15 @@ pub fn bench(quick: bool) -> Result<()> {
     if quick {
         args.push("--quick");
     }
-    run_steps(&[&args])
+    let mut step = cargo(&args);
+    if env::var_os("BALANCER_BIN").is_none() {
+        step.env(
+            "BALANCER_BIN",
+            target_dir().join("release").join("balancer"),
+        );
+    }
+    println!("xtask: ==> {}", command::command_line(&step));
+    command::run(&mut step)
 }
 
 /// Builds the whole workspace in release mode.
@@ -95,6 +106,13 @@ pub fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(program);
     command.args(args).current_dir(workspace_root());
     command
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `target/` in the workspace root.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// The workspace root: the parent of this crate's directory.

@@ -13,7 +13,7 @@ use anyhow::Result;
 pub fn run() -> Result<()> {
     root::ensure_root()?;
     let mut progress = Progress::default();
-    packages::ensure_harness_commands(&mut progress)?;
+    packages::ensure_harness_needs(&mut progress)?;
     rust::ensure_nightly(&mut progress)?;
     rust::ensure_rust_src(&mut progress)?;
     rust::ensure_lint_components(&mut progress)?;

@@ -1,5 +1,6 @@
-//! The external commands the test harness runs, installed with apt.
+//! What the test harness and the benchmark need from the system, installed with apt.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{ensure, Result};
@@ -7,25 +8,53 @@ use anyhow::{ensure, Result};
 use super::Progress;
 use crate::command;
 
-/// Each command the harness needs, with the Debian package providing it.
-const HARNESS_COMMANDS: [(&str, &str); 3] = [
-    ("ip", "iproute2"),
-    ("ethtool", "ethtool"),
-    ("nsenter", "util-linux"),
+/// Something needed from the system.
+#[derive(Clone, Copy, Debug)]
+enum Need {
+    /// A command on `$PATH`.
+    Command(&'static str),
+    /// A file, e.g. the font the benchmark draws its charts with.
+    File(&'static str),
+}
+
+impl Need {
+    fn present(self) -> bool {
+        match self {
+            Need::Command(name) => command::on_path(name),
+            Need::File(path) => Path::new(path).is_file(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Need::Command(name) | Need::File(name) => name,
+        }
+    }
+}
+
+/// Each need, with the Debian package providing it.
+const NEEDS: [(Need, &str); 4] = [
+    (Need::Command("ip"), "iproute2"),
+    (Need::Command("ethtool"), "ethtool"),
+    (Need::Command("nsenter"), "util-linux"),
+    (
+        Need::File("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+        "fonts-dejavu-core",
+    ),
 ];
 
-/// Installs the packages of the harness commands missing from `$PATH`.
-pub(super) fn ensure_harness_commands(progress: &mut Progress) -> Result<()> {
-    let missing = missing_commands();
+/// Installs the packages of the needs that are missing.
+pub(super) fn ensure_harness_needs(progress: &mut Progress) -> Result<()> {
+    let missing = missing_needs();
     if missing.is_empty() {
         return Ok(());
     }
-    let commands: Vec<&str> = missing.iter().map(|(command, _)| *command).collect();
+    let names: Vec<&str> = missing.iter().map(|(need, _)| need.name()).collect();
     let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
     progress.action(&format!(
-        "installing apt packages {} (missing commands: {})",
+        "installing apt packages {} (missing: {})",
         packages.join(" "),
-        commands.join(" ")
+        names.join(" ")
     ));
     command::run(apt_get().args(["update", "-qq"]))?;
     command::run(
@@ -33,24 +62,24 @@ pub(super) fn ensure_harness_commands(progress: &mut Progress) -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&packages),
     )?;
-    let still_missing: Vec<&str> = missing_commands()
+    let still_missing: Vec<&str> = missing_needs()
         .iter()
-        .map(|(command, _)| *command)
+        .map(|(need, _)| need.name())
         .collect();
     ensure!(
         still_missing.is_empty(),
-        "still not on PATH after installing {}: {}",
+        "still missing after installing {}: {}",
         packages.join(" "),
         still_missing.join(" ")
     );
     Ok(())
 }
 
-/// The harness commands not found on `$PATH`, with their packages.
-fn missing_commands() -> Vec<(&'static str, &'static str)> {
-    HARNESS_COMMANDS
+/// The needs not present, with their packages.
+fn missing_needs() -> Vec<(Need, &'static str)> {
+    NEEDS
         .into_iter()
-        .filter(|(command, _)| !command::on_path(command))
+        .filter(|(need, _)| !need.present())
         .collect()
 }
 

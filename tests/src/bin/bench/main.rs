@@ -5,9 +5,11 @@
 //! Every figure is a median over rounds with min and max, or a ratio to a baseline measured
 //! in the same run: numbers on a shared VM are noisy.
 
+mod control_plane;
 mod frames;
 mod per_packet;
 mod plane;
+mod plots;
 mod report;
 mod stats;
 mod tables;
@@ -30,6 +32,8 @@ pub struct Plan {
     pub new_flows: u32,
     /// Conntrack entries for the "filled" row.
     pub conntrack_fill: u32,
+    /// CLI changes of each kind in the control-plane section.
+    pub control_changes: usize,
 }
 
 fn main() -> Result<()> {
@@ -50,6 +54,7 @@ fn main() -> Result<()> {
             rounds: 3,
             new_flows: 2_000,
             conntrack_fill: 100_000,
+            control_changes: 100,
         }
     } else {
         Plan {
@@ -58,6 +63,7 @@ fn main() -> Result<()> {
             rounds: 5,
             new_flows: 20_000,
             conntrack_fill: 1_000_000,
+            control_changes: 300,
         }
     };
     let mut report = Report::default();
@@ -65,12 +71,14 @@ fn main() -> Result<()> {
     per_packet::run(&mut report, &plan)?;
     tables::build_times(&mut report, &plan)?;
     tables::disruption(&mut report)?;
+    control_plane::run(&mut report, &plan)?;
     let dir = report_path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
     std::fs::write(&report_path, &report.markdown)?;
+    plots::draw_all(&report.charts, dir)?;
     print!("{}", report.markdown);
     println!("bench: report written to {}", report_path.display());
     Ok(())

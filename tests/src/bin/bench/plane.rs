@@ -14,12 +14,18 @@ use balancer_user::{
 pub struct Plane {
     dp: Option<DataPlane>,
     root: PathBuf,
+    state: State,
 }
 
 impl Plane {
     /// The loaded data plane.
     pub fn dp(&mut self) -> &mut DataPlane {
         self.dp.as_mut().expect("loaded until dropped")
+    }
+
+    /// The desired state the data plane was written from.
+    pub fn state(&self) -> &State {
+        &self.state
     }
 }
 
@@ -38,6 +44,7 @@ pub fn plane(backends: u32, conntrack: u32) -> Result<Plane> {
     let mut plane = Plane {
         dp: None,
         root: root.clone(),
+        state: State::default(),
     };
     let mut dp = DataPlane::load_unattached(&PinLayout::new(&root, "bench"), conntrack)?;
     let mut state = State::default();
@@ -72,5 +79,6 @@ pub fn plane(backends: u32, conntrack: u32) -> Result<Plane> {
         dp.write_service(service.slot, service.vip.key(), &image.image)?;
     }
     plane.dp = Some(dp);
+    plane.state = state;
     Ok(plane)
 }
