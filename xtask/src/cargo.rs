@@ -50,8 +50,10 @@ pub fn demo() -> Result<()> {
     ])
 }
 
-/// Runs the benchmark (release build) and writes `bench/REPORT.md`.
+/// Builds the daemon and runs the benchmark (release builds, the daemon next to the bench
+/// binary, where its end-to-end section finds it) and writes `bench/REPORT.md`.
 pub fn bench(quick: bool) -> Result<()> {
+    let daemon = ["build", "--release", "-p", "balancer-user"];
     let mut args = vec![
         "run",
         "--release",
@@ -64,7 +66,7 @@ pub fn bench(quick: bool) -> Result<()> {
     if quick {
         args.push("--quick");
     }
-    run_steps(&[&args])
+    run_steps(&[&daemon, &args])
 }
 
 /// Builds the whole workspace in release mode.

@@ -1,4 +1,4 @@
-//! The external commands the test harness runs, installed with apt.
+//! The external commands the test harness and the benchmark run, installed with apt.
 
 use std::process::Command;
 
@@ -7,11 +7,14 @@ use anyhow::{ensure, Result};
 use super::Progress;
 use crate::command;
 
-/// Each command the harness needs, with the Debian package providing it.
-const HARNESS_COMMANDS: [(&str, &str); 3] = [
+/// Each command the harness and the benchmark need, with the Debian package providing it.
+/// `nft` and `haproxy` are the benchmark's baseline load balancers.
+const HARNESS_COMMANDS: [(&str, &str); 5] = [
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("nsenter", "util-linux"),
+    ("nft", "nftables"),
+    ("haproxy", "haproxy"),
 ];
 
 /// Installs the packages of the harness commands missing from `$PATH`.

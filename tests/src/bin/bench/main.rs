@@ -5,6 +5,7 @@
 //! Every figure is a median over rounds with min and max, or a ratio to a baseline measured
 //! in the same run: numbers on a shared VM are noisy.
 
+mod end_to_end;
 mod frames;
 mod per_packet;
 mod plane;
@@ -12,7 +13,7 @@ mod report;
 mod stats;
 mod tables;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
@@ -30,6 +31,8 @@ pub struct Plan {
     pub new_flows: u32,
     /// Conntrack entries for the "filled" row.
     pub conntrack_fill: u32,
+    /// Length of each end-to-end flood and connection test.
+    pub forwarding_time: Duration,
 }
 
 fn main() -> Result<()> {
@@ -50,6 +53,7 @@ fn main() -> Result<()> {
             rounds: 3,
             new_flows: 2_000,
             conntrack_fill: 100_000,
+            forwarding_time: Duration::from_secs(2),
         }
     } else {
         Plan {
@@ -58,11 +62,13 @@ fn main() -> Result<()> {
             rounds: 5,
             new_flows: 20_000,
             conntrack_fill: 1_000_000,
+            forwarding_time: Duration::from_secs(5),
         }
     };
     let mut report = Report::default();
     header(&mut report, &plan)?;
     per_packet::run(&mut report, &plan)?;
+    end_to_end::run(&mut report, &plan)?;
     tables::build_times(&mut report, &plan)?;
     tables::disruption(&mut report)?;
     let dir = report_path
