@@ -1,10 +1,23 @@
 //! Baseline XDP programs for `cargo xtask bench`: the cheapest possible verdict, and the
 //! least a forwarding load balancer must do (parse, swap MACs, XDP_TX). The balancer's
-//! per-packet cost is reported as a ratio to these, measured in the same run.
+//! per-packet cost is reported as a ratio to these, measured in the same run. Also the
+//! `sink` that counts what reaches a backend in the end-to-end forwarding benchmark.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
+
+/// UDP destination port of the benchmark's flood: `sink` drops these datagrams.
+const FLOOD_PORT: u16 = 9;
+
+/// Packets seen by `sink`, in slot 0, per CPU.
+#[map]
+static SINK_PACKETS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Drops every packet.
 #[xdp]
@@ -32,6 +45,57 @@ pub fn baseline_macswap(ctx: XdpContext) -> u32 {
         }
     }
     xdp_action::XDP_TX
+}
+
+/// Counts every packet, drops IPv4 and IPv6 UDP datagrams to [`FLOOD_PORT`] and passes
+/// everything else (ARP, neighbour discovery, TCP) to the kernel.
+#[xdp]
+pub fn sink(ctx: XdpContext) -> u32 {
+    if let Some(count) = SINK_PACKETS.get_ptr_mut(0) {
+        // SAFETY: a valid per-CPU slot, only touched from this CPU.
+        unsafe { *count += 1 };
+    }
+    if is_flood(&ctx) {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Whether the frame is a UDP datagram to [`FLOOD_PORT`] over IPv4 without options or
+/// IPv6 without extension headers.
+fn is_flood(ctx: &XdpContext) -> bool {
+    match ether_type(ctx) {
+        Some(0x0800) => udp_to_flood_port(ctx, 14 + 9, 14 + 20) && byte(ctx, 14) == Some(0x45),
+        Some(0x86dd) => udp_to_flood_port(ctx, 14 + 6, 14 + 40),
+        _ => false,
+    }
+}
+
+/// The frame's EtherType.
+#[inline(always)]
+fn ether_type(ctx: &XdpContext) -> Option<u16> {
+    Some(u16::from_be_bytes([byte(ctx, 12)?, byte(ctx, 13)?]))
+}
+
+/// Whether the IP protocol byte at `protocol` is UDP and the UDP header at `udp` has
+/// destination port [`FLOOD_PORT`].
+#[inline(always)]
+fn udp_to_flood_port(ctx: &XdpContext, protocol: usize, udp: usize) -> bool {
+    byte(ctx, protocol) == Some(17)
+        && byte(ctx, udp + 2) == Some((FLOOD_PORT >> 8) as u8)
+        && byte(ctx, udp + 3) == Some(FLOOD_PORT as u8)
+}
+
+/// The frame's byte at the constant `offset`, if the frame is that long.
+#[inline(always)]
+fn byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
+    let at = ctx.data() + offset;
+    if at + 1 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds-checked against the end of the frame just above.
+    Some(unsafe { *(at as *const u8) })
 }
 
 #[cfg(not(test))]

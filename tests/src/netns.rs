@@ -8,8 +8,7 @@ mod lifecycle;
 pub use enter::in_netns;
 pub(crate) use exec::run_with_stdin;
 pub use exec::{run, spawn, NsProcess};
-pub use lifecycle::list;
-pub(crate) use lifecycle::{create, delete};
+pub use lifecycle::{create, delete, list};
 
 /// Path of the bind mount that `ip netns add` creates for namespace `ns`.
 fn path(ns: &str) -> String {

@@ -9,6 +9,6 @@ pub const BALANCER_PROGRAM: &str = "balancer";
 /// Name of the pass-everything XDP program in [`OBJECT`], for veth peers in test topologies.
 pub const VETH_PASS_PROGRAM: &str = "veth_pass";
 
-/// Baseline XDP programs for benchmarks (`baseline_drop`, `baseline_macswap`); linked only
-/// into the programs that use it.
+/// Baseline XDP programs for benchmarks (`baseline_drop`, `baseline_macswap`, and `sink` with
+/// its per-CPU counter `SINK_PACKETS`); linked only into the programs that use it.
 pub static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baselines"));

@@ -21,7 +21,7 @@ pub fn list() -> Result<Vec<String>> {
 }
 
 /// Creates the named namespace `name`.
-pub(crate) fn create(name: &str) -> Result<()> {
+pub fn create(name: &str) -> Result<()> {
     let _guard = CREATION_LOCK
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -30,7 +30,7 @@ pub(crate) fn create(name: &str) -> Result<()> {
 }
 
 /// SIGKILLs every process living in namespace `name`, then deletes it.
-pub(crate) fn delete(name: &str) -> Result<()> {
+pub fn delete(name: &str) -> Result<()> {
     kill_processes_in(name)?;
     run_in_host(&["ip", "netns", "delete", name])?;
     Ok(())

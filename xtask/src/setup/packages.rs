@@ -33,10 +33,13 @@ impl Need {
 }
 
 /// Each need, with the Debian package providing it.
-const NEEDS: [(Need, &str); 4] = [
+/// `nft` and `haproxy` are the benchmark's baseline load balancers.
+const NEEDS: [(Need, &str); 6] = [
     (Need::Command("ip"), "iproute2"),
     (Need::Command("ethtool"), "ethtool"),
     (Need::Command("nsenter"), "util-linux"),
+    (Need::Command("nft"), "nftables"),
+    (Need::Command("haproxy"), "haproxy"),
     (
         Need::File("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
         "fonts-dejavu-core",

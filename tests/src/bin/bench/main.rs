@@ -6,6 +6,7 @@
 //! in the same run: numbers on a shared VM are noisy.
 
 mod control_plane;
+mod end_to_end;
 mod frames;
 mod per_packet;
 mod plane;
@@ -14,7 +15,7 @@ mod report;
 mod stats;
 mod tables;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
@@ -34,6 +35,8 @@ pub struct Plan {
     pub conntrack_fill: u32,
     /// CLI changes of each kind in the control-plane section.
     pub control_changes: usize,
+    /// Length of each end-to-end flood and connection test.
+    pub forwarding_time: Duration,
 }
 
 fn main() -> Result<()> {
@@ -55,6 +58,7 @@ fn main() -> Result<()> {
             new_flows: 2_000,
             conntrack_fill: 100_000,
             control_changes: 100,
+            forwarding_time: Duration::from_secs(2),
         }
     } else {
         Plan {
@@ -64,11 +68,13 @@ fn main() -> Result<()> {
             new_flows: 20_000,
             conntrack_fill: 1_000_000,
             control_changes: 300,
+            forwarding_time: Duration::from_secs(5),
         }
     };
     let mut report = Report::default();
     header(&mut report, &plan)?;
     per_packet::run(&mut report, &plan)?;
+    end_to_end::run(&mut report, &plan)?;
     tables::build_times(&mut report, &plan)?;
     tables::disruption(&mut report)?;
     control_plane::run(&mut report, &plan)?;

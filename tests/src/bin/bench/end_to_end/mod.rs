@@ -1,0 +1,103 @@
+//! Section 1b: forwarding rate end to end through veth namespaces. The same generator,
+//! topology and backends carry traffic through our XDP balancer, nftables DNAT and HAProxy,
+//! one after another in every round, so ratios compare measurements taken side by side.
+
+mod balancers;
+mod connections;
+mod generator;
+mod programs;
+mod responder;
+mod socket_option;
+mod summary;
+mod topology;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::{report::Report, Plan};
+use balancers::Kind;
+use programs::{DropAtLb, Sinks};
+use responder::Responders;
+use summary::{Conns, Flood, Sample, Samples};
+use topology::Topology;
+
+/// Accepting threads per backend in the connection test.
+const RESPONDER_THREADS: usize = 2;
+/// How long a balancer may take to answer its first connection after start.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for frames still queued after a flood to reach the sinks before counting.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Measures every balancer in `plan.rounds` rounds and writes the section.
+pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let scratch = std::env::temp_dir().join("balancer-bbe2e");
+    std::fs::remove_dir_all(&scratch).ok();
+    std::fs::create_dir_all(&scratch)?;
+    let samples = measure(plan, cpus, &scratch);
+    std::fs::remove_dir_all(&scratch).ok();
+    summary::write(report, cpus, plan.forwarding_time, &samples?);
+    Ok(())
+}
+
+/// Builds the topology (removed again on return, error or panic) and runs the rounds.
+fn measure(plan: &Plan, cpus: usize, scratch: &Path) -> Result<Samples> {
+    let _topology = Topology::build(cpus)?;
+    let sinks = Sinks::attach()?;
+    let _responders = Responders::start(RESPONDER_THREADS)?;
+    let mut samples = Samples::default();
+    for round in 1..=plan.rounds {
+        eprintln!(
+            "bench: end-to-end forwarding, round {round}/{}",
+            plan.rounds
+        );
+        let ceiling = {
+            let _drop = DropAtLb::attach()?;
+            generator::flood(cpus, plan.forwarding_time)?
+        };
+        samples
+            .ceiling
+            .push(ceiling.packets as f64 / ceiling.seconds);
+        for kind in Kind::ALL {
+            let sample = kind.while_active(cpus, scratch, || {
+                connections::wait_answering(READY_TIMEOUT)?;
+                let flood = match kind.forwards_udp() {
+                    true => Some(flood(&sinks, cpus, plan.forwarding_time)?),
+                    false => None,
+                };
+                let conns = conns(&sinks, cpus, plan.forwarding_time)?;
+                Ok(Sample { flood, conns })
+            })?;
+            samples.of_mut(kind).push(sample);
+        }
+    }
+    Ok(samples)
+}
+
+/// One UDP flood through the active balancer: offered and delivered packets/s.
+fn flood(sinks: &Sinks, cpus: usize, time: Duration) -> Result<Flood> {
+    let before = sinks.packets()?;
+    let offered = generator::flood(cpus, time)?;
+    std::thread::sleep(SETTLE);
+    let delivered = sinks.packets()? - before;
+    Ok(Flood {
+        offered: offered.packets as f64 / offered.seconds,
+        delivered: delivered as f64 / offered.seconds,
+    })
+}
+
+/// One connection test through the active balancer: connections/s, failures, and
+/// packets/s that reached the backends meanwhile.
+fn conns(sinks: &Sinks, cpus: usize, time: Duration) -> Result<Conns> {
+    let before = sinks.packets()?;
+    let opened = connections::open(2 * cpus, time)?;
+    let delivered = sinks.packets()? - before;
+    Ok(Conns {
+        per_second: opened.answered as f64 / opened.seconds,
+        answered: opened.answered,
+        failed: opened.failed,
+        backend_packets: delivered as f64 / opened.seconds,
+    })
+}

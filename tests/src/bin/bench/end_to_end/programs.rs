@@ -1,0 +1,75 @@
+//! The section's own XDP programs from the baselines object: the `sink` on each backend,
+//! counting what arrives and dropping the flood, and XDP_DROP on the LB's `eth0` for the
+//! generator's ceiling.
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::PerCpuArray,
+    programs::{Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use balancer_tests::netns::in_netns;
+use balancer_user::dataplane::object::BASELINES;
+
+use super::topology::{backend_ns, BACKENDS, IFACE, LB_NS};
+
+/// Loads the baselines object and attaches its program `name` in native mode to `eth0` in
+/// namespace `ns`; detached when the returned object drops.
+fn attach(ns: &str, name: &str) -> Result<Ebpf> {
+    in_netns(ns, || -> Result<Ebpf> {
+        let mut ebpf = EbpfLoader::new()
+            .load(BASELINES)
+            .context("load the baselines")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("{name} missing from the baselines"))?
+            .try_into()?;
+        program.load()?;
+        program
+            .attach(IFACE, XdpMode::Driver)
+            .with_context(|| format!("attach {name} to {IFACE} in {ns}"))?;
+        Ok(ebpf)
+    })?
+}
+
+/// The sinks on every backend's `eth0`. Besides counting, a native XDP program on the
+/// receiving veth is what makes the kernel deliver frames that XDP redirects into it.
+pub struct Sinks {
+    backends: Vec<Ebpf>,
+}
+
+impl Sinks {
+    /// Attaches a sink to each backend.
+    pub fn attach() -> Result<Self> {
+        let backends = (0..BACKENDS)
+            .map(|index| attach(&backend_ns(index), "sink"))
+            .collect::<Result<_>>()?;
+        Ok(Self { backends })
+    }
+
+    /// Packets that reached any backend so far.
+    pub fn packets(&self) -> Result<u64> {
+        let mut total = 0;
+        for ebpf in &self.backends {
+            let counter: PerCpuArray<_, u64> =
+                PerCpuArray::try_from(ebpf.map("SINK_PACKETS").context("sink counter")?)?;
+            total += counter.get(&0, 0)?.iter().sum::<u64>();
+        }
+        Ok(total)
+    }
+}
+
+/// XDP_DROP on the LB's `eth0` while alive: what the generator offers when nothing is
+/// forwarded.
+pub struct DropAtLb {
+    _ebpf: Ebpf,
+}
+
+impl DropAtLb {
+    /// Attaches `baseline_drop` to the LB's `eth0`.
+    pub fn attach() -> Result<Self> {
+        Ok(Self {
+            _ebpf: attach(LB_NS, "baseline_drop")?,
+        })
+    }
+}

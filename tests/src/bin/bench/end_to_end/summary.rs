@@ -1,0 +1,379 @@
+//! The section of the report: what was measured, tables with ratios per round, the target,
+//! and the charts.
+
+use std::time::Duration;
+
+use super::{
+    balancers::Kind,
+    generator::FLOOD_PORT,
+    responder::TCP_PORT,
+    topology::{BACKENDS, VIP},
+};
+use crate::{
+    report::{Bar, Chart, Report},
+    stats::Spread,
+};
+
+/// Target ratios of the issue, shown and never asserted.
+const TARGET_VS_NFTABLES: f64 = 4.0;
+const TARGET_VS_HAPROXY: f64 = 20.0;
+
+/// One UDP flood.
+pub struct Flood {
+    /// Packets/s the client's `eth0` accepted.
+    pub offered: f64,
+    /// Packets/s that reached the backends.
+    pub delivered: f64,
+}
+
+/// One connection test.
+pub struct Conns {
+    /// Answered connections per second.
+    pub per_second: f64,
+    /// Answered connections.
+    pub answered: u64,
+    /// Failed connections.
+    pub failed: u64,
+    /// Packets/s that reached the backends.
+    pub backend_packets: f64,
+}
+
+/// What one balancer did in one round.
+pub struct Sample {
+    /// The UDP flood, unless the balancer cannot forward one.
+    pub flood: Option<Flood>,
+    /// The connection test.
+    pub conns: Conns,
+}
+
+/// Every round's samples.
+#[derive(Default)]
+pub struct Samples {
+    /// Packets/s the generator offered into XDP_DROP on the LB's `eth0`, per round.
+    pub ceiling: Vec<f64>,
+    xdp: Vec<Sample>,
+    nftables: Vec<Sample>,
+    haproxy: Vec<Sample>,
+}
+
+impl Samples {
+    /// The rounds of `kind`, to append to.
+    pub fn of_mut(&mut self, kind: Kind) -> &mut Vec<Sample> {
+        match kind {
+            Kind::Xdp => &mut self.xdp,
+            Kind::Nftables => &mut self.nftables,
+            Kind::Haproxy => &mut self.haproxy,
+        }
+    }
+
+    fn of(&self, kind: Kind) -> &[Sample] {
+        match kind {
+            Kind::Xdp => &self.xdp,
+            Kind::Nftables => &self.nftables,
+            Kind::Haproxy => &self.haproxy,
+        }
+    }
+
+    /// The spread of `figure` over the rounds of `kind`, if it has that figure.
+    fn spread(&self, kind: Kind, figure: impl Fn(&Sample) -> Option<f64>) -> Option<Spread> {
+        let values: Option<Vec<f64>> = self.of(kind).iter().map(figure).collect();
+        values.filter(|v| !v.is_empty()).map(Spread::of)
+    }
+
+    /// The spread over rounds of `figure` of `kind` divided by that of `base` in the same
+    /// round.
+    fn ratio(
+        &self,
+        kind: Kind,
+        base: Kind,
+        figure: impl Fn(&Sample) -> Option<f64>,
+    ) -> Option<Spread> {
+        let ratios: Option<Vec<f64>> = self
+            .of(kind)
+            .iter()
+            .zip(self.of(base))
+            .map(|(a, b)| Some(figure(a)? / figure(b)?))
+            .collect();
+        ratios.filter(|v| !v.is_empty()).map(Spread::of)
+    }
+}
+
+fn offered(s: &Sample) -> Option<f64> {
+    s.flood.as_ref().map(|f| f.offered)
+}
+
+fn delivered(s: &Sample) -> Option<f64> {
+    s.flood.as_ref().map(|f| f.delivered)
+}
+
+fn delivered_share(s: &Sample) -> Option<f64> {
+    s.flood.as_ref().map(|f| f.delivered / f.offered)
+}
+
+fn conns_per_second(s: &Sample) -> Option<f64> {
+    Some(s.conns.per_second)
+}
+
+fn backend_packets(s: &Sample) -> Option<f64> {
+    Some(s.conns.backend_packets)
+}
+
+/// Packets/s in thousands, with spread.
+fn kpps(spread: Option<Spread>, missing: &str) -> String {
+    spread.map_or(missing.to_string(), |s| {
+        Spread {
+            median: s.median / 1e3,
+            min: s.min / 1e3,
+            max: s.max / 1e3,
+        }
+        .show(0)
+    })
+}
+
+/// A ratio with spread, as `2.31× [2.10–2.50]`.
+fn times(spread: Option<Spread>, missing: &str) -> String {
+    spread.map_or(missing.to_string(), |s| {
+        format!("{:.2}× [{:.2}–{:.2}]", s.median, s.min, s.max)
+    })
+}
+
+/// Writes the section.
+pub fn write(report: &mut Report, cpus: usize, time: Duration, samples: &Samples) {
+    describe(report, cpus, time);
+    flood_table(report, samples);
+    conns_table(report, samples);
+    target(report, cpus, samples);
+    how_to_read(report);
+    charts(report, samples);
+}
+
+fn describe(report: &mut Report, cpus: usize, time: Duration) {
+    report.line("## End-to-end forwarding through veth namespaces\n");
+    report.line(format!(
+        "Topology, without a bridge: client `eth0` ⇄ veth ⇄ LB `eth0`; LB `bk0`, `bk1` ⇄ \
+         veth ⇄ backend `eth0` ({BACKENDS} backends, {cpus} rx/tx queues per veth). Backends \
+         hold the VIP {VIP} on `lo` and route everything back through the LB: **return \
+         traffic goes through the LB host's kernel routing** (`ip_forward=1`) for every \
+         balancer, only the client → backend direction differs.\n"
+    ));
+    report.line(format!(
+        "Generator: {cpus} threads (one per CPU, pinned) send prebuilt 60-byte UDP frames to \
+         {VIP}:{FLOOD_PORT} over 1024 source ports through AF_PACKET sockets (qdisc bypass, \
+         `sendmmsg` batches of 64) on the client's `eth0`, for {:.0} s per round; *offered* \
+         counts the frames the client's veth accepted. Sink: an XDP program on each backend's \
+         `eth0` (native) counts every packet per CPU and drops the flood; *delivered* is its \
+         count. Connections: {} client threads connect to {VIP}:{TCP_PORT}, send 6 bytes, \
+         read the answer until the server closes, for {:.0} s per round; the backends answer \
+         `ok` and close.\n",
+        time.as_secs_f64(),
+        2 * cpus,
+        time.as_secs_f64()
+    ));
+    report.line("Balancers, one active at a time, each round in this order:\n");
+    for kind in Kind::ALL {
+        report.line(format!("- {}: {}", kind.name(), kind.config(cpus)));
+    }
+    report.line("");
+}
+
+fn flood_table(report: &mut Report, samples: &Samples) {
+    let na = "n/a (TCP proxy)";
+    let mut rows: Vec<Vec<String>> = Kind::ALL
+        .into_iter()
+        .map(|kind| {
+            vec![
+                kind.name().to_string(),
+                kpps(samples.spread(kind, offered), na),
+                kpps(samples.spread(kind, delivered), na),
+                samples
+                    .spread(kind, delivered_share)
+                    .map_or(na.to_string(), |s| s.show(2)),
+                times(samples.ratio(kind, Kind::Nftables, delivered), na),
+                times(samples.ratio(kind, Kind::Haproxy, delivered), na),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "none: XDP_DROP on the LB's `eth0` (generator ceiling)".to_string(),
+        kpps(Some(Spread::of(samples.ceiling.clone())), "–"),
+        "–".into(),
+        "–".into(),
+        "–".into(),
+        "–".into(),
+    ]);
+    report.line("### UDP flood\n");
+    report.table(
+        &[
+            "balancer",
+            "offered kpkt/s",
+            "delivered kpkt/s",
+            "delivered / offered",
+            "delivered × nftables",
+            "delivered × HAProxy",
+        ],
+        &rows,
+    );
+}
+
+fn conns_table(report: &mut Report, samples: &Samples) {
+    let rows: Vec<Vec<String>> = Kind::ALL
+        .into_iter()
+        .map(|kind| {
+            let (answered, failed) = samples.of(kind).iter().fold((0, 0), |(a, f), s| {
+                (a + s.conns.answered, f + s.conns.failed)
+            });
+            vec![
+                kind.name().to_string(),
+                samples
+                    .spread(kind, conns_per_second)
+                    .map_or("–".into(), |s| s.show(0)),
+                format!("{failed} of {}", answered + failed),
+                kpps(samples.spread(kind, backend_packets), "–"),
+                times(samples.ratio(kind, Kind::Nftables, conns_per_second), "–"),
+                times(samples.ratio(kind, Kind::Haproxy, conns_per_second), "–"),
+                times(samples.ratio(kind, Kind::Nftables, backend_packets), "–"),
+                times(samples.ratio(kind, Kind::Haproxy, backend_packets), "–"),
+            ]
+        })
+        .collect();
+    report.line("### New TCP connections\n");
+    report.table(
+        &[
+            "balancer",
+            "connections/s",
+            "failed (all rounds)",
+            "backend kpkt/s",
+            "conn/s × nftables",
+            "conn/s × HAProxy",
+            "pkt/s × nftables",
+            "pkt/s × HAProxy",
+        ],
+        &rows,
+    );
+}
+
+/// The target, whether this run met it, and if not, the measurements that say why.
+fn target(report: &mut Report, cpus: usize, samples: &Samples) {
+    let vs_nft = samples.ratio(Kind::Xdp, Kind::Nftables, delivered);
+    let vs_haproxy = samples.ratio(Kind::Xdp, Kind::Haproxy, backend_packets);
+    let verdict = |ratio: Option<Spread>, target: f64| match ratio {
+        Some(r) if r.median >= target => format!("**{:.2}×**, met", r.median),
+        Some(r) => format!("**{:.2}×**, missed", r.median),
+        None => "not measured".to_string(),
+    };
+    report.line(format!(
+        "**Target** (shown, never asserted): end-to-end packets/s ≥ {TARGET_VS_NFTABLES}× \
+         nftables DNAT and ≥ {TARGET_VS_HAPROXY}× HAProxy on the same run. This run: XDP ÷ \
+         nftables = {} (UDP flood, delivered packets/s); XDP ÷ HAProxy = {} (packets/s \
+         reaching the backends in the connection test, the only workload HAProxy forwards).\n",
+        verdict(vs_nft, TARGET_VS_NFTABLES),
+        verdict(vs_haproxy, TARGET_VS_HAPROXY)
+    ));
+    if vs_nft.is_some_and(|r| r.median < TARGET_VS_NFTABLES) {
+        why_nftables_missed(report, cpus, samples);
+    }
+    if vs_haproxy.is_some_and(|r| r.median < TARGET_VS_HAPROXY) {
+        why_haproxy_missed(report, samples);
+    }
+}
+
+fn why_nftables_missed(report: &mut Report, cpus: usize, samples: &Samples) {
+    let median = |kind, figure: fn(&Sample) -> Option<f64>| {
+        samples.spread(kind, figure).map_or(0.0, |s| s.median)
+    };
+    let ceiling = Spread::of(samples.ceiling.clone()).median;
+    let xdp_share = median(Kind::Xdp, delivered_share);
+    let bound = if xdp_share >= 0.9 {
+        "so its figure is capped by the generator, not by forwarding, and the ratio is a lower \
+         bound"
+    } else {
+        "the rest was dropped on the way (veth receive rings full)"
+    };
+    report.line(format!(
+        "Why the nftables target was missed: the XDP balancer delivered {:.0} % of the {:.0} \
+         kpkt/s offered to it, {bound}. The generator alone, into XDP_DROP on the LB, offers \
+         {:.0} kpkt/s. On veth, the receiving side's processing (XDP, or the LB's whole \
+         forwarding path for nftables, and the backends' sink) runs in softirq on the CPU \
+         that sent the frame, so the {cpus} generator threads and all forwarding share the \
+         same {cpus} CPUs: a heavier path slows the generator as well (nftables: {:.0} kpkt/s \
+         offered, {:.0} % delivered). A machine with spare cores for forwarding, or a \
+         physical NIC, separates the two.\n",
+        100.0 * xdp_share,
+        median(Kind::Xdp, offered) / 1e3,
+        ceiling / 1e3,
+        median(Kind::Nftables, offered) / 1e3,
+        100.0 * median(Kind::Nftables, delivered_share),
+    ));
+}
+
+fn why_haproxy_missed(report: &mut Report, samples: &Samples) {
+    let median = |kind| {
+        samples
+            .spread(kind, conns_per_second)
+            .map_or(0.0, |s| s.median)
+    };
+    report.line(format!(
+        "Why the HAProxy target was missed: HAProxy cannot forward the flood, so the only \
+         shared workload is new connections, where each connection costs a handshake, a \
+         request, an answer and a teardown in the client's and the backend's kernels, and the \
+         answers of all three balancers go back through the LB's kernel routing. Those \
+         end-host costs bound the rate for every balancer ({:.0} connections/s with XDP, \
+         {:.0} with nftables, {:.0} with HAProxy), so the packets/s ratio there measures the \
+         balancer's share of a connection's cost, not its forwarding rate.\n",
+        median(Kind::Xdp),
+        median(Kind::Nftables),
+        median(Kind::Haproxy)
+    ));
+}
+
+fn how_to_read(report: &mut Report) {
+    report.line(
+        "How to read: *offered* is what the generator got onto the wire, *delivered* what the \
+         backends' sinks counted; delivered / offered below 1 means packets were dropped on \
+         the way. The × columns divide this balancer's figure by nftables' or HAProxy's in the \
+         same round, median [min–max] over rounds. Backend kpkt/s in the connection test \
+         counts the client → backend direction as the backends receive it (for HAProxy: its \
+         own connections to them).\n",
+    );
+}
+
+fn charts(report: &mut Report, samples: &Samples) {
+    let mut pps = Vec::new();
+    for kind in Kind::ALL {
+        if let Some(value) = samples.spread(kind, delivered) {
+            pps.push(Bar {
+                label: format!("{}: UDP flood, delivered", kind.name()),
+                value,
+            });
+        }
+    }
+    for kind in Kind::ALL {
+        if let Some(value) = samples.spread(kind, backend_packets) {
+            pps.push(Bar {
+                label: format!("{}: connection test, to backends", kind.name()),
+                value,
+            });
+        }
+    }
+    report.chart(Chart {
+        file: "end-to-end-pps.png".into(),
+        title: "End-to-end packets/s through veth namespaces".into(),
+        unit: "packets/s".into(),
+        bars: pps,
+    });
+    let conns = Kind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            samples.spread(kind, conns_per_second).map(|value| Bar {
+                label: kind.name().to_string(),
+                value,
+            })
+        })
+        .collect();
+    report.chart(Chart {
+        file: "end-to-end-connections.png".into(),
+        title: "New TCP connections/s through veth namespaces".into(),
+        unit: "connections/s".into(),
+        bars: conns,
+    });
+}
