@@ -15,9 +15,11 @@ pub fn l2_dsr(ctx: &XdpContext, backend: &Backend) -> u32 {
     }
     let eth = start as *mut EthHdr;
     // SAFETY: bounds checked against data_end just above.
+    // Explicit non-overlapping copies: plain assignments compile to calls of a byte-wise
+    // memmove subprogram.
     unsafe {
-        (*eth).dst = backend.dst_mac;
-        (*eth).src = backend.src_mac;
+        core::ptr::copy_nonoverlapping(backend.dst_mac.as_ptr(), (*eth).dst.as_mut_ptr(), 6);
+        core::ptr::copy_nonoverlapping(backend.src_mac.as_ptr(), (*eth).src.as_mut_ptr(), 6);
     }
     if backend.ifindex == ctx.ingress_ifindex() as u32 {
         xdp_action::XDP_TX

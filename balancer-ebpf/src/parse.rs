@@ -27,11 +27,6 @@ pub struct EthHdr {
     pub ether_type_be: u16,
 }
 
-/// A packet that can be balanced.
-pub struct Packet {
-    pub key: FlowKey,
-}
-
 /// What the parser found.
 pub enum Parsed {
     /// Not TCP/UDP over IP: not ours.
@@ -41,8 +36,8 @@ pub enum Parsed {
     /// TCP/UDP that cannot be balanced safely per flow (IPv4 fragment, IPv6 extension
     /// headers): passed to the kernel rather than risk a wrong backend.
     Unbalanceable,
-    /// A TCP or UDP flow.
-    Flow(Packet),
+    /// A TCP or UDP flow, whose 5-tuple the parser wrote into the key.
+    Flow,
 }
 
 #[inline(always)]
@@ -55,118 +50,117 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     Some((start + offset) as *const T)
 }
 
+/// Copies `N` packet bytes at `offset` into `out`; the caller bounds-checked them.
+///
+/// # Safety
+/// `base + offset .. base + offset + N` must lie inside the packet.
 #[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
-    // SAFETY: ptr_at checked the whole T lies inside the packet; unaligned read.
-    ptr_at::<T>(ctx, offset).map(|p| unsafe { core::ptr::read_unaligned(p) })
+unsafe fn copy_bytes<const N: usize>(base: *const u8, offset: usize, out: &mut [u8; 16]) {
+    // SAFETY: the caller guarantees the source; `out` holds at least N (<= 16) bytes; packet
+    // and stack never overlap.
+    unsafe { core::ptr::copy_nonoverlapping(base.add(offset), out.as_mut_ptr(), N) }
 }
 
-/// Parses the packet in `ctx`.
+/// Parses the packet in `ctx`, writing a flow's 5-tuple into `key` (which must be zeroed).
+/// The key is filled in place: moving a 40-byte key through return values makes the BPF
+/// code generator split it into bytes and spill them.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Parsed {
-    let Some(mut ether_type) = read::<u16>(ctx, 12).map(u16::from_be) else {
+pub fn parse(ctx: &XdpContext, key: &mut FlowKey) -> Parsed {
+    let Some(eth) = ptr_at::<[u8; 14]>(ctx, 0) else {
         return Parsed::Malformed;
     };
+    let eth = eth as *const u8;
+    // SAFETY: the 14 Ethernet bytes were bounds-checked.
+    let mut ether_type = unsafe { u16::from_be_bytes([*eth.add(12), *eth.add(13)]) };
     let mut offset = core::mem::size_of::<EthHdr>();
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
         // Tag control (2 bytes) then the encapsulated type.
-        let Some(inner) = read::<u16>(ctx, offset + 2).map(u16::from_be) else {
+        let Some(tag) = ptr_at::<[u8; 4]>(ctx, offset) else {
             return Parsed::Malformed;
         };
-        ether_type = inner;
+        let tag = tag as *const u8;
+        // SAFETY: the 4 tag bytes were bounds-checked.
+        ether_type = unsafe { u16::from_be_bytes([*tag.add(2), *tag.add(3)]) };
         offset += 4;
     }
     match ether_type {
-        ETH_P_IPV4 => parse_ipv4(ctx, offset),
-        ETH_P_IPV6 => parse_ipv6(ctx, offset),
+        ETH_P_IPV4 => parse_ipv4(ctx, offset, key),
+        ETH_P_IPV6 => parse_ipv6(ctx, offset, key),
         _ => Parsed::Other,
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Parsed {
-    let Some(hdr) = read::<[u8; IPV4_MIN_LEN]>(ctx, offset) else {
+fn parse_ipv4(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
+    let Some(hdr) = ptr_at::<[u8; IPV4_MIN_LEN]>(ctx, offset) else {
         return Parsed::Malformed;
     };
-    let version = hdr[0] >> 4;
-    let header_len = ((hdr[0] & 0x0f) as usize) * 4;
-    if version != 4 || header_len < IPV4_MIN_LEN {
+    let hdr = hdr as *const u8;
+    // SAFETY: the 20 header bytes read below were bounds-checked.
+    let (first, proto, frag) = unsafe { (*hdr, *hdr.add(9), [*hdr.add(6), *hdr.add(7)]) };
+    let header_len = ((first & 0x0f) as usize) * 4;
+    if first >> 4 != 4 || header_len < IPV4_MIN_LEN {
         return Parsed::Malformed;
     }
-    let proto = hdr[9];
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Parsed::Other;
     }
     // More-fragments flag or a fragment offset: no (or no trustworthy) L4 header.
-    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
-    if frag & 0x3fff != 0 {
+    if u16::from_be_bytes(frag) & 0x3fff != 0 {
         return Parsed::Unbalanceable;
     }
-    let mut key = FlowKey {
-        proto,
-        family: FAMILY_V4,
-        ..FlowKey::default()
-    };
-    key.src[0] = hdr[12];
-    key.src[1] = hdr[13];
-    key.src[2] = hdr[14];
-    key.src[3] = hdr[15];
-    key.dst[0] = hdr[16];
-    key.dst[1] = hdr[17];
-    key.dst[2] = hdr[18];
-    key.dst[3] = hdr[19];
+    key.proto = proto;
+    key.family = FAMILY_V4;
+    // SAFETY: source (12..16) and destination (16..20) lie in the checked header.
+    unsafe {
+        copy_bytes::<4>(hdr, 12, &mut key.src);
+        copy_bytes::<4>(hdr, 16, &mut key.dst);
+    }
     parse_l4(ctx, offset + header_len, key)
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Parsed {
-    let Some(hdr) = read::<[u8; IPV6_LEN]>(ctx, offset) else {
+fn parse_ipv6(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
+    let Some(hdr) = ptr_at::<[u8; IPV6_LEN]>(ctx, offset) else {
         return Parsed::Malformed;
     };
-    if hdr[0] >> 4 != 6 {
+    let hdr = hdr as *const u8;
+    // SAFETY: the 40 header bytes read below were bounds-checked.
+    let (first, next) = unsafe { (*hdr, *hdr.add(6)) };
+    if first >> 4 != 6 {
         return Parsed::Malformed;
     }
-    let next = hdr[6];
     if next != PROTO_TCP && next != PROTO_UDP {
         if IPV6_EXTENSION_HEADERS.contains(&next) {
             return Parsed::Unbalanceable;
         }
         return Parsed::Other;
     }
-    let mut key = FlowKey {
-        proto: next,
-        family: FAMILY_V6,
-        ..FlowKey::default()
-    };
-    let Some(src) = hdr.get(8..24) else {
-        return Parsed::Malformed;
-    };
-    let Some(dst) = hdr.get(24..40) else {
-        return Parsed::Malformed;
-    };
-    key.src.copy_from_slice(src);
-    key.dst.copy_from_slice(dst);
+    key.proto = next;
+    key.family = FAMILY_V6;
+    // SAFETY: source (8..24) and destination (24..40) lie in the checked header.
+    unsafe {
+        copy_bytes::<16>(hdr, 8, &mut key.src);
+        copy_bytes::<16>(hdr, 24, &mut key.dst);
+    }
     parse_l4(ctx, offset + IPV6_LEN, key)
 }
 
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, offset: usize, mut key: FlowKey) -> Parsed {
-    let min_len = if key.proto == PROTO_TCP {
-        TCP_MIN_LEN
+fn parse_l4(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
+    let present = if key.proto == PROTO_TCP {
+        ptr_at::<[u8; TCP_MIN_LEN]>(ctx, offset).map(|p| p as *const u8)
     } else {
-        UDP_LEN
+        ptr_at::<[u8; UDP_LEN]>(ctx, offset).map(|p| p as *const u8)
     };
-    if ptr_at::<[u8; UDP_LEN]>(ctx, offset).is_none() {
-        return Parsed::Malformed;
-    }
-    if min_len == TCP_MIN_LEN && ptr_at::<[u8; TCP_MIN_LEN]>(ctx, offset).is_none() {
-        return Parsed::Malformed;
-    }
-    let Some(ports) = read::<[u16; 2]>(ctx, offset) else {
+    let Some(l4) = present else {
         return Parsed::Malformed;
     };
     // Ports stay in network byte order, as they are on the wire.
-    key.sport_be = ports[0];
-    key.dport_be = ports[1];
-    Parsed::Flow(Packet { key })
+    // SAFETY: the first 4 bytes of the (at least 8-byte) L4 header were bounds-checked.
+    unsafe {
+        key.sport_be = u16::from_ne_bytes([*l4, *l4.add(1)]);
+        key.dport_be = u16::from_ne_bytes([*l4.add(2), *l4.add(3)]);
+    }
+    Parsed::Flow
 }

@@ -1,6 +1,6 @@
 //! Backend selection: connection tracking first, then group split and weighted Maglev.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use balancer_common::{
     flow_hash, ring_index, tables_index, Backend, FlowKey, FlowState, VipKey, FLAG_CLIENT_AFFINITY,
     FLAG_HAS_PINS, MAX_GROUPS, NONE, NO_GROUP,
@@ -26,8 +26,20 @@ pub enum Selection<'a> {
 }
 
 /// Finds the backend for the flow `key`, recording new flows in connection tracking.
+///
+/// Connection tracking is looked up first, so an established flow costs one hash lookup.
+/// Its entries exist only for flows that were addressed to a VIP, and an entry whose
+/// backend was removed (epoch changed) is ignored, so this order cannot forward anything
+/// the VIP map would not have.
 #[inline(always)]
 pub fn backend_for(key: &FlowKey) -> Selection<'static> {
+    // The coarse clock (CLOCK_MONOTONIC at tick resolution) is a memory read, where the
+    // precise one reads the TSC: last-seen times only need second granularity.
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if let Some(selection) = tracked(key, now) {
+        return selection;
+    }
     let vip = VipKey {
         addr: key.dst,
         port_be: key.dport_be,
@@ -38,10 +50,6 @@ pub fn backend_for(key: &FlowKey) -> Selection<'static> {
     let Some(info) = (unsafe { VIPS.get(&vip) }) else {
         return Selection::NotVip;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(selection) = tracked(key, now) {
-        return selection;
-    }
     match select_new(info.service, key) {
         Some((index, backend)) => {
             let state = FlowState {
