@@ -107,8 +107,9 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Result<Vec<u32>, Ma
     build_table_on(backends, size, threads)
 }
 
-/// [`build_table`] with the walk split between up to `threads` threads.
-fn build_table_on(
+/// [`build_table`] with the walk split between up to `threads` threads (the table does not
+/// depend on it; the benchmark compares thread counts).
+pub fn build_table_on(
     backends: &[MaglevBackend],
     size: u32,
     threads: usize,
@@ -506,7 +507,7 @@ const WALK_BATCH: usize = 32;
 
 /// Most threads a table build uses. The walk is bound by random accesses to the claims,
 /// so each thread brings its own core's cache to it.
-const MAX_WALK_THREADS: usize = 4;
+pub const MAX_WALK_THREADS: usize = 4;
 
 /// Every walker's claims up to its limit, then the slots nobody reached settled directly:
 /// the earliest claim on every slot. With `threads` > 1, the walkers are split between

@@ -3,9 +3,15 @@
 use std::{net::IpAddr, time::Instant};
 
 use anyhow::Result;
-use balancer_user::maglev::{build_table, MaglevBackend, DEFAULT_TABLE_SIZE};
+use balancer_user::maglev::{
+    build_table, build_table_on, MaglevBackend, DEFAULT_TABLE_SIZE, MAX_WALK_THREADS,
+};
 
-use crate::{report::Report, stats::Spread, Plan};
+use crate::{
+    report::{Bar, Chart, Report},
+    stats::Spread,
+    Plan,
+};
 
 /// `n` backends of equal weight with distinct addresses.
 fn backends_for(n: u32) -> Vec<MaglevBackend> {
@@ -18,24 +24,55 @@ fn backends_for(n: u32) -> Vec<MaglevBackend> {
         .collect()
 }
 
-/// Times building one lookup table for 10, 100 and 1000 backends.
+/// Times building one lookup table for 10, 100 and 1000 backends, on one thread and on as
+/// many as the builder uses.
 pub fn build_times(report: &mut Report, plan: &Plan) -> Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_WALK_THREADS);
     let mut rows = Vec::new();
+    let mut bars = Vec::new();
     for n in [10u32, 100, 1000] {
         let backends = backends_for(n);
-        let times = (0..plan.rounds.max(5))
-            .map(|_| {
-                let start = Instant::now();
-                build_table(&backends, DEFAULT_TABLE_SIZE)
-                    .map(|_| start.elapsed().as_secs_f64() * 1e3)
-            })
-            .collect::<Result<_, _>>()?;
-        rows.push(vec![n.to_string(), Spread::of(times).show(2)]);
+        let time = |threads: usize| -> Result<Spread> {
+            let times = (0..plan.rounds.max(5))
+                .map(|_| {
+                    let start = Instant::now();
+                    build_table_on(&backends, DEFAULT_TABLE_SIZE, threads)
+                        .map(|_| start.elapsed().as_secs_f64() * 1e3)
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Spread::of(times))
+        };
+        let one = time(1)?;
+        let all = time(threads)?;
+        rows.push(vec![n.to_string(), one.show(2), all.show(2)]);
+        bars.push(Bar {
+            label: format!("{n} backends, 1 thread"),
+            value: one,
+        });
+        bars.push(Bar {
+            label: format!("{n} backends, {threads} threads"),
+            value: all,
+        });
     }
     report.line(format!(
         "## Lookup table build ({DEFAULT_TABLE_SIZE} slots)\n"
     ));
-    report.table(&["backends", "ms per build"], &rows);
+    report.table(
+        &[
+            "backends",
+            "ms per build, 1 thread",
+            &format!("ms per build, {threads} threads (what the daemon uses here)"),
+        ],
+        &rows,
+    );
+    report.chart(Chart {
+        file: "table-build.png".into(),
+        title: format!("Lookup table build, {DEFAULT_TABLE_SIZE} slots"),
+        unit: "ms per build".into(),
+        bars,
+    });
     Ok(())
 }
 
