@@ -1,174 +1,177 @@
-//! The UDP flood: prebuilt Ethernet frames (checksums complete) sent from the client's
-//! `eth0` through AF_PACKET sockets that bypass the qdisc, in `sendmmsg` batches, one
-//! thread per CPU, each cycling over its own share of the source ports. Bounded by time
-//! and by count.
+//! The UDP flood: the baselines' `trafgen` XDP program run by BPF_PROG_TEST_RUN in
+//! live-frames mode, which turns its XDP_TX into a real transmission out of the client's
+//! `eth0`. The kernel builds the frames in its own page pool and recycles them, so nothing is
+//! allocated or copied per packet on the generating side. One thread per CPU, pinned, each
+//! bounded by time and by count.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use aya::{
+    maps::Array,
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
+    Ebpf, EbpfLoader,
+};
 use balancer_tests::netns::in_netns;
+use balancer_user::dataplane::object::BASELINES;
 use etherparse::PacketBuilder;
 
-use super::{
-    socket_option::set_option,
-    topology::{CLIENT, CLIENT_MAC, CLIENT_NS, IFACE, LB_MAC, VIP},
-};
+use super::topology::{CLIENT, CLIENT_MAC, CLIENT_NS, IFACE, LB_MAC, VIP};
 
 /// UDP destination port of the flood; the backends' sink drops these datagrams.
 pub const FLOOD_PORT: u16 = 9;
-/// Distinct flows of the flood: source ports 10000 and up.
-const FLOWS: u16 = 1024;
-/// Frames per `sendmmsg` call.
-const BATCH: usize = 64;
+/// First UDP source port; `trafgen` cycles through 1024 ports from here.
+const FIRST_PORT: u16 = 10_000;
+/// Length of every frame: the Ethernet minimum without FCS, 18 bytes of UDP payload.
+const FRAME_LEN: usize = 60;
+/// Length of the header `trafgen` rewrites in every frame: Ethernet, IPv4, UDP.
+const HEADER_LEN: usize = 14 + 20 + 8;
+/// Frames the kernel runs and transmits per batch (its maximum is 256).
+const BATCH: u32 = 64;
+/// Target duration of one BPF_PROG_TEST_RUN call, so the deadline is kept closely.
+const CALL_TIME: Duration = Duration::from_millis(50);
+/// Frames in the first call of each thread, before its rate is known.
+const FIRST_CALL: u32 = 1 << 12;
+/// Bounds of the frames in one call.
+const CALL_FRAMES: (u32, u32) = (1 << 10, 1 << 24);
 /// The most frames one thread sends per second of flood, a bound besides time.
 const MAX_RATE_PER_THREAD: f64 = 50e6;
 
 /// What one flood offered.
 pub struct Offered {
-    /// Frames the client's `eth0` accepted.
+    /// Frames the generator transmitted.
     pub packets: u64,
     /// How long the flood ran.
     pub seconds: f64,
 }
 
-/// Floods the VIP for `duration` from `threads` threads.
-pub fn flood(threads: usize, duration: Duration) -> Result<Offered> {
-    let frames = frames();
-    let max_per_thread = (duration.as_secs_f64() * MAX_RATE_PER_THREAD) as u64;
-    let start = Instant::now();
-    let sent = in_netns(CLIENT_NS, || -> Result<u64> {
-        let ifindex = ifindex(IFACE)?;
-        let shares: Vec<&[Vec<u8>]> = frames.chunks(frames.len().div_ceil(threads)).collect();
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = shares
-                .into_iter()
-                .enumerate()
-                .map(|(cpu, share)| {
-                    scope.spawn(move || {
-                        pin_to_cpu(cpu);
-                        let socket = packet_socket(ifindex)?;
-                        send_until(&socket, share, start + duration, max_per_thread)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("generator thread panicked"))
-                .sum::<Result<u64>>()
-        })
-    })??;
-    Ok(Offered {
-        packets: sent,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+/// The loaded generator.
+pub struct Generator {
+    ebpf: Ebpf,
 }
 
-/// One 60-byte frame per flow: client → VIP:[`FLOOD_PORT`], 18 bytes of payload.
-fn frames() -> Vec<Vec<u8>> {
-    (0..FLOWS)
-        .map(|flow| {
-            let mut frame = Vec::with_capacity(60);
-            PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-                .ipv4(CLIENT.octets(), VIP.octets(), 64)
-                .udp(10_000 + flow, FLOOD_PORT)
-                .write(&mut frame, &[0u8; 18])
-                .expect("frame");
-            frame
+impl Generator {
+    /// Loads `trafgen` and gives it the flood's header.
+    pub fn load() -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .load(BASELINES)
+            .context("load the baselines")?;
+        let program: &mut Xdp = ebpf
+            .program_mut("trafgen")
+            .context("trafgen missing from the baselines")?
+            .try_into()?;
+        program.load()?;
+        let mut template: Array<_, [u8; HEADER_LEN]> = Array::try_from(
+            ebpf.map_mut("TRAFGEN_TEMPLATE")
+                .context("trafgen template")?,
+        )?;
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&frame()[..HEADER_LEN]);
+        template.set(0, header, 0)?;
+        Ok(Self { ebpf })
+    }
+
+    /// Floods the VIP for `duration` from `threads` threads, thread `i` on CPU `i`.
+    pub fn flood(&self, threads: usize, duration: Duration) -> Result<Offered> {
+        let program: &Xdp = self
+            .ebpf
+            .program("trafgen")
+            .context("trafgen missing")?
+            .try_into()?;
+        let frame = frame();
+        let max_per_thread = (duration.as_secs_f64() * MAX_RATE_PER_THREAD) as u64;
+        let start = Instant::now();
+        let deadline = start + duration;
+        let sent = in_netns(CLIENT_NS, || -> Result<u64> {
+            let context = xdp_md(ifindex(IFACE)?);
+            let (frame, context) = (&frame, &context);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|cpu| {
+                        scope.spawn(move || {
+                            pin_to_cpu(cpu);
+                            send_until(program, frame, context, deadline, max_per_thread)
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().expect("generator thread panicked"))
+                    .sum::<Result<u64>>()
+            })
+        })??;
+        Ok(Offered {
+            packets: sent,
+            seconds: start.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// The flood's frame: client → VIP:[`FLOOD_PORT`] from [`FIRST_PORT`], checksums complete.
+fn frame() -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_LEN);
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT.octets(), VIP.octets(), 64)
+        .udp(FIRST_PORT, FLOOD_PORT)
+        .write(&mut frame, &[0u8; FRAME_LEN - HEADER_LEN])
+        .expect("frame");
+    frame
+}
+
+/// The `xdp_md` context of every run: the whole frame is packet data (no metadata), it
+/// arrives on rx queue 0 of interface `ifindex`, and XDP_TX sends it out of that interface.
+fn xdp_md(ifindex: u32) -> Vec<u8> {
+    // data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    [0, FRAME_LEN as u32, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|field: &u32| field.to_ne_bytes())
         .collect()
 }
 
-/// Sends `frames` over and over until `deadline` or `max` frames; returns how many the
-/// interface accepted. A batch the interface refuses (queue full) is skipped.
-fn send_until(socket: &OwnedFd, frames: &[Vec<u8>], deadline: Instant, max: u64) -> Result<u64> {
-    let mut iovecs: Vec<libc::iovec> = frames
-        .iter()
-        .map(|f| libc::iovec {
-            iov_base: f.as_ptr() as *mut libc::c_void,
-            iov_len: f.len(),
-        })
-        .collect();
-    // SAFETY: an all-zero mmsghdr is valid; each then points at one live iovec.
-    let mut messages: Vec<libc::mmsghdr> = iovecs
-        .iter_mut()
-        .map(|iov| {
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = iov;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
+/// Runs `trafgen` on `frame` in calls of about [`CALL_TIME`] until `deadline` or `max`
+/// frames; returns how many it sent.
+fn send_until(
+    program: &Xdp,
+    frame: &[u8],
+    context: &[u8],
+    deadline: Instant,
+    max: u64,
+) -> Result<u64> {
     let mut sent = 0u64;
-    let mut next = 0;
-    while sent < max && Instant::now() < deadline {
-        let batch = BATCH.min(messages.len() - next);
-        // SAFETY: `batch` messages from `next` are live, each pointing at a live frame.
-        let rc = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                messages.as_mut_ptr().add(next),
-                batch as u32,
-                0,
-            )
-        };
-        if rc >= 0 {
-            sent += rc as u64;
-        } else {
-            let error = io::Error::last_os_error();
-            if !matches!(error.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) {
-                return Err(error).context("sendmmsg on the AF_PACKET socket");
-            }
+    let mut frames = FIRST_CALL;
+    loop {
+        let started = Instant::now();
+        if started >= deadline || sent >= max {
+            return Ok(sent);
         }
-        next = (next + batch) % messages.len();
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(context),
+                repeat: frames,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN of trafgen in live-frames mode")?;
+        sent += u64::from(frames);
+        let rate = f64::from(frames) / started.elapsed().as_secs_f64().max(1e-6);
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(CALL_TIME);
+        let (least, most) = (f64::from(CALL_FRAMES.0), f64::from(CALL_FRAMES.1));
+        frames = (rate * left.as_secs_f64()).clamp(least, most) as u32;
     }
-    Ok(sent)
-}
-
-/// A send-only AF_PACKET socket bound to `ifindex`, bypassing the qdisc, with a send
-/// timeout so a full queue cannot block past the deadline.
-fn packet_socket(ifindex: i32) -> Result<OwnedFd> {
-    // SAFETY: plain syscall; protocol 0 receives nothing.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error()).context("AF_PACKET socket");
-    }
-    // SAFETY: a fresh descriptor we own.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_option(&socket, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)?;
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    set_option(&socket, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)?;
-    // SAFETY: an all-zero sockaddr_ll is valid; family and interface are filled in.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = ifindex;
-    // SAFETY: `addr` is a live sockaddr_ll of the given size.
-    let rc = unsafe {
-        libc::bind(
-            socket.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error()).context("bind the AF_PACKET socket");
-    }
-    Ok(socket)
 }
 
 /// Index of interface `name` in the calling thread's namespace.
-fn ifindex(name: &str) -> Result<i32> {
+fn ifindex(name: &str) -> Result<u32> {
     let c_name = std::ffi::CString::new(name)?;
     // SAFETY: a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
     if index == 0 {
         bail!("no interface {name}");
     }
-    Ok(index as i32)
+    Ok(index)
 }
 
 /// Runs the calling thread on CPU `cpu` only (best effort: the flood runs anyway).

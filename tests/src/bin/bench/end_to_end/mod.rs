@@ -18,6 +18,7 @@ use anyhow::Result;
 
 use crate::{report::Report, Plan};
 use balancers::Kind;
+use generator::Generator;
 use programs::{DropAtLb, Sinks};
 use responder::Responders;
 use summary::{Conns, Flood, Sample, Samples};
@@ -46,6 +47,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
 fn measure(plan: &Plan, cpus: usize, scratch: &Path) -> Result<Samples> {
     let _topology = Topology::build(cpus)?;
     let sinks = Sinks::attach()?;
+    let generator = Generator::load()?;
     let _responders = Responders::start(RESPONDER_THREADS)?;
     let mut samples = Samples::default();
     for round in 1..=plan.rounds {
@@ -55,16 +57,21 @@ fn measure(plan: &Plan, cpus: usize, scratch: &Path) -> Result<Samples> {
         );
         let ceiling = {
             let _drop = DropAtLb::attach()?;
-            generator::flood(cpus, plan.forwarding_time)?
+            let offered = generator.flood(cpus, plan.forwarding_time)?;
+            offered.packets as f64 / offered.seconds
         };
-        samples
-            .ceiling
-            .push(ceiling.packets as f64 / ceiling.seconds);
+        samples.ceiling.push(ceiling);
         for kind in Kind::ALL {
             let sample = kind.while_active(cpus, scratch, || {
                 connections::wait_answering(READY_TIMEOUT)?;
                 let flood = match kind.forwards_udp() {
-                    true => Some(flood(&sinks, cpus, plan.forwarding_time)?),
+                    true => Some(flood(
+                        &generator,
+                        &sinks,
+                        cpus,
+                        plan.forwarding_time,
+                        ceiling,
+                    )?),
                     false => None,
                 };
                 let conns = conns(&sinks, cpus, plan.forwarding_time)?;
@@ -76,15 +83,23 @@ fn measure(plan: &Plan, cpus: usize, scratch: &Path) -> Result<Samples> {
     Ok(samples)
 }
 
-/// One UDP flood through the active balancer: offered and delivered packets/s.
-fn flood(sinks: &Sinks, cpus: usize, time: Duration) -> Result<Flood> {
+/// One UDP flood through the active balancer: offered and delivered packets/s, and the
+/// forwarding CPU time per packet against this round's `ceiling` (packets/s).
+fn flood(
+    generator: &Generator,
+    sinks: &Sinks,
+    cpus: usize,
+    time: Duration,
+    ceiling: f64,
+) -> Result<Flood> {
     let before = sinks.packets()?;
-    let offered = generator::flood(cpus, time)?;
+    let offered = generator.flood(cpus, time)?;
     std::thread::sleep(SETTLE);
-    let delivered = sinks.packets()? - before;
+    let delivered = (sinks.packets()? - before) as f64 / offered.seconds;
     Ok(Flood {
         offered: offered.packets as f64 / offered.seconds,
-        delivered: delivered as f64 / offered.seconds,
+        delivered,
+        forwarding_ns: summary::forwarding_ns(cpus, delivered, ceiling),
     })
 }
 

@@ -20,10 +20,20 @@ const TARGET_VS_HAPROXY: f64 = 20.0;
 
 /// One UDP flood.
 pub struct Flood {
-    /// Packets/s the client's `eth0` accepted.
+    /// Packets/s the generator transmitted.
     pub offered: f64,
     /// Packets/s that reached the backends.
     pub delivered: f64,
+    /// CPU time per delivered packet beyond generating it, in ns (see [`forwarding_ns`]).
+    pub forwarding_ns: Option<f64>,
+}
+
+/// CPU time per packet, in ns, that forwarding `delivered` packets/s costs beyond generating
+/// `ceiling` packets/s into XDP_DROP on the LB, with all `cpus` busy in both cases (on veth,
+/// receivers run on the sending CPU). None when nothing was delivered.
+pub fn forwarding_ns(cpus: usize, delivered: f64, ceiling: f64) -> Option<f64> {
+    (delivered > 0.0 && ceiling > 0.0)
+        .then(|| cpus as f64 * (1.0 / delivered - 1.0 / ceiling) * 1e9)
 }
 
 /// One connection test.
@@ -106,6 +116,10 @@ fn delivered(s: &Sample) -> Option<f64> {
     s.flood.as_ref().map(|f| f.delivered)
 }
 
+fn forwarding_cpu(s: &Sample) -> Option<f64> {
+    s.flood.as_ref().and_then(|f| f.forwarding_ns)
+}
+
 fn delivered_share(s: &Sample) -> Option<f64> {
     s.flood.as_ref().map(|f| f.delivered / f.offered)
 }
@@ -157,14 +171,23 @@ fn describe(report: &mut Report, cpus: usize, time: Duration) {
          balancer, only the client → backend direction differs.\n"
     ));
     report.line(format!(
-        "Generator: {cpus} threads (one per CPU, pinned) send prebuilt 60-byte UDP frames to \
-         {VIP}:{FLOOD_PORT} over 1024 source ports through AF_PACKET sockets (qdisc bypass, \
-         `sendmmsg` batches of 64) on the client's `eth0`, for {:.0} s per round; *offered* \
-         counts the frames the client's veth accepted. Sink: an XDP program on each backend's \
-         `eth0` (native) counts every packet per CPU and drops the flood; *delivered* is its \
-         count. Connections: {} client threads connect to {VIP}:{TCP_PORT}, send 6 bytes, \
-         read the answer until the server closes, for {:.0} s per round; the backends answer \
-         `ok` and close.\n",
+        "Generator: {cpus} threads (one per CPU, pinned) in the client's namespace run the \
+         `trafgen` XDP program through BPF_PROG_TEST_RUN in live-frames mode \
+         (`BPF_F_TEST_XDP_LIVE_FRAMES`, as xdp-tools' `xdp-trafficgen` does), for {:.0} s per \
+         round. The kernel runs it on a 60-byte UDP frame to {VIP}:{FLOOD_PORT} in batches of \
+         64; it writes the header, with the next of 1024 source ports and no UDP checksum, and \
+         its XDP_TX transmits the frame out of the client's `eth0`, through the veth's XDP \
+         path into the LB's `eth0`. The frames live in a kernel page pool and are recycled: \
+         no socket buffer is allocated or copied on the generating side. That path only \
+         delivers into a peer running an XDP program: the balancer's own, XDP_DROP for the \
+         ceiling, and for nftables an XDP_PASS program on the LB's `eth0`, after which the \
+         frames go up the LB's stack as socket buffers, like a NIC's receptions. *Offered* \
+         counts the frames the generator transmitted (frames the LB's full veth ring refused \
+         count as offered, not delivered). Sink: an XDP program on each backend's `eth0` \
+         (native) counts every packet per CPU and drops the flood; *delivered* is its count. \
+         Connections: {} client threads connect to {VIP}:{TCP_PORT}, send 6 bytes, read the \
+         answer until the server closes, for {:.0} s per round; the backends answer `ok` and \
+         close.\n",
         time.as_secs_f64(),
         2 * cpus,
         time.as_secs_f64()
@@ -190,12 +213,18 @@ fn flood_table(report: &mut Report, samples: &Samples) {
                     .map_or(na.to_string(), |s| s.show(2)),
                 times(samples.ratio(kind, Kind::Nftables, delivered), na),
                 times(samples.ratio(kind, Kind::Haproxy, delivered), na),
+                samples
+                    .spread(kind, forwarding_cpu)
+                    .map_or(na.to_string(), |s| s.show(0)),
+                times(samples.ratio(Kind::Nftables, kind, forwarding_cpu), na),
             ]
         })
         .collect();
     rows.push(vec![
         "none: XDP_DROP on the LB's `eth0` (generator ceiling)".to_string(),
         kpps(Some(Spread::of(samples.ceiling.clone())), "–"),
+        "–".into(),
+        "–".into(),
         "–".into(),
         "–".into(),
         "–".into(),
@@ -210,6 +239,8 @@ fn flood_table(report: &mut Report, samples: &Samples) {
             "delivered / offered",
             "delivered × nftables",
             "delivered × HAProxy",
+            "forwarding CPU ns/packet",
+            "CPU/packet: nftables ÷ this",
         ],
         &rows,
     );
@@ -282,26 +313,24 @@ fn why_nftables_missed(report: &mut Report, cpus: usize, samples: &Samples) {
         samples.spread(kind, figure).map_or(0.0, |s| s.median)
     };
     let ceiling = Spread::of(samples.ceiling.clone()).median;
-    let xdp_share = median(Kind::Xdp, delivered_share);
-    let bound = if xdp_share >= 0.9 {
-        "so its figure is capped by the generator, not by forwarding, and the ratio is a lower \
-         bound"
-    } else {
-        "the rest was dropped on the way (veth receive rings full)"
-    };
+    let cpu_ratio = samples
+        .ratio(Kind::Nftables, Kind::Xdp, forwarding_cpu)
+        .map_or("not measured".to_string(), |r| format!("{:.2}×", r.median));
     report.line(format!(
-        "Why the nftables target was missed: the XDP balancer delivered {:.0} % of the {:.0} \
-         kpkt/s offered to it, {bound}. The generator alone, into XDP_DROP on the LB, offers \
-         {:.0} kpkt/s. On veth, the receiving side's processing (XDP, or the LB's whole \
-         forwarding path for nftables, and the backends' sink) runs in softirq on the CPU \
-         that sent the frame, so the {cpus} generator threads and all forwarding share the \
-         same {cpus} CPUs: a heavier path slows the generator as well (nftables: {:.0} kpkt/s \
-         offered, {:.0} % delivered). A machine with spare cores for forwarding, or a \
-         physical NIC, separates the two.\n",
-        100.0 * xdp_share,
-        median(Kind::Xdp, offered) / 1e3,
+        "Why the nftables target was missed: on veth, the receiving side's processing (XDP, \
+         or the LB's whole forwarding path for nftables, and the backends' sink) runs in \
+         softirq on the CPU that sent the frame, so the {cpus} generator threads and all \
+         forwarding share the same {cpus} CPUs, and every delivered packet also pays for its \
+         generation. The generator alone, into XDP_DROP on the LB, reaches {:.0} kpkt/s; the \
+         XDP balancer delivered {:.0} kpkt/s ({:.0} % of what it was offered), nftables {:.0} \
+         kpkt/s ({:.0} %). The delivered ratio thus understates the difference in forwarding \
+         alone: in forwarding CPU per packet, which leaves the generator's share out, nftables \
+         costs {cpu_ratio} what the XDP balancer does. A machine with spare cores for \
+         forwarding, or a physical NIC, separates the two.\n",
         ceiling / 1e3,
-        median(Kind::Nftables, offered) / 1e3,
+        median(Kind::Xdp, delivered) / 1e3,
+        100.0 * median(Kind::Xdp, delivered_share),
+        median(Kind::Nftables, delivered) / 1e3,
         100.0 * median(Kind::Nftables, delivered_share),
     ));
 }
@@ -328,12 +357,17 @@ fn why_haproxy_missed(report: &mut Report, samples: &Samples) {
 
 fn how_to_read(report: &mut Report) {
     report.line(
-        "How to read: *offered* is what the generator got onto the wire, *delivered* what the \
+        "How to read: *offered* is what the generator transmitted, *delivered* what the \
          backends' sinks counted; delivered / offered below 1 means packets were dropped on \
          the way. The × columns divide this balancer's figure by nftables' or HAProxy's in the \
-         same round, median [min–max] over rounds. Backend kpkt/s in the connection test \
-         counts the client → backend direction as the backends receive it (for HAProxy: its \
-         own connections to them).\n",
+         same round, median [min–max] over rounds. *Forwarding CPU ns/packet* is CPUs ÷ \
+         delivered − CPUs ÷ ceiling in the same round: every CPU is busy in both runs and, on \
+         veth, all receiving work runs on the generating CPU, so it is the CPU time a \
+         delivered packet costs beyond being generated and dropped at the LB; *nftables ÷ \
+         this* divides nftables' by this balancer's. It is derived; the delivered packets/s \
+         and their ratios are the measurements. Backend kpkt/s in the connection test counts \
+         the client → backend direction as the backends receive it (for HAProxy: its own \
+         connections to them).\n",
     );
 }
 

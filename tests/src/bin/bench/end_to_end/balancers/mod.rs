@@ -59,6 +59,7 @@ impl Kind {
             }
             Kind::Nftables => {
                 let _table = nftables::Table::add(scratch)?;
+                let _receive = nftables::receive_generated(scratch)?;
                 measure()
             }
             Kind::Haproxy => {
