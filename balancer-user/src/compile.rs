@@ -103,8 +103,9 @@ pub fn compile(
         let table = build_table(&members, service.table_size)?;
         let group_fraction =
             cells.iter().filter(|&&c| c as usize == g).count() as f64 / SPLIT_CELLS as f64;
+        let slots = slots_per_index(&table);
         for b in &group.backends {
-            let slots = table.iter().filter(|&&i| i == b.index).count();
+            let slots = slots.get(b.index as usize).copied().unwrap_or(0);
             shares.insert(
                 b.addr,
                 group_fraction * slots as f64 / service.table_size as f64,
@@ -123,4 +124,17 @@ pub fn compile(
         },
         shares,
     })
+}
+
+/// How many slots of `table` each backend index holds, indexed by backend index: one pass
+/// over the table (counting per backend would take one pass per backend).
+fn slots_per_index(table: &[u32]) -> Vec<usize> {
+    let highest = table.iter().copied().filter(|&i| i != NONE).max();
+    let mut counts = vec![0; highest.map_or(0, |i| i as usize + 1)];
+    for &index in table {
+        if let Some(count) = counts.get_mut(index as usize) {
+            *count += 1;
+        }
+    }
+    counts
 }
