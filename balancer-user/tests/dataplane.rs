@@ -359,6 +359,37 @@ mod conntrack {
     }
 
     #[test]
+    fn flows_of_a_withdrawn_vip_last_as_long_as_their_backend() {
+        let mut fx = split_service("ct-vip", &format!("{VIP4}:80/tcp"), &BACKENDS4);
+        let mut tally = Tally::default();
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_009, VIP4, 80);
+        let x = fx.expected_backend("web", &flow);
+        send_expecting(&mut fx, &mut tally, &flow, x, true);
+
+        // The VIP goes (as when a service is given another VIP); X stays.
+        let vip = fx.service("web").vip.key();
+        fx.plane.remove_vip(&vip).expect("remove the VIP");
+        send_expecting(&mut fx, &mut tally, &flow, x, false);
+        let newcomer = flow.with_sport(40_010).frame();
+        assert_untouched(
+            &fx.send(&newcomer),
+            &newcomer,
+            XDP_PASS,
+            "new flow to no VIP",
+        );
+
+        // X goes too: its flow is no longer forwarded anywhere.
+        fx.clear_backend(x);
+        let frame = flow.frame();
+        assert_untouched(
+            &fx.send(&frame),
+            &frame,
+            XDP_PASS,
+            "flow of a removed backend",
+        );
+    }
+
+    #[test]
     fn reused_index_does_not_inherit_flows_of_the_previous_backend() {
         let mut fx = split_service("ct-reuse", &format!("{VIP4}:80/tcp"), &BACKENDS4);
         let x_entry = fx.entry("web", BACKENDS4[0].parse().unwrap());

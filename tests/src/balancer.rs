@@ -162,17 +162,7 @@ impl Balancer {
 
     /// Runs `balancer --socket SOCKET args...` from the test process.
     pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
-        let out = Command::new(binary()?)
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .context("run the balancer CLI")?;
-        Ok(CliOutput {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        run_cli(&binary()?, &self.socket(), args)
     }
 
     /// Runs the CLI and requires success; returns stdout.
@@ -285,6 +275,21 @@ impl Drop for Balancer {
 /// Removes a pin tree; unpinning the link detaches the program once no fd holds it.
 fn remove_pins(root: &Path) {
     std::fs::remove_dir_all(root).ok();
+}
+
+/// Runs the CLI `binary --socket SOCKET args...` from the calling process.
+pub fn run_cli(binary: &Path, socket: &Path, args: &[&str]) -> Result<CliOutput> {
+    let out = Command::new(binary)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .context("run the balancer CLI")?;
+    Ok(CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }
 
 /// The `balancer` binary: `$BALANCER_BIN`, else the workspace's debug build.

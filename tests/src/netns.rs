@@ -5,7 +5,7 @@ mod enter;
 mod exec;
 mod lifecycle;
 
-pub use enter::in_netns;
+pub use enter::{in_netns, set_sysctls};
 pub(crate) use exec::run_with_stdin;
 pub use exec::{run, spawn, NsProcess};
 pub use lifecycle::{create, delete, list};

@@ -38,3 +38,14 @@ where
             .unwrap_or_else(|payload| panic::resume_unwind(payload))
     })
 }
+
+/// Writes `/proc/sys/<key>` for each `(key, value)` from a thread inside `ns` (the `net/`
+/// sysctls belong to the network namespace of the writing thread).
+pub fn set_sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
+    in_netns(ns, || {
+        settings.iter().try_for_each(|(key, value)| {
+            let path = format!("/proc/sys/{key}");
+            std::fs::write(&path, value).with_context(|| format!("cannot write {path} in {ns}"))
+        })
+    })?
+}

@@ -15,7 +15,7 @@ use crate::netns;
 /// link-local ones of interfaces created later, are usable at once) and
 /// brings up `lo`.
 pub(crate) fn prepare_namespace(ns: &str) -> Result<()> {
-    set_sysctls(
+    netns::set_sysctls(
         ns,
         &[
             ("net/ipv6/conf/all/accept_dad", "0"),
@@ -36,7 +36,7 @@ pub(crate) fn prepare_namespace(ns: &str) -> Result<()> {
 /// IPv6 is disabled in the bridge namespace so that the ports send nothing
 /// of their own.
 pub(crate) fn build_bridge(bridge_ns: &str, hosts: &[String]) -> Result<()> {
-    set_sysctls(
+    netns::set_sysctls(
         bridge_ns,
         &[
             ("net/ipv6/conf/all/disable_ipv6", "1"),
@@ -95,7 +95,7 @@ pub(crate) fn configure_backend(ns: &str, index: usize) -> Result<()> {
         .iter()
         .map(|(key, value)| (key.as_str(), *value))
         .collect();
-    set_sysctls(ns, &sysctls)?;
+    netns::set_sysctls(ns, &sysctls)?;
 
     let mut batch = link_addresses(addresses::backend_v4(index), addresses::backend_v6(index));
     writeln!(batch, "address add {VIP4}/32 dev lo")?;
@@ -118,15 +118,4 @@ fn ip_batch(ns: &str, batch: &str) -> Result<()> {
     netns::run_with_stdin(ns, &["ip", "-batch", "-"], batch)
         .with_context(|| format!("ip batch in {ns}:\n{batch}"))?;
     Ok(())
-}
-
-/// Writes `/proc/sys/<key>` from a thread inside `ns` (the `net/` sysctls
-/// are per network namespace of the writing thread).
-fn set_sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
-    netns::in_netns(ns, || {
-        settings.iter().try_for_each(|(key, value)| {
-            let path = format!("/proc/sys/{key}");
-            std::fs::write(&path, value).with_context(|| format!("cannot write {path} in {ns}"))
-        })
-    })?
 }

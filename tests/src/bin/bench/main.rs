@@ -111,6 +111,11 @@ fn header(report: &mut Report, plan: &Plan) -> Result<()> {
         if plan.quick { "quick" } else { "full" },
         if plan.quick { " --quick" } else { "" }
     ));
+    report.line(
+        "Each section states its targets and whether this run met them. What was changed to \
+         reach them, with before/after numbers, is in [OPTIMISATIONS.md](OPTIMISATIONS.md) \
+         (written by hand, not regenerated).\n",
+    );
     report.line(format!(
         "Each figure is the median of {} rounds, with [min–max]. Per-packet times come from \
          BPF_PROG_TEST_RUN (the kernel's own mean per run, {} runs per round).\n",

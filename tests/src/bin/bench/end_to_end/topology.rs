@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use balancer_tests::netns;
 
 /// Prefix of every namespace of this section.
@@ -84,70 +84,57 @@ impl Topology {
 
     /// Creates the veth pairs, all from inside the LB's namespace.
     fn connect(&self, queues: usize) -> Result<()> {
-        let q = queues.to_string();
-        let client = mac_text(CLIENT_MAC);
-        let lb = mac_text(LB_MAC);
-        ip(
-            LB_NS,
-            &[
-                "link",
-                "add",
-                IFACE,
-                "address",
-                &lb,
-                "numtxqueues",
-                &q,
-                "numrxqueues",
-                &q,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                IFACE,
-                "address",
-                &client,
-                "numtxqueues",
-                &q,
-                "numrxqueues",
-                &q,
-                "netns",
-                CLIENT_NS,
-            ],
-        )?;
+        veth_pair(IFACE, LB_MAC, CLIENT_MAC, CLIENT_NS, queues)?;
         for index in 0..BACKENDS {
-            let (bk, ns) = (format!("bk{index}"), backend_ns(index));
-            let lb_side = mac_text([2, 0xe2, 0xe0, 1, index as u8, 1]);
-            let backend = mac_text([2, 0xe2, 0xe0, 1, index as u8, 2]);
-            ip(
-                LB_NS,
-                &[
-                    "link",
-                    "add",
-                    &bk,
-                    "address",
-                    &lb_side,
-                    "numtxqueues",
-                    &q,
-                    "numrxqueues",
-                    &q,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    IFACE,
-                    "address",
-                    &backend,
-                    "numtxqueues",
-                    &q,
-                    "numrxqueues",
-                    &q,
-                    "netns",
-                    &ns,
-                ],
+            veth_pair(
+                &format!("bk{index}"),
+                [2, 0xe2, 0xe0, 1, index as u8, 1],
+                [2, 0xe2, 0xe0, 1, index as u8, 2],
+                &backend_ns(index),
+                queues,
             )?;
         }
         Ok(())
     }
+}
+
+/// Creates, in the LB's namespace, the veth `name` with MAC `mac` and `queues` rx/tx queues,
+/// whose peer is `eth0` of namespace `peer_ns` with MAC `peer_mac`.
+fn veth_pair(
+    name: &str,
+    mac: [u8; 6],
+    peer_mac: [u8; 6],
+    peer_ns: &str,
+    queues: usize,
+) -> Result<()> {
+    let (mac, peer_mac, q) = (mac_text(mac), mac_text(peer_mac), queues.to_string());
+    ip(
+        LB_NS,
+        &[
+            "link",
+            "add",
+            name,
+            "address",
+            &mac,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            IFACE,
+            "address",
+            &peer_mac,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            peer_ns,
+        ],
+    )
 }
 
 impl Drop for Topology {
@@ -174,7 +161,7 @@ fn sweep_stale() -> Result<()> {
 /// IPv6 off (also for interfaces created later), no reverse-path filtering, wide local
 /// port range and TIME_WAIT reuse for the connection test, and `lo` up.
 fn prepare(ns: &str) -> Result<()> {
-    set_sysctls(
+    netns::set_sysctls(
         ns,
         &[
             ("net/ipv6/conf/all/disable_ipv6", "1"),
@@ -202,7 +189,7 @@ fn configure_client() -> Result<()> {
 
 /// LB: its address towards the client and one per backend link; forwards IPv4.
 fn configure_lb() -> Result<()> {
-    set_sysctls(LB_NS, &[("net/ipv4/ip_forward", "1")])?;
+    netns::set_sysctls(LB_NS, &[("net/ipv4/ip_forward", "1")])?;
     link_up(LB_NS, IFACE, LB)?;
     for index in 0..BACKENDS {
         link_up(LB_NS, &format!("bk{index}"), gateway(index))?;
@@ -238,14 +225,4 @@ pub fn ip(ns: &str, args: &[&str]) -> Result<()> {
     let argv: Vec<&str> = std::iter::once("ip").chain(args.iter().copied()).collect();
     netns::run(ns, &argv)?;
     Ok(())
-}
-
-/// Writes `/proc/sys/<key>` from a thread inside `ns` (net sysctls are per namespace).
-fn set_sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
-    netns::in_netns(ns, || {
-        settings.iter().try_for_each(|(key, value)| {
-            let path = format!("/proc/sys/{key}");
-            std::fs::write(&path, value).with_context(|| format!("cannot write {path} in {ns}"))
-        })
-    })?
 }

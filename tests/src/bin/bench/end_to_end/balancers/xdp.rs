@@ -3,11 +3,13 @@
 //! backends. Configured through its CLI, like an operator would.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use balancer_tests::netns::{spawn, NsProcess};
+use balancer_tests::{
+    balancer::run_cli,
+    netns::{spawn, NsProcess},
+};
 
 use crate::end_to_end::{
     generator::FLOOD_PORT,
@@ -90,17 +92,12 @@ impl Daemon {
 
     /// Runs `balancer --socket SOCKET ARGS` and requires success.
     fn cli(&self, args: &[&str]) -> Result<()> {
-        let out = Command::new(binary()?)
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .context("run the balancer CLI")?;
-        if !out.status.success() {
+        let out = run_cli(&binary()?, &self.socket(), args)?;
+        if out.code != Some(0) {
             bail!(
                 "`balancer {}` failed: {}",
                 args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
+                out.stderr.trim()
             );
         }
         Ok(())
