@@ -31,8 +31,7 @@
 //! settled by computing every backend's time for them. A build for 1000 backends takes
 //! about `8.3 * size` steps of walk and `size / 4` times computed directly. The walk is
 //! bound by random accesses to the claims: it computes slots a batch ahead of claiming
-//! them, so that cache misses overlap, and splits the backends between threads (one per
-//! core, up to four), whose claims merge into the same table as a single thread's.
+//! them, so that cache misses overlap.
 
 use std::net::IpAddr;
 
@@ -101,19 +100,6 @@ pub fn is_prime(n: u32) -> bool {
 /// for the others: the table is the one built without them. Adding or removing a backend
 /// changes only the slots it holds in the table with it.
 pub fn build_table(backends: &[MaglevBackend], size: u32) -> Result<Vec<u32>, MaglevError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, MAX_WALK_THREADS);
-    build_table_on(backends, size, threads)
-}
-
-/// [`build_table`] with the walk split between up to `threads` threads (the table does not
-/// depend on it; the benchmark compares thread counts).
-pub fn build_table_on(
-    backends: &[MaglevBackend],
-    size: u32,
-    threads: usize,
-) -> Result<Vec<u32>, MaglevError> {
     if size < 3 || size as usize > RING_CAPACITY || !is_prime(size) {
         return Err(MaglevError::BadSize(size));
     }
@@ -137,7 +123,7 @@ pub fn build_table_on(
         .map(|walker| clock.position_limit(walker, end))
         .collect();
     let steps = clock.steps_up_to(limits.iter().copied().max().unwrap_or(0));
-    let claims = walk_all(&walkers, &limits, &clock, &steps, threads);
+    let claims = walk_all(&walkers, &limits, &clock, &steps);
     Ok(claims
         .iter()
         .map(|&claim| walkers[clock.rank(claim)].index)
@@ -505,53 +491,13 @@ fn walk_end(count: usize, total_weight: u64, clock: &Clock) -> u64 {
 /// Steps of a walk whose slots are computed before their claims are made.
 const WALK_BATCH: usize = 32;
 
-/// Most threads a table build uses. The walk is bound by random accesses to the claims,
-/// so each thread brings its own core's cache to it.
-pub const MAX_WALK_THREADS: usize = 4;
-
 /// Every walker's claims up to its limit, then the slots nobody reached settled directly:
-/// the earliest claim on every slot. With `threads` > 1, the walkers are split between
-/// threads, each keeping its own claims, and the claims merged by taking the earliest;
-/// as the earliest claim does not depend on the order of the claims, the table is the
-/// same whatever the number of threads.
-fn walk_all(
-    walkers: &[Walker],
-    limits: &[u64],
-    clock: &Clock,
-    steps: &[Step],
-    threads: usize,
-) -> Vec<u64> {
-    let threads = threads.clamp(1, walkers.len());
-    let per_thread = walkers.len().div_ceil(threads);
-    let walk_ranks = |first: usize| {
-        let mut claims = vec![UNCLAIMED; clock.size as usize];
-        let last = (first + per_thread).min(walkers.len());
-        for rank in first..last {
-            walk(
-                &mut claims,
-                clock,
-                &walkers[rank],
-                rank,
-                steps,
-                limits[rank],
-            );
-        }
-        claims
-    };
-    let mut claims = std::thread::scope(|scope| {
-        let others: Vec<_> = (1..threads)
-            .map(|t| scope.spawn(move || walk_ranks(t * per_thread)))
-            .collect();
-        let mut claims = walk_ranks(0);
-        for other in others {
-            // A walk cannot panic short of running out of memory, which aborts anyway.
-            let other = other.join().expect("table walk thread");
-            for (held, claim) in claims.iter_mut().zip(other) {
-                *held = claim.min(*held);
-            }
-        }
-        claims
-    });
+/// the earliest claim on every slot.
+fn walk_all(walkers: &[Walker], limits: &[u64], clock: &Clock, steps: &[Step]) -> Vec<u64> {
+    let mut claims = vec![UNCLAIMED; clock.size as usize];
+    for (rank, (walker, &limit)) in walkers.iter().zip(limits).enumerate() {
+        walk(&mut claims, clock, walker, rank, steps, limit);
+    }
     for (slot, claim) in (0..clock.size).zip(&mut claims) {
         if *claim == UNCLAIMED {
             *claim = earliest(walkers, clock, slot);
@@ -609,22 +555,6 @@ mod tests {
     use super::*;
 
     use crate::test_rng::XorShift;
-
-    #[test]
-    fn threads_build_the_same_table_as_one() {
-        let mut rng = XorShift(41);
-        for count in [1usize, 2, 7, 100, 1000] {
-            let mut backends = random_backends(&mut rng, count);
-            for backend in backends.iter_mut().step_by(3) {
-                backend.weight = random_weight(&mut rng);
-            }
-            let alone = build_table_on(&backends, DEFAULT_TABLE_SIZE, 1).unwrap();
-            for threads in [2, 3, 4] {
-                let shared = build_table_on(&backends, DEFAULT_TABLE_SIZE, threads).unwrap();
-                assert!(alone == shared, "{count} backends, {threads} threads");
-            }
-        }
-    }
 
     /// A random weight in 1..=65535.
     fn random_weight(rng: &mut XorShift) -> u16 {

@@ -3,9 +3,7 @@
 use std::{net::IpAddr, time::Instant};
 
 use anyhow::Result;
-use balancer_user::maglev::{
-    build_table, build_table_on, MaglevBackend, DEFAULT_TABLE_SIZE, MAX_WALK_THREADS,
-};
+use balancer_user::maglev::{build_table, MaglevBackend, DEFAULT_TABLE_SIZE};
 
 use crate::{
     report::{Bar, Chart, Report},
@@ -24,63 +22,45 @@ fn backends_for(n: u32) -> Vec<MaglevBackend> {
         .collect()
 }
 
-/// Times building one lookup table for 10, 100 and 1000 backends, on one thread and on as
-/// many as the builder uses.
+/// Times building one lookup table for 10, 100 and 1000 backends.
 pub fn build_times(report: &mut Report, plan: &Plan) -> Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(MAX_WALK_THREADS);
     let mut rows = Vec::new();
     let mut bars = Vec::new();
-    // Median build time with all threads; the last size measured is 1000.
+    // Median build time; the last size measured is 1000.
     let mut at_1000 = 0.0;
     for n in [10u32, 100, 1000] {
         let backends = backends_for(n);
-        let time = |threads: usize| -> Result<Spread> {
-            let times = (0..plan.rounds.max(5))
-                .map(|_| {
-                    let start = Instant::now();
-                    build_table_on(&backends, DEFAULT_TABLE_SIZE, threads)
-                        .map(|_| start.elapsed().as_secs_f64() * 1e3)
-                })
-                .collect::<Result<_, _>>()?;
-            Ok(Spread::of(times))
-        };
-        let one = time(1)?;
-        let all = time(threads)?;
-        at_1000 = all.median;
-        rows.push(vec![n.to_string(), one.show(2), all.show(2)]);
+        let times = (0..plan.rounds.max(5))
+            .map(|_| {
+                let start = Instant::now();
+                build_table(&backends, DEFAULT_TABLE_SIZE)
+                    .map(|_| start.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        let time = Spread::of(times);
+        at_1000 = time.median;
+        rows.push(vec![n.to_string(), time.show(2)]);
         bars.push(Bar {
-            label: format!("{n} backends, 1 thread"),
-            value: one,
-        });
-        bars.push(Bar {
-            label: format!("{n} backends, {threads} threads"),
-            value: all,
+            label: format!("{n} backends"),
+            value: time,
         });
     }
     report.line(format!(
         "## Lookup table build ({DEFAULT_TABLE_SIZE} slots)\n"
     ));
-    report.table(
-        &[
-            "backends",
-            "ms per build, 1 thread",
-            &format!("ms per build, {threads} threads (what the daemon uses here)"),
-        ],
-        &rows,
-    );
+    report.table(&["backends", "ms per build"], &rows);
     report.line(format!(
-        "- Target: ≤ 2 ms for 1000 backends: {} ({at_1000:.2} ms with {threads} threads).\n",
+        "- Target: ≤ 2 ms for 1000 backends: {} ({at_1000:.2} ms).\n",
         if at_1000 <= 2.0 { "met" } else { "missed" }
     ));
     if at_1000 > 2.0 {
         report.line(
             "Why: the build walks about 8.3 × 65537 random slots for 1000 backends and keeps the \
-             earliest claim in a 512 KiB array; each step waits on a cache miss. Batching the \
-             slot computation ahead of the claims and splitting the backends between cores \
-             halved it (see [OPTIMISATIONS.md](OPTIMISATIONS.md)); this machine's two vCPUs give \
-             little from the second thread. A build runs once per change, off the packet path.\n",
+             earliest claim in a 512 KiB array, larger than this CPU's L2; each step waits on a \
+             cache miss. Computing slots a batch ahead of the claims overlaps the misses; \
+             splitting the walk between this VM's two vCPUs gave nothing (see \
+             [OPTIMISATIONS.md](OPTIMISATIONS.md)). A build runs once per change, off the packet \
+             path.\n",
         );
     }
     report.chart(Chart {
