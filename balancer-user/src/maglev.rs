@@ -333,6 +333,11 @@ struct Scramble {
 
 /// Odd multipliers of the scramble rounds (from SplitMix64).
 const SCRAMBLE_MULTIPLIERS: [u64; 2] = [0xbf58_476d_1ce4_e5b9, 0x94d0_49bb_1331_11eb];
+/// Their inverses modulo 2^64, for [`Scramble::unmix`].
+const SCRAMBLE_INVERSES: [u64; 2] = [
+    inverse_mod_2_64(SCRAMBLE_MULTIPLIERS[0]),
+    inverse_mod_2_64(SCRAMBLE_MULTIPLIERS[1]),
+];
 
 impl Scramble {
     fn new(size: u32) -> Self {
@@ -356,8 +361,8 @@ impl Scramble {
     /// The inverse of [`Scramble::mix`].
     fn unmix(&self, mut x: u64) -> u64 {
         x ^= x >> self.shift;
-        for multiplier in SCRAMBLE_MULTIPLIERS.iter().rev() {
-            x = x.wrapping_mul(inverse_mod_2_64(*multiplier)) & self.mask;
+        for multiplier in SCRAMBLE_INVERSES.iter().rev() {
+            x = x.wrapping_mul(*multiplier) & self.mask;
             x ^= x >> self.shift;
         }
         x
