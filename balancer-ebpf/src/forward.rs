@@ -14,9 +14,10 @@ pub fn l2_dsr(ctx: &XdpContext, backend: &Backend) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     let eth = start as *mut EthHdr;
-    // SAFETY: bounds checked against data_end just above.
     // Explicit non-overlapping copies: plain assignments compile to calls of a byte-wise
     // memmove subprogram.
+    // SAFETY: bounds checked against data_end just above; packet and map value are
+    // distinct memory.
     unsafe {
         core::ptr::copy_nonoverlapping(backend.dst_mac.as_ptr(), (*eth).dst.as_mut_ptr(), 6);
         core::ptr::copy_nonoverlapping(backend.src_mac.as_ptr(), (*eth).src.as_mut_ptr(), 6);

@@ -29,8 +29,9 @@ pub enum Selection<'a> {
 ///
 /// Connection tracking is looked up first, so an established flow costs one hash lookup.
 /// Its entries exist only for flows that were addressed to a VIP, and an entry whose
-/// backend was removed (epoch changed) is ignored, so this order cannot forward anything
-/// the VIP map would not have.
+/// backend was removed (epoch changed) is ignored. The one difference from looking up the
+/// VIP first: a flow whose VIP was withdrawn while its backend stayed keeps that backend
+/// until it goes idle, which is what the no-broken-connection promise asks for.
 #[inline(always)]
 pub fn backend_for(key: &FlowKey) -> Selection<'static> {
     // The coarse clock (CLOCK_MONOTONIC at tick resolution) is a memory read, where the
