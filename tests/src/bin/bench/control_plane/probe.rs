@@ -7,7 +7,10 @@
 
 use anyhow::{bail, Context, Result};
 use balancer_tests::{balancer::LB_IFACE, lab::Lab, netns, topology::VIP4, traffic::SERVICE_PORT};
-use balancer_user::dataplane::{pins::PinLayout, DataPlane};
+use balancer_user::{
+    dataplane::{pins::PinLayout, DataPlane},
+    neighbor::parse_mac,
+};
 
 use crate::frames::frame_v4;
 
@@ -75,12 +78,5 @@ fn interface_mac(ns: &str) -> Result<[u8; 6]> {
     let text = links[0]["address"]
         .as_str()
         .with_context(|| format!("no MAC address for eth0 in {ns}"))?;
-    let bytes = text
-        .split(':')
-        .map(|byte| u8::from_str_radix(byte, 16))
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("MAC address {text:?}"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("MAC address {text:?} is not 6 bytes"))
+    parse_mac(text).with_context(|| format!("MAC address {text:?} of eth0 in {ns}"))
 }
