@@ -34,11 +34,7 @@ pub enum Selection<'a> {
 /// until it goes idle, which is what the no-broken-connection promise asks for.
 #[inline(always)]
 pub fn backend_for(key: &FlowKey) -> Selection<'static> {
-    // The coarse clock (CLOCK_MONOTONIC at tick resolution) is a memory read, where the
-    // precise one reads the TSC: last-seen times only need second granularity.
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(selection) = tracked(key, now) {
+    if let Some(selection) = tracked(key) {
         return selection;
     }
     let vip = VipKey {
@@ -56,7 +52,7 @@ pub fn backend_for(key: &FlowKey) -> Selection<'static> {
             let state = FlowState {
                 backend: index,
                 epoch: backend.epoch,
-                last_seen_ns: now,
+                last_seen_ns: now(),
             };
             // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
             let _ = CONNTRACK.insert(key, &state, 0);
@@ -72,7 +68,7 @@ pub fn backend_for(key: &FlowKey) -> Selection<'static> {
 
 /// The backend this flow is already pinned to, if it still exists.
 #[inline(always)]
-fn tracked(key: &FlowKey, now: u64) -> Option<Selection<'static>> {
+fn tracked(key: &FlowKey) -> Option<Selection<'static>> {
     let state = CONNTRACK.get_ptr_mut(key)?;
     // SAFETY: the pointer stays valid during this program run (RCU); fields are plain data.
     let (index, epoch, last_seen) =
@@ -81,6 +77,7 @@ fn tracked(key: &FlowKey, now: u64) -> Option<Selection<'static>> {
     if backend.epoch == 0 || backend.epoch != epoch {
         return None;
     }
+    let now = now();
     if now.wrapping_sub(last_seen) > LAST_SEEN_GRANULARITY_NS {
         // SAFETY: as above; a racing writer stores the same kind of timestamp.
         unsafe { (*state).last_seen_ns = now };
@@ -134,4 +131,13 @@ fn select_new(service: u32, key: &FlowKey) -> Option<(u32, &'static Backend)> {
         return None;
     }
     Some((index, backend))
+}
+
+/// The time for last-seen stamps, read only for flows that are forwarded. The coarse clock
+/// (CLOCK_MONOTONIC at tick resolution) is a memory read, where the precise one reads the
+/// TSC: last-seen times only need second granularity.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: plain helper call without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
