@@ -6,13 +6,15 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    basis_points::BasisPoints,
     dataplane::GlobalCounters,
-    state::{Affinity, Canary, Drain, FlipDrain, HealthCheck, Rollout},
+    release::{canary::Canary, drain::Drain, flip::FlipDrain, rollout::Rollout},
+    state::{Affinity, HealthCheck},
     vip::Vip,
 };
 
 /// `POST /services`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AddService {
     /// Service name.
     pub name: String,
@@ -29,14 +31,14 @@ pub struct AddService {
 }
 
 /// `PUT /services/{name}/health`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetHealth {
     /// New checks; none stops checking.
     pub health: Option<HealthCheck>,
 }
 
 /// `POST /services/{name}/backends`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AddBackend {
     /// Backend address.
     pub addr: IpAddr,
@@ -47,21 +49,21 @@ pub struct AddBackend {
 }
 
 /// `PUT /services/{name}/backends/{addr}/weight`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetWeight {
     /// New weight.
     pub weight: u16,
 }
 
 /// `PUT /services/{name}/split`: group name and percentage ("12.5", two decimals at most).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetSplit {
     /// Shares in order.
-    pub shares: Vec<(String, String)>,
+    pub shares: Vec<(String, BasisPoints)>,
 }
 
 /// `PUT /services/{name}/flip`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Flip {
     /// Group that gets every new flow.
     pub to: String,
@@ -71,7 +73,7 @@ pub struct Flip {
 }
 
 /// `POST /services/{name}/pins` and `DELETE /services/{name}/pins` (group ignored).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PinRequest {
     /// Client prefix, e.g. `198.18.2.0/24` or `2001:db8:2::/48`.
     pub cidr: String,
@@ -80,54 +82,22 @@ pub struct PinRequest {
     pub group: String,
 }
 
-/// `POST /services/{name}/canary`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StartCanary {
-    /// Group new flows move away from.
-    pub from: String,
-    /// Group new flows move to.
-    pub to: String,
-    /// Percentages of the new group ("5", "12.5"), ascending.
-    pub steps: Vec<String>,
-    /// Time between steps, milliseconds.
-    pub interval_ms: u64,
-    /// Roll back by itself when this percentage of the new group's backends fail their
-    /// health checks; none: never.
-    #[serde(default)]
-    pub auto_rollback: Option<String>,
-}
-
 /// `POST /services/{name}/backends/{addr}/drain`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StartDrain {
     /// Give up waiting for established flows after this long; none: wait until they end.
     pub timeout_ms: Option<u64>,
 }
 
-/// `POST /services/{name}/rollout`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StartRollout {
-    /// Group whose backends are replaced.
-    pub group: String,
-    /// (OLD, NEW) address pairs.
-    pub pairs: Vec<(IpAddr, IpAddr)>,
-    /// How long NEW may take to pass its health checks, milliseconds.
-    pub ready_timeout_ms: u64,
-    /// Weight ramp of NEW, milliseconds.
-    pub slow_start_ms: u64,
-    /// How long OLD's flows are waited for; none: until they end.
-    pub drain_timeout_ms: Option<u64>,
-}
-
 /// Error body of every non-2xx answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {
     /// One line for the operator.
     pub error: String,
 }
 
 /// `GET /status`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// Services in name order.
     pub services: Vec<ServiceStatus>,
@@ -136,7 +106,7 @@ pub struct Status {
 }
 
 /// One service in [`Status`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     /// Name.
     pub name: String,
@@ -150,7 +120,7 @@ pub struct ServiceStatus {
     pub split: Vec<GroupShare>,
     /// Backends in group order.
     pub backends: Vec<BackendStatus>,
-    /// Tester pins, by prefix.
+    /// Client pins, by prefix.
     pub pins: Vec<PinStatus>,
     /// The running or last canary.
     pub canary: Option<Canary>,
@@ -160,8 +130,27 @@ pub struct ServiceStatus {
     pub flip_drain: Option<FlipDrain>,
 }
 
-/// One tester pin in [`ServiceStatus`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// A checked backend's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Passes its checks: gets new flows.
+    Up,
+    /// Fails its checks: gets no new flows.
+    Down,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Up => "up",
+            Health::Down => "down",
+        })
+    }
+}
+
+/// One client pin in [`ServiceStatus`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PinStatus {
     /// Client prefix.
     pub cidr: String,
@@ -170,16 +159,16 @@ pub struct PinStatus {
 }
 
 /// One group's configured share.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupShare {
     /// Group name.
     pub group: String,
     /// Share of new flows, "12.50".
-    pub percent: String,
+    pub percent: BasisPoints,
 }
 
 /// One backend in [`ServiceStatus`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     /// Address.
     pub addr: IpAddr,
@@ -197,8 +186,8 @@ pub struct BackendStatus {
     pub bytes: u64,
     /// Tracked flows with a packet within the flow idle time.
     pub active_flows: u64,
-    /// "up" or "down" when the service has health checks.
-    pub health: Option<String>,
+    /// Up or down, when the service has health checks.
+    pub health: Option<Health>,
     /// When the health last changed (Unix milliseconds), if since the daemon started.
     pub health_changed_at_ms: Option<u64>,
     /// Why the last check failed, if it did.

@@ -5,7 +5,15 @@ use std::{net::IpAddr, path::PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    state::{Affinity, CheckKind, HealthCheck, Preset, StateError},
+    api::{AddBackend, AddService},
+    basis_points::BasisPoints,
+    error::Refused,
+    operation::{Change, Operation},
+    release::{
+        canary::{CanaryAction, CanaryPlan, Preset},
+        rollout::RolloutPlan,
+    },
+    state::{Affinity, CheckKind, HealthCheck, StateError},
     vip::Vip,
 };
 
@@ -41,7 +49,7 @@ pub enum Command {
         name: String,
         /// GROUP=PERCENT pairs (up to two decimals); groups not named get 0.
         #[arg(required = true, value_parser = parse_share)]
-        shares: Vec<(String, String)>,
+        shares: Vec<(String, BasisPoints)>,
     },
     /// Blue-green flip: every new flow goes to GROUP from the next packet on; established
     /// flows stay on their backends. Flip back to the old group to roll back.
@@ -99,7 +107,7 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "/var/lib/balancer")]
     pub state_dir: PathBuf,
     /// bpffs directory for pins (mounted at /sys/fs/bpf if needed).
-    #[arg(long, default_value = crate::dataplane::pins::DEFAULT_PIN_ROOT)]
+    #[arg(long, default_value = crate::dataplane::bpffs::DEFAULT_ROOT)]
     pub pin_dir: PathBuf,
     /// Connection-tracking entries (used when the maps are first created).
     #[arg(long, default_value_t = balancer_common::DEFAULT_CONNTRACK_ENTRIES,
@@ -195,8 +203,8 @@ impl HealthArgs {
         };
         Ok(Some(HealthCheck {
             kind: kind.parse::<CheckKind>()?,
-            interval_ms: self.health_interval.as_millis() as u64,
-            timeout_ms: self.health_timeout.as_millis() as u64,
+            interval_ms: millis(self.health_interval),
+            timeout_ms: millis(self.health_timeout),
             rise: self.rise,
             fall: self.fall,
         }))
@@ -235,9 +243,13 @@ pub enum CanaryCommand {
         #[arg(long)]
         to: String,
         /// Percentages of new flows on the new group, ascending, e.g. 1,5,25,50,100.
-        #[arg(long, value_delimiter = ',', required_unless_present = "preset",
-              conflicts_with = "preset", value_parser = parse_step)]
-        steps: Vec<String>,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "preset",
+            conflicts_with = "preset"
+        )]
+        steps: Vec<BasisPoints>,
         /// Time between steps, e.g. 30s, 5m.
         #[arg(long, conflicts_with = "preset", value_parser = humantime::parse_duration)]
         interval: Option<std::time::Duration>,
@@ -248,8 +260,8 @@ pub enum CanaryCommand {
         #[arg(long)]
         auto_rollback: bool,
         /// With --auto-rollback: the share of the new group's backends that must fail.
-        #[arg(long, default_value = "50", requires = "auto_rollback", value_parser = parse_step)]
-        rollback_threshold: String,
+        #[arg(long, default_value = "50", requires = "auto_rollback")]
+        rollback_threshold: BasisPoints,
     },
     /// Stop the step timer.
     Pause {
@@ -295,11 +307,6 @@ impl From<PresetArg> for Preset {
             PresetArg::AllAtOnce => Preset::AllAtOnce,
         }
     }
-}
-
-fn parse_step(text: &str) -> Result<String, String> {
-    crate::state::parse_percent(text).map_err(|e| e.to_string())?;
-    Ok(text.to_string())
 }
 
 /// `balancer rollout ...`: start one, or `status`/`abort`.
@@ -364,7 +371,8 @@ pub enum PinCommand {
         /// Service name.
         name: String,
         /// Client prefix, e.g. 198.18.2.0/24.
-        cidr: String,
+        #[arg(value_parser = parse_cidr)]
+        cidr: ipnet::IpNet,
         /// Group the clients get.
         #[arg(long)]
         group: String,
@@ -374,7 +382,8 @@ pub enum PinCommand {
         /// Service name.
         name: String,
         /// Client prefix.
-        cidr: String,
+        #[arg(value_parser = parse_cidr)]
+        cidr: ipnet::IpNet,
     },
     /// List pins.
     List {
@@ -431,10 +440,254 @@ pub enum BackendCommand {
     },
 }
 
-fn parse_share(text: &str) -> Result<(String, String), String> {
+fn parse_share(text: &str) -> Result<(String, BasisPoints), String> {
     let (group, percent) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not GROUP=PERCENT"))?;
-    crate::state::parse_percent(percent).map_err(|e| e.to_string())?;
-    Ok((group.to_string(), percent.to_string()))
+    let share = percent
+        .parse()
+        .map_err(|e: crate::basis_points::BadPercent| e.to_string())?;
+    Ok((group.to_string(), share))
+}
+
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a CIDR prefix (ADDR/LEN)"))
+}
+
+/// How the answer to a command is shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Nothing: success is the exit code.
+    Quiet,
+    /// `status`: text or JSON.
+    Status {
+        /// JSON.
+        json: bool,
+    },
+    /// `service list`.
+    Services {
+        /// JSON.
+        json: bool,
+    },
+    /// `pin list`.
+    Pins {
+        /// JSON.
+        json: bool,
+    },
+    /// `rollout status NAME`.
+    Rollout {
+        /// Service.
+        name: String,
+    },
+    /// `export`: the TOML as it comes.
+    Toml,
+    /// `teardown`: a sentence.
+    TornDown,
+}
+
+/// A command that is not `daemon`, as the operation it sends and how its answer is shown.
+/// `apply` reads its file here.
+pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
+    let change = |c: Change| (Operation::Change(c), Output::Quiet);
+    let status = |service: Option<String>, output: Output| (Operation::Status { service }, output);
+    Ok(match command {
+        Command::Daemon(_) => return Err(Refused::Request("the daemon is not a request".into())),
+        Command::Service(cmd) => match cmd {
+            ServiceCommand::Add {
+                name,
+                vip,
+                affinity,
+                table_size,
+                health,
+            } => change(Change::AddService(AddService {
+                name,
+                vip,
+                affinity: affinity.into(),
+                table_size,
+                health: health.check()?,
+            })),
+            ServiceCommand::Set {
+                name,
+                health,
+                no_health,
+            } => {
+                let health = health.check()?;
+                if health.is_none() && !no_health {
+                    return Err(Refused::Request(
+                        "nothing to set: give --health KIND or --no-health".into(),
+                    ));
+                }
+                change(Change::SetHealth {
+                    service: name,
+                    health,
+                })
+            }
+            ServiceCommand::Remove { name } => change(Change::RemoveService { service: name }),
+            ServiceCommand::List { json } => status(None, Output::Services { json }),
+        },
+        Command::Backend(cmd) => match cmd {
+            BackendCommand::Add {
+                name,
+                addr,
+                group,
+                weight,
+            } => change(Change::AddBackend {
+                service: name,
+                backend: AddBackend {
+                    addr,
+                    group,
+                    weight: Some(weight),
+                },
+            }),
+            BackendCommand::SetWeight { name, addr, weight } => change(Change::SetWeight {
+                service: name,
+                addr,
+                weight,
+            }),
+            BackendCommand::Drain {
+                name,
+                addr,
+                timeout,
+            } => change(Change::Drain {
+                service: name,
+                addr,
+                timeout_ms: timeout.map(millis),
+            }),
+            BackendCommand::Remove { name, addr } => change(Change::RemoveBackend {
+                service: name,
+                addr,
+            }),
+        },
+        Command::Split { name, shares } => change(Change::Split {
+            service: name,
+            shares,
+        }),
+        Command::Flip {
+            name,
+            to,
+            drain_timeout,
+        } => change(Change::Flip {
+            service: name,
+            to,
+            drain_timeout_ms: drain_timeout.map(millis),
+        }),
+        Command::Canary(cmd) => canary(cmd)?,
+        Command::Rollout(args) => rollout(args)?,
+        Command::Pin(cmd) => match cmd {
+            PinCommand::Add { name, cidr, group } => change(Change::AddPin {
+                service: name,
+                cidr,
+                group,
+            }),
+            PinCommand::Remove { name, cidr } => change(Change::RemovePin {
+                service: name,
+                cidr,
+            }),
+            PinCommand::List { name, json } => status(name, Output::Pins { json }),
+        },
+        Command::Status { name, json } => status(name, Output::Status { json }),
+        Command::Apply { file } => change(Change::Apply {
+            toml: read_config(&file)?,
+        }),
+        Command::Export => (Operation::Export, Output::Toml),
+        Command::Teardown => (Operation::Teardown, Output::TornDown),
+    })
+}
+
+fn canary(cmd: CanaryCommand) -> Result<(Operation, Output), Refused> {
+    let (name, action) = match cmd {
+        CanaryCommand::Start {
+            name,
+            from,
+            to,
+            steps,
+            interval,
+            preset,
+            auto_rollback,
+            rollback_threshold,
+        } => {
+            let (steps, interval_ms) = match preset {
+                Some(preset) => Preset::from(preset).plan(),
+                None => {
+                    let interval_ms = interval.map_or(0, millis);
+                    if steps.len() > 1 && interval_ms == 0 {
+                        return Err(Refused::Request(
+                            "--interval is needed with several --steps".into(),
+                        ));
+                    }
+                    (steps, interval_ms)
+                }
+            };
+            let plan = CanaryPlan {
+                from,
+                to,
+                steps,
+                interval_ms,
+                auto_rollback: auto_rollback.then_some(rollback_threshold),
+            };
+            let start = Change::StartCanary {
+                service: name,
+                plan,
+            };
+            return Ok((Operation::Change(start), Output::Quiet));
+        }
+        CanaryCommand::Pause { name } => (name, CanaryAction::Pause),
+        CanaryCommand::Resume { name } => (name, CanaryAction::Resume),
+        CanaryCommand::Promote { name } => (name, CanaryAction::Promote),
+        CanaryCommand::Abort { name } => (name, CanaryAction::Abort),
+    };
+    let act = Change::Canary {
+        service: name,
+        action,
+    };
+    Ok((Operation::Change(act), Output::Quiet))
+}
+
+fn rollout(args: RolloutArgs) -> Result<(Operation, Output), Refused> {
+    let operation = match args.action {
+        Some(RolloutAction::Status { name }) => {
+            return Ok((
+                Operation::Status {
+                    service: Some(name.clone()),
+                },
+                Output::Rollout { name },
+            ))
+        }
+        Some(RolloutAction::Abort { name }) => Change::AbortRollout { service: name },
+        None => {
+            let (Some(name), Some(group)) = (args.name, args.group) else {
+                return Err(Refused::Request("give NAME and --group".into()));
+            };
+            Change::StartRollout {
+                service: name,
+                plan: RolloutPlan {
+                    group,
+                    pairs: args.replace,
+                    ready_timeout_ms: millis(args.ready_timeout),
+                    slow_start_ms: millis(args.slow_start),
+                    drain_timeout_ms: args.drain_timeout.map(millis),
+                },
+            }
+        }
+    };
+    Ok((Operation::Change(operation), Output::Quiet))
+}
+
+/// The text of a configuration file ("-": standard input).
+fn read_config(file: &std::path::Path) -> Result<String, Refused> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|t| text = t)
+    };
+    read.map_err(|e| Refused::Request(format!("cannot read {}: {e}", file.display())))?;
+    Ok(text)
+}
+
+/// A duration in whole milliseconds (saturating).
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

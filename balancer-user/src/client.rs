@@ -5,23 +5,39 @@ use std::path::{Path, PathBuf};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Bytes, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::UnixStream;
 
-use crate::api::ApiError;
+use crate::{api::ApiError, operation::Operation};
 
 /// Why a request failed. One line each.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon listening.
-    #[error("cannot reach the balancer daemon at {0}: {1}")]
-    Unreachable(PathBuf, std::io::Error),
+    #[error("cannot reach the balancer daemon at {0}")]
+    Unreachable(PathBuf, #[source] std::io::Error),
+    /// The daemon is tearing down.
+    #[error("{0}")]
+    Unavailable(String),
     /// HTTP failed.
     #[error("talking to the daemon failed: {0}")]
     Http(String),
-    /// The daemon refused the request.
+    /// The daemon refused the request (HTTP 4xx): nothing changed.
     #[error("{0}")]
     Refused(String),
+    /// The daemon failed to carry it out (HTTP 5xx).
+    #[error("{0}")]
+    Fault(String),
+}
+
+impl ClientError {
+    /// The CLI's exit code for this error: 1 refused, 3 daemon unreachable, 4 fault.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Refused(_) => 1,
+            ClientError::Unreachable(..) | ClientError::Unavailable(_) => 3,
+            ClientError::Http(_) | ClientError::Fault(_) => 4,
+        }
+    }
 }
 
 /// A client of one daemon socket.
@@ -35,6 +51,13 @@ impl Client {
         Self {
             socket: socket.to_path_buf(),
         }
+    }
+
+    /// Runs `operation` on the daemon; returns the body of its answer.
+    pub async fn run(&self, operation: &Operation) -> Result<Bytes, ClientError> {
+        let request = operation.to_request();
+        self.send(request.method, &request.path, request.body.into_parts())
+            .await
     }
 
     /// Sends a request; returns the body of a 2xx answer, or the daemon's error line.
@@ -79,25 +102,14 @@ impl Client {
         if status.is_success() {
             return Ok(bytes);
         }
-        Err(ClientError::Refused(error_line(status, &bytes)))
-    }
-
-    /// Sends a JSON body.
-    pub async fn send_json<B: Serialize>(
-        &self,
-        method: Method,
-        path: &str,
-        body: &B,
-    ) -> Result<Bytes, ClientError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Http(e.to_string()))?;
-        self.send(method, path, Some((bytes, "application/json")))
-            .await
-    }
-
-    /// GETs a JSON document.
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let bytes = self.send(Method::GET, path, None).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Http(e.to_string()))
+        let line = error_line(status, &bytes);
+        Err(if status == StatusCode::SERVICE_UNAVAILABLE {
+            ClientError::Unavailable(line)
+        } else if status.is_client_error() {
+            ClientError::Refused(line)
+        } else {
+            ClientError::Fault(line)
+        })
     }
 }
 
@@ -114,22 +126,4 @@ fn error_line(status: StatusCode, body: &[u8]) -> String {
             }
         }
     }
-}
-
-/// Percent-encodes a path segment (service names are plain; IPv6 addresses have colons,
-/// which are fine in paths).
-pub fn segment(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' | ':' | '~' => c.to_string(),
-            other => {
-                let mut buf = [0u8; 4];
-                other
-                    .encode_utf8(&mut buf)
-                    .bytes()
-                    .map(|b| format!("%{b:02X}"))
-                    .collect()
-            }
-        })
-        .collect()
 }

@@ -12,7 +12,7 @@ use balancer_common::{
 use bytemuck::Zeroable;
 
 use crate::{
-    dataplane::{ImagePin, ServiceImage},
+    dataplane::{ImageClientPin, ServiceImage},
     maglev::{build_table, MaglevBackend, MaglevError},
     split::SplitError,
     state::{Affinity, BackendEntry, Service, StateError},
@@ -71,12 +71,12 @@ pub fn compile(
     tables.cell_group.copy_from_slice(&cells);
 
     // A pin to a group that cannot serve is left out: its clients follow the split.
-    let pins: Vec<ImagePin> = service
+    let client_pins: Vec<ImageClientPin> = service
         .pins
         .iter()
         .filter_map(|pin| {
             let group = service.group_index(&pin.group)?;
-            serving[group].then(|| ImagePin {
+            serving[group].then(|| ImageClientPin {
                 family: family(pin.cidr.addr()),
                 addr: addr_bytes(pin.cidr.addr()),
                 prefix_len: pin.cidr.prefix_len(),
@@ -84,7 +84,7 @@ pub fn compile(
             })
         })
         .collect();
-    if !pins.is_empty() {
+    if !client_pins.is_empty() {
         tables.flags |= FLAG_HAS_PINS;
     }
 
@@ -120,7 +120,7 @@ pub fn compile(
         image: ServiceImage {
             tables,
             rings,
-            pins,
+            client_pins,
         },
         shares,
     })

@@ -23,11 +23,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    basis_points::BasisPoints,
     maglev::DEFAULT_TABLE_SIZE,
-    state::{
-        format_basis_points, parse_percent, Affinity, HealthCheck, State, StateError,
-        DEFAULT_WEIGHT,
-    },
+    state::{Affinity, HealthCheck, State, StateError, DEFAULT_WEIGHT},
     vip::Vip,
 };
 
@@ -114,12 +112,13 @@ pub enum Percent {
 }
 
 impl Percent {
-    fn basis_points(&self) -> Result<u16, StateError> {
-        match self {
-            Percent::Text(t) => parse_percent(t),
-            Percent::Integer(i) => parse_percent(&i.to_string()),
-            Percent::Float(f) => parse_percent(&format!("{f}")),
-        }
+    fn basis_points(&self) -> Result<BasisPoints, StateError> {
+        let text = match self {
+            Percent::Text(t) => t.clone(),
+            Percent::Integer(i) => i.to_string(),
+            Percent::Float(f) => format!("{f}"),
+        };
+        Ok(text.parse()?)
     }
 }
 
@@ -178,7 +177,7 @@ impl Config {
                     .zip(shares)
                     .map(|(g, share)| GroupConfig {
                         name: g.name.clone(),
-                        percent: Some(Percent::Text(format_basis_points(share))),
+                        percent: Some(Percent::Text(share.to_string())),
                         backends: g
                             .backends
                             .iter()
@@ -275,18 +274,18 @@ fn apply_service(s: &ServiceConfig, state: &mut State) -> Result<(), ConfigError
     }
     for g in &s.groups {
         let percent = g.percent.as_ref().map(Percent::basis_points).transpose()?;
-        if g.backends.is_empty() && percent.is_some_and(|p| p > 0) {
+        if g.backends.is_empty() && percent.is_some_and(|p| p > BasisPoints::ZERO) {
             return Err(ConfigError::EmptyGroup(g.name.clone(), s.name.clone()));
         }
     }
     let groups: Vec<&GroupConfig> = s.groups.iter().filter(|g| !g.backends.is_empty()).collect();
-    let shares: Vec<(String, u16)> = match groups.as_slice() {
+    let shares: Vec<(String, BasisPoints)> = match groups.as_slice() {
         [] => Vec::new(),
         [only] => vec![(
             only.name.clone(),
             only.percent
                 .as_ref()
-                .map_or(Ok(10_000), Percent::basis_points)?,
+                .map_or(Ok(BasisPoints::ALL), Percent::basis_points)?,
         )],
         groups => groups
             .iter()

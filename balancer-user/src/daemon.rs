@@ -5,6 +5,7 @@
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -13,14 +14,43 @@ use tokio::{net::UnixListener, signal::unix::SignalKind};
 use tracing::info;
 
 use crate::{
-    controller::{Controller, ControllerConfig},
-    server::{router, Shared},
+    clock::SystemClock,
+    controller::{
+        ports::{KernelNeighbors, Plane},
+        Controller, Ports, Settings,
+    },
+    dataplane::{AttachOptions, DataPlane},
+    server::{executor::Executor, routes::router},
+    state::FileStore,
 };
 
+/// What the daemon runs with.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Data-plane attachment.
+    pub attach: AttachOptions,
+    /// The state file.
+    pub state_file: PathBuf,
+    /// Controller settings.
+    pub settings: Settings,
+}
+
+/// Attaches the data plane and starts the controller on the kernel's ports.
+fn start(config: DaemonConfig) -> Result<Controller, crate::error::Error> {
+    let plane: Box<dyn Plane> = Box::new(DataPlane::attach(&config.attach)?);
+    let ports = Ports {
+        plane,
+        neighbors: Box::new(KernelNeighbors),
+        store: Box::new(FileStore::new(config.state_file)),
+        clock: Arc::new(SystemClock),
+    };
+    Controller::start(ports, config.settings)
+}
+
 /// Serves until SIGINT/SIGTERM or a teardown.
-pub async fn run(config: ControllerConfig, socket: &Path) -> anyhow::Result<()> {
+pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let listener = bind(socket).await?;
-    let started = tokio::task::spawn_blocking(move || Controller::start(config))
+    let started = tokio::task::spawn_blocking(move || start(config))
         .await
         .context("controller start panicked")?;
     let controller = match started {
@@ -35,54 +65,25 @@ pub async fn run(config: ControllerConfig, socket: &Path) -> anyhow::Result<()> 
         services = controller.state().services.len(),
         "data plane ready"
     );
-    let shared = Shared::new(controller);
-    let ticker = tokio::spawn(tick_forever(shared.clone()));
+    let executor = Executor::new(controller);
+    let ticker = tokio::spawn(executor.clone().run_timers());
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let stop = {
-        let shared = shared.clone();
+        let executor = executor.clone();
         async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => info!("interrupted; the data plane stays up"),
                 _ = term.recv() => info!("terminated; the data plane stays up"),
-                _ = shared.shutdown.notified() => info!("torn down"),
+                _ = executor.torn_down() => info!("torn down"),
             }
         }
     };
-    let served = axum::serve(listener, router(shared))
+    let served = axum::serve(listener, router(executor))
         .with_graceful_shutdown(stop)
         .await;
     ticker.abort();
     std::fs::remove_file(socket).ok();
     served.context("serving the control API")
-}
-
-/// How often due canary steps and health checks are looked for.
-const TICK: Duration = Duration::from_millis(100);
-
-/// Advances timed operations until the daemon stops: canary steps, and health checks, each
-/// run concurrently off the controller lock and reported back when done.
-async fn tick_forever(shared: std::sync::Arc<Shared>) {
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let jobs = match crate::server::tick(shared.clone()).await {
-            Ok(jobs) => jobs,
-            Err(failure) => {
-                tracing::warn!("timed step failed: {}", failure.message());
-                continue;
-            }
-        };
-        for job in jobs {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let result = crate::health::probe(&job.check, job.target).await;
-                if let Err(failure) = crate::server::report_probe(shared, job, result).await {
-                    tracing::warn!("health result not applied: {}", failure.message());
-                }
-            });
-        }
-    }
 }
 
 /// Binds the control socket (mode 0600), replacing a stale socket file but refusing to

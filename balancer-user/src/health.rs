@@ -2,7 +2,7 @@
 //! checks themselves.
 
 mod board;
-mod probe;
+mod check;
 
-pub use board::{BackendHealth, HealthBoard, ProbeJob};
-pub use probe::probe;
+pub use board::{BackendHealth, CheckJob, HealthBoard};
+pub use check::run;

@@ -1,19 +1,23 @@
 //! Userspace of `balancer`: the daemon that owns the XDP data plane, its control API, and
-//! the CLI client.
+//! the CLI client. `ARCHITECTURE.md` at the repository root maps the modules.
 
 pub mod api;
+pub mod basis_points;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod commands;
 pub mod compile;
 pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod error;
 pub mod health;
 pub mod maglev;
 pub mod neighbor;
-mod probe;
+pub mod operation;
+pub mod release;
 pub mod report;
 pub mod server;
 pub mod split;

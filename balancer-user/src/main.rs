@@ -1,9 +1,24 @@
 //! `balancer`: the daemon and the CLI in one binary.
+//!
+//! Exit codes: 0 done, 1 refused (bad input; nothing changed), 2 bad usage, 3 the daemon
+//! cannot be reached, 4 a fault of the host (I/O, kernel).
 
 use std::process::ExitCode;
 
-use balancer_user::{cli::Cli, commands};
+use balancer_user::{
+    cli::Cli,
+    client::ClientError,
+    commands,
+    error::{one_line, Refused},
+};
 use clap::{error::ErrorKind, Parser};
+
+/// Exit code of a refused command (bad input; nothing changed).
+const REFUSED: u8 = 1;
+/// Exit code of bad usage (clap's).
+const USAGE: u8 = 2;
+/// Exit code of a host fault (I/O, kernel): the command may not have been carried out.
+const FAULT: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -14,7 +29,7 @@ fn main() -> ExitCode {
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
-            return ExitCode::from(2);
+            return ExitCode::from(USAGE);
         }
         Err(e) => {
             // One line: clap's first line names the problem; the usage hint follows.
@@ -23,7 +38,7 @@ fn main() -> ExitCode {
                 "{}",
                 text.lines().next().unwrap_or("error: invalid arguments")
             );
-            return ExitCode::from(2);
+            return ExitCode::from(USAGE);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -34,28 +49,28 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(FAULT);
         }
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            eprintln!(
+                "error: {}",
+                one_line(AsRef::<dyn std::error::Error>::as_ref(&e))
+            );
+            ExitCode::from(exit_code(&e))
         }
     }
 }
 
-fn one_line(e: &anyhow::Error) -> String {
-    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-    let mut line = String::new();
-    for part in chain {
-        if !line.contains(&part) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&part);
-        }
+/// 1 refused, 3 daemon unreachable, 4 fault.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(client) = e.downcast_ref::<ClientError>() {
+        client.exit_code()
+    } else if e.downcast_ref::<Refused>().is_some() {
+        REFUSED
+    } else {
+        FAULT
     }
-    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }

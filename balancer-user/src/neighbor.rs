@@ -12,6 +12,8 @@ use std::{
 
 use serde::Deserialize;
 
+mod nudge;
+
 /// How long to wait for a neighbour entry after probing.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -65,6 +67,14 @@ struct NeighEntry {
     state: Vec<String>,
 }
 
+impl NeighborError {
+    /// Whether the host failed (`ip` could not run or answer), as opposed to the backend
+    /// not being on a directly connected network.
+    pub fn is_host_fault(&self) -> bool {
+        matches!(self, Self::Ip(..))
+    }
+}
+
 /// Locates `addr` on a directly connected network.
 pub fn resolve(addr: IpAddr) -> Result<NextHop, NeighborError> {
     let target = addr.to_string();
@@ -100,7 +110,7 @@ pub fn resolve(addr: IpAddr) -> Result<NextHop, NeighborError> {
             return Err(NeighborError::Unresolved(addr, dev));
         }
         if !probed {
-            crate::probe::icmp_echo(addr);
+            nudge::nudge(addr);
             probed = true;
         }
         std::thread::sleep(POLL_INTERVAL);

@@ -33,7 +33,7 @@ pub fn status(status: &Status) -> String {
         for b in &s.backends {
             let health = match (&b.health, b.health_changed_at_ms) {
                 (None, _) => "-".to_string(),
-                (Some(h), None) => h.clone(),
+                (Some(h), None) => h.to_string(),
                 (Some(h), Some(at)) => format!(
                     "{h} since {}",
                     humantime::format_rfc3339_seconds(
@@ -77,7 +77,7 @@ pub fn status(status: &Status) -> String {
                 c.to,
                 c.step + 1,
                 c.steps.len(),
-                crate::state::format_basis_points(c.steps[c.step]),
+                c.steps[c.step],
                 state
             );
             if let Some(last) = c.decisions.last() {
@@ -124,7 +124,7 @@ pub fn pins(status: &Status) -> String {
 }
 
 /// A rollout as text: where it is and what it decided.
-pub fn rollout(service: &str, r: &crate::state::Rollout) -> String {
+pub fn rollout(service: &str, r: &crate::release::rollout::Rollout) -> String {
     let mut out = String::new();
     let state = match r.outcome {
         Some(outcome) => format!("{outcome:?}").to_lowercase(),

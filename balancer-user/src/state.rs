@@ -4,13 +4,9 @@
 //! Every mutation validates before it changes anything, so a rejected command leaves the
 //! state exactly as it was.
 
-mod canary;
-mod drain;
 mod error;
 mod health;
-mod percent;
-mod persist;
-mod rollout;
+mod store;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -21,16 +17,14 @@ use balancer_common::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use canary::{Canary, CanaryAction, CanaryPlan, Decision, Outcome, Preset};
-pub use drain::{Drain, DrainEnd};
 pub use error::StateError;
 pub use health::{CheckKind, HealthCheck};
-pub use percent::{format_basis_points, parse_percent};
-pub use persist::{load, save};
-pub use rollout::{Rollout, RolloutOutcome, RolloutPhase, RolloutPlan};
+pub use store::{FileStore, StoreError};
 
 use crate::{
+    basis_points::BasisPoints,
     maglev::{is_prime, DEFAULT_TABLE_SIZE},
+    release::{canary::Canary, drain::Drain, flip::FlipDrain, rollout::Rollout},
     split::{CellRun, SplitTable},
     vip::{is_unicast, Vip},
 };
@@ -103,7 +97,7 @@ pub struct Service {
     pub split: Vec<CellRun>,
     /// Tester pins: clients in these prefixes get the named group for new flows.
     #[serde(default)]
-    pub pins: Vec<Pin>,
+    pub pins: Vec<ClientPin>,
     /// The running or last canary.
     #[serde(default)]
     pub canary: Option<Canary>,
@@ -119,19 +113,9 @@ pub struct Service {
     pub health: Option<HealthCheck>,
 }
 
-/// The end of a flip's drain: at `deadline_ms`, tracked flows on the backends of `groups`
-/// are forgotten, so their next packets are balanced like new flows (onto the live group).
+/// A client pin: clients in `cidr` always get `group` for new flows, whatever the split.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlipDrain {
-    /// Groups that had new flows before the flip.
-    pub groups: Vec<String>,
-    /// Unix milliseconds.
-    pub deadline_ms: u64,
-}
-
-/// A tester pin: clients in `cidr` always get `group` for new flows, whatever the split.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pin {
+pub struct ClientPin {
     /// Client prefix (host bits zero).
     pub cidr: IpNet,
     /// Group name.
@@ -182,7 +166,8 @@ impl Service {
             .flat_map(|(g, group)| group.backends.iter().map(move |b| (g, b)))
     }
 
-    fn backend_mut(&mut self, addr: IpAddr) -> Option<&mut BackendEntry> {
+    /// A backend by address, to change it.
+    pub(crate) fn backend_mut(&mut self, addr: IpAddr) -> Option<&mut BackendEntry> {
         self.groups
             .iter_mut()
             .flat_map(|g| g.backends.iter_mut())
@@ -196,11 +181,11 @@ impl Service {
             .iter()
             .zip(&self.groups)
             .position(|(share, group)| {
-                *share == 0
+                *share == BasisPoints::ZERO
                     && group.backends.is_empty()
                     && !self.pins.iter().any(|p| p.group == group.name)
                     && !self.canary.as_ref().is_some_and(|c| {
-                        c.outcome.is_none() && (c.from == group.name || c.to == group.name)
+                        c.running() && (c.from == group.name || c.to == group.name)
                     })
             })
         {
@@ -211,21 +196,23 @@ impl Service {
         Ok(())
     }
 
-    /// Shares per group in basis points, in group order.
-    pub fn shares(&self) -> Result<Vec<u16>, StateError> {
+    /// Shares per group, in group order.
+    pub fn shares(&self) -> Result<Vec<BasisPoints>, StateError> {
         let table = self.split_table()?;
-        Ok((0..self.groups.len())
-            .map(|g| table.share_of(g as u8))
-            .collect())
+        (0..self.groups.len())
+            .map(|g| {
+                let cells = table.share_of(g as u8);
+                BasisPoints::new(cells).ok_or_else(|| {
+                    StateError::Corrupt(format!("group {g} has {cells} of 10000 cells"))
+                })
+            })
+            .collect()
     }
 }
 
 impl State {
     /// Checks invariants of a state read from disk or built from a config file.
     pub fn validate(&self) -> Result<(), StateError> {
-        if self.format != STATE_FORMAT {
-            return Err(StateError::Format(self.format));
-        }
         let mut slots = BTreeMap::new();
         let mut vips = BTreeMap::new();
         let mut indices = BTreeMap::new();
@@ -289,7 +276,8 @@ impl State {
             .ok_or_else(|| StateError::UnknownService(name.to_string()))
     }
 
-    fn service_mut(&mut self, name: &str) -> Result<&mut Service, StateError> {
+    /// A service by name, to change it.
+    pub(crate) fn service_mut(&mut self, name: &str) -> Result<&mut Service, StateError> {
         self.services
             .get_mut(name)
             .ok_or_else(|| StateError::UnknownService(name.to_string()))
@@ -380,7 +368,7 @@ impl State {
                 if svc.groups.len() >= MAX_GROUPS as usize {
                     return Err(StateError::TooManyGroups(service.to_string()));
                 }
-                let mut shares = svc.shares()?;
+                let mut shares: Vec<u16> = svc.shares()?.iter().map(|s| s.get()).collect();
                 shares.push(if shares.is_empty() { 10_000 } else { 0 });
                 let table = match svc.groups.len() {
                     0 => SplitTable::initial(&shares)?,
@@ -448,9 +436,13 @@ impl State {
         Ok(removed)
     }
 
-    /// Sets the split: every named group gets its share, unnamed groups 0. Shares are
-    /// basis points and must sum to 10000.
-    pub fn set_split(&mut self, service: &str, shares: &[(String, u16)]) -> Result<(), StateError> {
+    /// Sets the split: every named group gets its share, unnamed groups 0. Shares must sum
+    /// to 100%.
+    pub fn set_split(
+        &mut self,
+        service: &str,
+        shares: &[(String, BasisPoints)],
+    ) -> Result<(), StateError> {
         let svc = self.service_mut(service)?;
         if svc.groups.is_empty() {
             return Err(StateError::NoGroups(service.to_string()));
@@ -465,73 +457,11 @@ impl State {
                 return Err(StateError::GroupTwice(name.clone()));
             }
             seen[g] = true;
-            new_shares[g] = *share;
+            new_shares[g] = share.get();
         }
         let table = svc.split_table()?.rebalance(&new_shares)?;
         svc.split = table.to_runs();
         svc.prune_groups()
-    }
-
-    /// Blue-green flip: from now on every new flow goes to `group` (one atomic split
-    /// change; established flows stay where they are). Flipping to the group that already
-    /// has 100% is refused, so a mistyped rollback is noticed.
-    ///
-    /// With `drain_timeout_ms`, flows still on the previous groups are kept only that long
-    /// (see [`FlipDrain`]).
-    pub fn flip(
-        &mut self,
-        service: &str,
-        group: &str,
-        drain_timeout_ms: Option<u64>,
-        now_ms: u64,
-    ) -> Result<(), StateError> {
-        let svc = self.service(service)?;
-        let g = svc
-            .group_index(group)
-            .ok_or_else(|| StateError::UnknownGroup(group.to_string(), service.to_string()))?;
-        let shares = svc.shares()?;
-        if shares[g] == 10_000 {
-            return Err(StateError::AlreadyLive(
-                group.to_string(),
-                service.to_string(),
-            ));
-        }
-        let previous: Vec<String> = svc
-            .groups
-            .iter()
-            .zip(&shares)
-            .filter(|(other, share)| **share > 0 && other.name != group)
-            .map(|(other, _)| other.name.clone())
-            .collect();
-        self.set_split(service, &[(group.to_string(), 10_000)])?;
-        self.service_mut(service)?.flip_drain = drain_timeout_ms.map(|t| FlipDrain {
-            groups: previous,
-            deadline_ms: now_ms + t,
-        });
-        Ok(())
-    }
-
-    /// Services whose flip drain is due at `now_ms`, with the (index, epoch) of the
-    /// backends whose flows are to be forgotten.
-    pub fn flip_drains_due(&self, now_ms: u64) -> Vec<(String, Vec<(u32, u32)>)> {
-        self.services
-            .iter()
-            .filter_map(|(name, s)| {
-                let drain = s.flip_drain.as_ref().filter(|d| d.deadline_ms <= now_ms)?;
-                let ids = s
-                    .backends()
-                    .filter(|(g, _)| drain.groups.contains(&s.groups[*g].name))
-                    .map(|(_, b)| (b.index, b.epoch))
-                    .collect();
-                Some((name.clone(), ids))
-            })
-            .collect()
-    }
-
-    /// Marks the flip drain of `service` as done.
-    pub fn end_flip_drain(&mut self, service: &str) -> Result<(), StateError> {
-        self.service_mut(service)?.flip_drain = None;
-        Ok(())
     }
 
     /// Pins clients in `cidr` to `group` for new flows, whatever the split (also a group
@@ -556,7 +486,7 @@ impl State {
         if svc.pins.len() >= MAX_PINS_PER_SERVICE as usize {
             return Err(StateError::TooManyPins(service.to_string()));
         }
-        svc.pins.push(Pin {
+        svc.pins.push(ClientPin {
             cidr,
             group: group.to_string(),
         });
@@ -619,4 +549,4 @@ fn check_backend_addr(service: &Service, addr: IpAddr) -> Result<(), StateError>
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use balancer_user::{dataplane::GlobalCounters, state::Affinity};
+use balancer_user::{basis_points::BasisPoints, dataplane::GlobalCounters, state::Affinity};
 use support::{
     fixture::{Fixture, Tally},
     packet::{Flow, Transport},
@@ -873,7 +873,7 @@ mod pins {
         assert_eq!(names, ["blue", "green"], "groups of {name}");
         assert_eq!(
             fx.service(name).shares().expect("shares"),
-            [10_000, 0],
+            [BasisPoints::ALL, BasisPoints::ZERO],
             "split of {name}"
         );
         fx.publish(name);

@@ -6,7 +6,7 @@ use balancer_tests::{
     lab::Lab,
     traffic::{LongLived, NewConnections},
 };
-use balancer_user::state::RolloutOutcome;
+use balancer_user::{api::Health, basis_points::BasisPoints, release::rollout::RolloutOutcome};
 
 /// Backends b0, b1 are blue; b2, b3 are green.
 const GROUPS: [&str; 4] = ["blue", "blue", "green", "green"];
@@ -197,8 +197,8 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
 fn wait_for_canary(
     lab: &Lab,
     what: &str,
-    check: impl Fn(&balancer_user::state::Canary) -> bool,
-) -> Result<balancer_user::state::Canary> {
+    check: impl Fn(&balancer_user::release::canary::Canary) -> bool,
+) -> Result<balancer_user::release::canary::Canary> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let status = lab.balancer.status()?;
@@ -241,7 +241,7 @@ fn canary_survives_daemon_kill_and_obeys_the_operator() -> Result<()> {
     );
     let done = wait_for_canary(&lab, "completion", |c| c.outcome.is_some())?;
     ensure!(
-        done.outcome == Some(balancer_user::state::Outcome::Completed),
+        done.outcome == Some(balancer_user::release::canary::Outcome::Completed),
         "{done:?}"
     );
     let dist = lab.client.distribution(service, 50, &[])?;
@@ -357,8 +357,8 @@ fn enable_tcp_checks(lab: &Lab, rise: u32, fall: u32) -> Result<()> {
     Ok(())
 }
 
-fn health_of(service: &balancer_user::api::ServiceStatus, backend: usize) -> Option<String> {
-    service.backends[backend].health.clone()
+fn health_of(service: &balancer_user::api::ServiceStatus, backend: usize) -> Option<Health> {
+    service.backends[backend].health
 }
 
 #[test]
@@ -368,13 +368,13 @@ fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
     enable_tcp_checks(&lab, 2, 2)?;
     let limit = std::time::Duration::from_secs(3);
     time_until(&lab, limit, "all up", |s| {
-        (0..4).all(|i| health_of(s, i).as_deref() == Some("up"))
+        (0..4).all(|i| health_of(s, i) == Some(Health::Up))
     })?;
 
     lab.stop_server(1);
     // fall × interval = 400 ms, plus one check in flight and the polling.
     let took = time_until(&lab, limit, "b1 down", |s| {
-        health_of(s, 1).as_deref() == Some("down")
+        health_of(s, 1) == Some(Health::Down)
     })?;
     ensure!(
         took < std::time::Duration::from_millis(1400),
@@ -396,7 +396,7 @@ fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
 
     lab.start_server(1)?;
     time_until(&lab, limit, "b1 up again", |s| {
-        health_of(s, 1).as_deref() == Some("up")
+        health_of(s, 1) == Some(Health::Up)
     })?;
     let dist = lab.client.distribution(service, 400, &[])?;
     ensure!(
@@ -433,7 +433,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     enable_tcp_checks(&lab, 1, 2)?;
     let limit = std::time::Duration::from_secs(3);
     time_until(&lab, limit, "all up", |s| {
-        (0..4).all(|i| health_of(s, i).as_deref() == Some("up"))
+        (0..4).all(|i| health_of(s, i) == Some(Health::Up))
     })?;
     let pings = LongLived::open(&lab.client, service, 50, &[])?.ping_in_background();
     lab.balancer.ok(&[
@@ -459,7 +459,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     let took = time_until(&lab, std::time::Duration::from_secs(5), "rollback", |s| {
         s.canary
             .as_ref()
-            .is_some_and(|c| c.outcome == Some(balancer_user::state::Outcome::RolledBack))
+            .is_some_and(|c| c.outcome == Some(balancer_user::release::canary::Outcome::RolledBack))
     })?;
     let bound = std::time::Duration::from_millis(fall * interval_ms + 1000);
     ensure!(took <= bound, "rolled back after {took:?}, bound {bound:?}");
@@ -471,7 +471,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
         "{reason}"
     );
     ensure!(
-        status.services[0].split[0].percent == "100.00",
+        status.services[0].split[0].percent == BasisPoints::ALL,
         "{:?}",
         status.services[0].split
     );
@@ -544,7 +544,10 @@ fn finished_rollout(
     lab: &Lab,
     seconds: u64,
     expected: RolloutOutcome,
-) -> Result<(balancer_user::api::Status, balancer_user::state::Rollout)> {
+) -> Result<(
+    balancer_user::api::Status,
+    balancer_user::release::rollout::Rollout,
+)> {
     time_until(
         lab,
         std::time::Duration::from_secs(seconds),
@@ -590,7 +593,7 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
         |s| {
             s.rollout
                 .as_ref()
-                .is_some_and(|r| r.phase == balancer_user::state::RolloutPhase::Drain)
+                .is_some_and(|r| r.phase == balancer_user::release::rollout::RolloutPhase::Drain)
         },
     )?;
     std::thread::sleep(std::time::Duration::from_millis(500));

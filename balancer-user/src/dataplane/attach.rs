@@ -12,8 +12,8 @@ use aya::{
 };
 
 use super::{
+    bpffs::{ensure, Layout},
     object::{BALANCER_PROGRAM, OBJECT},
-    pins::{ensure_bpffs, PinLayout},
     DataPlaneError,
 };
 
@@ -25,16 +25,16 @@ pub struct AttachOptions {
     /// Native (driver) or generic (skb) XDP.
     pub mode: XdpMode,
     /// Where the link and maps are pinned.
-    pub pins: PinLayout,
+    pub bpffs: Layout,
     /// Connection-tracking capacity (only used when the maps are created).
     pub conntrack_entries: u32,
 }
 
-/// Loads the object with its maps pinned under `pins` (reusing pinned maps, creating and
+/// Loads the object with its maps pinned under `bpffs` (reusing pinned maps, creating and
 /// pinning absent ones) and loads the XDP program into the kernel.
-pub(super) fn load(pins: &PinLayout, conntrack_entries: u32) -> Result<Ebpf, DataPlaneError> {
-    let maps_dir = pins.maps();
-    ensure_bpffs(pins.dir()).map_err(io_err("prepare the bpffs pin directory"))?;
+pub(super) fn load(bpffs: &Layout, conntrack_entries: u32) -> Result<Ebpf, DataPlaneError> {
+    let maps_dir = bpffs.maps();
+    ensure(bpffs.dir()).map_err(io_err("prepare the bpffs pin directory"))?;
     std::fs::create_dir_all(&maps_dir).map_err(io_err("create the map pin directory"))?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
@@ -59,7 +59,7 @@ pub(super) fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataPlaneError> {
 /// that is pinned at once, so the data plane outlives the daemon. Returns whether an
 /// existing attachment was taken over.
 pub(super) fn attach(ebpf: &mut Ebpf, options: &AttachOptions) -> Result<bool, DataPlaneError> {
-    let link_path = options.pins.link();
+    let link_path = options.bpffs.link();
     let program = program(ebpf)?;
     if link_path.exists() {
         replace_program(program, &link_path)?;
@@ -72,18 +72,18 @@ pub(super) fn attach(ebpf: &mut Ebpf, options: &AttachOptions) -> Result<bool, D
 
 /// Unpins link (if any) and maps and removes the pin directory. Once the last file
 /// descriptor closes, the program is detached and the maps are freed.
-pub(super) fn unpin_all(pins: &PinLayout) -> Result<(), DataPlaneError> {
-    match std::fs::remove_file(pins.link()) {
+pub(super) fn unpin_all(bpffs: &Layout) -> Result<(), DataPlaneError> {
+    match std::fs::remove_file(bpffs.link()) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("unpin the XDP link")(e)),
     }
-    for entry in std::fs::read_dir(pins.maps()).map_err(io_err("list pinned maps"))? {
+    for entry in std::fs::read_dir(bpffs.maps()).map_err(io_err("list pinned maps"))? {
         let entry = entry.map_err(io_err("list pinned maps"))?;
         std::fs::remove_file(entry.path()).map_err(io_err("unpin a map"))?;
     }
-    std::fs::remove_dir(pins.maps()).map_err(io_err("remove the map pin directory"))?;
-    std::fs::remove_dir(pins.dir()).map_err(io_err("remove the pin directory"))?;
+    std::fs::remove_dir(bpffs.maps()).map_err(io_err("remove the map pin directory"))?;
+    std::fs::remove_dir(bpffs.dir()).map_err(io_err("remove the pin directory"))?;
     Ok(())
 }
 

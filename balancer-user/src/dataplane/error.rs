@@ -7,7 +7,7 @@ pub enum DataPlaneError {
     #[error("the XDP object has no map named {0}")]
     MissingMap(String),
     /// A map operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Map {
         /// What was being done.
         context: String,
@@ -16,7 +16,7 @@ pub enum DataPlaneError {
         source: aya::maps::MapError,
     },
     /// Loading or attaching the program failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Program {
         /// What was being done.
         context: String,
@@ -25,10 +25,10 @@ pub enum DataPlaneError {
         source: aya::programs::ProgramError,
     },
     /// Parsing or creating the object failed.
-    #[error("load the XDP object: {0}")]
+    #[error("load the XDP object")]
     Load(#[from] aya::EbpfError),
     /// A filesystem or system call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -7,9 +7,9 @@
 //! tables or the whole new ones.
 
 mod attach;
+pub mod bpffs;
 mod error;
 pub mod object;
-pub mod pins;
 mod stats;
 
 use std::{
@@ -36,18 +36,19 @@ pub use stats::{FlowCounts, GlobalCounters};
 const GENERATION_GRACE: Duration = Duration::from_millis(2);
 
 /// Everything one service needs in the data plane for one generation.
+#[derive(Clone, PartialEq)]
 pub struct ServiceImage {
     /// Split and hashing parameters.
     pub tables: Box<ServiceTables>,
     /// Maglev table of each group, in group-index order.
     pub rings: Vec<Box<Ring>>,
-    /// Tester pins.
-    pub pins: Vec<ImagePin>,
+    /// Client pins.
+    pub client_pins: Vec<ImageClientPin>,
 }
 
-/// A tester pin as the data plane stores it.
+/// A client pin as the data plane stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ImagePin {
+pub struct ImageClientPin {
     /// Address family of the prefix.
     pub family: u8,
     /// Prefix address (IPv4 in the first four bytes).
@@ -72,7 +73,7 @@ pub struct TestRun {
 /// Handles to the pinned maps of an attached data plane.
 pub struct DataPlane {
     ebpf: aya::Ebpf,
-    pins: pins::PinLayout,
+    bpffs: bpffs::Layout,
     reattached: bool,
     vips: HashMap<MapData, VipKey, VipInfo>,
     generation: Array<MapData, u32>,
@@ -82,7 +83,7 @@ pub struct DataPlane {
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, FlowState>,
-    tester_pins: LpmTrie<MapData, PinKey, u32>,
+    client_pins: LpmTrie<MapData, PinKey, u32>,
     last_flip: StdHashMap<u32, Instant>,
 }
 
@@ -90,24 +91,24 @@ impl DataPlane {
     /// Loads the program and attaches it, or takes over the one already attached (pinned),
     /// keeping its maps and so every tracked flow.
     pub fn attach(options: &AttachOptions) -> Result<Self, DataPlaneError> {
-        let mut ebpf = attach::load(&options.pins, options.conntrack_entries)?;
+        let mut ebpf = attach::load(&options.bpffs, options.conntrack_entries)?;
         let reattached = attach::attach(&mut ebpf, options)?;
-        Self::from_loaded(ebpf, options.pins.clone(), reattached)
+        Self::from_loaded(ebpf, options.bpffs.clone(), reattached)
     }
 
     /// Loads the program and its pinned maps without attaching it anywhere: for
     /// `BPF_PROG_TEST_RUN` (tests and benchmarks).
     pub fn load_unattached(
-        pins: &pins::PinLayout,
+        bpffs: &bpffs::Layout,
         conntrack_entries: u32,
     ) -> Result<Self, DataPlaneError> {
-        let ebpf = attach::load(pins, conntrack_entries)?;
-        Self::from_loaded(ebpf, pins.clone(), false)
+        let ebpf = attach::load(bpffs, conntrack_entries)?;
+        Self::from_loaded(ebpf, bpffs.clone(), false)
     }
 
     fn from_loaded(
         mut ebpf: aya::Ebpf,
-        pins: pins::PinLayout,
+        bpffs: bpffs::Layout,
         reattached: bool,
     ) -> Result<Self, DataPlaneError> {
         Ok(Self {
@@ -119,9 +120,9 @@ impl DataPlane {
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
             conntrack: take(&mut ebpf, "CONNTRACK")?,
-            tester_pins: take(&mut ebpf, "PINS")?,
+            client_pins: take(&mut ebpf, "PINS")?,
             ebpf,
-            pins,
+            bpffs,
             reattached,
             last_flip: StdHashMap::new(),
         })
@@ -188,7 +189,7 @@ impl DataPlane {
                 .set(ring_index(slot, next, group as u32), &**ring, 0)
                 .map_err(map_err("write RINGS"))?;
         }
-        self.replace_pins(slot, next, &image.pins)?;
+        self.replace_client_pins(slot, next, &image.client_pins)?;
         #[expect(
             clippy::needless_borrows_for_generic_args,
             reason = "passing the value would copy 10 KiB onto the stack"
@@ -209,15 +210,15 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Makes the pins of `slot`'s generation `generation` exactly `pins`.
-    fn replace_pins(
+    /// Makes the client pins of `slot`'s generation `generation` exactly `pins`.
+    fn replace_client_pins(
         &mut self,
         slot: u32,
         generation: u32,
-        pins: &[ImagePin],
+        pins: &[ImageClientPin],
     ) -> Result<(), DataPlaneError> {
         let mut stale: Vec<Key<PinKey>> = Vec::new();
-        for key in self.tester_pins.keys() {
+        for key in self.client_pins.keys() {
             let key = match key {
                 Ok(key) => key,
                 // Removed while walking: nothing to clean.
@@ -230,7 +231,7 @@ impl DataPlane {
             }
         }
         for key in stale {
-            self.tester_pins
+            self.client_pins
                 .remove(&key)
                 .map_err(map_err("remove from PINS"))?;
         }
@@ -239,7 +240,7 @@ impl DataPlane {
                 PIN_PREFIX_BASE + u32::from(pin.prefix_len),
                 PinKey::new(slot, generation, pin.family, pin.addr),
             );
-            self.tester_pins
+            self.client_pins
                 .insert(&key, pin.group, 0)
                 .map_err(map_err("write PINS"))?;
         }
@@ -352,9 +353,9 @@ impl DataPlane {
         Ok(forgotten)
     }
 
-    /// Detaches the program and removes every pin; the maps go with the last reference.
+    /// Detaches the program and unpins everything; the maps go with the last reference.
     pub fn teardown(self) -> Result<(), DataPlaneError> {
-        attach::unpin_all(&self.pins)
+        attach::unpin_all(&self.bpffs)
     }
 }
 

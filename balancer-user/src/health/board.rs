@@ -20,13 +20,13 @@ pub struct BackendHealth {
     pub last_change_ms: Option<u64>,
     /// The last failure, if the last check failed.
     pub last_error: Option<String>,
-    next_probe_ms: u64,
+    next_check_ms: u64,
     in_flight: bool,
 }
 
 /// A check to run now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeJob {
+pub struct CheckJob {
     /// Service of the backend.
     pub service: String,
     /// Backend address and service port.
@@ -59,7 +59,7 @@ impl HealthBoard {
                     streak: 0,
                     last_change_ms: None,
                     last_error: None,
-                    next_probe_ms: now_ms,
+                    next_check_ms: now_ms,
                     in_flight: false,
                 });
             }
@@ -68,7 +68,7 @@ impl HealthBoard {
     }
 
     /// The checks due at `now_ms`; each is marked in flight until its result is reported.
-    pub fn due(&mut self, state: &State, now_ms: u64) -> Vec<ProbeJob> {
+    pub fn due(&mut self, state: &State, now_ms: u64) -> Vec<CheckJob> {
         let mut jobs = Vec::new();
         for ((name, addr), health) in &mut self.entries {
             let Some(service) = state.services.get(name) else {
@@ -77,12 +77,12 @@ impl HealthBoard {
             let Some(check) = &service.health else {
                 continue;
             };
-            if health.in_flight || health.next_probe_ms > now_ms {
+            if health.in_flight || health.next_check_ms > now_ms {
                 continue;
             }
             health.in_flight = true;
-            health.next_probe_ms = now_ms + check.interval_ms;
-            jobs.push(ProbeJob {
+            health.next_check_ms = now_ms + check.interval_ms;
+            jobs.push(CheckJob {
                 service: name.clone(),
                 target: SocketAddr::new(*addr, service.vip.addr.port()),
                 check: check.clone(),

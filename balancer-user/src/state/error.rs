@@ -2,9 +2,9 @@
 
 use std::net::IpAddr;
 
-use crate::{split::SplitError, vip::Vip};
+use crate::{basis_points::BadPercent, split::SplitError, vip::Vip};
 
-/// A refused change or an unreadable state file. Messages are one line, for operators.
+/// A refused change of the desired state. Messages are one line, for operators.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// No such service.
@@ -86,30 +86,9 @@ pub enum StateError {
     #[error(transparent)]
     Split(#[from] SplitError),
     /// Invalid percentage.
-    #[error("bad percentage {0:?}: use a number from 0 to 100 with at most 2 decimals")]
-    BadPercent(String),
-    /// Unknown state file format.
-    #[error("state file format {0} is not supported by this version")]
-    Format(u32),
-    /// Inconsistent state file.
-    #[error("state file is inconsistent: {0}")]
+    #[error(transparent)]
+    Percent(#[from] BadPercent),
+    /// An inconsistent state (a change or a file that breaks an invariant).
+    #[error("{0}")]
     Corrupt(String),
-    /// Reading or writing the state file failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The state file is not valid JSON of the expected shape.
-    #[error("state file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The underlying error.
-        #[source]
-        source: serde_json::Error,
-    },
 }

@@ -3,11 +3,12 @@ use std::net::IpAddr;
 use super::*;
 use crate::config::Config;
 
-fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn sample() -> State {
+/// Two services: web (blue 75%, green 25%, client affinity) and dns (one group).
+pub(crate) fn sample() -> State {
     let mut s = State::default();
     s.add_service(
         "web",
@@ -29,8 +30,11 @@ fn sample() -> State {
         .unwrap();
     s.add_backend("web", ip("198.18.0.103"), "green", 100)
         .unwrap();
-    s.set_split("web", &[("blue".into(), 7500), ("green".into(), 2500)])
-        .unwrap();
+    s.set_split(
+        "web",
+        &[("blue".into(), bp(7500)), ("green".into(), bp(2500))],
+    )
+    .unwrap();
     s.add_backend("dns", ip("2001:db8::101"), "main", 1)
         .unwrap();
     s
@@ -40,15 +44,12 @@ fn sample() -> State {
 fn first_group_takes_everything_later_groups_nothing() {
     let s = sample();
     let web = s.service("web").unwrap();
-    assert_eq!(web.shares().unwrap(), vec![7500, 2500]);
-    assert_eq!(s.service("dns").unwrap().shares().unwrap(), vec![10_000]);
+    assert_eq!(bps(web), vec![7500, 2500]);
+    assert_eq!(bps(s.service("dns").unwrap()), vec![10_000]);
     let mut t = s.clone();
     t.add_backend("web", ip("198.18.0.104"), "canary", 100)
         .unwrap();
-    assert_eq!(
-        t.service("web").unwrap().shares().unwrap(),
-        vec![7500, 2500, 0]
-    );
+    assert_eq!(bps(t.service("web").unwrap()), vec![7500, 2500, 0]);
     s.validate().unwrap();
 }
 
@@ -80,9 +81,14 @@ fn rejected_changes_leave_state_untouched() {
         Box::new(|s| s.add_backend("web", ip("127.0.0.1"), "blue", 1)),
         Box::new(|s| s.add_backend("web", ip("198.18.0.120"), "bad group", 1)),
         Box::new(|s| s.set_weight("web", ip("198.18.0.199"), 1)),
-        Box::new(|s| s.set_split("web", &[("blue".into(), 5000)])),
-        Box::new(|s| s.set_split("web", &[("nosuch".into(), 10_000)])),
-        Box::new(|s| s.set_split("web", &[("blue".into(), 5000), ("blue".into(), 5000)])),
+        Box::new(|s| s.set_split("web", &[("blue".into(), bp(5000))])),
+        Box::new(|s| s.set_split("web", &[("nosuch".into(), BasisPoints::ALL)])),
+        Box::new(|s| {
+            s.set_split(
+                "web",
+                &[("blue".into(), bp(5000)), ("blue".into(), bp(5000))],
+            )
+        }),
         Box::new(|s| {
             s.add_service(
                 "web",
@@ -122,11 +128,12 @@ fn rejected_changes_leave_state_untouched() {
 #[test]
 fn empty_group_without_share_is_removed() {
     let mut s = sample();
-    s.set_split("web", &[("blue".into(), 10_000)]).unwrap();
+    s.set_split("web", &[("blue".into(), BasisPoints::ALL)])
+        .unwrap();
     s.remove_backend("web", ip("198.18.0.103")).unwrap();
     let web = s.service("web").unwrap();
     assert_eq!(web.groups.len(), 1);
-    assert_eq!(web.shares().unwrap(), vec![10_000]);
+    assert_eq!(bps(web), vec![10_000]);
 }
 
 #[test]
@@ -134,12 +141,19 @@ fn state_file_round_trip() {
     let dir = std::env::temp_dir().join(format!("balancer-state-{}", std::process::id()));
     let path = dir.join("state.json");
     let s = sample();
-    save(&path, &s).unwrap();
-    assert_eq!(load(&path).unwrap(), s);
+    let store = FileStore::new(&path);
+    store.save(&s).unwrap();
+    assert_eq!(store.load().unwrap(), s);
     std::fs::write(&path, b"{ not json").unwrap();
-    assert!(load(&path).is_err());
+    assert!(matches!(store.load(), Err(StoreError::Parse { .. })));
+    let mut future = s.clone();
+    future.format = STATE_FORMAT + 1;
+    std::fs::write(&path, serde_json::to_vec(&future).unwrap()).unwrap();
+    assert!(
+        matches!(store.load(), Err(StoreError::Format { format, .. }) if format == STATE_FORMAT + 1)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(load(&path).unwrap(), State::default());
+    assert_eq!(store.load().unwrap(), State::default());
 }
 
 #[test]
@@ -208,116 +222,17 @@ fn readme_configuration_example_applies() {
     let mut state = State::default();
     config.apply_to(&mut state).unwrap();
     let web = state.service("web").unwrap();
-    assert_eq!(web.shares().unwrap(), vec![9000, 1000]);
+    assert_eq!(bps(web), vec![9000, 1000]);
     assert_eq!(web.pins.len(), 1);
 }
 
-fn plan(from: &str, to: &str, steps: Vec<u16>, interval_ms: u64) -> CanaryPlan {
-    CanaryPlan {
-        from: from.into(),
-        to: to.into(),
-        steps,
-        interval_ms,
-        auto_rollback: None,
-    }
+/// The shares of web's groups in basis points.
+pub(crate) fn shares_of(s: &State) -> Vec<u16> {
+    bps(s.service("web").unwrap())
 }
 
-fn shares_of(s: &State) -> Vec<u16> {
-    s.service("web").unwrap().shares().unwrap()
-}
-
-#[test]
-fn canary_steps_on_its_timer_and_records_why() {
-    let mut s = sample();
-    s.set_split("web", &[("blue".into(), 10_000)]).unwrap();
-    s.start_canary(
-        "web",
-        plan("blue", "green", vec![500, 2500, 10_000], 1000),
-        0,
-    )
-    .unwrap();
-    assert_eq!(shares_of(&s), vec![9500, 500]);
-    assert!(!s.canary_due(999));
-    assert!(s.canary_due(1000));
-    s.advance_canaries(1000).unwrap();
-    assert_eq!(shares_of(&s), vec![7500, 2500]);
-    s.canary_action("web", CanaryAction::Pause, 1500).unwrap();
-    assert!(!s.canary_due(10_000), "a paused canary does not step");
-    s.canary_action("web", CanaryAction::Resume, 10_000)
-        .unwrap();
-    assert!(
-        !s.canary_due(10_499) && s.canary_due(10_500),
-        "resumes with the time left"
-    );
-    s.advance_canaries(10_500).unwrap();
-    assert_eq!(shares_of(&s), vec![0, 10_000]);
-    let canary = s.service("web").unwrap().canary.clone().unwrap();
-    assert_eq!(canary.outcome, Some(Outcome::Completed));
-    assert_eq!(canary.decisions.len(), 6);
-    assert!(s.canary_action("web", CanaryAction::Abort, 11_000).is_err());
-}
-
-#[test]
-fn canary_abort_and_promote_are_one_write_each() {
-    let mut s = sample();
-    s.start_canary("web", plan("blue", "green", vec![100, 5000], 60_000), 0)
-        .unwrap();
-    let mut aborted = s.clone();
-    aborted
-        .canary_action("web", CanaryAction::Abort, 5)
-        .unwrap();
-    assert_eq!(shares_of(&aborted), vec![10_000, 0]);
-    s.canary_action("web", CanaryAction::Promote, 5).unwrap();
-    assert_eq!(shares_of(&s), vec![0, 10_000]);
-    assert_eq!(
-        s.service("web").unwrap().canary.as_ref().unwrap().outcome,
-        Some(Outcome::Promoted)
-    );
-}
-
-#[test]
-fn malformed_canaries_are_refused() {
-    let s = sample();
-    let attempts: [(&str, &str, Vec<u16>, u64); 6] = [
-        ("blue", "purple", vec![500], 0),
-        ("blue", "blue", vec![500], 0),
-        ("blue", "green", vec![2500, 500], 1000),
-        ("blue", "green", vec![500, 500], 1000),
-        ("blue", "green", vec![500, 10_001], 1000),
-        ("blue", "green", vec![500, 10_000], 0),
-    ];
-    for (from, to, steps, interval) in attempts {
-        let mut copy = s.clone();
-        assert!(
-            copy.start_canary("web", plan(from, to, steps.clone(), interval), 0)
-                .is_err(),
-            "{from}->{to} {steps:?} accepted"
-        );
-        assert_eq!(copy, s);
-    }
-    let mut running = s.clone();
-    running
-        .start_canary("web", plan("blue", "green", vec![500, 10_000], 1000), 0)
-        .unwrap();
-    assert!(
-        running
-            .start_canary("web", plan("blue", "green", vec![500], 0), 0)
-            .is_err(),
-        "a second canary was accepted"
-    );
-}
-
-fn rollout_plan(pairs: &[(&str, &str)]) -> RolloutPlan {
-    RolloutPlan {
-        group: "blue".into(),
-        pairs: pairs.iter().map(|(o, n)| (ip(o), ip(n))).collect(),
-        ready_timeout_ms: 1000,
-        slow_start_ms: 100,
-        drain_timeout_ms: Some(5000),
-    }
-}
-
-fn checked_sample() -> State {
+/// [`sample`] with TCP health checks on web.
+pub(crate) fn checked_sample() -> State {
     let mut s = sample();
     let check = HealthCheck {
         kind: CheckKind::Tcp,
@@ -330,155 +245,10 @@ fn checked_sample() -> State {
     s
 }
 
-fn weight_of(s: &State, addr: &str) -> Option<u16> {
-    s.service("web")
-        .unwrap()
-        .backends()
-        .find(|(_, b)| b.addr == ip(addr))
-        .map(|(_, b)| b.weight)
+fn bp(v: u16) -> BasisPoints {
+    BasisPoints::new(v).unwrap()
 }
 
-#[test]
-fn rollout_replaces_pairs_in_order_surge_one_unavailable_zero() {
-    let mut s = checked_sample();
-    s.start_rollout(
-        "web",
-        rollout_plan(&[
-            ("198.18.0.101", "198.18.0.111"),
-            ("198.18.0.102", "198.18.0.112"),
-        ]),
-        0,
-    )
-    .unwrap();
-    assert_eq!(
-        weight_of(&s, "198.18.0.111"),
-        Some(0),
-        "NEW starts without flows"
-    );
-    let all_healthy = |_: &str, _: IpAddr| true;
-    s.step_rollouts(10, all_healthy).unwrap();
-    s.step_rollouts(60, all_healthy).unwrap();
-    assert_eq!(
-        weight_of(&s, "198.18.0.111"),
-        Some(50),
-        "half way up the ramp"
-    );
-    assert_eq!(
-        weight_of(&s, "198.18.0.101"),
-        Some(100),
-        "OLD serves during the ramp"
-    );
-    s.step_rollouts(120, all_healthy).unwrap();
-    assert_eq!(weight_of(&s, "198.18.0.111"), Some(100));
-    assert_eq!(weight_of(&s, "198.18.0.101"), Some(0), "OLD drains");
-    s.step_rollouts(200, all_healthy).unwrap();
-    assert!(
-        weight_of(&s, "198.18.0.101").is_some(),
-        "OLD stays until drained"
-    );
-    s.check_drains(300, |_, _| 0);
-    s.step_rollouts(300, all_healthy).unwrap();
-    assert_eq!(
-        weight_of(&s, "198.18.0.101"),
-        None,
-        "OLD removed once drained"
-    );
-    assert_eq!(weight_of(&s, "198.18.0.112"), Some(0), "next NEW added");
-    for t in [310, 420, 430] {
-        s.step_rollouts(t, all_healthy).unwrap();
-    }
-    s.check_drains(500, |_, _| 7);
-    s.step_rollouts(500, all_healthy).unwrap();
-    assert!(
-        weight_of(&s, "198.18.0.102").is_some(),
-        "OLD with flows is kept"
-    );
-    s.check_drains(5430, |_, _| 7);
-    s.step_rollouts(5430, all_healthy).unwrap();
-    let rollout = s.service("web").unwrap().rollout.clone().unwrap();
-    assert_eq!(rollout.outcome, Some(RolloutOutcome::Completed));
-    assert!(rollout
-        .decisions
-        .iter()
-        .any(|d| d.what.contains("7 flows left")));
-    assert_eq!(weight_of(&s, "198.18.0.102"), None);
-}
-
-#[test]
-fn rollout_fails_on_an_unhealthy_new_and_aborts_cleanly() {
-    let mut s = checked_sample();
-    s.start_rollout("web", rollout_plan(&[("198.18.0.101", "198.18.0.111")]), 0)
-        .unwrap();
-    s.step_rollouts(999, |_, _| false).unwrap();
-    assert!(weight_of(&s, "198.18.0.111").is_some());
-    s.step_rollouts(1000, |_, _| false).unwrap();
-    assert_eq!(weight_of(&s, "198.18.0.111"), None, "unhealthy NEW removed");
-    assert_eq!(weight_of(&s, "198.18.0.101"), Some(100), "OLD untouched");
-    let rollout = s.service("web").unwrap().rollout.clone().unwrap();
-    assert_eq!(rollout.outcome, Some(RolloutOutcome::Failed));
-
-    s.start_rollout(
-        "web",
-        rollout_plan(&[("198.18.0.101", "198.18.0.111")]),
-        2000,
-    )
-    .unwrap();
-    s.step_rollouts(2010, |_, _| true).unwrap();
-    s.step_rollouts(2200, |_, _| true).unwrap();
-    assert_eq!(weight_of(&s, "198.18.0.101"), Some(0), "draining");
-    s.abort_rollout("web", 2300).unwrap();
-    assert_eq!(weight_of(&s, "198.18.0.101"), Some(100), "OLD serves again");
-    assert_eq!(weight_of(&s, "198.18.0.111"), None);
-    assert!(
-        s.abort_rollout("web", 2400).is_err(),
-        "nothing left to abort"
-    );
-}
-
-#[test]
-fn malformed_rollouts_are_refused() {
-    let s = checked_sample();
-    for pairs in [
-        vec![],
-        vec![("198.18.0.199", "198.18.0.111")],
-        vec![("198.18.0.103", "198.18.0.111")],
-        vec![("198.18.0.101", "198.18.0.102")],
-        vec![
-            ("198.18.0.101", "198.18.0.111"),
-            ("198.18.0.102", "198.18.0.111"),
-        ],
-        vec![("198.18.0.101", "198.18.0.101")],
-    ] {
-        let mut copy = s.clone();
-        assert!(
-            copy.start_rollout("web", rollout_plan(&pairs), 0).is_err(),
-            "{pairs:?}"
-        );
-        assert_eq!(copy, s);
-    }
-    let mut unchecked = sample();
-    assert!(unchecked
-        .start_rollout("web", rollout_plan(&[("198.18.0.101", "198.18.0.111")]), 0)
-        .is_err());
-}
-
-#[test]
-fn flip_with_drain_timeout_names_the_old_groups_backends() {
-    let mut s = sample();
-    s.flip("web", "green", Some(1000), 0).unwrap();
-    assert_eq!(shares_of(&s), vec![0, 10_000]);
-    assert!(s.flip_drains_due(999).is_empty());
-    let due = s.flip_drains_due(1000);
-    let blue: Vec<(u32, u32)> = s.service("web").unwrap().groups[0]
-        .backends
-        .iter()
-        .map(|b| (b.index, b.epoch))
-        .collect();
-    assert_eq!(due, vec![("web".to_string(), blue)]);
-    s.end_flip_drain("web").unwrap();
-    assert!(s.flip_drains_due(5000).is_empty());
-    assert!(
-        s.flip("web", "green", None, 0).is_err(),
-        "flip to the live group"
-    );
+fn bps(service: &Service) -> Vec<u16> {
+    service.shares().unwrap().iter().map(|b| b.get()).collect()
 }

@@ -9,6 +9,7 @@ use std::{
 
 use balancer_common::{flow_hash, Backend, BackendStats, FlowKey, NONE, NO_GROUP, SPLIT_CELLS};
 use balancer_user::{
+    basis_points::BasisPoints,
     compile::compile,
     dataplane::{ServiceImage, TestRun},
     state::{Affinity, BackendEntry, Service, State},
@@ -94,7 +95,10 @@ impl Fixture {
 
     /// Sets the split (basis points per group name); publish afterwards.
     pub fn set_split(&mut self, service: &str, shares: &[(&str, u16)]) {
-        let shares: Vec<(String, u16)> = shares.iter().map(|(g, s)| (g.to_string(), *s)).collect();
+        let shares: Vec<(String, BasisPoints)> = shares
+            .iter()
+            .map(|(g, s)| (g.to_string(), BasisPoints::new(*s).expect("at most 100%")))
+            .collect();
         self.state.set_split(service, &shares).expect("set split");
     }
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use balancer_common::Backend;
-use balancer_user::dataplane::{pins::PinLayout, DataPlane, TestRun};
+use balancer_user::dataplane::{bpffs::Layout, DataPlane, TestRun};
 
 /// XDP_DROP.
 pub const XDP_DROP: u32 = 1;
@@ -42,7 +42,7 @@ impl TestPlane {
         ));
         // A leftover of an earlier process with the same pid would hand us its maps.
         let _ = std::fs::remove_dir_all(&root);
-        let pins = PinLayout::new(&root, "lo");
+        let pins = Layout::new(&root, "lo");
         let plane = DataPlane::load_unattached(&pins, CONNTRACK_ENTRIES)
             .unwrap_or_else(|e| panic!("load the data plane for {test}: {e}"));
         Self {

@@ -10,8 +10,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use balancer_user::dataplane::{
+    bpffs,
     object::{OBJECT, VETH_PASS_PROGRAM},
-    pins::ensure_bpffs,
 };
 
 use crate::netns::in_netns;
@@ -30,7 +30,7 @@ impl VethPass {
             "balancer-pass-{}",
             scratch.file_name().and_then(|n| n.to_str()).unwrap_or("x")
         ));
-        ensure_bpffs(&pins).context("bpffs for the veth pass program")?;
+        bpffs::ensure(&pins).context("bpffs for the veth pass program")?;
         let iface = iface.to_string();
         let pins_for_thread = pins.clone();
         let ebpf = in_netns(ns, move || -> Result<Ebpf> {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use balancer_common::Backend;
 use balancer_user::{
     compile::compile,
-    dataplane::{pins::PinLayout, DataPlane},
+    dataplane::{bpffs::Layout, DataPlane},
     state::{Affinity, State},
 };
 
@@ -46,7 +46,7 @@ pub fn plane(backends: u32, conntrack: u32) -> Result<Plane> {
         root: root.clone(),
         state: State::default(),
     };
-    let mut dp = DataPlane::load_unattached(&PinLayout::new(&root, "bench"), conntrack)?;
+    let mut dp = DataPlane::load_unattached(&Layout::new(&root, "bench"), conntrack)?;
     let mut state = State::default();
     for (name, vip, v6) in [
         ("web4", "198.19.0.1:80/tcp", false),

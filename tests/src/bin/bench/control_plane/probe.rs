@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use balancer_tests::{balancer::LB_IFACE, lab::Lab, netns, topology::VIP4, traffic::SERVICE_PORT};
 use balancer_user::{
-    dataplane::{pins::PinLayout, DataPlane},
+    dataplane::{bpffs::Layout, DataPlane},
     neighbor::parse_mac,
 };
 
@@ -32,7 +32,7 @@ impl Prober {
     /// Loads the program over the pinned maps of `lab`'s daemon and learns the MACs of the
     /// lab's first `backends` backends.
     pub fn attach_to(lab: &Lab, backends: usize) -> Result<Self> {
-        let pins = PinLayout::new(lab.balancer.pin_root(), LB_IFACE);
+        let pins = Layout::new(lab.balancer.pin_root(), LB_IFACE);
         // Loading with no pins would create (and pin) fresh, empty maps instead.
         if !pins.maps().join("VIPS").exists() {
             bail!(

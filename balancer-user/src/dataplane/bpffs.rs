@@ -1,4 +1,4 @@
-//! Where the data plane lives in bpffs: `<root>/v<LAYOUT_VERSION>/<iface>/{maps/,link}`.
+//! Where the data plane's kernel objects are pinned in bpffs: `<root>/v<LAYOUT_VERSION>/<iface>/{maps/,link}`.
 //!
 //! The version changes whenever a map's layout changes, so a daemon never reuses maps it
 //! cannot read.
@@ -12,18 +12,18 @@ use std::{
 /// Version of the map layout; part of the pin path.
 pub const LAYOUT_VERSION: u32 = 1;
 
-/// Default bpffs directory for the balancer's pins.
-pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/balancer";
+/// Default bpffs directory of the balancer's kernel objects.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/balancer";
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
-/// Pin paths of one attached data plane.
+/// bpffs paths of one attached data plane.
 #[derive(Clone, Debug)]
-pub struct PinLayout {
+pub struct Layout {
     dir: PathBuf,
 }
 
-impl PinLayout {
+impl Layout {
     /// Layout for `iface` under `root` (a directory on a bpffs).
     pub fn new(root: &Path, iface: &str) -> Self {
         Self {
@@ -49,7 +49,7 @@ impl PinLayout {
 
 /// Makes sure `dir`'s filesystem is a bpffs, mounting one on /sys/fs/bpf if that is where
 /// `dir` lives and nothing is mounted there yet.
-pub fn ensure_bpffs(dir: &Path) -> io::Result<()> {
+pub fn ensure(dir: &Path) -> io::Result<()> {
     let default_mount = Path::new("/sys/fs/bpf");
     if dir.starts_with(default_mount) && !is_bpffs(default_mount)? {
         mount_bpffs(default_mount)?;

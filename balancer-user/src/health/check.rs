@@ -10,15 +10,15 @@ use tokio::net::TcpStream;
 use crate::state::{CheckKind, HealthCheck};
 
 /// Runs `check` against `target`; the error says why it failed, in one line.
-pub async fn probe(check: &HealthCheck, target: SocketAddr) -> Result<(), String> {
+pub async fn run(check: &HealthCheck, target: SocketAddr) -> Result<(), String> {
     let timeout = Duration::from_millis(check.timeout_ms);
-    match tokio::time::timeout(timeout, run(&check.kind, target)).await {
+    match tokio::time::timeout(timeout, attempt(&check.kind, target)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
-async fn run(kind: &CheckKind, target: SocketAddr) -> Result<(), String> {
+async fn attempt(kind: &CheckKind, target: SocketAddr) -> Result<(), String> {
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -78,19 +78,19 @@ mod tests {
     #[tokio::test]
     async fn tcp_and_http_checks() {
         let up = http_server("200 OK").await;
-        assert_eq!(probe(&check(CheckKind::Tcp), up).await, Ok(()));
+        assert_eq!(run(&check(CheckKind::Tcp), up).await, Ok(()));
         let ok = http_server("302 Found").await;
         let http = check(CheckKind::Http {
             path: "/healthz".into(),
         });
-        assert_eq!(probe(&http, ok).await, Ok(()));
+        assert_eq!(run(&http, ok).await, Ok(()));
         let failing = http_server("503 Service Unavailable").await;
-        assert!(probe(&http, failing).await.unwrap_err().contains("503"));
+        assert!(run(&http, failing).await.unwrap_err().contains("503"));
         // Nothing listens on a port just released.
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        assert!(probe(&check(CheckKind::Tcp), closed).await.is_err());
+        assert!(run(&check(CheckKind::Tcp), closed).await.is_err());
     }
 }

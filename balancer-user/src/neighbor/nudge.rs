@@ -1,4 +1,5 @@
-//! One ICMP echo request, to make the kernel resolve a neighbour's MAC (like `ping -c1`).
+//! The neighbour nudge: one ICMP echo request, to make the kernel resolve a neighbour's MAC
+//! (like `ping -c1`).
 
 use std::net::IpAddr;
 
@@ -6,7 +7,7 @@ const ICMP_ECHO: u8 = 8;
 const ICMPV6_ECHO: u8 = 128;
 
 /// Sends one echo request to `addr`; failures are ignored (resolution then times out).
-pub fn icmp_echo(addr: IpAddr) {
+pub fn nudge(addr: IpAddr) {
     let (domain, protocol, kind) = match addr {
         IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, ICMP_ECHO),
         IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, ICMPV6_ECHO),

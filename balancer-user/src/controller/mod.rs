@@ -1,0 +1,354 @@
+//! The daemon's core: owns the desired state and the data plane, applies every change as
+//! validate → resolve → compile → persist → publish, drives the release strategies on its
+//! clock, and answers status queries.
+//!
+//! It talks to the outside only through [`ports`] and a [`Clock`], so every path through
+//! it runs in unit tests on fakes.
+
+mod drive;
+pub mod ports;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use balancer_common::{Backend, MAX_BACKENDS};
+
+use crate::{
+    clock::Clock,
+    compile::{compile, Compiled},
+    error::Error,
+    health::{CheckJob, HealthBoard},
+    neighbor::NextHop,
+    state::State,
+};
+use ports::{Neighbors, Plane, Store};
+
+/// Settings of a controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Seed of the flow hash (same on every host of a fleet).
+    pub seed: u64,
+    /// A tracked flow counts as active while it saw a packet within this time.
+    pub flow_idle: Duration,
+}
+
+/// What a controller talks to.
+pub struct Ports {
+    /// The data plane.
+    pub plane: Box<dyn Plane>,
+    /// Where backends are on the wire.
+    pub neighbors: Box<dyn Neighbors>,
+    /// Where the desired state is kept.
+    pub store: Box<dyn Store>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The daemon's core.
+pub struct Controller {
+    settings: Settings,
+    state: State,
+    health: HealthBoard,
+    next_drain_check_ms: u64,
+    shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
+    plane: Box<dyn Plane>,
+    neighbors: Box<dyn Neighbors>,
+    store: Box<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A backend's identity in the data plane: (index, epoch).
+type BackendId = (u32, u32);
+
+impl Controller {
+    /// Loads the stored state and brings the data plane in line with it. Established flows
+    /// are untouched: the tables are rebuilt identically from the same state, and
+    /// connection tracking lives in the data plane.
+    pub fn start(ports: Ports, settings: Settings) -> Result<Self, Error> {
+        let state = ports.store.load()?;
+        let mut health = HealthBoard::default();
+        // Backends that were serving before a restart keep serving until checks say
+        // otherwise.
+        health.sync(&state, ports.clock.now_ms(), true);
+        let mut controller = Self {
+            settings,
+            state: State::default(),
+            health,
+            next_drain_check_ms: 0,
+            shares: BTreeMap::new(),
+            plane: ports.plane,
+            neighbors: ports.neighbors,
+            store: ports.store,
+            clock: ports.clock,
+        };
+        controller.reconcile(state)?;
+        Ok(controller)
+    }
+
+    /// Whether start found the program already attached.
+    pub fn reattached(&self) -> bool {
+        self.plane.reattached()
+    }
+
+    /// The desired state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Applies `change` (given the clock's time) to a copy of the state; if it and
+    /// everything it implies succeeds, persists and publishes the result. A refused change
+    /// touches neither the store nor the data plane; a fault while publishing puts the old
+    /// state back in both.
+    pub fn change<T, E: Into<Error>>(
+        &mut self,
+        change: impl FnOnce(&mut State, u64) -> Result<T, E>,
+    ) -> Result<T, Error> {
+        let now_ms = self.clock.now_ms();
+        let mut next = self.state.clone();
+        let out = change(&mut next, now_ms).map_err(Into::into)?;
+        next.validate()?;
+        let mut health = self.health.clone();
+        health.sync(&next, now_ms, false);
+        let hops = new_backends(&self.state, &next)
+            .iter()
+            .map(|(id, addr)| Ok((*id, self.neighbors.resolve(*addr)?)))
+            .collect::<Result<BTreeMap<_, _>, Error>>()?;
+        let compiled = self.compile_changed(&next, &health, false)?;
+        self.store.save(&next)?;
+        let previous = self.state.clone();
+        let snapshot = self.snapshot(&previous, &next, &hops)?;
+        if let Err(e) = self.publish(&previous, &next, &hops, compiled) {
+            tracing::error!("publishing a change failed, putting the old state back: {e}");
+            self.restore(&next, &snapshot);
+            return Err(e);
+        }
+        self.state = next;
+        self.health = health;
+        Ok(out)
+    }
+
+    fn reconcile(&mut self, target: State) -> Result<(), Error> {
+        let mut hops = BTreeMap::new();
+        for service in target.services.values() {
+            for (_, b) in service.backends() {
+                match self.neighbors.resolve(b.addr) {
+                    Ok(hop) => {
+                        hops.insert((b.index, b.epoch), hop);
+                    }
+                    Err(e) => {
+                        // Keep whatever the data plane has for it (e.g. after a restart
+                        // while the backend's neighbour entry expired).
+                        let existing = self.plane.backend(b.index)?;
+                        if existing.epoch != b.epoch {
+                            tracing::warn!("backend {} not reachable at start: {e}", b.addr);
+                        }
+                    }
+                }
+            }
+        }
+        let compiled = self.compile_changed(&target, &self.health, true)?;
+        let previous = self.state.clone();
+        self.publish(&previous, &target, &hops, compiled)?;
+        // Remove what the data plane has beyond the state (a crash between steps).
+        let wanted_vips: HashSet<_> = target.services.values().map(|s| s.vip.key()).collect();
+        for (vip, _) in self.plane.vips()? {
+            if !wanted_vips.contains(&vip) {
+                self.plane.remove_vip(&vip)?;
+            }
+        }
+        let wanted: BTreeSet<BackendId> = backend_ids(&target).into_keys().collect();
+        for index in 0..MAX_BACKENDS {
+            let entry = self.plane.backend(index)?;
+            if entry.epoch != 0 && !wanted.contains(&(index, entry.epoch)) {
+                self.plane.clear_backend(index)?;
+            }
+        }
+        self.state = target;
+        Ok(())
+    }
+
+    fn compile_changed(
+        &self,
+        next: &State,
+        health: &HealthBoard,
+        all: bool,
+    ) -> Result<BTreeMap<String, Compiled>, Error> {
+        next.services
+            .iter()
+            .filter(|(name, service)| {
+                all || self.state.services.get(*name) != Some(service)
+                    || health.down(name) != self.health.down(name)
+            })
+            .map(|(name, service)| {
+                let compiled = compile(service, self.settings.seed, &health.down(name))?;
+                Ok((name.clone(), compiled))
+            })
+            .collect()
+    }
+
+    /// Writes `next` to the data plane, coming from `previous`, in an order that never
+    /// exposes a half-made change: backends before the tables that name them, tables before
+    /// their VIP, and a removed backend's entry only after no table names it.
+    fn publish(
+        &mut self,
+        previous: &State,
+        next: &State,
+        hops: &BTreeMap<BackendId, NextHop>,
+        compiled: BTreeMap<String, Compiled>,
+    ) -> Result<(), Error> {
+        let old_ids = backend_ids(previous);
+        for (&(index, epoch), hop) in hops {
+            let backend = Backend {
+                dst_mac: hop.dst_mac,
+                src_mac: hop.src_mac,
+                ifindex: hop.ifindex,
+                epoch,
+                reserved: 0,
+            };
+            let existing = self.plane.backend(index)?;
+            let fresh = existing.epoch != epoch && !old_ids.contains_key(&(index, epoch));
+            self.plane.set_backend(index, &backend, fresh)?;
+        }
+        for (name, service) in &previous.services {
+            if next.services.get(name).map(|s| s.vip) != Some(service.vip) {
+                self.plane.remove_vip(&service.vip.key())?;
+            }
+        }
+        for (name, c) in compiled {
+            let service = &next.services[&name];
+            self.plane
+                .write_service(service.slot, service.vip.key(), &c.image)?;
+            self.shares.insert(name, c.shares);
+        }
+        self.shares
+            .retain(|name, _| next.services.contains_key(name));
+        // An index freed and handed to a new backend in the same change already holds the
+        // new backend's entry (written first): only indices nobody uses any more are cleared.
+        let in_use = indices(next);
+        for (index, _) in old_ids.keys() {
+            if !in_use.contains(index) {
+                self.plane.clear_backend(*index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries of the backend indices that publishing `next` over `previous` writes
+    /// (new backends) or clears (removed ones), so that [`Controller::restore`] can write
+    /// them back.
+    fn snapshot(
+        &self,
+        previous: &State,
+        next: &State,
+        hops: &BTreeMap<BackendId, NextHop>,
+    ) -> Result<BTreeMap<u32, Backend>, Error> {
+        let in_use = indices(next);
+        let cleared = indices(previous)
+            .into_iter()
+            .filter(|i| !in_use.contains(i));
+        let written = hops.keys().map(|(index, _)| *index);
+        cleared
+            .chain(written)
+            .map(|index| Ok((index, self.plane.backend(index)?)))
+            .collect()
+    }
+
+    /// After a failed publish of `failed`: writes the current state back to the data plane
+    /// (the backend entries the publish touched, every service's tables, VIPs) and to the
+    /// store. Best effort: a fault that persists is logged, and the next restart reconciles.
+    fn restore(&mut self, failed: &State, snapshot: &BTreeMap<u32, Backend>) {
+        let mut attempt = || -> Result<(), Error> {
+            for (index, backend) in snapshot {
+                if backend.epoch == 0 {
+                    self.plane.clear_backend(*index)?;
+                } else {
+                    self.plane.set_backend(*index, backend, false)?;
+                }
+            }
+            let compiled = self.compile_changed(&self.state, &self.health, true)?;
+            let current = self.state.clone();
+            for (name, service) in &failed.services {
+                if current.services.get(name).map(|s| s.vip) != Some(service.vip) {
+                    self.plane.remove_vip(&service.vip.key())?;
+                }
+            }
+            for (name, c) in compiled {
+                let service = &current.services[&name];
+                self.plane
+                    .write_service(service.slot, service.vip.key(), &c.image)?;
+                self.shares.insert(name, c.shares);
+            }
+            self.store.save(&current)?;
+            Ok(())
+        };
+        if let Err(e) = attempt() {
+            tracing::error!("putting the old state back failed too: {e}");
+        }
+    }
+
+    /// Records a health-check result. A backend that goes down or comes back changes its
+    /// service's tables in one atomic write, like a weight change; the store is not
+    /// touched (health is observed, not desired).
+    pub fn report_check(
+        &mut self,
+        job: &CheckJob,
+        result: Result<(), String>,
+    ) -> Result<(), Error> {
+        let addr = job.target.ip();
+        if let Err(why) = &result {
+            tracing::debug!(service = job.service, %addr, "health check failed: {why}");
+        }
+        let now_ms = self.clock.now_ms();
+        if !self
+            .health
+            .report(&job.service, addr, result, &job.check, now_ms)
+        {
+            return Ok(());
+        }
+        let healthy = self
+            .health
+            .get(&job.service, addr)
+            .is_some_and(|h| h.healthy);
+        tracing::info!(service = job.service, %addr, healthy, "backend health changed");
+        let Some(service) = self.state.services.get(&job.service) else {
+            return Ok(());
+        };
+        let compiled = compile(service, self.settings.seed, &self.health.down(&job.service))?;
+        self.plane
+            .write_service(service.slot, service.vip.key(), &compiled.image)?;
+        self.shares.insert(job.service.clone(), compiled.shares);
+        Ok(())
+    }
+
+    /// Detaches the program and removes every pin. The state file stays.
+    pub fn teardown(self) -> Result<(), Error> {
+        Ok(self.plane.teardown()?)
+    }
+}
+
+fn backend_ids(state: &State) -> BTreeMap<BackendId, IpAddr> {
+    state
+        .services
+        .values()
+        .flat_map(|s| s.backends().map(|(_, b)| ((b.index, b.epoch), b.addr)))
+        .collect()
+}
+
+fn indices(state: &State) -> BTreeSet<u32> {
+    backend_ids(state).keys().map(|(index, _)| *index).collect()
+}
+
+fn new_backends(old: &State, next: &State) -> BTreeMap<BackendId, IpAddr> {
+    let old = backend_ids(old);
+    backend_ids(next)
+        .into_iter()
+        .filter(|(id, _)| !old.contains_key(id))
+        .collect()
+}

@@ -1,0 +1,132 @@
+//! What the controller talks to, as traits: the data plane, the neighbour source, the
+//! desired-state store. The daemon plugs in the kernel's; unit tests plug in fakes.
+
+use std::{collections::HashSet, net::IpAddr, time::Duration};
+
+use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
+
+use crate::{
+    dataplane::{DataPlane, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage},
+    neighbor::{self, NeighborError, NextHop},
+    state::{FileStore, State, StoreError},
+};
+
+/// The data plane's maps, as the controller writes and reads them.
+pub trait Plane: Send {
+    /// Whether the program was already attached when the daemon started (a restart).
+    fn reattached(&self) -> bool;
+    /// The forwarding entry of a backend index.
+    fn backend(&self, index: u32) -> Result<Backend, DataPlaneError>;
+    /// Writes a backend's forwarding entry; `fresh` also zeroes its counters.
+    fn set_backend(
+        &mut self,
+        index: u32,
+        backend: &Backend,
+        fresh: bool,
+    ) -> Result<(), DataPlaneError>;
+    /// Frees a backend index.
+    fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError>;
+    /// The VIPs in the data plane.
+    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, DataPlaneError>;
+    /// Stops balancing a VIP.
+    fn remove_vip(&mut self, vip: &VipKey) -> Result<(), DataPlaneError>;
+    /// Publishes a service's image atomically (a new generation, then the flip).
+    fn write_service(
+        &mut self,
+        slot: u32,
+        vip: VipKey,
+        image: &ServiceImage,
+    ) -> Result<(), DataPlaneError>;
+    /// Counters of one backend index.
+    fn backend_counters(&self, index: u32) -> Result<BackendStats, DataPlaneError>;
+    /// Global counters.
+    fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError>;
+    /// Tracked flows per (index, epoch) seen within `idle`.
+    fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError>;
+    /// Forgets the tracked flows of the given (index, epoch) backends.
+    fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError>;
+    /// Detaches and unpins everything.
+    fn teardown(self: Box<Self>) -> Result<(), DataPlaneError>;
+}
+
+impl Plane for DataPlane {
+    fn reattached(&self) -> bool {
+        DataPlane::reattached(self)
+    }
+    fn backend(&self, index: u32) -> Result<Backend, DataPlaneError> {
+        DataPlane::backend(self, index)
+    }
+    fn set_backend(
+        &mut self,
+        index: u32,
+        backend: &Backend,
+        fresh: bool,
+    ) -> Result<(), DataPlaneError> {
+        DataPlane::set_backend(self, index, backend, fresh)
+    }
+    fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError> {
+        DataPlane::clear_backend(self, index)
+    }
+    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, DataPlaneError> {
+        DataPlane::vips(self)
+    }
+    fn remove_vip(&mut self, vip: &VipKey) -> Result<(), DataPlaneError> {
+        DataPlane::remove_vip(self, vip)
+    }
+    fn write_service(
+        &mut self,
+        slot: u32,
+        vip: VipKey,
+        image: &ServiceImage,
+    ) -> Result<(), DataPlaneError> {
+        DataPlane::write_service(self, slot, vip, image)
+    }
+    fn backend_counters(&self, index: u32) -> Result<BackendStats, DataPlaneError> {
+        DataPlane::backend_counters(self, index)
+    }
+    fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
+        DataPlane::global_counters(self)
+    }
+    fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
+        DataPlane::active_flows(self, idle)
+    }
+    fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError> {
+        DataPlane::forget_flows(self, backends)
+    }
+    fn teardown(self: Box<Self>) -> Result<(), DataPlaneError> {
+        DataPlane::teardown(*self)
+    }
+}
+
+/// Where backends are on the wire.
+pub trait Neighbors: Send {
+    /// Locates `addr` on a directly connected network.
+    fn resolve(&self, addr: IpAddr) -> Result<NextHop, NeighborError>;
+}
+
+/// The kernel's routing and neighbour tables.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelNeighbors;
+
+impl Neighbors for KernelNeighbors {
+    fn resolve(&self, addr: IpAddr) -> Result<NextHop, NeighborError> {
+        neighbor::resolve(addr)
+    }
+}
+
+/// Where the desired state is kept across restarts.
+pub trait Store: Send {
+    /// The stored state; an empty state when none was stored yet.
+    fn load(&self) -> Result<State, StoreError>;
+    /// Replaces the stored state atomically.
+    fn save(&self, state: &State) -> Result<(), StoreError>;
+}
+
+impl Store for FileStore {
+    fn load(&self) -> Result<State, StoreError> {
+        FileStore::load(self)
+    }
+    fn save(&self, state: &State) -> Result<(), StoreError> {
+        FileStore::save(self, state)
+    }
+}

@@ -1,0 +1,80 @@
+//! Answering `status`: the desired state joined with what the data plane counts.
+
+use super::Controller;
+use crate::{
+    api::{BackendStatus, GroupShare, Health, PinStatus, ServiceStatus, Status},
+    error::Error,
+};
+
+impl Controller {
+    /// Status of one service or all.
+    pub fn status(&self, only: Option<&str>) -> Result<Status, Error> {
+        if let Some(name) = only {
+            self.state.service(name)?;
+        }
+        let flows = self.plane.active_flows(self.settings.flow_idle)?;
+        let mut services = Vec::new();
+        for (name, service) in &self.state.services {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            let split = service
+                .groups
+                .iter()
+                .zip(service.shares()?)
+                .map(|(g, percent)| GroupShare {
+                    group: g.name.clone(),
+                    percent,
+                })
+                .collect();
+            let mut backends = Vec::new();
+            for (g, b) in service.backends() {
+                let counters = self.plane.backend_counters(b.index)?;
+                let share = self
+                    .shares
+                    .get(name)
+                    .and_then(|s| s.get(&b.addr))
+                    .copied()
+                    .unwrap_or(0.0);
+                let health = self.health.get(name, b.addr);
+                backends.push(BackendStatus {
+                    drain: b.drain,
+                    health: health.map(|h| if h.healthy { Health::Up } else { Health::Down }),
+                    health_changed_at_ms: health.and_then(|h| h.last_change_ms),
+                    health_error: health.and_then(|h| h.last_error.clone()),
+                    addr: b.addr,
+                    group: service.groups[g].name.clone(),
+                    weight: b.weight,
+                    effective_share: (share * 10_000.0).round() / 100.0,
+                    new_flows: counters.new_flows,
+                    packets: counters.packets,
+                    bytes: counters.bytes,
+                    active_flows: flows.get(&(b.index, b.epoch)).copied().unwrap_or(0),
+                });
+            }
+            services.push(ServiceStatus {
+                name: name.clone(),
+                vip: service.vip,
+                affinity: service.affinity,
+                table_size: service.table_size,
+                split,
+                backends,
+                canary: service.canary.clone(),
+                rollout: service.rollout.clone(),
+                flip_drain: service.flip_drain.clone(),
+                pins: service
+                    .pins
+                    .iter()
+                    .map(|p| PinStatus {
+                        cidr: p.cidr.to_string(),
+                        group: p.group.clone(),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(Status {
+            services,
+            counters: self.plane.global_counters()?,
+        })
+    }
+}

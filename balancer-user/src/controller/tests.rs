@@ -1,0 +1,654 @@
+//! The controller on fakes: a data plane that keeps the live image of every service and can
+//! fail its n-th write, a store that can fail, neighbours that answer from a table, and a
+//! clock the test moves.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
+
+use super::{
+    ports::{Neighbors, Plane, Store},
+    Controller, Ports, Settings,
+};
+use crate::{
+    basis_points::BasisPoints,
+    clock::ManualClock,
+    compile::compile,
+    dataplane::{DataPlaneError, FlowCounts, GlobalCounters, ServiceImage},
+    error::{Error, Fault, Refused},
+    neighbor::{NeighborError, NextHop},
+    operation::Change,
+    release::{
+        canary::{CanaryPlan, Outcome},
+        rollout::{RolloutOutcome, RolloutPlan},
+    },
+    state::{
+        tests::{checked_sample, ip, sample},
+        State, StateError, StoreError,
+    },
+};
+
+const SEED: u64 = 7;
+
+/// What the fake data plane holds.
+#[derive(Default)]
+struct Maps {
+    backends: BTreeMap<u32, Backend>,
+    vips: Vec<(VipKey, VipInfo)>,
+    /// The live image of each service slot.
+    live: BTreeMap<u32, ServiceImage>,
+    /// Writes so far.
+    writes: usize,
+    /// The write (counted from 0) that fails once.
+    fail_write: Option<usize>,
+    /// Flows forgotten, by (index, epoch).
+    forgotten: Vec<(u32, u32)>,
+}
+
+#[derive(Clone, Default)]
+struct FakePlane(Arc<Mutex<Maps>>);
+
+impl FakePlane {
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.0.lock().unwrap()
+    }
+
+    /// Counts a write; fails it if it is the one to fail.
+    fn write(&self) -> Result<(), DataPlaneError> {
+        let mut maps = self.maps();
+        let n = maps.writes;
+        maps.writes += 1;
+        if maps.fail_write == Some(n) {
+            maps.fail_write = None;
+            return Err(DataPlaneError::Io {
+                context: format!("injected failure of write {n}"),
+                source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the `n`-th write from now fail once.
+    fn fail_after(&self, n: usize) {
+        let mut maps = self.maps();
+        maps.fail_write = Some(maps.writes + n);
+    }
+}
+
+impl Plane for FakePlane {
+    fn reattached(&self) -> bool {
+        false
+    }
+    fn backend(&self, index: u32) -> Result<Backend, DataPlaneError> {
+        Ok(self
+            .maps()
+            .backends
+            .get(&index)
+            .copied()
+            .unwrap_or_default())
+    }
+    fn set_backend(&mut self, index: u32, b: &Backend, _: bool) -> Result<(), DataPlaneError> {
+        self.write()?;
+        self.maps().backends.insert(index, *b);
+        Ok(())
+    }
+    fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError> {
+        self.write()?;
+        self.maps().backends.remove(&index);
+        Ok(())
+    }
+    fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, DataPlaneError> {
+        Ok(self.maps().vips.clone())
+    }
+    fn remove_vip(&mut self, vip: &VipKey) -> Result<(), DataPlaneError> {
+        self.write()?;
+        self.maps().vips.retain(|(k, _)| k != vip);
+        Ok(())
+    }
+    fn write_service(
+        &mut self,
+        slot: u32,
+        vip: VipKey,
+        image: &ServiceImage,
+    ) -> Result<(), DataPlaneError> {
+        self.write()?;
+        let mut maps = self.maps();
+        maps.live.insert(slot, image.clone());
+        maps.vips.retain(|(k, _)| *k != vip);
+        maps.vips.push((vip, VipInfo { service: slot }));
+        Ok(())
+    }
+    fn backend_counters(&self, _: u32) -> Result<BackendStats, DataPlaneError> {
+        Ok(BackendStats::default())
+    }
+    fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
+        Ok(GlobalCounters::default())
+    }
+    fn active_flows(&self, _: Duration) -> Result<FlowCounts, DataPlaneError> {
+        Ok(FlowCounts::new())
+    }
+    fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError> {
+        self.maps().forgotten.extend(backends.iter().copied());
+        Ok(0)
+    }
+    fn teardown(self: Box<Self>) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct FakeStore(Arc<Mutex<(Option<State>, usize, bool)>>);
+
+impl FakeStore {
+    fn holding(state: State) -> Self {
+        Self(Arc::new(Mutex::new((Some(state), 0, false))))
+    }
+    fn saved(&self) -> Option<State> {
+        self.0.lock().unwrap().0.clone()
+    }
+    fn saves(&self) -> usize {
+        self.0.lock().unwrap().1
+    }
+    fn fail_next_save(&self) {
+        self.0.lock().unwrap().2 = true;
+    }
+}
+
+impl Store for FakeStore {
+    fn load(&self) -> Result<State, StoreError> {
+        Ok(self.saved().unwrap_or_default())
+    }
+    fn save(&self, state: &State) -> Result<(), StoreError> {
+        let mut inner = self.0.lock().unwrap();
+        if std::mem::take(&mut inner.2) {
+            return Err(StoreError::Io {
+                context: "sync state.json".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
+        inner.0 = Some(state.clone());
+        inner.1 += 1;
+        Ok(())
+    }
+}
+
+/// Every address resolves to a MAC made of its last bytes, except `198.18.0.250`.
+struct FakeNeighbors;
+
+impl Neighbors for FakeNeighbors {
+    fn resolve(&self, addr: IpAddr) -> Result<NextHop, NeighborError> {
+        if addr == ip("198.18.0.250") {
+            return Err(NeighborError::Unresolved(addr, "eth0".into()));
+        }
+        let last = match addr {
+            IpAddr::V4(a) => a.octets()[3],
+            IpAddr::V6(a) => a.octets()[15],
+        };
+        Ok(NextHop {
+            ifindex: 2,
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 1, last],
+        })
+    }
+}
+
+struct Rig {
+    plane: FakePlane,
+    store: FakeStore,
+    clock: Arc<ManualClock>,
+}
+
+impl Rig {
+    fn new(state: State) -> Self {
+        Self {
+            plane: FakePlane::default(),
+            store: FakeStore::holding(state),
+            clock: Arc::new(ManualClock::new(1_000_000)),
+        }
+    }
+
+    fn start(&self) -> Controller {
+        let ports = Ports {
+            plane: Box::new(self.plane.clone()),
+            neighbors: Box::new(FakeNeighbors),
+            store: Box::new(self.store.clone()),
+            clock: self.clock.clone(),
+        };
+        let settings = Settings {
+            seed: SEED,
+            flow_idle: Duration::from_secs(2),
+        };
+        Controller::start(ports, settings).unwrap()
+    }
+
+    /// Whether the live image of every service of `state` is what `state` compiles to
+    /// (every backend healthy), and no other slot is live with a VIP.
+    fn live_matches(&self, state: &State) -> bool {
+        let maps = self.plane.maps();
+        state.services.values().all(|service| {
+            let expected = compile(service, SEED, &Default::default()).unwrap().image;
+            maps.live.get(&service.slot) == Some(&expected)
+                && maps.vips.contains(&(
+                    service.vip.key(),
+                    VipInfo {
+                        service: service.slot,
+                    },
+                ))
+        }) && maps.vips.len() == state.services.len()
+    }
+
+    /// The data plane's backend entries: exactly the backends of `state`, with their epochs.
+    fn backends_match(&self, state: &State) -> bool {
+        let wanted: BTreeMap<u32, u32> = state
+            .services
+            .values()
+            .flat_map(|s| s.backends().map(|(_, b)| (b.index, b.epoch)))
+            .collect();
+        let have: BTreeMap<u32, u32> = self
+            .plane
+            .maps()
+            .backends
+            .iter()
+            .filter(|(_, b)| b.epoch != 0)
+            .map(|(i, b)| (*i, b.epoch))
+            .collect();
+        have == wanted
+    }
+}
+
+fn apply(controller: &mut Controller, change: Change) -> Result<(), Error> {
+    controller.change(|state, now_ms| change.apply(state, now_ms))
+}
+
+fn bp(v: u16) -> BasisPoints {
+    BasisPoints::new(v).unwrap()
+}
+
+#[test]
+fn start_publishes_the_stored_state() {
+    let rig = Rig::new(sample());
+    let controller = rig.start();
+    assert_eq!(controller.state(), &sample());
+    assert!(rig.live_matches(&sample()));
+    assert!(rig.backends_match(&sample()));
+}
+
+#[test]
+fn a_refused_change_touches_neither_the_store_nor_the_data_plane() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    let (writes, saves) = (rig.plane.maps().writes, rig.store.saves());
+    let refusals = [
+        Change::RemoveService {
+            service: "nosuch".into(),
+        },
+        Change::Split {
+            service: "web".into(),
+            shares: vec![("blue".into(), bp(5000))],
+        },
+        // Valid for the state, but the backend does not answer ARP: refused as well.
+        Change::AddBackend {
+            service: "web".into(),
+            backend: crate::api::AddBackend {
+                addr: ip("198.18.0.250"),
+                group: "blue".into(),
+                weight: None,
+            },
+        },
+        Change::Apply {
+            toml: "[[service]]\nname = \"web\"\n".into(),
+        },
+    ];
+    for change in refusals {
+        let err = apply(&mut controller, change.clone()).unwrap_err();
+        assert!(matches!(err, Error::Refused(_)), "{change:?}: {err}");
+    }
+    let err = apply(
+        &mut controller,
+        Change::AddBackend {
+            service: "web".into(),
+            backend: crate::api::AddBackend {
+                addr: ip("198.18.0.250"),
+                group: "blue".into(),
+                weight: None,
+            },
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "backend 198.18.0.250 does not answer ARP/neighbour discovery on eth0"
+    );
+    assert!(matches!(
+        err,
+        Error::Refused(Refused::Unreachable(NeighborError::Unresolved(..)))
+    ));
+    assert_eq!(
+        rig.plane.maps().writes,
+        writes,
+        "the data plane was written"
+    );
+    assert_eq!(rig.store.saves(), saves, "the store was written");
+    assert_eq!(controller.state(), &sample());
+    assert!(rig.live_matches(&sample()));
+}
+
+#[test]
+fn a_failed_save_publishes_nothing() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    let writes = rig.plane.maps().writes;
+    rig.store.fail_next_save();
+    let err = apply(
+        &mut controller,
+        Change::SetWeight {
+            service: "web".into(),
+            addr: ip("198.18.0.101"),
+            weight: 1,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Fault(Fault::Store(_))), "{err}");
+    assert_eq!(
+        crate::error::one_line(&err),
+        "sync state.json: No space left on device (os error 28)"
+    );
+    assert_eq!(rig.plane.maps().writes, writes);
+    assert_eq!(controller.state(), &sample());
+    assert_eq!(rig.store.saved(), Some(sample()));
+}
+
+/// A change of both services whose data-plane write fails at each possible point: the
+/// old generation stays (or is put back) live, and the store holds the old state.
+#[test]
+fn a_data_plane_failure_mid_publish_leaves_the_old_state_live_and_stored() {
+    let change = Change::Apply {
+        toml: r#"
+[[service]]
+name = "web"
+vip = "198.19.0.1:80/tcp"
+affinity = "client"
+[[service.group]]
+name = "blue"
+backends = [{ addr = "198.18.0.101", weight = 100 }, { addr = "198.18.0.120" }]
+
+[[service]]
+name = "dns"
+vip = "[2001:db8:ffff::1]:53/udp"
+table_size = 251
+[[service.group]]
+name = "main"
+backends = [{ addr = "2001:db8::101", weight = 5 }]
+"#
+        .into(),
+    };
+    // How many writes the change makes when nothing fails.
+    let total = {
+        let rig = Rig::new(sample());
+        let mut controller = rig.start();
+        let before = rig.plane.maps().writes;
+        apply(&mut controller, change.clone()).unwrap();
+        let next = controller.state().clone();
+        assert!(rig.live_matches(&next) && rig.backends_match(&next));
+        let after = rig.plane.maps().writes;
+        after - before
+    };
+    assert_eq!(total, 4, "a backend added, one cleared, two services");
+    for failing in 0..total {
+        let rig = Rig::new(sample());
+        let mut controller = rig.start();
+        rig.plane.fail_after(failing);
+        let err = apply(&mut controller, change.clone()).unwrap_err();
+        assert!(
+            matches!(err, Error::Fault(Fault::DataPlane(_))),
+            "write {failing}: {err}"
+        );
+        assert_eq!(controller.state(), &sample(), "write {failing}");
+        assert_eq!(rig.store.saved(), Some(sample()), "write {failing}");
+        assert!(
+            rig.live_matches(&sample()),
+            "write {failing}: new tables live"
+        );
+        assert!(rig.backends_match(&sample()), "write {failing}: backends");
+        // The fault has passed: the same change now goes through.
+        apply(&mut controller, change.clone()).unwrap();
+        assert!(rig.live_matches(controller.state()));
+    }
+}
+
+#[test]
+fn a_restart_reconciles_to_identical_tables_and_removes_leftovers() {
+    let rig = Rig::new(sample());
+    let mut first = rig.start();
+    apply(
+        &mut first,
+        Change::Flip {
+            service: "web".into(),
+            to: "green".into(),
+            drain_timeout_ms: None,
+        },
+    )
+    .unwrap();
+    let state = first.state().clone();
+    let live_before: BTreeMap<u32, ServiceImage> = rig.plane.maps().live.clone();
+    let backends_before = rig.plane.maps().backends.clone();
+    drop(first);
+    // Leftovers of a crash between two writes: a VIP and a backend the state lacks.
+    {
+        let mut maps = rig.plane.maps();
+        let stray: crate::vip::Vip = "198.19.0.99:80/tcp".parse().unwrap();
+        maps.vips.push((stray.key(), VipInfo { service: 9 }));
+        maps.backends.insert(
+            4000,
+            Backend {
+                epoch: 77,
+                ..Backend::default()
+            },
+        );
+    }
+    let second = rig.start();
+    assert_eq!(second.state(), &state);
+    assert!(
+        rig.plane.maps().live == live_before,
+        "tables differ after the restart"
+    );
+    assert_eq!(rig.plane.maps().backends, backends_before);
+    assert!(rig.live_matches(&state), "the stray VIP stayed");
+}
+
+#[test]
+fn a_canary_steps_on_the_clock_exactly_as_planned() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    let start_ms = crate::clock::Clock::now_ms(&*rig.clock);
+    apply(
+        &mut controller,
+        Change::StartCanary {
+            service: "web".into(),
+            plan: CanaryPlan {
+                from: "blue".into(),
+                to: "green".into(),
+                steps: vec![bp(1000), bp(5000), BasisPoints::ALL],
+                interval_ms: 30_000,
+                auto_rollback: None,
+            },
+        },
+    )
+    .unwrap();
+    let shares = |c: &Controller| -> Vec<u16> {
+        let web = c.state().service("web").unwrap();
+        web.shares().unwrap().iter().map(|b| b.get()).collect()
+    };
+    assert_eq!(shares(&controller), [9000, 1000]);
+    let mut seen = vec![(0, shares(&controller))];
+    for elapsed in (1000..=61_000).step_by(1000) {
+        rig.clock.set(start_ms + elapsed);
+        controller.tick().unwrap();
+        let now = shares(&controller);
+        if seen.last().map(|(_, s)| s) != Some(&now) {
+            seen.push((elapsed, now));
+        }
+        assert!(rig.live_matches(controller.state()), "at {elapsed} ms");
+    }
+    assert_eq!(
+        seen,
+        [
+            (0, vec![9000, 1000]),
+            (30_000, vec![5000, 5000]),
+            (60_000, vec![0, 10_000])
+        ]
+    );
+    let canary = controller
+        .state()
+        .service("web")
+        .unwrap()
+        .canary
+        .clone()
+        .unwrap();
+    assert_eq!(canary.outcome, Some(Outcome::Completed));
+    let times: Vec<u64> = canary
+        .decisions
+        .iter()
+        .map(|d| d.at_ms - start_ms)
+        .collect();
+    assert_eq!(times, [0, 30_000, 60_000, 60_000]);
+}
+
+#[test]
+fn a_rollout_steps_on_the_clock_and_never_lowers_serving_backends() {
+    let mut state = checked_sample();
+    state
+        .set_split("web", &[("blue".into(), BasisPoints::ALL)])
+        .unwrap();
+    let rig = Rig::new(state);
+    let mut controller = rig.start();
+    apply(
+        &mut controller,
+        Change::StartRollout {
+            service: "web".into(),
+            plan: RolloutPlan {
+                group: "blue".into(),
+                pairs: vec![(ip("198.18.0.101"), ip("198.18.0.111"))],
+                ready_timeout_ms: 60_000,
+                slow_start_ms: 1000,
+                drain_timeout_ms: None,
+            },
+        },
+    )
+    .unwrap();
+    let serving = |c: &Controller| -> usize {
+        let web = c.state().service("web").unwrap();
+        web.groups[0]
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0)
+            .count()
+    };
+    let before = serving(&controller);
+    let mut outcome = None;
+    for _ in 0..100 {
+        rig.clock.advance(100);
+        for job in controller.tick().unwrap() {
+            controller.report_check(&job, Ok(())).unwrap();
+        }
+        assert!(serving(&controller) >= before, "fewer serving backends");
+        outcome = controller
+            .state()
+            .service("web")
+            .unwrap()
+            .rollout
+            .as_ref()
+            .and_then(|r| r.outcome);
+        if outcome.is_some() {
+            break;
+        }
+    }
+    assert_eq!(outcome, Some(RolloutOutcome::Completed));
+    let web = controller.state().service("web").unwrap();
+    let blue: Vec<(IpAddr, u16)> = web.groups[0]
+        .backends
+        .iter()
+        .map(|b| (b.addr, b.weight))
+        .collect();
+    assert_eq!(blue, [(ip("198.18.0.102"), 50), (ip("198.18.0.111"), 100)]);
+    assert!(rig.backends_match(controller.state()));
+    assert!(rig.live_matches(controller.state()));
+    let phases: Vec<&str> = web
+        .rollout
+        .as_ref()
+        .unwrap()
+        .decisions
+        .iter()
+        .map(|d| d.what.split(';').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "pair 1/1: added 198.18.0.111, waiting for its health checks",
+            "198.18.0.111 passes its health checks",
+            "198.18.0.111 at full weight",
+            "198.18.0.101 drained (0 flows left)",
+            "completed: every pair replaced"
+        ]
+    );
+}
+
+#[test]
+fn a_flip_drain_forgets_the_old_groups_flows_at_its_deadline() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    apply(
+        &mut controller,
+        Change::Flip {
+            service: "web".into(),
+            to: "green".into(),
+            drain_timeout_ms: Some(5000),
+        },
+    )
+    .unwrap();
+    rig.clock.advance(4999);
+    controller.tick().unwrap();
+    assert!(rig.plane.maps().forgotten.is_empty(), "forgotten early");
+    rig.clock.advance(1);
+    controller.tick().unwrap();
+    let web = controller.state().service("web").unwrap();
+    let mut blue: Vec<(u32, u32)> = web.groups[0]
+        .backends
+        .iter()
+        .map(|b| (b.index, b.epoch))
+        .collect();
+    let mut forgotten = rig.plane.maps().forgotten.clone();
+    blue.sort();
+    forgotten.sort();
+    assert_eq!(forgotten, blue);
+    assert_eq!(web.flip_drain, None);
+}
+
+#[test]
+fn refusals_of_the_release_strategies_name_the_reason() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    let err = apply(
+        &mut controller,
+        Change::StartRollout {
+            service: "web".into(),
+            plan: RolloutPlan {
+                group: "blue".into(),
+                pairs: vec![(ip("198.18.0.101"), ip("198.18.0.111"))],
+                ready_timeout_ms: 1,
+                slow_start_ms: 0,
+                drain_timeout_ms: None,
+            },
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Refused(Refused::State(StateError::Rollout(_)))
+    ));
+}

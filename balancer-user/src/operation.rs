@@ -1,0 +1,210 @@
+//! Every operation the daemon takes, as one type shared by the CLI, the client and the
+//! server. The CLI builds an [`Operation`], the client sends it ([`wire`]), the server
+//! decodes the same type and runs it; a [`Change`] applies itself to the desired state.
+//!
+//! Adding an operation touches the CLI syntax, this enum (with its route in [`wire`]) and
+//! the state change it makes.
+
+pub mod wire;
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::{
+    api::{AddBackend, AddService},
+    basis_points::BasisPoints,
+    config::Config,
+    error::Refused,
+    release::{
+        canary::{self, CanaryAction, CanaryPlan},
+        drain, flip,
+        rollout::{self, RolloutPlan},
+    },
+    state::{HealthCheck, State},
+};
+
+/// One request to the daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operation {
+    /// Status of one service or all.
+    Status {
+        /// Only this service.
+        service: Option<String>,
+    },
+    /// The desired state as TOML.
+    Export,
+    /// Detach the data plane and stop the daemon.
+    Teardown,
+    /// A change of the desired state.
+    Change(Change),
+}
+
+/// A change of the desired state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Add a service (with its health checks).
+    AddService(AddService),
+    /// Set or remove a service's health checks.
+    SetHealth {
+        /// Service.
+        service: String,
+        /// The checks; none stops checking.
+        health: Option<HealthCheck>,
+    },
+    /// Remove a service.
+    RemoveService {
+        /// Service.
+        service: String,
+    },
+    /// Add a backend.
+    AddBackend {
+        /// Service.
+        service: String,
+        /// The backend.
+        backend: AddBackend,
+    },
+    /// Change a backend's weight.
+    SetWeight {
+        /// Service.
+        service: String,
+        /// Backend.
+        addr: IpAddr,
+        /// New weight.
+        weight: u16,
+    },
+    /// Drain a backend.
+    Drain {
+        /// Service.
+        service: String,
+        /// Backend.
+        addr: IpAddr,
+        /// Stop waiting for its flows after this long, milliseconds.
+        timeout_ms: Option<u64>,
+    },
+    /// Remove a backend.
+    RemoveBackend {
+        /// Service.
+        service: String,
+        /// Backend.
+        addr: IpAddr,
+    },
+    /// Set the split.
+    Split {
+        /// Service.
+        service: String,
+        /// Group shares; unnamed groups get 0.
+        shares: Vec<(String, BasisPoints)>,
+    },
+    /// Blue-green flip.
+    Flip {
+        /// Service.
+        service: String,
+        /// The group that takes every new flow.
+        to: String,
+        /// Keep old flows only this long, milliseconds.
+        drain_timeout_ms: Option<u64>,
+    },
+    /// Pin a client prefix to a group.
+    AddPin {
+        /// Service.
+        service: String,
+        /// Client prefix.
+        cidr: IpNet,
+        /// Group.
+        group: String,
+    },
+    /// Remove a client pin.
+    RemovePin {
+        /// Service.
+        service: String,
+        /// Client prefix.
+        cidr: IpNet,
+    },
+    /// Start a canary.
+    StartCanary {
+        /// Service.
+        service: String,
+        /// The plan.
+        plan: CanaryPlan,
+    },
+    /// Pause, resume, promote or abort a canary.
+    Canary {
+        /// Service.
+        service: String,
+        /// What to do.
+        action: CanaryAction,
+    },
+    /// Start a rolling replacement.
+    StartRollout {
+        /// Service.
+        service: String,
+        /// The plan.
+        plan: RolloutPlan,
+    },
+    /// Abort a rolling replacement.
+    AbortRollout {
+        /// Service.
+        service: String,
+    },
+    /// Make the desired state what a TOML configuration says.
+    Apply {
+        /// The configuration text.
+        toml: String,
+    },
+}
+
+impl Change {
+    /// Applies the change to `state` at `now_ms`; on error `state` is to be discarded.
+    pub fn apply(&self, state: &mut State, now_ms: u64) -> Result<(), Refused> {
+        match self {
+            Change::AddService(s) => {
+                state.add_service(&s.name, s.vip, s.affinity, s.table_size)?;
+                state.set_health(&s.name, s.health.clone())?;
+            }
+            Change::SetHealth { service, health } => state.set_health(service, health.clone())?,
+            Change::RemoveService { service } => {
+                state.remove_service(service)?;
+            }
+            Change::AddBackend { service, backend } => {
+                let weight = backend.weight.unwrap_or(crate::state::DEFAULT_WEIGHT);
+                state.add_backend(service, backend.addr, &backend.group, weight)?
+            }
+            Change::SetWeight {
+                service,
+                addr,
+                weight,
+            } => state.set_weight(service, *addr, *weight)?,
+            Change::Drain {
+                service,
+                addr,
+                timeout_ms,
+            } => drain::start(state, service, *addr, *timeout_ms, now_ms)?,
+            Change::RemoveBackend { service, addr } => {
+                state.remove_backend(service, *addr)?;
+            }
+            Change::Split { service, shares } => state.set_split(service, shares)?,
+            Change::Flip {
+                service,
+                to,
+                drain_timeout_ms,
+            } => flip::flip(state, service, to, *drain_timeout_ms, now_ms)?,
+            Change::AddPin {
+                service,
+                cidr,
+                group,
+            } => state.add_pin(service, *cidr, group)?,
+            Change::RemovePin { service, cidr } => state.remove_pin(service, *cidr)?,
+            Change::StartCanary { service, plan } => {
+                canary::start(state, service, plan.clone(), now_ms)?
+            }
+            Change::Canary { service, action } => canary::act(state, service, *action, now_ms)?,
+            Change::StartRollout { service, plan } => {
+                rollout::start(state, service, plan.clone(), now_ms)?
+            }
+            Change::AbortRollout { service } => rollout::abort(state, service, now_ms)?,
+            Change::Apply { toml } => Config::parse(toml)?.apply_to(state)?,
+        }
+        Ok(())
+    }
+}

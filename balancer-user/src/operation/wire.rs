@@ -1,0 +1,560 @@
+//! How an [`Operation`] travels: HTTP + JSON on the daemon's Unix socket, one route per
+//! operation (`curl --unix-socket /run/balancer.sock http://x/status`). Encoding and
+//! decoding sit side by side here, and a round-trip test covers every operation.
+
+use std::net::IpAddr;
+
+use hyper::{Method, StatusCode};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{Change, Operation};
+use crate::{
+    api::{Flip, PinRequest, SetHealth, SetSplit, SetWeight, StartDrain},
+    error::Refused,
+};
+
+/// A request as it goes over the socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// HTTP method.
+    pub method: Method,
+    /// Path and query, percent-encoded.
+    pub path: String,
+    /// Body.
+    pub body: Body,
+}
+
+/// A request body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// None.
+    Empty,
+    /// JSON.
+    Json(Vec<u8>),
+    /// A TOML configuration.
+    Toml(String),
+}
+
+impl Body {
+    /// The bytes and their content type, if any.
+    pub fn into_parts(self) -> Option<(Vec<u8>, &'static str)> {
+        match self {
+            Body::Empty => None,
+            Body::Json(bytes) => Some((bytes, "application/json")),
+            Body::Toml(text) => Some((text.into_bytes(), "application/toml")),
+        }
+    }
+}
+
+/// Characters kept as they are in a path segment: names are `A-Z a-z 0-9 - _ .`, IPv6
+/// addresses have colons.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b':')
+    .remove(b'~');
+
+/// Percent-encodes a path segment.
+fn segment(text: &str) -> String {
+    utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+fn json<T: Serialize>(body: &T) -> Body {
+    Body::Json(serde_json::to_vec(body).expect("request bodies serialise"))
+}
+
+impl Operation {
+    /// The request that carries this operation.
+    pub fn to_request(&self) -> Request {
+        let service_path = |name: &str, rest: &str| format!("/services/{}{rest}", segment(name));
+        let (method, path, body) = match self {
+            Operation::Status { service: None } => (Method::GET, "/status".into(), Body::Empty),
+            Operation::Status {
+                service: Some(name),
+            } => (
+                Method::GET,
+                format!("/status?service={}", segment(name)),
+                Body::Empty,
+            ),
+            Operation::Export => (Method::GET, "/export".into(), Body::Empty),
+            Operation::Teardown => (Method::POST, "/teardown".into(), Body::Empty),
+            Operation::Change(change) => match change {
+                Change::AddService(body) => (Method::POST, "/services".into(), json(body)),
+                Change::SetHealth { service, health } => (
+                    Method::PUT,
+                    service_path(service, "/health"),
+                    json(&SetHealth {
+                        health: health.clone(),
+                    }),
+                ),
+                Change::RemoveService { service } => {
+                    (Method::DELETE, service_path(service, ""), Body::Empty)
+                }
+                Change::AddBackend { service, backend } => (
+                    Method::POST,
+                    service_path(service, "/backends"),
+                    json(backend),
+                ),
+                Change::SetWeight {
+                    service,
+                    addr,
+                    weight,
+                } => (
+                    Method::PUT,
+                    service_path(service, &format!("/backends/{addr}/weight")),
+                    json(&SetWeight { weight: *weight }),
+                ),
+                Change::Drain {
+                    service,
+                    addr,
+                    timeout_ms,
+                } => (
+                    Method::POST,
+                    service_path(service, &format!("/backends/{addr}/drain")),
+                    json(&StartDrain {
+                        timeout_ms: *timeout_ms,
+                    }),
+                ),
+                Change::RemoveBackend { service, addr } => (
+                    Method::DELETE,
+                    service_path(service, &format!("/backends/{addr}")),
+                    Body::Empty,
+                ),
+                Change::Split { service, shares } => (
+                    Method::PUT,
+                    service_path(service, "/split"),
+                    json(&SetSplit {
+                        shares: shares.clone(),
+                    }),
+                ),
+                Change::Flip {
+                    service,
+                    to,
+                    drain_timeout_ms,
+                } => (
+                    Method::PUT,
+                    service_path(service, "/flip"),
+                    json(&Flip {
+                        to: to.clone(),
+                        drain_timeout_ms: *drain_timeout_ms,
+                    }),
+                ),
+                Change::AddPin {
+                    service,
+                    cidr,
+                    group,
+                } => (
+                    Method::POST,
+                    service_path(service, "/pins"),
+                    json(&PinRequest {
+                        cidr: cidr.to_string(),
+                        group: group.clone(),
+                    }),
+                ),
+                Change::RemovePin { service, cidr } => (
+                    Method::DELETE,
+                    service_path(service, "/pins"),
+                    json(&PinRequest {
+                        cidr: cidr.to_string(),
+                        group: String::new(),
+                    }),
+                ),
+                Change::StartCanary { service, plan } => {
+                    (Method::POST, service_path(service, "/canary"), json(plan))
+                }
+                Change::Canary { service, action } => {
+                    let action = serde_json::to_value(action).expect("actions serialise");
+                    let action = action.as_str().expect("actions are strings").to_string();
+                    (
+                        Method::POST,
+                        service_path(service, &format!("/canary/{action}")),
+                        Body::Empty,
+                    )
+                }
+                Change::StartRollout { service, plan } => {
+                    (Method::POST, service_path(service, "/rollout"), json(plan))
+                }
+                Change::AbortRollout { service } => (
+                    Method::POST,
+                    service_path(service, "/rollout/abort"),
+                    Body::Empty,
+                ),
+                Change::Apply { toml } => (Method::POST, "/apply".into(), Body::Toml(toml.clone())),
+            },
+        };
+        Request { method, path, body }
+    }
+
+    /// The operation a request carries; a request that names none, or whose body does not
+    /// fit, is refused with one line.
+    pub fn from_request(method: &Method, path: &str, body: &[u8]) -> Result<Self, Refused> {
+        let (route, query) = path.split_once('?').unwrap_or((path, ""));
+        let parts: Vec<String> = route
+            .trim_start_matches('/')
+            .split('/')
+            .map(|p| percent_decode_str(p).decode_utf8_lossy().into_owned())
+            .collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let unknown = || Refused::NoOperation(format!("{method} {route}"));
+        let change = |c: Change| Ok(Operation::Change(c));
+        let service = |name: &str| name.to_string();
+        match (method, parts.as_slice()) {
+            (&Method::GET, ["status"]) => Ok(Operation::Status {
+                service: form_urlencoded::parse(query.as_bytes())
+                    .find(|(key, _)| key == "service")
+                    .map(|(_, value)| value.into_owned()),
+            }),
+            (&Method::GET, ["export"]) => Ok(Operation::Export),
+            (&Method::POST, ["teardown"]) => Ok(Operation::Teardown),
+            (&Method::POST, ["apply"]) => change(Change::Apply {
+                toml: String::from_utf8(body.to_vec())
+                    .map_err(|_| Refused::Request("the configuration is not UTF-8".into()))?,
+            }),
+            (&Method::POST, ["services"]) => change(Change::AddService(decode(body)?)),
+            (&Method::DELETE, ["services", name]) => change(Change::RemoveService {
+                service: service(name),
+            }),
+            (&Method::PUT, ["services", name, "health"]) => {
+                let SetHealth { health } = decode(body)?;
+                change(Change::SetHealth {
+                    service: service(name),
+                    health,
+                })
+            }
+            (&Method::POST, ["services", name, "backends"]) => change(Change::AddBackend {
+                service: service(name),
+                backend: decode(body)?,
+            }),
+            (&Method::DELETE, ["services", name, "backends", addr]) => {
+                change(Change::RemoveBackend {
+                    service: service(name),
+                    addr: ip(addr)?,
+                })
+            }
+            (&Method::PUT, ["services", name, "backends", addr, "weight"]) => {
+                let SetWeight { weight } = decode(body)?;
+                change(Change::SetWeight {
+                    service: service(name),
+                    addr: ip(addr)?,
+                    weight,
+                })
+            }
+            (&Method::POST, ["services", name, "backends", addr, "drain"]) => {
+                let StartDrain { timeout_ms } = decode(body)?;
+                change(Change::Drain {
+                    service: service(name),
+                    addr: ip(addr)?,
+                    timeout_ms,
+                })
+            }
+            (&Method::PUT, ["services", name, "split"]) => {
+                let SetSplit { shares } = decode(body)?;
+                change(Change::Split {
+                    service: service(name),
+                    shares,
+                })
+            }
+            (&Method::PUT, ["services", name, "flip"]) => {
+                let Flip {
+                    to,
+                    drain_timeout_ms,
+                } = decode(body)?;
+                change(Change::Flip {
+                    service: service(name),
+                    to,
+                    drain_timeout_ms,
+                })
+            }
+            (&Method::POST, ["services", name, "pins"]) => {
+                let PinRequest { cidr, group } = decode(body)?;
+                change(Change::AddPin {
+                    service: service(name),
+                    cidr: prefix(&cidr)?,
+                    group,
+                })
+            }
+            (&Method::DELETE, ["services", name, "pins"]) => {
+                let PinRequest { cidr, .. } = decode(body)?;
+                change(Change::RemovePin {
+                    service: service(name),
+                    cidr: prefix(&cidr)?,
+                })
+            }
+            (&Method::POST, ["services", name, "canary"]) => change(Change::StartCanary {
+                service: service(name),
+                plan: decode(body)?,
+            }),
+            (&Method::POST, ["services", name, "canary", action]) => change(Change::Canary {
+                service: service(name),
+                action: serde_json::from_value(serde_json::Value::String(action.to_string()))
+                    .map_err(|_| Refused::Request(format!("unknown canary action {action:?}")))?,
+            }),
+            (&Method::POST, ["services", name, "rollout"]) => change(Change::StartRollout {
+                service: service(name),
+                plan: decode(body)?,
+            }),
+            (&Method::POST, ["services", name, "rollout", "abort"]) => {
+                change(Change::AbortRollout {
+                    service: service(name),
+                })
+            }
+            _ => Err(unknown()),
+        }
+    }
+
+    /// The HTTP status of success: 201 for what creates or starts something, 204 for other
+    /// changes, 200 for answers with a body.
+    pub fn success(&self) -> StatusCode {
+        match self {
+            Operation::Status { .. } | Operation::Export => StatusCode::OK,
+            Operation::Teardown => StatusCode::NO_CONTENT,
+            Operation::Change(
+                Change::AddService(_)
+                | Change::AddBackend { .. }
+                | Change::AddPin { .. }
+                | Change::StartCanary { .. }
+                | Change::StartRollout { .. },
+            ) => StatusCode::CREATED,
+            Operation::Change(_) => StatusCode::NO_CONTENT,
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refused> {
+    serde_json::from_slice(body).map_err(|e| Refused::Request(format!("bad request body: {e}")))
+}
+
+fn ip(text: &str) -> Result<IpAddr, Refused> {
+    text.parse()
+        .map_err(|_| Refused::Request(format!("{text:?} is not an IP address")))
+}
+
+fn prefix(text: &str) -> Result<ipnet::IpNet, Refused> {
+    text.parse()
+        .map_err(|_| Refused::Request(format!("{text:?} is not a CIDR prefix (ADDR/LEN)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::{AddBackend, AddService},
+        basis_points::BasisPoints,
+        release::{canary::CanaryAction, canary::CanaryPlan, rollout::RolloutPlan},
+        state::{Affinity, CheckKind, HealthCheck},
+    };
+
+    fn every_operation() -> Vec<Operation> {
+        let service = || "web-1".to_string();
+        let v6: IpAddr = "2001:db8::101".parse().unwrap();
+        let health = HealthCheck {
+            kind: CheckKind::Http {
+                path: "/healthz".into(),
+            },
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+        };
+        let changes = vec![
+            Change::AddService(AddService {
+                name: service(),
+                vip: "[2001:db8::1]:443/tcp".parse().unwrap(),
+                affinity: Affinity::Client,
+                table_size: Some(251),
+                health: Some(health.clone()),
+            }),
+            Change::SetHealth {
+                service: service(),
+                health: Some(health),
+            },
+            Change::SetHealth {
+                service: service(),
+                health: None,
+            },
+            Change::RemoveService { service: service() },
+            Change::AddBackend {
+                service: service(),
+                backend: AddBackend {
+                    addr: v6,
+                    group: "green".into(),
+                    weight: Some(7),
+                },
+            },
+            Change::SetWeight {
+                service: service(),
+                addr: v6,
+                weight: 0,
+            },
+            Change::Drain {
+                service: service(),
+                addr: v6,
+                timeout_ms: Some(5000),
+            },
+            Change::RemoveBackend {
+                service: service(),
+                addr: "198.18.0.101".parse().unwrap(),
+            },
+            Change::Split {
+                service: service(),
+                shares: vec![
+                    ("blue".into(), BasisPoints::new(8750).unwrap()),
+                    ("green".into(), BasisPoints::new(1250).unwrap()),
+                ],
+            },
+            Change::Flip {
+                service: service(),
+                to: "green".into(),
+                drain_timeout_ms: None,
+            },
+            Change::AddPin {
+                service: service(),
+                cidr: "2001:db8:2::/48".parse().unwrap(),
+                group: "green".into(),
+            },
+            Change::RemovePin {
+                service: service(),
+                cidr: "198.18.2.0/28".parse().unwrap(),
+            },
+            Change::StartCanary {
+                service: service(),
+                plan: CanaryPlan {
+                    from: "blue".into(),
+                    to: "green".into(),
+                    steps: vec![BasisPoints::new(500).unwrap(), BasisPoints::ALL],
+                    interval_ms: 30_000,
+                    auto_rollback: Some(BasisPoints::new(5000).unwrap()),
+                },
+            },
+            Change::StartRollout {
+                service: service(),
+                plan: RolloutPlan {
+                    group: "blue".into(),
+                    pairs: vec![(
+                        "198.18.0.101".parse().unwrap(),
+                        "198.18.0.111".parse().unwrap(),
+                    )],
+                    ready_timeout_ms: 60_000,
+                    slow_start_ms: 0,
+                    drain_timeout_ms: Some(1),
+                },
+            },
+            Change::AbortRollout { service: service() },
+            Change::Apply {
+                toml: "[[service]]\nname = \"web\"\n".into(),
+            },
+        ];
+        let actions = [
+            CanaryAction::Pause,
+            CanaryAction::Resume,
+            CanaryAction::Promote,
+            CanaryAction::Abort,
+        ]
+        .map(|action| Change::Canary {
+            service: service(),
+            action,
+        });
+        let mut all = vec![
+            Operation::Status { service: None },
+            Operation::Status {
+                service: Some("a b/c".into()),
+            },
+            Operation::Export,
+            Operation::Teardown,
+        ];
+        all.extend(changes.into_iter().chain(actions).map(Operation::Change));
+        all
+    }
+
+    fn bytes(body: &Body) -> Vec<u8> {
+        match body {
+            Body::Empty => Vec::new(),
+            Body::Json(bytes) => bytes.clone(),
+            Body::Toml(text) => text.clone().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn every_operation_survives_the_wire() {
+        for operation in every_operation() {
+            let request = operation.to_request();
+            let decoded =
+                Operation::from_request(&request.method, &request.path, &bytes(&request.body))
+                    .unwrap_or_else(|e| panic!("{request:?}: {e}"));
+            assert_eq!(decoded, operation, "{request:?}");
+        }
+    }
+
+    #[test]
+    fn routes_and_bodies_keep_the_published_format() {
+        let ops = every_operation();
+        let request = ops[4].to_request();
+        assert_eq!(
+            (request.method, request.path.as_str()),
+            (Method::POST, "/services")
+        );
+        let split = Operation::Change(Change::Split {
+            service: "web".into(),
+            shares: vec![("blue".into(), BasisPoints::ALL)],
+        })
+        .to_request();
+        assert_eq!(split.path, "/services/web/split");
+        assert_eq!(
+            split.body,
+            Body::Json(br#"{"shares":[["blue","100.00"]]}"#.to_vec())
+        );
+        let status = Operation::Status {
+            service: Some("a b/c".into()),
+        };
+        assert_eq!(status.to_request().path, "/status?service=a%20b%2Fc");
+        // What the CLI of the previous release sent is still understood.
+        let old = br#"{"from":"blue","to":"green","steps":["5","100"],"interval_ms":1000}"#;
+        let decoded = Operation::from_request(&Method::POST, "/services/web/canary", old).unwrap();
+        let Operation::Change(Change::StartCanary { plan, .. }) = decoded else {
+            panic!("not a canary start: {decoded:?}");
+        };
+        assert_eq!(
+            plan.steps,
+            [BasisPoints::new(500).unwrap(), BasisPoints::ALL]
+        );
+        assert_eq!(plan.auto_rollback, None);
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_with_one_line() {
+        let cases: [(Method, &str, &[u8], &str); 6] = [
+            (Method::GET, "/nothing", b"", "no such operation: GET /nothing"),
+            (Method::POST, "/status", b"", "no such operation: POST /status"),
+            (
+                Method::DELETE,
+                "/services/web/backends/not-an-ip",
+                b"",
+                "\"not-an-ip\" is not an IP address",
+            ),
+            (
+                Method::POST,
+                "/services/web/pins",
+                br#"{"cidr":"198.18.2.0","group":"g"}"#,
+                "\"198.18.2.0\" is not a CIDR prefix (ADDR/LEN)",
+            ),
+            (
+                Method::POST,
+                "/services/web/canary/explode",
+                b"",
+                "unknown canary action \"explode\"",
+            ),
+            (
+                Method::PUT,
+                "/services/web/split",
+                br#"{"shares":[["blue","100.5"]]}"#,
+                "bad request body: bad percentage \"100.5\": use a number from 0 to 100 with at most 2 decimals at line 1 column 27",
+            ),
+        ];
+        for (method, path, body, why) in cases {
+            let err = Operation::from_request(&method, path, body).unwrap_err();
+            assert_eq!(err.to_string(), why, "{method} {path}");
+        }
+    }
+}

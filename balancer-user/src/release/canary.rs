@@ -1,0 +1,602 @@
+//! Gradual canary: new flows move from one group to another in steps on a timer that the
+//! daemon keeps. Progress lives in the state file, so a restarted daemon resumes at the
+//! step it was on, with the time left until the next one.
+
+use serde::{Deserialize, Serialize};
+
+use super::decision::{record, Decision};
+use crate::{
+    basis_points::{stored, BasisPoints},
+    state::{Service, State, StateError},
+};
+
+/// Named step plans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// 10% for 5 minutes, then 100%.
+    Canary10Over5m,
+    /// +10% every minute.
+    Linear10Every1m,
+    /// 100% at once.
+    AllAtOnce,
+}
+
+impl Preset {
+    /// Steps (shares of the new group) and interval in milliseconds.
+    pub fn plan(self) -> (Vec<BasisPoints>, u64) {
+        let bp = |v: u16| BasisPoints::new(v).expect("preset steps are at most 100%");
+        match self {
+            Preset::Canary10Over5m => (vec![bp(1000), BasisPoints::ALL], 5 * 60_000),
+            Preset::Linear10Every1m => ((1..=10).map(|i| bp(i * 1000)).collect(), 60_000),
+            Preset::AllAtOnce => (vec![BasisPoints::ALL], 0),
+        }
+    }
+}
+
+/// What a canary is asked to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryPlan {
+    /// Group new flows move away from.
+    pub from: String,
+    /// Group new flows move to.
+    pub to: String,
+    /// Shares of `to`, strictly ascending.
+    pub steps: Vec<BasisPoints>,
+    /// Time between steps, milliseconds.
+    pub interval_ms: u64,
+    /// Roll back when this share of `to`'s backends fail their checks; none: never.
+    #[serde(default)]
+    pub auto_rollback: Option<BasisPoints>,
+}
+
+/// A canary of one service, running or finished.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    /// Group new flows move away from.
+    pub from: String,
+    /// Group new flows move to.
+    pub to: String,
+    /// Shares of `to`, ascending.
+    #[serde(with = "stored::list")]
+    pub steps: Vec<BasisPoints>,
+    /// Time between steps, milliseconds.
+    pub interval_ms: u64,
+    /// Index of the step in force.
+    pub step: usize,
+    /// When the next step is due (Unix milliseconds); none when paused or finished.
+    pub next_step_at_ms: Option<u64>,
+    /// Time that was left until the next step when paused, milliseconds.
+    pub paused_remaining_ms: Option<u64>,
+    /// Abort by itself when at least this share of the new group's backends fail their
+    /// health checks; none: never.
+    #[serde(default, with = "stored::optional")]
+    pub auto_rollback: Option<BasisPoints>,
+    /// How it ended; none while running.
+    pub outcome: Option<Outcome>,
+    /// What happened and why, oldest first.
+    pub decisions: Vec<Decision>,
+}
+
+/// How a canary ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every step done: the new group has all new flows.
+    Completed,
+    /// The operator jumped to 100%.
+    Promoted,
+    /// The operator went back to the old group.
+    Aborted,
+    /// Health checks of the new group failed: back to the old group.
+    RolledBack,
+}
+
+/// Operator actions on a running canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryAction {
+    /// Stop the timer.
+    Pause,
+    /// Restart the timer with the time that was left.
+    Resume,
+    /// Jump to 100% on the new group.
+    Promote,
+    /// Return 100% to the old group in one write.
+    Abort,
+}
+
+/// The split a canary wants: `share` of new flows on `to`, the rest on `from`, nothing on
+/// other groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shift {
+    /// The old group.
+    pub from: String,
+    /// The new group.
+    pub to: String,
+    /// The new group's share.
+    pub share: BasisPoints,
+}
+
+impl Shift {
+    /// The split as (group, share) pairs.
+    pub fn shares(&self) -> [(String, BasisPoints); 2] {
+        [
+            (self.from.clone(), self.share.rest()),
+            (self.to.clone(), self.share),
+        ]
+    }
+}
+
+impl CanaryPlan {
+    /// Checks the plan against `service` (named `name`).
+    fn check(&self, service: &Service, name: &str) -> Result<(), StateError> {
+        let bad = |why: String| Err(StateError::Canary(why));
+        if self.auto_rollback.is_some() && service.health.is_none() {
+            return bad(format!(
+                "auto-rollback needs health checks: service set {name} --health tcp"
+            ));
+        }
+        if self.auto_rollback.is_some_and(|t| t == BasisPoints::ZERO) {
+            return bad("the rollback threshold must be above 0% and at most 100%".into());
+        }
+        for group in [&self.from, &self.to] {
+            if service.group_index(group).is_none() {
+                return Err(StateError::UnknownGroup(group.clone(), name.to_string()));
+            }
+        }
+        if self.from == self.to {
+            return bad("--from and --to name the same group".into());
+        }
+        if service.canary.as_ref().is_some_and(Canary::running) {
+            return bad(format!(
+                "service {name:?} already runs a canary: promote or abort it first"
+            ));
+        }
+        if self.steps.is_empty() || self.steps.contains(&BasisPoints::ZERO) {
+            return bad("steps must be percentages above 0 and at most 100".into());
+        }
+        if self.steps.windows(2).any(|w| w[0] >= w[1]) {
+            return bad("steps must be strictly ascending".into());
+        }
+        if self.steps.len() > 1 && self.interval_ms == 0 {
+            return bad("several steps need an interval above 0".into());
+        }
+        Ok(())
+    }
+}
+
+impl Canary {
+    /// A canary at its first step, which applies at once.
+    fn begin(plan: CanaryPlan, now_ms: u64) -> (Self, Shift) {
+        let mut canary = Self {
+            from: plan.from,
+            to: plan.to,
+            steps: plan.steps,
+            interval_ms: plan.interval_ms,
+            step: 0,
+            next_step_at_ms: None,
+            paused_remaining_ms: None,
+            auto_rollback: plan.auto_rollback,
+            outcome: None,
+            decisions: Vec::new(),
+        };
+        let what = format!("started; {}", canary.describe_step());
+        record(&mut canary.decisions, now_ms, what);
+        canary.schedule_or_complete(now_ms);
+        let shift = canary.shift(canary.steps[0]);
+        (canary, shift)
+    }
+
+    /// Whether it still runs (has no outcome).
+    pub fn running(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// Whether a step is due at `now_ms`.
+    pub fn due(&self, now_ms: u64) -> bool {
+        self.next_step_at_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// Takes the next step if it is due: returns the split it wants.
+    pub fn step(&mut self, now_ms: u64) -> Option<Shift> {
+        if !self.due(now_ms) || self.step + 1 >= self.steps.len() {
+            return None;
+        }
+        self.step += 1;
+        let what = format!("interval elapsed; {}", self.describe_step());
+        record(&mut self.decisions, now_ms, what);
+        self.schedule_or_complete(now_ms);
+        Some(self.shift(self.steps[self.step]))
+    }
+
+    /// An operator action on the running canary: returns the split it wants, if any.
+    pub fn act(&mut self, action: CanaryAction, now_ms: u64) -> Result<Option<Shift>, StateError> {
+        match action {
+            CanaryAction::Pause => {
+                let due = self
+                    .next_step_at_ms
+                    .ok_or_else(|| StateError::Canary("the canary is already paused".into()))?;
+                self.paused_remaining_ms = Some(due.saturating_sub(now_ms));
+                self.next_step_at_ms = None;
+                let what = format!("paused by the operator at {}", self.describe_step());
+                record(&mut self.decisions, now_ms, what);
+                Ok(None)
+            }
+            CanaryAction::Resume => {
+                let left = self
+                    .paused_remaining_ms
+                    .take()
+                    .ok_or_else(|| StateError::Canary("the canary is not paused".into()))?;
+                self.next_step_at_ms = Some(now_ms.saturating_add(left));
+                record(
+                    &mut self.decisions,
+                    now_ms,
+                    "resumed by the operator".into(),
+                );
+                Ok(None)
+            }
+            CanaryAction::Promote => {
+                let what = "promoted by the operator: 100% to the new group".into();
+                self.finish(Outcome::Promoted, now_ms, what);
+                Ok(Some(self.shift(BasisPoints::ALL)))
+            }
+            CanaryAction::Abort => {
+                let what = format!("aborted by the operator: 100% back to {}", self.from);
+                self.finish(Outcome::Aborted, now_ms, what);
+                Ok(Some(self.shift(BasisPoints::ZERO)))
+            }
+        }
+    }
+
+    /// Why the canary must roll back when `failing` of the new group's `members` backends
+    /// fail their health checks; none while it may go on (or has no auto-rollback).
+    pub fn rollback_reason(&self, members: usize, failing: usize) -> Option<String> {
+        let threshold = self.auto_rollback.filter(|_| self.running())?;
+        if members == 0 || failing * 10_000 < usize::from(threshold.get()) * members {
+            return None;
+        }
+        Some(format!(
+            "{failing} of {members} backends of {} fail their health checks (threshold {threshold}%)",
+            self.to
+        ))
+    }
+
+    /// Rolls back because of `why`: 100% of new flows return to the old group.
+    pub fn roll_back(&mut self, why: String, now_ms: u64) -> Shift {
+        self.finish(Outcome::RolledBack, now_ms, format!("rolled back: {why}"));
+        self.shift(BasisPoints::ZERO)
+    }
+
+    fn shift(&self, share: BasisPoints) -> Shift {
+        Shift {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            share,
+        }
+    }
+
+    fn describe_step(&self) -> String {
+        format!(
+            "step {}/{}: {}% to {}",
+            self.step + 1,
+            self.steps.len(),
+            self.steps[self.step],
+            self.to
+        )
+    }
+
+    fn schedule_or_complete(&mut self, now_ms: u64) {
+        if self.step + 1 < self.steps.len() {
+            self.next_step_at_ms = Some(now_ms.saturating_add(self.interval_ms));
+        } else if self.steps[self.step] == BasisPoints::ALL {
+            self.finish(
+                Outcome::Completed,
+                now_ms,
+                "completed: every step done".into(),
+            );
+        } else {
+            self.next_step_at_ms = None;
+            let what = "holding at the last step: promote or abort".into();
+            record(&mut self.decisions, now_ms, what);
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome, now_ms: u64, what: String) {
+        self.outcome = Some(outcome);
+        self.next_step_at_ms = None;
+        self.paused_remaining_ms = None;
+        record(&mut self.decisions, now_ms, what);
+    }
+}
+
+/// Starts a canary on `service`: its first step applies at once.
+pub fn start(
+    state: &mut State,
+    service: &str,
+    plan: CanaryPlan,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    plan.check(state.service(service)?, service)?;
+    let (canary, shift) = Canary::begin(plan, now_ms);
+    commit(state, service, canary, Some(shift))
+}
+
+/// Pauses, resumes, promotes or aborts the running canary of `service`.
+pub fn act(
+    state: &mut State,
+    service: &str,
+    action: CanaryAction,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let mut canary = running(state, service)?;
+    let shift = canary.act(action, now_ms)?;
+    commit(state, service, canary, shift)
+}
+
+/// Rolls back the running canary of `service` because of `why`.
+pub fn roll_back(
+    state: &mut State,
+    service: &str,
+    why: String,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let mut canary = running(state, service)?;
+    let shift = canary.roll_back(why, now_ms);
+    commit(state, service, canary, Some(shift))
+}
+
+/// Whether some canary has a step due at `now_ms`.
+pub fn any_due(state: &State, now_ms: u64) -> bool {
+    state
+        .services
+        .values()
+        .any(|s| s.canary.as_ref().is_some_and(|c| c.due(now_ms)))
+}
+
+/// Takes every canary step that is due at `now_ms`.
+pub fn step_due(state: &mut State, now_ms: u64) -> Result<(), StateError> {
+    let due: Vec<String> = state
+        .services
+        .iter()
+        .filter(|(_, s)| s.canary.as_ref().is_some_and(|c| c.due(now_ms)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in due {
+        let mut canary = running(state, &name)?;
+        let shift = canary.step(now_ms);
+        commit(state, &name, canary, shift)?;
+    }
+    Ok(())
+}
+
+/// A copy of the running canary of `service`.
+fn running(state: &State, service: &str) -> Result<Canary, StateError> {
+    state
+        .service(service)?
+        .canary
+        .clone()
+        .filter(Canary::running)
+        .ok_or_else(|| StateError::Canary(format!("service {service:?} runs no canary")))
+}
+
+/// Applies the split a canary wants, then stores its progress.
+fn commit(
+    state: &mut State,
+    service: &str,
+    canary: Canary,
+    shift: Option<Shift>,
+) -> Result<(), StateError> {
+    if let Some(shift) = shift {
+        state.set_split(service, &shift.shares())?;
+    }
+    state.service_mut(service)?.canary = Some(canary);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{sample, shares_of};
+
+    fn bp(v: u16) -> BasisPoints {
+        BasisPoints::new(v).unwrap()
+    }
+
+    fn plan(from: &str, to: &str, steps: &[u16], interval_ms: u64) -> CanaryPlan {
+        CanaryPlan {
+            from: from.into(),
+            to: to.into(),
+            steps: steps.iter().map(|&s| bp(s)).collect(),
+            interval_ms,
+            auto_rollback: None,
+        }
+    }
+
+    #[test]
+    fn the_machine_steps_on_its_timer_and_records_why() {
+        let (mut canary, first) = Canary::begin(plan("blue", "green", &[500, 10_000], 1000), 0);
+        assert_eq!(
+            first.shares(),
+            [("blue".into(), bp(9500)), ("green".into(), bp(500))]
+        );
+        assert_eq!(canary.step(999), None, "not due yet");
+        let second = canary.step(1000).expect("due");
+        assert_eq!(second.share, BasisPoints::ALL);
+        assert_eq!(canary.outcome, Some(Outcome::Completed));
+        assert_eq!(canary.step(5000), None, "a finished canary does not step");
+        let whats: Vec<&str> = canary.decisions.iter().map(|d| d.what.as_str()).collect();
+        assert_eq!(
+            whats,
+            [
+                "started; step 1/2: 5.00% to green",
+                "interval elapsed; step 2/2: 100.00% to green",
+                "completed: every step done"
+            ]
+        );
+    }
+
+    #[test]
+    fn rollback_reason_follows_the_threshold() {
+        let mut p = plan("blue", "green", &[500], 0);
+        p.auto_rollback = Some(bp(5000));
+        let (canary, _) = Canary::begin(p, 0);
+        // A canary at its only step below 100% holds and keeps watching.
+        assert!(canary.running());
+        assert_eq!(canary.rollback_reason(4, 1), None);
+        assert_eq!(
+            canary.rollback_reason(4, 2).as_deref(),
+            Some("2 of 4 backends of green fail their health checks (threshold 50.00%)")
+        );
+        assert_eq!(canary.rollback_reason(0, 0), None, "no members, no verdict");
+    }
+
+    #[test]
+    fn canary_steps_on_its_timer_and_records_why() {
+        let mut s = sample();
+        s.set_split("web", &[("blue".into(), BasisPoints::ALL)])
+            .unwrap();
+        start(
+            &mut s,
+            "web",
+            plan("blue", "green", &[500, 2500, 10_000], 1000),
+            0,
+        )
+        .unwrap();
+        assert_eq!(shares_of(&s), vec![9500, 500]);
+        assert!(!any_due(&s, 999));
+        assert!(any_due(&s, 1000));
+        step_due(&mut s, 1000).unwrap();
+        assert_eq!(shares_of(&s), vec![7500, 2500]);
+        act(&mut s, "web", CanaryAction::Pause, 1500).unwrap();
+        assert!(!any_due(&s, 10_000), "a paused canary does not step");
+        act(&mut s, "web", CanaryAction::Resume, 10_000).unwrap();
+        assert!(
+            !any_due(&s, 10_499) && any_due(&s, 10_500),
+            "resumes with the time left"
+        );
+        step_due(&mut s, 10_500).unwrap();
+        assert_eq!(shares_of(&s), vec![0, 10_000]);
+        let canary = s.service("web").unwrap().canary.clone().unwrap();
+        assert_eq!(canary.outcome, Some(Outcome::Completed));
+        assert_eq!(canary.decisions.len(), 6);
+        let err = act(&mut s, "web", CanaryAction::Abort, 11_000).unwrap_err();
+        assert_eq!(err.to_string(), "service \"web\" runs no canary");
+    }
+
+    #[test]
+    fn canary_abort_and_promote_are_one_write_each() {
+        let mut s = sample();
+        start(
+            &mut s,
+            "web",
+            plan("blue", "green", &[100, 5000], 60_000),
+            0,
+        )
+        .unwrap();
+        let mut aborted = s.clone();
+        act(&mut aborted, "web", CanaryAction::Abort, 5).unwrap();
+        assert_eq!(shares_of(&aborted), vec![10_000, 0]);
+        act(&mut s, "web", CanaryAction::Promote, 5).unwrap();
+        assert_eq!(shares_of(&s), vec![0, 10_000]);
+        assert_eq!(
+            s.service("web").unwrap().canary.as_ref().unwrap().outcome,
+            Some(Outcome::Promoted)
+        );
+    }
+
+    #[test]
+    fn malformed_canaries_are_refused() {
+        let s = sample();
+        let attempts: [(&str, &str, &[u16], u64, &str); 6] = [
+            (
+                "blue",
+                "purple",
+                &[500],
+                0,
+                "no group \"purple\" in service \"web\"",
+            ),
+            (
+                "blue",
+                "blue",
+                &[500],
+                0,
+                "--from and --to name the same group",
+            ),
+            (
+                "blue",
+                "green",
+                &[2500, 500],
+                1000,
+                "steps must be strictly ascending",
+            ),
+            (
+                "blue",
+                "green",
+                &[500, 500],
+                1000,
+                "steps must be strictly ascending",
+            ),
+            (
+                "blue",
+                "green",
+                &[0, 500],
+                1000,
+                "steps must be percentages above 0 and at most 100",
+            ),
+            (
+                "blue",
+                "green",
+                &[500, 10_000],
+                0,
+                "several steps need an interval above 0",
+            ),
+        ];
+        for (from, to, steps, interval, why) in attempts {
+            let mut copy = s.clone();
+            let err = start(&mut copy, "web", plan(from, to, steps, interval), 0).unwrap_err();
+            assert_eq!(err.to_string(), why, "{from}->{to} {steps:?}");
+            assert_eq!(copy, s);
+        }
+        let mut running = s.clone();
+        start(
+            &mut running,
+            "web",
+            plan("blue", "green", &[500, 10_000], 1000),
+            0,
+        )
+        .unwrap();
+        let err = start(&mut running, "web", plan("blue", "green", &[500], 0), 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "service \"web\" already runs a canary: promote or abort it first"
+        );
+        let mut unchecked = s.clone();
+        let mut p = plan("blue", "green", &[500], 0);
+        p.auto_rollback = Some(bp(5000));
+        let err = start(&mut unchecked, "web", p, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "auto-rollback needs health checks: service set web --health tcp"
+        );
+    }
+
+    #[test]
+    fn presets_are_valid_plans() {
+        let s = sample();
+        for preset in [
+            Preset::Canary10Over5m,
+            Preset::Linear10Every1m,
+            Preset::AllAtOnce,
+        ] {
+            let (steps, interval_ms) = preset.plan();
+            let plan = CanaryPlan {
+                from: "blue".into(),
+                to: "green".into(),
+                steps,
+                interval_ms,
+                auto_rollback: None,
+            };
+            start(&mut s.clone(), "web", plan, 0).unwrap();
+        }
+    }
+}

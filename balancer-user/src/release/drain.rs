@@ -1,0 +1,136 @@
+//! Draining a backend: no new flows, established ones kept until they end or a timeout.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{State, StateError};
+
+/// A drain of one backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// When it started (Unix milliseconds).
+    pub since_ms: u64,
+    /// When it ends at the latest; none: when the flows end.
+    pub deadline_ms: Option<u64>,
+    /// When and how it ended; none while flows remain.
+    pub ended: Option<DrainEnd>,
+}
+
+/// The end of a drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainEnd {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Active flows left when it ended: 0, or more at a timeout.
+    pub flows_left: u64,
+}
+
+impl Drain {
+    /// A drain starting at `now_ms`, waiting at most `timeout_ms` for the flows to end.
+    pub fn begin(now_ms: u64, timeout_ms: Option<u64>) -> Self {
+        Self {
+            since_ms: now_ms,
+            deadline_ms: timeout_ms.map(|t| now_ms.saturating_add(t)),
+            ended: None,
+        }
+    }
+
+    /// Whether it still waits for flows.
+    pub fn running(&self) -> bool {
+        self.ended.is_none()
+    }
+
+    /// Ends the drain at `now_ms` when the backend has no active flow left or the deadline
+    /// passed; returns whether it ended now.
+    pub fn step(&mut self, now_ms: u64, active_flows: u64) -> bool {
+        if !self.running() {
+            return false;
+        }
+        if active_flows > 0 && self.deadline_ms.is_none_or(|d| d > now_ms) {
+            return false;
+        }
+        self.ended = Some(DrainEnd {
+            at_ms: now_ms,
+            flows_left: active_flows,
+        });
+        true
+    }
+}
+
+/// Starts draining a backend of `service`: weight 0 (no new flows), established flows kept.
+pub fn start(
+    state: &mut State,
+    service: &str,
+    addr: IpAddr,
+    timeout_ms: Option<u64>,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let backend = state
+        .service_mut(service)?
+        .backend_mut(addr)
+        .ok_or_else(|| StateError::UnknownBackend(addr, service.to_string()))?;
+    backend.weight = 0;
+    backend.drain = Some(Drain::begin(now_ms, timeout_ms));
+    Ok(())
+}
+
+/// Whether some drain is still running.
+pub fn any_running(state: &State) -> bool {
+    state.services.values().any(|s| {
+        s.backends()
+            .any(|(_, b)| b.drain.as_ref().is_some_and(Drain::running))
+    })
+}
+
+/// Steps every running drain; `active(index, epoch)` counts a backend's active flows.
+pub fn check(state: &mut State, now_ms: u64, active: impl Fn(u32, u32) -> u64) {
+    for service in state.services.values_mut() {
+        for backend in service.groups.iter_mut().flat_map(|g| &mut g.backends) {
+            let (index, epoch) = (backend.index, backend.epoch);
+            if let Some(drain) = &mut backend.drain {
+                if drain.running() {
+                    drain.step(now_ms, active(index, epoch));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ends_when_the_flows_end_or_at_the_deadline() {
+        let mut waiting = Drain::begin(100, None);
+        assert!(!waiting.step(10_000, 3), "no deadline: waits for the flows");
+        assert!(waiting.step(10_100, 0));
+        assert_eq!(
+            waiting.ended,
+            Some(DrainEnd {
+                at_ms: 10_100,
+                flows_left: 0
+            })
+        );
+        assert!(!waiting.step(10_200, 0), "ends once");
+
+        let mut bounded = Drain::begin(100, Some(1000));
+        assert!(!bounded.step(1099, 5));
+        assert!(bounded.step(1100, 5));
+        assert_eq!(
+            bounded.ended,
+            Some(DrainEnd {
+                at_ms: 1100,
+                flows_left: 5
+            })
+        );
+    }
+
+    #[test]
+    fn a_huge_timeout_does_not_wrap_into_the_past() {
+        let mut drain = Drain::begin(100, Some(u64::MAX));
+        assert_eq!(drain.deadline_ms, Some(u64::MAX));
+        assert!(!drain.step(200, 1));
+    }
+}
