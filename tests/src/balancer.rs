@@ -21,6 +21,15 @@ pub use veth_pass::VethPass;
 /// How long the daemon may take to answer after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Exit code of a refused command.
+pub const REFUSED: i32 = 1;
+/// Exit code of a command line the CLI cannot parse.
+pub const USAGE: i32 = 2;
+/// Exit code when no daemon answers.
+pub const UNREACHABLE: i32 = 3;
+/// Exit code of a fault of the host.
+pub const FAULT: i32 = 4;
+
 /// Interface of the LB host the daemon attaches to.
 pub const LB_IFACE: &str = "eth0";
 
@@ -179,14 +188,22 @@ impl Balancer {
         Ok(out.stdout)
     }
 
-    /// Runs the CLI and requires a refusal: a non-zero exit with exactly one line on
-    /// standard error, starting with `error:`.
+    /// Runs the CLI and requires a refusal of bad input, by the CLI's parser (exit code 2)
+    /// or by the CLI or daemon after parsing (1), with exactly one line on standard error,
+    /// starting with `error:`.
     pub fn refused(&self, args: &[&str]) -> Result<()> {
+        self.failed_with(args, REFUSED)
+            .or_else(|_| self.failed_with(args, USAGE))
+    }
+
+    /// Runs the CLI and requires exit code `code` with exactly one line on standard error,
+    /// starting with `error:` (1 refused, 2 bad usage, 3 unreachable, 4 fault).
+    pub fn failed_with(&self, args: &[&str], code: i32) -> Result<()> {
         let out = self.cli(args)?;
         let lines: Vec<&str> = out.stderr.trim().lines().collect();
-        if out.code == Some(0) || lines.len() != 1 || !lines[0].starts_with("error:") {
+        if out.code != Some(code) || lines.len() != 1 || !lines[0].starts_with("error:") {
             bail!(
-                "`balancer {}` was not refused with one error line: {out:?}",
+                "`balancer {}` did not fail with exit code {code} and one error line: {out:?}",
                 args.join(" ")
             );
         }

@@ -6,7 +6,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
-use balancer_tests::{balancer::XdpMode, lab::Lab, traffic::LongLived};
+use balancer_tests::{
+    balancer::{XdpMode, FAULT, REFUSED, UNREACHABLE, USAGE},
+    lab::Lab,
+    traffic::LongLived,
+};
 
 /// Weights of the four backends and the share of new flows each should get.
 const WEIGHTS: [u16; 4] = [100, 200, 300, 400];
@@ -184,21 +188,45 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
     for args in bad {
         lab.balancer.refused(args)?;
     }
-    // A daemon that is not there.
-    let out = std::process::Command::new(balancer_tests::balancer::binary()?)
-        .args(["--socket", "/nonexistent/balancer.sock", "status"])
-        .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Exit codes: the daemon refuses (1), the parser refuses (2).
+    lab.balancer.failed_with(&["split", "web", "main=50"], REFUSED)?;
+    lab.balancer.failed_with(&["split", "web", "main=100.001"], USAGE)?;
+    // A daemon that is not there (3).
+    let out = balancer_tests::balancer::run_cli(
+        &balancer_tests::balancer::binary()?,
+        std::path::Path::new("/nonexistent/balancer.sock"),
+        &["status"],
+    )?;
     ensure!(
-        !out.status.success() && stderr.trim().lines().count() == 1,
-        "{stderr}"
+        out.code == Some(UNREACHABLE) && out.stderr.trim().lines().count() == 1,
+        "{out:?}"
     );
-    ensure!(stderr.contains("cannot reach"), "{stderr}");
+    ensure!(out.stderr.contains("cannot reach"), "{out:?}");
+    // A fault of the host (4): the state file cannot be replaced (its temporary file's
+    // name is taken by a directory). Nothing changes, and the next change goes through.
+    let blocker = lab.balancer.state_file().with_extension("json.tmp");
+    std::fs::create_dir(&blocker)?;
+    let out = lab.balancer.cli(&["backend", "set-weight", "web", &b0, "7"])?;
+    std::fs::remove_dir(&blocker)?;
+    ensure!(out.code == Some(FAULT), "{out:?}");
+    ensure!(
+        out.stderr.trim()
+            == format!(
+                "error: create a temporary file for {}: Is a directory (os error 21)",
+                lab.balancer.state_file().display()
+            ),
+        "{out:?}"
+    );
 
     ensure!(lab.balancer.settings()? == before, "status changed");
     ensure!(
         std::fs::read(lab.balancer.state_file())? == state_before,
         "state file changed"
+    );
+    lab.balancer.ok(&["backend", "set-weight", "web", &b0, "7"])?;
+    ensure!(
+        std::fs::read(lab.balancer.state_file())? != state_before,
+        "state file not written after the fault passed"
     );
     Ok(())
 }
