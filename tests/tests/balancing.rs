@@ -189,8 +189,10 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
         lab.balancer.refused(args)?;
     }
     // Exit codes: the daemon refuses (1), the parser refuses (2).
-    lab.balancer.failed_with(&["split", "web", "main=50"], REFUSED)?;
-    lab.balancer.failed_with(&["split", "web", "main=100.001"], USAGE)?;
+    lab.balancer
+        .failed_with(&["split", "web", "main=50"], REFUSED)?;
+    lab.balancer
+        .failed_with(&["split", "web", "main=100.001"], USAGE)?;
     // A daemon that is not there (3).
     let out = balancer_tests::balancer::run_cli(
         &balancer_tests::balancer::binary()?,
@@ -206,7 +208,9 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
     // name is taken by a directory). Nothing changes, and the next change goes through.
     let blocker = lab.balancer.state_file().with_extension("json.tmp");
     std::fs::create_dir(&blocker)?;
-    let out = lab.balancer.cli(&["backend", "set-weight", "web", &b0, "7"])?;
+    let out = lab
+        .balancer
+        .cli(&["backend", "set-weight", "web", &b0, "7"])?;
     std::fs::remove_dir(&blocker)?;
     ensure!(out.code == Some(FAULT), "{out:?}");
     ensure!(
@@ -223,7 +227,8 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
         std::fs::read(lab.balancer.state_file())? == state_before,
         "state file changed"
     );
-    lab.balancer.ok(&["backend", "set-weight", "web", &b0, "7"])?;
+    lab.balancer
+        .ok(&["backend", "set-weight", "web", &b0, "7"])?;
     ensure!(
         std::fs::read(lab.balancer.state_file())? != state_before,
         "state file not written after the fault passed"

@@ -216,6 +216,28 @@ impl Controller {
             let fresh = existing.epoch != epoch && !old_ids.contains_key(&(index, epoch));
             self.plane.set_backend(index, &backend, fresh)?;
         }
+        self.write_services(previous, next, compiled)?;
+        self.shares
+            .retain(|name, _| next.services.contains_key(name));
+        // An index freed and handed to a new backend in the same change already holds the
+        // new backend's entry (written first): only indices nobody uses any more are cleared.
+        let in_use = indices(next);
+        for (index, _) in old_ids.keys() {
+            if !in_use.contains(index) {
+                self.plane.clear_backend(*index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Withdraws the VIPs of `previous` that `next` no longer has at the same address, then
+    /// writes the compiled services of `next`.
+    fn write_services(
+        &mut self,
+        previous: &State,
+        next: &State,
+        compiled: BTreeMap<String, Compiled>,
+    ) -> Result<(), Error> {
         for (name, service) in &previous.services {
             if next.services.get(name).map(|s| s.vip) != Some(service.vip) {
                 self.plane.remove_vip(&service.vip.key())?;
@@ -226,16 +248,6 @@ impl Controller {
             self.plane
                 .write_service(service.slot, service.vip.key(), &c.image)?;
             self.shares.insert(name, c.shares);
-        }
-        self.shares
-            .retain(|name, _| next.services.contains_key(name));
-        // An index freed and handed to a new backend in the same change already holds the
-        // new backend's entry (written first): only indices nobody uses any more are cleared.
-        let in_use = indices(next);
-        for (index, _) in old_ids.keys() {
-            if !in_use.contains(index) {
-                self.plane.clear_backend(*index)?;
-            }
         }
         Ok(())
     }
@@ -274,17 +286,7 @@ impl Controller {
             }
             let compiled = self.compile_changed(&self.state, &self.health, true)?;
             let current = self.state.clone();
-            for (name, service) in &failed.services {
-                if current.services.get(name).map(|s| s.vip) != Some(service.vip) {
-                    self.plane.remove_vip(&service.vip.key())?;
-                }
-            }
-            for (name, c) in compiled {
-                let service = &current.services[&name];
-                self.plane
-                    .write_service(service.slot, service.vip.key(), &c.image)?;
-                self.shares.insert(name, c.shares);
-            }
+            self.write_services(failed, &current, compiled)?;
             self.store.save(&current)?;
             Ok(())
         };

@@ -265,6 +265,14 @@ fn apply(controller: &mut Controller, change: Change) -> Result<(), Error> {
     controller.change(|state, now_ms| change.apply(state, now_ms))
 }
 
+fn flip_web_to_green(drain_timeout_ms: Option<u64>) -> Change {
+    Change::Flip {
+        service: "web".into(),
+        to: "green".into(),
+        drain_timeout_ms,
+    }
+}
+
 fn bp(v: u16) -> BasisPoints {
     BasisPoints::new(v).unwrap()
 }
@@ -276,6 +284,18 @@ fn start_publishes_the_stored_state() {
     assert_eq!(controller.state(), &sample());
     assert!(rig.live_matches(&sample()));
     assert!(rig.backends_match(&sample()));
+}
+
+/// Adds the backend that [`FakeNeighbors`] cannot find.
+fn unreachable_backend() -> Change {
+    Change::AddBackend {
+        service: "web".into(),
+        backend: crate::api::AddBackend {
+            addr: ip("198.18.0.250"),
+            group: "blue".into(),
+            weight: None,
+        },
+    }
 }
 
 #[test]
@@ -292,14 +312,7 @@ fn a_refused_change_touches_neither_the_store_nor_the_data_plane() {
             shares: vec![("blue".into(), bp(5000))],
         },
         // Valid for the state, but the backend does not answer ARP: refused as well.
-        Change::AddBackend {
-            service: "web".into(),
-            backend: crate::api::AddBackend {
-                addr: ip("198.18.0.250"),
-                group: "blue".into(),
-                weight: None,
-            },
-        },
+        unreachable_backend(),
         Change::Apply {
             toml: "[[service]]\nname = \"web\"\n".into(),
         },
@@ -308,18 +321,7 @@ fn a_refused_change_touches_neither_the_store_nor_the_data_plane() {
         let err = apply(&mut controller, change.clone()).unwrap_err();
         assert!(matches!(err, Error::Refused(_)), "{change:?}: {err}");
     }
-    let err = apply(
-        &mut controller,
-        Change::AddBackend {
-            service: "web".into(),
-            backend: crate::api::AddBackend {
-                addr: ip("198.18.0.250"),
-                group: "blue".into(),
-                weight: None,
-            },
-        },
-    )
-    .unwrap_err();
+    let err = apply(&mut controller, unreachable_backend()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "backend 198.18.0.250 does not answer ARP/neighbour discovery on eth0"
@@ -425,15 +427,7 @@ backends = [{ addr = "2001:db8::101", weight = 5 }]
 fn a_restart_reconciles_to_identical_tables_and_removes_leftovers() {
     let rig = Rig::new(sample());
     let mut first = rig.start();
-    apply(
-        &mut first,
-        Change::Flip {
-            service: "web".into(),
-            to: "green".into(),
-            drain_timeout_ms: None,
-        },
-    )
-    .unwrap();
+    apply(&mut first, flip_web_to_green(None)).unwrap();
     let state = first.state().clone();
     let live_before: BTreeMap<u32, ServiceImage> = rig.plane.maps().live.clone();
     let backends_before = rig.plane.maps().backends.clone();
@@ -602,15 +596,7 @@ fn a_rollout_steps_on_the_clock_and_never_lowers_serving_backends() {
 fn a_flip_drain_forgets_the_old_groups_flows_at_its_deadline() {
     let rig = Rig::new(sample());
     let mut controller = rig.start();
-    apply(
-        &mut controller,
-        Change::Flip {
-            service: "web".into(),
-            to: "green".into(),
-            drain_timeout_ms: Some(5000),
-        },
-    )
-    .unwrap();
+    apply(&mut controller, flip_web_to_green(Some(5000))).unwrap();
     rig.clock.advance(4999);
     controller.tick().unwrap();
     assert!(rig.plane.maps().forgotten.is_empty(), "forgotten early");
