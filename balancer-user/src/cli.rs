@@ -71,7 +71,7 @@ pub enum Command {
     /// Rolling replacement: per OLD=NEW pair add NEW, wait until healthy, ramp it up,
     /// drain and remove OLD. `rollout status NAME`, `rollout abort NAME`.
     Rollout(RolloutArgs),
-    /// Tester pinning: clients of a prefix always get one group for new flows.
+    /// Client pinning: clients of a prefix always get one group for new flows.
     #[command(subcommand)]
     Pin(PinCommand),
     /// Show services, split, backends and counters.

@@ -55,7 +55,7 @@ pub struct ServiceConfig {
     /// Groups in order.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
-    /// Tester pins.
+    /// Client pins.
     #[serde(default, rename = "pin", skip_serializing_if = "Vec::is_empty")]
     pub pins: Vec<PinConfig>,
     /// Health checks.
@@ -63,7 +63,7 @@ pub struct ServiceConfig {
     pub health: Option<HealthCheck>,
 }
 
-/// A tester pin.
+/// A client pin.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PinConfig {

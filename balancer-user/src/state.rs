@@ -95,7 +95,7 @@ pub struct Service {
     /// Which group each split cell belongs to (persisted so that the split stays monotonic
     /// across restarts).
     pub split: Vec<CellRun>,
-    /// Tester pins: clients in these prefixes get the named group for new flows.
+    /// Client pins: clients in these prefixes get the named group for new flows.
     #[serde(default)]
     pub pins: Vec<ClientPin>,
     /// The running or last canary.

@@ -843,7 +843,7 @@ mod generations {
     }
 }
 
-/// Tester pins: clients in a pinned prefix get the pin's group for new flows, whatever
+/// Client pins: clients in a pinned prefix get the pin's group for new flows, whatever
 /// the split; the longest pin wins; pins to a group that cannot serve are ignored.
 mod pins {
     use std::ops::Range;

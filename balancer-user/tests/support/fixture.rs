@@ -234,7 +234,7 @@ pub fn fake_backend(epoch: u32, ifindex: u32) -> Backend {
     }
 }
 
-/// The group index a tester pin of `svc` gives client `client`, computed from the state
+/// The group index a client pin of `svc` gives client `client`, computed from the state
 /// alone: among the service's pins covering the client whose group has a backend of
 /// weight above 0, the longest prefix wins; `None` means the split decides.
 pub fn model_pin(svc: &Service, client: IpAddr) -> Option<usize> {
