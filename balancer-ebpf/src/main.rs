@@ -76,13 +76,6 @@ fn zeroed(key: &mut core::mem::MaybeUninit<FlowKey>) -> &mut FlowKey {
     unsafe { key.assume_init_mut() }
 }
 
-/// Passes every packet. Attached to the peer of a veth that receives XDP_TX frames: the
-/// veth driver only delivers such frames when the receiving side runs an XDP program.
-#[xdp]
-pub fn veth_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -16,6 +16,10 @@ use crate::command;
 /// binary name, and `balancer-common`'s user-space feature turned on).
 const EBPF_PACKAGE: &str = "balancer-ebpf";
 
+/// The test-only XDP programs' crate: `balancer-tests`' build script builds
+/// it for the BPF target; like [`EBPF_PACKAGE`], nothing in it runs on the host.
+const TEST_EBPF_PACKAGE: &str = "balancer-test-ebpf";
+
 /// `cargo fmt --all -- --check`, clippy denying warnings, then every test, closing with
 /// one line that totals the tests of every test binary.
 pub fn test() -> Result<()> {
@@ -26,13 +30,22 @@ pub fn test() -> Result<()> {
             "--workspace",
             "--exclude",
             EBPF_PACKAGE,
+            "--exclude",
+            TEST_EBPF_PACKAGE,
             "--all-targets",
             "--",
             "-D",
             "warnings",
         ],
     ])?;
-    let mut step = cargo(&["test", "--workspace", "--exclude", EBPF_PACKAGE]);
+    let mut step = cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        EBPF_PACKAGE,
+        "--exclude",
+        TEST_EBPF_PACKAGE,
+    ]);
     println!("xtask: ==> {}", command::command_line(&step));
     let totals = command::run_counting_tests(&mut step)?;
     println!(
@@ -85,6 +98,8 @@ pub fn build_release() -> Result<()> {
         "--workspace",
         "--exclude",
         EBPF_PACKAGE,
+        "--exclude",
+        TEST_EBPF_PACKAGE,
         "--release",
     ]])
 }

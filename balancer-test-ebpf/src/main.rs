@@ -1,8 +1,13 @@
-//! Baseline XDP programs for `cargo xtask bench`: the cheapest possible verdict, and the
-//! least a forwarding load balancer must do (parse, swap MACs, XDP_TX). The balancer's
-//! per-packet cost is reported as a ratio to these, measured in the same run. Also, for the
-//! end-to-end forwarding benchmark, the `sink` that counts what reaches a backend and the
-//! `trafgen` generator run in BPF_PROG_TEST_RUN's live-frames mode.
+//! XDP programs for the tests and `cargo xtask bench`, kept out of the daemon's object.
+//!
+//! * `veth_pass` passes every packet: the veth peer that receives the balancer's XDP_TX
+//!   frames must run an XDP program for the veth driver to deliver them.
+//! * The benchmark's baselines: the cheapest possible verdict (`baseline_drop`), and the
+//!   least a forwarding load balancer must do (`baseline_macswap`: parse, swap MACs,
+//!   XDP_TX). The balancer's per-packet cost is reported as a ratio to these, measured in
+//!   the same run.
+//! * For the end-to-end forwarding benchmark, the `sink` that counts what reaches a backend
+//!   and the `trafgen` generator run in BPF_PROG_TEST_RUN's live-frames mode.
 #![no_std]
 #![no_main]
 
@@ -35,6 +40,13 @@ static TRAFGEN_TEMPLATE: Array<[u8; TRAFGEN_HEADER]> = Array::with_max_entries(1
 /// Frames `trafgen` has written, in slot 0, per CPU: picks each frame's source port.
 #[map]
 static TRAFGEN_FRAMES: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Passes every packet. Attached to the peer of a veth that receives XDP_TX frames: the
+/// veth driver only delivers such frames when the receiving side runs an XDP program.
+#[xdp]
+pub fn veth_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
 
 /// Drops every packet.
 #[xdp]
