@@ -21,9 +21,10 @@ use crate::{
     parse::Parsed,
 };
 
-/// The load balancer.
+/// The load balancer. Not `pub`: `#[xdp]` wraps it in the exported (`no_mangle`) program
+/// function, which has no doc comment to carry; the symbol is exported all the same.
 #[xdp]
-pub fn balancer(ctx: XdpContext) -> u32 {
+fn balancer(ctx: XdpContext) -> u32 {
     let mut key = core::mem::MaybeUninit::uninit();
     let key = zeroed(&mut key);
     match parse::parse(&ctx, key) {

@@ -8,6 +8,9 @@
 //!   the same run.
 //! * For the end-to-end forwarding benchmark, the `sink` that counts what reaches a backend
 //!   and the `trafgen` generator run in BPF_PROG_TEST_RUN's live-frames mode.
+//!
+//! The programs are not `pub`: `#[xdp]` wraps each in the exported (`no_mangle`) program
+//! function, which has no doc comment to carry; the symbols are exported all the same.
 #![no_std]
 #![no_main]
 
@@ -44,20 +47,20 @@ static TRAFGEN_FRAMES: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// Passes every packet. Attached to the peer of a veth that receives XDP_TX frames: the
 /// veth driver only delivers such frames when the receiving side runs an XDP program.
 #[xdp]
-pub fn veth_pass(_ctx: XdpContext) -> u32 {
+fn veth_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
 /// Drops every packet.
 #[xdp]
-pub fn baseline_drop(_ctx: XdpContext) -> u32 {
+fn baseline_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
 /// Checks the Ethernet header and an IP ethertype, swaps the MAC addresses and sends the
 /// frame back.
 #[xdp]
-pub fn baseline_macswap(ctx: XdpContext) -> u32 {
+fn baseline_macswap(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     if start + 14 > ctx.data_end() {
         return xdp_action::XDP_PASS;
@@ -79,7 +82,7 @@ pub fn baseline_macswap(ctx: XdpContext) -> u32 {
 /// Counts every packet, drops IPv4 and IPv6 UDP datagrams to [`FLOOD_PORT`] and passes
 /// everything else (ARP, neighbour discovery, TCP) to the kernel.
 #[xdp]
-pub fn sink(ctx: XdpContext) -> u32 {
+fn sink(ctx: XdpContext) -> u32 {
     if let Some(count) = SINK_PACKETS.get_ptr_mut(0) {
         // SAFETY: a valid per-CPU slot, only touched from this CPU.
         unsafe { *count += 1 };
@@ -134,7 +137,7 @@ fn byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
 /// [`TRAFGEN_FLOWS`] source ports of this CPU's sequence, clears the UDP checksum (none, valid
 /// over IPv4) and sends it.
 #[xdp]
-pub fn trafgen(ctx: XdpContext) -> u32 {
+fn trafgen(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     if start + TRAFGEN_HEADER > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
