@@ -236,14 +236,29 @@ pub struct FlowState {
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: all of these are `bytemuck::Pod`: plain bytes without padding.
-    unsafe impl aya::Pod for VipKey {}
-    unsafe impl aya::Pod for VipInfo {}
-    unsafe impl aya::Pod for ServiceTables {}
-    unsafe impl aya::Pod for Ring {}
-    unsafe impl aya::Pod for Backend {}
-    unsafe impl aya::Pod for BackendStats {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for FlowState {}
-    unsafe impl aya::Pod for PinKey {}
+
+    /// Compiles only for types that are `bytemuck::Pod`.
+    const fn is_bytemuck_pod<T: bytemuck::Pod>() {}
+
+    /// Implements `aya::Pod` for each of the types, which must be `bytemuck::Pod`.
+    macro_rules! aya_pod {
+        ($($ty:ty),* $(,)?) => {$(
+            const _: () = is_bytemuck_pod::<$ty>();
+            // SAFETY: the type is `bytemuck::Pod` (checked just above): plain bytes without
+            // padding, valid for any bit pattern.
+            unsafe impl aya::Pod for $ty {}
+        )*};
+    }
+
+    aya_pod!(
+        VipKey,
+        VipInfo,
+        ServiceTables,
+        Ring,
+        Backend,
+        BackendStats,
+        FlowKey,
+        FlowState,
+        PinKey,
+    );
 }

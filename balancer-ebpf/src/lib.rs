@@ -1,3 +1,3 @@
+//! Empty: the library target only exists so that `balancer-user`'s build script can depend
+//! on this crate, and cargo rebuilds the XDP object when it changes.
 #![no_std]
-// This file exists to enable the library target, which `balancer-user`'s build script
-// depends on so that cargo rebuilds the XDP object when this crate changes.

@@ -21,9 +21,10 @@ use crate::{
     parse::Parsed,
 };
 
-/// The load balancer.
+/// The load balancer. Not `pub`: `#[xdp]` wraps it in the exported (`no_mangle`) program
+/// function, which has no doc comment to carry; the symbol is exported all the same.
 #[xdp]
-pub fn balancer(ctx: XdpContext) -> u32 {
+fn balancer(ctx: XdpContext) -> u32 {
     let mut key = core::mem::MaybeUninit::uninit();
     let key = zeroed(&mut key);
     match parse::parse(&ctx, key) {
@@ -74,13 +75,6 @@ fn zeroed(key: &mut core::mem::MaybeUninit<FlowKey>) -> &mut FlowKey {
     }
     // SAFETY: every byte was written, and all-zero is a valid FlowKey (plain data).
     unsafe { key.assume_init_mut() }
-}
-
-/// Passes every packet. Attached to the peer of a veth that receives XDP_TX frames: the
-/// veth driver only delivers such frames when the receiving side runs an XDP program.
-#[xdp]
-pub fn veth_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

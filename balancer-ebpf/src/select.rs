@@ -44,7 +44,7 @@ pub fn backend_for(key: &FlowKey) -> Selection<'static> {
         family: key.family,
     };
     // SAFETY: VIPS is only updated by the daemon with whole-value writes.
-    let Some(info) = (unsafe { VIPS.get(&vip) }) else {
+    let Some(info) = (unsafe { VIPS.get(vip) }) else {
         return Selection::NotVip;
     };
     match select_new(info.service, key) {
@@ -55,7 +55,7 @@ pub fn backend_for(key: &FlowKey) -> Selection<'static> {
                 last_seen_ns: now(),
             };
             // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
-            let _ = CONNTRACK.insert(key, &state, 0);
+            let _ = CONNTRACK.insert(key, state, 0);
             Selection::Backend {
                 index,
                 backend,

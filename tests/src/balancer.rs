@@ -87,7 +87,7 @@ impl Balancer {
         std::fs::create_dir_all(&dir)?;
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/balancer-{prefix}"));
         remove_pins(&pin_root);
-        let veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port(), &dir)?;
+        let veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port())?;
         let mut balancer = Self {
             process: None,
             mode,

@@ -8,6 +8,8 @@
 //!   namespace.
 //! * [`traffic`] hosts backend servers and drives client traffic from inside
 //!   the namespaces, without external tools.
+//! * [`test_programs`] embeds the test-only XDP programs (crate
+//!   `balancer-test-ebpf`).
 //!
 //! Everything must run as root. Only 198.18.0.0/15 and 2001:db8::/32
 //! addresses are used, and only inside namespaces created here.
@@ -16,5 +18,6 @@ pub mod balancer;
 mod command;
 pub mod lab;
 pub mod netns;
+pub mod test_programs;
 pub mod topology;
 pub mod traffic;

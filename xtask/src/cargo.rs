@@ -1,6 +1,7 @@
 //! The cargo runs of the tasks. They use the cargo (and toolchain) that
 //! runs xtask, from the workspace root, with cargo's usual target directory
-//! (`target/`, or `$CARGO_TARGET_DIR` if the caller set it).
+//! (`target/`, or `$CARGO_TARGET_DIR` if the caller set it); only the clippy
+//! run for the BPF target uses the nightly toolchain's cargo.
 
 use std::env;
 use std::ffi::OsString;
@@ -16,8 +17,16 @@ use crate::command;
 /// binary name, and `balancer-common`'s user-space feature turned on).
 const EBPF_PACKAGE: &str = "balancer-ebpf";
 
-/// `cargo fmt --all -- --check`, clippy denying warnings, then every test, closing with
-/// one line that totals the tests of every test binary.
+/// The test-only XDP programs' crate: `balancer-tests`' build script builds
+/// it for the BPF target; like [`EBPF_PACKAGE`], nothing in it runs on the host.
+const TEST_EBPF_PACKAGE: &str = "balancer-test-ebpf";
+
+/// The target aya-build builds the eBPF crates for (on a little-endian host).
+const BPF_TARGET: &str = "bpfel-unknown-none";
+
+/// `cargo fmt --all -- --check`, clippy denying warnings on the host and on the eBPF crates
+/// for the BPF target, then every test, closing with one line that totals the tests of
+/// every test binary.
 pub fn test() -> Result<()> {
     run_steps(&[
         &["fmt", "--all", "--", "--check"],
@@ -26,13 +35,25 @@ pub fn test() -> Result<()> {
             "--workspace",
             "--exclude",
             EBPF_PACKAGE,
+            "--exclude",
+            TEST_EBPF_PACKAGE,
             "--all-targets",
             "--",
             "-D",
             "warnings",
         ],
     ])?;
-    let mut step = cargo(&["test", "--workspace", "--exclude", EBPF_PACKAGE]);
+    let mut step = bpf_clippy();
+    println!("xtask: ==> {}", command::command_line(&step));
+    command::run(&mut step)?;
+    let mut step = cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        EBPF_PACKAGE,
+        "--exclude",
+        TEST_EBPF_PACKAGE,
+    ]);
     println!("xtask: ==> {}", command::command_line(&step));
     let totals = command::run_counting_tests(&mut step)?;
     println!(
@@ -85,6 +106,8 @@ pub fn build_release() -> Result<()> {
         "--workspace",
         "--exclude",
         EBPF_PACKAGE,
+        "--exclude",
+        TEST_EBPF_PACKAGE,
         "--release",
     ]])
 }
@@ -98,6 +121,27 @@ fn run_steps(steps: &[&[&str]]) -> Result<()> {
         command::run(&mut step)?;
     }
     Ok(())
+}
+
+/// Clippy on [`EBPF_PACKAGE`] and [`TEST_EBPF_PACKAGE`] for [`BPF_TARGET`], denying
+/// warnings, from the workspace root. Like aya-build's builds of those crates it runs the
+/// nightly cargo through rustup, with `-Z build-std=core` (no prebuilt `core` exists for
+/// the target) and without the caller's `RUSTC` and `RUSTC_WORKSPACE_WRAPPER`, which would
+/// pick another toolchain's compiler. aya-build's RUSTFLAGS are left out: `--cfg
+/// bpf_target_arch` only matters to aya-ebpf, whose build script sets it when missing, and
+/// the others only affect linking, which a check does not do.
+fn bpf_clippy() -> Command {
+    let mut command = Command::new("rustup");
+    command
+        .args(["run", "nightly", "cargo", "clippy"])
+        .args(["-p", EBPF_PACKAGE, "-p", TEST_EBPF_PACKAGE])
+        .args(["--target", BPF_TARGET, "-Z", "build-std=core"])
+        .args(["--", "-D", "warnings"])
+        .current_dir(workspace_root());
+    for key in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER"] {
+        command.env_remove(key);
+    }
+    command
 }
 
 /// `cargo ARGS`, run from the workspace root.

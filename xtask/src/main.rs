@@ -25,10 +25,10 @@ struct Cli {
 /// The tasks.
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install the prerequisites (apt tools, nightly + rust-src, bpf-linker,
+    /// Install the prerequisites (apt tools, nightly + rust-src + clippy, bpf-linker,
     /// bpffs); only what is missing.
     Setup,
-    /// Setup, then check formatting, run clippy and run every test.
+    /// Setup, then check formatting, run clippy (host and BPF target) and run every test.
     Test,
     /// Setup, build the daemon, then run the blue/green rollout demo.
     Demo,

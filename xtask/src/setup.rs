@@ -15,7 +15,7 @@ pub fn run() -> Result<()> {
     let mut progress = Progress::default();
     packages::ensure_harness_needs(&mut progress)?;
     rust::ensure_nightly(&mut progress)?;
-    rust::ensure_rust_src(&mut progress)?;
+    rust::ensure_nightly_components(&mut progress)?;
     rust::ensure_lint_components(&mut progress)?;
     rust::ensure_bpf_linker(&mut progress)?;
     bpffs::ensure_mounted(&mut progress)?;

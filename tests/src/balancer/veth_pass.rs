@@ -2,19 +2,16 @@
 //! driver only delivers such frames when the receiving side runs an XDP program. A test
 //! topology artefact; real NICs need nothing of the kind.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 use aya::{
     programs::{Xdp, XdpMode},
-    Ebpf, EbpfLoader,
-};
-use balancer_user::dataplane::{
-    bpffs,
-    object::{OBJECT, VETH_PASS_PROGRAM},
+    Ebpf,
 };
 
-use crate::netns::in_netns;
+use crate::{
+    netns::in_netns,
+    test_programs::{OBJECT, VETH_PASS_PROGRAM},
+};
 
 /// Keeps the program attached while alive.
 pub struct VethPass {
@@ -22,32 +19,11 @@ pub struct VethPass {
 }
 
 impl VethPass {
-    /// Attaches `veth_pass` in native mode to `iface` in namespace `ns`. The object's maps
-    /// are created at minimal size and unpinned again at once (`scratch` names a private
-    /// directory for that).
-    pub fn attach(ns: &str, iface: &str, scratch: &Path) -> Result<Self> {
-        let pins = Path::new("/sys/fs/bpf").join(format!(
-            "balancer-pass-{}",
-            scratch.file_name().and_then(|n| n.to_str()).unwrap_or("x")
-        ));
-        bpffs::ensure(&pins).context("bpffs for the veth pass program")?;
+    /// Attaches `veth_pass` in native mode to `iface` in namespace `ns`.
+    pub fn attach(ns: &str, iface: &str) -> Result<Self> {
         let iface = iface.to_string();
-        let pins_for_thread = pins.clone();
         let ebpf = in_netns(ns, move || -> Result<Ebpf> {
-            let mut loader = EbpfLoader::new();
-            loader.default_map_pin_directory(&pins_for_thread);
-            for map in [
-                "VIPS",
-                "GENERATION",
-                "TABLES",
-                "RINGS",
-                "BACKENDS",
-                "BACKEND_STATS",
-                "CONNTRACK",
-            ] {
-                loader.map_max_entries(map, 1);
-            }
-            let mut ebpf = loader.load(OBJECT).context("load the XDP object")?;
+            let mut ebpf = Ebpf::load(OBJECT).context("load the test programs")?;
             let program: &mut Xdp = ebpf
                 .program_mut(VETH_PASS_PROGRAM)
                 .context("veth_pass program missing")?
@@ -58,7 +34,6 @@ impl VethPass {
                 .with_context(|| format!("attach veth_pass to {iface}"))?;
             Ok(ebpf)
         })??;
-        std::fs::remove_dir_all(&pins).ok();
         Ok(Self { _ebpf: ebpf })
     }
 }

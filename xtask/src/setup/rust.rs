@@ -1,6 +1,7 @@
 //! The Rust tools beyond the stable toolchain: nightly with `rust-src`
-//! (the XDP program is built with `-Z build-std`), rustfmt and clippy for
-//! the checks, and bpf-linker (the XDP program's linker).
+//! (the XDP programs are built with `-Z build-std`) and clippy (to check
+//! them), rustfmt and clippy for the host checks, and bpf-linker (the XDP
+//! programs' linker).
 
 use std::process::Command;
 
@@ -16,6 +17,10 @@ const BPF_LINKER_VERSION: &str = "0.10.1";
 /// runs xtask.
 const LINT_COMPONENTS: [&str; 2] = ["rustfmt", "clippy"];
 
+/// Components the nightly toolchain needs: `rust-src` to build the eBPF crates
+/// with `-Z build-std=core`, clippy to check them for the BPF target.
+const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
+
 /// Installs a nightly toolchain (minimal profile) unless one is installed.
 pub(super) fn ensure_nightly(progress: &mut Progress) -> Result<()> {
     let toolchains = command::stdout_of(rustup().args(["toolchain", "list"]))?;
@@ -26,8 +31,8 @@ pub(super) fn ensure_nightly(progress: &mut Progress) -> Result<()> {
     command::run(rustup().args(["toolchain", "install", "nightly", "--profile", "minimal"]))
 }
 
-/// Adds `rust-src` to the nightly toolchain unless it has it.
-pub(super) fn ensure_rust_src(progress: &mut Progress) -> Result<()> {
+/// Adds [`NIGHTLY_COMPONENTS`] to the nightly toolchain unless it has them.
+pub(super) fn ensure_nightly_components(progress: &mut Progress) -> Result<()> {
     let installed = command::stdout_of(rustup().args([
         "component",
         "list",
@@ -35,11 +40,22 @@ pub(super) fn ensure_rust_src(progress: &mut Progress) -> Result<()> {
         "nightly",
         "--installed",
     ]))?;
-    if installed.lines().any(|line| line.trim() == "rust-src") {
+    let missing: Vec<&str> = NIGHTLY_COMPONENTS
+        .into_iter()
+        .filter(|component| !installed.lines().any(|line| is_component(line, component)))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    progress.action("adding rust-src to the nightly toolchain");
-    command::run(rustup().args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    progress.action(&format!(
+        "adding {} to the nightly toolchain",
+        missing.join(" ")
+    ));
+    command::run(
+        rustup()
+            .args(["component", "add", "--toolchain", "nightly"])
+            .args(&missing),
+    )
 }
 
 /// Adds rustfmt and clippy to the toolchain running xtask (the one its

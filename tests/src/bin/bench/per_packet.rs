@@ -5,7 +5,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
-use balancer_user::dataplane::{object::BASELINES, DataPlane};
+use balancer_tests::test_programs::OBJECT;
+use balancer_user::dataplane::DataPlane;
 
 use crate::{
     frames::{frame_v4, frame_v6, VIP4, VIP6},
@@ -47,8 +48,8 @@ struct Baselines {
 impl Baselines {
     fn load() -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
-            .load(BASELINES)
-            .context("load the baselines")?;
+            .load(OBJECT)
+            .context("load the test programs")?;
         for name in ["baseline_drop", "baseline_macswap"] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)

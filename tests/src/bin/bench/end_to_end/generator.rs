@@ -1,4 +1,4 @@
-//! The UDP flood: the baselines' `trafgen` XDP program run by BPF_PROG_TEST_RUN in
+//! The UDP flood: the test programs' `trafgen` XDP program run by BPF_PROG_TEST_RUN in
 //! live-frames mode, which turns its XDP_TX into a real transmission out of the client's
 //! `eth0`. The kernel builds the frames in its own page pool and recycles them, so nothing is
 //! allocated or copied per packet on the generating side. One thread per CPU, pinned, each
@@ -13,7 +13,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use balancer_tests::netns::in_netns;
-use balancer_user::dataplane::object::BASELINES;
+use balancer_tests::test_programs::OBJECT;
 use etherparse::PacketBuilder;
 
 use super::topology::{CLIENT, CLIENT_MAC, CLIENT_NS, IFACE, LB_MAC, VIP};
@@ -54,11 +54,11 @@ impl Generator {
     /// Loads `trafgen` and gives it the flood's header.
     pub fn load() -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
-            .load(BASELINES)
-            .context("load the baselines")?;
+            .load(OBJECT)
+            .context("load the test programs")?;
         let program: &mut Xdp = ebpf
             .program_mut("trafgen")
-            .context("trafgen missing from the baselines")?
+            .context("trafgen missing from the test programs")?
             .try_into()?;
         program.load()?;
         let mut template: Array<_, [u8; HEADER_LEN]> = Array::try_from(

@@ -1,4 +1,4 @@
-//! The section's own XDP programs from the baselines object: the `sink` on each backend,
+//! The section's own XDP programs from the test programs' object: the `sink` on each backend,
 //! counting what arrives and dropping the flood, and XDP_DROP on the LB's `eth0` for the
 //! generator's ceiling.
 
@@ -9,20 +9,20 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use balancer_tests::netns::in_netns;
-use balancer_user::dataplane::object::BASELINES;
+use balancer_tests::test_programs::OBJECT;
 
 use super::topology::{backend_ns, BACKENDS, IFACE, LB_NS};
 
-/// Loads the baselines object and attaches its program `name` in native mode to `eth0` in
+/// Loads the test programs' object and attaches its program `name` in native mode to `eth0` in
 /// namespace `ns`; detached when the returned object drops.
 fn attach(ns: &str, name: &str) -> Result<Ebpf> {
     in_netns(ns, || -> Result<Ebpf> {
         let mut ebpf = EbpfLoader::new()
-            .load(BASELINES)
-            .context("load the baselines")?;
+            .load(OBJECT)
+            .context("load the test programs")?;
         let program: &mut Xdp = ebpf
             .program_mut(name)
-            .with_context(|| format!("{name} missing from the baselines"))?
+            .with_context(|| format!("{name} missing from the test programs"))?
             .try_into()?;
         program.load()?;
         program

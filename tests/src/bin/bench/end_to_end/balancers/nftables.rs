@@ -39,8 +39,8 @@ pub fn describe() -> String {
 /// XDP transmit path, which only delivers into a peer running an XDP program; with one, they
 /// become packets for the LB's kernel stack like a NIC's receptions. Connections are
 /// unaffected.
-pub fn receive_generated(scratch: &Path) -> Result<VethPass> {
-    VethPass::attach(LB_NS, IFACE, scratch)
+pub fn receive_generated() -> Result<VethPass> {
+    VethPass::attach(LB_NS, IFACE)
 }
 
 /// The table, deleted on drop.
