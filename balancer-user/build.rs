@@ -1,3 +1,5 @@
+//! Build script of `balancer-user`: builds the XDP program and embeds its object.
+
 use anyhow::{anyhow, Context as _};
 use aya_build::Toolchain;
 

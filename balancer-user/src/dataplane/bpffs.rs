@@ -66,6 +66,7 @@ pub fn ensure(dir: &Path) -> io::Result<()> {
 
 fn is_bpffs(path: &Path) -> io::Result<bool> {
     let c_path = c_path(path)?;
+    // SAFETY: all-zero is a valid statfs (plain integers).
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out pointer.
     if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
