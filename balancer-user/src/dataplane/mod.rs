@@ -8,6 +8,7 @@
 
 mod attach;
 mod error;
+mod events;
 pub mod object;
 pub mod pins;
 mod stats;
@@ -92,6 +93,7 @@ impl DataPlane {
     pub fn attach(options: &AttachOptions) -> Result<Self, DataPlaneError> {
         let mut ebpf = attach::load(&options.pins, options.conntrack_entries)?;
         let reattached = attach::attach(&mut ebpf, options)?;
+        events::forward_kernel_log(&mut ebpf);
         Self::from_loaded(ebpf, options.pins.clone(), reattached)
     }
 
