@@ -3,8 +3,12 @@
 use anyhow::{anyhow, Context as _};
 use aya_build::Toolchain;
 
+#[path = "build/btf_names.rs"]
+mod btf_names;
+
 /// Builds the XDP program (crate `balancer-ebpf`) with the nightly toolchain and leaves the
-/// object in OUT_DIR, where `src/dataplane/object.rs` embeds it.
+/// object in OUT_DIR, where `src/dataplane/object.rs` embeds it, with the type names in its
+/// BTF made acceptable to the kernel (`build/btf_names.rs`).
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
@@ -28,5 +32,9 @@ fn main() -> anyhow::Result<()> {
         root_dir,
         ..Default::default()
     };
-    aya_build::build_ebpf([ebpf_package], Toolchain::default())
+    aya_build::build_ebpf([ebpf_package], Toolchain::default())?;
+    let out_dir = std::env::var_os("OUT_DIR").context("OUT_DIR")?;
+    let object = std::path::Path::new(&out_dir).join("balancer");
+    btf_names::sanitize(&object).context("sanitize the BTF names of the XDP object")?;
+    Ok(())
 }

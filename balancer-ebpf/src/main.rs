@@ -3,11 +3,13 @@
 //! For each packet: parse Ethernet (+ one VLAN tag), IPv4/IPv6 and TCP/UDP; keep a flow
 //! recorded in connection tracking on its backend; otherwise, pass anything not addressed
 //! to a configured VIP untouched, and for a VIP packet select a backend (group split, then
-//! weighted Maglev) and record it; then forward by rewriting the MAC addresses.
+//! weighted Maglev) and record it; then forward by rewriting the MAC addresses. A VIP packet
+//! that no backend can take is dropped and reported to the daemon's log (rate-limited).
 #![no_std]
 #![no_main]
 
 mod counters;
+mod events;
 mod forward;
 mod maps;
 mod parse;
@@ -45,8 +47,19 @@ fn balancer(ctx: XdpContext) -> u32 {
                 count(STAT_PASSED);
                 xdp_action::XDP_PASS
             }
-            select::Selection::NoBackend => {
+            select::Selection::NoBackend { service } => {
                 count(STAT_DROPPED);
+                events::no_backend(service, key);
+                xdp_action::XDP_DROP
+            }
+            select::Selection::EmptySlot {
+                service,
+                generation,
+                group,
+                index,
+            } => {
+                count(STAT_DROPPED);
+                events::empty_slot(service, generation, group, index);
                 xdp_action::XDP_DROP
             }
             select::Selection::Backend {

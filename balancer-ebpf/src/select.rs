@@ -15,8 +15,17 @@ const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
 pub enum Selection<'a> {
     /// Not addressed to a configured VIP.
     NotVip,
-    /// A VIP packet that no backend can take.
-    NoBackend,
+    /// A VIP packet of `service` that no backend can take.
+    NoBackend { service: u32 },
+    /// A VIP packet of `service` whose ring slot (ring `group` of table generation
+    /// `generation`) names backend `index`, whose entry is cleared: a bug signal, since
+    /// backends are written before the tables that name them and cleared after.
+    EmptySlot {
+        service: u32,
+        generation: u32,
+        group: u32,
+        index: u32,
+    },
     /// Forward to this backend.
     Backend {
         index: u32,
@@ -47,22 +56,32 @@ pub fn backend_for(key: &FlowKey) -> Selection<'static> {
     let Some(info) = (unsafe { VIPS.get(vip) }) else {
         return Selection::NotVip;
     };
-    match select_new(info.service, key) {
-        Some((index, backend)) => {
-            let state = FlowState {
-                backend: index,
-                epoch: backend.epoch,
-                last_seen_ns: now(),
-            };
-            // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
-            let _ = CONNTRACK.insert(key, state, 0);
-            Selection::Backend {
+    let service = info.service;
+    let Some((generation, group, index)) = ring_slot(service, key) else {
+        return Selection::NoBackend { service };
+    };
+    let backend = match BACKENDS.get(index) {
+        Some(backend) if backend.epoch != 0 => backend,
+        _ => {
+            return Selection::EmptySlot {
+                service,
+                generation,
+                group,
                 index,
-                backend,
-                new_flow: true,
             }
         }
-        None => Selection::NoBackend,
+    };
+    let state = FlowState {
+        backend: index,
+        epoch: backend.epoch,
+        last_seen_ns: now(),
+    };
+    // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
+    let _ = CONNTRACK.insert(key, state, 0);
+    Selection::Backend {
+        index,
+        backend,
+        new_flow: true,
     }
 }
 
@@ -89,11 +108,12 @@ fn tracked(key: &FlowKey) -> Option<Selection<'static>> {
     })
 }
 
-/// Chooses a backend for a new flow from the live table generation of `service`: the
+/// Chooses the ring slot of a new flow from the live table generation of `service`: the
 /// group of the client's tester pin if it has one, else the group of the flow's split
-/// cell; then the group's Maglev slot.
+/// cell; then the group's Maglev slot. Returns (generation, group, backend index), or
+/// `None` when no backend can take the flow.
 #[inline(always)]
-fn select_new(service: u32, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+fn ring_slot(service: u32, key: &FlowKey) -> Option<(u32, u32, u32)> {
     let generation = *GENERATION.get(service)?;
     let tables = TABLES.get(tables_index(service, generation))?;
     let hash = if tables.flags & FLAG_CLIENT_AFFINITY != 0 {
@@ -126,11 +146,7 @@ fn select_new(service: u32, key: &FlowKey) -> Option<(u32, &'static Backend)> {
     if index == NONE {
         return None;
     }
-    let backend = BACKENDS.get(index)?;
-    if backend.epoch == 0 {
-        return None;
-    }
-    Some((index, backend))
+    Some((generation, group, index))
 }
 
 /// The time for last-seen stamps, read only for flows that are forwarded. The coarse clock

@@ -1211,3 +1211,231 @@ mod pins {
         assert_globals(&fx, GlobalCounters::default());
     }
 }
+
+/// The program's own messages (aya-log): a VIP packet nobody can take and a table naming a
+/// cleared backend are reported, at most once per second per CPU and kind; nothing else is.
+mod kernel_log {
+    use std::time::{Duration, Instant};
+
+    use balancer_user::dataplane::DataPlaneError;
+
+    use super::*;
+    use crate::support::kernel_log::{
+        aya_warnings, capture_aya_warnings, stay_on_this_cpu, KernelLog, Message,
+    };
+
+    /// Target of the program's messages.
+    const TARGET: &str = "balancer::xdp";
+    /// The kernel's rate limit: one message per kind, CPU and interval.
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Asserts that `messages` is one warning whose text contains every part of `parts`.
+    fn assert_one_warning(messages: &[Message], parts: &[&str], what: &str) {
+        assert_eq!(messages.len(), 1, "{what}: one message, got {messages:?}");
+        let message = &messages[0];
+        assert_eq!(message.level, log::Level::Warn, "{what}: level");
+        assert_eq!(message.target, TARGET, "{what}: target");
+        for part in parts {
+            assert!(
+                message.text.contains(part),
+                "{what}: {:?} should contain {part:?}",
+                message.text
+            );
+        }
+    }
+
+    /// Sends `frame` and asserts it was dropped.
+    fn send_dropped(fx: &mut Fixture, frame: &[u8], what: &str) {
+        let run = fx.send(frame);
+        assert_untouched(&run, frame, XDP_DROP, what);
+    }
+
+    #[test]
+    fn vip_packet_without_a_backend_is_reported_once_per_second() {
+        stay_on_this_cpu();
+        let mut fx = Fixture::new("log-no-backend");
+        fx.add_service("empty", &format!("{VIP4}:80/tcp"), Affinity::Connection);
+        fx.publish("empty");
+        fx.add_service("empty6", &format!("[{VIP6}]:443/udp"), Affinity::Connection);
+        fx.publish("empty6");
+        let slot4 = fx.service("empty").slot.to_string();
+        let slot6 = fx.service("empty6").slot.to_string();
+        let mut log = KernelLog::open(&mut fx.plane);
+
+        let first = Flow::new(Transport::Tcp, CLIENT4, 40_000, VIP4, 80);
+        send_dropped(&mut fx, &first.frame(), "first packet");
+        let reported = Instant::now();
+        assert_one_warning(
+            &log.read(),
+            &[
+                &format!("service {slot4} "),
+                "VIP 198.19.0.1:80/tcp",
+                "no backend",
+                "dropped",
+            ],
+            "first packet",
+        );
+
+        // More of them within the interval: dropped and counted, not reported.
+        for sport in 40_001..40_010 {
+            let flow = first.with_sport(sport);
+            send_dropped(&mut fx, &flow.frame(), "packet within the interval");
+        }
+        let to_v6 = Flow::new(Transport::Udp, CLIENT6, 40_000, VIP6, 443);
+        send_dropped(&mut fx, &to_v6.frame(), "IPv6 packet within the interval");
+        let suppressed = log.read();
+        if reported.elapsed() < INTERVAL {
+            assert_eq!(suppressed, [], "rate-limited within {INTERVAL:?}");
+        }
+
+        // After the interval, the next one is reported again.
+        std::thread::sleep(INTERVAL.saturating_sub(reported.elapsed()) + INTERVAL / 10);
+        send_dropped(&mut fx, &to_v6.frame(), "IPv6 packet after the interval");
+        assert_one_warning(
+            &log.read(),
+            &[
+                &format!("service {slot6} "),
+                "VIP [2001:db8:ffff::1]:443/udp",
+                "no backend",
+            ],
+            "IPv6 packet after the interval",
+        );
+        assert_globals(
+            &fx,
+            GlobalCounters {
+                dropped: 12,
+                ..GlobalCounters::default()
+            },
+        );
+    }
+
+    #[test]
+    fn ring_slot_naming_a_cleared_backend_is_reported() {
+        stay_on_this_cpu();
+        let mut fx = Fixture::new("log-empty-slot");
+        fx.add_service("web", &format!("{VIP4}:80/tcp"), Affinity::Connection);
+        let index = fx.add_backend("web", BACKENDS4[0], "blue", 100);
+        fx.publish("web");
+        fx.add_service("empty", &format!("{VIP4}:81/tcp"), Affinity::Connection);
+        fx.publish("empty");
+        // The daemon never does this: it clears a backend only once no live table names it.
+        fx.clear_backend(index);
+        let slot = fx.service("web").slot;
+        let mut log = KernelLog::open(&mut fx.plane);
+
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_000, VIP4, 80);
+        assert_eq!(fx.expected("web", &flow), Some(index), "the ring names it");
+        send_dropped(&mut fx, &flow.frame(), "first packet");
+        let reported = Instant::now();
+        // The first write of a service goes to generation 1; its only group is 0.
+        assert_one_warning(
+            &log.read(),
+            &[
+                &format!("service {slot} table generation 1 group 0"),
+                &format!("backend index {index}, which is not set"),
+                "dropped",
+            ],
+            "first packet",
+        );
+
+        send_dropped(&mut fx, &flow.with_sport(40_001).frame(), "second packet");
+        let second = log.read();
+        // The other kind has its own limit.
+        let other = Flow::new(Transport::Tcp, CLIENT4, 40_000, VIP4, 81);
+        send_dropped(&mut fx, &other.frame(), "packet without a backend");
+        let other_kind = log.read();
+        if reported.elapsed() < INTERVAL {
+            assert_eq!(second, [], "rate-limited within {INTERVAL:?}");
+        }
+        assert_one_warning(
+            &other_kind,
+            &["VIP 198.19.0.1:81/tcp", "no backend"],
+            "packet without a backend",
+        );
+        assert_globals(
+            &fx,
+            GlobalCounters {
+                dropped: 3,
+                ..GlobalCounters::default()
+            },
+        );
+        assert_eq!(fx.counters(index), Default::default(), "nothing forwarded");
+        assert_eq!(fx.active_flows(), HashMap::new(), "nothing tracked");
+    }
+
+    #[test]
+    fn forwarded_and_non_vip_packets_are_not_reported() {
+        stay_on_this_cpu();
+        let mut fx = split_service("log-quiet", &format!("{VIP4}:80/tcp"), &BACKENDS4);
+        fx.add_service("web6", &format!("[{VIP6}]:80/tcp"), Affinity::Connection);
+        fx.add_backend("web6", BACKENDS6[0], "blue", 100);
+        fx.publish("web6");
+        let mut log = KernelLog::open(&mut fx.plane);
+
+        let mut tally = Tally::default();
+        for flow in [
+            Flow::new(Transport::Tcp, CLIENT4, 40_000, VIP4, 80),
+            Flow::new(Transport::Tcp, CLIENT6, 40_000, VIP6, 80),
+        ] {
+            let service = if flow.dst.is_ipv4() { "web" } else { "web6" };
+            let index = fx.expected_backend(service, &flow);
+            send_expecting(&mut fx, &mut tally, &flow, index, true);
+            for _ in 0..3 {
+                send_expecting(&mut fx, &mut tally, &flow, index, false);
+            }
+        }
+        let non_vip = [
+            Flow::new(Transport::Tcp, CLIENT4, 40_000, VIP4, 443).frame(),
+            Flow::new(Transport::Udp, CLIENT4, 40_000, "198.19.0.2", 80).frame(),
+            Flow::new(Transport::Tcp, CLIENT6, 40_000, "2001:db8:ffff::2", 80).frame(),
+        ];
+        for frame in &non_vip {
+            let run = fx.send(frame);
+            assert_untouched(&run, frame, XDP_PASS, "non-VIP packet");
+        }
+        assert_eq!(
+            log.read(),
+            [],
+            "no message for forwarded or non-VIP packets"
+        );
+
+        // The ring is read all the same: a packet nobody can take is reported.
+        fx.add_service("empty", &format!("{VIP4}:81/tcp"), Affinity::Connection);
+        fx.publish("empty");
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_000, VIP4, 81);
+        send_dropped(&mut fx, &flow.frame(), "packet without a backend");
+        assert_one_warning(&log.read(), &["no backend"], "packet without a backend");
+        assert_globals(
+            &fx,
+            GlobalCounters {
+                passed: non_vip.len() as u64,
+                dropped: 1,
+                ..GlobalCounters::default()
+            },
+        );
+    }
+
+    #[test]
+    fn the_program_loads_with_its_btf() {
+        capture_aya_warnings();
+        let _fx = Fixture::new("log-btf");
+        let warnings = aya_warnings();
+        assert!(
+            !warnings.iter().any(|w| w.contains("BTF")),
+            "the kernel refused the object's BTF (a type name it does not accept?): {warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_log_ring_can_be_taken_once() {
+        let mut fx = Fixture::new("log-once");
+        let _log = KernelLog::open(&mut fx.plane);
+        assert!(
+            matches!(
+                fx.plane.kernel_log(log::logger()),
+                Err(DataPlaneError::MissingMap(_))
+            ),
+            "a second reader has no ring to take"
+        );
+    }
+}

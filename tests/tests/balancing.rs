@@ -3,7 +3,10 @@
 //! Topology per test: client, LB (daemon attached in native XDP mode), 4 backends on one
 //! bridge, VIPs on the backends' loopbacks (L2 direct server return).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Result};
 use balancer_tests::{
@@ -341,5 +344,43 @@ fn daemon_exit_keeps_forwarding_and_teardown_removes_everything() -> Result<()> 
         lab.client.ask_once(service, None).is_err(),
         "the VIP is still balanced after teardown"
     );
+    Ok(())
+}
+
+#[test]
+fn vip_packets_nobody_can_take_are_reported_in_the_daemon_log() -> Result<()> {
+    let lab = Lab::new("blw6")?;
+    // A service without backends: its packets are dropped by the XDP program, which
+    // reports them through aya-log; the daemon forwards that into its own log.
+    let service = lab.service("empty", false, &[], &[])?;
+    ensure!(
+        lab.client.ask_once(service, None).is_err(),
+        "a VIP without backends answered"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reported = loop {
+        let log = std::fs::read_to_string(lab.balancer.log_path())?;
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|line| line.contains("balancer::xdp"))
+            .map(str::to_owned)
+            .collect();
+        if !lines.is_empty() {
+            break lines;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no data-plane message in the daemon log:\n{}",
+            lab.balancer.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let expected = format!("(VIP {service}/tcp): no backend can take a new flow");
+    for line in &reported {
+        ensure!(
+            line.contains("WARN") && line.contains(&expected),
+            "unexpected data-plane message: {line}"
+        );
+    }
     Ok(())
 }

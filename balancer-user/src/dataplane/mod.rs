@@ -9,6 +9,7 @@
 mod attach;
 pub mod bpffs;
 mod error;
+mod events;
 pub mod object;
 mod stats;
 
@@ -93,6 +94,7 @@ impl DataPlane {
     pub fn attach(options: &AttachOptions) -> Result<Self, DataPlaneError> {
         let mut ebpf = attach::load(&options.bpffs, options.conntrack_entries)?;
         let reattached = attach::attach(&mut ebpf, options)?;
+        events::forward_kernel_log(&mut ebpf);
         Self::from_loaded(ebpf, options.bpffs.clone(), reattached)
     }
 
