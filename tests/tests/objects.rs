@@ -6,11 +6,14 @@ use std::collections::BTreeSet;
 
 use aya_obj::Object;
 
-/// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`).
-const BALANCER_MAPS: [&str; 9] = [
+/// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, and the log ring and
+/// rate limiter of `balancer-ebpf/src/events.rs`).
+const BALANCER_MAPS: [&str; 11] = [
+    "AYA_LOGS",
     "BACKENDS",
     "BACKEND_STATS",
     "CONNTRACK",
+    "EVENT_LOGGED",
     "GENERATION",
     "GLOBAL_STATS",
     "PINS",
@@ -19,12 +22,17 @@ const BALANCER_MAPS: [&str; 9] = [
     "VIPS",
 ];
 
-/// The program and map names of the object `elf`, each sorted.
+/// The program and map names of the object `elf`, each sorted; data sections (`.rodata*`,
+/// which aya also loads as maps: the log messages' constants) left out.
 fn contents(elf: &[u8]) -> (BTreeSet<String>, BTreeSet<String>) {
     let object = Object::parse(elf).expect("parse the eBPF object");
     (
         object.programs.into_keys().collect(),
-        object.maps.into_keys().collect(),
+        object
+            .maps
+            .into_keys()
+            .filter(|name| !name.starts_with('.'))
+            .collect(),
     )
 }
 
