@@ -34,13 +34,13 @@ pub const PROTO_UDP: u8 = 17;
 /// `ServiceTables::flags` bit: hash only the client address (client affinity).
 pub const FLAG_CLIENT_AFFINITY: u32 = 1;
 
-/// `ServiceTables::flags` bit: the service has tester pins in the pin map.
-pub const FLAG_HAS_PINS: u32 = 2;
+/// `ServiceTables::flags` bit: the service has client pins in the pin map.
+pub const FLAG_HAS_CLIENT_PINS: u32 = 2;
 
-/// Most tester pins per service.
-pub const MAX_PINS_PER_SERVICE: u32 = 64;
-/// Bits of a [`PinKey`] before the client address: service, generation, family, reserved.
-pub const PIN_PREFIX_BASE: u32 = 64;
+/// Most client pins per service.
+pub const MAX_CLIENT_PINS: u32 = 64;
+/// Bits of a [`ClientPinKey`] before the client address: service, generation, family, reserved.
+pub const CLIENT_PIN_PREFIX_BASE: u32 = 64;
 
 /// Index in the global counters: packets not addressed to a VIP, passed on untouched.
 pub const STAT_PASSED: u32 = 0;
@@ -194,7 +194,7 @@ impl FlowKey {
 /// index that pinned clients get for new flows, whatever the split.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct PinKey {
+pub struct ClientPinKey {
     /// Service slot, big-endian.
     pub service_be: [u8; 4],
     /// Table generation the pin belongs to.
@@ -207,7 +207,7 @@ pub struct PinKey {
     pub addr: [u8; 16],
 }
 
-impl PinKey {
+impl ClientPinKey {
     /// The key data for a service generation and client address.
     pub const fn new(service: u32, generation: u32, family: u8, addr: [u8; 16]) -> Self {
         Self {
@@ -259,6 +259,6 @@ mod pod {
         BackendStats,
         FlowKey,
         FlowState,
-        PinKey,
+        ClientPinKey,
     );
 }

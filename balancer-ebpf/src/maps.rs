@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
-    Backend, BackendStats, FlowKey, FlowState, PinKey, Ring, ServiceTables, VipInfo, VipKey,
-    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_GROUPS, MAX_PINS_PER_SERVICE,
+    Backend, BackendStats, ClientPinKey, FlowKey, FlowState, Ring, ServiceTables, VipInfo, VipKey,
+    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS,
     MAX_SERVICES, STAT_COUNT,
 };
 
@@ -44,17 +44,17 @@ pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState> =
     LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
 
-/// (service, generation, client prefix) -> group index: tester pins.
+/// (service, generation, client prefix) -> group index: client pins.
 #[map]
-pub static PINS: LpmTrie<PinKey, u32> =
-    LpmTrie::pinned(MAX_SERVICES * GENERATIONS * MAX_PINS_PER_SERVICE, 0);
+pub static CLIENT_PINS: LpmTrie<ClientPinKey, u32> =
+    LpmTrie::pinned(MAX_SERVICES * GENERATIONS * MAX_CLIENT_PINS, 0);
 
 /// The longest pin of `service`'s table generation `generation` covering `addr`.
 #[inline(always)]
-pub fn pinned_group(service: u32, generation: u32, family: u8, addr: [u8; 16]) -> Option<u32> {
+pub fn client_pin_group(service: u32, generation: u32, family: u8, addr: [u8; 16]) -> Option<u32> {
     let key = Key::new(
-        balancer_common::PIN_PREFIX_BASE + 128,
-        PinKey::new(service, generation, family, addr),
+        balancer_common::CLIENT_PIN_PREFIX_BASE + 128,
+        ClientPinKey::new(service, generation, family, addr),
     );
-    PINS.get(&key).copied()
+    CLIENT_PINS.get(&key).copied()
 }

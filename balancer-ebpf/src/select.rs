@@ -3,10 +3,10 @@
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use balancer_common::{
     flow_hash, ring_index, tables_index, Backend, FlowKey, FlowState, VipKey, FLAG_CLIENT_AFFINITY,
-    FLAG_HAS_PINS, MAX_GROUPS, NONE, NO_GROUP,
+    FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE, NO_GROUP,
 };
 
-use crate::maps::{pinned_group, BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS};
+use crate::maps::{client_pin_group, BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS};
 
 /// Refresh a flow's last-seen time at most this often, to keep writes off the hot path.
 const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
@@ -109,7 +109,7 @@ fn tracked(key: &FlowKey) -> Option<Selection<'static>> {
 }
 
 /// Chooses the ring slot of a new flow from the live table generation of `service`: the
-/// group of the client's tester pin if it has one, else the group of the flow's split
+/// group of the client's client pin if it has one, else the group of the flow's split
 /// cell; then the group's Maglev slot. Returns (generation, group, backend index), or
 /// `None` when no backend can take the flow.
 #[inline(always)]
@@ -121,8 +121,8 @@ fn ring_slot(service: u32, key: &FlowKey) -> Option<(u32, u32, u32)> {
     } else {
         flow_hash(key, tables.seed)
     };
-    let pinned = if tables.flags & FLAG_HAS_PINS != 0 {
-        pinned_group(service, generation, key.family, key.src)
+    let pinned = if tables.flags & FLAG_HAS_CLIENT_PINS != 0 {
+        client_pin_group(service, generation, key.family, key.src)
     } else {
         None
     };

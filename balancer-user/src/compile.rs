@@ -7,7 +7,8 @@ use std::{
 };
 
 use balancer_common::{
-    Ring, ServiceTables, FLAG_CLIENT_AFFINITY, FLAG_HAS_PINS, NONE, RING_CAPACITY, SPLIT_CELLS,
+    Ring, ServiceTables, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, NONE, RING_CAPACITY,
+    SPLIT_CELLS,
 };
 use bytemuck::Zeroable;
 
@@ -85,7 +86,7 @@ pub fn compile(
         })
         .collect();
     if !client_pins.is_empty() {
-        tables.flags |= FLAG_HAS_PINS;
+        tables.flags |= FLAG_HAS_CLIENT_PINS;
     }
 
     let mut rings = Vec::with_capacity(service.groups.len());

@@ -12,9 +12,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
 
-use balancer_common::{
-    MAX_BACKENDS, MAX_GROUPS, MAX_PINS_PER_SERVICE, MAX_SERVICES, RING_CAPACITY,
-};
+use balancer_common::{MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, RING_CAPACITY};
 use serde::{Deserialize, Serialize};
 
 pub use error::StateError;
@@ -483,7 +481,7 @@ impl State {
         if svc.pins.iter().any(|p| p.cidr == cidr) {
             return Err(StateError::PinExists(cidr, service.to_string()));
         }
-        if svc.pins.len() >= MAX_PINS_PER_SERVICE as usize {
+        if svc.pins.len() >= MAX_CLIENT_PINS as usize {
             return Err(StateError::TooManyPins(service.to_string()));
         }
         svc.pins.push(ClientPin {

@@ -16,7 +16,7 @@ const BALANCER_MAPS: [&str; 11] = [
     "EVENT_LOGGED",
     "GENERATION",
     "GLOBAL_STATS",
-    "PINS",
+    "CLIENT_PINS",
     "RINGS",
     "TABLES",
     "VIPS",

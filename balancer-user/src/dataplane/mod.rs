@@ -23,8 +23,8 @@ use aya::maps::{
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
 };
 use balancer_common::{
-    ring_index, tables_index, Backend, BackendStats, FlowKey, FlowState, PinKey, Ring,
-    ServiceTables, VipInfo, VipKey, GENERATIONS, PIN_PREFIX_BASE,
+    ring_index, tables_index, Backend, BackendStats, ClientPinKey, FlowKey, FlowState, Ring,
+    ServiceTables, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE, GENERATIONS,
 };
 
 pub use attach::AttachOptions;
@@ -84,7 +84,7 @@ pub struct DataPlane {
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, FlowState>,
-    client_pins: LpmTrie<MapData, PinKey, u32>,
+    client_pins: LpmTrie<MapData, ClientPinKey, u32>,
     last_flip: StdHashMap<u32, Instant>,
 }
 
@@ -122,7 +122,7 @@ impl DataPlane {
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
             conntrack: take(&mut ebpf, "CONNTRACK")?,
-            client_pins: take(&mut ebpf, "PINS")?,
+            client_pins: take(&mut ebpf, "CLIENT_PINS")?,
             ebpf,
             bpffs,
             reattached,
@@ -219,13 +219,13 @@ impl DataPlane {
         generation: u32,
         pins: &[ImageClientPin],
     ) -> Result<(), DataPlaneError> {
-        let mut stale: Vec<Key<PinKey>> = Vec::new();
+        let mut stale: Vec<Key<ClientPinKey>> = Vec::new();
         for key in self.client_pins.keys() {
             let key = match key {
                 Ok(key) => key,
                 // Removed while walking: nothing to clean.
                 Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err("list PINS")(e)),
+                Err(e) => return Err(map_err("list CLIENT_PINS")(e)),
             };
             let data = key.data();
             if data.service_be == slot.to_be_bytes() && u32::from(data.generation) == generation {
@@ -235,16 +235,16 @@ impl DataPlane {
         for key in stale {
             self.client_pins
                 .remove(&key)
-                .map_err(map_err("remove from PINS"))?;
+                .map_err(map_err("remove from CLIENT_PINS"))?;
         }
         for pin in pins {
             let key = Key::new(
-                PIN_PREFIX_BASE + u32::from(pin.prefix_len),
-                PinKey::new(slot, generation, pin.family, pin.addr),
+                CLIENT_PIN_PREFIX_BASE + u32::from(pin.prefix_len),
+                ClientPinKey::new(slot, generation, pin.family, pin.addr),
             );
             self.client_pins
                 .insert(&key, pin.group, 0)
-                .map_err(map_err("write PINS"))?;
+                .map_err(map_err("write CLIENT_PINS"))?;
         }
         Ok(())
     }

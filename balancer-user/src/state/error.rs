@@ -68,7 +68,7 @@ pub enum StateError {
     #[error("no pin {0} in service {1:?}")]
     UnknownPin(ipnet::IpNet, String),
     /// Pin limit reached.
-    #[error("service {0:?} already has the most pins allowed ({max})", max = balancer_common::MAX_PINS_PER_SERVICE)]
+    #[error("service {0:?} already has the most pins allowed ({max})", max = balancer_common::MAX_CLIENT_PINS)]
     TooManyPins(String),
     /// Invalid health-check settings.
     #[error("{0}")]
