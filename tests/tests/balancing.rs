@@ -105,6 +105,9 @@ fn weight_change_and_daemon_kill_keep_established_connections() -> Result<()> {
 
     // Read while the long-lived connections still talk (flows count as active for 2 s).
     let status = lab.balancer.status()?;
+    // Ten more exchanges' time: every connection keeps talking after the restart, however
+    // fast the steps above ran.
+    std::thread::sleep(std::time::Duration::from_secs(1));
     let report = pings.stop();
     ensure!(
         report.failed_connections() == 0 && report.moved_connections() == 0,
