@@ -1,31 +1,9 @@
 //! Builds the test-only XDP programs (crate `balancer-test-ebpf`) with the nightly toolchain
 //! and leaves their object in OUT_DIR, where `src/test_programs.rs` embeds it.
 
-use anyhow::{anyhow, Context as _};
-use aya_build::Toolchain;
+#[path = "../balancer-user/build/ebpf.rs"]
+mod ebpf;
 
 fn main() -> anyhow::Result<()> {
-    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("MetadataCommand::exec")?;
-    let ebpf_package = packages
-        .into_iter()
-        .find(|cargo_metadata::Package { name, .. }| name.as_str() == "balancer-test-ebpf")
-        .ok_or_else(|| anyhow!("balancer-test-ebpf package not found"))?;
-    let cargo_metadata::Package {
-        name,
-        manifest_path,
-        ..
-    } = ebpf_package;
-    let root_dir = manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("no parent for {manifest_path}"))?
-        .as_str();
-    let ebpf_package = aya_build::Package {
-        name: name.as_str(),
-        root_dir,
-        ..Default::default()
-    };
-    aya_build::build_ebpf([ebpf_package], Toolchain::default())
+    ebpf::build("balancer-test-ebpf")
 }

@@ -265,6 +265,20 @@ fn apply(controller: &mut Controller, change: Change) -> Result<(), Error> {
     controller.change(|state, now_ms| change.apply(state, now_ms))
 }
 
+/// A rollout of web's blue group replacing 198.18.0.101 with 198.18.0.111.
+fn replace_101_with_111(ready_timeout_ms: u64, slow_start_ms: u64) -> Change {
+    Change::StartRollout {
+        service: "web".into(),
+        plan: RolloutPlan {
+            group: "blue".into(),
+            pairs: vec![(ip("198.18.0.101"), ip("198.18.0.111"))],
+            ready_timeout_ms,
+            slow_start_ms,
+            drain_timeout_ms: None,
+        },
+    }
+}
+
 fn flip_web_to_green(drain_timeout_ms: Option<u64>) -> Change {
     Change::Flip {
         service: "web".into(),
@@ -521,20 +535,7 @@ fn a_rollout_steps_on_the_clock_and_never_lowers_serving_backends() {
         .unwrap();
     let rig = Rig::new(state);
     let mut controller = rig.start();
-    apply(
-        &mut controller,
-        Change::StartRollout {
-            service: "web".into(),
-            plan: RolloutPlan {
-                group: "blue".into(),
-                pairs: vec![(ip("198.18.0.101"), ip("198.18.0.111"))],
-                ready_timeout_ms: 60_000,
-                slow_start_ms: 1000,
-                drain_timeout_ms: None,
-            },
-        },
-    )
-    .unwrap();
+    apply(&mut controller, replace_101_with_111(60_000, 1000)).unwrap();
     let serving = |c: &Controller| -> usize {
         let web = c.state().service("web").unwrap();
         web.groups[0]
@@ -619,20 +620,7 @@ fn a_flip_drain_forgets_the_old_groups_flows_at_its_deadline() {
 fn refusals_of_the_release_strategies_name_the_reason() {
     let rig = Rig::new(sample());
     let mut controller = rig.start();
-    let err = apply(
-        &mut controller,
-        Change::StartRollout {
-            service: "web".into(),
-            plan: RolloutPlan {
-                group: "blue".into(),
-                pairs: vec![(ip("198.18.0.101"), ip("198.18.0.111"))],
-                ready_timeout_ms: 1,
-                slow_start_ms: 0,
-                drain_timeout_ms: None,
-            },
-        },
-    )
-    .unwrap_err();
+    let err = apply(&mut controller, replace_101_with_111(1, 0)).unwrap_err();
     assert!(matches!(
         err,
         Error::Refused(Refused::State(StateError::Rollout(_)))
