@@ -61,7 +61,7 @@ impl Client {
     }
 
     /// Sends a request; returns the body of a 2xx answer, or the daemon's error line.
-    pub async fn send(
+    async fn send(
         &self,
         method: Method,
         path: &str,
