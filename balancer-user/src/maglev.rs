@@ -609,6 +609,28 @@ mod tests {
             .fold(0.0, f64::max)
     }
 
+    /// The largest deviation of a backend's slot count from what its weight asks for, in
+    /// units of that count's square root (a binomial count's standard deviation), over the
+    /// backends expected to hold at least 20 slots; and the backends with weight above 0
+    /// and at least 5 slots expected that hold none.
+    fn worst_relative_deviation(backends: &[MaglevBackend], table: &[u32]) -> (f64, usize) {
+        let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        let counts = slot_counts(table);
+        let mut worst: f64 = 0.0;
+        let mut starved = 0;
+        for b in backends.iter().filter(|b| b.weight > 0) {
+            let held = counts.get(&b.index).copied().unwrap_or(0) as f64;
+            let expected = table.len() as f64 * f64::from(b.weight) / total as f64;
+            if expected >= 5.0 && held == 0.0 {
+                starved += 1;
+            }
+            if expected >= 20.0 {
+                worst = worst.max((held - expected).abs() / expected.sqrt());
+            }
+        }
+        (worst, starved)
+    }
+
     /// Slots whose backend differs between two tables.
     fn changed(a: &[u32], b: &[u32]) -> BTreeSet<usize> {
         (0..a.len()).filter(|&slot| a[slot] != b[slot]).collect()
@@ -781,19 +803,37 @@ mod tests {
     fn shares_are_within_one_point_of_weights() {
         let mut rng = XorShift(4);
         let mut worst: f64 = 0.0;
+        let mut worst_relative: f64 = 0.0;
         let counts = (2..=50).chain([60, 75, 100, 150, 200, 300, 500, 750, 1000]);
         for n in counts {
             let mut backends = random_backends(&mut rng, n);
-            let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
-            worst = worst.max(worst_deviation(&backends, &table));
-            for b in &mut backends {
-                b.weight = random_weight(&mut rng);
+            for round in 0..2 {
+                if round == 1 {
+                    for b in &mut backends {
+                        b.weight = random_weight(&mut rng);
+                    }
+                }
+                let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
+                worst = worst.max(worst_deviation(&backends, &table));
+                let (relative, starved) = worst_relative_deviation(&backends, &table);
+                assert_eq!(
+                    starved, 0,
+                    "{n} backends, round {round}: a backend got no slot"
+                );
+                worst_relative = worst_relative.max(relative);
             }
-            let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
-            worst = worst.max(worst_deviation(&backends, &table));
         }
-        println!("worst share deviation {worst:.3} points");
+        println!(
+            "worst share deviation {worst:.3} points; {worst_relative:.2} standard deviations of a backend's own slot count"
+        );
         assert!(worst <= 1.0, "a share is {worst:.3} points off its weight");
+        // At 1000 equal backends one point is ten shares, so the absolute bound alone would
+        // pass a backend with no slot: each count must also stay within 5 of its own
+        // standard deviations.
+        assert!(
+            worst_relative <= 5.0,
+            "a backend's slot count is {worst_relative:.2} standard deviations off its weight"
+        );
     }
 
     #[test]

@@ -559,10 +559,15 @@ mod tests {
         assert!(is_canonical(&three, &[6000, 0, 4000]));
         let without = three.without_group(1).unwrap();
         assert!(is_canonical(&without, &[6000, 4000]));
-        assert_eq!(
-            without.rebalance(&[6000, 0, 4000]),
-            Err(SplitError::ShareSum(10_000)).or(Ok(without.rebalance(&[6000, 0, 4000]).unwrap()))
-        );
+        // A third share adds a group: the shrinking group 1 hands its cells, and only
+        // those, to the growing new group 2.
+        let regrown = without.rebalance(&[6000, 0, 4000]).unwrap();
+        let moved: Vec<u8> = without
+            .cells()
+            .iter()
+            .map(|&g| if g == 1 { 2 } else { g })
+            .collect();
+        assert_eq!(regrown.cells(), moved.as_slice());
         assert_eq!(three.without_group(2), Err(SplitError::GroupHasShare(2)));
         assert_eq!(three.without_group(3), Err(SplitError::UnknownGroup(3)));
         let runs = without.to_runs();

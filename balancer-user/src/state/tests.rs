@@ -74,51 +74,78 @@ fn indices_and_epochs_are_unique_and_epochs_never_reused() {
 fn rejected_changes_leave_state_untouched() {
     let s = sample();
     type Attempt = Box<dyn Fn(&mut State) -> Result<(), StateError>>;
-    let attempts: Vec<Attempt> = vec![
-        Box::new(|s| s.add_backend("nosuch", ip("198.18.0.120"), "blue", 1)),
-        Box::new(|s| s.add_backend("web", ip("198.18.0.101"), "green", 1)),
-        Box::new(|s| s.add_backend("web", ip("2001:db8::9"), "blue", 1)),
-        Box::new(|s| s.add_backend("web", ip("127.0.0.1"), "blue", 1)),
-        Box::new(|s| s.add_backend("web", ip("198.18.0.120"), "bad group", 1)),
-        Box::new(|s| s.set_weight("web", ip("198.18.0.199"), 1)),
-        Box::new(|s| s.set_split("web", &[("blue".into(), bp(5000))])),
-        Box::new(|s| s.set_split("web", &[("nosuch".into(), BasisPoints::ALL)])),
-        Box::new(|s| {
-            s.set_split(
-                "web",
-                &[("blue".into(), bp(5000)), ("blue".into(), bp(5000))],
-            )
-        }),
-        Box::new(|s| {
-            s.add_service(
-                "web",
-                "198.19.0.9:80/tcp".parse().unwrap(),
-                Affinity::Client,
-                None,
-            )
-        }),
-        Box::new(|s| {
-            s.add_service(
-                "x",
-                "198.19.0.1:80/tcp".parse().unwrap(),
-                Affinity::Client,
-                None,
-            )
-        }),
-        Box::new(|s| {
-            s.add_service(
-                "x",
-                "198.19.0.9:80/tcp".parse().unwrap(),
-                Affinity::Client,
-                Some(100),
-            )
-        }),
-        Box::new(|s| s.remove_service("nosuch").map(|_| ())),
-        Box::new(|s| s.remove_backend("web", ip("198.18.0.199")).map(|_| ())),
+    let vip = |text: &str| text.parse().unwrap();
+    let attempts: Vec<(Attempt, &str)> = vec![
+        (
+            Box::new(|s| s.add_backend("nosuch", ip("198.18.0.120"), "blue", 1)),
+            "no service named \"nosuch\"",
+        ),
+        (
+            Box::new(|s| s.add_backend("web", ip("198.18.0.101"), "green", 1)),
+            "backend 198.18.0.101 already exists in service \"web\"",
+        ),
+        (
+            Box::new(|s| s.add_backend("web", ip("2001:db8::9"), "blue", 1)),
+            "backend 2001:db8::9 and VIP 198.19.0.1:80/tcp are of different address families",
+        ),
+        (
+            Box::new(|s| s.add_backend("web", ip("127.0.0.1"), "blue", 1)),
+            "backend address 127.0.0.1 is not a unicast, non-loopback address",
+        ),
+        (
+            Box::new(|s| s.add_backend("web", ip("198.18.0.120"), "bad group", 1)),
+            "bad group name \"bad group\": use 1-64 characters from A-Z a-z 0-9 - _ .",
+        ),
+        (
+            Box::new(|s| s.set_weight("web", ip("198.18.0.199"), 1)),
+            "no backend 198.18.0.199 in service \"web\"",
+        ),
+        (
+            Box::new(|s| s.set_split("web", &[("blue".into(), bp(5000))])),
+            "shares must add up to 10000 basis points (100%), not 5000",
+        ),
+        (
+            Box::new(|s| s.set_split("web", &[("nosuch".into(), BasisPoints::ALL)])),
+            "no group \"nosuch\" in service \"web\"",
+        ),
+        (
+            Box::new(|s| {
+                s.set_split(
+                    "web",
+                    &[("blue".into(), bp(5000)), ("blue".into(), bp(5000))],
+                )
+            }),
+            "group \"blue\" is named twice",
+        ),
+        (
+            Box::new(move |s| {
+                s.add_service("web", vip("198.19.0.9:80/tcp"), Affinity::Client, None)
+            }),
+            "a service named \"web\" already exists",
+        ),
+        (
+            Box::new(move |s| s.add_service("x", vip("198.19.0.1:80/tcp"), Affinity::Client, None)),
+            "VIP 198.19.0.1:80/tcp is already served by service \"web\"",
+        ),
+        (
+            Box::new(move |s| {
+                s.add_service("x", vip("198.19.0.9:80/tcp"), Affinity::Client, Some(100))
+            }),
+            "table size 100 must be a prime between 3 and 65537",
+        ),
+        (
+            Box::new(|s| s.remove_service("nosuch").map(|_| ())),
+            "no service named \"nosuch\"",
+        ),
+        (
+            Box::new(|s| s.remove_backend("web", ip("198.18.0.199")).map(|_| ())),
+            "no backend 198.18.0.199 in service \"web\"",
+        ),
     ];
-    for (i, attempt) in attempts.iter().enumerate() {
+    for (i, (attempt, why)) in attempts.iter().enumerate() {
         let mut copy = s.clone();
-        assert!(attempt(&mut copy).is_err(), "attempt {i} accepted");
+        let err = attempt(&mut copy).expect_err("accepted");
+        assert_eq!(err.to_string(), *why, "attempt {i}");
         // The controller discards the copy on error; the mutation itself must also not
         // have half-applied anything observable in the copy for these validations.
         assert_eq!(copy, s, "attempt {i} changed the state");
@@ -198,18 +225,39 @@ fn toml_affinity_change_keeps_backend_identity() {
 
 #[test]
 fn toml_rejects_bad_files() {
-    for bad in [
-        "[[service]]\nname = \"web\"\n",
-        "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80\"\n",
-        "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80/tcp\"\nbogus = 1\n",
-        "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80/tcp\"\n[[service.group]]\nname = \"a\"\npercent = 50\nbackends = [{ addr = \"198.18.0.1\" }]\n[[service.group]]\nname = \"b\"\npercent = 40\nbackends = [{ addr = \"198.18.0.2\" }]\n",
-        "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80/tcp\"\n[[service.group]]\nname = \"a\"\nbackends = [{ addr = \"198.18.0.1\", weight = 70000 }]\n",
-    ] {
-        let result = Config::parse(bad).map_err(|e| e.to_string()).and_then(|c| {
-            let mut s = State::default();
-            c.apply_to(&mut s).map_err(|e| e.to_string())
-        });
-        assert!(result.is_err(), "accepted: {bad}");
+    let service = "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80/tcp\"\n";
+    let cases = [
+        (
+            "[[service]]\nname = \"web\"\n".to_string(),
+            "missing field `vip`",
+        ),
+        (
+            "[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80\"\n".to_string(),
+            "VIP \"198.19.0.1:80\" lacks a protocol",
+        ),
+        (
+            format!("{service}bogus = 1\n"),
+            "unknown field `bogus`",
+        ),
+        (
+            format!("{service}[[service.group]]\nname = \"a\"\npercent = 50\nbackends = [{{ addr = \"198.18.0.1\" }}]\n[[service.group]]\nname = \"b\"\npercent = 40\nbackends = [{{ addr = \"198.18.0.2\" }}]\n"),
+            "shares must add up to 10000 basis points (100%), not 9000",
+        ),
+        (
+            format!("{service}[[service.group]]\nname = \"a\"\nbackends = [{{ addr = \"198.18.0.1\", weight = 70000 }}]\n"),
+            "invalid value: integer `70000`, expected u16",
+        ),
+    ];
+    for (bad, why) in cases {
+        let result = Config::parse(&bad)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                let mut s = State::default();
+                c.apply_to(&mut s).map_err(|e| e.to_string())
+            });
+        let err = result.expect_err("accepted");
+        assert!(err.contains(why), "{bad}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
 
