@@ -189,7 +189,7 @@ impl FlowKey {
     }
 }
 
-/// Data of a tester-pin key (longest-prefix match): the service and table generation match
+/// Data of a client-pin key (longest-prefix match): the service and table generation match
 /// in full, then the client address up to the pin's prefix length. The value is the group
 /// index that pinned clients get for new flows, whatever the split.
 #[repr(C)]

@@ -841,6 +841,74 @@ mod generations {
             assert_forwarded(&run, &frame, &fx.backend(index), XDP_TX, "tracked flow");
         }
     }
+
+    /// Packets read only the generation the one-word index names: a generation that is
+    /// not live can hold anything (here: every slot of every ring on one backend) without
+    /// a single packet seeing it, until the index is flipped to it.
+    #[test]
+    fn the_generation_that_is_not_live_is_never_read() {
+        use aya::maps::{Array, Map, MapData};
+        use balancer_common::{ring_index, tables_index, Ring, ServiceTables};
+
+        let mut fx = split_service("notlive", &format!("{VIP4}:80/tcp"), &BACKENDS4);
+        let slot = fx.service("web").slot;
+        let maps = fx.plane.maps_dir();
+        let open = |name: &str| Map::Array(MapData::from_pin(maps.join(name)).expect(name));
+        let mut generation: Array<MapData, u32> = open("GENERATION").try_into().unwrap();
+        let mut tables: Array<MapData, ServiceTables> = open("TABLES").try_into().unwrap();
+        let mut rings: Array<MapData, Ring> = open("RINGS").try_into().unwrap();
+        let live = generation.get(&slot, 0).unwrap();
+        let idle = 1 - live;
+        // The idle generation: the live tables, and rings that send everything to one
+        // backend of each group.
+        let image = fx.image("web").clone();
+        tables
+            .set(tables_index(slot, idle), &*image.tables, 0)
+            .unwrap();
+        let only: Vec<u32> = (0..2)
+            .map(|g| fx.entry("web", BACKENDS4[g * 2].parse().unwrap()).index)
+            .collect();
+        for (g, index) in only.iter().enumerate() {
+            let mut ring = image.rings[g].clone();
+            ring.slots.fill(*index);
+            rings
+                .set(ring_index(slot, idle, g as u32), &*ring, 0)
+                .unwrap();
+        }
+        let base = Flow::new(Transport::Tcp, CLIENT4, 0, VIP4, 80);
+        let flows: Vec<Flow> = (0..200).map(|i| base.with_sport(20_000 + i)).collect();
+        let mut reached = BTreeSet::new();
+        for flow in &flows[..100] {
+            let expected = fx.expected_backend("web", flow);
+            reached.insert(expected);
+            let frame = flow.frame();
+            let run = fx.send(&frame);
+            assert_forwarded(
+                &run,
+                &frame,
+                &fx.backend(expected),
+                XDP_TX,
+                "live generation",
+            );
+        }
+        assert_eq!(reached.len(), 4, "the live tables reach every backend");
+        // The flip: from the next packet on, new flows see the idle generation.
+        generation.set(slot, idle, 0).unwrap();
+        for flow in &flows[100..] {
+            let frame = flow.frame();
+            let run = fx.send(&frame);
+            let index = run.packet[0..6] == fx.backend(only[0]).dst_mac;
+            let other = run.packet[0..6] == fx.backend(only[1]).dst_mac;
+            assert!(index || other, "{flow:?} missed the flipped-to generation");
+        }
+        // Flows tracked before the flip keep their backends.
+        for flow in &flows[..100] {
+            let expected = fx.expected_backend("web", flow);
+            let frame = flow.frame();
+            let run = fx.send(&frame);
+            assert_forwarded(&run, &frame, &fx.backend(expected), XDP_TX, "tracked flow");
+        }
+    }
 }
 
 /// Client pins: clients in a pinned prefix get the pin's group for new flows, whatever

@@ -52,6 +52,13 @@ impl TestPlane {
     }
 }
 
+impl TestPlane {
+    /// The bpffs directory of this data plane's pinned maps (to reach a map directly).
+    pub fn maps_dir(&self) -> PathBuf {
+        Layout::new(&self.root, "lo").maps()
+    }
+}
+
 impl Deref for TestPlane {
     type Target = DataPlane;
 
