@@ -862,6 +862,10 @@ mod generations {
         // The idle generation: the live tables, and rings that send everything to one
         // backend of each group.
         let image = fx.image("web").clone();
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "passing the value would copy 10 KiB onto the stack"
+        )]
         tables
             .set(tables_index(slot, idle), &*image.tables, 0)
             .unwrap();
@@ -871,6 +875,10 @@ mod generations {
         for (g, index) in only.iter().enumerate() {
             let mut ring = image.rings[g].clone();
             ring.slots.fill(*index);
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "passing the value would copy 256 KiB onto the stack"
+            )]
             rings
                 .set(ring_index(slot, idle, g as u32), &*ring, 0)
                 .unwrap();

@@ -224,9 +224,12 @@ fn hashing_and_tables_match_the_committed_vectors() {
     }
 }
 
+/// A service's split cells by group name, and each group's ring slots by backend address.
+type Placement = (Vec<String>, Vec<Vec<Option<IpAddr>>>);
+
 /// Where each slot and split cell of every service of `state` sends a flow, by backend
 /// address and group name: what two hosts must agree on (backend indices are local).
-fn placement(state: &State) -> BTreeMap<String, (Vec<String>, Vec<Vec<Option<IpAddr>>>)> {
+fn placement(state: &State) -> BTreeMap<String, Placement> {
     state
         .services
         .iter()
