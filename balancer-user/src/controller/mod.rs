@@ -6,6 +6,8 @@
 //! it runs in unit tests on fakes.
 
 mod drive;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod ports;
 mod status;
 #[cfg(test)]

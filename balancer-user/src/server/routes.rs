@@ -57,3 +57,92 @@ fn failure(error: Error) -> Response {
     }
     (code, Json(ApiError { error: line })).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{to_bytes, Body};
+    use hyper::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{controller::fakes::Rig, state::tests::sample};
+
+    /// Sends one request to the routes of a controller on fakes; returns status and body.
+    async fn call(router: &Router, method: Method, path: &str, body: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("answer");
+        let status = response.status();
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn refusals_are_4xx_faults_5xx_each_with_one_line() {
+        let rig = Rig::new(sample());
+        let router = router(Executor::new(rig.start()));
+        let (code, body) = call(&router, Method::GET, "/status?service=web", "").await;
+        assert_eq!(code, StatusCode::OK);
+        let status: crate::api::Status = serde_json::from_str(&body).expect("status JSON");
+        assert_eq!(status.services.len(), 1);
+
+        let weight = r#"{"weight":7}"#;
+        let path = "/services/web/backends/198.18.0.101/weight";
+        let cases = [
+            (
+                Method::GET,
+                "/nothing",
+                "",
+                StatusCode::NOT_FOUND,
+                "no such operation: GET /nothing",
+            ),
+            (
+                Method::DELETE,
+                "/services/nosuch",
+                "",
+                StatusCode::BAD_REQUEST,
+                "no service named \"nosuch\"",
+            ),
+            (
+                Method::PUT,
+                path,
+                "{",
+                StatusCode::BAD_REQUEST,
+                "bad request body: EOF while parsing an object at line 1 column 1",
+            ),
+        ];
+        for (method, path, body, code, line) in cases {
+            let answer = call(&router, method.clone(), path, body).await;
+            let expected = serde_json::to_string(&ApiError { error: line.into() }).unwrap();
+            assert_eq!(answer, (code, expected), "{method} {path}");
+        }
+        rig.store.fail_next_save();
+        let (code, body) = call(&router, Method::PUT, path, weight).await;
+        assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body,
+            r#"{"error":"sync state.json: No space left on device (os error 28)"}"#
+        );
+        assert_eq!(
+            call(&router, Method::PUT, path, weight).await.0,
+            StatusCode::NO_CONTENT
+        );
+        let added = r#"{"addr":"198.18.0.120","group":"blue","weight":null}"#;
+        assert_eq!(
+            call(&router, Method::POST, "/services/web/backends", added)
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            call(&router, Method::POST, "/teardown", "").await.0,
+            StatusCode::NO_CONTENT
+        );
+        let (code, body) = call(&router, Method::GET, "/status", "").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, r#"{"error":"the daemon is tearing down"}"#);
+    }
+}
