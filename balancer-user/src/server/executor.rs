@@ -54,25 +54,27 @@ impl Executor {
 
     /// Runs one operation.
     pub async fn run(self: &Arc<Self>, operation: Operation) -> Result<Reply, Error> {
-        if operation == Operation::Teardown {
-            let torn = self.on_slot(|slot| {
-                let controller = slot.take().ok_or(Error::TearingDown)?;
-                controller.teardown()
-            });
-            torn.await?;
-            self.shutdown.notify_one();
-            return Ok(Reply::Done);
-        }
-        self.with_controller(move |c| match operation {
-            Operation::Status { service } => Ok(Reply::Status(c.status(service.as_deref())?)),
-            Operation::Export => Ok(Reply::Export(Config::from_state(c.state())?.to_toml())),
-            Operation::Change(change) => {
-                c.change(|state, now_ms| change.apply(state, now_ms))?;
+        match operation {
+            Operation::Teardown => {
+                self.on_slot(|slot| slot.take().ok_or(Error::TearingDown)?.teardown())
+                    .await?;
+                self.shutdown.notify_one();
                 Ok(Reply::Done)
             }
-            Operation::Teardown => unreachable!("handled above"),
-        })
-        .await
+            Operation::Status { service } => {
+                let status = move |c: &mut Controller| c.status(service.as_deref());
+                Ok(Reply::Status(self.with_controller(status).await?))
+            }
+            Operation::Export => {
+                let export = |c: &mut Controller| Ok(Config::from_state(c.state())?.to_toml());
+                Ok(Reply::Export(self.with_controller(export).await?))
+            }
+            Operation::Change(change) => {
+                let apply = move |c: &mut Controller| c.change(|s, now| change.apply(s, now));
+                self.with_controller(apply).await?;
+                Ok(Reply::Done)
+            }
+        }
     }
 
     /// Steps the timed operations every [`TICK`] until the daemon stops, and runs the
