@@ -1,10 +1,10 @@
 //! Release operations under load: long-lived connections talking every 100 ms and a
 //! steady stream of new connections while the operator changes the data plane.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     lab::Lab,
-    traffic::{LongLived, NewConnections},
+    traffic::{LongLived, NewConnections, NEW_CONNECTION_INTERVAL},
 };
 use balancer_user::{api::Health, basis_points::BasisPoints, release::rollout::RolloutOutcome};
 
@@ -54,10 +54,8 @@ fn blue_green_flip_and_rollback_under_load() -> Result<()> {
 
     let streamed = stream.stop();
     let report = pings.stop();
-    ensure!(
-        streamed.failed == 0 && streamed.answered > 20,
-        "new connections: {streamed:?}"
-    );
+    streamed.ensure_served()?;
+    ensure!(streamed.answered > 20, "new connections: {streamed:?}");
     ensure!(
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "established connections broke or moved: {report:?}"
@@ -162,7 +160,7 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
     }
     let streamed = stream.stop();
     let report = pings.stop();
-    ensure!(streamed.failed == 0, "new connections failed: {streamed:?}");
+    streamed.ensure_served()?;
     ensure!(
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "established connections broke or moved: {report:?}"
@@ -306,7 +304,7 @@ fn canary_survives_daemon_kill_and_obeys_the_operator() -> Result<()> {
 
     let streamed = stream.stop();
     let report = pings.stop();
-    ensure!(streamed.failed == 0, "new connections failed: {streamed:?}");
+    streamed.ensure_served()?;
     ensure!(
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "established connections broke or moved: {report:?}"
@@ -451,9 +449,11 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
         "--auto-rollback",
     ])?;
     // New connections keep coming; those that reach green between its failure and the
-    // rollback fail, which is what the rollback is for: not asserted here.
+    // rollback fail, which is what the rollback is for: at most one per stream interval
+    // of that window.
     let stream = NewConnections::start(&lab.client, service);
     // Green starts refusing connections.
+    let green_failed = std::time::Instant::now();
     lab.stop_server(2);
     lab.stop_server(3);
     let took = time_until(&lab, std::time::Duration::from_secs(5), "rollback", |s| {
@@ -463,6 +463,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     })?;
     let bound = std::time::Duration::from_millis(fall * interval_ms + 1000);
     ensure!(took <= bound, "rolled back after {took:?}, bound {bound:?}");
+    let failing_window = green_failed.elapsed();
     let status = lab.balancer.status()?;
     let canary = status.services[0].canary.clone().unwrap();
     let reason = &canary.decisions.last().unwrap().what;
@@ -481,10 +482,8 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
         "new connections after rollback: {dist:?}"
     );
     let streamed = stream.stop();
-    ensure!(
-        streamed.answered > 0,
-        "no new connections during the test: {streamed:?}"
-    );
+    let max_failed = failing_window.as_millis() / NEW_CONNECTION_INTERVAL.as_millis() + 1;
+    streamed.ensure_served_allowing(usize::try_from(max_failed)?)?;
     // The blue connections never noticed.
     let report = pings.stop();
     let broken: Vec<_> = report
@@ -613,12 +612,13 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
         "group after rollout: {now:?}"
     );
     let streamed = stream.stop();
-    ensure!(
-        streamed.failed == 0 && streamed.answered > 50,
-        "new connections: {streamed:?}, counters {:?}, rollout {:?}",
-        status.counters,
-        rollout.decisions
-    );
+    streamed.ensure_served().with_context(|| {
+        format!(
+            "counters {:?}, rollout {:?}",
+            status.counters, rollout.decisions
+        )
+    })?;
+    ensure!(streamed.answered > 50, "new connections: {streamed:?}");
     let text = lab.balancer.ok(&["rollout", "status", "web"])?;
     ensure!(text.contains("completed"), "rollout status: {text}");
 
