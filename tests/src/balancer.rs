@@ -12,11 +12,15 @@ use anyhow::{bail, Context, Result};
 use balancer_user::api::{ServiceStatus, Status};
 
 use crate::{
+    command::run_bounded,
     netns::{spawn, NsProcess},
     topology::Topology,
 };
 
 pub use veth_pass::VethPass;
+
+/// How long one CLI command may run.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the daemon may take to answer after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -294,18 +298,16 @@ fn remove_pins(root: &Path) {
     std::fs::remove_dir_all(root).ok();
 }
 
-/// Runs the CLI `binary --socket SOCKET args...` from the calling process.
+/// Runs the CLI `binary --socket SOCKET args...` from the calling process; kills it and
+/// fails naming the command if it runs longer than 30 s (`CLI_TIMEOUT`).
 pub fn run_cli(binary: &Path, socket: &Path, args: &[&str]) -> Result<CliOutput> {
-    let out = Command::new(binary)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .context("run the balancer CLI")?;
+    let mut command = Command::new(binary);
+    command.arg("--socket").arg(socket).args(args);
+    let out = run_bounded(&mut command, None, CLI_TIMEOUT)?;
     Ok(CliOutput {
         code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: out.stdout,
+        stderr: out.stderr,
     })
 }
 

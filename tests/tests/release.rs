@@ -194,16 +194,14 @@ fn wait_for_canary(
 ) -> Result<balancer_user::release::canary::Canary> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let status = lab.balancer.status()?;
-        if let Some(canary) = status.services[0].canary.clone() {
-            if check(&canary) {
-                return Ok(canary);
-            }
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "{what}: canary is {canary:?}"
-            );
+        let canary = lab.balancer.status()?.services[0].canary.clone();
+        if let Some(canary) = canary.as_ref().filter(|canary| check(canary)) {
+            return Ok(canary.clone());
         }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{what}: canary is {canary:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
