@@ -19,6 +19,11 @@ use crate::{
 
 pub use veth_pass::VethPass;
 
+/// The error when `$BALANCER_BIN` does not name the daemon to test.
+const BALANCER_BIN_UNSET: &str = "BALANCER_BIN is not set: run the tests with `cargo xtask \
+    test`, or build the daemon with `cargo build -p balancer-user` and set \
+    BALANCER_BIN=target/debug/balancer";
+
 /// How long one CLI command may run.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -311,20 +316,14 @@ pub fn run_cli(binary: &Path, socket: &Path, args: &[&str]) -> Result<CliOutput>
     })
 }
 
-/// The `balancer` binary: `$BALANCER_BIN`, else the workspace's debug build.
+/// The `balancer` binary of this test run: `$BALANCER_BIN`, which `cargo xtask test` sets
+/// to the daemon it has just built.
 pub fn binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("BALANCER_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let bin = std::env::var_os("BALANCER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug").join("balancer");
+        .context(BALANCER_BIN_UNSET)?;
     if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build -p balancer-user` or set BALANCER_BIN",
-            bin.display()
-        );
+        bail!("BALANCER_BIN={} does not exist", bin.display());
     }
     Ok(bin)
 }
