@@ -12,11 +12,20 @@ use anyhow::{bail, Context, Result};
 use balancer_user::api::{ServiceStatus, Status};
 
 use crate::{
+    command::run_bounded,
     netns::{spawn, NsProcess},
     topology::Topology,
 };
 
 pub use veth_pass::VethPass;
+
+/// The error when `$BALANCER_BIN` does not name the daemon to test.
+const BALANCER_BIN_UNSET: &str = "BALANCER_BIN is not set: run the tests with `cargo xtask \
+    test`, or build the daemon with `cargo build -p balancer-user` and set \
+    BALANCER_BIN=target/debug/balancer";
+
+/// How long one CLI command may run.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the daemon may take to answer after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -294,35 +303,27 @@ fn remove_pins(root: &Path) {
     std::fs::remove_dir_all(root).ok();
 }
 
-/// Runs the CLI `binary --socket SOCKET args...` from the calling process.
+/// Runs the CLI `binary --socket SOCKET args...` from the calling process; kills it and
+/// fails naming the command if it runs longer than 30 s (`CLI_TIMEOUT`).
 pub fn run_cli(binary: &Path, socket: &Path, args: &[&str]) -> Result<CliOutput> {
-    let out = Command::new(binary)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .context("run the balancer CLI")?;
+    let mut command = Command::new(binary);
+    command.arg("--socket").arg(socket).args(args);
+    let out = run_bounded(&mut command, None, CLI_TIMEOUT)?;
     Ok(CliOutput {
         code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: out.stdout,
+        stderr: out.stderr,
     })
 }
 
-/// The `balancer` binary: `$BALANCER_BIN`, else the workspace's debug build.
+/// The `balancer` binary of this test run: `$BALANCER_BIN`, which `cargo xtask test` sets
+/// to the daemon it has just built.
 pub fn binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("BALANCER_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let bin = std::env::var_os("BALANCER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug").join("balancer");
+        .context(BALANCER_BIN_UNSET)?;
     if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build -p balancer-user` or set BALANCER_BIN",
-            bin.display()
-        );
+        bail!("BALANCER_BIN={} does not exist", bin.display());
     }
     Ok(bin)
 }

@@ -1,7 +1,7 @@
 //! Running an external command to completion within a deadline.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,39 @@ const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// unsuccessfully, and kills it if it runs longer than [`COMMAND_TIMEOUT`].
 pub(crate) fn run_command(argv: &[String], stdin: Option<&str>) -> Result<String> {
     let (program, args) = argv.split_first().context("empty command line")?;
-    let command_line = argv.join(" ");
-    let mut child = Command::new(program)
-        .args(args)
+    let mut command = Command::new(program);
+    command.args(args);
+    let finished = run_bounded(&mut command, stdin, COMMAND_TIMEOUT)?;
+    if !finished.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            argv.join(" "),
+            finished.status,
+            finished.stderr.trim_end()
+        );
+    }
+    Ok(finished.stdout)
+}
+
+/// How a command run by [`run_bounded`] ended, and what it printed.
+pub(crate) struct Finished {
+    /// Its exit status.
+    pub(crate) status: ExitStatus,
+    /// Its standard output.
+    pub(crate) stdout: String,
+    /// Its standard error.
+    pub(crate) stderr: String,
+}
+
+/// Runs `command`, feeding it `stdin`, until it exits; kills it and fails naming the
+/// command line if it runs longer than `timeout`.
+pub(crate) fn run_bounded(
+    command: &mut Command,
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> Result<Finished> {
+    let command_line = command_line(command);
+    let mut child = command
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -39,7 +69,7 @@ pub(crate) fn run_command(argv: &[String], stdin: Option<&str>) -> Result<String
     let stdout_reader = read_to_end_in_background(child.stdout.take());
     let stderr_reader = read_to_end_in_background(child.stderr.take());
 
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -47,7 +77,7 @@ pub(crate) fn run_command(argv: &[String], stdin: Option<&str>) -> Result<String
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("`{command_line}` timed out after {COMMAND_TIMEOUT:?}");
+            bail!("`{command_line}` timed out after {timeout:?}");
         }
         thread::sleep(POLL_INTERVAL);
     };
@@ -56,12 +86,20 @@ pub(crate) fn run_command(argv: &[String], stdin: Option<&str>) -> Result<String
         // A command may legitimately exit without reading all its input.
         let _ = writer.join();
     }
-    let stdout = join_reader(stdout_reader);
-    let stderr = join_reader(stderr_reader);
-    if !status.success() {
-        bail!("`{command_line}` failed ({status}): {}", stderr.trim_end());
-    }
-    Ok(stdout)
+    Ok(Finished {
+        status,
+        stdout: join_reader(stdout_reader),
+        stderr: join_reader(stderr_reader),
+    })
+}
+
+/// `command` as typed: the program and its arguments.
+fn command_line(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn read_to_end_in_background(

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub use client::{Client, Distribution};
 pub use long_lived::{BackgroundPings, BackgroundReport, ConnectionReport, LongLived};
 pub use servers::BackendServer;
-pub use stream::{NewConnections, StreamReport};
+pub use stream::{NewConnections, StreamReport, NEW_CONNECTION_INTERVAL};
 
 /// Port the backend servers listen on (TCP and UDP).
 pub const SERVICE_PORT: u16 = 80;

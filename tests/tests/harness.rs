@@ -54,7 +54,6 @@ fn backends_answer_the_client_and_everything_is_removed_on_drop() -> Result<()> 
         20,
         &[topology.extra_client_v4(0), topology.extra_client_v4(1)],
     )?;
-    assert_eq!(distribution.errors, 0);
     assert_eq!(distribution.counts.get("blue0"), Some(&20));
 
     let mut long_lived = LongLived::open(&client, service(topology.backend_v6(2)), 3, &[])?;

@@ -1,10 +1,10 @@
 //! Release operations under load: long-lived connections talking every 100 ms and a
 //! steady stream of new connections while the operator changes the data plane.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     lab::Lab,
-    traffic::{LongLived, NewConnections},
+    traffic::{LongLived, NewConnections, NEW_CONNECTION_INTERVAL},
 };
 use balancer_user::{api::Health, basis_points::BasisPoints, release::rollout::RolloutOutcome};
 
@@ -31,11 +31,6 @@ fn blue_green_flip_and_rollback_under_load() -> Result<()> {
         // Every connection made after the command returned lands on the target group.
         let dist = lab.client.distribution(service, 100, &[])?;
         ensure!(
-            dist.errors == 0,
-            "{} failed connections after flip",
-            dist.errors
-        );
-        ensure!(
             dist.counts.keys().all(|b| members.contains(&b.as_str())),
             "flip to {target}: new connections reached {:?}",
             dist.counts
@@ -54,10 +49,8 @@ fn blue_green_flip_and_rollback_under_load() -> Result<()> {
 
     let streamed = stream.stop();
     let report = pings.stop();
-    ensure!(
-        streamed.failed == 0 && streamed.answered > 20,
-        "new connections: {streamed:?}"
-    );
+    streamed.ensure_served()?;
+    ensure!(streamed.answered > 20, "new connections: {streamed:?}");
     ensure!(
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "established connections broke or moved: {report:?}"
@@ -162,7 +155,7 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
     }
     let streamed = stream.stop();
     let report = pings.stop();
-    ensure!(streamed.failed == 0, "new connections failed: {streamed:?}");
+    streamed.ensure_served()?;
     ensure!(
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "established connections broke or moved: {report:?}"
@@ -201,16 +194,14 @@ fn wait_for_canary(
 ) -> Result<balancer_user::release::canary::Canary> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let status = lab.balancer.status()?;
-        if let Some(canary) = status.services[0].canary.clone() {
-            if check(&canary) {
-                return Ok(canary);
-            }
-            ensure!(
-                std::time::Instant::now() < deadline,
-                "{what}: canary is {canary:?}"
-            );
+        let canary = lab.balancer.status()?.services[0].canary.clone();
+        if let Some(canary) = canary.as_ref().filter(|canary| check(canary)) {
+            return Ok(canary.clone());
         }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{what}: canary is {canary:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -306,7 +297,7 @@ fn canary_survives_daemon_kill_and_obeys_the_operator() -> Result<()> {
 
     let streamed = stream.stop();
     let report = pings.stop();
-    ensure!(streamed.failed == 0, "new connections failed: {streamed:?}");
+    streamed.ensure_served()?;
     ensure!(
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "established connections broke or moved: {report:?}"
@@ -387,10 +378,7 @@ fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
         status.services[0]
     );
     let dist = lab.client.distribution(service, 200, &[])?;
-    ensure!(
-        dist.errors == 0 && !dist.counts.contains_key("b1"),
-        "{dist:?}"
-    );
+    ensure!(!dist.counts.contains_key("b1"), "{dist:?}");
     let text = lab.balancer.ok(&["status", "web"])?;
     ensure!(text.contains("down since"), "status text: {text}");
 
@@ -399,10 +387,7 @@ fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
         health_of(s, 1) == Some(Health::Up)
     })?;
     let dist = lab.client.distribution(service, 400, &[])?;
-    ensure!(
-        dist.errors == 0 && dist.counts.contains_key("b1"),
-        "{dist:?}"
-    );
+    ensure!(dist.counts.contains_key("b1"), "{dist:?}");
 
     // Bad health settings: one line, nothing changed.
     for bad in [
@@ -451,9 +436,11 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
         "--auto-rollback",
     ])?;
     // New connections keep coming; those that reach green between its failure and the
-    // rollback fail, which is what the rollback is for: not asserted here.
+    // rollback fail, which is what the rollback is for: at most one per stream interval
+    // of that window.
     let stream = NewConnections::start(&lab.client, service);
     // Green starts refusing connections.
+    let green_failed = std::time::Instant::now();
     lab.stop_server(2);
     lab.stop_server(3);
     let took = time_until(&lab, std::time::Duration::from_secs(5), "rollback", |s| {
@@ -463,6 +450,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     })?;
     let bound = std::time::Duration::from_millis(fall * interval_ms + 1000);
     ensure!(took <= bound, "rolled back after {took:?}, bound {bound:?}");
+    let failing_window = green_failed.elapsed();
     let status = lab.balancer.status()?;
     let canary = status.services[0].canary.clone().unwrap();
     let reason = &canary.decisions.last().unwrap().what;
@@ -477,14 +465,12 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     );
     let dist = lab.client.distribution(service, 100, &[])?;
     ensure!(
-        dist.errors == 0 && dist.counts.keys().all(|b| b == "b0" || b == "b1"),
+        dist.counts.keys().all(|b| b == "b0" || b == "b1"),
         "new connections after rollback: {dist:?}"
     );
     let streamed = stream.stop();
-    ensure!(
-        streamed.answered > 0,
-        "no new connections during the test: {streamed:?}"
-    );
+    let max_failed = failing_window.as_millis() / NEW_CONNECTION_INTERVAL.as_millis() + 1;
+    streamed.ensure_served_allowing(usize::try_from(max_failed)?)?;
     // The blue connections never noticed.
     let report = pings.stop();
     let broken: Vec<_> = report
@@ -513,10 +499,7 @@ fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
     let b0 = lab.topology.backend_v4(0).to_string();
     lab.balancer.ok(&["backend", "drain", "web", &b0])?;
     let dist = lab.client.distribution(service, 200, &[])?;
-    ensure!(
-        dist.errors == 0 && !dist.counts.contains_key("b0"),
-        "{dist:?}"
-    );
+    ensure!(!dist.counts.contains_key("b0"), "{dist:?}");
     let status = lab.balancer.status()?;
     let b0_status = &status.services[0].backends[0];
     ensure!(
@@ -613,12 +596,13 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
         "group after rollout: {now:?}"
     );
     let streamed = stream.stop();
-    ensure!(
-        streamed.failed == 0 && streamed.answered > 50,
-        "new connections: {streamed:?}, counters {:?}, rollout {:?}",
-        status.counters,
-        rollout.decisions
-    );
+    streamed.ensure_served().with_context(|| {
+        format!(
+            "counters {:?}, rollout {:?}",
+            status.counters, rollout.decisions
+        )
+    })?;
+    ensure!(streamed.answered > 50, "new connections: {streamed:?}");
     let text = lab.balancer.ok(&["rollout", "status", "web"])?;
     ensure!(text.contains("completed"), "rollout status: {text}");
 
@@ -642,10 +626,7 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
         status.services[0].backends
     );
     let dist = lab.client.distribution(service, 100, &[])?;
-    ensure!(
-        dist.errors == 0 && dist.counts.contains_key("b4"),
-        "{dist:?}"
-    );
+    ensure!(dist.counts.contains_key("b4"), "{dist:?}");
 
     // Malformed rollouts: one line each.
     for bad in [

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::command;
 
@@ -25,8 +25,9 @@ const TEST_EBPF_PACKAGE: &str = "balancer-test-ebpf";
 const BPF_TARGET: &str = "bpfel-unknown-none";
 
 /// `cargo fmt --all -- --check`, clippy denying warnings on the host and on the eBPF crates
-/// for the BPF target, then every test, closing with one line that totals the tests of
-/// every test binary.
+/// for the BPF target, then the daemon's build and every test binary on it (all of them,
+/// even after a failure), closing with one line that totals the tests of every test
+/// binary; fails if anything failed.
 pub fn test() -> Result<()> {
     run_steps(&[
         &["fmt", "--all", "--", "--check"],
@@ -46,6 +47,7 @@ pub fn test() -> Result<()> {
     let mut step = bpf_clippy();
     println!("xtask: ==> {}", command::command_line(&step));
     command::run(&mut step)?;
+    run_steps(&[&["build", "-p", "balancer-user"]])?;
     let mut step = cargo(&[
         "test",
         "--workspace",
@@ -53,22 +55,37 @@ pub fn test() -> Result<()> {
         EBPF_PACKAGE,
         "--exclude",
         TEST_EBPF_PACKAGE,
+        "--no-fail-fast",
     ]);
-    println!("xtask: ==> {}", command::command_line(&step));
-    let totals = command::run_counting_tests(&mut step)?;
+    use_balancer(&mut step, "debug");
+    let line = command::command_line(&step);
+    println!("xtask: ==> {line}");
+    let run = command::run_counting_tests(&mut step)?;
     println!(
         "xtask: {} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.ignored
+        run.totals.passed, run.totals.failed, run.totals.ignored
     );
+    if !run.status.success() {
+        bail!("`{line}` failed ({})", run.status);
+    }
     Ok(())
 }
 
-/// Builds the daemon and runs the rollout demo of `balancer-tests`.
+/// Builds the daemon and runs the rollout demo of `balancer-tests` on it.
 pub fn demo() -> Result<()> {
-    run_steps(&[
-        &["build", "-p", "balancer-user"],
-        &["run", "-p", "balancer-tests", "--bin", "demo"],
-    ])
+    run_steps(&[&["build", "-p", "balancer-user"]])?;
+    let mut step = cargo(&["run", "-p", "balancer-tests", "--bin", "demo"]);
+    use_balancer(&mut step, "debug");
+    println!("xtask: ==> {}", command::command_line(&step));
+    command::run(&mut step)
+}
+
+/// Points `step` at the daemon of `profile` cargo has just built (`$BALANCER_BIN`,
+/// unless the caller set it).
+fn use_balancer(step: &mut Command, profile: &str) {
+    if env::var_os("BALANCER_BIN").is_none() {
+        step.env("BALANCER_BIN", target_dir().join(profile).join("balancer"));
+    }
 }
 
 /// Builds the daemon and runs the benchmark (both release builds), which writes
@@ -89,12 +106,7 @@ pub fn bench(quick: bool) -> Result<()> {
         args.push("--quick");
     }
     let mut step = cargo(&args);
-    if env::var_os("BALANCER_BIN").is_none() {
-        step.env(
-            "BALANCER_BIN",
-            target_dir().join("release").join("balancer"),
-        );
-    }
+    use_balancer(&mut step, "release");
     println!("xtask: ==> {}", command::command_line(&step));
     command::run(&mut step)
 }

@@ -4,7 +4,7 @@
 use std::env;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -57,9 +57,18 @@ impl TestTotals {
     }
 }
 
-/// Runs `command` like [`run`], echoing its stdout line by line while summing the
-/// `test result:` lines cargo prints.
-pub fn run_counting_tests(command: &mut Command) -> Result<TestTotals> {
+/// How a test run ended: the totals of its `test result:` lines and cargo's exit status.
+#[derive(Debug)]
+pub struct TestRun {
+    /// The tests counted.
+    pub totals: TestTotals,
+    /// Cargo's exit status: a failure when a test failed or did not build.
+    pub status: ExitStatus,
+}
+
+/// Runs `command` with inherited stdin and stderr, echoing its stdout line by line while
+/// summing the `test result:` lines cargo prints; the caller judges the exit status.
+pub fn run_counting_tests(command: &mut Command) -> Result<TestRun> {
     use std::io::{BufRead, BufReader};
     let line = command_line(command);
     let mut child = command
@@ -77,14 +86,7 @@ pub fn run_counting_tests(command: &mut Command) -> Result<TestTotals> {
     let status = child
         .wait()
         .with_context(|| format!("waiting for `{line}`"))?;
-    if !status.success() {
-        bail!(
-            "`{line}` failed ({status}); {} passed, {} failed",
-            totals.passed,
-            totals.failed
-        );
-    }
-    Ok(totals)
+    Ok(TestRun { totals, status })
 }
 
 /// Runs `command` quietly and returns its stdout; fails naming the command

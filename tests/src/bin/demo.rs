@@ -161,18 +161,14 @@ fn rollout_step(
     let shares = set_split(balancer, percents)?;
     let distribution = client.distribution(service, CONNECTIONS_PER_STEP, &[])?;
     let measured = measured_shares(&distribution)?;
-    let answered: usize = distribution.counts.values().sum();
+    let answered = distribution.answered();
     let measured_text: Vec<String> = GROUPS
         .iter()
         .zip(measured)
         .map(|((group, _), share)| format!("{group} {share:.1}%"))
         .collect();
-    let failed = match distribution.errors {
-        0 => String::new(),
-        errors => format!(", {errors} failed"),
-    };
     println!(
-        "demo: split {} -> measured {} ({answered} connections{failed})",
+        "demo: split {} -> measured {} ({answered} connections)",
         shares.join(" "),
         measured_text.join(" ")
     );

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use anyhow::{ensure, Result};
+
 use super::Client;
 
-/// Pause between two new connections.
-const INTERVAL: Duration = Duration::from_millis(10);
+/// Pause between two new connections: the stream opens at most one per interval.
+pub const NEW_CONNECTION_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The stream stops by itself after this long.
 const MAX_TIME: Duration = Duration::from_secs(120);
@@ -51,7 +53,7 @@ impl NewConnections {
                         }
                     }
                 }
-                thread::sleep(INTERVAL);
+                thread::sleep(NEW_CONNECTION_INTERVAL);
             }
             report
         });
@@ -61,13 +63,35 @@ impl NewConnections {
         }
     }
 
-    /// Stops the stream and reports.
+    /// Stops the stream and reports; a panic of the stream's worker is resumed here.
     pub fn stop(mut self) -> StreamReport {
         self.stop.store(true, Ordering::Relaxed);
-        self.worker
-            .take()
-            .map(|w| w.join().unwrap_or_default())
-            .unwrap_or_default()
+        let worker = self.worker.take().expect("a running stream has its worker");
+        worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl StreamReport {
+    /// Requires that the stream was answered and that no connection failed.
+    pub fn ensure_served(&self) -> Result<()> {
+        self.ensure_served_allowing(0)
+    }
+
+    /// Requires that the stream was answered and that at most `max_failed` connections
+    /// failed.
+    pub fn ensure_served_allowing(&self, max_failed: usize) -> Result<()> {
+        ensure!(
+            self.answered > 0,
+            "no new connection was answered: {self:?}"
+        );
+        ensure!(
+            self.failed <= max_failed,
+            "{} new connections failed (at most {max_failed} allowed): {self:?}",
+            self.failed
+        );
+        Ok(())
     }
 }
 
