@@ -157,9 +157,9 @@ fn check(report: &mut Report, name: &str, samples: &[Sample]) {
         report.fail(
             SECTION,
             format!(
-                "{late} of {} {name}s not effective within {} s of the CLI's exit",
+                "{late} of {} {name}s not effective within {:?} of the CLI's exit",
                 samples.len(),
-                live::EFFECTIVE_TIMEOUT.as_secs()
+                live::EFFECTIVE_TIMEOUT
             ),
         );
     }
