@@ -36,7 +36,8 @@ enum Task {
     Build,
     /// Setup, then measure the data plane and the control plane and write bench/REPORT.md.
     Bench {
-        /// Fewer repetitions: a smoke run that finishes in a few minutes.
+        /// Fewer repetitions: a smoke run that finishes in a few minutes, its report written
+        /// to a temporary directory instead of bench/.
         #[arg(long)]
         quick: bool,
     },

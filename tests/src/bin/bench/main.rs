@@ -1,9 +1,13 @@
 //! `cargo xtask bench [--quick]`: what the data plane and the control plane cost, measured
-//! side by side in one run and written to a markdown report (default `bench/REPORT.md`)
-//! with PNG charts next to it.
+//! side by side in one run and written to a markdown report with PNG charts next to it:
+//! `bench/REPORT.md` for the full run, a temporary directory for the quick one (so a smoke
+//! run never overwrites the committed report), or `--report PATH`.
 //!
 //! Every figure is a median over rounds with min and max, or a ratio to a baseline measured
-//! in the same run: numbers on a shared VM are noisy.
+//! in the same run: numbers on a shared VM are noisy. Timings are never asserted, but a
+//! section that measured nothing (no packet delivered, no connection answered, a change
+//! never effective, a per-packet row on the wrong path or without a time) fails the run
+//! after the report is written.
 
 mod control_plane;
 mod end_to_end;
@@ -41,12 +45,14 @@ pub struct Plan {
 
 fn main() -> Result<()> {
     let mut quick = false;
-    let mut report_path = PathBuf::from("bench/REPORT.md");
+    let mut report_path = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
-            "--report" => report_path = args.next().context("--report needs a path")?.into(),
+            "--report" => {
+                report_path = Some(PathBuf::from(args.next().context("--report needs a path")?))
+            }
             other => bail!("unknown argument {other:?} (use --quick, --report PATH)"),
         }
     }
@@ -71,6 +77,12 @@ fn main() -> Result<()> {
             forwarding_time: Duration::from_secs(5),
         }
     };
+    let report_path = report_path.unwrap_or_else(|| match quick {
+        true => std::env::temp_dir()
+            .join("balancer-bench-quick")
+            .join("REPORT.md"),
+        false => PathBuf::from("bench/REPORT.md"),
+    });
     let mut report = Report::default();
     header(&mut report, &plan)?;
     per_packet::run(&mut report, &plan)?;
@@ -87,6 +99,9 @@ fn main() -> Result<()> {
     plots::draw_all(&report.charts, dir)?;
     print!("{}", report.markdown);
     println!("bench: report written to {}", report_path.display());
+    if !report.failures.is_empty() {
+        bail!("measured nothing: {}", report.failures.join("; "));
+    }
     Ok(())
 }
 

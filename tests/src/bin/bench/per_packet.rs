@@ -1,12 +1,16 @@
-//! Section 1a: in-kernel per-packet cost of every path, against baselines.
+//! Section 1a: in-kernel per-packet cost of every path, against baselines. Before a row
+//! is timed, its packet is run once and the XDP action (and, when forwarded, the backend's
+//! MAC) is checked against the path the row names: a mismatch fails the bench.
 
-use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context, Result};
 use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
 use balancer_tests::test_programs::OBJECT;
-use balancer_user::dataplane::DataPlane;
+use balancer_user::dataplane::{DataPlane, TestRun as Run};
 
 use crate::{
     frames::{frame_v4, frame_v6, VIP4, VIP6},
@@ -16,17 +20,103 @@ use crate::{
     Plan,
 };
 
-/// Mean ns per run of `frame`, `repeat` times, over `rounds` rounds.
-fn run_balancer(dp: &mut DataPlane, frame: &[u8], repeat: u32, rounds: usize) -> Result<Spread> {
+/// The section's name in failures.
+const SECTION: &str = "per-packet";
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+/// An XDP action's name.
+fn action_name(action: u32) -> String {
+    match action {
+        0 => "XDP_ABORTED".into(),
+        XDP_DROP => "XDP_DROP".into(),
+        XDP_PASS => "XDP_PASS".into(),
+        XDP_TX => "XDP_TX".into(),
+        XDP_REDIRECT => "XDP_REDIRECT".into(),
+        other => format!("XDP action {other}"),
+    }
+}
+
+/// The path a row of the balancer names.
+#[derive(Clone, Copy)]
+enum Path {
+    /// Handed to the kernel untouched: XDP_PASS.
+    Pass,
+    /// Sent to a backend: XDP_TX (or XDP_REDIRECT), addressed to one of `macs`.
+    Forward,
+}
+
+/// What the balancer's packets must come back as, and the backends' MACs the bench wrote.
+struct Expect<'a> {
+    path: Path,
+    macs: &'a BTreeSet<[u8; 6]>,
+}
+
+impl Expect<'_> {
+    /// Fails, naming `row`, unless `run` took this path.
+    fn check(&self, row: &str, run: &Run) -> Result<()> {
+        match self.path {
+            Path::Pass if run.action != XDP_PASS => bail!(
+                "{SECTION}: row \"{row}\" returned {}, expected XDP_PASS",
+                action_name(run.action)
+            ),
+            Path::Forward if !matches!(run.action, XDP_TX | XDP_REDIRECT) => bail!(
+                "{SECTION}: row \"{row}\" returned {}, expected XDP_TX or XDP_REDIRECT",
+                action_name(run.action)
+            ),
+            Path::Forward => {
+                let dst = run.packet.get(..6).unwrap_or_default();
+                if !self.macs.iter().any(|mac| mac == dst) {
+                    bail!("{SECTION}: row \"{row}\" forwarded to MAC {dst:02x?}, not a backend's");
+                }
+                Ok(())
+            }
+            Path::Pass => Ok(()),
+        }
+    }
+}
+
+/// Mean ns per run of `frame`, `repeat` times, over `rounds` rounds, after one run checked
+/// against `expect`.
+fn run_balancer(
+    dp: &mut DataPlane,
+    row: &str,
+    expect: &Expect,
+    frame: &[u8],
+    repeat: u32,
+    rounds: usize,
+) -> Result<Spread> {
+    expect.check(row, &dp.test_run(frame, 1)?)?;
     let runs = (0..rounds)
         .map(|_| Ok(dp.test_run(frame, repeat)?.duration.as_nanos() as f64))
         .collect::<Result<_>>()?;
-    Ok(Spread::of(runs))
+    timed(row, Spread::of(runs))
+}
+
+/// `cost`, unless it is no time at all: then the row measured nothing and the bench fails.
+fn timed(row: &str, cost: Spread) -> Result<Spread> {
+    if cost.median.is_nan() || cost.median <= 0.0 {
+        bail!("{SECTION}: row \"{row}\" measured no time");
+    }
+    Ok(cost)
 }
 
 /// Mean ns of the first packet of `count` distinct new flows (one run each), numbered from
-/// `first`.
-fn new_flow_cost(dp: &mut DataPlane, count: u32, first: u32) -> Result<f64> {
+/// `first`; every run must be forwarded to a backend in `macs`.
+fn new_flow_cost(
+    dp: &mut DataPlane,
+    row: &str,
+    macs: &BTreeSet<[u8; 6]>,
+    count: u32,
+    first: u32,
+) -> Result<f64> {
+    let expect = Expect {
+        path: Path::Forward,
+        macs,
+    };
     let mut total = 0.0;
     for i in first..first + count {
         let frame = frame_v4(
@@ -35,7 +125,12 @@ fn new_flow_cost(dp: &mut DataPlane, count: u32, first: u32) -> Result<f64> {
             VIP4,
             80,
         );
-        total += dp.test_run(&frame, 1)?.duration.as_nanos() as f64;
+        let run = dp.test_run(&frame, 1)?;
+        expect.check(row, &run)?;
+        total += run.duration.as_nanos() as f64;
+    }
+    if total <= 0.0 {
+        bail!("{SECTION}: row \"{row}\" measured no time");
     }
     Ok(total / f64::from(count))
 }
@@ -61,10 +156,11 @@ impl Baselines {
     }
 
     /// Mean ns per run of program `name` on `frame`: `calls` calls of `repeat` runs each,
-    /// over `rounds` rounds.
+    /// over `rounds` rounds, after one run that must return `action`.
     fn cost(
         &mut self,
         name: &str,
+        action: u32,
         frame: &[u8],
         repeat: u32,
         calls: u32,
@@ -75,6 +171,20 @@ impl Baselines {
             .program_mut(name)
             .context("baseline missing")?
             .try_into()?;
+        let returned = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..Default::default()
+            })?
+            .return_value;
+        if returned != action {
+            bail!(
+                "{SECTION}: baseline {name} returned {}, expected {}",
+                action_name(returned),
+                action_name(action)
+            );
+        }
         let runs = (0..rounds)
             .map(|_| {
                 let mut total = 0.0;
@@ -89,7 +199,7 @@ impl Baselines {
                 Ok(total / f64::from(calls))
             })
             .collect::<Result<_>>()?;
-        Ok(Spread::of(runs))
+        timed(&format!("baseline {name}"), Spread::of(runs))
     }
 }
 
@@ -144,13 +254,27 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     truncated.truncate(14 + 20 + 10);
 
     let mut baselines = Baselines::load()?;
-    let drop = baselines.cost("baseline_drop", &syn, plan.repeat, 1, plan.rounds)?;
-    let macswap = baselines.cost("baseline_macswap", &syn, plan.repeat, 1, plan.rounds)?;
+    let drop = baselines.cost("baseline_drop", XDP_DROP, &syn, plan.repeat, 1, plan.rounds)?;
+    let macswap = baselines.cost(
+        "baseline_macswap",
+        XDP_TX,
+        &syn,
+        plan.repeat,
+        1,
+        plan.rounds,
+    )?;
     // A new flow can only be measured one run per call (the next run of the same packet is
     // a conntrack hit), and a single run carries the kernel's per-call timing overhead.
     // XDP_DROP measured the same way gives that overhead, which the new-flow rows subtract.
     let single_run_overhead = baselines
-        .cost("baseline_drop", &syn, 1, plan.new_flows, plan.rounds)?
+        .cost(
+            "baseline_drop",
+            XDP_DROP,
+            &syn,
+            1,
+            plan.new_flows,
+            plan.rounds,
+        )?
         .median
         - drop.median;
     let mut rows = Rows {
@@ -165,18 +289,41 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
 
     for backends in [2u32, 100, 1000] {
         let mut plane = plane(backends, plan.conntrack_fill + 4 * plan.new_flows + 1024)?;
+        let macs = plane.backend_macs().clone();
         let dp = plane.dp();
         let n = backends.to_string();
+        let row = |path: &str| format!("{path} ({n} backends)");
+        let pass_path = Expect {
+            path: Path::Pass,
+            macs: &macs,
+        };
+        let forward = Expect {
+            path: Path::Forward,
+            macs: &macs,
+        };
         rows.add(
             "not a VIP (XDP_PASS)",
             &n,
             "empty",
-            run_balancer(dp, &pass, plan.repeat, plan.rounds)?,
+            run_balancer(
+                dp,
+                &row("not a VIP"),
+                &pass_path,
+                &pass,
+                plan.repeat,
+                plan.rounds,
+            )?,
         );
         let new = (0..plan.rounds as u32)
             .map(|r| {
-                new_flow_cost(dp, plan.new_flows, r * plan.new_flows)
-                    .map(|ns| ns - single_run_overhead)
+                new_flow_cost(
+                    dp,
+                    &row("new flow"),
+                    &macs,
+                    plan.new_flows,
+                    r * plan.new_flows,
+                )
+                .map(|ns| ns - single_run_overhead)
             })
             .collect::<Result<_>>()?;
         rows.add(
@@ -190,29 +337,63 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             "established flow, IPv4",
             &n,
             "small",
-            run_balancer(dp, &syn, plan.repeat, plan.rounds)?,
+            run_balancer(
+                dp,
+                &row("established flow, IPv4"),
+                &forward,
+                &syn,
+                plan.repeat,
+                plan.rounds,
+            )?,
         );
         dp.test_run(&syn6, 1)?;
         rows.add(
             "established flow, IPv6",
             &n,
             "small",
-            run_balancer(dp, &syn6, plan.repeat, plan.rounds)?,
+            run_balancer(
+                dp,
+                &row("established flow, IPv6"),
+                &forward,
+                &syn6,
+                plan.repeat,
+                plan.rounds,
+            )?,
         );
         rows.add(
             "malformed (truncated TCP)",
             &n,
             "small",
-            run_balancer(dp, &truncated, plan.repeat, plan.rounds)?,
+            run_balancer(
+                dp,
+                &row("malformed"),
+                &pass_path,
+                &truncated,
+                plan.repeat,
+                plan.rounds,
+            )?,
         );
         if backends == 1000 {
             // Fill connection tracking, then measure the established path again.
-            new_flow_cost(dp, plan.conntrack_fill, 1 << 20)?;
+            new_flow_cost(
+                dp,
+                &row("conntrack fill"),
+                &macs,
+                plan.conntrack_fill,
+                1 << 20,
+            )?;
             rows.add(
                 "established flow, IPv4",
                 &n,
                 &format!("{} flows", plan.conntrack_fill),
-                run_balancer(dp, &syn, plan.repeat, plan.rounds)?,
+                run_balancer(
+                    dp,
+                    &row("established flow, IPv4, conntrack filled"),
+                    &forward,
+                    &syn,
+                    plan.repeat,
+                    plan.rounds,
+                )?,
             );
         }
     }

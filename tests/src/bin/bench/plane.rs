@@ -15,12 +15,18 @@ pub struct Plane {
     dp: Option<DataPlane>,
     root: PathBuf,
     state: State,
+    macs: BTreeSet<[u8; 6]>,
 }
 
 impl Plane {
     /// The loaded data plane.
     pub fn dp(&mut self) -> &mut DataPlane {
         self.dp.as_mut().expect("loaded until dropped")
+    }
+
+    /// The destination MACs written for the backends: a forwarded frame carries one of them.
+    pub fn backend_macs(&self) -> &BTreeSet<[u8; 6]> {
+        &self.macs
     }
 
     /// The desired state the data plane was written from.
@@ -45,6 +51,7 @@ pub fn plane(backends: u32, conntrack: u32) -> Result<Plane> {
         dp: None,
         root: root.clone(),
         state: State::default(),
+        macs: BTreeSet::new(),
     };
     let mut dp = DataPlane::load_unattached(&Layout::new(&root, "bench"), conntrack)?;
     let mut state = State::default();
@@ -73,6 +80,7 @@ pub fn plane(backends: u32, conntrack: u32) -> Result<Plane> {
                 reserved: 0,
             };
             dp.set_backend(b.index, &backend, true)?;
+            plane.macs.insert(mac);
         }
         let image =
             compile(service, 0, &BTreeSet::new()).with_context(|| format!("compile {name}"))?;

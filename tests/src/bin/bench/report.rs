@@ -33,6 +33,9 @@ pub struct Report {
     pub markdown: String,
     /// Charts to draw; the markdown already links them.
     pub charts: Vec<Chart>,
+    /// Sections that measured nothing, one line each (`section: what was missing`): the
+    /// bench writes the report, then fails.
+    pub failures: Vec<String>,
 }
 
 impl Report {
@@ -50,6 +53,11 @@ impl Report {
             let _ = writeln!(self.markdown, "| {} |", row.join(" | "));
         }
         self.markdown.push('\n');
+    }
+
+    /// Records that `section` measured nothing: `what` says what was missing.
+    pub fn fail(&mut self, section: &str, what: impl AsRef<str>) {
+        self.failures.push(format!("{section}: {}", what.as_ref()));
     }
 
     /// Adds `chart` and links it from the markdown here.

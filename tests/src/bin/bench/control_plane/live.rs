@@ -12,7 +12,7 @@ use super::probe::Prober;
 const PREFIX: &str = "bbcp";
 
 /// Longest wait, after the CLI returned, for a new flow to follow a change.
-const EFFECTIVE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const EFFECTIVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The service: backend 0 alone in group `a`, backend 1 alone in group `b`.
 const SERVICE: &str = "cp";

@@ -76,6 +76,9 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
         report.line(target_line(name, samples));
     }
     report.line("");
+    for (name, samples) in rows {
+        check(report, name, samples);
+    }
     report.chart(Chart {
         file: "control-plane-effective.png".into(),
         title: "CLI return → first new flow on the new backend".into(),
@@ -142,10 +145,38 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Fails the run unless every change of kind `name` was made and took effect within
+/// [`live::EFFECTIVE_TIMEOUT`]: how soon is shown, never asserted.
+fn check(report: &mut Report, name: &str, samples: &[Sample]) {
+    const SECTION: &str = "control plane";
+    if samples.is_empty() {
+        report.fail(SECTION, format!("no {name} was made"));
+    }
+    let late = late(samples);
+    if late > 0 {
+        report.fail(
+            SECTION,
+            format!(
+                "{late} of {} {name}s not effective within {:?} of the CLI's exit",
+                samples.len(),
+                live::EFFECTIVE_TIMEOUT
+            ),
+        );
+    }
+}
+
+/// Changes never seen by a new flow, or seen only after [`live::EFFECTIVE_TIMEOUT`].
+fn late(samples: &[Sample]) -> usize {
+    samples
+        .iter()
+        .filter(|s| s.effective.is_none_or(|e| e > live::EFFECTIVE_TIMEOUT))
+        .count()
+}
+
 /// One table row: CLI and effective latencies with counts.
 fn latency_row(name: &str, samples: &[Sample]) -> Vec<String> {
     let first = samples.iter().filter(|s| s.first_probe).count();
-    let late = samples.iter().filter(|s| s.effective.is_none()).count();
+    let late = late(samples);
     vec![
         name.to_string(),
         samples.len().to_string(),
@@ -158,7 +189,7 @@ fn latency_row(name: &str, samples: &[Sample]) -> Vec<String> {
 
 /// The target, and whether this run met it.
 fn target_line(name: &str, samples: &[Sample]) -> String {
-    let late = samples.iter().filter(|s| s.effective.is_none()).count();
+    let late = late(samples);
     let p99 = Percentiles::of(effective_us(samples)).p99;
     let target_us = TARGET.as_secs_f64() * 1e6;
     let verdict = match p99 {

@@ -39,8 +39,48 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     std::fs::create_dir_all(&scratch)?;
     let samples = measure(plan, cpus, &scratch);
     std::fs::remove_dir_all(&scratch).ok();
-    summary::write(report, cpus, plan.forwarding_time, &samples?);
+    let samples = samples?;
+    summary::write(report, cpus, plan.forwarding_time, &samples);
+    check(report, &samples);
     Ok(())
+}
+
+/// Fails the run unless every round measured something: our balancer delivered UDP flood
+/// packets and every balancer answered connections. (Failed connections are counted in
+/// the table, not failed on: a few time out on a loaded 2-core VM.)
+fn check(report: &mut Report, samples: &Samples) {
+    const SECTION: &str = "end-to-end";
+    for kind in Kind::ALL {
+        let rounds = samples.of(kind);
+        if rounds.is_empty() {
+            report.fail(SECTION, format!("{} ran no round", kind.name()));
+        }
+        let silent = rounds
+            .iter()
+            .filter(|s| s.flood.as_ref().is_none_or(|f| f.delivered <= 0.0))
+            .count();
+        if kind == Kind::Xdp && silent > 0 {
+            report.fail(
+                SECTION,
+                format!(
+                    "{} delivered no packet of the UDP flood in {silent} of {} rounds",
+                    kind.name(),
+                    rounds.len()
+                ),
+            );
+        }
+        let unanswered = rounds.iter().filter(|s| s.conns.answered == 0).count();
+        if unanswered > 0 {
+            report.fail(
+                SECTION,
+                format!(
+                    "{} answered no connection in {unanswered} of {} rounds",
+                    kind.name(),
+                    rounds.len()
+                ),
+            );
+        }
+    }
 }
 
 /// Builds the topology (removed again on return, error or panic) and runs the rounds.

@@ -76,7 +76,8 @@ impl Samples {
         }
     }
 
-    fn of(&self, kind: Kind) -> &[Sample] {
+    /// The rounds of `kind`.
+    pub fn of(&self, kind: Kind) -> &[Sample] {
         match kind {
             Kind::Xdp => &self.xdp,
             Kind::Nftables => &self.nftables,
