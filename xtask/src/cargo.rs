@@ -90,8 +90,8 @@ fn use_balancer(step: &mut Command, profile: &str) {
 
 /// Builds the daemon and runs the benchmark (both release builds), which writes
 /// `bench/REPORT.md`, or with `quick` a report in a temporary directory (it prints where),
-/// so the smoke run leaves the committed report alone. The benchmark's control-plane section drives the release daemon
-/// (`$BALANCER_BIN`, unless the caller set it).
+/// so the smoke run leaves the committed report alone. The benchmark's control-plane
+/// section drives the release daemon (`$BALANCER_BIN`, unless the caller set it).
 pub fn bench(quick: bool) -> Result<()> {
     run_steps(&[&["build", "--release", "-p", "balancer-user"]])?;
     let mut args = vec![
