@@ -54,7 +54,11 @@ fn new_connections_follow_weights_v4_and_v6() -> Result<()> {
                 lab.topology.backend_v4(i)
             };
             let seen = dist.counts.get(lab.topology.backend_name(i)).copied();
-            let counted = svc.backends.iter().find(|b| b.addr == addr).map(|b| b.new_flows);
+            let counted = svc
+                .backends
+                .iter()
+                .find(|b| b.addr == addr)
+                .map(|b| b.new_flows);
             ensure!(
                 counted == Some(seen.unwrap_or(0) as u64),
                 "{name}: backend {addr} counts {counted:?} new flows, the clients saw {seen:?}"
