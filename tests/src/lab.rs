@@ -80,7 +80,7 @@ impl Lab {
         Ok(())
     }
 
-    /// The TCP service address on the IPv4 or IPv6 VIP.
+    /// The service address (TCP or UDP) on the IPv4 or IPv6 VIP.
     pub fn vip(v6: bool) -> SocketAddr {
         SocketAddr::new(if v6 { VIP6 } else { VIP4 }, SERVICE_PORT)
     }
@@ -94,9 +94,36 @@ impl Lab {
         groups: &[&str],
         weights: &[u16],
     ) -> Result<SocketAddr> {
+        self.service_over("tcp", name, v6, groups, weights)
+    }
+
+    /// Like [`Lab::service`], a UDP service on the same VIP and port.
+    pub fn udp_service(
+        &self,
+        name: &str,
+        v6: bool,
+        groups: &[&str],
+        weights: &[u16],
+    ) -> Result<SocketAddr> {
+        self.service_over("udp", name, v6, groups, weights)
+    }
+
+    fn service_over(
+        &self,
+        protocol: &str,
+        name: &str,
+        v6: bool,
+        groups: &[&str],
+        weights: &[u16],
+    ) -> Result<SocketAddr> {
         let service = Self::vip(v6);
-        self.balancer
-            .ok(&["service", "add", name, "--vip", &format!("{service}/tcp")])?;
+        self.balancer.ok(&[
+            "service",
+            "add",
+            name,
+            "--vip",
+            &format!("{service}/{protocol}"),
+        ])?;
         for (i, (group, weight)) in groups.iter().zip(weights).enumerate() {
             let addr = if v6 {
                 self.topology.backend_v6(i)

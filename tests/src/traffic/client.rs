@@ -47,22 +47,36 @@ impl Client {
     /// returns the backend name in the answer. The answer must come from
     /// `service` itself (the socket is connected).
     pub fn ask_udp_once(&self, service: SocketAddr, source: Option<IpAddr>) -> Result<String> {
-        let context = || format!("UDP ask of {service} from {}", describe(source));
-        let socket = netns::in_netns(&self.ns, || -> std::io::Result<UdpSocket> {
-            let socket = UdpSocket::bind((source.unwrap_or(unspecified_like(service)), 0))?;
+        let socket = self.udp_socket(service, source, 0)?;
+        udp_exchange(&socket)
+            .with_context(|| format!("UDP ask of {service} from {}", describe(source)))
+    }
+
+    /// Like [`Client::ask_udp_once`] from the default source address and client port
+    /// `port`: a flow of a 5-tuple the caller chose, so that it is new to the balancer
+    /// (a kernel-chosen port may repeat one that connection tracking still holds).
+    pub fn ask_udp_from_port(&self, service: SocketAddr, port: u16) -> Result<String> {
+        let socket = self.udp_socket(service, None, port)?;
+        udp_exchange(&socket).with_context(|| format!("UDP ask of {service} from port {port}"))
+    }
+
+    /// A UDP socket in the client's namespace bound to `source` (or any address) and
+    /// `port` (0: the kernel's choice), connected to `service`, with the harness's
+    /// timeouts: one flow for as long as it is used.
+    pub(crate) fn udp_socket(
+        &self,
+        service: SocketAddr,
+        source: Option<IpAddr>,
+        port: u16,
+    ) -> Result<UdpSocket> {
+        netns::in_netns(&self.ns, || -> std::io::Result<UdpSocket> {
+            let socket = UdpSocket::bind((source.unwrap_or(unspecified_like(service)), port))?;
             socket.connect(service)?;
             socket.set_read_timeout(Some(IO_TIMEOUT))?;
             socket.set_write_timeout(Some(IO_TIMEOUT))?;
             Ok(socket)
         })?
-        .with_context(context)?;
-        socket.send(protocol::REQUEST).with_context(context)?;
-        let mut buffer = [0u8; 512];
-        let len = socket
-            .recv(&mut buffer)
-            .map_err(super::explain_timeout)
-            .with_context(context)?;
-        String::from_utf8(buffer[..len].to_vec()).with_context(context)
+        .with_context(|| format!("UDP socket to {service} from {}", describe(source)))
     }
 
     /// Asks `service` `count` times in sequence, cycling through `sources`
@@ -95,6 +109,20 @@ impl Client {
         })?
         .with_context(|| format!("connecting to {service} from {}", describe(source)))
     }
+}
+
+/// Sends one request datagram on the connected `socket` and returns the answer: the name
+/// of the backend that answered.
+pub(crate) fn udp_exchange(socket: &UdpSocket) -> Result<String> {
+    socket
+        .send(protocol::REQUEST)
+        .context("sending the datagram")?;
+    let mut buffer = [0u8; 512];
+    let len = socket
+        .recv(&mut buffer)
+        .map_err(super::explain_timeout)
+        .context("waiting for the answer")?;
+    String::from_utf8(buffer[..len].to_vec()).context("answer is not UTF-8")
 }
 
 fn unspecified_like(service: SocketAddr) -> IpAddr {

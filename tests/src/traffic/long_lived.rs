@@ -1,7 +1,9 @@
-//! Long-lived connections that keep talking, to check that established
-//! flows stay on their original backend.
+//! Long-lived connections (TCP) and flows (UDP) that keep talking, to check that
+//! established flows stay on their original backend. Over TCP a flow that moves is reset
+//! by the backend that does not know it; over UDP it simply gets answers from another
+//! backend, so `moved` is the failure to look for.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +12,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{protocol, Client};
+use super::{client::udp_exchange, protocol, Client};
+
+/// One long-lived conversation with a service.
+#[derive(Debug)]
+enum Conversation {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A connected UDP socket: one flow (same 5-tuple) for as long as it lives.
+    Udp(UdpSocket),
+}
+
+impl Conversation {
+    /// Exchanges one request and answer; returns the answering backend.
+    fn exchange(&mut self) -> Result<String> {
+        match self {
+            Conversation::Tcp(stream) => protocol::exchange(stream),
+            Conversation::Udp(socket) => udp_exchange(socket),
+        }
+    }
+}
 
 /// Time between two exchanges on a connection in background mode.
 const PING_INTERVAL: Duration = Duration::from_millis(100);
@@ -23,12 +44,12 @@ const MAX_BACKGROUND_TIME: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub struct LongLived {
     service: SocketAddr,
-    connections: Vec<TcpStream>,
+    connections: Vec<Conversation>,
     original_backends: Vec<String>,
 }
 
 impl LongLived {
-    /// Opens `count` connections to `service` from `client`'s namespace,
+    /// Opens `count` TCP connections to `service` from `client`'s namespace,
     /// cycling through `sources` (the default source if empty), and
     /// records each one's first answer.
     pub fn open(
@@ -37,14 +58,39 @@ impl LongLived {
         count: usize,
         sources: &[IpAddr],
     ) -> Result<LongLived> {
+        Self::start(service, count, sources, |source| {
+            Ok(Conversation::Tcp(client.connect(service, source)?))
+        })
+    }
+
+    /// Like [`LongLived::open`], with `count` UDP flows: each a connected socket of its
+    /// own (its own client port) that keeps its 5-tuple.
+    pub fn open_udp(
+        client: &Client,
+        service: SocketAddr,
+        count: usize,
+        sources: &[IpAddr],
+    ) -> Result<LongLived> {
+        Self::start(service, count, sources, |source| {
+            Ok(Conversation::Udp(client.udp_socket(service, source, 0)?))
+        })
+    }
+
+    fn start(
+        service: SocketAddr,
+        count: usize,
+        sources: &[IpAddr],
+        open: impl Fn(Option<IpAddr>) -> Result<Conversation>,
+    ) -> Result<LongLived> {
         let mut connections = Vec::with_capacity(count);
         let mut original_backends = Vec::with_capacity(count);
         for index in 0..count {
             let source = (!sources.is_empty()).then(|| sources[index % sources.len()]);
-            let mut stream = client.connect(service, source)?;
-            let backend = protocol::exchange(&mut stream)
-                .with_context(|| format!("first exchange on connection {index} to {service}"))?;
-            connections.push(stream);
+            let mut conversation = open(source)?;
+            let backend = conversation
+                .exchange()
+                .with_context(|| format!("first exchange on flow {index} to {service}"))?;
+            connections.push(conversation);
             original_backends.push(backend);
         }
         Ok(LongLived {
@@ -66,8 +112,9 @@ impl LongLived {
         self.connections
             .iter_mut()
             .enumerate()
-            .map(|(index, stream)| {
-                protocol::exchange(stream)
+            .map(|(index, conversation)| {
+                conversation
+                    .exchange()
                     .with_context(|| format!("connection {index} to {service}"))
             })
             .collect()
@@ -171,11 +218,11 @@ fn ping_until_stopped(mut long_lived: LongLived, stop: &AtomicBool) -> Backgroun
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_BACKGROUND_TIME {
         let round_started = Instant::now();
-        for (stream, report) in long_lived.connections.iter_mut().zip(&mut reports) {
+        for (conversation, report) in long_lived.connections.iter_mut().zip(&mut reports) {
             if report.failure.is_some() {
                 continue;
             }
-            match protocol::exchange(stream) {
+            match conversation.exchange() {
                 Ok(backend) => {
                     report.exchanges += 1;
                     if backend != report.original_backend {
