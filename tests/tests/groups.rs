@@ -1,0 +1,117 @@
+//! Services with three and four groups: the split reaches clients exactly as its stored
+//! cells say, and a restarted daemon restores the same layout (with three or more groups
+//! the layout depends on the history of changes, so it must come from the state file).
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use anyhow::{ensure, Context, Result};
+use balancer_common::{flow_hash, FlowKey, SPLIT_CELLS};
+use balancer_tests::lab::Lab;
+use balancer_user::vip::{addr_bytes, family};
+
+const GROUPS: [&str; 4] = ["a", "b", "c", "d"];
+const CLIENTS: u8 = 120;
+
+/// The group each client's new flows get under the stored split of `web` (client
+/// affinity, hash seed 0: the client address alone picks the cell).
+fn expected_groups(lab: &Lab, clients: &[IpAddr]) -> Result<BTreeMap<IpAddr, String>> {
+    let text = std::fs::read_to_string(lab.balancer.state_file())?;
+    let state: balancer_user::state::State = serde_json::from_str(&text)?;
+    let web = state.service("web")?;
+    let cells = web.split_table()?.cells().to_vec();
+    clients
+        .iter()
+        .map(|&client| {
+            let key = FlowKey {
+                src: addr_bytes(client),
+                family: family(client),
+                ..FlowKey::default()
+            };
+            let cell = flow_hash(&key.client_only(), 0)
+                .cell(SPLIT_CELLS as u32)
+                .context("cells")?;
+            let group = &web.groups[usize::from(cells[cell as usize])].name;
+            Ok((client, group.clone()))
+        })
+        .collect()
+}
+
+/// The group that answers each client (backend `bI` is the only member of `GROUPS[I]`).
+fn observed_groups(lab: &Lab, clients: &[IpAddr]) -> Result<BTreeMap<IpAddr, String>> {
+    let vip = Lab::vip(false);
+    clients
+        .iter()
+        .map(|&client| {
+            let backend = lab.client.ask_once(vip, Some(client))?;
+            let index: usize = backend.trim_start_matches('b').parse()?;
+            Ok((client, GROUPS[index].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn four_groups_follow_their_stored_cells_across_a_restart() -> Result<()> {
+    let mut lab = Lab::with_extra_clients("blg1", CLIENTS)?;
+    let vip = Lab::vip(false);
+    lab.balancer.ok(&[
+        "service",
+        "add",
+        "web",
+        "--vip",
+        &format!("{vip}/tcp"),
+        "--affinity",
+        "client",
+    ])?;
+    for (i, group) in GROUPS.iter().enumerate() {
+        let addr = lab.topology.backend_v4(i).to_string();
+        lab.balancer
+            .ok(&["backend", "add", "web", &addr, "--group", group])?;
+    }
+    let clients: Vec<IpAddr> = (0..usize::from(CLIENTS))
+        .map(|i| lab.topology.extra_client_v4(i))
+        .collect();
+    // A history that a layout computed from the shares alone would not reproduce.
+    for split in [
+        ["a=40", "b=30", "c=20", "d=10"],
+        ["a=25", "b=25", "c=25", "d=25"],
+        ["a=10", "b=20", "c=30", "d=40"],
+        ["a=40", "b=30", "c=20", "d=10"],
+    ] {
+        lab.balancer
+            .ok(&[&["split", "web"][..], &split[..]].concat())?;
+        let expected = expected_groups(&lab, &clients)?;
+        let observed = observed_groups(&lab, &clients)?;
+        ensure!(
+            observed == expected,
+            "split {split:?}: clients reach other groups than their cells say"
+        );
+        let status = lab.balancer.status()?;
+        let shown: Vec<String> = status.services[0]
+            .split
+            .iter()
+            .map(|g| format!("{}={}", g.group, g.percent.get() / 100))
+            .collect();
+        ensure!(shown == split, "status shows {shown:?} for {split:?}");
+    }
+    let before = observed_groups(&lab, &clients)?;
+    let per_group = before.values().fold(BTreeMap::new(), |mut m, g| {
+        *m.entry(g.clone()).or_insert(0) += 1;
+        m
+    });
+    ensure!(
+        per_group.len() == 4,
+        "every group should have clients: {per_group:?}"
+    );
+    lab.balancer.restart()?;
+    // New connections from the same clients after the restart: the same layout.
+    let after = observed_groups(&lab, &clients)?;
+    ensure!(
+        after == before,
+        "the restart changed which group clients reach"
+    );
+    ensure!(
+        after == expected_groups(&lab, &clients)?,
+        "after the restart clients do not follow the stored cells"
+    );
+    Ok(())
+}
