@@ -541,7 +541,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
 
 #[test]
 fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
-    let lab = Lab::new("blr6")?;
+    let mut lab = Lab::new("blr6")?;
     let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
     let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
     let on_b0 = long_lived
@@ -557,10 +557,20 @@ fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
     ensure!(!dist.counts.contains_key("b0"), "{dist:?}");
     let status = lab.balancer.status()?;
     let b0_status = &status.services[0].backends[0];
+    // Its active flows are exactly the connections on it: it got no new one.
     ensure!(
         b0_status.drain.is_some_and(|d| d.ended.is_none())
-            && b0_status.active_flows >= on_b0 as u64,
+            && b0_status.active_flows == on_b0 as u64,
         "drain with {on_b0} live connections: {b0_status:?}"
+    );
+    // kill -9 in the middle of the drain: the restarted daemon keeps draining.
+    let drain = b0_status.drain;
+    lab.balancer.kill9()?;
+    lab.balancer.restart()?;
+    let kept = lab.balancer.status()?.services[0].backends[0].drain;
+    ensure!(
+        kept == drain,
+        "the restart changed the drain: {drain:?} -> {kept:?}"
     );
     // The clients finish: the drain completes once no flow was seen for the idle time.
     let report = pings.stop();
@@ -634,6 +644,17 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
                 .is_some_and(|r| r.phase == balancer_user::release::rollout::RolloutPhase::Drain)
         },
     )?;
+    // kill -9 in the middle of the step: the restarted daemon carries on from the stored
+    // phase, and no established connection notices.
+    lab.balancer.kill9()?;
+    lab.balancer.restart()?;
+    let resumed = lab.balancer.status()?.services[0].rollout.clone().unwrap();
+    ensure!(
+        resumed.current == 0
+            && resumed.phase == balancer_user::release::rollout::RolloutPhase::Drain
+            && resumed.outcome.is_none(),
+        "the restart did not resume the first drain: {resumed:?}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
     let report = pings.stop();
     ensure!(
@@ -718,14 +739,20 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
 
 #[test]
 fn flip_drain_timeout_stops_keeping_old_flows() -> Result<()> {
-    let lab = Lab::new("blr8")?;
+    let mut lab = Lab::new("blr8")?;
     let service = lab.service("web", false, &GROUPS, &[100; 4])?;
     let mut long_lived = LongLived::open(&lab.client, service, 10, &[])?;
     lab.balancer
-        .ok(&["flip", "web", "--to", "green", "--drain-timeout", "1500ms"])?;
+        .ok(&["flip", "web", "--to", "green", "--drain-timeout", "2500ms"])?;
+    let pending = lab.balancer.status()?.services[0].flip_drain.clone();
+    ensure!(pending.is_some(), "no pending flip drain");
+    // kill -9 while the drain is pending: the restarted daemon keeps the same deadline.
+    lab.balancer.kill9()?;
+    lab.balancer.restart()?;
+    let kept = lab.balancer.status()?.services[0].flip_drain.clone();
     ensure!(
-        lab.balancer.status()?.services[0].flip_drain.is_some(),
-        "no pending flip drain"
+        kept == pending,
+        "the restart changed the pending drain: {pending:?} -> {kept:?}"
     );
     // Before the timeout, established blue connections keep talking to blue.
     let answers = long_lived.ping_all()?;
