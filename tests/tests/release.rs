@@ -782,3 +782,83 @@ fn flip_drain_timeout_stops_keeping_old_flows() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn ipv6_canary_with_client_pins_then_flip_and_drain() -> Result<()> {
+    const CLIENTS: usize = 60;
+    // Testers are the first 15 extra addresses, 2001:db8:2::1 to ::f.
+    const TESTERS: usize = 15;
+    let lab = Lab::with_extra_clients("blr9", CLIENTS as u8)?;
+    let vip = Lab::vip(true);
+    lab.balancer.ok(&[
+        "service",
+        "add",
+        "web",
+        "--vip",
+        &format!("{vip}/tcp"),
+        "--affinity",
+        "client",
+    ])?;
+    let addr = |i: usize| lab.topology.backend_v6(i).to_string();
+    for (i, group) in GROUPS.iter().enumerate() {
+        lab.balancer
+            .ok(&["backend", "add", "web", &addr(i), "--group", group])?;
+    }
+    lab.balancer
+        .ok(&["pin", "add", "web", "2001:db8:2::/124", "--group", "green"])?;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| lab.topology.extra_client_v6(i))
+        .collect();
+    let pings = LongLived::open(&lab.client, vip, 30, &[])?.ping_in_background();
+    // Every client reaches exactly the group its pin or its hashed cell gives.
+    let check = |what: &str| -> Result<()> {
+        let split = stored_split(&lab, "web")?;
+        for (i, client) in clients.iter().enumerate() {
+            let backend = lab.client.ask_once(vip, Some(*client))?;
+            let expected = if i < TESTERS {
+                "green".to_string()
+            } else {
+                split_group(&split, *client)?
+            };
+            ensure!(
+                group_of(&backend) == expected,
+                "{what}: {client} got {backend}, expected {expected}"
+            );
+        }
+        Ok(())
+    };
+    check("before the canary")?;
+    lab.balancer.ok(&[
+        "canary",
+        "start",
+        "web",
+        "--from",
+        "blue",
+        "--to",
+        "green",
+        "--steps",
+        "30,100",
+        "--interval",
+        "1s",
+    ])?;
+    lab.balancer.ok(&["canary", "pause", "web"])?;
+    check("canary at 30%")?;
+    lab.balancer.ok(&["canary", "resume", "web"])?;
+    wait_for_canary(&lab, "completion", |c| c.outcome.is_some())?;
+    check("canary done")?;
+    // The instant rollback: every unpinned client back on blue, testers stay on green.
+    lab.balancer.ok(&["flip", "web", "--to", "blue"])?;
+    check("after the flip")?;
+    // Draining b0: unpinned clients' new flows all reach b1.
+    lab.balancer.ok(&["backend", "drain", "web", &addr(0)])?;
+    for client in &clients[TESTERS..] {
+        let backend = lab.client.ask_once(vip, Some(*client))?;
+        ensure!(backend == "b1", "{client} got {backend} with b0 draining");
+    }
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "established IPv6 connections broke or moved: {report:?}"
+    );
+    Ok(())
+}
