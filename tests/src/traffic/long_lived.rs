@@ -105,6 +105,14 @@ impl LongLived {
         &self.original_backends
     }
 
+    /// Exchanges one line on connection `index` and returns the answering backend.
+    pub fn ping_one(&mut self, index: usize) -> Result<String> {
+        let service = self.service;
+        self.connections[index]
+            .exchange()
+            .with_context(|| format!("connection {index} to {service}"))
+    }
+
     /// Exchanges one line on every connection and returns the answers in
     /// order. Fails if any connection was reset, closed or timed out.
     pub fn ping_all(&mut self) -> Result<Vec<String>> {

@@ -1,0 +1,136 @@
+//! The documented limits are refused with one line at the limit, changing nothing; a
+//! non-default table size serves; removing a backend or a service with live connections
+//! does what the README says.
+
+use anyhow::{ensure, Result};
+use balancer_tests::{lab::Lab, traffic::LongLived};
+
+#[test]
+fn limits_are_refused_at_the_limit_and_change_nothing() -> Result<()> {
+    let lab = Lab::new("bll1")?;
+    // 32 services per host.
+    for i in 0..32 {
+        lab.balancer.ok(&[
+            "service",
+            "add",
+            &format!("s{i}"),
+            "--vip",
+            &format!("198.19.0.{}:80/tcp", 10 + i),
+        ])?;
+    }
+    let before = lab.balancer.settings()?;
+    lab.balancer
+        .refused(&["service", "add", "s32", "--vip", "198.19.0.99:80/tcp"])?;
+    let out = lab
+        .balancer
+        .cli(&["service", "add", "s32", "--vip", "198.19.0.99:80/tcp"])?;
+    ensure!(
+        out.stderr.trim() == "error: no room for another service (at most 32)",
+        "{out:?}"
+    );
+    ensure!(
+        lab.balancer.settings()? == before,
+        "a refused service changed the state"
+    );
+    for i in 1..32 {
+        lab.balancer.ok(&["service", "remove", &format!("s{i}")])?;
+    }
+    // 4 groups per service (one backend each).
+    for i in 0..4 {
+        let addr = lab.topology.backend_v4(i).to_string();
+        lab.balancer
+            .ok(&["backend", "add", "s0", &addr, "--group", &format!("g{i}")])?;
+    }
+    let out = lab
+        .balancer
+        .cli(&["backend", "add", "s0", "198.18.0.250", "--group", "g4"])?;
+    ensure!(
+        out.code == Some(1)
+            && out.stderr.trim() == "error: service \"s0\" already has the most groups allowed (4)",
+        "{out:?}"
+    );
+    // 64 client pins per service.
+    for i in 0..64 {
+        lab.balancer.ok(&[
+            "pin",
+            "add",
+            "s0",
+            &format!("198.18.{}.0/24", 100 + i),
+            "--group",
+            "g1",
+        ])?;
+    }
+    let before = lab.balancer.settings()?;
+    let out = lab
+        .balancer
+        .cli(&["pin", "add", "s0", "198.18.200.0/24", "--group", "g1"])?;
+    ensure!(
+        out.code == Some(1)
+            && out.stderr.trim() == "error: service \"s0\" already has the most pins allowed (64)",
+        "{out:?}"
+    );
+    ensure!(
+        lab.balancer.settings()? == before,
+        "a refused pin changed the state"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_small_table_serves_and_removals_with_live_connections_do_what_the_readme_says() -> Result<()> {
+    let lab = Lab::new("bll2")?;
+    let vip = Lab::vip(false);
+    lab.balancer.ok(&[
+        "service",
+        "add",
+        "web",
+        "--vip",
+        &format!("{vip}/tcp"),
+        "--table-size",
+        "251",
+    ])?;
+    for i in 0..4 {
+        let addr = lab.topology.backend_v4(i).to_string();
+        lab.balancer
+            .ok(&["backend", "add", "web", &addr, "--group", "main"])?;
+    }
+    let status = lab.balancer.status()?;
+    ensure!(
+        status.services[0].table_size == 251,
+        "{:?}",
+        status.services[0]
+    );
+    let dist = lab.client.distribution(vip, 400, &[])?;
+    ensure!(
+        dist.counts.len() == 4,
+        "a 251-slot table should reach all four: {dist:?}"
+    );
+
+    // Removing a backend re-balances its flows: over TCP the new backend resets them;
+    // the other connections carry on.
+    let mut long_lived = LongLived::open(&lab.client, vip, 40, &[])?;
+    let b0 = lab.topology.backend_v4(0).to_string();
+    lab.balancer.ok(&["backend", "remove", "web", &b0])?;
+    for (i, original) in long_lived.original_backends().to_vec().iter().enumerate() {
+        let answer = long_lived.ping_one(i);
+        if original == "b0" {
+            ensure!(
+                answer.is_err(),
+                "connection {i} on removed b0 still answered: {answer:?}"
+            );
+        } else {
+            ensure!(
+                answer.as_deref().ok() == Some(original.as_str()),
+                "connection {i} on {original} broke: {answer:?}"
+            );
+        }
+    }
+    // Removing the service: its VIP's packets go to the kernel, which has no such
+    // address: the rest of the connections end too, and new ones fail.
+    lab.balancer.ok(&["service", "remove", "web"])?;
+    ensure!(
+        lab.client.ask_once(vip, None).is_err(),
+        "a removed service still answered"
+    );
+    Ok(())
+}
