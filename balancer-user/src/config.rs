@@ -220,13 +220,15 @@ impl Config {
         for name in gone {
             state.remove_service(&name)?;
         }
-        // A service whose VIP changes is a new service; free such VIPs before any service
-        // claims them.
-        for s in &self.services {
-            if state.services.get(&s.name).is_some_and(|e| e.vip != s.vip) {
-                state.remove_service(&s.name)?;
-            }
-        }
+        // A service whose VIP changes keeps its identity (backends and their established
+        // flows); all VIPs move at once, so that two services may swap theirs.
+        let moves: Vec<(String, crate::vip::Vip)> = self
+            .services
+            .iter()
+            .filter(|s| state.services.get(&s.name).is_some_and(|e| e.vip != s.vip))
+            .map(|s| (s.name.clone(), s.vip))
+            .collect();
+        state.move_vips(&moves)?;
         for s in &self.services {
             if state.services.contains_key(&s.name) {
                 state.reconfigure_service(&s.name, s.affinity, s.table_size)?;

@@ -335,6 +335,21 @@ impl State {
         Ok(())
     }
 
+    /// Gives services new VIPs, all at once (two services may swap theirs); each keeps its
+    /// backends and so its established flows, which keep reaching them until idle.
+    pub fn move_vips(&mut self, moves: &[(String, Vip)]) -> Result<(), StateError> {
+        for (name, vip) in moves {
+            self.service_mut(name)?.vip = *vip;
+        }
+        let mut seen = BTreeMap::new();
+        for (name, service) in &self.services {
+            if let Some(other) = seen.insert(service.vip, name) {
+                return Err(StateError::VipInUse(service.vip, other.clone()));
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a service and its backends.
     pub fn remove_service(&mut self, name: &str) -> Result<Service, StateError> {
         self.services

@@ -134,3 +134,53 @@ fn a_small_table_serves_and_removals_with_live_connections_do_what_the_readme_sa
     );
     Ok(())
 }
+
+#[test]
+fn a_vip_change_through_apply_keeps_old_flows_and_moves_new_ones() -> Result<()> {
+    let lab = Lab::new("bll3")?;
+    let old = Lab::vip(false);
+    let new = std::net::SocketAddr::new("198.19.0.77".parse()?, old.port());
+    // The backends hold the new VIP too (direct server return answers from it).
+    for i in 0..4 {
+        balancer_tests::netns::run(
+            lab.topology.backend_ns(i),
+            &["ip", "address", "add", "198.19.0.77/32", "dev", "lo"],
+        )?;
+    }
+    let config = |vip: std::net::SocketAddr| {
+        let backends: Vec<String> = (0..4)
+            .map(|i| format!("{{ addr = \"{}\" }}", lab.topology.backend_v4(i)))
+            .collect();
+        format!(
+            "[[service]]\nname = \"web\"\nvip = \"{vip}/tcp\"\n[[service.group]]\nname = \"main\"\nbackends = [{}]\n",
+            backends.join(", ")
+        )
+    };
+    let file = lab.balancer.socket().with_file_name("web.toml");
+    std::fs::write(&file, config(old))?;
+    lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+    let mut long_lived = LongLived::open(&lab.client, old, 20, &[])?;
+    std::fs::write(&file, config(new))?;
+    lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+    let status = lab.balancer.status()?;
+    ensure!(
+        status.services[0].vip.addr == new,
+        "{:?}",
+        status.services[0].vip
+    );
+    let dist = lab.client.distribution(new, 100, &[])?;
+    ensure!(dist.answered() == 100, "{dist:?}");
+    // The service kept its backends: connections to the old VIP keep reaching them.
+    for (i, original) in long_lived.original_backends().to_vec().iter().enumerate() {
+        let answer = long_lived.ping_one(i);
+        ensure!(
+            answer.as_deref().ok() == Some(original.as_str()),
+            "connection {i} to the old VIP: {answer:?}"
+        );
+    }
+    ensure!(
+        lab.client.ask_once(old, None).is_err(),
+        "the old VIP still takes new connections"
+    );
+    Ok(())
+}

@@ -300,3 +300,42 @@ fn bp(v: u16) -> BasisPoints {
 fn bps(service: &Service) -> Vec<u16> {
     service.shares().unwrap().iter().map(|b| b.get()).collect()
 }
+
+#[test]
+fn toml_vip_changes_keep_identity_and_may_swap() {
+    let mut s = sample();
+    s.add_service(
+        "api",
+        "198.19.0.2:80/tcp".parse().unwrap(),
+        Affinity::Connection,
+        None,
+    )
+    .unwrap();
+    s.add_backend("api", ip("198.18.0.121"), "main", 100)
+        .unwrap();
+    let mut config = Config::from_state(&s).unwrap();
+    let vip_of = |c: &Config, name: &str| c.services.iter().position(|x| x.name == name).unwrap();
+    let (web, api) = (vip_of(&config, "web"), vip_of(&config, "api"));
+    let (a, b) = (config.services[web].vip, config.services[api].vip);
+    config.services[web].vip = b;
+    config.services[api].vip = a;
+    let mut swapped = s.clone();
+    config.apply_to(&mut swapped).unwrap();
+    swapped.validate().unwrap();
+    assert_eq!(swapped.service("web").unwrap().vip, b);
+    assert_eq!(swapped.service("api").unwrap().vip, a);
+    let ids = |st: &State| -> Vec<(u32, u32)> {
+        st.services
+            .values()
+            .flat_map(|svc| svc.backends().map(|(_, x)| (x.index, x.epoch)))
+            .collect()
+    };
+    assert_eq!(ids(&swapped), ids(&s), "backends were re-created");
+    // Two services on one VIP are refused.
+    config.services[web].vip = a;
+    let err = config.apply_to(&mut s.clone()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "VIP 198.19.0.1:80/tcp is already served by service \"api\""
+    );
+}
