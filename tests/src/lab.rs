@@ -94,7 +94,20 @@ impl Lab {
         groups: &[&str],
         weights: &[u16],
     ) -> Result<SocketAddr> {
-        self.service_over("tcp", name, v6, groups, weights)
+        self.service_over("tcp", name, v6, groups, weights, &[])
+    }
+
+    /// Like [`Lab::service`] with weight 100 everywhere and `options` for `service add`
+    /// (e.g. `--affinity client`, `--table-size 251`).
+    pub fn service_with(
+        &self,
+        name: &str,
+        v6: bool,
+        groups: &[&str],
+        options: &[&str],
+    ) -> Result<SocketAddr> {
+        let weights = vec![100; groups.len()];
+        self.service_over("tcp", name, v6, groups, &weights, options)
     }
 
     /// Like [`Lab::service`], a UDP service on the same VIP and port.
@@ -105,7 +118,7 @@ impl Lab {
         groups: &[&str],
         weights: &[u16],
     ) -> Result<SocketAddr> {
-        self.service_over("udp", name, v6, groups, weights)
+        self.service_over("udp", name, v6, groups, weights, &[])
     }
 
     fn service_over(
@@ -115,15 +128,12 @@ impl Lab {
         v6: bool,
         groups: &[&str],
         weights: &[u16],
+        options: &[&str],
     ) -> Result<SocketAddr> {
         let service = Self::vip(v6);
-        self.balancer.ok(&[
-            "service",
-            "add",
-            name,
-            "--vip",
-            &format!("{service}/{protocol}"),
-        ])?;
+        let vip = format!("{service}/{protocol}");
+        let add = ["service", "add", name, "--vip", &vip];
+        self.balancer.ok(&[&add[..], options].concat())?;
         for (i, (group, weight)) in groups.iter().zip(weights).enumerate() {
             let addr = if v6 {
                 self.topology.backend_v6(i)

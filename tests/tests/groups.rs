@@ -52,21 +52,7 @@ fn observed_groups(lab: &Lab, clients: &[IpAddr]) -> Result<BTreeMap<IpAddr, Str
 #[test]
 fn four_groups_follow_their_stored_cells_across_a_restart() -> Result<()> {
     let mut lab = Lab::with_extra_clients("blg1", CLIENTS)?;
-    let vip = Lab::vip(false);
-    lab.balancer.ok(&[
-        "service",
-        "add",
-        "web",
-        "--vip",
-        &format!("{vip}/tcp"),
-        "--affinity",
-        "client",
-    ])?;
-    for (i, group) in GROUPS.iter().enumerate() {
-        let addr = lab.topology.backend_v4(i).to_string();
-        lab.balancer
-            .ok(&["backend", "add", "web", &addr, "--group", group])?;
-    }
+    lab.service_with("web", false, &GROUPS, &["--affinity", "client"])?;
     let clients: Vec<IpAddr> = (0..usize::from(CLIENTS))
         .map(|i| lab.topology.extra_client_v4(i))
         .collect();

@@ -79,21 +79,7 @@ fn limits_are_refused_at_the_limit_and_change_nothing() -> Result<()> {
 #[test]
 fn a_small_table_serves_and_removals_with_live_connections_do_what_the_readme_says() -> Result<()> {
     let lab = Lab::new("bll2")?;
-    let vip = Lab::vip(false);
-    lab.balancer.ok(&[
-        "service",
-        "add",
-        "web",
-        "--vip",
-        &format!("{vip}/tcp"),
-        "--table-size",
-        "251",
-    ])?;
-    for i in 0..4 {
-        let addr = lab.topology.backend_v4(i).to_string();
-        lab.balancer
-            .ok(&["backend", "add", "web", &addr, "--group", "main"])?;
-    }
+    let vip = lab.service_with("web", false, &["main"; 4], &["--table-size", "251"])?;
     let status = lab.balancer.status()?;
     ensure!(
         status.services[0].table_size == 251,

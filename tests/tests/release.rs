@@ -70,21 +70,7 @@ fn group_of(backend: &str) -> &'static str {
 fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green() -> Result<()> {
     const CLIENTS: usize = 200;
     let lab = Lab::with_extra_clients("blr2", CLIENTS as u8)?;
-    let vip = Lab::vip(false);
-    lab.balancer.ok(&[
-        "service",
-        "add",
-        "web",
-        "--vip",
-        &format!("{vip}/tcp"),
-        "--affinity",
-        "client",
-    ])?;
-    for (i, group) in GROUPS.iter().enumerate() {
-        let addr = lab.topology.backend_v4(i).to_string();
-        lab.balancer
-            .ok(&["backend", "add", "web", &addr, "--group", group])?;
-    }
+    let vip = lab.service_with("web", false, &GROUPS, &["--affinity", "client"])?;
     // Testers (the first 15 extra addresses, 198.18.2.1-15) preview green at 0%.
     lab.balancer
         .ok(&["pin", "add", "web", "198.18.2.0/28", "--group", "green"])?;
@@ -789,21 +775,8 @@ fn ipv6_canary_with_client_pins_then_flip_and_drain() -> Result<()> {
     // Testers are the first 15 extra addresses, 2001:db8:2::1 to ::f.
     const TESTERS: usize = 15;
     let lab = Lab::with_extra_clients("blr9", CLIENTS as u8)?;
-    let vip = Lab::vip(true);
-    lab.balancer.ok(&[
-        "service",
-        "add",
-        "web",
-        "--vip",
-        &format!("{vip}/tcp"),
-        "--affinity",
-        "client",
-    ])?;
+    let vip = lab.service_with("web", true, &GROUPS, &["--affinity", "client"])?;
     let addr = |i: usize| lab.topology.backend_v6(i).to_string();
-    for (i, group) in GROUPS.iter().enumerate() {
-        lab.balancer
-            .ok(&["backend", "add", "web", &addr(i), "--group", group])?;
-    }
     lab.balancer
         .ok(&["pin", "add", "web", "2001:db8:2::/124", "--group", "green"])?;
     let clients: Vec<_> = (0..CLIENTS)
