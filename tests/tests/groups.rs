@@ -4,35 +4,18 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use anyhow::{ensure, Context, Result};
-use balancer_common::{flow_hash, FlowKey, SPLIT_CELLS};
-use balancer_tests::lab::Lab;
-use balancer_user::vip::{addr_bytes, family};
+use anyhow::{ensure, Result};
+use balancer_tests::{lab::Lab, split::StoredSplit};
 
 const GROUPS: [&str; 4] = ["a", "b", "c", "d"];
 const CLIENTS: u8 = 120;
 
-/// The group each client's new flows get under the stored split of `web` (client
-/// affinity, hash seed 0: the client address alone picks the cell).
+/// The group each client's new flows get under the stored split of `web`.
 fn expected_groups(lab: &Lab, clients: &[IpAddr]) -> Result<BTreeMap<IpAddr, String>> {
-    let text = std::fs::read_to_string(lab.balancer.state_file())?;
-    let state: balancer_user::state::State = serde_json::from_str(&text)?;
-    let web = state.service("web")?;
-    let cells = web.split_table()?.cells().to_vec();
+    let split = StoredSplit::load(&lab.balancer.state_file(), "web")?;
     clients
         .iter()
-        .map(|&client| {
-            let key = FlowKey {
-                src: addr_bytes(client),
-                family: family(client),
-                ..FlowKey::default()
-            };
-            let cell = flow_hash(&key.client_only(), 0)
-                .cell(SPLIT_CELLS as u32)
-                .context("cells")?;
-            let group = &web.groups[usize::from(cells[cell as usize])].name;
-            Ok((client, group.clone()))
-        })
+        .map(|&client| Ok((client, split.group_of(client)?.to_string())))
         .collect()
 }
 

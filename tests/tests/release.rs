@@ -4,6 +4,7 @@
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     lab::Lab,
+    split::StoredSplit,
     traffic::{LongLived, NewConnections, NEW_CONNECTION_INTERVAL},
 };
 use balancer_user::{api::Health, basis_points::BasisPoints, release::rollout::RolloutOutcome};
@@ -111,7 +112,7 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
             lab.balancer.ok(&["canary", "pause", "web"])?;
         }
         let mut green = 0;
-        let split = stored_split(&lab, "web")?;
+        let split = StoredSplit::load(&lab.balancer.state_file(), "web")?;
         for (i, client) in clients.iter().enumerate() {
             let backend = lab.client.ask_once(vip, Some(*client))?;
             let now_green = group_of(&backend) == "green";
@@ -127,7 +128,7 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
                 );
                 // Client affinity hashes the client address only: the group is exactly
                 // the one the split gives the client's cell, computed from the hash.
-                let expected = split_group(&split, *client)?;
+                let expected = split.group_of(*client)?;
                 ensure!(
                     group_of(&backend) == expected,
                     "client {client} got {backend} at green={step}%, its cell is {expected}'s"
@@ -176,36 +177,6 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
         "pin not removed"
     );
     Ok(())
-}
-
-/// The split of `service` as the daemon stored it: group names and each cell's group.
-fn stored_split(lab: &Lab, service: &str) -> Result<(Vec<String>, Vec<u8>)> {
-    let text = std::fs::read_to_string(lab.balancer.state_file())?;
-    let state: balancer_user::state::State = serde_json::from_str(&text)?;
-    let service = state.service(service)?;
-    let names = service.groups.iter().map(|g| g.name.clone()).collect();
-    Ok((names, service.split_table()?.cells().to_vec()))
-}
-
-/// The group a client's new flows get under `split` with client affinity and the
-/// daemon's default hash seed (0): its address alone picks the split cell.
-fn split_group(split: &(Vec<String>, Vec<u8>), client: std::net::IpAddr) -> Result<String> {
-    use balancer_common::{flow_hash, FlowKey, SPLIT_CELLS};
-    use balancer_user::vip::{addr_bytes, family};
-    let key = FlowKey {
-        src: addr_bytes(client),
-        family: family(client),
-        ..FlowKey::default()
-    };
-    let cell = flow_hash(&key.client_only(), 0)
-        .cell(SPLIT_CELLS as u32)
-        .context("cells")?;
-    let group = split.1[cell as usize];
-    split
-        .0
-        .get(usize::from(group))
-        .cloned()
-        .with_context(|| format!("cell {cell} has no group"))
 }
 
 /// Polls `status` until `check` holds for service `web`'s canary (bounded).
@@ -785,13 +756,13 @@ fn ipv6_canary_with_client_pins_then_flip_and_drain() -> Result<()> {
     let pings = LongLived::open(&lab.client, vip, 30, &[])?.ping_in_background();
     // Every client reaches exactly the group its pin or its hashed cell gives.
     let check = |what: &str| -> Result<()> {
-        let split = stored_split(&lab, "web")?;
+        let split = StoredSplit::load(&lab.balancer.state_file(), "web")?;
         for (i, client) in clients.iter().enumerate() {
             let backend = lab.client.ask_once(vip, Some(*client))?;
             let expected = if i < TESTERS {
-                "green".to_string()
+                "green"
             } else {
-                split_group(&split, *client)?
+                split.group_of(*client)?
             };
             ensure!(
                 group_of(&backend) == expected,
