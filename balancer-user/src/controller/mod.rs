@@ -123,10 +123,13 @@ impl Controller {
             .map(|(id, addr)| Ok((*id, self.neighbors.resolve(*addr)?)))
             .collect::<Result<BTreeMap<_, _>, Error>>()?;
         let compiled = self.compile_changed(&next, &health, false)?;
+        // Read before anything is written, so that a failure here changes nothing.
+        let snapshot = self.snapshot(&self.state, &next, &hops)?;
         self.store.save(&next)?;
-        let previous = self.state.clone();
-        let snapshot = self.snapshot(&previous, &next, &hops)?;
-        if let Err(e) = self.publish(&previous, &next, &hops, compiled) {
+        let previous = std::mem::take(&mut self.state);
+        let published = self.publish(&previous, &next, &hops, compiled);
+        self.state = previous;
+        if let Err(e) = published {
             tracing::error!("publishing a change failed, putting the old state back: {e}");
             self.restore(&next, &snapshot);
             return Err(e);
@@ -156,8 +159,8 @@ impl Controller {
             }
         }
         let compiled = self.compile_changed(&target, &self.health, true)?;
-        let previous = self.state.clone();
-        self.publish(&previous, &target, &hops, compiled)?;
+        // Nothing is known of what the data plane holds: publish as if from an empty state.
+        self.publish(&State::default(), &target, &hops, compiled)?;
         // Remove what the data plane has beyond the state (a crash between steps).
         let wanted_vips: HashSet<_> = target.services.values().map(|s| s.vip.key()).collect();
         for (vip, _) in self.plane.vips()? {
