@@ -613,7 +613,7 @@ mod tests {
     /// units of that count's square root (a binomial count's standard deviation), over the
     /// backends expected to hold at least 20 slots; and the backends with weight above 0
     /// and at least 5 slots expected that hold none.
-    fn worst_relative_deviation(backends: &[MaglevBackend], table: &[u32]) -> (f64, usize) {
+    fn worst_deviation_in_sigmas(backends: &[MaglevBackend], table: &[u32]) -> (f64, usize) {
         let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
         let counts = slot_counts(table);
         let mut worst: f64 = 0.0;
@@ -803,7 +803,7 @@ mod tests {
     fn shares_are_within_one_point_of_weights() {
         let mut rng = XorShift(4);
         let mut worst: f64 = 0.0;
-        let mut worst_relative: f64 = 0.0;
+        let mut worst_sigmas: f64 = 0.0;
         let counts = (2..=50).chain([60, 75, 100, 150, 200, 300, 500, 750, 1000]);
         for n in counts {
             let mut backends = random_backends(&mut rng, n);
@@ -815,24 +815,24 @@ mod tests {
                 }
                 let table = build_table(&backends, DEFAULT_TABLE_SIZE).unwrap();
                 worst = worst.max(worst_deviation(&backends, &table));
-                let (relative, starved) = worst_relative_deviation(&backends, &table);
+                let (sigmas, starved) = worst_deviation_in_sigmas(&backends, &table);
                 assert_eq!(
                     starved, 0,
                     "{n} backends, round {round}: a backend got no slot"
                 );
-                worst_relative = worst_relative.max(relative);
+                worst_sigmas = worst_sigmas.max(sigmas);
             }
         }
         println!(
-            "worst share deviation {worst:.3} points; {worst_relative:.2} standard deviations of a backend's own slot count"
+            "worst share deviation {worst:.3} points; {worst_sigmas:.2} standard deviations of a backend's own slot count"
         );
         assert!(worst <= 1.0, "a share is {worst:.3} points off its weight");
         // At 1000 equal backends one point is ten shares, so the absolute bound alone would
         // pass a backend with no slot: each count must also stay within 5 of its own
         // standard deviations.
         assert!(
-            worst_relative <= 5.0,
-            "a backend's slot count is {worst_relative:.2} standard deviations off its weight"
+            worst_sigmas <= 5.0,
+            "a backend's slot count is {worst_sigmas:.2} standard deviations off its weight"
         );
     }
 
