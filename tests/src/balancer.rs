@@ -197,22 +197,26 @@ impl Balancer {
         Ok(out.stdout)
     }
 
-    /// Runs the CLI and requires a refusal of bad input, by the CLI's parser (exit code 2)
-    /// or by the CLI or daemon after parsing (1), with exactly one line on standard error,
-    /// starting with `error:`.
+    /// Runs the CLI once and requires a refusal of bad input, by the CLI's parser (exit
+    /// code 2) or by the CLI or daemon after parsing (1), with exactly one line on standard
+    /// error, starting with `error:`.
     pub fn refused(&self, args: &[&str]) -> Result<()> {
-        self.failed_with(args, REFUSED)
-            .or_else(|_| self.failed_with(args, USAGE))
+        self.failed_with_one_of(args, &[REFUSED, USAGE])
     }
 
     /// Runs the CLI and requires exit code `code` with exactly one line on standard error,
     /// starting with `error:` (1 refused, 2 bad usage, 3 unreachable, 4 fault).
     pub fn failed_with(&self, args: &[&str], code: i32) -> Result<()> {
+        self.failed_with_one_of(args, &[code])
+    }
+
+    fn failed_with_one_of(&self, args: &[&str], codes: &[i32]) -> Result<()> {
         let out = self.cli(args)?;
         let lines: Vec<&str> = out.stderr.trim().lines().collect();
-        if out.code != Some(code) || lines.len() != 1 || !lines[0].starts_with("error:") {
+        let coded = out.code.is_some_and(|code| codes.contains(&code));
+        if !coded || lines.len() != 1 || !lines[0].starts_with("error:") {
             bail!(
-                "`balancer {}` did not fail with exit code {code} and one error line: {out:?}",
+                "`balancer {}` did not fail with exit code {codes:?} and one error line: {out:?}",
                 args.join(" ")
             );
         }
