@@ -242,7 +242,8 @@ pub enum CanaryCommand {
         /// Group new flows move to.
         #[arg(long)]
         to: String,
-        /// Percentages of new flows on the new group, ascending, e.g. 1,5,25,50,100.
+        /// The new group's percentages of what the two groups hold together, ascending,
+        /// e.g. 1,5,25,50,100; other groups keep their shares.
         #[arg(
             long,
             value_delimiter = ',',

@@ -105,26 +105,51 @@ pub enum CanaryAction {
     Abort,
 }
 
-/// The split a canary wants: `share` of new flows on `to`, the rest on `from`, nothing on
-/// other groups.
+/// The split a canary wants: `share` of what `from` and `to` hold together goes to `to`,
+/// the rest to `from`; every other group keeps its share.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shift {
     /// The old group.
     pub from: String,
     /// The new group.
     pub to: String,
-    /// The new group's share.
+    /// The new group's part of the pair's share.
     pub share: BasisPoints,
 }
 
 impl Shift {
-    /// The split as (group, share) pairs.
-    pub fn shares(&self) -> [(String, BasisPoints); 2] {
-        [
-            (self.from.clone(), self.share.rest()),
-            (self.to.clone(), self.share),
-        ]
+    /// The whole split of `service` after this shift, as (group, share) pairs.
+    pub fn split(&self, service: &Service) -> Result<Vec<(String, BasisPoints)>, StateError> {
+        let shares = service.shares()?;
+        let pool = pair_share(service, &shares, &self.from, &self.to);
+        let to = (u32::from(pool.get()) * u32::from(self.share.get()) + 5_000) / 10_000;
+        let to = BasisPoints::new(u16::try_from(to).unwrap_or(u16::MAX))
+            .ok_or_else(|| StateError::Corrupt(format!("a canary share of {to} basis points")))?;
+        let from = BasisPoints::new(pool.get() - to.get())
+            .ok_or_else(|| StateError::Corrupt("a canary share below zero".into()))?;
+        let mut split: Vec<(String, BasisPoints)> = service
+            .groups
+            .iter()
+            .zip(shares)
+            .filter(|(group, _)| group.name != self.from && group.name != self.to)
+            .map(|(group, share)| (group.name.clone(), share))
+            .collect();
+        split.push((self.from.clone(), from));
+        split.push((self.to.clone(), to));
+        Ok(split)
     }
+}
+
+/// What groups `from` and `to` of `service` hold together, given its `shares`.
+fn pair_share(service: &Service, shares: &[BasisPoints], from: &str, to: &str) -> BasisPoints {
+    let share_of = |name: &str| {
+        service
+            .group_index(name)
+            .and_then(|g| shares.get(g))
+            .map_or(0, |share| share.get())
+    };
+    // Shares of distinct groups sum to at most 100%.
+    BasisPoints::new(share_of(from) + share_of(to)).unwrap_or(BasisPoints::ALL)
 }
 
 impl CanaryPlan {
@@ -146,6 +171,12 @@ impl CanaryPlan {
         }
         if self.from == self.to {
             return bad("--from and --to name the same group".into());
+        }
+        if pair_share(service, &service.shares()?, &self.from, &self.to) == BasisPoints::ZERO {
+            return bad(format!(
+                "groups {} and {} hold no share of new flows: split first",
+                self.from, self.to
+            ));
         }
         if service.canary.as_ref().is_some_and(Canary::running) {
             return bad(format!(
@@ -387,7 +418,8 @@ fn commit(
     shift: Option<Shift>,
 ) -> Result<(), StateError> {
     if let Some(shift) = shift {
-        state.set_split(service, &shift.shares())?;
+        let split = shift.split(state.service(service)?)?;
+        state.set_split(service, &split)?;
     }
     state.service_mut(service)?.canary = Some(canary);
     Ok(())
@@ -416,7 +448,7 @@ mod tests {
     fn the_machine_steps_on_its_timer_and_records_why() {
         let (mut canary, first) = Canary::begin(plan("blue", "green", &[500, 10_000], 1000), 0);
         assert_eq!(
-            first.shares(),
+            first.split(sample().service("web").unwrap()).unwrap(),
             [("blue".into(), bp(9500)), ("green".into(), bp(500))]
         );
         assert_eq!(canary.step(999), None, "not due yet");
@@ -502,6 +534,47 @@ mod tests {
             s.service("web").unwrap().canary.as_ref().unwrap().outcome,
             Some(Outcome::Promoted)
         );
+    }
+
+    #[test]
+    fn a_canary_between_two_of_three_groups_leaves_the_third_alone() {
+        let mut s = sample();
+        s.add_backend("web", "198.18.0.104".parse().unwrap(), "gray", 100)
+            .unwrap();
+        let split = [("blue", 6000), ("green", 0), ("gray", 4000)];
+        let split: Vec<_> = split.iter().map(|&(g, v)| (g.into(), bp(v))).collect();
+        s.set_split("web", &split).unwrap();
+        start(
+            &mut s,
+            "web",
+            plan("blue", "green", &[2500, 5000, 10_000], 1000),
+            0,
+        )
+        .unwrap();
+        // Steps are parts of what blue and green hold together (60%).
+        assert_eq!(shares_of(&s), vec![4500, 1500, 4000]);
+        step_due(&mut s, 1000).unwrap();
+        assert_eq!(shares_of(&s), vec![3000, 3000, 4000]);
+        let mut aborted = s.clone();
+        act(&mut aborted, "web", CanaryAction::Abort, 1500).unwrap();
+        assert_eq!(shares_of(&aborted), vec![6000, 0, 4000]);
+        let mut rolled_back = s.clone();
+        roll_back(&mut rolled_back, "web", "checks".into(), 1500).unwrap();
+        assert_eq!(shares_of(&rolled_back), vec![6000, 0, 4000]);
+        step_due(&mut s, 2000).unwrap();
+        assert_eq!(shares_of(&s), vec![0, 6000, 4000]);
+
+        // Two groups that hold nothing have nothing to move.
+        let split = [("blue", 0), ("green", 0), ("gray", 10_000)];
+        let split: Vec<_> = split.iter().map(|&(g, v)| (g.into(), bp(v))).collect();
+        s.set_split("web", &split).unwrap();
+        let before = s.clone();
+        let err = start(&mut s, "web", plan("blue", "green", &[500], 0), 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "groups blue and green hold no share of new flows: split first"
+        );
+        assert_eq!(s, before);
     }
 
     #[test]
