@@ -170,3 +170,78 @@ fn a_vip_change_through_apply_keeps_old_flows_and_moves_new_ones() -> Result<()>
     );
     Ok(())
 }
+
+#[test]
+fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
+    use std::{fmt::Write as _, net::Ipv4Addr};
+    const MAX: usize = balancer_common::MAX_BACKENDS as usize;
+    const SERVICES: usize = 4;
+    let lab = Lab::new("bll4")?;
+    // 4097 addresses on a network of the LB's own, each with a static neighbour entry: no
+    // host answers them, and none needs to for the daemon to take them as backends.
+    let ns = lab.topology.lb_ns();
+    balancer_tests::netns::run(
+        ns,
+        &["ip", "address", "add", "198.19.64.1/19", "dev", "eth0"],
+    )?;
+    let addr = |i: usize| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 64, 2)) + i as u32);
+    let mut neighbours = String::new();
+    for i in 0..=MAX {
+        writeln!(
+            neighbours,
+            "neigh replace {} lladdr 02:00:00:00:{:02x}:{:02x} dev eth0 nud permanent",
+            addr(i),
+            i >> 8,
+            i & 0xff
+        )?;
+    }
+    let batch = lab.balancer.socket().with_file_name("neighbours.batch");
+    std::fs::write(&batch, neighbours)?;
+    balancer_tests::netns::run(ns, &["ip", "-batch", batch.to_str().unwrap()])?;
+
+    // Four services of 1024 backends, applied one service more each time (only the new
+    // backends are located).
+    let file = lab.balancer.socket().with_file_name("many.toml");
+    let mut config = String::new();
+    let per_service = MAX / SERVICES;
+    for s in 0..SERVICES {
+        let backends: Vec<String> = (s * per_service..(s + 1) * per_service)
+            .map(|i| format!("{{ addr = \"{}\" }}", addr(i)))
+            .collect();
+        writeln!(
+            config,
+            "[[service]]\nname = \"s{s}\"\nvip = \"198.19.0.{}:80/tcp\"\n[[service.group]]\nname = \"main\"\nbackends = [{}]",
+            10 + s,
+            backends.join(", ")
+        )?;
+        std::fs::write(&file, &config)?;
+        let start = std::time::Instant::now();
+        lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+        println!("apply of service {s} took {:?}", start.elapsed());
+    }
+    let count = |services: &[balancer_user::api::ServiceStatus]| -> usize {
+        services.iter().map(|s| s.backends.len()).sum()
+    };
+    let before = lab.balancer.settings()?;
+    ensure!(count(&before) == MAX, "{} backends", count(&before));
+    let next = addr(MAX).to_string();
+    let out = lab
+        .balancer
+        .cli(&["backend", "add", "s0", &next, "--group", "main"])?;
+    ensure!(
+        out.code == Some(1)
+            && out.stderr.trim() == format!("error: no room for another backend (at most {MAX})"),
+        "{out:?}"
+    );
+    ensure!(
+        lab.balancer.settings()? == before,
+        "a refused backend changed the state"
+    );
+    // A freed place is taken again.
+    lab.balancer
+        .ok(&["backend", "remove", "s3", &addr(MAX - 1).to_string()])?;
+    lab.balancer
+        .ok(&["backend", "add", "s3", &next, "--group", "main"])?;
+    ensure!(count(&lab.balancer.settings()?) == MAX);
+    Ok(())
+}
