@@ -12,6 +12,7 @@ use anyhow::{ensure, Result};
 use balancer_tests::{
     balancer::{XdpMode, FAULT, REFUSED, UNREACHABLE, USAGE},
     lab::Lab,
+    split::StoredSplit,
     traffic::LongLived,
 };
 
@@ -242,16 +243,49 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
 
 #[test]
 fn export_apply_round_trip_and_split_between_groups() -> Result<()> {
-    let lab = Lab::new("blw4")?;
-    let service = lab.service("web", false, &["blue", "blue", "green", "green"], &[100; 4])?;
+    const CLIENTS: u8 = 120;
+    let lab = Lab::with_extra_clients("blw4", CLIENTS)?;
+    let service = lab.service_with(
+        "web",
+        false,
+        &["blue", "blue", "green", "green"],
+        &["--affinity", "client"],
+    )?;
     lab.balancer.ok(&["split", "web", "blue=25", "green=75"])?;
-    let dist = lab.client.distribution(service, 3000, &[])?;
-    let blue = dist.counts.get("b0").unwrap_or(&0) + dist.counts.get("b1").unwrap_or(&0);
-    let blue_share = blue as f64 * 100.0 / dist.answered() as f64;
+    // With client affinity each client's group is exactly what its hashed cell says.
+    let clients: Vec<std::net::IpAddr> = (0..usize::from(CLIENTS))
+        .map(|i| lab.topology.extra_client_v4(i))
+        .collect();
+    let groups = || -> Result<Vec<String>> {
+        clients
+            .iter()
+            .map(|&client| {
+                let backend = lab.client.ask_once(service, Some(client))?;
+                Ok(if backend == "b0" || backend == "b1" {
+                    "blue".to_string()
+                } else {
+                    "green".to_string()
+                })
+            })
+            .collect()
+    };
+    let expected = || -> Result<Vec<String>> {
+        let split = StoredSplit::load(&lab.balancer.state_file(), "web")?;
+        clients
+            .iter()
+            .map(|&client| Ok(split.group_of(client)?.to_string()))
+            .collect()
+    };
+    let reached = groups()?;
     ensure!(
-        (blue_share - 25.0).abs() <= 3.0,
-        "blue got {blue_share:.1}%: {:?}",
-        dist.counts
+        reached == expected()?,
+        "clients reach other groups than their cells"
+    );
+    let blue = reached.iter().filter(|g| *g == "blue").count();
+    ensure!(
+        blue > 0 && blue < reached.len(),
+        "{blue} of {} clients on blue at 25%",
+        reached.len()
     );
 
     let exported = lab.balancer.ok(&["export"])?;
@@ -267,6 +301,7 @@ fn export_apply_round_trip_and_split_between_groups() -> Result<()> {
         lab.balancer.ok(&["export"])? == exported,
         "export is not stable"
     );
+    ensure!(groups()? == reached, "re-applying the export moved clients");
 
     // A declarative change: drop green, blue takes everything.
     let blue_only = exported
