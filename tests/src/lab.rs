@@ -1,8 +1,10 @@
 //! A ready test bench: topology with four backends `b0`..`b3` serving, and a running daemon.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{ensure, Context, Result};
+use balancer_user::api::ServiceStatus;
 
 use crate::{
     balancer::{Balancer, XdpMode},
@@ -70,6 +72,61 @@ impl Lab {
     /// Stops backend `i`'s server: its connections close and new ones are refused.
     pub fn stop_server(&mut self, i: usize) {
         self.servers[i] = None;
+    }
+
+    /// Makes backend `i`'s server answer HTTP requests (health checks) with `status`;
+    /// its line protocol keeps answering.
+    pub fn set_http_status(&self, i: usize, status: u16) -> Result<()> {
+        self.servers[i]
+            .as_ref()
+            .with_context(|| format!("backend {i}'s server is stopped"))?
+            .set_http_status(status);
+        Ok(())
+    }
+
+    /// Polls `status` every 50 ms until `check` holds for the first service, for at most
+    /// `limit`; returns how long it took.
+    pub fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        check: impl Fn(&ServiceStatus) -> bool,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let status = self.balancer.status()?;
+            if check(&status.services[0]) {
+                return Ok(start.elapsed());
+            }
+            ensure!(
+                start.elapsed() < limit,
+                "{what} not within {limit:?}: {:?}",
+                status.services[0]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Health checks of `kind` (`tcp`, `http:/PATH`) on service `name` every 200 ms
+    /// (150 ms timeout) with the given rise and fall.
+    pub fn enable_checks(&self, name: &str, kind: &str, rise: u32, fall: u32) -> Result<()> {
+        let (rise, fall) = (rise.to_string(), fall.to_string());
+        self.balancer.ok(&[
+            "service",
+            "set",
+            name,
+            "--health",
+            kind,
+            "--health-interval",
+            "200ms",
+            "--health-timeout",
+            "150ms",
+            "--rise",
+            &rise,
+            "--fall",
+            &fall,
+        ])?;
+        Ok(())
     }
 
     /// Starts backend `i`'s server again.

@@ -313,49 +313,6 @@ fn canary_survives_daemon_kill_and_obeys_the_operator() -> Result<()> {
     Ok(())
 }
 
-/// Polls `check` on `status` every 50 ms for at most `limit`; returns how long it took.
-fn time_until(
-    lab: &Lab,
-    limit: std::time::Duration,
-    what: &str,
-    check: impl Fn(&balancer_user::api::ServiceStatus) -> bool,
-) -> Result<std::time::Duration> {
-    let start = std::time::Instant::now();
-    loop {
-        let status = lab.balancer.status()?;
-        if check(&status.services[0]) {
-            return Ok(start.elapsed());
-        }
-        ensure!(
-            start.elapsed() < limit,
-            "{what} not within {limit:?}: {:?}",
-            status.services[0]
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-/// TCP health checks every 200 ms (150 ms timeout) with the given rise and fall.
-fn enable_tcp_checks(lab: &Lab, rise: u32, fall: u32) -> Result<()> {
-    let (rise, fall) = (rise.to_string(), fall.to_string());
-    lab.balancer.ok(&[
-        "service",
-        "set",
-        "web",
-        "--health",
-        "tcp",
-        "--health-interval",
-        "200ms",
-        "--health-timeout",
-        "150ms",
-        "--rise",
-        &rise,
-        "--fall",
-        &fall,
-    ])?;
-    Ok(())
-}
-
 fn health_of(service: &balancer_user::api::ServiceStatus, backend: usize) -> Option<Health> {
     service.backends[backend].health
 }
@@ -364,17 +321,15 @@ fn health_of(service: &balancer_user::api::ServiceStatus, backend: usize) -> Opt
 fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
     let mut lab = Lab::new("blr4")?;
     let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
-    enable_tcp_checks(&lab, 2, 2)?;
+    lab.enable_checks("web", "tcp", 2, 2)?;
     let limit = std::time::Duration::from_secs(3);
-    time_until(&lab, limit, "all up", |s| {
+    lab.wait_until(limit, "all up", |s| {
         (0..4).all(|i| health_of(s, i) == Some(Health::Up))
     })?;
 
     lab.stop_server(1);
     // fall × interval = 400 ms, plus one check in flight and the polling.
-    let took = time_until(&lab, limit, "b1 down", |s| {
-        health_of(s, 1) == Some(Health::Down)
-    })?;
+    let took = lab.wait_until(limit, "b1 down", |s| health_of(s, 1) == Some(Health::Down))?;
     // fall × interval is 400 ms; on a loaded machine only the order is certain, so the
     // figure is printed and bounded by `limit` alone.
     println!("b1 went down {took:?} after its server stopped");
@@ -390,7 +345,7 @@ fn failing_backend_is_taken_out_and_comes_back() -> Result<()> {
     ensure!(text.contains("down since"), "status text: {text}");
 
     lab.start_server(1)?;
-    time_until(&lab, limit, "b1 up again", |s| {
+    lab.wait_until(limit, "b1 up again", |s| {
         health_of(s, 1) == Some(Health::Up)
     })?;
     let dist = lab.client.distribution(service, 400, &[])?;
@@ -422,9 +377,9 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     let mut lab = Lab::new("blr5")?;
     let service = lab.service("web", false, &GROUPS, &[100; 4])?;
     let (interval_ms, fall) = (200u64, 2u64);
-    enable_tcp_checks(&lab, 1, 2)?;
+    lab.enable_checks("web", "tcp", 1, 2)?;
     let limit = std::time::Duration::from_secs(3);
-    time_until(&lab, limit, "all up", |s| {
+    lab.wait_until(limit, "all up", |s| {
         (0..4).all(|i| health_of(s, i) == Some(Health::Up))
     })?;
     let pings = LongLived::open(&lab.client, service, 50, &[])?.ping_in_background();
@@ -450,7 +405,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
     let green_failed = std::time::Instant::now();
     lab.stop_server(2);
     lab.stop_server(3);
-    let took = time_until(&lab, std::time::Duration::from_secs(5), "rollback", |s| {
+    let took = lab.wait_until(std::time::Duration::from_secs(5), "rollback", |s| {
         s.canary
             .as_ref()
             .is_some_and(|c| c.outcome == Some(balancer_user::release::canary::Outcome::RolledBack))
@@ -535,7 +490,7 @@ fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "{report:?}"
     );
-    time_until(&lab, std::time::Duration::from_secs(8), "drain end", |s| {
+    lab.wait_until(std::time::Duration::from_secs(8), "drain end", |s| {
         s.backends[0]
             .drain
             .is_some_and(|d| d.ended.is_some_and(|e| e.flows_left == 0))
@@ -553,8 +508,7 @@ fn finished_rollout(
     balancer_user::api::Status,
     balancer_user::release::rollout::Rollout,
 )> {
-    time_until(
-        lab,
+    lab.wait_until(
         std::time::Duration::from_secs(seconds),
         "rollout end",
         |s| s.rollout.as_ref().is_some_and(|r| r.outcome.is_some()),
@@ -569,7 +523,7 @@ fn finished_rollout(
 fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
     let mut lab = Lab::with_backends("blr7", 8)?;
     let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
-    enable_tcp_checks(&lab, 1, 2)?;
+    lab.enable_checks("web", "tcp", 1, 2)?;
     let stream = NewConnections::start(&lab.client, service);
     let pings = LongLived::open(&lab.client, service, 50, &[])?.ping_in_background();
     let addrs: Vec<String> = (0..8)
@@ -591,16 +545,11 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
     args.extend(pairs.iter().map(String::as_str));
     lab.balancer.ok(&args)?;
     // Established connections keep talking while the first OLD drains, then finish.
-    time_until(
-        &lab,
-        std::time::Duration::from_secs(10),
-        "first drain",
-        |s| {
-            s.rollout
-                .as_ref()
-                .is_some_and(|r| r.phase == balancer_user::release::rollout::RolloutPhase::Drain)
-        },
-    )?;
+    lab.wait_until(std::time::Duration::from_secs(10), "first drain", |s| {
+        s.rollout
+            .as_ref()
+            .is_some_and(|r| r.phase == balancer_user::release::rollout::RolloutPhase::Drain)
+    })?;
     // kill -9 in the middle of the step: the restarted daemon carries on from the stored
     // phase, and no established connection notices.
     lab.balancer.kill9()?;
@@ -720,12 +669,9 @@ fn flip_drain_timeout_stops_keeping_old_flows() -> Result<()> {
             .all(|(a, o)| a == o),
         "{answers:?}"
     );
-    time_until(
-        &lab,
-        std::time::Duration::from_secs(5),
-        "flip drain end",
-        |s| s.flip_drain.is_none(),
-    )?;
+    lab.wait_until(std::time::Duration::from_secs(5), "flip drain end", |s| {
+        s.flip_drain.is_none()
+    })?;
     // After it, their packets are balanced onto green, which knows nothing of them: the
     // documented outcome is a reset, not a silent move.
     ensure!(
@@ -804,5 +750,118 @@ fn ipv6_canary_with_client_pins_then_flip_and_drain() -> Result<()> {
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "established IPv6 connections broke or moved: {report:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn ipv6_rolling_replacement_keeps_established_connections() -> Result<()> {
+    let lab = Lab::with_backends("blr10", 4)?;
+    let vip = lab.service("web", true, &["main"; 2], &[100; 2])?;
+    lab.enable_checks("web", "tcp", 1, 2)?;
+    let addr = |i: usize| lab.topology.backend_v6(i).to_string();
+    let long_lived = LongLived::open(&lab.client, vip, 20, &[])?;
+    ensure!(
+        long_lived
+            .original_backends()
+            .iter()
+            .all(|b| b == "b0" || b == "b1"),
+        "{:?}",
+        long_lived.original_backends()
+    );
+    let pings = long_lived.ping_in_background();
+    let pairs = [
+        format!("{}={}", addr(0), addr(2)),
+        format!("{}={}", addr(1), addr(3)),
+    ];
+    lab.balancer.ok(&[
+        "rollout",
+        "web",
+        "--group",
+        "main",
+        "--slow-start",
+        "300ms",
+        "--replace",
+        &pairs[0],
+        &pairs[1],
+    ])?;
+    // The first OLD drains while its established connections keep talking.
+    lab.wait_until(std::time::Duration::from_secs(10), "first drain", |s| {
+        s.rollout
+            .as_ref()
+            .is_some_and(|r| r.phase == balancer_user::release::rollout::RolloutPhase::Drain)
+    })?;
+    let dist = lab.client.distribution(vip, 100, &[])?;
+    ensure!(
+        !dist.counts.contains_key("b0"),
+        "b0 got new flows while draining: {dist:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "established IPv6 connections broke or moved: {report:?}"
+    );
+    let (status, _) = finished_rollout(&lab, 30, RolloutOutcome::Completed)?;
+    let now: Vec<String> = status.services[0]
+        .backends
+        .iter()
+        .map(|b| b.addr.to_string())
+        .collect();
+    ensure!(
+        now == [addr(2), addr(3)],
+        "group after the rollout: {now:?}"
+    );
+    let dist = lab.client.distribution(vip, 100, &[])?;
+    ensure!(
+        dist.counts.keys().all(|b| b == "b2" || b == "b3") && dist.counts.len() == 2,
+        "{dist:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn drain_timeout_ends_the_drain_and_its_connections_keep_their_backend() -> Result<()> {
+    let lab = Lab::new("blr11")?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
+    let on_b0 = long_lived
+        .original_backends()
+        .iter()
+        .filter(|b| *b == "b0")
+        .count();
+    ensure!(on_b0 > 0, "no connection landed on b0");
+    let pings = long_lived.ping_in_background();
+    let b0 = lab.topology.backend_v4(0).to_string();
+    lab.balancer
+        .ok(&["backend", "drain", "web", &b0, "--timeout", "2s"])?;
+    let drain = lab.balancer.status()?.services[0].backends[0]
+        .drain
+        .context("no drain")?;
+    ensure!(
+        drain.deadline_ms == Some(drain.since_ms + 2000) && drain.ended.is_none(),
+        "{drain:?}"
+    );
+    // The connections talk every 100 ms, so the timeout, not their end, ends the drain.
+    lab.wait_until(std::time::Duration::from_secs(8), "drain end", |s| {
+        s.backends[0].drain.is_some_and(|d| d.ended.is_some())
+    })?;
+    let drain = lab.balancer.status()?.services[0].backends[0]
+        .drain
+        .context("no drain")?;
+    let ended = drain.ended.context("not ended")?;
+    ensure!(
+        ended.flows_left == on_b0 as u64 && Some(ended.at_ms) >= drain.deadline_ms,
+        "drain with {on_b0} live connections: {drain:?}"
+    );
+    // The backend stays (at weight 0), so its connections keep talking to it after the
+    // drain ended; it gets no new flow.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "{report:?}"
+    );
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(!dist.counts.contains_key("b0"), "{dist:?}");
     Ok(())
 }

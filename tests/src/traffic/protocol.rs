@@ -41,3 +41,22 @@ pub(crate) fn count_requests(received: &[u8]) -> usize {
 pub(crate) fn answer(name: &str) -> Vec<u8> {
     format!("{name}\n").into_bytes()
 }
+
+/// Whether `received`, the first bytes of a connection, start an HTTP request.
+pub(crate) fn is_http(received: &[u8]) -> bool {
+    received.starts_with(b"GET ") || received.starts_with(b"HEAD ")
+}
+
+/// One HTTP/1.1 answer with `status` and the backend's name as body; the connection
+/// closes after it.
+pub(crate) fn http_answer(name: &str, status: u16) -> Vec<u8> {
+    let body = answer(name);
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        if status < 400 { "OK" } else { "Failing" },
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&body);
+    head
+}

@@ -1,9 +1,11 @@
 //! Backend servers: TCP and UDP on `[::]:80` in a backend's namespace,
-//! answering every request line or datagram with the backend's name.
+//! answering every request line or datagram with the backend's name. A TCP connection
+//! that opens with an HTTP request (a health check) gets one HTTP answer with the status
+//! the test set, then is closed.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -26,6 +28,7 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 pub struct BackendServer {
     name: String,
     stop: Arc<AtomicBool>,
+    http_status: Arc<AtomicU16>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -43,10 +46,12 @@ impl BackendServer {
         udp.set_read_timeout(Some(STOP_CHECK_INTERVAL))?;
 
         let stop = Arc::new(AtomicBool::new(false));
+        let http_status = Arc::new(AtomicU16::new(200));
         let threads = vec![
             spawn_named(name, "tcp", {
                 let (name, stop) = (name.to_owned(), Arc::clone(&stop));
-                move || serve_tcp(&listener, &name, &stop)
+                let http_status = Arc::clone(&http_status);
+                move || serve_tcp(&listener, &name, &stop, &http_status)
             })?,
             spawn_named(name, "udp", {
                 let (name, stop) = (name.to_owned(), Arc::clone(&stop));
@@ -56,6 +61,7 @@ impl BackendServer {
         Ok(BackendServer {
             name: name.to_owned(),
             stop,
+            http_status,
             threads,
         })
     }
@@ -72,6 +78,11 @@ impl BackendServer {
     /// The name this backend answers with.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Makes HTTP requests (health checks) get `status` from now on (200 at start).
+    pub fn set_http_status(&self, status: u16) {
+        self.http_status.store(status, Ordering::Relaxed);
     }
 }
 
@@ -96,14 +107,14 @@ fn spawn_named(
 }
 
 /// Accepts until stopped; one thread per connection, all joined on stop.
-fn serve_tcp(listener: &TcpListener, name: &str, stop: &AtomicBool) {
+fn serve_tcp(listener: &TcpListener, name: &str, stop: &AtomicBool, http_status: &AtomicU16) {
     thread::scope(|scope| {
         while !stop.load(Ordering::Relaxed) {
             match sockets::wait_readable(listener, STOP_CHECK_INTERVAL)
                 .and_then(|_| listener.accept())
             {
                 Ok((stream, _)) => {
-                    scope.spawn(move || serve_connection(stream, name, stop));
+                    scope.spawn(move || serve_connection(stream, name, stop, http_status));
                 }
                 Err(error)
                     if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
@@ -117,8 +128,8 @@ fn serve_tcp(listener: &TcpListener, name: &str, stop: &AtomicBool) {
 }
 
 /// Answers each request line until the peer closes, the connection fails,
-/// it idles for [`MAX_IDLE`], or the server stops.
-fn serve_connection(mut stream: TcpStream, name: &str, stop: &AtomicBool) {
+/// it idles for [`MAX_IDLE`], or the server stops; an HTTP request gets one HTTP answer.
+fn serve_connection(mut stream: TcpStream, name: &str, stop: &AtomicBool, http_status: &AtomicU16) {
     let setup = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_read_timeout(Some(STOP_CHECK_INTERVAL)));
@@ -128,11 +139,17 @@ fn serve_connection(mut stream: TcpStream, name: &str, stop: &AtomicBool) {
     let answer = protocol::answer(name);
     let mut buffer = [0u8; 1024];
     let mut last_activity = Instant::now();
+    let mut first = true;
     while !stop.load(Ordering::Relaxed) && last_activity.elapsed() < MAX_IDLE {
         match stream.read(&mut buffer) {
             Ok(0) => return,
             Ok(len) => {
                 last_activity = Instant::now();
+                if std::mem::take(&mut first) && protocol::is_http(&buffer[..len]) {
+                    let status = http_status.load(Ordering::Relaxed);
+                    let _ = stream.write_all(&protocol::http_answer(name, status));
+                    return;
+                }
                 for _ in 0..protocol::count_requests(&buffer[..len]) {
                     if stream.write_all(&answer).is_err() {
                         return;
