@@ -15,6 +15,7 @@ use crate::{
 
 /// `POST /services`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddService {
     /// Service name.
     pub name: String,
@@ -32,6 +33,7 @@ pub struct AddService {
 
 /// `PUT /services/{name}/health`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetHealth {
     /// New checks; none stops checking.
     pub health: Option<HealthCheck>,
@@ -39,6 +41,7 @@ pub struct SetHealth {
 
 /// `POST /services/{name}/backends`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddBackend {
     /// Backend address.
     pub addr: IpAddr,
@@ -50,6 +53,7 @@ pub struct AddBackend {
 
 /// `PUT /services/{name}/backends/{addr}/weight`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetWeight {
     /// New weight.
     pub weight: u16,
@@ -57,6 +61,7 @@ pub struct SetWeight {
 
 /// `PUT /services/{name}/split`: group name and percentage ("12.5", two decimals at most).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetSplit {
     /// Shares in order.
     pub shares: Vec<(String, BasisPoints)>,
@@ -64,6 +69,7 @@ pub struct SetSplit {
 
 /// `PUT /services/{name}/flip`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Flip {
     /// Group that gets every new flow.
     pub to: String,
@@ -74,6 +80,7 @@ pub struct Flip {
 
 /// `POST /services/{name}/pins` and `DELETE /services/{name}/pins` (group ignored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PinRequest {
     /// Client prefix, e.g. `198.18.2.0/24` or `2001:db8:2::/48`.
     pub cidr: String,
@@ -84,6 +91,7 @@ pub struct PinRequest {
 
 /// `POST /services/{name}/backends/{addr}/drain`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StartDrain {
     /// Give up waiting for established flows after this long; none: wait until they end.
     pub timeout_ms: Option<u64>,

@@ -145,6 +145,9 @@ pub enum ConfigError {
     /// A group with a share but no backends.
     #[error("group {0:?} of service {1:?} has a share but no backends")]
     EmptyGroup(String, String),
+    /// One backend address listed twice in a service (in one group or in two).
+    #[error("backend {0} appears twice in service {1:?}")]
+    DuplicateBackend(IpAddr, String),
     /// Several groups and no percentages.
     #[error("service {0:?} has several groups: give each a percent")]
     MissingPercent(String),
@@ -251,6 +254,10 @@ fn apply_service(s: &ServiceConfig, state: &mut State) -> Result<(), ConfigError
                 .map(|b| (b.addr, g.name.as_str(), b.weight))
         })
         .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some((addr, _, _)) = wanted.iter().find(|(addr, _, _)| !seen.insert(*addr)) {
+        return Err(ConfigError::DuplicateBackend(*addr, s.name.clone()));
+    }
     let current: Vec<(IpAddr, String)> = {
         let svc = state.service(&s.name)?;
         svc.backends()

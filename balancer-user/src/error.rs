@@ -25,6 +25,9 @@ pub enum Refused {
     /// The request itself is malformed (bad address, bad body).
     #[error("{0}")]
     Request(String),
+    /// The request body is over the limit, in bytes.
+    #[error("the request body is over the limit of {0} bytes")]
+    TooLarge(usize),
     /// The request names no operation (method and path).
     #[error("no such operation: {0}")]
     NoOperation(String),

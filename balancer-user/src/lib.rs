@@ -12,6 +12,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod duration;
 pub mod error;
 pub mod health;
 pub mod maglev;

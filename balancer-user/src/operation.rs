@@ -21,7 +21,7 @@ use crate::{
         drain, flip,
         rollout::{self, RolloutPlan},
     },
-    state::{HealthCheck, State},
+    state::{HealthCheck, Service, State},
 };
 
 /// One request to the daemon.
@@ -183,12 +183,19 @@ impl Change {
             Change::RemoveBackend { service, addr } => {
                 state.remove_backend(service, *addr)?;
             }
-            Change::Split { service, shares } => state.set_split(service, shares)?,
+            Change::Split { service, shares } => {
+                canary::override_by(state, service, "the operator's split", now_ms)?;
+                state.set_split(service, shares)?
+            }
             Change::Flip {
                 service,
                 to,
                 drain_timeout_ms,
-            } => flip::flip(state, service, to, *drain_timeout_ms, now_ms)?,
+            } => {
+                let what = format!("the operator's flip to {to}");
+                canary::override_by(state, service, &what, now_ms)?;
+                flip::flip(state, service, to, *drain_timeout_ms, now_ms)?
+            }
             Change::AddPin {
                 service,
                 cidr,
@@ -203,8 +210,43 @@ impl Change {
                 rollout::start(state, service, plan.clone(), now_ms)?
             }
             Change::AbortRollout { service } => rollout::abort(state, service, now_ms)?,
-            Change::Apply { toml } => Config::parse(toml)?.apply_to(state)?,
+            Change::Apply { toml } => {
+                let before = state.clone();
+                Config::parse(toml)?.apply_to(state)?;
+                override_changed_splits(&before, state, now_ms)?;
+            }
         }
         Ok(())
     }
 }
+
+/// The groups of `service` that hold a share of new flows, with their shares.
+fn held_shares(service: &Service) -> Result<Vec<(String, BasisPoints)>, Refused> {
+    Ok(service
+        .groups
+        .iter()
+        .zip(service.shares()?)
+        .filter(|(_, share)| *share > BasisPoints::ZERO)
+        .map(|(group, share)| (group.name.clone(), share))
+        .collect())
+}
+
+/// Ends the running canaries of services whose split an apply changed (from `before` to
+/// `state`): the file's split is the operator's.
+fn override_changed_splits(before: &State, state: &mut State, now_ms: u64) -> Result<(), Refused> {
+    let mut changed = Vec::new();
+    for (name, service) in &state.services {
+        if let Some(old) = before.services.get(name) {
+            if held_shares(old)? != held_shares(service)? {
+                changed.push(name.clone());
+            }
+        }
+    }
+    for name in changed {
+        canary::override_by(state, &name, "the operator's apply", now_ms)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -194,6 +194,26 @@ impl Service {
         Ok(())
     }
 
+    /// Keeps a pending flip drain to the groups that still have no share: a group that
+    /// takes new flows again is live, and its flows are never forgotten.
+    fn settle_flip_drain(&mut self) -> Result<(), StateError> {
+        let shares = self.shares()?;
+        let live: Vec<&str> = self
+            .groups
+            .iter()
+            .zip(&shares)
+            .filter(|(_, share)| **share > BasisPoints::ZERO)
+            .map(|(group, _)| group.name.as_str())
+            .collect();
+        if let Some(drain) = &mut self.flip_drain {
+            drain.groups.retain(|g| !live.contains(&g.as_str()));
+            if drain.groups.is_empty() {
+                self.flip_drain = None;
+            }
+        }
+        Ok(())
+    }
+
     /// Shares per group, in group order.
     pub fn shares(&self) -> Result<Vec<BasisPoints>, StateError> {
         let table = self.split_table()?;
@@ -474,6 +494,7 @@ impl State {
         }
         let table = svc.split_table()?.rebalance(&new_shares)?;
         svc.split = table.to_runs();
+        svc.settle_flip_drain()?;
         svc.prune_groups()
     }
 

@@ -43,6 +43,10 @@ pub enum VipError {
     /// Port 0 cannot be served.
     #[error("VIP {0:?} has port 0")]
     PortZero(String),
+    /// An IPv6 scope id (`%1`): the data plane keys VIPs by address, port and protocol,
+    /// so two scopes of one address would be one service.
+    #[error("VIP {0:?} has a scope id: write the address without %SCOPE")]
+    ScopeId(String),
     /// Unspecified, multicast or broadcast address.
     #[error("VIP {0:?} is not a unicast address")]
     NotUnicast(String),
@@ -65,6 +69,11 @@ impl FromStr for Vip {
             .map_err(|_| VipError::BadAddress(s.to_string()))?;
         if addr.port() == 0 {
             return Err(VipError::PortZero(s.to_string()));
+        }
+        if let SocketAddr::V6(v6) = addr {
+            if v6.scope_id() != 0 {
+                return Err(VipError::ScopeId(s.to_string()));
+            }
         }
         if !is_unicast(addr.ip()) {
             return Err(VipError::NotUnicast(s.to_string()));
@@ -169,5 +178,22 @@ mod tests {
         ] {
             assert!(bad.parse::<Vip>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn rejects_scope_ids_which_would_share_a_data_plane_key() {
+        for scoped in ["[2001:db8:ffff::5%1]:80/tcp", "[fe80::1%2]:80/tcp"] {
+            assert_eq!(
+                scoped.parse::<Vip>(),
+                Err(VipError::ScopeId(scoped.to_string()))
+            );
+        }
+        let err = "[2001:db8:ffff::5%1]:80/tcp".parse::<Vip>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "VIP \"[2001:db8:ffff::5%1]:80/tcp\" has a scope id: write the address without %SCOPE"
+        );
+        // The same address without a scope stays valid.
+        assert!("[2001:db8:ffff::5]:80/tcp".parse::<Vip>().is_ok());
     }
 }

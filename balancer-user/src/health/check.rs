@@ -30,7 +30,7 @@ async fn attempt(kind: &CheckKind, target: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("http: {e}"))?;
     tokio::spawn(connection);
     let request = Request::get(path.as_str())
-        .header("host", target.ip().to_string())
+        .header("host", host(target))
         .header("user-agent", "balancer-health-check")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("http: {e}"))?;
@@ -43,6 +43,16 @@ async fn attempt(kind: &CheckKind, target: SocketAddr) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("http status {status}"))
+    }
+}
+
+/// The `Host` header naming `target`: an IPv6 address in brackets, the port only when it
+/// is not HTTP's 80.
+fn host(target: SocketAddr) -> String {
+    match (target, target.port()) {
+        (SocketAddr::V4(v4), 80) => v4.ip().to_string(),
+        (SocketAddr::V6(v6), 80) => format!("[{}]", v6.ip()),
+        (target, _) => target.to_string(),
     }
 }
 
@@ -61,18 +71,49 @@ mod tests {
         }
     }
 
-    /// A one-connection HTTP server on loopback answering with `status_line`.
-    async fn http_server(status_line: &'static str) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// A one-connection HTTP server on `bind` answering with `status_line`; the request it
+    /// read comes back through the handle.
+    async fn http_server_on(
+        bind: &str,
+        status_line: &'static str,
+    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
-            let _ = socket.read(&mut buf).await;
+            let len = socket.read(&mut buf).await.unwrap_or(0);
             let answer = format!("HTTP/1.1 {status_line}\r\ncontent-length: 0\r\n\r\n");
             let _ = socket.write_all(answer.as_bytes()).await;
+            String::from_utf8_lossy(&buf[..len]).into_owned()
         });
-        addr
+        (addr, served)
+    }
+
+    /// A one-connection HTTP server on IPv4 loopback answering with `status_line`.
+    async fn http_server(status_line: &'static str) -> SocketAddr {
+        http_server_on("127.0.0.1:0", status_line).await.0
+    }
+
+    #[test]
+    fn the_host_header_brackets_ipv6_and_names_a_port_other_than_80() {
+        let host_of = |s: &str| host(s.parse().unwrap());
+        assert_eq!(host_of("198.18.0.1:80"), "198.18.0.1");
+        assert_eq!(host_of("198.18.0.1:8080"), "198.18.0.1:8080");
+        assert_eq!(host_of("[2001:db8::1]:80"), "[2001:db8::1]");
+        assert_eq!(host_of("[2001:db8::1]:8080"), "[2001:db8::1]:8080");
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_check_sends_a_valid_host_header() {
+        let (addr, served) = http_server_on("[::1]:0", "200 OK").await;
+        let http = check(CheckKind::Http {
+            path: "/healthz".into(),
+        });
+        assert_eq!(run(&http, addr).await, Ok(()));
+        let request = served.await.unwrap().to_ascii_lowercase();
+        let expected = format!("host: [::1]:{}\r\n", addr.port());
+        assert!(request.contains(&expected), "{request}");
     }
 
     #[tokio::test]

@@ -35,6 +35,7 @@ impl Preset {
 
 /// What a canary is asked to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CanaryPlan {
     /// Group new flows move away from.
     pub from: String,
@@ -89,6 +90,9 @@ pub enum Outcome {
     Aborted,
     /// Health checks of the new group failed: back to the old group.
     RolledBack,
+    /// The operator set the split another way (a flip, a split, an apply) while it ran:
+    /// it stopped, and the split is the operator's.
+    Overridden,
 }
 
 /// Operator actions on a running canary.
@@ -156,6 +160,7 @@ impl CanaryPlan {
     /// Checks the plan against `service` (named `name`).
     fn check(&self, service: &Service, name: &str) -> Result<(), StateError> {
         let bad = |why: String| Err(StateError::Canary(why));
+        crate::duration::check("the canary interval", self.interval_ms)?;
         if self.auto_rollback.is_some() && service.health.is_none() {
             return bad(format!(
                 "auto-rollback needs health checks: service set {name} --health tcp"
@@ -374,6 +379,22 @@ pub fn roll_back(
     let mut canary = running(state, service)?;
     let shift = canary.roll_back(why, now_ms);
     commit(state, service, canary, Some(shift))
+}
+
+/// Ends the running canary of `service`, if any, because the operator sets the split by
+/// `what` (e.g. "a flip to blue"): it takes no further step, and records why.
+pub fn override_by(
+    state: &mut State,
+    service: &str,
+    what: &str,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let Ok(mut canary) = running(state, service) else {
+        return Ok(());
+    };
+    let why = format!("ended by {what}: the split is the operator's from now on");
+    canary.finish(Outcome::Overridden, now_ms, why);
+    commit(state, service, canary, None)
 }
 
 /// Whether some canary has a step due at `now_ms`.

@@ -66,6 +66,7 @@ pub fn start(
     timeout_ms: Option<u64>,
     now_ms: u64,
 ) -> Result<(), StateError> {
+    let timeout_ms = crate::duration::check_optional("the drain timeout", timeout_ms)?;
     let backend = state
         .service_mut(service)?
         .backend_mut(addr)

@@ -36,6 +36,8 @@ pub fn flip(
     drain_timeout_ms: Option<u64>,
     now_ms: u64,
 ) -> Result<(), StateError> {
+    let drain_timeout_ms =
+        crate::duration::check_optional("the flip's drain timeout", drain_timeout_ms)?;
     let svc = state.service(service)?;
     let g = svc
         .group_index(group)

@@ -15,6 +15,7 @@ use crate::state::{Service, State, StateError};
 
 /// What a rollout is asked to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RolloutPlan {
     /// Group whose backends are replaced.
     pub group: String,
@@ -114,6 +115,9 @@ impl RolloutPlan {
     /// Checks the plan against `service` (named `name`).
     fn check(&self, service: &Service, name: &str) -> Result<(), StateError> {
         let bad = |why: String| Err(StateError::Rollout(why));
+        crate::duration::check("the rollout's ready timeout", self.ready_timeout_ms)?;
+        crate::duration::check("the rollout's slow start", self.slow_start_ms)?;
+        crate::duration::check_optional("the rollout's drain timeout", self.drain_timeout_ms)?;
         if service.health.is_none() {
             return bad(format!(
                 "a rollout waits for health checks: service set {name} --health tcp"

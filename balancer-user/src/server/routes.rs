@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::State,
+    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
     http::{Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     Json, Router,
@@ -18,17 +18,33 @@ use crate::{
     operation::Operation,
 };
 
+/// The largest request body taken, in bytes (an `apply` of 4096 backends is a fifth of it).
+pub const MAX_BODY: usize = 1 << 20;
+
 /// Every route of the control API.
 pub fn router(executor: Arc<Executor>) -> Router {
-    Router::new().fallback(handle).with_state(executor)
+    Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(executor)
 }
 
 async fn handle(
     State(executor): State<Arc<Executor>>,
     method: Method,
     uri: Uri,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return failure(Error::Refused(Refused::TooLarge(MAX_BODY)));
+        }
+        Err(rejection) => {
+            let why = format!("unreadable request body: {}", rejection.body_text());
+            return failure(Error::Refused(Refused::Request(why)));
+        }
+    };
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let operation = match Operation::from_request(&method, path, &body) {
         Ok(operation) => operation,
@@ -47,6 +63,7 @@ async fn handle(
 fn failure(error: Error) -> Response {
     let code = match &error {
         Error::Refused(Refused::NoOperation(_)) => StatusCode::NOT_FOUND,
+        Error::Refused(Refused::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Refused(_) => StatusCode::BAD_REQUEST,
         Error::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::TearingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -113,12 +130,49 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 "bad request body: EOF while parsing an object at line 1 column 1",
             ),
+            (
+                Method::PUT,
+                path,
+                r#"{"weight":7,"wieght":9}"#,
+                StatusCode::BAD_REQUEST,
+                "bad request body: unknown field `wieght`, expected `weight` at line 1 column 20",
+            ),
+            (
+                Method::PUT,
+                path,
+                r#"{"weight":"7"}"#,
+                StatusCode::BAD_REQUEST,
+                "bad request body: invalid type: string \"7\", expected u16 at line 1 column 13",
+            ),
+            (
+                Method::POST,
+                "/services",
+                r#"{"name":"../etc","vip":"198.19.0.9:80/tcp"}"#,
+                StatusCode::BAD_REQUEST,
+                "bad service name \"../etc\": use 1-64 characters from A-Z a-z 0-9 - _ .",
+            ),
         ];
         for (method, path, body, code, line) in cases {
             let answer = call(&router, method.clone(), path, body).await;
             let expected = serde_json::to_string(&ApiError { error: line.into() }).unwrap();
             assert_eq!(answer, (code, expected), "{method} {path}");
         }
+        // A body over the limit is refused before it is read whole, with the same shape.
+        let huge = format!("{{\"toml\":\"{}\"}}", "#".repeat(MAX_BODY));
+        let (code, body) = call(&router, Method::POST, "/apply", &huge).await;
+        assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            body,
+            r#"{"error":"the request body is over the limit of 1048576 bytes"}"#
+        );
+        let (_, status) = call(&router, Method::GET, "/status", "").await;
+        let status: crate::api::Status = serde_json::from_str(&status).expect("status JSON");
+        assert_eq!(
+            status.services.len(),
+            2,
+            "a refused request changed the services"
+        );
+
         rig.store.fail_next_save();
         let (code, body) = call(&router, Method::PUT, path, weight).await;
         assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);

@@ -88,6 +88,9 @@ pub enum StateError {
     /// Invalid percentage.
     #[error(transparent)]
     Percent(#[from] BadPercent),
+    /// A duration past [`crate::duration::MAX_MS`].
+    #[error("{0} of {1} ms is longer than the longest allowed ({max} days)", max = crate::duration::MAX_DAYS)]
+    TooLong(&'static str, u64),
     /// An inconsistent state (a change or a file that breaks an invariant).
     #[error("{0}")]
     Corrupt(String),

@@ -12,6 +12,7 @@ const MIN_INTERVAL_MS: u64 = 100;
 /// How backends of a service are checked: from the LB host, to each backend's own address
 /// on the service port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// What a check does.
     pub kind: CheckKind,
@@ -70,6 +71,7 @@ impl fmt::Display for CheckKind {
 impl HealthCheck {
     fn validate(&self) -> Result<(), StateError> {
         let bad = |why: &str| Err(StateError::Health(why.to_string()));
+        crate::duration::check("the health-check interval", self.interval_ms)?;
         if self.interval_ms < MIN_INTERVAL_MS {
             return bad("the health-check interval must be at least 100ms");
         }

@@ -247,6 +247,14 @@ fn toml_rejects_bad_files() {
             format!("{service}[[service.group]]\nname = \"a\"\nbackends = [{{ addr = \"198.18.0.1\", weight = 70000 }}]\n"),
             "invalid value: integer `70000`, expected u16",
         ),
+        (
+            format!("{service}[[service.group]]\nname = \"a\"\nbackends = [{{ addr = \"198.18.0.1\", weight = 10 }}, {{ addr = \"198.18.0.1\", weight = 90 }}]\n"),
+            "backend 198.18.0.1 appears twice in service \"web\"",
+        ),
+        (
+            format!("{service}[[service.group]]\nname = \"a\"\npercent = 50\nbackends = [{{ addr = \"198.18.0.1\" }}]\n[[service.group]]\nname = \"b\"\npercent = 50\nbackends = [{{ addr = \"198.18.0.1\" }}]\n"),
+            "backend 198.18.0.1 appears twice in service \"web\"",
+        ),
     ];
     for (bad, why) in cases {
         let result = Config::parse(&bad)
