@@ -1,4 +1,7 @@
 //! The state file: JSON, replaced atomically (temp file, fsync, rename, fsync directory).
+//! The file it replaces stays beside it as the previous good copy (`state.json.prev`), so
+//! an operator has something to go back to; a file that does not load is never written
+//! over by the daemon, which refuses to start on it.
 
 use std::{
     fs::{self, File},
@@ -22,7 +25,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// Not valid JSON of the expected shape.
-    #[error("state file {path} is unreadable")]
+    #[error("state file {path} is unreadable (the previous good copy, if any, is {path}.prev)", path = path.display())]
     Parse {
         /// The file.
         path: PathBuf,
@@ -31,7 +34,7 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// A format this version does not know.
-    #[error("state file {path} has format {format}, which this version does not support")]
+    #[error("state file {path} has format {format}, which this version does not support", path = path.display())]
     Format {
         /// The file.
         path: PathBuf,
@@ -39,7 +42,7 @@ pub enum StoreError {
         format: u32,
     },
     /// Valid JSON that breaks an invariant.
-    #[error("state file {path} is inconsistent")]
+    #[error("state file {path} is inconsistent (the previous good copy, if any, is {path}.prev)", path = path.display())]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -64,6 +67,13 @@ impl FileStore {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The previous good copy, beside the file.
+    pub fn previous(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".prev");
+        PathBuf::from(name)
     }
 
     /// Reads and validates the state file; a missing file is an empty state.
@@ -112,10 +122,98 @@ impl FileStore {
         file.write_all(text.as_bytes()).map_err(io("write"))?;
         file.sync_all().map_err(io("sync"))?;
         drop(file);
+        self.keep_previous()
+            .map_err(io("keep the previous copy of"))?;
         fs::rename(&tmp, path).map_err(io("replace"))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io("sync the directory of"))?;
         Ok(())
+    }
+
+    /// Makes the current file (if any) the previous good copy too: a second name for it,
+    /// so the file itself is never missing.
+    fn keep_previous(&self) -> std::io::Result<()> {
+        let previous = self.previous();
+        match fs::remove_file(&previous) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        match fs::hard_link(&self.path, &previous) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            result => result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::sample;
+
+    /// A store in a fresh directory of its own.
+    fn store(name: &str) -> FileStore {
+        let dir =
+            std::env::temp_dir().join(format!("balancer-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        FileStore::new(dir.join("state.json"))
+    }
+
+    #[test]
+    fn a_file_that_does_not_load_is_refused_with_one_line_and_left_as_it_was() {
+        let store = store("bad");
+        let path = store.path().display().to_string();
+        let good = serde_json::to_string_pretty(&sample()).unwrap();
+        let cases = [
+            (good[..good.len() / 2].to_string(), "is unreadable"),
+            ("\u{0}garbage\u{7f}".to_string(), "is unreadable"),
+            ("[1, 2, 3]".to_string(), "is unreadable"),
+            (
+                r#"{"format": 1, "next_epoch": 1, "services": {"web": 7}}"#.to_string(),
+                "is unreadable",
+            ),
+            (
+                good.replace("\"format\": 1", "\"format\": 9"),
+                "has format 9",
+            ),
+            (
+                good.replace("\"slot\": 1", "\"slot\": 0"),
+                "is inconsistent",
+            ),
+        ];
+        for (text, why) in cases {
+            fs::write(store.path(), &text).unwrap();
+            let err = crate::error::one_line(&store.load().unwrap_err());
+            assert!(
+                err.starts_with(&format!("state file {path} {why}")),
+                "{err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert_eq!(
+                fs::read_to_string(store.path()).unwrap(),
+                text,
+                "the file changed"
+            );
+        }
+    }
+
+    #[test]
+    fn each_save_keeps_the_file_it_replaces_as_the_previous_good_copy() {
+        let store = store("prev");
+        let first = sample();
+        store.save(&first).unwrap();
+        assert!(
+            !store.previous().exists(),
+            "no previous copy before the first save"
+        );
+        let mut second = first.clone();
+        second.remove_service("dns").unwrap();
+        store.save(&second).unwrap();
+        assert_eq!(store.load().unwrap(), second);
+        let previous = FileStore::new(store.previous());
+        assert_eq!(previous.load().unwrap(), first);
+        store.save(&first).unwrap();
+        assert_eq!(previous.load().unwrap(), second);
     }
 }
