@@ -73,9 +73,12 @@ pub struct SetSplit {
 pub struct Flip {
     /// Group that gets every new flow.
     pub to: String,
-    /// Keep flows on the previous groups only this long, milliseconds; none: until they end.
+    /// Watch the previous groups' flows this long, milliseconds.
     #[serde(default)]
     pub drain_timeout_ms: Option<u64>,
+    /// Re-balance the previous groups' flows at the drain timeout (at once without one).
+    #[serde(default)]
+    pub cut: bool,
 }
 
 /// `POST /services/{name}/pins` and `DELETE /services/{name}/pins` (group ignored).
@@ -87,6 +90,15 @@ pub struct PinRequest {
     /// Group the prefix's clients get.
     #[serde(default)]
     pub group: String,
+}
+
+/// `DELETE /services/{name}/backends/{addr}` (an empty body is `cut: false`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveBackend {
+    /// Re-balance the backend's flows now instead of retiring it with them.
+    #[serde(default)]
+    pub cut: bool,
 }
 
 /// `POST /services/{name}/backends/{addr}/drain`.
@@ -136,6 +148,25 @@ pub struct ServiceStatus {
     pub rollout: Option<Rollout>,
     /// A flip's pending drain timeout.
     pub flip_drain: Option<FlipDrain>,
+    /// Backends that left the tables while their flows still reach them.
+    #[serde(default)]
+    pub retired: Vec<RetiredStatus>,
+}
+
+/// One retired backend in [`ServiceStatus`]: in no table, its tracked flows still
+/// forwarded to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetiredStatus {
+    /// Address.
+    pub addr: IpAddr,
+    /// The group it left.
+    pub group: String,
+    /// When it retired (Unix milliseconds).
+    pub since_ms: u64,
+    /// Tracked flows with a packet within the flow idle time.
+    pub active_flows: u64,
+    /// Up or down, when the service has health checks (down: its flows are re-balanced).
+    pub health: Option<Health>,
 }
 
 /// A checked backend's health.

@@ -59,11 +59,14 @@ pub enum Command {
         /// The group that takes every new flow.
         #[arg(long = "to")]
         to: String,
-        /// Keep flows on the old group only this long; then their next packets are
-        /// balanced like new flows, onto GROUP (whose backends answer TCP with a reset).
-        /// Default: kept until they end.
+        /// Watch the old groups' flows this long (`status` shows the flip drain); they are
+        /// kept unless `--cut`. Default: no flip drain.
         #[arg(long, value_parser = humantime::parse_duration)]
         drain_timeout: Option<std::time::Duration>,
+        /// Re-balance the old groups' flows at the drain timeout (or at once without one):
+        /// their next packets go to GROUP, whose backends answer TCP with a reset.
+        #[arg(long)]
+        cut: bool,
     },
     /// Gradual canary: move new flows from one group to another in timed steps.
     #[command(subcommand)]
@@ -119,6 +122,10 @@ pub struct DaemonArgs {
     /// Seconds without packets after which a tracked flow no longer counts as active.
     #[arg(long, default_value_t = 120)]
     pub flow_idle: u64,
+    /// How long a retired backend (removed, or replaced by a rollout) keeps its flows at
+    /// most; then they are re-balanced.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retire_timeout: std::time::Duration,
 }
 
 /// XDP attach mode.
@@ -335,6 +342,10 @@ pub struct RolloutArgs {
     /// Ramp NEW's weight up over this time.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub slow_start: std::time::Duration,
+    /// Re-balance each OLD's remaining flows when its drain ends (their clients get a
+    /// reset) instead of retiring it with them.
+    #[arg(long)]
+    pub cut: bool,
 }
 
 /// `balancer rollout status|abort NAME`.
@@ -432,12 +443,17 @@ pub enum BackendCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
-    /// Remove a backend; its flows are re-balanced.
+    /// Remove a backend: it gets no new flow and retires, its established flows still
+    /// reaching it until they end, it fails its checks, or the retire timeout.
     Remove {
         /// Service name.
         name: String,
         /// Backend address.
         addr: IpAddr,
+        /// Re-balance its flows now instead (also a retired backend's): their clients get a
+        /// reset.
+        #[arg(long)]
+        cut: bool,
     },
 }
 
@@ -555,9 +571,10 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
                 addr,
                 timeout_ms: timeout.map(millis),
             }),
-            BackendCommand::Remove { name, addr } => change(Change::RemoveBackend {
+            BackendCommand::Remove { name, addr, cut } => change(Change::RemoveBackend {
                 service: name,
                 addr,
+                cut,
             }),
         },
         Command::Split { name, shares } => change(Change::Split {
@@ -568,10 +585,12 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
             name,
             to,
             drain_timeout,
+            cut,
         } => change(Change::Flip {
             service: name,
             to,
             drain_timeout_ms: drain_timeout.map(millis),
+            cut,
         }),
         Command::Canary(cmd) => canary(cmd)?,
         Command::Rollout(args) => rollout(args)?,
@@ -668,6 +687,7 @@ fn rollout(args: RolloutArgs) -> Result<(Operation, Output), Refused> {
                     ready_timeout_ms: millis(args.ready_timeout),
                     slow_start_ms: millis(args.slow_start),
                     drain_timeout_ms: args.drain_timeout.map(millis),
+                    cut: args.cut,
                 },
             }
         }

@@ -96,6 +96,7 @@ async fn run_daemon(args: DaemonArgs, socket: &std::path::Path) -> anyhow::Resul
         settings: Settings {
             seed: args.hash_seed,
             flow_idle: Duration::from_secs(args.flow_idle),
+            retire_timeout: args.retire_timeout,
         },
     };
     daemon::run(config, socket).await

@@ -205,9 +205,9 @@ impl Config {
         Ok(Self { services })
     }
 
-    /// Makes `state` what this configuration says, keeping the identity of services and
-    /// backends that stay.
-    pub fn apply_to(&self, state: &mut State) -> Result<(), ConfigError> {
+    /// Makes `state` what this configuration says at `now_ms`, keeping the identity of
+    /// services and backends that stay; backends that leave retire with their flows.
+    pub fn apply_to(&self, state: &mut State, now_ms: u64) -> Result<(), ConfigError> {
         let mut names = std::collections::BTreeSet::new();
         for s in &self.services {
             if !names.insert(s.name.as_str()) {
@@ -238,13 +238,13 @@ impl Config {
             } else {
                 state.add_service(&s.name, s.vip, s.affinity, Some(s.table_size))?;
             }
-            apply_service(s, state)?;
+            apply_service(s, state, now_ms)?;
         }
         Ok(())
     }
 }
 
-fn apply_service(s: &ServiceConfig, state: &mut State) -> Result<(), ConfigError> {
+fn apply_service(s: &ServiceConfig, state: &mut State, now_ms: u64) -> Result<(), ConfigError> {
     let wanted: Vec<(IpAddr, &str, u16)> = s
         .groups
         .iter()
@@ -264,10 +264,10 @@ fn apply_service(s: &ServiceConfig, state: &mut State) -> Result<(), ConfigError
             .map(|(g, b)| (b.addr, svc.groups[g].name.clone()))
             .collect()
     };
-    // A backend that changes group is removed and added again.
+    // A backend that changes group retires and is revived in its new group.
     for (addr, group) in &current {
         if !wanted.iter().any(|(a, g, _)| a == addr && g == group) {
-            state.remove_backend(&s.name, *addr)?;
+            state.remove_backend(&s.name, *addr, false, now_ms)?;
         }
     }
     for (addr, group, weight) in &wanted {

@@ -82,12 +82,15 @@ pub enum Change {
         /// Stop waiting for its flows after this long, milliseconds.
         timeout_ms: Option<u64>,
     },
-    /// Remove a backend.
+    /// Remove a backend: it retires (its flows still reach it), or with `cut` its flows
+    /// are re-balanced now.
     RemoveBackend {
         /// Service.
         service: String,
         /// Backend.
         addr: IpAddr,
+        /// Re-balance its flows now.
+        cut: bool,
     },
     /// Set the split.
     Split {
@@ -102,8 +105,10 @@ pub enum Change {
         service: String,
         /// The group that takes every new flow.
         to: String,
-        /// Keep old flows only this long, milliseconds.
+        /// Watch the old groups' flows this long, milliseconds.
         drain_timeout_ms: Option<u64>,
+        /// Re-balance the old groups' flows at the drain timeout (at once without one).
+        cut: bool,
     },
     /// Pin a client prefix to a group.
     AddPin {
@@ -180,8 +185,8 @@ impl Change {
                 addr,
                 timeout_ms,
             } => drain::start(state, service, *addr, *timeout_ms, now_ms)?,
-            Change::RemoveBackend { service, addr } => {
-                state.remove_backend(service, *addr)?;
+            Change::RemoveBackend { service, addr, cut } => {
+                state.remove_backend(service, *addr, *cut, now_ms)?
             }
             Change::Split { service, shares } => {
                 canary::override_by(state, service, "the operator's split", now_ms)?;
@@ -191,10 +196,11 @@ impl Change {
                 service,
                 to,
                 drain_timeout_ms,
+                cut,
             } => {
                 let what = format!("the operator's flip to {to}");
                 canary::override_by(state, service, &what, now_ms)?;
-                flip::flip(state, service, to, *drain_timeout_ms, now_ms)?
+                flip::flip(state, service, to, *drain_timeout_ms, *cut, now_ms)?
             }
             Change::AddPin {
                 service,
@@ -212,7 +218,7 @@ impl Change {
             Change::AbortRollout { service } => rollout::abort(state, service, now_ms)?,
             Change::Apply { toml } => {
                 let before = state.clone();
-                Config::parse(toml)?.apply_to(state)?;
+                Config::parse(toml)?.apply_to(state, now_ms)?;
                 override_changed_splits(&before, state, now_ms)?;
             }
         }

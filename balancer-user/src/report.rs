@@ -55,6 +55,19 @@ pub fn status(status: &Status) -> String {
                 health
             );
         }
+        for r in &s.retired {
+            let since = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.since_ms),
+            );
+            let health = r.health.map_or("-".to_string(), |h| h.to_string());
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<12} retired since {since}, {} active flows, health {health}",
+                r.addr.to_string(),
+                r.group,
+                r.active_flows,
+            );
+        }
     }
     for s in &status.services {
         if let Some(c) = &s.canary {

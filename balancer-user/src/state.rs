@@ -6,6 +6,7 @@
 
 mod error;
 mod health;
+mod retired;
 mod store;
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::StateError;
 pub use health::{CheckKind, HealthCheck};
+pub use retired::{Farewell, Retired};
 pub use store::{FileStore, StoreError};
 
 use crate::{
@@ -109,6 +111,9 @@ pub struct Service {
     /// Health checks of the backends; none: every backend counts as healthy.
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// Backends that left the tables while their tracked flows still reach them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
 }
 
 /// A client pin: clients in `cidr` always get `group` for new flows, whatever the split.
@@ -267,19 +272,23 @@ impl State {
                 }
             }
             let mut addrs = BTreeMap::new();
-            for (_, backend) in service.backends() {
-                check_backend_addr(service, backend.addr)?;
-                if addrs.insert(backend.addr, ()).is_some() {
-                    return Err(StateError::DuplicateBackend(backend.addr, name.clone()));
+            let retired = service.retired.iter().map(|r| (r.addr, r.index, r.epoch));
+            for (addr, index, epoch) in service
+                .backends()
+                .map(|(_, b)| (b.addr, b.index, b.epoch))
+                .chain(retired)
+            {
+                check_backend_addr(service, addr)?;
+                if addrs.insert(addr, ()).is_some() {
+                    return Err(StateError::DuplicateBackend(addr, name.clone()));
                 }
-                if backend.index >= MAX_BACKENDS
-                    || backend.epoch == 0
-                    || backend.epoch >= self.next_epoch
-                    || indices.insert(backend.index, ()).is_some()
+                if index >= MAX_BACKENDS
+                    || epoch == 0
+                    || epoch >= self.next_epoch
+                    || indices.insert(index, ()).is_some()
                 {
                     return Err(StateError::Corrupt(format!(
-                        "backend {} of service {name:?} has a bad index or epoch",
-                        backend.addr
+                        "backend {addr} of service {name:?} has a bad index or epoch"
                     )));
                 }
             }
@@ -335,6 +344,7 @@ impl State {
                 rollout: None,
                 flip_drain: None,
                 health: None,
+                retired: Vec::new(),
             },
         );
         Ok(())
@@ -387,14 +397,28 @@ impl State {
         weight: u16,
     ) -> Result<(), StateError> {
         check_name("group", group)?;
-        let index = self.free_index()?;
-        let epoch = self.next_epoch;
-        let next_epoch = epoch.checked_add(1).ok_or(StateError::EpochsExhausted)?;
-        let svc = self.service_mut(service)?;
+        let svc = self.service(service)?;
         check_backend_addr(svc, addr)?;
         if svc.backends().any(|(_, b)| b.addr == addr) {
             return Err(StateError::DuplicateBackend(addr, service.to_string()));
         }
+        // A retired backend comes back with its index and epoch: its flows are its own.
+        let (entry, next_epoch) = match self.revive(service, addr) {
+            Some(retired) => (retired::revived(&retired, weight), self.next_epoch),
+            None => {
+                let epoch = self.next_epoch;
+                let next_epoch = epoch.checked_add(1).ok_or(StateError::EpochsExhausted)?;
+                let entry = BackendEntry {
+                    addr,
+                    weight,
+                    index: self.free_index()?,
+                    epoch,
+                    drain: None,
+                };
+                (entry, next_epoch)
+            }
+        };
+        let svc = self.service_mut(service)?;
         let group_index = match svc.group_index(group) {
             Some(g) => g,
             None => {
@@ -415,13 +439,7 @@ impl State {
                 svc.groups.len() - 1
             }
         };
-        svc.groups[group_index].backends.push(BackendEntry {
-            addr,
-            weight,
-            index,
-            epoch,
-            drain: None,
-        });
+        svc.groups[group_index].backends.push(entry);
         self.next_epoch = next_epoch;
         Ok(())
     }
@@ -445,12 +463,13 @@ impl State {
         Ok(())
     }
 
-    /// Removes a backend. A group left without backends and without share is removed too.
-    pub fn remove_backend(
+    /// Takes a backend out of its group, returning the group's name and the entry. A group
+    /// left without backends and without share is removed too.
+    fn take_backend(
         &mut self,
         service: &str,
         addr: IpAddr,
-    ) -> Result<BackendEntry, StateError> {
+    ) -> Result<(String, BackendEntry), StateError> {
         let svc = self.service_mut(service)?;
         let (g, position) = svc
             .groups
@@ -465,8 +484,9 @@ impl State {
             })
             .ok_or_else(|| StateError::UnknownBackend(addr, service.to_string()))?;
         let removed = svc.groups[g].backends.remove(position);
+        let group = svc.groups[g].name.clone();
         svc.prune_groups()?;
-        Ok(removed)
+        Ok((group, removed))
     }
 
     /// Sets the split: every named group gets its share, unnamed groups 0. Shares must sum
@@ -544,7 +564,10 @@ impl State {
         let used: std::collections::BTreeSet<u32> = self
             .services
             .values()
-            .flat_map(|s| s.backends().map(|(_, b)| b.index))
+            .flat_map(|s| {
+                let retired = s.retired.iter().map(|r| r.index);
+                s.backends().map(|(_, b)| b.index).chain(retired)
+            })
             .collect();
         (0..MAX_BACKENDS)
             .find(|i| !used.contains(i))

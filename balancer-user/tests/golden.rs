@@ -310,8 +310,10 @@ fn two_hosts_with_the_same_state_built_in_different_orders_agree() {
     ] {
         b.add_backend("web", ip(addr), group, 100).unwrap();
     }
-    b.remove_backend("web", ip("198.18.0.104")).unwrap();
-    b.remove_backend("web", ip("198.18.0.199")).unwrap();
+    b.remove_backend("web", ip("198.18.0.104"), true, 0)
+        .unwrap();
+    b.remove_backend("web", ip("198.18.0.199"), true, 0)
+        .unwrap();
     b.add_backend("web", ip("198.18.0.101"), "blue", 100)
         .unwrap();
     b.add_backend("web", ip("198.18.0.104"), "green", 100)

@@ -92,11 +92,45 @@ fn a_small_table_serves_and_removals_with_live_connections_do_what_the_readme_sa
         "a 251-slot table should reach all four: {dist:?}"
     );
 
-    // Removing a backend re-balances its flows: over TCP the new backend resets them;
-    // the other connections carry on.
+    // Removing a backend retires it: it gets no new flow, and its established flows keep
+    // reaching it. (The short connections above count as active for the flow idle time,
+    // 2 s: let them go idle first, so that only the long-lived ones count.)
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     let mut long_lived = LongLived::open(&lab.client, vip, 40, &[])?;
+    let on_b0 = long_lived
+        .original_backends()
+        .iter()
+        .filter(|b| *b == "b0")
+        .count();
+    ensure!(on_b0 > 0, "no connection on b0");
     let b0 = lab.topology.backend_v4(0).to_string();
     lab.balancer.ok(&["backend", "remove", "web", &b0])?;
+    let answers = long_lived.ping_all()?;
+    ensure!(
+        answers == long_lived.original_backends(),
+        "a removed backend's connections moved: {answers:?}"
+    );
+    let status = lab.balancer.status()?;
+    let retired = &status.services[0].retired;
+    ensure!(
+        retired.len() == 1
+            && retired[0].addr.to_string() == b0
+            && retired[0].active_flows == on_b0 as u64,
+        "{on_b0} connections on b0; retired: {retired:?}"
+    );
+    let dist = lab.client.distribution(vip, 100, &[])?;
+    ensure!(
+        !dist.counts.contains_key("b0"),
+        "b0 got new flows: {dist:?}"
+    );
+    let text = lab.balancer.ok(&["status"])?;
+    ensure!(text.contains("retired since"), "status text: {text}");
+
+    // Cut, its flows are re-balanced: over TCP the new backend resets them; the other
+    // connections carry on.
+    lab.balancer
+        .ok(&["backend", "remove", "web", &b0, "--cut"])?;
+    ensure!(lab.balancer.status()?.services[0].retired.is_empty());
     for (i, original) in long_lived.original_backends().to_vec().iter().enumerate() {
         let answer = long_lived.ping_one(i);
         if original == "b0" {

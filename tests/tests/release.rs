@@ -644,12 +644,47 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
 }
 
 #[test]
-fn flip_drain_timeout_stops_keeping_old_flows() -> Result<()> {
+fn flip_drain_timeout_without_cut_keeps_old_flows_on_their_backends() -> Result<()> {
+    let lab = Lab::new("blr12")?;
+    let service = lab.service("web", false, &GROUPS, &[100; 4])?;
+    let long_lived = LongLived::open(&lab.client, service, 20, &[])?;
+    let pings = long_lived.ping_in_background();
+    lab.balancer
+        .ok(&["flip", "web", "--to", "green", "--drain-timeout", "1s"])?;
+    let drain = lab.balancer.status()?.services[0].flip_drain.clone();
+    ensure!(drain.as_ref().is_some_and(|d| !d.cut), "{drain:?}");
+    lab.wait_until(std::time::Duration::from_secs(5), "flip drain end", |s| {
+        s.flip_drain.is_none()
+    })?;
+    // Past the drain timeout the old group's connections still talk to their backends.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "old flows broke or moved after an uncut flip drain: {report:?}"
+    );
+    let dist = lab.client.distribution(service, 50, &[])?;
+    ensure!(
+        dist.counts.keys().all(|b| b == "b2" || b == "b3"),
+        "{dist:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn flip_drain_timeout_with_cut_stops_keeping_old_flows() -> Result<()> {
     let mut lab = Lab::new("blr8")?;
     let service = lab.service("web", false, &GROUPS, &[100; 4])?;
     let mut long_lived = LongLived::open(&lab.client, service, 10, &[])?;
-    lab.balancer
-        .ok(&["flip", "web", "--to", "green", "--drain-timeout", "2500ms"])?;
+    lab.balancer.ok(&[
+        "flip",
+        "web",
+        "--to",
+        "green",
+        "--drain-timeout",
+        "2500ms",
+        "--cut",
+    ])?;
     let pending = lab.balancer.status()?.services[0].flip_drain.clone();
     ensure!(pending.is_some(), "no pending flip drain");
     // kill -9 while the drain is pending: the restarted daemon keeps the same deadline.
@@ -863,5 +898,95 @@ fn drain_timeout_ends_the_drain_and_its_connections_keep_their_backend() -> Resu
     );
     let dist = lab.client.distribution(service, 200, &[])?;
     ensure!(!dist.counts.contains_key("b0"), "{dist:?}");
+    Ok(())
+}
+
+#[test]
+fn a_rolling_replacement_with_a_drain_timeout_breaks_no_connection_and_retires_the_old(
+) -> Result<()> {
+    let mut lab = Lab::with_backends("blr13", 6)?;
+    let service = lab.service("web", false, &["main"; 3], &[100; 3])?;
+    lab.enable_checks("web", "tcp", 1, 2)?;
+    lab.wait_until(std::time::Duration::from_secs(5), "all up", |s| {
+        s.backends.iter().all(|b| b.health == Some(Health::Up))
+    })?;
+    let long_lived = LongLived::open(&lab.client, service, 30, &[])?;
+    let on = |name: &str| {
+        long_lived
+            .original_backends()
+            .iter()
+            .filter(|b| *b == name)
+            .count() as u64
+    };
+    let counts = [on("b0"), on("b1"), on("b2")];
+    ensure!(
+        counts.iter().all(|&c| c > 0),
+        "connections per OLD: {counts:?}"
+    );
+    let pings = long_lived.ping_in_background();
+    let addrs: Vec<String> = (0..6)
+        .map(|i| lab.topology.backend_v4(i).to_string())
+        .collect();
+    let addr = |i: usize| addrs[i].clone();
+    let pairs: Vec<String> = (0..3)
+        .map(|i| format!("{}={}", addr(i), addr(i + 3)))
+        .collect();
+    let mut args = vec![
+        "rollout",
+        "web",
+        "--group",
+        "main",
+        "--drain-timeout",
+        "2s",
+        "--replace",
+    ];
+    args.extend(pairs.iter().map(String::as_str));
+    lab.balancer.ok(&args)?;
+    // Every OLD drains for the whole timeout (its connections talk every 100 ms), then
+    // retires with them.
+    let (status, _) = finished_rollout(&lab, 40, RolloutOutcome::Completed)?;
+    let retired: Vec<(String, u64)> = status.services[0]
+        .retired
+        .iter()
+        .map(|r| (r.addr.to_string(), r.active_flows))
+        .collect();
+    let expected: Vec<(String, u64)> = (0..3).map(|i| (addr(i), counts[i])).collect();
+    ensure!(
+        retired == expected,
+        "retired {retired:?}, expected {expected:?}"
+    );
+    let dist = lab.client.distribution(service, 100, &[])?;
+    ensure!(
+        dist.counts
+            .keys()
+            .all(|b| ["b3", "b4", "b5"].contains(&b.as_str())),
+        "new flows reached an OLD: {dist:?}"
+    );
+
+    // b0 dies: it fails its checks, goes, and only its clients are cut.
+    lab.stop_server(0);
+    lab.wait_until(std::time::Duration::from_secs(5), "b0 gone", |s| {
+        s.retired.iter().all(|r| r.addr.to_string() != addr(0))
+    })?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == counts[0] as usize && report.moved_connections() == 0,
+        "{} connections on b0: {report:?}",
+        counts[0]
+    );
+    let left: Vec<String> = lab.balancer.status()?.services[0]
+        .retired
+        .iter()
+        .map(|r| r.addr.to_string())
+        .collect();
+    // With their connections closed, b1 and b2 go too once their flows are idle.
+    ensure!(
+        left.iter().all(|a| *a == addr(1) || *a == addr(2)),
+        "{left:?}"
+    );
+    lab.wait_until(std::time::Duration::from_secs(8), "b1 and b2 gone", |s| {
+        s.retired.is_empty()
+    })?;
     Ok(())
 }

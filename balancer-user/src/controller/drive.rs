@@ -9,7 +9,7 @@ use crate::{
     error::Error,
     health::CheckJob,
     release::{canary, drain, flip, rollout},
-    state::StateError,
+    state::{State, StateError},
 };
 
 /// How often draining backends' active flows are counted (it walks connection tracking).
@@ -29,25 +29,41 @@ impl Controller {
         Ok(self.health.due(&self.state, now_ms))
     }
 
-    /// Ends the flip drains that are due: the old groups' tracked flows are forgotten.
+    /// Ends the flip drains that are due; a cut one forgets the old groups' tracked flows.
     fn end_flip_drains(&mut self, now_ms: u64) -> Result<(), Error> {
-        for (name, ids) in flip::due(&self.state, now_ms) {
-            let forgotten = self.plane.forget_flows(&ids.into_iter().collect())?;
-            tracing::info!(
-                service = name,
-                forgotten,
-                "flip drain timeout: old flows forgotten"
-            );
+        for flip::Due {
+            service: name,
+            cut,
+            backends,
+        } in flip::due(&self.state, now_ms)
+        {
+            if cut {
+                let forgotten = self.plane.forget_flows(&backends.into_iter().collect())?;
+                tracing::info!(
+                    service = name,
+                    forgotten,
+                    "flip drain cut: old flows forgotten"
+                );
+            } else {
+                tracing::info!(
+                    service = name,
+                    "flip drain over: old flows kept until they end"
+                );
+            }
             self.change(|s, _| flip::end(s, &name))?;
         }
         Ok(())
     }
 
-    /// Moves rollouts forward and ends finished drains (active flows are counted at most
-    /// once a second).
+    /// Moves rollouts forward, ends finished drains and retirements that are over (active
+    /// flows are counted at most once a second).
     fn step_operations(&mut self, now_ms: u64) -> Result<(), Error> {
+        let retiring = |s: &State| s.services.values().any(|s| !s.retired.is_empty());
         // Ticks come every 100 ms: copy the state only when there is something to step.
-        if !rollout::any_running(&self.state) && !drain::any_running(&self.state) {
+        if !rollout::any_running(&self.state)
+            && !drain::any_running(&self.state)
+            && !retiring(&self.state)
+        {
             return Ok(());
         }
         let mut next = self.state.clone();
@@ -55,12 +71,17 @@ impl Controller {
         rollout::step_all(&mut next, now_ms, |service: &str, addr: IpAddr| {
             health.get(service, addr).is_some_and(|h| h.healthy)
         })?;
-        if drain::any_running(&next) && now_ms >= self.next_drain_check_ms {
+        if (drain::any_running(&next) || retiring(&next)) && now_ms >= self.next_drain_check_ms {
             self.next_drain_check_ms = now_ms + DRAIN_CHECK_MS;
             let counts = self.plane.active_flows(self.settings.flow_idle)?;
-            drain::check(&mut next, now_ms, |index, epoch| {
-                counts.get(&(index, epoch)).copied().unwrap_or(0)
-            });
+            let active = |index, epoch| counts.get(&(index, epoch)).copied().unwrap_or(0);
+            drain::check(&mut next, now_ms, active);
+            let timeout_ms =
+                u64::try_from(self.settings.retire_timeout.as_millis()).unwrap_or(u64::MAX);
+            let dead = |service: &str, addr| health.get(service, addr).is_some_and(|h| !h.healthy);
+            for (service, addr, why) in next.end_retirements(now_ms, timeout_ms, active, dead) {
+                tracing::info!(service, %addr, ?why, "retired backend gone");
+            }
         }
         if next != self.state {
             self.change(move |s, _| {

@@ -26,6 +26,9 @@ use crate::{
 /// The hash seed of the rig's controller.
 const SEED: u64 = 7;
 
+/// The retire timeout of controllers on fakes.
+pub(crate) const RETIRE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// What the fake data plane holds.
 #[derive(Default)]
 pub(crate) struct Maps {
@@ -39,6 +42,8 @@ pub(crate) struct Maps {
     fail_write: Option<usize>,
     /// Flows forgotten, by (index, epoch).
     pub(crate) forgotten: Vec<(u32, u32)>,
+    /// Active flows the plane reports, by (index, epoch).
+    pub(crate) active: FlowCounts,
 }
 
 #[derive(Clone, Default)]
@@ -121,7 +126,7 @@ impl Plane for FakePlane {
         Ok(GlobalCounters::default())
     }
     fn active_flows(&self, _: Duration) -> Result<FlowCounts, DataPlaneError> {
-        Ok(FlowCounts::new())
+        Ok(self.maps().active.clone())
     }
     fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError> {
         self.maps().forgotten.extend(backends.iter().copied());
@@ -213,6 +218,7 @@ impl Rig {
         let settings = Settings {
             seed: SEED,
             flow_idle: Duration::from_secs(2),
+            retire_timeout: RETIRE_TIMEOUT,
         };
         Controller::start(ports, settings).unwrap()
     }
@@ -238,7 +244,10 @@ impl Rig {
         let wanted: BTreeMap<u32, u32> = state
             .services
             .values()
-            .flat_map(|s| s.backends().map(|(_, b)| (b.index, b.epoch)))
+            .flat_map(|s| {
+                let retired = s.retired.iter().map(|r| (r.index, r.epoch));
+                s.backends().map(|(_, b)| (b.index, b.epoch)).chain(retired)
+            })
             .collect();
         let have: BTreeMap<u32, u32> = self
             .plane

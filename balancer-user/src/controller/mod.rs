@@ -39,6 +39,8 @@ pub struct Settings {
     pub seed: u64,
     /// A tracked flow counts as active while it saw a packet within this time.
     pub flow_idle: Duration,
+    /// A retired backend keeps its flows at most this long.
+    pub retire_timeout: Duration,
 }
 
 /// What a controller talks to.
@@ -340,11 +342,17 @@ impl Controller {
     }
 }
 
+/// Every backend the data plane holds for `state`: those in the tables and the retired.
 fn backend_ids(state: &State) -> BTreeMap<BackendId, IpAddr> {
     state
         .services
         .values()
-        .flat_map(|s| s.backends().map(|(_, b)| ((b.index, b.epoch), b.addr)))
+        .flat_map(|s| {
+            let retired = s.retired.iter().map(|r| ((r.index, r.epoch), r.addr));
+            s.backends()
+                .map(|(_, b)| ((b.index, b.epoch), b.addr))
+                .chain(retired)
+        })
         .collect()
 }
 

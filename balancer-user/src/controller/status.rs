@@ -2,7 +2,7 @@
 
 use super::Controller;
 use crate::{
-    api::{BackendStatus, GroupShare, Health, PinStatus, ServiceStatus, Status},
+    api::{BackendStatus, GroupShare, Health, PinStatus, RetiredStatus, ServiceStatus, Status},
     error::Error,
 };
 
@@ -62,6 +62,20 @@ impl Controller {
                 canary: service.canary.clone(),
                 rollout: service.rollout.clone(),
                 flip_drain: service.flip_drain.clone(),
+                retired: service
+                    .retired
+                    .iter()
+                    .map(|r| RetiredStatus {
+                        addr: r.addr,
+                        group: r.group.clone(),
+                        since_ms: r.since_ms,
+                        active_flows: flows.get(&(r.index, r.epoch)).copied().unwrap_or(0),
+                        health: self.health.get(name, r.addr).map(|h| match h.healthy {
+                            true => Health::Up,
+                            false => Health::Down,
+                        }),
+                    })
+                    .collect(),
                 pins: service
                     .pins
                     .iter()

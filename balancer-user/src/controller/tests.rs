@@ -18,7 +18,7 @@ use crate::{
     },
     state::{
         tests::{checked_sample, ip, sample},
-        StateError,
+        State, StateError,
     },
 };
 
@@ -36,15 +36,17 @@ fn replace_101_with_111(ready_timeout_ms: u64, slow_start_ms: u64) -> Change {
             ready_timeout_ms,
             slow_start_ms,
             drain_timeout_ms: None,
+            cut: false,
         },
     }
 }
 
-fn flip_web_to_green(drain_timeout_ms: Option<u64>) -> Change {
+fn flip_web_to_green(drain_timeout_ms: Option<u64>, cut: bool) -> Change {
     Change::Flip {
         service: "web".into(),
         to: "green".into(),
         drain_timeout_ms,
+        cut,
     }
 }
 
@@ -140,11 +142,12 @@ fn a_failed_save_publishes_nothing() {
     assert_eq!(rig.store.saved(), Some(sample()));
 }
 
-/// A change of both services whose data-plane write fails at each possible point: the
-/// old generation stays (or is put back) live, and the store holds the old state.
+/// A change of both services (and a removal that cuts a backend) whose data-plane write
+/// fails at each possible point: the old generation stays (or is put back) live, and the
+/// store holds the old state.
 #[test]
 fn a_data_plane_failure_mid_publish_leaves_the_old_state_live_and_stored() {
-    let change = Change::Apply {
+    let apply_both = Change::Apply {
         toml: r#"
 [[service]]
 name = "web"
@@ -164,6 +167,26 @@ backends = [{ addr = "2001:db8::101", weight = 5 }]
 "#
         .into(),
     };
+    let cut = Change::RemoveBackend {
+        service: "web".into(),
+        addr: ip("198.18.0.102"),
+        cut: true,
+    };
+    for (change, count, writes) in [
+        (
+            apply_both,
+            3,
+            "a backend added (.103 retires), two services",
+        ),
+        (cut, 2, "one service, a backend cleared"),
+    ] {
+        fail_at_each_write(change, count, writes);
+    }
+}
+
+/// Runs `change` with the data plane failing at each of its `count` writes in turn
+/// (`writes` says which they are).
+fn fail_at_each_write(change: Change, count: usize, writes: &str) {
     // How many writes the change makes when nothing fails.
     let total = {
         let rig = Rig::new(sample());
@@ -175,7 +198,7 @@ backends = [{ addr = "2001:db8::101", weight = 5 }]
         let after = rig.plane.maps().writes;
         after - before
     };
-    assert_eq!(total, 4, "a backend added, one cleared, two services");
+    assert_eq!(total, count, "{writes}");
     for failing in 0..total {
         let rig = Rig::new(sample());
         let mut controller = rig.start();
@@ -202,7 +225,7 @@ backends = [{ addr = "2001:db8::101", weight = 5 }]
 fn a_restart_reconciles_to_identical_tables_and_removes_leftovers() {
     let rig = Rig::new(sample());
     let mut first = rig.start();
-    apply(&mut first, flip_web_to_green(None)).unwrap();
+    apply(&mut first, flip_web_to_green(None, false)).unwrap();
     let state = first.state().clone();
     let live_before: BTreeMap<u32, ServiceImage> = rig.plane.maps().live.clone();
     let backends_before = rig.plane.maps().backends.clone();
@@ -355,10 +378,10 @@ fn a_rollout_steps_on_the_clock_and_never_lowers_serving_backends() {
 }
 
 #[test]
-fn a_flip_drain_forgets_the_old_groups_flows_at_its_deadline() {
+fn a_cut_flip_drain_forgets_the_old_groups_flows_at_its_deadline() {
     let rig = Rig::new(sample());
     let mut controller = rig.start();
-    apply(&mut controller, flip_web_to_green(Some(5000))).unwrap();
+    apply(&mut controller, flip_web_to_green(Some(5000), true)).unwrap();
     rig.clock.advance(4999);
     controller.tick().unwrap();
     assert!(rig.plane.maps().forgotten.is_empty(), "forgotten early");
@@ -378,6 +401,31 @@ fn a_flip_drain_forgets_the_old_groups_flows_at_its_deadline() {
 }
 
 #[test]
+fn a_flip_drain_that_is_not_cut_ends_at_its_deadline_and_forgets_nothing() {
+    use crate::clock::Clock as _;
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    apply(&mut controller, flip_web_to_green(Some(5000), false)).unwrap();
+    let drain = controller
+        .state()
+        .service("web")
+        .unwrap()
+        .flip_drain
+        .clone();
+    assert_eq!(
+        drain.map(|d| (d.deadline_ms, d.cut)),
+        Some((rig.clock.now_ms() + 5000, false))
+    );
+    rig.clock.advance(5000);
+    controller.tick().unwrap();
+    assert!(
+        rig.plane.maps().forgotten.is_empty(),
+        "flows forgotten without a cut"
+    );
+    assert_eq!(controller.state().service("web").unwrap().flip_drain, None);
+}
+
+#[test]
 fn refusals_of_the_release_strategies_name_the_reason() {
     let rig = Rig::new(sample());
     let mut controller = rig.start();
@@ -386,4 +434,139 @@ fn refusals_of_the_release_strategies_name_the_reason() {
         err,
         Error::Refused(Refused::State(StateError::Rollout(_)))
     ));
+}
+
+/// The data-plane entry of backend `addr` of web, if any.
+fn entry_of(rig: &Rig, state: &State, addr: &str) -> Option<Backend> {
+    let web = state.service("web").unwrap();
+    let (index, epoch) = web
+        .backends()
+        .map(|(_, b)| (b.addr, b.index, b.epoch))
+        .chain(web.retired.iter().map(|r| (r.addr, r.index, r.epoch)))
+        .find(|(a, _, _)| *a == ip(addr))
+        .map(|(_, i, e)| (i, e))?;
+    rig.plane
+        .maps()
+        .backends
+        .get(&index)
+        .copied()
+        .filter(|b| b.epoch == epoch)
+}
+
+#[test]
+fn a_removed_backend_keeps_its_data_plane_entry_until_its_flows_end_it_dies_or_it_expires() {
+    let rig = Rig::new(checked_sample());
+    let mut controller = rig.start();
+    let before = controller.state().clone();
+    let remove = |addr: &str| Change::RemoveBackend {
+        service: "web".into(),
+        addr: ip(addr),
+        cut: false,
+    };
+    for addr in ["198.18.0.101", "198.18.0.102"] {
+        apply(&mut controller, remove(addr)).unwrap();
+    }
+    let state = controller.state().clone();
+    assert_eq!(state.service("web").unwrap().retired.len(), 2);
+    assert!(rig.backends_match(&state) && rig.live_matches(&state));
+    // .101 still has flows; .102 has none.
+    assert!(entry_of(&rig, &state, "198.18.0.101").is_some());
+    assert!(entry_of(&rig, &state, "198.18.0.102").is_some());
+    let r101 = state.service("web").unwrap().retired[0].clone();
+    assert_eq!(r101.addr, ip("198.18.0.101"));
+    rig.plane.maps().active.insert((r101.index, r101.epoch), 3);
+    let status = controller.status(Some("web")).unwrap();
+    let shown: Vec<(IpAddr, u64)> = status.services[0]
+        .retired
+        .iter()
+        .map(|r| (r.addr, r.active_flows))
+        .collect();
+    assert_eq!(shown, [(ip("198.18.0.101"), 3), (ip("198.18.0.102"), 0)]);
+
+    // The next count (at most a second later) ends the idle one.
+    rig.clock.advance(1000);
+    for job in controller.tick().unwrap() {
+        controller.report_check(&job, Ok(())).unwrap();
+    }
+    let state = controller.state().clone();
+    let retired: Vec<IpAddr> = state
+        .service("web")
+        .unwrap()
+        .retired
+        .iter()
+        .map(|r| r.addr)
+        .collect();
+    assert_eq!(retired, [ip("198.18.0.101")]);
+    assert!(
+        entry_of(&rig, &before, "198.18.0.102").is_none(),
+        "idle .102 cleared"
+    );
+    assert!(entry_of(&rig, &state, "198.18.0.101").is_some());
+
+    // Dead: .101 fails its checks (fall = 3): it goes, and its flows with it.
+    let mut failures = 0;
+    for _ in 0..100 {
+        rig.clock.advance(200);
+        for job in controller.tick().unwrap() {
+            let result = match job.target.ip() == ip("198.18.0.101") {
+                true => {
+                    failures += 1;
+                    Err("refused".to_string())
+                }
+                false => Ok(()),
+            };
+            controller.report_check(&job, result).unwrap();
+        }
+        if controller
+            .state()
+            .service("web")
+            .unwrap()
+            .retired
+            .is_empty()
+        {
+            break;
+        }
+    }
+    assert!(controller
+        .state()
+        .service("web")
+        .unwrap()
+        .retired
+        .is_empty());
+    assert!(failures >= 3, "gone after {failures} failed checks");
+    assert!(
+        entry_of(&rig, &state, "198.18.0.101").is_none(),
+        "dead .101 cleared"
+    );
+    assert!(rig.backends_match(controller.state()));
+}
+
+#[test]
+fn a_retired_backend_with_live_flows_goes_at_the_retire_timeout() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    let remove = Change::RemoveBackend {
+        service: "web".into(),
+        addr: ip("198.18.0.102"),
+        cut: false,
+    };
+    apply(&mut controller, remove).unwrap();
+    let retired = controller.state().service("web").unwrap().retired[0].clone();
+    rig.plane
+        .maps()
+        .active
+        .insert((retired.index, retired.epoch), 1);
+    let timeout = u64::try_from(super::fakes::RETIRE_TIMEOUT.as_millis()).unwrap();
+    rig.clock.advance(timeout - 1000);
+    controller.tick().unwrap();
+    assert_eq!(controller.state().service("web").unwrap().retired.len(), 1);
+    rig.clock.advance(1000);
+    controller.tick().unwrap();
+    assert!(controller
+        .state()
+        .service("web")
+        .unwrap()
+        .retired
+        .is_empty());
+    assert!(rig.backends_match(controller.state()));
 }

@@ -51,8 +51,11 @@ impl HealthBoard {
             if service.health.is_none() {
                 continue;
             }
-            for (_, backend) in service.backends() {
-                let key = (name.clone(), backend.addr);
+            // Retired backends are checked too: one that fails is dead, and its flows are
+            // better re-balanced.
+            let retired = service.retired.iter().map(|r| r.addr);
+            for addr in service.backends().map(|(_, b)| b.addr).chain(retired) {
+                let key = (name.clone(), addr);
                 wanted.insert(key.clone());
                 self.entries.entry(key).or_insert(BackendHealth {
                     healthy: assume_up,

@@ -62,6 +62,7 @@ fn durations_that_would_overflow_a_deadline_are_refused_with_one_line() {
                 to: "green".into(),
                 // What `--drain-timeout 18446744073709551s616ms` saturates to.
                 drain_timeout_ms: Some(huge),
+                cut: true,
             },
             "the flip's drain timeout of 18446744073709551615 ms is longer than the longest allowed (365 days)",
         ),
@@ -96,6 +97,7 @@ fn a_flip_during_a_canary_ends_it_and_no_later_step_undoes_the_flip() {
         service: "web".into(),
         to: "blue".into(),
         drain_timeout_ms: None,
+        cut: true,
     };
     let mut s = applied(&s, &flip, 1000).unwrap();
     assert_eq!(shares_of(&s), vec![10_000, 0]);
@@ -162,6 +164,7 @@ fn a_flip_drain_never_forgets_the_flows_of_a_group_that_takes_new_flows_again() 
         service: "web".into(),
         to: "green".into(),
         drain_timeout_ms: Some(6000),
+        cut: true,
     };
     let s = applied(&sample(), &flip, 0).unwrap();
     assert_eq!(due(&s, 6000).len(), 1, "the drain names blue's backends");
@@ -200,6 +203,7 @@ fn a_flip_drain_never_forgets_the_flows_of_a_group_that_takes_new_flows_again() 
         service: "web".into(),
         to: "gray".into(),
         drain_timeout_ms: Some(6000),
+        cut: true,
     };
     let s = applied(&three, &flip_gray, 0).unwrap();
     let green_back = Change::Split {

@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{Change, Operation};
 use crate::{
-    api::{Flip, PinRequest, SetHealth, SetSplit, SetWeight, StartDrain},
+    api::{Flip, PinRequest, RemoveBackend, SetHealth, SetSplit, SetWeight, StartDrain},
     error::Refused,
 };
 
@@ -117,10 +117,10 @@ impl Operation {
                         timeout_ms: *timeout_ms,
                     }),
                 ),
-                Change::RemoveBackend { service, addr } => (
+                Change::RemoveBackend { service, addr, cut } => (
                     Method::DELETE,
                     service_path(service, &format!("/backends/{addr}")),
-                    Body::Empty,
+                    json(&RemoveBackend { cut: *cut }),
                 ),
                 Change::Split { service, shares } => (
                     Method::PUT,
@@ -133,12 +133,14 @@ impl Operation {
                     service,
                     to,
                     drain_timeout_ms,
+                    cut,
                 } => (
                     Method::PUT,
                     service_path(service, "/flip"),
                     json(&Flip {
                         to: to.clone(),
                         drain_timeout_ms: *drain_timeout_ms,
+                        cut: *cut,
                     }),
                 ),
                 Change::AddPin {
@@ -228,9 +230,15 @@ impl Operation {
                 backend: decode(body)?,
             }),
             (&Method::DELETE, ["services", name, "backends", addr]) => {
+                // An empty body (a client of an earlier version) removes without cutting.
+                let RemoveBackend { cut } = match body.is_empty() {
+                    true => RemoveBackend::default(),
+                    false => decode(body)?,
+                };
                 change(Change::RemoveBackend {
                     service: service(name),
                     addr: ip(addr)?,
+                    cut,
                 })
             }
             (&Method::PUT, ["services", name, "backends", addr, "weight"]) => {
@@ -260,11 +268,13 @@ impl Operation {
                 let Flip {
                     to,
                     drain_timeout_ms,
+                    cut,
                 } = decode(body)?;
                 change(Change::Flip {
                     service: service(name),
                     to,
                     drain_timeout_ms,
+                    cut,
                 })
             }
             (&Method::POST, ["services", name, "pins"]) => {
@@ -396,6 +406,12 @@ mod tests {
             Change::RemoveBackend {
                 service: service(),
                 addr: "198.18.0.101".parse().unwrap(),
+                cut: false,
+            },
+            Change::RemoveBackend {
+                service: service(),
+                addr: "198.18.0.101".parse().unwrap(),
+                cut: true,
             },
             Change::Split {
                 service: service(),
@@ -408,6 +424,13 @@ mod tests {
                 service: service(),
                 to: "green".into(),
                 drain_timeout_ms: None,
+                cut: false,
+            },
+            Change::Flip {
+                service: service(),
+                to: "green".into(),
+                drain_timeout_ms: Some(5000),
+                cut: true,
             },
             Change::AddPin {
                 service: service(),
@@ -438,6 +461,7 @@ mod tests {
                     )],
                     ready_timeout_ms: 60_000,
                     slow_start_ms: 0,
+                    cut: true,
                     drain_timeout_ms: Some(1),
                 },
             },

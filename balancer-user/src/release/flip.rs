@@ -1,7 +1,7 @@
 //! Blue-green flip: every new flow goes to one group from the next packet on, in one
 //! atomic split change; established flows stay on their backends. Flipping back is the
-//! instant rollback. With a drain timeout, flows still on the previous groups are kept only
-//! that long.
+//! instant rollback. A flip drain watches the previous groups' flows for the drain timeout;
+//! only a cut one re-balances them at its end (their clients get a reset).
 
 use serde::{Deserialize, Serialize};
 
@@ -10,14 +10,18 @@ use crate::{
     state::{State, StateError},
 };
 
-/// The end of a flip's drain: at `deadline_ms`, tracked flows on the backends of `groups`
-/// are forgotten, so their next packets are balanced like new flows (onto the live group).
+/// A flip's drain: until `deadline_ms`, the flows still on the backends of `groups` are
+/// watched; at the deadline a `cut` drain forgets them, so their next packets are balanced
+/// like new flows (onto the live group), and one that is not cut just ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlipDrain {
     /// Groups that had new flows before the flip.
     pub groups: Vec<String>,
     /// Unix milliseconds.
     pub deadline_ms: u64,
+    /// Whether the flows are re-balanced at the deadline.
+    #[serde(default)]
+    pub cut: bool,
 }
 
 impl FlipDrain {
@@ -27,13 +31,15 @@ impl FlipDrain {
     }
 }
 
-/// Flips `service` to `group`. Flipping to the group that already has 100% is refused, so
-/// a mistyped rollback is noticed.
+/// Flips `service` to `group`, with a flip drain when there is a drain timeout or a cut (a
+/// cut without a timeout is due at once). Flipping to the group that already has 100% is
+/// refused, so a mistyped rollback is noticed.
 pub fn flip(
     state: &mut State,
     service: &str,
     group: &str,
     drain_timeout_ms: Option<u64>,
+    cut: bool,
     now_ms: u64,
 ) -> Result<(), StateError> {
     let drain_timeout_ms =
@@ -57,16 +63,28 @@ pub fn flip(
         .map(|(other, _)| other.name.clone())
         .collect();
     state.set_split(service, &[(group.to_string(), BasisPoints::ALL)])?;
-    state.service_mut(service)?.flip_drain = drain_timeout_ms.map(|t| FlipDrain {
+    let timeout_ms = drain_timeout_ms.or(cut.then_some(0));
+    state.service_mut(service)?.flip_drain = timeout_ms.map(|t| FlipDrain {
         groups: previous,
         deadline_ms: now_ms.saturating_add(t),
+        cut,
     });
     Ok(())
 }
 
-/// Services whose flip drain is due at `now_ms`, with the (index, epoch) of the backends
-/// whose flows are to be forgotten.
-pub fn due(state: &State, now_ms: u64) -> Vec<(String, Vec<(u32, u32)>)> {
+/// A flip drain whose deadline has come.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Due {
+    /// The service.
+    pub service: String,
+    /// Whether its flows are to be forgotten.
+    pub cut: bool,
+    /// The (index, epoch) of the previous groups' backends.
+    pub backends: Vec<(u32, u32)>,
+}
+
+/// The flip drains due at `now_ms`.
+pub fn due(state: &State, now_ms: u64) -> Vec<Due> {
     state
         .services
         .iter()
@@ -77,7 +95,11 @@ pub fn due(state: &State, now_ms: u64) -> Vec<(String, Vec<(u32, u32)>)> {
                 .filter(|(g, _)| drain.groups.contains(&s.groups[*g].name))
                 .map(|(_, b)| (b.index, b.epoch))
                 .collect();
-            Some((name.clone(), ids))
+            Some(Due {
+                service: name.clone(),
+                cut: drain.cut,
+                backends: ids,
+            })
         })
         .collect()
 }
@@ -96,7 +118,7 @@ mod tests {
     #[test]
     fn flip_with_drain_timeout_names_the_old_groups_backends() {
         let mut s = sample();
-        flip(&mut s, "web", "green", Some(1000), 0).unwrap();
+        flip(&mut s, "web", "green", Some(1000), true, 0).unwrap();
         assert_eq!(shares_of(&s), vec![0, 10_000]);
         assert!(due(&s, 999).is_empty());
         let blue: Vec<(u32, u32)> = s.service("web").unwrap().groups[0]
@@ -104,22 +126,29 @@ mod tests {
             .iter()
             .map(|b| (b.index, b.epoch))
             .collect();
-        assert_eq!(due(&s, 1000), vec![("web".to_string(), blue)]);
+        assert_eq!(
+            due(&s, 1000),
+            vec![Due {
+                service: "web".to_string(),
+                cut: true,
+                backends: blue
+            }]
+        );
         end(&mut s, "web").unwrap();
         assert!(due(&s, 5000).is_empty());
-        let err = flip(&mut s, "web", "green", None, 0).unwrap_err();
+        let err = flip(&mut s, "web", "green", None, false, 0).unwrap_err();
         assert_eq!(
             err.to_string(),
             "group \"green\" already takes 100% of new flows of service \"web\""
         );
-        let err = flip(&mut s, "web", "purple", None, 0).unwrap_err();
+        let err = flip(&mut s, "web", "purple", None, false, 0).unwrap_err();
         assert_eq!(err.to_string(), "no group \"purple\" in service \"web\"");
     }
 
     #[test]
     fn flip_without_timeout_keeps_old_flows_until_they_end() {
         let mut s = sample();
-        flip(&mut s, "web", "green", None, 0).unwrap();
+        flip(&mut s, "web", "green", None, false, 0).unwrap();
         assert_eq!(s.service("web").unwrap().flip_drain, None);
         assert!(due(&s, u64::MAX).is_empty());
     }

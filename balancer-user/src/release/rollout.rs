@@ -27,6 +27,10 @@ pub struct RolloutPlan {
     pub slow_start_ms: u64,
     /// How long OLD's established flows are waited for; none: until they end.
     pub drain_timeout_ms: Option<u64>,
+    /// When OLD's drain ends, re-balance its remaining flows instead of retiring it with
+    /// them.
+    #[serde(default)]
+    pub cut: bool,
 }
 
 /// Where the current pair is.
@@ -74,6 +78,9 @@ pub struct Rollout {
     pub slow_start_ms: u64,
     /// See [`RolloutPlan`].
     pub drain_timeout_ms: Option<u64>,
+    /// See [`RolloutPlan`].
+    #[serde(default)]
+    pub cut: bool,
     /// How it ended; none while running.
     pub outcome: Option<RolloutOutcome>,
     /// What happened and why, oldest first.
@@ -172,6 +179,7 @@ impl Rollout {
             ready_timeout_ms: plan.ready_timeout_ms,
             slow_start_ms: plan.slow_start_ms,
             drain_timeout_ms: plan.drain_timeout_ms,
+            cut: plan.cut,
             outcome: None,
             decisions: Vec::new(),
         };
@@ -394,7 +402,7 @@ fn commit(
                 drain::start(state, service, addr, timeout_ms, now_ms)?
             }
             RolloutChange::Remove { addr } => {
-                state.remove_backend(service, addr)?;
+                state.remove_backend(service, addr, rollout.cut, now_ms)?
             }
         }
     }
@@ -414,6 +422,7 @@ mod tests {
             ready_timeout_ms: 1000,
             slow_start_ms: 100,
             drain_timeout_ms: Some(5000),
+            cut: false,
         }
     }
 

@@ -40,6 +40,9 @@ pub enum StateError {
     /// Backend already present.
     #[error("backend {0} already exists in service {1:?}")]
     DuplicateBackend(IpAddr, String),
+    /// Removing a backend that already retired, without cutting it.
+    #[error("backend {0} of service {1:?} is already retired: remove it with --cut to re-balance its flows now")]
+    AlreadyRetired(IpAddr, String),
     /// No such backend.
     #[error("no backend {0} in service {1:?}")]
     UnknownBackend(IpAddr, String),

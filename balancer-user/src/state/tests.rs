@@ -53,21 +53,126 @@ fn first_group_takes_everything_later_groups_nothing() {
     s.validate().unwrap();
 }
 
+fn entry(s: &State, addr: &str) -> BackendEntry {
+    *s.service("web")
+        .unwrap()
+        .backends()
+        .find(|(_, b)| b.addr == ip(addr))
+        .unwrap()
+        .1
+}
+
 #[test]
-fn indices_and_epochs_are_unique_and_epochs_never_reused() {
+fn a_removed_backend_retires_keeping_its_index_and_a_cut_one_frees_it() {
     let mut s = sample();
-    let removed = s.remove_backend("web", ip("198.18.0.102")).unwrap();
+    let old = entry(&s, "198.18.0.102");
+    s.remove_backend("web", ip("198.18.0.102"), false, 5)
+        .unwrap();
+    assert_eq!(
+        s.service("web").unwrap().retired,
+        vec![Retired {
+            addr: ip("198.18.0.102"),
+            group: "blue".into(),
+            index: old.index,
+            epoch: old.epoch,
+            since_ms: 5,
+        }]
+    );
+    s.validate().unwrap();
+    // Its index stays taken while it is retired.
     s.add_backend("web", ip("198.18.0.110"), "blue", 100)
         .unwrap();
-    let web = s.service("web").unwrap();
-    let added = web
-        .backends()
-        .find(|(_, b)| b.addr == ip("198.18.0.110"))
-        .unwrap()
-        .1;
-    assert_eq!(added.index, removed.index, "lowest free index is reused");
-    assert!(added.epoch > removed.epoch, "epochs never come back");
+    assert_ne!(entry(&s, "198.18.0.110").index, old.index);
+    // Removing it again needs --cut.
+    let err = s
+        .remove_backend("web", ip("198.18.0.102"), false, 6)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "backend 198.18.0.102 of service \"web\" is already retired: remove it with --cut to re-balance its flows now"
+    );
+    // Added again (to another group, at another weight), it is revived with its index and
+    // epoch: its tracked flows are its own again.
+    let mut revived = s.clone();
+    revived
+        .add_backend("web", ip("198.18.0.102"), "green", 30)
+        .unwrap();
+    let back = entry(&revived, "198.18.0.102");
+    assert_eq!(
+        (back.index, back.epoch, back.weight),
+        (old.index, old.epoch, 30)
+    );
+    assert!(revived.service("web").unwrap().retired.is_empty());
+    assert_eq!(
+        revived.next_epoch, s.next_epoch,
+        "a revival takes no new epoch"
+    );
+    revived.validate().unwrap();
+    // Cut, its index is free; the next backend takes it with a new epoch.
+    s.remove_backend("web", ip("198.18.0.102"), true, 7)
+        .unwrap();
+    assert!(s.service("web").unwrap().retired.is_empty());
+    s.add_backend("web", ip("198.18.0.111"), "blue", 100)
+        .unwrap();
+    let added = entry(&s, "198.18.0.111");
+    assert_eq!(added.index, old.index, "lowest free index is reused");
+    assert!(added.epoch > old.epoch, "epochs never come back");
     s.validate().unwrap();
+}
+
+#[test]
+fn retirements_end_when_idle_dead_or_expired_and_not_before() {
+    let mut s = sample();
+    for (addr, at) in [
+        ("198.18.0.101", 0),
+        ("198.18.0.102", 0),
+        ("198.18.0.103", 50),
+    ] {
+        s.remove_backend("web", ip(addr), false, at).unwrap();
+    }
+    let idle = entry(&sample(), "198.18.0.101");
+    let active = |index: u32, _| u64::from(index != idle.index);
+    let dead = |_: &str, addr: IpAddr| addr == ip("198.18.0.102");
+    let mut ended = s.end_retirements(99, 100, active, dead);
+    ended.sort_by_key(|(_, addr, _)| *addr);
+    assert_eq!(
+        ended,
+        vec![
+            ("web".to_string(), ip("198.18.0.101"), Farewell::Idle),
+            ("web".to_string(), ip("198.18.0.102"), Farewell::Dead),
+        ]
+    );
+    let alive = |_: &str, _| false;
+    assert!(s.end_retirements(149, 100, active, alive).is_empty());
+    assert_eq!(
+        s.end_retirements(150, 100, active, alive),
+        vec![("web".to_string(), ip("198.18.0.103"), Farewell::Expired)]
+    );
+    assert!(s.service("web").unwrap().retired.is_empty());
+}
+
+#[test]
+fn a_state_with_a_retired_backend_sharing_an_index_or_address_is_refused() {
+    let mut s = sample();
+    s.remove_backend("web", ip("198.18.0.102"), false, 0)
+        .unwrap();
+    let mut twice = s.clone();
+    let retired = twice.service("web").unwrap().retired[0].clone();
+    twice.service_mut("web").unwrap().retired.push(Retired {
+        addr: ip("198.18.0.120"),
+        ..retired.clone()
+    });
+    assert!(twice
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("bad index or epoch"));
+    let mut both = s.clone();
+    both.service_mut("web").unwrap().retired[0].addr = ip("198.18.0.101");
+    assert!(matches!(
+        both.validate().unwrap_err(),
+        StateError::DuplicateBackend(..)
+    ));
 }
 
 #[test]
@@ -138,7 +243,7 @@ fn rejected_changes_leave_state_untouched() {
             "no service named \"nosuch\"",
         ),
         (
-            Box::new(|s| s.remove_backend("web", ip("198.18.0.199")).map(|_| ())),
+            Box::new(|s| s.remove_backend("web", ip("198.18.0.199"), false, 0)),
             "no backend 198.18.0.199 in service \"web\"",
         ),
     ];
@@ -157,7 +262,8 @@ fn empty_group_without_share_is_removed() {
     let mut s = sample();
     s.set_split("web", &[("blue".into(), BasisPoints::ALL)])
         .unwrap();
-    s.remove_backend("web", ip("198.18.0.103")).unwrap();
+    s.remove_backend("web", ip("198.18.0.103"), true, 0)
+        .unwrap();
     let web = s.service("web").unwrap();
     assert_eq!(web.groups.len(), 1);
     assert_eq!(bps(web), vec![10_000]);
@@ -190,11 +296,11 @@ fn toml_round_trip_keeps_identity() {
     let config = Config::parse(&text).unwrap();
     // Applied to itself: nothing changes, not even backend indices or epochs.
     let mut same = s.clone();
-    config.apply_to(&mut same).unwrap();
+    config.apply_to(&mut same, 0).unwrap();
     assert_eq!(same, s);
     // Applied to an empty state: the same services, groups, weights and split.
     let mut fresh = State::default();
-    config.apply_to(&mut fresh).unwrap();
+    config.apply_to(&mut fresh, 0).unwrap();
     assert_eq!(
         Config::from_state(&fresh).unwrap(),
         Config::from_state(&s).unwrap()
@@ -210,7 +316,7 @@ fn toml_affinity_change_keeps_backend_identity() {
         .iter_mut()
         .for_each(|svc| svc.affinity = Affinity::Connection);
     let mut changed = s.clone();
-    config.apply_to(&mut changed).unwrap();
+    config.apply_to(&mut changed, 0).unwrap();
     let web = changed.service("web").unwrap();
     assert_eq!(web.affinity, Affinity::Connection);
     let ids = |st: &State| -> Vec<(u32, u32)> {
@@ -261,7 +367,7 @@ fn toml_rejects_bad_files() {
             .map_err(|e| e.to_string())
             .and_then(|c| {
                 let mut s = State::default();
-                c.apply_to(&mut s).map_err(|e| e.to_string())
+                c.apply_to(&mut s, 0).map_err(|e| e.to_string())
             });
         let err = result.expect_err("accepted");
         assert!(err.contains(why), "{bad}: {err}");
@@ -276,7 +382,7 @@ fn readme_configuration_example_applies() {
     let end = start + readme[start..].find("```").unwrap();
     let config = Config::parse(&readme[start..end]).unwrap();
     let mut state = State::default();
-    config.apply_to(&mut state).unwrap();
+    config.apply_to(&mut state, 0).unwrap();
     let web = state.service("web").unwrap();
     assert_eq!(bps(web), vec![9000, 1000]);
     assert_eq!(web.pins.len(), 1);
@@ -328,7 +434,7 @@ fn toml_vip_changes_keep_identity_and_may_swap() {
     config.services[web].vip = b;
     config.services[api].vip = a;
     let mut swapped = s.clone();
-    config.apply_to(&mut swapped).unwrap();
+    config.apply_to(&mut swapped, 0).unwrap();
     swapped.validate().unwrap();
     assert_eq!(swapped.service("web").unwrap().vip, b);
     assert_eq!(swapped.service("api").unwrap().vip, a);
@@ -341,7 +447,7 @@ fn toml_vip_changes_keep_identity_and_may_swap() {
     assert_eq!(ids(&swapped), ids(&s), "backends were re-created");
     // Two services on one VIP are refused.
     config.services[web].vip = a;
-    let err = config.apply_to(&mut s.clone()).unwrap_err();
+    let err = config.apply_to(&mut s.clone(), 0).unwrap_err();
     assert_eq!(
         err.to_string(),
         "VIP 198.19.0.1:80/tcp is already served by service \"api\""

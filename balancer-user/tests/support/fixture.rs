@@ -109,11 +109,19 @@ impl Fixture {
             .expect("set weight");
     }
 
-    /// Removes a backend from the state; publish, then [`Fixture::clear_backend`].
+    /// Removes a backend from the state, cutting its flows (it does not retire); publish,
+    /// then [`Fixture::clear_backend`].
     pub fn remove_backend(&mut self, service: &str, addr: IpAddr) -> BackendEntry {
+        let entry = *self
+            .service(service)
+            .backends()
+            .find(|(_, b)| b.addr == addr)
+            .expect("a backend of the service")
+            .1;
         self.state
-            .remove_backend(service, addr)
-            .expect("remove backend")
+            .remove_backend(service, addr, true, 0)
+            .expect("remove backend");
+        entry
     }
 
     /// Frees a backend index in the data plane.
