@@ -126,6 +126,17 @@ fn a_small_table_serves_and_removals_with_live_connections_do_what_the_readme_sa
     let text = lab.balancer.ok(&["status"])?;
     ensure!(text.contains("retired since"), "status text: {text}");
 
+    // Added again, it is revived with its flows; removed again, it retires again.
+    lab.balancer
+        .ok(&["backend", "add", "web", &b0, "--group", "main"])?;
+    ensure!(lab.balancer.status()?.services[0].retired.is_empty());
+    let answers = long_lived.ping_all()?;
+    ensure!(
+        answers == long_lived.original_backends(),
+        "a revived backend's connections moved: {answers:?}"
+    );
+    lab.balancer.ok(&["backend", "remove", "web", &b0])?;
+
     // Cut, its flows are re-balanced: over TCP the new backend resets them; the other
     // connections carry on.
     lab.balancer
