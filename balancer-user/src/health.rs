@@ -3,6 +3,8 @@
 
 mod board;
 mod check;
+mod record;
 
 pub use board::{BackendHealth, CheckJob, HealthBoard};
 pub use check::run;
+pub use record::{HealthRecord, Observed};

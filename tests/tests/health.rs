@@ -221,3 +221,27 @@ fn a_pin_to_a_group_with_every_backend_down_follows_the_split_until_it_serves() 
     );
     Ok(())
 }
+
+#[test]
+fn a_restarted_daemon_starts_from_the_stored_health() -> Result<()> {
+    let mut lab = Lab::new("blh4")?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    lab.enable_checks("web", "http:/healthz", 1, 2)?;
+    lab.wait_until(HEALTH_LIMIT, "all up", all_up)?;
+    fail(&lab, 1)?;
+    let before = lab.balancer.status()?.services[0].backends[1].clone();
+    lab.balancer.kill9()?;
+    lab.balancer.restart()?;
+    // The first answer of the restarted daemon already has b1 down, since the same time.
+    let after = lab.balancer.status()?.services[0].backends[1].clone();
+    ensure!(
+        after.health == Some(Health::Down)
+            && after.health_changed_at_ms == before.health_changed_at_ms
+            && after.health_error == before.health_error
+            && after.effective_share == 0.0,
+        "before the restart {before:?}, after {after:?}"
+    );
+    let dist = lab.client.distribution(service, 100, &[])?;
+    ensure!(!dist.counts.contains_key("b1"), "{dist:?}");
+    Ok(())
+}

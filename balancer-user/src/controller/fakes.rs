@@ -19,6 +19,7 @@ use crate::{
     clock::ManualClock,
     compile::compile,
     dataplane::{DataPlaneError, FlowCounts, GlobalCounters, ServiceImage},
+    health::HealthRecord,
     neighbor::{NeighborError, NextHop},
     state::{tests::ip, State, StoreError},
 };
@@ -138,11 +139,17 @@ impl Plane for FakePlane {
 }
 
 #[derive(Clone, Default)]
-pub(crate) struct FakeStore(Arc<Mutex<(Option<State>, usize, bool)>>);
+pub(crate) struct FakeStore(
+    Arc<Mutex<(Option<State>, usize, bool)>>,
+    Arc<Mutex<HealthRecord>>,
+);
 
 impl FakeStore {
     pub(crate) fn holding(state: State) -> Self {
-        Self(Arc::new(Mutex::new((Some(state), 0, false))))
+        Self(
+            Arc::new(Mutex::new((Some(state), 0, false))),
+            Arc::default(),
+        )
     }
     pub(crate) fn saved(&self) -> Option<State> {
         self.0.lock().unwrap().0.clone()
@@ -169,6 +176,13 @@ impl Store for FakeStore {
         }
         inner.0 = Some(state.clone());
         inner.1 += 1;
+        Ok(())
+    }
+    fn load_health(&self) -> Result<HealthRecord, StoreError> {
+        Ok(self.1.lock().unwrap().clone())
+    }
+    fn save_health(&self, record: &HealthRecord) -> Result<(), StoreError> {
+        *self.1.lock().unwrap() = record.clone();
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use balancer_common::{Backend, MAX_BACKENDS};
 use crate::{
     clock::Clock,
     compile::{compile, Compiled},
-    error::Error,
+    error::{one_line, Error},
     health::{CheckJob, HealthBoard},
     neighbor::NextHop,
     state::State,
@@ -78,9 +78,16 @@ impl Controller {
     pub fn start(ports: Ports, settings: Settings) -> Result<Self, Error> {
         let state = ports.store.load()?;
         let mut health = HealthBoard::default();
-        // Backends that were serving before a restart keep serving until checks say
-        // otherwise.
+        // Backends start as they were last seen; those never seen (no record, or a record
+        // that does not load) keep serving until checks say otherwise.
         health.sync(&state, ports.clock.now_ms(), true);
+        match ports.store.load_health() {
+            Ok(record) => health.restore(&record),
+            Err(e) => tracing::warn!(
+                "stored health not used, backends start up: {}",
+                one_line(&e)
+            ),
+        }
         let mut controller = Self {
             settings,
             state: State::default(),
@@ -326,6 +333,10 @@ impl Controller {
             .get(&job.service, addr)
             .is_some_and(|h| h.healthy);
         tracing::info!(service = job.service, %addr, healthy, "backend health changed");
+        // Stored so that a restart starts from it; failing that costs only that.
+        if let Err(e) = self.store.save_health(&self.health.record()) {
+            tracing::warn!("storing backend health failed: {}", one_line(&e));
+        }
         let Some(service) = self.state.services.get(&job.service) else {
             return Ok(());
         };

@@ -7,6 +7,7 @@ use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
 
 use crate::{
     dataplane::{DataPlane, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage},
+    health::HealthRecord,
     neighbor::{self, NeighborError, NextHop},
     state::{FileStore, State, StoreError},
 };
@@ -120,6 +121,10 @@ pub trait Store: Send {
     fn load(&self) -> Result<State, StoreError>;
     /// Replaces the stored state atomically.
     fn save(&self, state: &State) -> Result<(), StoreError>;
+    /// The backends' health as last stored; an empty record when none was.
+    fn load_health(&self) -> Result<HealthRecord, StoreError>;
+    /// Replaces the stored health of the backends.
+    fn save_health(&self, record: &HealthRecord) -> Result<(), StoreError>;
 }
 
 impl Store for FileStore {
@@ -128,5 +133,11 @@ impl Store for FileStore {
     }
     fn save(&self, state: &State) -> Result<(), StoreError> {
         FileStore::save(self, state)
+    }
+    fn load_health(&self) -> Result<HealthRecord, StoreError> {
+        FileStore::load_health(self)
+    }
+    fn save_health(&self, record: &HealthRecord) -> Result<(), StoreError> {
+        FileStore::save_health(self, record)
     }
 }

@@ -570,3 +570,57 @@ fn a_retired_backend_with_live_flows_goes_at_the_retire_timeout() {
         .is_empty());
     assert!(rig.backends_match(controller.state()));
 }
+
+#[test]
+fn a_restart_starts_from_the_stored_health_not_from_every_backend_up() {
+    let rig = Rig::new(checked_sample());
+    let mut first = rig.start();
+    let down = ip("198.18.0.102");
+    // Up at start; .102 fails its checks (fall = 3) and goes down.
+    for _ in 0..50 {
+        rig.clock.advance(200);
+        for job in first.tick().unwrap() {
+            let failed = job.target.ip() == down;
+            let result = if failed {
+                Err("connect: refused".into())
+            } else {
+                Ok(())
+            };
+            first.report_check(&job, result).unwrap();
+        }
+    }
+    let before = first.status(Some("web")).unwrap().services[0]
+        .backends
+        .clone();
+    let shown = before.iter().find(|b| b.addr == down).unwrap();
+    assert_eq!(shown.health, Some(crate::api::Health::Down));
+    let since = shown.health_changed_at_ms;
+    assert!(since.is_some());
+    drop(first);
+    rig.clock.advance(10_000);
+    let second = rig.start();
+    let after = second.status(Some("web")).unwrap().services[0]
+        .backends
+        .clone();
+    let shown = after.iter().find(|b| b.addr == down).unwrap();
+    assert_eq!(
+        (
+            shown.health,
+            shown.health_changed_at_ms,
+            shown.health_error.as_deref()
+        ),
+        (
+            Some(crate::api::Health::Down),
+            since,
+            Some("connect: refused")
+        )
+    );
+    assert_eq!(
+        shown.effective_share, 0.0,
+        "a down backend got new flows after the restart"
+    );
+    assert!(after
+        .iter()
+        .filter(|b| b.addr != down)
+        .all(|b| b.health == Some(crate::api::Health::Up)));
+}

@@ -7,6 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::{HealthRecord, Observed};
 use crate::state::{HealthCheck, State};
 
 /// One backend's health.
@@ -137,6 +138,36 @@ impl HealthBoard {
             .collect()
     }
 
+    /// What is to be stored of the board: each backend's health, since when and why.
+    pub fn record(&self) -> HealthRecord {
+        let mut record = HealthRecord::default();
+        for ((service, addr), health) in &self.entries {
+            record.services.entry(service.clone()).or_default().insert(
+                *addr,
+                Observed {
+                    healthy: health.healthy,
+                    since_ms: health.last_change_ms,
+                    error: health.last_error.clone(),
+                },
+            );
+        }
+        record
+    }
+
+    /// Takes the stored health of the backends the board has (after a restart); backends
+    /// the record lacks keep what they have.
+    pub fn restore(&mut self, record: &HealthRecord) {
+        for ((service, addr), health) in &mut self.entries {
+            let Some(observed) = record.services.get(service).and_then(|s| s.get(addr)) else {
+                continue;
+            };
+            health.healthy = observed.healthy;
+            health.last_change_ms = observed.since_ms;
+            health.last_error = observed.error.clone();
+            health.streak = 0;
+        }
+    }
+
     /// The health of one backend, if its service is checked.
     pub fn get(&self, service: &str, addr: IpAddr) -> Option<&BackendHealth> {
         self.entries.get(&(service.to_string(), addr))
@@ -201,6 +232,40 @@ mod tests {
         assert!(!health.healthy);
         assert_eq!(health.last_change_ms, Some(60));
         assert_eq!(health.last_error.as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn a_record_restores_each_backends_health_and_skips_what_the_board_lacks() {
+        let s = checked_state();
+        let addr: IpAddr = "198.18.0.101".parse().unwrap();
+        let mut before = HealthBoard::default();
+        before.sync(&s, 0, false);
+        let mut record = before.record();
+        assert_eq!(
+            record.services["web"][&addr],
+            Observed {
+                healthy: false,
+                since_ms: None,
+                error: None
+            }
+        );
+        let web = record.services.get_mut("web").unwrap();
+        web.get_mut(&addr).unwrap().since_ms = Some(42);
+        record.services.entry("gone".into()).or_default().insert(
+            addr,
+            Observed {
+                healthy: true,
+                since_ms: None,
+                error: None,
+            },
+        );
+        // A restarted board assumes up, then takes the record.
+        let mut after = HealthBoard::default();
+        after.sync(&s, 100, true);
+        after.restore(&record);
+        let health = after.get("web", addr).unwrap();
+        assert_eq!((health.healthy, health.last_change_ms), (false, Some(42)));
+        assert!(after.get("gone", addr).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::{State, StateError, STATE_FORMAT};
+use crate::health::HealthRecord;
 
 /// Why the state file could not be read or written: a fault of the host, or a file this
 /// version cannot use. Display names what failed; the cause is the error's source.
@@ -69,6 +70,35 @@ impl FileStore {
         &self.path
     }
 
+    /// The stored health of the backends, beside the file.
+    pub fn health_path(&self) -> PathBuf {
+        self.path.with_file_name("health.json")
+    }
+
+    /// The stored health of the backends; none stored yet is an empty record.
+    pub fn load_health(&self) -> Result<HealthRecord, StoreError> {
+        let path = self.health_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(HealthRecord::default())
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    context: format!("read {}", path.display()),
+                    source,
+                })
+            }
+        };
+        serde_json::from_str(&text).map_err(|source| StoreError::Parse { path, source })
+    }
+
+    /// Replaces the stored health of the backends atomically.
+    pub fn save_health(&self, record: &HealthRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_string_pretty(record).expect("health serialises");
+        write_atomically(&self.health_path(), &text)
+    }
+
     /// The previous good copy, beside the file.
     pub fn previous(&self) -> PathBuf {
         let mut name = self.path.as_os_str().to_owned();
@@ -109,26 +139,12 @@ impl FileStore {
     /// Writes the state file so that a crash at any point leaves either the old or the new
     /// file.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let path = &self.path;
-        let io = |context: &str| {
-            let context = format!("{context} {}", path.display());
-            move |source| StoreError::Io { context, source }
-        };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(io("create the directory of"))?;
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(state).expect("state serialises");
-        let mut file = File::create(&tmp).map_err(io("create a temporary file for"))?;
-        file.write_all(text.as_bytes()).map_err(io("write"))?;
-        file.sync_all().map_err(io("sync"))?;
-        drop(file);
-        self.keep_previous()
-            .map_err(io("keep the previous copy of"))?;
-        fs::rename(&tmp, path).map_err(io("replace"))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync the directory of"))?;
-        Ok(())
+        self.keep_previous().map_err(|source| StoreError::Io {
+            context: format!("keep the previous copy of {}", self.path.display()),
+            source,
+        })?;
+        write_atomically(&self.path, &text)
     }
 
     /// Makes the current file (if any) the previous good copy too: a second name for it,
@@ -144,6 +160,27 @@ impl FileStore {
             result => result,
         }
     }
+}
+
+/// Replaces `path` with `text` so that a crash at any point leaves the old or the new file:
+/// a temporary file, synced, renamed over it, and the directory synced.
+fn write_atomically(path: &Path, text: &str) -> Result<(), StoreError> {
+    let io = |context: &str| {
+        let context = format!("{context} {}", path.display());
+        move |source| StoreError::Io { context, source }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io("create the directory of"))?;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = File::create(&tmp).map_err(io("create a temporary file for"))?;
+    file.write_all(text.as_bytes()).map_err(io("write"))?;
+    file.sync_all().map_err(io("sync"))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io("replace"))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync the directory of"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -215,5 +252,26 @@ mod tests {
         assert_eq!(previous.load().unwrap(), first);
         store.save(&first).unwrap();
         assert_eq!(previous.load().unwrap(), second);
+    }
+
+    #[test]
+    fn the_health_record_round_trips_beside_the_state_file() {
+        let store = store("health");
+        assert_eq!(store.load_health().unwrap(), HealthRecord::default());
+        let mut record = HealthRecord::default();
+        record.services.entry("web".into()).or_default().insert(
+            "198.18.0.101".parse().unwrap(),
+            crate::health::Observed {
+                healthy: false,
+                since_ms: Some(7),
+                error: Some("connect: refused".into()),
+            },
+        );
+        store.save_health(&record).unwrap();
+        assert_eq!(store.load_health().unwrap(), record);
+        assert_eq!(store.health_path().parent(), store.path().parent());
+        fs::write(store.health_path(), "{").unwrap();
+        let err = crate::error::one_line(&store.load_health().unwrap_err());
+        assert!(err.contains("health.json is unreadable"), "{err}");
     }
 }
