@@ -20,7 +20,11 @@ use crate::{
         Controller, Ports, Settings,
     },
     dataplane::{AttachOptions, DataPlane},
-    server::{executor::Executor, routes::router},
+    server::{
+        executor::Executor,
+        listener::{Bounded, IDLE, MAX_CONNECTIONS},
+        routes::router,
+    },
     state::FileStore,
 };
 
@@ -78,6 +82,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
             }
         }
     };
+    let listener = Bounded::new(listener, MAX_CONNECTIONS, IDLE);
     let served = axum::serve(listener, router(executor))
         .with_graceful_shutdown(stop)
         .await;

@@ -1,6 +1,8 @@
 //! The control API's server side: [`routes`] decode each request into an
 //! [`Operation`](crate::operation::Operation) and encode the answer; the [`executor`] owns
-//! the controller behind its lock and runs operations and timers on it.
+//! the controller behind its lock and runs operations and timers on it; the [`listener`]
+//! bounds the connections served at once and how long one may idle.
 
 pub mod executor;
+pub mod listener;
 pub mod routes;

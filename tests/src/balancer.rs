@@ -243,6 +243,11 @@ impl Balancer {
         Ok(services)
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.pid())
+    }
+
     /// SIGKILLs the daemon (the data plane stays attached).
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(mut p) = self.process.take() {

@@ -1,5 +1,5 @@
 //! The control socket is root's alone: mode 0600, and another user's CLI can neither
-//! change nor read anything.
+//! change nor read anything; and a crowd of idle connections cannot exhaust the daemon.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -52,6 +52,39 @@ fn another_user_cannot_change_or_read_anything() -> Result<()> {
     ensure!(
         lab.balancer.settings()? == before,
         "another user changed the state"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_thousand_idle_connections_take_a_bounded_number_of_descriptors() -> Result<()> {
+    const IDLE_CONNECTIONS: usize = 1000;
+    let lab = Lab::new("blx6")?;
+    lab.service("web", false, &["main"; 2], &[100; 2])?;
+    let pid = lab.balancer.pid().context("no daemon")?;
+    let descriptors =
+        || -> Result<usize> { Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count()) };
+    let before = descriptors()?;
+    let socket = lab.balancer.socket();
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..IDLE_CONNECTIONS)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket))
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let during = descriptors()?;
+    let limit = balancer_user::server::listener::MAX_CONNECTIONS;
+    println!("descriptors: {before} before, {during} with {IDLE_CONNECTIONS} idle connections");
+    ensure!(
+        during <= before + limit,
+        "{during} descriptors with {IDLE_CONNECTIONS} idle connections (before: {before})"
+    );
+    // Gone, they free their places at once: the CLI is served.
+    drop(idle);
+    let start = std::time::Instant::now();
+    lab.balancer.status()?;
+    println!("status after the crowd left: {:?}", start.elapsed());
+    ensure!(
+        descriptors()? <= before + 2,
+        "descriptors were not given back"
     );
     Ok(())
 }
