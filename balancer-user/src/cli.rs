@@ -696,15 +696,28 @@ fn rollout(args: RolloutArgs) -> Result<(Operation, Output), Refused> {
 }
 
 /// The text of a configuration file ("-": standard input).
+/// A file over the daemon's request limit is refused before it is read whole.
 fn read_config(file: &std::path::Path) -> Result<String, Refused> {
     use std::io::Read as _;
-    let mut text = String::new();
-    let read = if file.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    let limit = crate::server::routes::MAX_BODY;
+    let cannot =
+        |e: std::io::Error| Refused::Request(format!("cannot read {}: {e}", file.display()));
+    let source: Box<dyn std::io::Read> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
-        std::fs::read_to_string(file).map(|t| text = t)
+        Box::new(std::fs::File::open(file).map_err(cannot)?)
     };
-    read.map_err(|e| Refused::Request(format!("cannot read {}: {e}", file.display())))?;
+    let mut text = String::new();
+    source
+        .take(limit as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() > limit {
+        return Err(Refused::Request(format!(
+            "{} is over the limit of {limit} bytes",
+            file.display()
+        )));
+    }
     Ok(text)
 }
 

@@ -143,7 +143,43 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
     let before = lab.balancer.settings()?;
     let state_before = std::fs::read(lab.balancer.state_file())?;
     let b0 = lab.topology.backend_v4(0).to_string();
+    // Hostile files: over the size limit, not text, the same backend twice.
+    let dir = lab.balancer.socket().with_file_name("hostile");
+    std::fs::create_dir_all(&dir)?;
+    let huge = dir.join("huge.toml");
+    std::fs::write(&huge, "#".repeat(2 << 20))?;
+    let binary = dir.join("binary.toml");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x01])?;
+    let twice = dir.join("twice.toml");
+    std::fs::write(
+        &twice,
+        format!("[[service]]\nname = \"web\"\nvip = \"198.19.0.1:80/tcp\"\n[[service.group]]\nname = \"main\"\nbackends = [{{ addr = \"{b0}\" }}, {{ addr = \"{b0}\" }}]\n"),
+    )?;
+    let (huge, binary, twice) = (
+        huge.to_string_lossy().into_owned(),
+        binary.to_string_lossy().into_owned(),
+        twice.to_string_lossy().into_owned(),
+    );
     let bad: &[&[&str]] = &[
+        &["apply", "-f", &huge],
+        &["apply", "-f", &binary],
+        &["apply", "-f", &twice],
+        &[
+            "service",
+            "add",
+            "v6",
+            "--vip",
+            "[2001:db8:ffff::5%1]:80/tcp",
+        ],
+        &[
+            "flip",
+            "web",
+            "--to",
+            "main",
+            "--drain-timeout",
+            "18446744073709551s616ms",
+        ],
+        &["backend", "drain", "web", &b0, "--timeout", "400days"],
         &[
             "backend",
             "add",
