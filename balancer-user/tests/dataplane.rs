@@ -954,6 +954,135 @@ mod malformed {
     }
 }
 
+/// Martian sources (addresses no client sends from): dropped when addressed to a VIP, never
+/// tracked; left to the kernel otherwise.
+mod martians {
+    use super::*;
+
+    /// TCP and UDP services on the IPv4 VIP, a TCP one on the IPv6 VIP.
+    fn services(test: &str) -> Fixture {
+        let mut fx = split_service(test, &format!("{VIP4}:80/tcp"), &BACKENDS4);
+        fx.add_service("dns", &format!("{VIP4}:53/udp"), Affinity::Connection);
+        fx.add_backend("dns", "198.18.1.101", "blue", 100);
+        fx.publish("dns");
+        fx.add_service("web6", &format!("[{VIP6}]:80/tcp"), Affinity::Connection);
+        fx.add_backend("web6", BACKENDS6[0], "blue", 100);
+        fx.publish("web6");
+        fx
+    }
+
+    /// A TCP frame from `src` to the VIP of its family, port 80.
+    fn tcp_from(src: &str) -> Flow {
+        let vip = if src.contains(':') { VIP6 } else { VIP4 };
+        Flow::new(Transport::Tcp, src, 40_000, vip, 80)
+    }
+
+    #[test]
+    fn martian_sources_to_a_vip_are_dropped() {
+        let mut fx = services("martian-vip");
+        let sources = [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.255.255.254",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "ff02::1",
+            "ff0e::1",
+            "::ffff:127.0.0.1",
+            "::ffff:0.0.0.0",
+            "::ffff:224.0.0.5",
+            "::ffff:255.255.255.255",
+        ];
+        let martian = Outcome::Drop(Counter::Martian);
+        let mut cases: Vec<(String, Vec<u8>, Outcome)> = sources
+            .iter()
+            .map(|src| (format!("TCP from {src}"), tcp_from(src).frame(), martian))
+            .collect();
+        let udp = Flow::new(Transport::Udp, "127.0.0.1", 40_000, VIP4, 53);
+        cases.push(("UDP from 127.0.0.1".into(), udp.frame(), martian));
+        let cases: Vec<(&str, Vec<u8>, Outcome)> = cases
+            .iter()
+            .map(|(what, frame, outcome)| (what.as_str(), frame.clone(), *outcome))
+            .collect();
+        let mut tally = Tally::default();
+        check_outcomes(&mut fx, &mut tally, &cases);
+        for service in ["web", "dns", "web6"] {
+            Tally::default().assert_matches(&fx, service);
+        }
+        assert_eq!(fx.tracked_flows(), Vec::new(), "nothing tracked");
+    }
+
+    #[test]
+    fn sources_next_to_martian_ranges_are_forwarded() {
+        let mut fx = services("martian-near");
+        let sources = [
+            "1.0.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "223.255.255.255",
+            "::2",
+            "::7f00:1",
+            "::fffe:7f00:1",
+            "::ffff:198.51.100.7",
+            "fe80::1",
+            "fe00::1",
+        ];
+        let cases: Vec<(String, Vec<u8>, Outcome)> = sources
+            .iter()
+            .map(|src| {
+                let flow = tcp_from(src);
+                let service = if flow.src.is_ipv4() { "web" } else { "web6" };
+                let index = fx.expected_backend(service, &flow);
+                (
+                    format!("TCP from {src}"),
+                    flow.frame(),
+                    Outcome::Forward(index),
+                )
+            })
+            .collect();
+        let cases: Vec<(&str, Vec<u8>, Outcome)> = cases
+            .iter()
+            .map(|(what, frame, outcome)| (what.as_str(), frame.clone(), *outcome))
+            .collect();
+        let mut tally = Tally::default();
+        check_outcomes(&mut fx, &mut tally, &cases);
+        tally.assert_matches(&fx, "web");
+        tally.assert_matches(&fx, "web6");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn martian_sources_to_other_addresses_pass() {
+        let mut fx = services("martian-other");
+        let passed = Outcome::Pass(Counter::Passed);
+        let cases: Vec<(&str, Vec<u8>, Outcome)> = vec![
+            (
+                "TCP from 127.0.0.1 to a non-VIP address",
+                Flow::new(Transport::Tcp, "127.0.0.1", 40_000, "198.19.0.2", 80).frame(),
+                passed,
+            ),
+            (
+                "DHCP discover from 0.0.0.0 to 255.255.255.255",
+                Flow::new(Transport::Udp, "0.0.0.0", 68, "255.255.255.255", 67).frame(),
+                passed,
+            ),
+            (
+                "TCP from ::1 to the VIP on a port it does not serve",
+                Flow::new(Transport::Tcp, "::1", 40_000, VIP6, 443).frame(),
+                passed,
+            ),
+        ];
+        let mut tally = Tally::default();
+        check_outcomes(&mut fx, &mut tally, &cases);
+        assert_eq!(fx.tracked_flows(), Vec::new(), "nothing tracked");
+    }
+}
+
 /// Fragments and IPv6 extension headers cannot be balanced per flow: passed to the kernel.
 mod unbalanceable {
     use super::*;
