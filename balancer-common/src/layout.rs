@@ -44,15 +44,19 @@ pub const CLIENT_PIN_PREFIX_BASE: u32 = 64;
 
 /// Index in the global counters: packets not addressed to a VIP, passed on untouched.
 pub const STAT_PASSED: u32 = 0;
-/// Index in the global counters: VIP packets dropped (no serving backend, malformed).
+/// Index in the global counters: VIP packets dropped because no backend can take them.
 pub const STAT_DROPPED: u32 = 1;
-/// Index in the global counters: malformed or truncated packets (passed or dropped).
+/// Index in the global counters: malformed or truncated packets, passed to the kernel and
+/// never forwarded.
 pub const STAT_MALFORMED: u32 = 2;
 /// Index in the global counters: VIP packets passed to the kernel because they cannot be
 /// balanced safely (IPv4 fragments, IPv6 extension headers).
 pub const STAT_UNBALANCEABLE: u32 = 3;
+/// Index in the global counters: VIP packets dropped because their source address is
+/// martian (loopback, multicast, unspecified, reserved): no client sends from it.
+pub const STAT_MARTIAN: u32 = 4;
 /// Number of global counters.
-pub const STAT_COUNT: u32 = 4;
+pub const STAT_COUNT: u32 = 5;
 
 /// Key of the VIP map: destination address, port and protocol of a service.
 #[repr(C)]

@@ -4,7 +4,8 @@
 //! recorded in connection tracking on its backend; otherwise, pass anything not addressed
 //! to a configured VIP untouched, and for a VIP packet select a backend (group split, then
 //! weighted Maglev) and record it; then forward by rewriting the MAC addresses. A VIP packet
-//! that no backend can take is dropped and reported to the daemon's log (rate-limited).
+//! that no backend can take is dropped and reported to the daemon's log (rate-limited); a
+//! new VIP flow from a martian source is dropped. Malformed packets go to the kernel.
 #![no_std]
 #![no_main]
 
@@ -12,11 +13,14 @@ mod counters;
 mod events;
 mod forward;
 mod maps;
+mod martian;
 mod parse;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use balancer_common::{FlowKey, STAT_DROPPED, STAT_MALFORMED, STAT_PASSED, STAT_UNBALANCEABLE};
+use balancer_common::{
+    FlowKey, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE,
+};
 
 use crate::{
     counters::{count, count_backend},
@@ -46,6 +50,10 @@ fn balancer(ctx: XdpContext) -> u32 {
             select::Selection::NotVip => {
                 count(STAT_PASSED);
                 xdp_action::XDP_PASS
+            }
+            select::Selection::Martian => {
+                count(STAT_MARTIAN);
+                xdp_action::XDP_DROP
             }
             select::Selection::NoBackend { service } => {
                 count(STAT_DROPPED);

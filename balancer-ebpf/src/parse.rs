@@ -1,6 +1,13 @@
 //! Header parsing: Ethernet (+ one 802.1Q/802.1ad tag), IPv4 (with options), IPv6, TCP, UDP.
 //!
 //! Every read is bounds-checked against `data_end`; nothing here can fault or loop.
+//!
+//! A TCP/UDP packet is a flow only when its lengths agree with each other and with the
+//! frame: IPv4 IHL at least 5; the datagram (IPv4 total length, or the IPv6 header plus its
+//! payload length) within the frame, which may be longer (Ethernet padding); the TCP header
+//! (data offset at least 5) or the UDP length (at least 8) within the datagram. Anything else
+//! is malformed. Checksums are not verified (the backend's kernel does), and IPv4 options
+//! are allowed.
 
 use aya_ebpf::programs::XdpContext;
 use balancer_common::{FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
@@ -31,7 +38,8 @@ pub struct EthHdr {
 pub enum Parsed {
     /// Not TCP/UDP over IP: not ours.
     Other,
-    /// Headers truncated or inconsistent.
+    /// Headers truncated or inconsistent: lengths that disagree with each other or with
+    /// the frame.
     Malformed,
     /// TCP/UDP that cannot be balanced safely per flow (IPv4 fragment, IPv6 extension
     /// headers): passed to the kernel rather than risk a wrong backend.
@@ -97,7 +105,14 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
     };
     let hdr = hdr as *const u8;
     // SAFETY: the 20 header bytes read below were bounds-checked.
-    let (first, proto, frag) = unsafe { (*hdr, *hdr.add(9), [*hdr.add(6), *hdr.add(7)]) };
+    let (first, total_len, proto, frag) = unsafe {
+        (
+            *hdr,
+            u16::from_be_bytes([*hdr.add(2), *hdr.add(3)]) as usize,
+            *hdr.add(9),
+            [*hdr.add(6), *hdr.add(7)],
+        )
+    };
     let header_len = ((first & 0x0f) as usize) * 4;
     if first >> 4 != 4 || header_len < IPV4_MIN_LEN {
         return Parsed::Malformed;
@@ -109,6 +124,12 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
     if u16::from_be_bytes(frag) & 0x3fff != 0 {
         return Parsed::Unbalanceable;
     }
+    if !datagram_fits(ctx, offset, total_len) {
+        return Parsed::Malformed;
+    }
+    let Some(l4_len) = total_len.checked_sub(header_len) else {
+        return Parsed::Malformed;
+    };
     key.proto = proto;
     key.family = FAMILY_V4;
     // SAFETY: source (12..16) and destination (16..20) lie in the checked header.
@@ -116,7 +137,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
         copy_bytes::<4>(hdr, 12, &mut key.src);
         copy_bytes::<4>(hdr, 16, &mut key.dst);
     }
-    parse_l4(ctx, offset + header_len, key)
+    parse_l4(ctx, offset + header_len, l4_len, key)
 }
 
 #[inline(always)]
@@ -126,7 +147,13 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
     };
     let hdr = hdr as *const u8;
     // SAFETY: the 40 header bytes read below were bounds-checked.
-    let (first, next) = unsafe { (*hdr, *hdr.add(6)) };
+    let (first, payload_len, next) = unsafe {
+        (
+            *hdr,
+            u16::from_be_bytes([*hdr.add(4), *hdr.add(5)]) as usize,
+            *hdr.add(6),
+        )
+    };
     if first >> 4 != 6 {
         return Parsed::Malformed;
     }
@@ -136,6 +163,9 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
         }
         return Parsed::Other;
     }
+    if !datagram_fits(ctx, offset, IPV6_LEN + payload_len) {
+        return Parsed::Malformed;
+    }
     key.proto = next;
     key.family = FAMILY_V6;
     // SAFETY: source (8..24) and destination (24..40) lie in the checked header.
@@ -143,18 +173,43 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
         copy_bytes::<16>(hdr, 8, &mut key.src);
         copy_bytes::<16>(hdr, 24, &mut key.dst);
     }
-    parse_l4(ctx, offset + IPV6_LEN, key)
+    parse_l4(ctx, offset + IPV6_LEN, payload_len, key)
 }
 
+/// Whether a datagram of `len` bytes starting at `offset` lies within the frame. The frame
+/// may hold more: Ethernet pads short frames to its minimum size.
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
-    let present = if key.proto == PROTO_TCP {
-        ptr_at::<[u8; TCP_MIN_LEN]>(ctx, offset).map(|p| p as *const u8)
+fn datagram_fits(ctx: &XdpContext, offset: usize, len: usize) -> bool {
+    ctx.data() + offset + len <= ctx.data_end()
+}
+
+/// Reads the ports of the TCP or UDP header at `offset`, after checking it against the
+/// `l4_len` bytes that the IP header says follow it: the TCP header (data offset × 4, at
+/// least 20) or the UDP length (at least 8) must lie within them.
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, offset: usize, l4_len: usize, key: &mut FlowKey) -> Parsed {
+    let l4 = if key.proto == PROTO_TCP {
+        let Some(tcp) = ptr_at::<[u8; TCP_MIN_LEN]>(ctx, offset) else {
+            return Parsed::Malformed;
+        };
+        let tcp = tcp as *const u8;
+        // SAFETY: byte 12 (data offset) lies in the checked 20-byte header.
+        let header_len = unsafe { (*tcp.add(12) >> 4) as usize } * 4;
+        if header_len < TCP_MIN_LEN || header_len > l4_len {
+            return Parsed::Malformed;
+        }
+        tcp
     } else {
-        ptr_at::<[u8; UDP_LEN]>(ctx, offset).map(|p| p as *const u8)
-    };
-    let Some(l4) = present else {
-        return Parsed::Malformed;
+        let Some(udp) = ptr_at::<[u8; UDP_LEN]>(ctx, offset) else {
+            return Parsed::Malformed;
+        };
+        let udp = udp as *const u8;
+        // SAFETY: bytes 4..6 (length) lie in the checked 8-byte header.
+        let length = unsafe { u16::from_be_bytes([*udp.add(4), *udp.add(5)]) } as usize;
+        if length < UDP_LEN || length > l4_len {
+            return Parsed::Malformed;
+        }
+        udp
     };
     // Ports stay in network byte order, as they are on the wire.
     // SAFETY: the first 4 bytes of the (at least 8-byte) L4 header were bounds-checked.

@@ -6,7 +6,10 @@ use balancer_common::{
     FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE, NO_GROUP,
 };
 
-use crate::maps::{client_pin_group, BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS};
+use crate::{
+    maps::{client_pin_group, BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS},
+    martian,
+};
 
 /// Refresh a flow's last-seen time at most this often, to keep writes off the hot path.
 const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
@@ -15,6 +18,8 @@ const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
 pub enum Selection<'a> {
     /// Not addressed to a configured VIP.
     NotVip,
+    /// A VIP packet from a martian source (an address no client can send from).
+    Martian,
     /// A VIP packet of `service` that no backend can take.
     NoBackend { service: u32 },
     /// A VIP packet of `service` whose ring slot (ring `group` of table generation
@@ -37,10 +42,11 @@ pub enum Selection<'a> {
 /// Finds the backend for the flow `key`, recording new flows in connection tracking.
 ///
 /// Connection tracking is looked up first, so an established flow costs one hash lookup.
-/// Its entries exist only for flows that were addressed to a VIP, and an entry whose
-/// backend was removed (epoch changed) is ignored. The one difference from looking up the
-/// VIP first: a flow whose VIP was withdrawn while its backend stayed keeps that backend
-/// until it goes idle, which is what the no-broken-connection promise asks for.
+/// Its entries exist only for flows that were addressed to a VIP from a source that is not
+/// martian (checked here, for new flows only), and an entry whose backend was removed
+/// (epoch changed) is ignored. The one difference from looking up the VIP first: a flow
+/// whose VIP was withdrawn while its backend stayed keeps that backend until it goes idle,
+/// which is what the no-broken-connection promise asks for.
 #[inline(always)]
 pub fn backend_for(key: &FlowKey) -> Selection<'static> {
     if let Some(selection) = tracked(key) {
@@ -56,6 +62,9 @@ pub fn backend_for(key: &FlowKey) -> Selection<'static> {
     let Some(info) = (unsafe { VIPS.get(vip) }) else {
         return Selection::NotVip;
     };
+    if martian::source(key) {
+        return Selection::Martian;
+    }
     let service = info.service;
     let Some((generation, group, index)) = ring_slot(service, key) else {
         return Selection::NoBackend { service };

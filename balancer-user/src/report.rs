@@ -110,8 +110,8 @@ pub fn status(status: &Status) -> String {
     let c = &status.counters;
     let _ = writeln!(
         out,
-        "packets: passed={} dropped={} malformed={} unbalanceable={}",
-        c.passed, c.dropped, c.malformed, c.unbalanceable
+        "packets: passed={} dropped={} malformed={} unbalanceable={} martian={}",
+        c.passed, c.dropped, c.malformed, c.unbalanceable, c.martian
     );
     out
 }

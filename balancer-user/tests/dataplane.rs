@@ -8,13 +8,14 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use balancer_user::{basis_points::BasisPoints, dataplane::GlobalCounters, state::Affinity};
 use support::{
-    fixture::{Fixture, Tally},
+    fixture::{Counter, Fixture, Outcome, Tally},
     packet::{Flow, Transport},
     plane::{assert_forwarded, assert_untouched, XDP_DROP, XDP_PASS, XDP_TX},
+    verdict::{classify, Verdict},
 };
 
 /// IPv4 VIP address of the test services.
@@ -81,6 +82,47 @@ fn assert_globals(fx: &Fixture, expected: GlobalCounters) {
         expected,
         "global counters"
     );
+}
+
+/// Sends each frame of `cases` once, in order, and checks it against the outcome the case
+/// states, which the fixture's model must state too: the XDP action and the frame (rewritten
+/// for the model's backend, or untouched), exactly one more packet on the one global counter
+/// the outcome names (none for a forwarded frame), and connection tracking gaining the
+/// frame's flow when it is forwarded and nothing otherwise. Forwarded frames go into
+/// `tally`.
+fn check_outcomes(fx: &mut Fixture, tally: &mut Tally, cases: &[(&str, Vec<u8>, Outcome)]) {
+    for (what, frame, outcome) in cases {
+        assert_eq!(fx.outcome(frame), *outcome, "{what}: the model's outcome");
+        let counters = fx.plane.global_counters().expect("global counters");
+        let mut tracked: HashSet<_> = fx.tracked_flows().into_iter().collect();
+        let run = fx.send(frame);
+        let counters = match outcome {
+            Outcome::Pass(counter) => {
+                assert_untouched(&run, frame, XDP_PASS, what);
+                counter.plus_one(counters)
+            }
+            Outcome::Drop(counter) => {
+                assert_untouched(&run, frame, XDP_DROP, what);
+                counter.plus_one(counters)
+            }
+            Outcome::Forward(index) => {
+                assert_forwarded(&run, frame, &fx.backend(*index), XDP_TX, what);
+                tally.forwarded(*index, frame.len(), true);
+                let Verdict::Flow(flow) = classify(frame) else {
+                    unreachable!("a forwarded frame is a flow");
+                };
+                assert!(tracked.insert(flow.key()), "{what}: already tracked");
+                counters
+            }
+        };
+        assert_eq!(
+            fx.plane.global_counters().expect("global counters"),
+            counters,
+            "{what}: global counters"
+        );
+        let now: HashSet<_> = fx.tracked_flows().into_iter().collect();
+        assert_eq!(now, tracked, "{what}: connection tracking");
+    }
 }
 
 /// Sends `count` flows like `base` (client ports from 40000), two frames each of
@@ -538,15 +580,29 @@ mod passing {
     }
 }
 
-/// Truncated or inconsistent headers are never forwarded.
+/// Truncated or inconsistent headers are never forwarded: passed to the kernel, counted as
+/// malformed, never tracked.
 mod malformed {
     use aya::programs::ProgramError;
     use balancer_user::dataplane::DataPlaneError;
 
     use super::*;
     use crate::support::packet::{
-        ethernet_header, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, IPV6_LEN, TPID_8021Q,
+        ethernet_header, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, IPV6_LEN, TCP_LEN, TPID_8021Q, UDP_LEN,
     };
+
+    /// Offset of the IPv4 total length in an untagged frame.
+    const IPV4_TOTAL_LEN: usize = ETH_LEN + 2;
+    /// Offset of the IPv6 payload length in an untagged frame.
+    const IPV6_PAYLOAD_LEN: usize = ETH_LEN + 4;
+    /// Offset of the TCP data offset byte after an untagged IPv4 header without options.
+    const TCP4_DATA_OFFSET: usize = ETH_LEN + IPV4_LEN + 12;
+    /// Offset of the TCP data offset byte after an untagged IPv6 header.
+    const TCP6_DATA_OFFSET: usize = ETH_LEN + IPV6_LEN + 12;
+    /// Offset of the UDP length after an untagged IPv4 header without options.
+    const UDP4_LEN: usize = ETH_LEN + IPV4_LEN + 4;
+    /// Offset of the UDP length after an untagged IPv6 header.
+    const UDP6_LEN: usize = ETH_LEN + IPV6_LEN + 4;
 
     /// A fixture with TCP and UDP services on the IPv4 VIP and a TCP one on the IPv6 VIP.
     fn services(test: &str) -> Fixture {
@@ -612,12 +668,7 @@ mod malformed {
         ];
         for (what, frame) in &frames {
             let run = fx.send(frame);
-            assert!(
-                run.action == XDP_PASS || run.action == XDP_DROP,
-                "{what}: action {} forwards a malformed frame",
-                run.action
-            );
-            assert_eq!(&run.packet, frame, "{what}: frame must be unchanged");
+            assert_untouched(&run, frame, XDP_PASS, what);
         }
         assert_globals(
             &fx,
@@ -630,6 +681,251 @@ mod malformed {
             Tally::default().assert_matches(&fx, service);
         }
         assert_eq!(fx.active_flows(), HashMap::new(), "nothing tracked");
+    }
+
+    /// `frame` with the big-endian 16-bit field at `at` set to `value`. Checksums are left
+    /// as they were: the program does not verify them.
+    fn with_u16(mut frame: Vec<u8>, at: usize, value: usize) -> Vec<u8> {
+        let value = u16::try_from(value).expect("a 16-bit field");
+        frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
+        frame
+    }
+
+    /// `frame` with the TCP data offset at `at` set to `words` (32-bit words).
+    fn with_data_offset(mut frame: Vec<u8>, at: usize, words: u8) -> Vec<u8> {
+        frame[at] = (words << 4) | (frame[at] & 0x0f);
+        frame
+    }
+
+    /// `frame` with zero bytes of Ethernet padding appended up to `len` bytes.
+    fn padded(mut frame: Vec<u8>, len: usize) -> Vec<u8> {
+        assert!(frame.len() < len, "padding must add bytes");
+        frame.resize(len, 0);
+        frame
+    }
+
+    /// [`services`] plus a UDP service on the IPv6 VIP.
+    fn services_with_udp6(test: &str) -> Fixture {
+        let mut fx = services(test);
+        fx.add_service("dns6", &format!("[{VIP6}]:53/udp"), Affinity::Connection);
+        fx.add_backend("dns6", BACKENDS6[1], "blue", 100);
+        fx.publish("dns6");
+        fx
+    }
+
+    #[test]
+    fn lying_lengths_are_passed_as_malformed() {
+        let mut fx = services_with_udp6("malformed-lengths");
+        let tcp4 = Flow::new(Transport::Tcp, CLIENT4, 40_000, VIP4, 80);
+        let udp4 = Flow::new(Transport::Udp, CLIENT4, 40_000, VIP4, 53);
+        let tcp6 = Flow::new(Transport::Tcp, CLIENT6, 40_000, VIP6, 80);
+        let udp6 = Flow::new(Transport::Udp, CLIENT6, 40_000, VIP6, 53);
+        // Default frames carry 32 bytes of payload.
+        let tcp4_frame = tcp4.frame();
+        let ip4_len = tcp4_frame.len() - ETH_LEN;
+        let syn4 = tcp4.builder().payload(&[]).build();
+        assert_eq!(syn4.len(), 54, "a bare IPv4 SYN");
+        let udp4_frame = udp4.frame();
+        let tcp6_frame = tcp6.frame();
+        let ip6_payload = tcp6_frame.len() - ETH_LEN - IPV6_LEN;
+        let udp6_frame = udp6.frame();
+        let udp6_payload = udp6_frame.len() - ETH_LEN - IPV6_LEN;
+        let tagged = tcp4.builder().tag(TPID_8021Q, 100).build();
+        let with_options = tcp4.builder().ipv4_options(&[0x94, 0x04, 0, 0]).build();
+        let malformed = Outcome::Pass(Counter::Malformed);
+        let cases: Vec<(&str, Vec<u8>, Outcome)> = vec![
+            (
+                "IPv4 total length 10",
+                with_u16(tcp4_frame.clone(), IPV4_TOTAL_LEN, 10),
+                malformed,
+            ),
+            (
+                "IPv4 total length 1400 in a 54-byte frame",
+                with_u16(syn4.clone(), IPV4_TOTAL_LEN, 1400),
+                malformed,
+            ),
+            (
+                "IPv4 total length one byte beyond the frame",
+                with_u16(tcp4_frame.clone(), IPV4_TOTAL_LEN, ip4_len + 1),
+                malformed,
+            ),
+            (
+                "IPv4 total length counting the VLAN tag",
+                with_u16(tagged.clone(), ETH_LEN + 4 + 2, tagged.len() - ETH_LEN),
+                malformed,
+            ),
+            (
+                "IPv4 total length one byte short of the TCP header",
+                with_u16(tcp4_frame.clone(), IPV4_TOTAL_LEN, IPV4_LEN + TCP_LEN - 1),
+                malformed,
+            ),
+            (
+                "IPv4 total length one byte short of the UDP header",
+                with_u16(udp4_frame.clone(), IPV4_TOTAL_LEN, IPV4_LEN + UDP_LEN - 1),
+                malformed,
+            ),
+            (
+                "IPv4 total length 20 with a 24-byte header (IHL 6)",
+                with_u16(with_options, IPV4_TOTAL_LEN, IPV4_LEN),
+                malformed,
+            ),
+            ("IPv4 IHL 4", with_version_ihl(0x44, b"payload"), malformed),
+            (
+                "TCP data offset 0",
+                with_data_offset(tcp4_frame.clone(), TCP4_DATA_OFFSET, 0),
+                malformed,
+            ),
+            (
+                "TCP data offset 4",
+                with_data_offset(tcp4_frame.clone(), TCP4_DATA_OFFSET, 4),
+                malformed,
+            ),
+            (
+                "TCP data offset 15: 60 bytes, 52 in the datagram",
+                with_data_offset(tcp4_frame.clone(), TCP4_DATA_OFFSET, 15),
+                malformed,
+            ),
+            (
+                "TCP data offset 6 in a bare SYN: in the Ethernet padding, not the datagram",
+                with_data_offset(padded(syn4.clone(), 60), TCP4_DATA_OFFSET, 6),
+                malformed,
+            ),
+            (
+                "UDP length 4",
+                with_u16(udp4_frame.clone(), UDP4_LEN, 4),
+                malformed,
+            ),
+            (
+                "UDP length 0",
+                with_u16(udp4_frame.clone(), UDP4_LEN, 0),
+                malformed,
+            ),
+            (
+                "UDP length one byte beyond the datagram",
+                with_u16(udp4_frame.clone(), UDP4_LEN, UDP_LEN + 33),
+                malformed,
+            ),
+            (
+                "UDP length reaching into the Ethernet padding",
+                with_u16(
+                    padded(udp4.builder().payload(b"x").build(), 60),
+                    UDP4_LEN,
+                    UDP_LEN + 4,
+                ),
+                malformed,
+            ),
+            (
+                "IPv6 payload length 1400 in a short frame",
+                with_u16(tcp6_frame.clone(), IPV6_PAYLOAD_LEN, 1400),
+                malformed,
+            ),
+            (
+                "IPv6 payload length one byte beyond the frame",
+                with_u16(tcp6_frame.clone(), IPV6_PAYLOAD_LEN, ip6_payload + 1),
+                malformed,
+            ),
+            (
+                "IPv6 payload length 10, short of the TCP header",
+                with_u16(tcp6_frame.clone(), IPV6_PAYLOAD_LEN, 10),
+                malformed,
+            ),
+            (
+                "IPv6 payload length 0",
+                with_u16(tcp6_frame.clone(), IPV6_PAYLOAD_LEN, 0),
+                malformed,
+            ),
+            (
+                "IPv6 payload length 20, short of a 24-byte TCP header",
+                with_u16(
+                    with_data_offset(tcp6_frame.clone(), TCP6_DATA_OFFSET, 6),
+                    IPV6_PAYLOAD_LEN,
+                    TCP_LEN,
+                ),
+                malformed,
+            ),
+            (
+                "IPv6 UDP length one byte beyond the payload length",
+                with_u16(udp6_frame.clone(), IPV6_PAYLOAD_LEN, udp6_payload - 1),
+                malformed,
+            ),
+            (
+                "IPv6 UDP length 4",
+                with_u16(udp6_frame.clone(), UDP6_LEN, 4),
+                malformed,
+            ),
+        ];
+        let mut tally = Tally::default();
+        check_outcomes(&mut fx, &mut tally, &cases);
+        for service in ["web", "dns", "web6", "dns6"] {
+            tally.assert_matches(&fx, service);
+        }
+        assert_eq!(fx.tracked_flows(), Vec::new(), "nothing tracked");
+    }
+
+    #[test]
+    fn padded_and_exactly_filled_frames_are_forwarded() {
+        let mut fx = services_with_udp6("malformed-valid");
+        let tcp4 = |sport| Flow::new(Transport::Tcp, CLIENT4, sport, VIP4, 80);
+        let udp4 = Flow::new(Transport::Udp, CLIENT4, 41_000, VIP4, 53);
+        let tcp6 = Flow::new(Transport::Tcp, CLIENT6, 41_000, VIP6, 80);
+        let udp6 = Flow::new(Transport::Udp, CLIENT6, 41_000, VIP6, 53);
+        let forward = |fx: &Fixture, service: &str, flow: Flow| {
+            Outcome::Forward(fx.expected_backend(service, &flow))
+        };
+        let cases: Vec<(&str, Vec<u8>, Outcome)> = vec![
+            (
+                "bare IPv4 SYN padded to 60 bytes",
+                padded(tcp4(41_000).builder().payload(&[]).build(), 60),
+                forward(&fx, "web", tcp4(41_000)),
+            ),
+            (
+                "IPv4 UDP with 1 byte of payload padded to 60 bytes",
+                padded(udp4.builder().payload(b"x").build(), 60),
+                forward(&fx, "dns", udp4),
+            ),
+            (
+                "VLAN-tagged bare IPv4 SYN padded to 64 bytes",
+                padded(
+                    tcp4(41_001)
+                        .builder()
+                        .tag(TPID_8021Q, 100)
+                        .payload(&[])
+                        .build(),
+                    64,
+                ),
+                forward(&fx, "web", tcp4(41_001)),
+            ),
+            (
+                "IPv6 TCP with 6 bytes after the datagram",
+                padded(tcp6.frame(), tcp6.frame().len() + 6),
+                forward(&fx, "web6", tcp6),
+            ),
+            (
+                "IPv6 UDP with 6 bytes after the datagram",
+                padded(udp6.frame(), udp6.frame().len() + 6),
+                forward(&fx, "dns6", udp6),
+            ),
+            (
+                "UDP length 8, shorter than the datagram",
+                with_u16(udp4.with_sport(41_001).frame(), UDP4_LEN, UDP_LEN),
+                forward(&fx, "dns", udp4.with_sport(41_001)),
+            ),
+            (
+                "TCP data offset 15 filling the datagram",
+                with_data_offset(
+                    tcp4(41_002).builder().payload(&[1; 40]).build(),
+                    TCP4_DATA_OFFSET,
+                    15,
+                ),
+                forward(&fx, "web", tcp4(41_002)),
+            ),
+        ];
+        let mut tally = Tally::default();
+        check_outcomes(&mut fx, &mut tally, &cases);
+        for service in ["web", "dns", "web6", "dns6"] {
+            tally.assert_matches(&fx, service);
+        }
+        assert_globals(&fx, GlobalCounters::default());
     }
 
     #[test]
@@ -655,6 +951,135 @@ mod malformed {
             assert_eq!(errno, Some(libc::EINVAL), "{len} bytes: {err}");
         }
         assert_globals(&fx, GlobalCounters::default());
+    }
+}
+
+/// Martian sources (addresses no client sends from): dropped when addressed to a VIP, never
+/// tracked; left to the kernel otherwise.
+mod martians {
+    use super::*;
+
+    /// TCP and UDP services on the IPv4 VIP, a TCP one on the IPv6 VIP.
+    fn services(test: &str) -> Fixture {
+        let mut fx = split_service(test, &format!("{VIP4}:80/tcp"), &BACKENDS4);
+        fx.add_service("dns", &format!("{VIP4}:53/udp"), Affinity::Connection);
+        fx.add_backend("dns", "198.18.1.101", "blue", 100);
+        fx.publish("dns");
+        fx.add_service("web6", &format!("[{VIP6}]:80/tcp"), Affinity::Connection);
+        fx.add_backend("web6", BACKENDS6[0], "blue", 100);
+        fx.publish("web6");
+        fx
+    }
+
+    /// A TCP frame from `src` to the VIP of its family, port 80.
+    fn tcp_from(src: &str) -> Flow {
+        let vip = if src.contains(':') { VIP6 } else { VIP4 };
+        Flow::new(Transport::Tcp, src, 40_000, vip, 80)
+    }
+
+    #[test]
+    fn martian_sources_to_a_vip_are_dropped() {
+        let mut fx = services("martian-vip");
+        let sources = [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.255.255.254",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "ff02::1",
+            "ff0e::1",
+            "::ffff:127.0.0.1",
+            "::ffff:0.0.0.0",
+            "::ffff:224.0.0.5",
+            "::ffff:255.255.255.255",
+        ];
+        let martian = Outcome::Drop(Counter::Martian);
+        let mut cases: Vec<(String, Vec<u8>, Outcome)> = sources
+            .iter()
+            .map(|src| (format!("TCP from {src}"), tcp_from(src).frame(), martian))
+            .collect();
+        let udp = Flow::new(Transport::Udp, "127.0.0.1", 40_000, VIP4, 53);
+        cases.push(("UDP from 127.0.0.1".into(), udp.frame(), martian));
+        let cases: Vec<(&str, Vec<u8>, Outcome)> = cases
+            .iter()
+            .map(|(what, frame, outcome)| (what.as_str(), frame.clone(), *outcome))
+            .collect();
+        let mut tally = Tally::default();
+        check_outcomes(&mut fx, &mut tally, &cases);
+        for service in ["web", "dns", "web6"] {
+            Tally::default().assert_matches(&fx, service);
+        }
+        assert_eq!(fx.tracked_flows(), Vec::new(), "nothing tracked");
+    }
+
+    #[test]
+    fn sources_next_to_martian_ranges_are_forwarded() {
+        let mut fx = services("martian-near");
+        let sources = [
+            "1.0.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "223.255.255.255",
+            "::2",
+            "::7f00:1",
+            "::fffe:7f00:1",
+            "::ffff:198.51.100.7",
+            "fe80::1",
+            "fe00::1",
+        ];
+        let cases: Vec<(String, Vec<u8>, Outcome)> = sources
+            .iter()
+            .map(|src| {
+                let flow = tcp_from(src);
+                let service = if flow.src.is_ipv4() { "web" } else { "web6" };
+                let index = fx.expected_backend(service, &flow);
+                (
+                    format!("TCP from {src}"),
+                    flow.frame(),
+                    Outcome::Forward(index),
+                )
+            })
+            .collect();
+        let cases: Vec<(&str, Vec<u8>, Outcome)> = cases
+            .iter()
+            .map(|(what, frame, outcome)| (what.as_str(), frame.clone(), *outcome))
+            .collect();
+        let mut tally = Tally::default();
+        check_outcomes(&mut fx, &mut tally, &cases);
+        tally.assert_matches(&fx, "web");
+        tally.assert_matches(&fx, "web6");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn martian_sources_to_other_addresses_pass() {
+        let mut fx = services("martian-other");
+        let passed = Outcome::Pass(Counter::Passed);
+        let cases: Vec<(&str, Vec<u8>, Outcome)> = vec![
+            (
+                "TCP from 127.0.0.1 to a non-VIP address",
+                Flow::new(Transport::Tcp, "127.0.0.1", 40_000, "198.19.0.2", 80).frame(),
+                passed,
+            ),
+            (
+                "DHCP discover from 0.0.0.0 to 255.255.255.255",
+                Flow::new(Transport::Udp, "0.0.0.0", 68, "255.255.255.255", 67).frame(),
+                passed,
+            ),
+            (
+                "TCP from ::1 to the VIP on a port it does not serve",
+                Flow::new(Transport::Tcp, "::1", 40_000, VIP6, 443).frame(),
+                passed,
+            ),
+        ];
+        let mut tally = Tally::default();
+        check_outcomes(&mut fx, &mut tally, &cases);
+        assert_eq!(fx.tracked_flows(), Vec::new(), "nothing tracked");
     }
 }
 

@@ -4,7 +4,8 @@ use std::{collections::HashMap as StdHashMap, time::Duration};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
-    BackendStats, FlowKey, FlowState, STAT_DROPPED, STAT_MALFORMED, STAT_PASSED, STAT_UNBALANCEABLE,
+    BackendStats, FlowKey, FlowState, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
+    STAT_UNBALANCEABLE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,10 @@ pub struct GlobalCounters {
     pub malformed: u64,
     /// IPv4 fragments and IPv6 packets with extension headers, passed to the kernel.
     pub unbalanceable: u64,
+    /// VIP packets from a martian source (loopback, multicast, unspecified, reserved),
+    /// dropped. Absent from the answers of daemons that did not count them: read as 0.
+    #[serde(default)]
+    pub martian: u64,
 }
 
 impl GlobalCounters {
@@ -34,6 +39,7 @@ impl GlobalCounters {
             dropped: read(STAT_DROPPED)?,
             malformed: read(STAT_MALFORMED)?,
             unbalanceable: read(STAT_UNBALANCEABLE)?,
+            martian: read(STAT_MARTIAN)?,
         })
     }
 }

@@ -3,22 +3,27 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
-use balancer_common::{flow_hash, Backend, BackendStats, FlowKey, NONE, NO_GROUP, SPLIT_CELLS};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use balancer_common::{
+    flow_hash, Backend, BackendStats, FlowKey, FlowState, NONE, NO_GROUP, SPLIT_CELLS,
+};
 use balancer_user::{
     basis_points::BasisPoints,
     compile::compile,
-    dataplane::{ServiceImage, TestRun},
+    dataplane::{GlobalCounters, ServiceImage, TestRun},
     state::{Affinity, BackendEntry, Service, State},
+    vip::Protocol,
 };
 use ipnet::IpNet;
 
 use super::{
-    packet::Flow,
+    packet::{Flow, Transport},
     plane::{TestPlane, INGRESS_IFINDEX},
+    verdict::{classify, martian, Verdict},
 };
 
 /// Seed of the flow hash in the tests (any fixed value; the model uses the same).
@@ -221,11 +226,96 @@ impl Fixture {
             .expect("backend counters")
     }
 
+    /// What the program should do with `frame`, from the parser rules of
+    /// [`super::verdict`], the VIPs of the state and the selection model; a new flow is
+    /// assumed (nothing tracked for it).
+    pub fn outcome(&self, frame: &[u8]) -> Outcome {
+        let flow = match classify(frame) {
+            Verdict::Other => return Outcome::Pass(Counter::Passed),
+            Verdict::Malformed => return Outcome::Pass(Counter::Malformed),
+            Verdict::Unbalanceable => return Outcome::Pass(Counter::Unbalanceable),
+            Verdict::Flow(flow) => flow,
+        };
+        let protocol = match flow.transport {
+            Transport::Tcp => Protocol::Tcp,
+            Transport::Udp => Protocol::Udp,
+        };
+        let vip = SocketAddr::new(flow.dst, flow.dport);
+        let Some((name, _)) = self
+            .state
+            .services
+            .iter()
+            .find(|(_, s)| s.vip.addr == vip && s.vip.protocol == protocol)
+        else {
+            return Outcome::Pass(Counter::Passed);
+        };
+        if martian(flow.src) {
+            return Outcome::Drop(Counter::Martian);
+        }
+        match self.expected(name, &flow) {
+            Some(index) => Outcome::Forward(index),
+            None => Outcome::Drop(Counter::Dropped),
+        }
+    }
+
+    /// The keys in connection tracking.
+    pub fn tracked_flows(&self) -> Vec<FlowKey> {
+        let path = self.plane.maps_dir().join("CONNTRACK");
+        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open CONNTRACK"));
+        let conntrack: BpfHashMap<MapData, FlowKey, FlowState> =
+            map.try_into().expect("CONNTRACK is a hash map");
+        conntrack
+            .keys()
+            .collect::<Result<_, _>>()
+            .expect("read CONNTRACK keys")
+    }
+
     /// Tracked flows per (index, epoch), however long idle (one hour is far beyond a test).
     pub fn active_flows(&self) -> HashMap<(u32, u32), u64> {
         self.plane
             .active_flows(Duration::from_secs(3600))
             .expect("active flows")
+    }
+}
+
+/// What the program does with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// XDP_PASS with the frame untouched, counted under this global counter.
+    Pass(Counter),
+    /// XDP_DROP with the frame untouched, counted under this global counter.
+    Drop(Counter),
+    /// Forwarded to this backend index (counted under the backend), and tracked.
+    Forward(u32),
+}
+
+/// One of the global counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Not a VIP packet, passed.
+    Passed,
+    /// A VIP packet no backend can take, dropped.
+    Dropped,
+    /// Malformed, passed.
+    Malformed,
+    /// A fragment or an IPv6 packet with extension headers, passed.
+    Unbalanceable,
+    /// A VIP packet from a martian source, dropped.
+    Martian,
+}
+
+impl Counter {
+    /// `counters` with one more packet under this counter.
+    pub fn plus_one(self, mut counters: GlobalCounters) -> GlobalCounters {
+        let field = match self {
+            Counter::Passed => &mut counters.passed,
+            Counter::Dropped => &mut counters.dropped,
+            Counter::Malformed => &mut counters.malformed,
+            Counter::Unbalanceable => &mut counters.unbalanceable,
+            Counter::Martian => &mut counters.martian,
+        };
+        *field += 1;
+        counters
     }
 }
 
