@@ -113,6 +113,10 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = balancer_common::DEFAULT_CONNTRACK_ENTRIES,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub conntrack_size: u32,
+    /// With no state file in --state-dir, take over a pinned data plane that serves VIPs
+    /// with no services, removing them (without it, the daemon refuses to start).
+    #[arg(long)]
+    pub empty_state: bool,
     /// Seed of the flow hash; keep it equal on every LB host of a fleet.
     #[arg(long, default_value_t = 0)]
     pub hash_seed: u64,

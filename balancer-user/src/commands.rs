@@ -92,7 +92,8 @@ async fn run_daemon(args: DaemonArgs, socket: &std::path::Path) -> anyhow::Resul
             },
             conntrack_entries: args.conntrack_size,
         },
-        state_file: daemon::state_file(&args.state_dir),
+        state_dir: args.state_dir,
+        empty_state: args.empty_state,
         settings: Settings {
             seed: args.hash_seed,
             flow_idle: Duration::from_secs(args.flow_idle),

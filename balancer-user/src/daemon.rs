@@ -1,4 +1,5 @@
-//! `balancer daemon`: start the controller, serve the API until a signal or a teardown.
+//! `balancer daemon`: check what it starts on, start the controller, serve the API until a
+//! signal or a teardown.
 //!
 //! Exiting leaves the data plane attached and forwarding; only `teardown` removes it.
 
@@ -20,6 +21,8 @@ use crate::{
         Controller, Ports, Settings,
     },
     dataplane::{AttachOptions, DataPlane},
+    error::Error,
+    lifecycle::claim,
     server::{executor::Executor, routes::router},
     state::FileStore,
 };
@@ -29,8 +32,11 @@ use crate::{
 pub struct DaemonConfig {
     /// Data-plane attachment.
     pub attach: AttachOptions,
-    /// The state file.
-    pub state_file: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Take over a data plane that serves VIPs with no services when the state file is
+    /// missing.
+    pub empty_state: bool,
     /// Controller settings.
     pub settings: Settings,
 }
@@ -41,14 +47,24 @@ fn start(config: DaemonConfig) -> Result<Controller, crate::error::Error> {
     let ports = Ports {
         plane,
         neighbors: Box::new(KernelNeighbors),
-        store: Box::new(FileStore::new(config.state_file)),
+        store: Box::new(FileStore::in_dir(&config.state_dir)),
         clock: Arc::new(SystemClock),
     };
     Controller::start(ports, config.settings)
 }
 
+/// Checks what the daemon starts on (see [`claim`]); nothing is touched on a refusal.
+fn check(config: &DaemonConfig) -> Result<(), Error> {
+    Ok(claim::claim(&claim::Request {
+        pins: &config.attach.bpffs,
+        state_dir: &config.state_dir,
+        empty_state: config.empty_state,
+    })?)
+}
+
 /// Serves until SIGINT/SIGTERM or a teardown.
 pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
+    check(&config)?;
     let listener = bind(socket).await?;
     let started = tokio::task::spawn_blocking(move || start(config))
         .await
@@ -114,9 +130,4 @@ async fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", socket.display()))?;
     Ok(listener)
-}
-
-/// The state file inside a state directory.
-pub fn state_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("state.json")
 }

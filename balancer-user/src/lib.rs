@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod error;
 pub mod health;
+pub mod lifecycle;
 pub mod maglev;
 pub mod neighbor;
 pub mod operation;

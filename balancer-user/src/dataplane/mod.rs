@@ -11,6 +11,7 @@ pub mod bpffs;
 mod error;
 mod events;
 pub mod object;
+pub mod pinned;
 mod stats;
 
 use std::{

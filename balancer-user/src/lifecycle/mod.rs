@@ -1,0 +1,51 @@
+//! Whose data plane it is: what a daemon checks before it touches anything (a refusal to
+//! wipe a running data plane whose state file is missing).
+
+pub mod claim;
+
+use std::path::PathBuf;
+
+use crate::dataplane::DataPlaneError;
+
+/// Why a daemon did not start. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// A running data plane whose state file is not where the daemon looks.
+    #[error(
+        "no state file at {state_file}, but the data plane pinned at {pins} serves {vips} VIP(s): \
+         start with the --state-dir that holds its state file, or add --empty-state to take it \
+         over with no services (which removes them)"
+    )]
+    NoStateFile {
+        /// The state file looked for.
+        state_file: PathBuf,
+        /// The data plane's pin directory.
+        pins: PathBuf,
+        /// How many VIPs it serves.
+        vips: usize,
+    },
+    /// A filesystem call failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or unpinning the pinned data plane failed.
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+}
+
+impl LifecycleError {
+    /// Whether the host failed, as opposed to the command not fitting what is on it.
+    pub fn is_host_fault(&self) -> bool {
+        matches!(self, Self::Io { .. } | Self::DataPlane(_))
+    }
+}
+
+/// An [`LifecycleError::Io`] maker naming what was being done.
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> LifecycleError {
+    move |source| LifecycleError::Io { context, source }
+}
