@@ -1,5 +1,5 @@
-//! `balancer daemon`: check what it starts on, start the controller, serve the API until a
-//! signal or a teardown.
+//! `balancer daemon`: claim the interface, pins and state directory, start the controller,
+//! serve the API until a signal or a teardown.
 //!
 //! Exiting leaves the data plane attached and forwarding; only `teardown` removes it.
 
@@ -22,7 +22,7 @@ use crate::{
     },
     dataplane::{AttachOptions, DataPlane},
     error::Error,
-    lifecycle::claim,
+    lifecycle::claim::{self, Claim},
     server::{executor::Executor, routes::router},
     state::FileStore,
 };
@@ -53,9 +53,10 @@ fn start(config: DaemonConfig) -> Result<Controller, crate::error::Error> {
     Controller::start(ports, config.settings)
 }
 
-/// Checks what the daemon starts on (see [`claim`]); nothing is touched on a refusal.
-fn check(config: &DaemonConfig) -> Result<(), Error> {
+/// Claims what the daemon needs (see [`claim`]); nothing is touched on a refusal.
+fn take_claim(config: &DaemonConfig) -> Result<Claim, Error> {
     Ok(claim::claim(&claim::Request {
+        iface: &config.attach.iface,
         pins: &config.attach.bpffs,
         state_dir: &config.state_dir,
         empty_state: config.empty_state,
@@ -64,7 +65,7 @@ fn check(config: &DaemonConfig) -> Result<(), Error> {
 
 /// Serves until SIGINT/SIGTERM or a teardown.
 pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
-    check(&config)?;
+    let claim = take_claim(&config)?;
     let listener = bind(socket).await?;
     let started = tokio::task::spawn_blocking(move || start(config))
         .await
@@ -81,6 +82,8 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         services = controller.state().services.len(),
         "data plane ready"
     );
+    // Held until the daemon exits (the kernel also drops the locks on `kill -9`).
+    let _claim = claim;
     let executor = Executor::new(controller);
     let ticker = tokio::spawn(executor.clone().run_timers());
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;

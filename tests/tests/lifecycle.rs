@@ -1,9 +1,13 @@
-//! The daemon's life on a host (issue 10): what it refuses to start on.
+//! The daemon's life on a host (issue 10): what it refuses to start on, and a second
+//! daemon.
 
-use anyhow::{ensure, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
 use balancer_tests::{
-    balancer::{CliOutput, DaemonFlags, REFUSED},
+    balancer::{CliOutput, DaemonFlags, LB_IFACE, REFUSED},
     lab::Lab,
+    netns,
     traffic::LongLived,
 };
 
@@ -25,6 +29,17 @@ fn one_line_error(out: &CliOutput, code: i32, expected: &str) -> Result<()> {
 /// Whether the daemon's log holds a line containing `text`.
 fn logged(lab: &Lab, text: &str) -> Result<bool> {
     Ok(std::fs::read_to_string(lab.balancer.log_path())?.contains(text))
+}
+
+/// What is left under a pin root: the entries of each of its directories.
+fn pinned_under(root: &Path) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.iter()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .map(|entry| entry.path())
+        .collect()
 }
 
 #[test]
@@ -79,5 +94,142 @@ fn a_missing_state_file_does_not_wipe_a_running_data_plane() -> Result<()> {
         lab.client.ask_once(service, None).is_err(),
         "the VIP is still balanced"
     );
+    Ok(())
+}
+
+#[test]
+fn a_second_daemon_on_the_same_interface_pins_or_state_refuses() -> Result<()> {
+    let lab = Lab::new("blf2")?;
+    let service = lab.weighted_service("web", false, &[100; 4])?;
+    let settings = lab.balancer.settings()?;
+    let state = std::fs::read(lab.balancer.state_file())?;
+    // Another interface of the LB host, for a daemon of its own.
+    netns::run(
+        lab.topology.lb_ns(),
+        &[
+            "ip",
+            "link",
+            "add",
+            "blf2other",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "blf2peer",
+        ],
+    )?;
+    let socket = lab.balancer.scratch("second.sock");
+    let other_pins = PathBuf::from("/sys/fs/bpf/balancer-blf2-second");
+    std::fs::remove_dir_all(&other_pins).ok();
+    let lb_ns = lab.topology.lb_ns();
+    let cases = [
+        (
+            "same everything",
+            lb_ns,
+            DaemonFlags::default(),
+            format!("interface {LB_IFACE} already has a balancer daemon"),
+        ),
+        (
+            // The client's namespace has an eth0 of its own.
+            "same pins and state, another namespace",
+            lab.topology.client_ns(),
+            DaemonFlags::default(),
+            format!(
+                "the data plane pinned at {} already has a balancer daemon",
+                lab.balancer.pin_root().join("v1").join(LB_IFACE).display()
+            ),
+        ),
+        (
+            "same state directory",
+            lb_ns,
+            DaemonFlags {
+                iface: Some("blf2other".into()),
+                pin_dir: Some(other_pins.clone()),
+                ..DaemonFlags::default()
+            },
+            format!(
+                "state directory {} is used by another balancer daemon",
+                lab.balancer.state_dir().display()
+            ),
+        ),
+        (
+            "same interface",
+            lb_ns,
+            DaemonFlags {
+                pin_dir: Some(other_pins.clone()),
+                state_dir: Some(lab.balancer.scratch("second-state")),
+                ..DaemonFlags::default()
+            },
+            format!("interface {LB_IFACE} already has a balancer daemon"),
+        ),
+    ];
+    for (case, ns, flags, expected) in cases {
+        let flags = DaemonFlags {
+            socket: Some(socket.clone()),
+            ..flags
+        };
+        let out = lab.balancer.run_daemon_to_exit_in(ns, &flags)?;
+        one_line_error(&out, REFUSED, &expected).context(case)?;
+        ensure!(
+            !socket.exists(),
+            "{case}: the second daemon left its socket"
+        );
+        ensure!(
+            pinned_under(&other_pins).is_empty(),
+            "{case}: the second daemon pinned {:?}",
+            pinned_under(&other_pins)
+        );
+    }
+    ensure!(
+        !lab.balancer.scratch("second-state").exists(),
+        "a refused daemon created its state directory"
+    );
+    std::fs::remove_dir_all(&other_pins).ok();
+
+    // The first daemon did not notice.
+    ensure!(lab.balancer.settings()? == settings, "status changed");
+    ensure!(
+        std::fs::read(lab.balancer.state_file())? == state,
+        "state file changed"
+    );
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(dist.counts.len() == 4, "new flows: {:?}", dist.counts);
+    let b0 = lab.topology.backend_v4(0).to_string();
+    lab.balancer
+        .ok(&["backend", "set-weight", "web", &b0, "50"])?;
+    Ok(())
+}
+
+#[test]
+fn bad_interfaces_pin_nothing() -> Result<()> {
+    let lab = Lab::new("blf6")?;
+    let service = lab.weighted_service("web", false, &[100; 4])?;
+    let escape = Path::new("/sys/fs/bpf/blf6x");
+    std::fs::remove_dir_all(escape).ok();
+    let state_dir = lab.balancer.scratch("bad-state");
+    for (iface, expected) in [
+        ("nosuch0", "no interface named \"nosuch0\""),
+        ("../../blf6x", "bad interface name \"../../blf6x\""),
+        ("sixteen-bytes-00", "bad interface name"),
+    ] {
+        let flags = DaemonFlags {
+            iface: Some(iface.into()),
+            socket: Some(lab.balancer.scratch("bad.sock")),
+            state_dir: Some(state_dir.clone()),
+            ..DaemonFlags::default()
+        };
+        let out = lab.balancer.run_daemon_to_exit(&flags)?;
+        one_line_error(&out, REFUSED, expected).context(iface)?;
+        ensure!(!escape.exists(), "{iface}: {escape:?} was created");
+        let pinned: Vec<_> = pinned_under(lab.balancer.pin_root())
+            .into_iter()
+            .filter(|p| !p.ends_with(LB_IFACE))
+            .collect();
+        ensure!(pinned.is_empty(), "{iface}: pinned {pinned:?}");
+        ensure!(!state_dir.exists(), "{iface}: state directory created");
+    }
+    lab.balancer.status()?;
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(dist.counts.len() == 4, "new flows: {:?}", dist.counts);
     Ok(())
 }

@@ -1,15 +1,26 @@
-//! Whose data plane it is: what a daemon checks before it touches anything (a refusal to
-//! wipe a running data plane whose state file is missing).
+//! Whose data plane it is: what a daemon claims before it touches anything (the interface,
+//! locks on it, on the pin directory and on the state directory, and a refusal to wipe a
+//! running data plane whose state file is missing).
 
 pub mod claim;
+pub mod iface;
+pub mod lock;
 
 use std::path::PathBuf;
 
 use crate::dataplane::DataPlaneError;
+pub use iface::IfaceError;
+pub use lock::LockError;
 
 /// Why a daemon did not start. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
+    /// A bad or unknown interface.
+    #[error(transparent)]
+    Iface(#[from] IfaceError),
+    /// Another daemon holds the interface, the pins or the state directory.
+    #[error(transparent)]
+    Lock(#[from] LockError),
     /// A running data plane whose state file is not where the daemon looks.
     #[error(
         "no state file at {state_file}, but the data plane pinned at {pins} serves {vips} VIP(s): \
@@ -41,7 +52,10 @@ pub enum LifecycleError {
 impl LifecycleError {
     /// Whether the host failed, as opposed to the command not fitting what is on it.
     pub fn is_host_fault(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::DataPlane(_))
+        matches!(
+            self,
+            Self::Io { .. } | Self::DataPlane(_) | Self::Lock(LockError::Io { .. })
+        )
     }
 }
 
