@@ -91,7 +91,20 @@ pub enum Command {
     /// Print the desired state as TOML that `apply` accepts.
     Export,
     /// Detach the data plane, remove its pins and stop the daemon (the state file stays).
-    Teardown,
+    /// With no daemon answering on --socket, `--iface` removes the pins directly.
+    Teardown(TeardownArgs),
+}
+
+/// `balancer teardown` options.
+#[derive(Debug, clap::Args)]
+pub struct TeardownArgs {
+    /// Interface whose data plane to remove when no daemon answers on --socket (the
+    /// interface itself may be gone).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// bpffs directory of the pins, as given to the daemon.
+    #[arg(long, default_value = crate::dataplane::bpffs::DEFAULT_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 /// `balancer daemon` options.
@@ -596,7 +609,7 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
             toml: read_config(&file)?,
         }),
         Command::Export => (Operation::Export, Output::Toml),
-        Command::Teardown => (Operation::Teardown, Output::TornDown),
+        Command::Teardown(_) => (Operation::Teardown, Output::TornDown),
     })
 }
 

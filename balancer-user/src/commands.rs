@@ -1,28 +1,56 @@
 //! Runs a parsed command line: the daemon itself, or one operation sent to it and its
 //! answer shown.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use aya::programs::XdpMode;
 
 use crate::{
     api::Status,
-    cli::{request, Cli, Command, DaemonArgs, Output, XdpModeArg},
-    client::Client,
+    cli::{request, Cli, Command, DaemonArgs, Output, TeardownArgs, XdpModeArg},
+    client::{Client, ClientError},
     controller::Settings,
     daemon::{self, DaemonConfig},
     dataplane::{bpffs::Layout, AttachOptions},
+    error::Error,
+    lifecycle,
+    operation::Operation,
     report,
 };
 
 /// Executes `cli`.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Daemon(args) = cli.command {
-        return run_daemon(args, &cli.socket).await;
+    match cli.command {
+        Command::Daemon(args) => return run_daemon(args, &cli.socket).await,
+        Command::Teardown(args) => return teardown(args, &cli.socket).await,
+        _ => {}
     }
     let (operation, output) = request(cli.command)?;
     let answer = Client::new(&cli.socket).run(&operation).await?;
     show(output, &answer)
+}
+
+/// `teardown`: through the daemon if one answers; else, with `--iface`, directly.
+async fn teardown(args: TeardownArgs, socket: &Path) -> anyhow::Result<()> {
+    match Client::new(socket).run(&Operation::Teardown).await {
+        Ok(_) => show(Output::TornDown, &[]),
+        Err(ClientError::Unreachable(..)) if args.iface.is_some() => {
+            let iface = args.iface.unwrap_or_default();
+            let pins = tokio::task::spawn_blocking(move || {
+                lifecycle::teardown::teardown(&iface, &args.pin_dir)
+            })
+            .await?
+            .map_err(Error::from)?;
+            println!(
+                "no daemon was running: data plane detached, pins at {} removed",
+                pins.display()
+            );
+            Ok(())
+        }
+        Err(e @ ClientError::Unreachable(..)) => Err(anyhow::Error::from(e)
+            .context("no daemon to tear down (give --iface to remove its pins without one)")),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Prints the answer of a command as `output` says.
@@ -75,7 +103,7 @@ fn show(output: Output, answer: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_daemon(args: DaemonArgs, socket: &std::path::Path) -> anyhow::Result<()> {
+async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -1,11 +1,14 @@
-//! The daemon's life on a host (issue 10): what it refuses to start on, and a second
-//! daemon.
+//! The daemon's life on a host (issue 10): what it refuses to start on, a second daemon,
+//! and a teardown without a daemon.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
-    balancer::{CliOutput, DaemonFlags, LB_IFACE, REFUSED},
+    balancer::{binary, run_cli, CliOutput, DaemonFlags, LB_IFACE, REFUSED},
     lab::Lab,
     netns,
     traffic::LongLived,
@@ -29,6 +32,14 @@ fn one_line_error(out: &CliOutput, code: i32, expected: &str) -> Result<()> {
 /// Whether the daemon's log holds a line containing `text`.
 fn logged(lab: &Lab, text: &str) -> Result<bool> {
     Ok(std::fs::read_to_string(lab.balancer.log_path())?.contains(text))
+}
+
+/// `ip -details link show eth0` in the LB namespace.
+fn lb_link(lab: &Lab) -> Result<String> {
+    netns::run(
+        lab.topology.lb_ns(),
+        &["ip", "-d", "link", "show", LB_IFACE],
+    )
 }
 
 /// What is left under a pin root: the entries of each of its directories.
@@ -197,6 +208,55 @@ fn a_second_daemon_on_the_same_interface_pins_or_state_refuses() -> Result<()> {
     let b0 = lab.topology.backend_v4(0).to_string();
     lab.balancer
         .ok(&["backend", "set-weight", "web", &b0, "50"])?;
+    Ok(())
+}
+
+#[test]
+fn teardown_without_a_daemon_detaches_and_unpins() -> Result<()> {
+    let mut lab = Lab::new("blf3")?;
+    let service = lab.weighted_service("web", false, &[100; 4])?;
+    lab.client.ask_once(service, None)?;
+    let pin_root = lab
+        .balancer
+        .pin_root()
+        .to_str()
+        .context("pin root")?
+        .to_string();
+    let teardown = ["teardown", "--iface", LB_IFACE, "--pin-dir", &pin_root];
+
+    // A daemon runs on those pins, though not on the socket given: refused, nothing removed.
+    let elsewhere = lab.balancer.scratch("elsewhere.sock");
+    let out = run_cli(&binary()?, &elsewhere, &teardown)?;
+    one_line_error(&out, REFUSED, "is served by a running daemon")?;
+    ensure!(lb_link(&lab)?.contains("prog/xdp"), "XDP program gone");
+    lab.client.ask_once(service, None)?;
+    lab.balancer.status()?;
+
+    // No daemon at all: the CLI removes the pins itself.
+    lab.balancer.kill9()?;
+    let said = lab.balancer.ok(&teardown)?;
+    ensure!(said.contains("no daemon was running"), "{said}");
+    ensure!(
+        pinned_under(lab.balancer.pin_root()).is_empty(),
+        "pins left: {:?}",
+        pinned_under(lab.balancer.pin_root())
+    );
+    // The kernel detaches the program once it drops the unpinned link, just after.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lb_link(&lab)?.contains("prog/xdp") {
+        ensure!(
+            Instant::now() < deadline,
+            "XDP program still attached: {}",
+            lb_link(&lab)?
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(
+        lab.client.ask_once(service, None).is_err(),
+        "the VIP is still balanced after teardown"
+    );
+    // Nothing left to remove: said in one line.
+    one_line_error(&lab.balancer.cli(&teardown)?, REFUSED, "nothing is pinned")?;
     Ok(())
 }
 

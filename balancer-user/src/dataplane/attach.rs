@@ -70,20 +70,26 @@ pub(super) fn attach(ebpf: &mut Ebpf, options: &AttachOptions) -> Result<bool, D
     }
 }
 
-/// Unpins link (if any) and maps and removes the pin directory. Once the last file
-/// descriptor closes, the program is detached and the maps are freed.
+/// Unpins link and maps, whichever are there, and removes the pin directory. Once the last
+/// file descriptor closes, the program is detached and the maps are freed.
 pub(super) fn unpin_all(bpffs: &Layout) -> Result<(), DataPlaneError> {
-    match std::fs::remove_file(bpffs.link()) {
-        Ok(()) => {}
+    let absent_ok = |result: std::io::Result<()>| match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    absent_ok(std::fs::remove_file(bpffs.link())).map_err(io_err("unpin the XDP link"))?;
+    match std::fs::read_dir(bpffs.maps()) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(io_err("list pinned maps"))?;
+                absent_ok(std::fs::remove_file(entry.path())).map_err(io_err("unpin a map"))?;
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("unpin the XDP link")(e)),
+        Err(e) => return Err(io_err("list pinned maps")(e)),
     }
-    for entry in std::fs::read_dir(bpffs.maps()).map_err(io_err("list pinned maps"))? {
-        let entry = entry.map_err(io_err("list pinned maps"))?;
-        std::fs::remove_file(entry.path()).map_err(io_err("unpin a map"))?;
-    }
-    std::fs::remove_dir(bpffs.maps()).map_err(io_err("remove the map pin directory"))?;
-    std::fs::remove_dir(bpffs.dir()).map_err(io_err("remove the pin directory"))?;
+    absent_ok(std::fs::remove_dir(bpffs.maps())).map_err(io_err("remove the map pin directory"))?;
+    absent_ok(std::fs::remove_dir(bpffs.dir())).map_err(io_err("remove the pin directory"))?;
     Ok(())
 }
 

@@ -362,6 +362,12 @@ impl DataPlane {
     }
 }
 
+/// Unpins whatever is pinned at `layout` (link, maps) with no data plane loaded: the program
+/// is detached and the maps freed once no process holds them.
+pub fn unpin(layout: &bpffs::Layout) -> Result<(), DataPlaneError> {
+    attach::unpin_all(layout)
+}
+
 fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, DataPlaneError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,

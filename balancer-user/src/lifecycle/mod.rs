@@ -1,10 +1,11 @@
 //! Whose data plane it is: what a daemon claims before it touches anything (the interface,
 //! locks on it, on the pin directory and on the state directory, and a refusal to wipe a
-//! running data plane whose state file is missing).
+//! running data plane whose state file is missing), and `teardown` without a daemon.
 
 pub mod claim;
 pub mod iface;
 pub mod lock;
+pub mod teardown;
 
 use std::path::PathBuf;
 
@@ -12,7 +13,8 @@ use crate::dataplane::DataPlaneError;
 pub use iface::IfaceError;
 pub use lock::LockError;
 
-/// Why a daemon did not start. Nothing was changed.
+/// Why a daemon did not start, or a teardown without a daemon did not happen. Nothing was
+/// changed either way.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     /// A bad or unknown interface.
@@ -35,6 +37,9 @@ pub enum LifecycleError {
         /// How many VIPs it serves.
         vips: usize,
     },
+    /// `teardown` found nothing to remove.
+    #[error("nothing is pinned at {0}: check --iface and --pin-dir")]
+    NothingPinned(PathBuf),
     /// A filesystem call failed.
     #[error("{context}")]
     Io {
