@@ -11,7 +11,7 @@ use crate::{
     client::{Client, ClientError},
     controller::Settings,
     daemon::{self, DaemonConfig},
-    dataplane::{bpffs::Layout, AttachOptions},
+    dataplane::bpffs::Layout,
     error::Error,
     lifecycle,
     operation::Operation,
@@ -111,15 +111,13 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = DaemonConfig {
-        attach: AttachOptions {
-            bpffs: Layout::new(&args.pin_dir, &args.iface),
-            iface: args.iface,
-            mode: match args.xdp_mode {
-                XdpModeArg::Native => XdpMode::Driver,
-                XdpModeArg::Skb => XdpMode::Skb,
-            },
-            conntrack_entries: args.conntrack_size,
+        pins: Layout::new(&args.pin_dir, &args.iface),
+        iface: args.iface,
+        mode: match args.xdp_mode {
+            XdpModeArg::Native => XdpMode::Driver,
+            XdpModeArg::Skb => XdpMode::Skb,
         },
+        conntrack_entries: args.conntrack_size,
         state_dir: args.state_dir,
         empty_state: args.empty_state,
         settings: Settings {

@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use aya::programs::XdpMode;
 use tokio::{net::UnixListener, signal::unix::SignalKind};
 use tracing::info;
 
@@ -20,7 +21,7 @@ use crate::{
         ports::{KernelNeighbors, Plane},
         Controller, Ports, Settings,
     },
-    dataplane::{AttachOptions, DataPlane},
+    dataplane::{bpffs::Layout, AttachOptions, DataPlane},
     error::Error,
     lifecycle::claim::{self, Claim},
     server::{executor::Executor, routes::router},
@@ -30,8 +31,14 @@ use crate::{
 /// What the daemon runs with.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
-    /// Data-plane attachment.
-    pub attach: AttachOptions,
+    /// The interface to attach to.
+    pub iface: String,
+    /// Where its data plane is pinned.
+    pub pins: Layout,
+    /// Native or generic XDP.
+    pub mode: XdpMode,
+    /// Connection-tracking capacity (used when the maps are created).
+    pub conntrack_entries: u32,
     /// The state directory.
     pub state_dir: PathBuf,
     /// Take over a data plane that serves VIPs with no services when the state file is
@@ -42,8 +49,15 @@ pub struct DaemonConfig {
 }
 
 /// Attaches the data plane and starts the controller on the kernel's ports.
-fn start(config: DaemonConfig) -> Result<Controller, crate::error::Error> {
-    let plane: Box<dyn Plane> = Box::new(DataPlane::attach(&config.attach)?);
+fn start(config: DaemonConfig, ifindex: u32) -> Result<Controller, Error> {
+    let attach = AttachOptions {
+        iface: config.iface.clone(),
+        ifindex,
+        mode: config.mode,
+        bpffs: config.pins.clone(),
+        conntrack_entries: config.conntrack_entries,
+    };
+    let plane: Box<dyn Plane> = Box::new(DataPlane::attach(&attach)?);
     let ports = Ports {
         plane,
         neighbors: Box::new(KernelNeighbors),
@@ -56,8 +70,8 @@ fn start(config: DaemonConfig) -> Result<Controller, crate::error::Error> {
 /// Claims what the daemon needs (see [`claim`]); nothing is touched on a refusal.
 fn take_claim(config: &DaemonConfig) -> Result<Claim, Error> {
     Ok(claim::claim(&claim::Request {
-        iface: &config.attach.iface,
-        pins: &config.attach.bpffs,
+        iface: &config.iface,
+        pins: &config.pins,
         state_dir: &config.state_dir,
         empty_state: config.empty_state,
     })?)
@@ -67,7 +81,8 @@ fn take_claim(config: &DaemonConfig) -> Result<Claim, Error> {
 pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let claim = take_claim(&config)?;
     let listener = bind(socket).await?;
-    let started = tokio::task::spawn_blocking(move || start(config))
+    let ifindex = claim.ifindex;
+    let started = tokio::task::spawn_blocking(move || start(config, ifindex))
         .await
         .context("controller start panicked")?;
     let controller = match started {

@@ -81,7 +81,7 @@ pub struct Balancer {
     lb_ns: String,
     dir: PathBuf,
     pin_root: PathBuf,
-    _veth_pass: VethPass,
+    veth_pass: VethPass,
 }
 
 impl Balancer {
@@ -106,10 +106,17 @@ impl Balancer {
             lb_ns: topology.lb_ns().to_string(),
             dir,
             pin_root,
-            _veth_pass: veth_pass,
+            veth_pass,
         };
         balancer.spawn_daemon()?;
         Ok(balancer)
+    }
+
+    /// Attaches the XDP_PASS helper again, to the LB's bridge-side port as it is now (after
+    /// [`Topology::recreate_lb_interface`] made a new one).
+    pub fn replug(&mut self, topology: &Topology) -> Result<()> {
+        self.veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port())?;
+        Ok(())
     }
 
     /// The daemon's log file.

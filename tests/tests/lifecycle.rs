@@ -1,5 +1,5 @@
 //! The daemon's life on a host (issue 10): what it refuses to start on, a second daemon,
-//! and a teardown without a daemon.
+//! a teardown without a daemon, and an interface that was deleted and re-created.
 
 use std::{
     path::{Path, PathBuf},
@@ -258,6 +258,57 @@ fn teardown_without_a_daemon_detaches_and_unpins() -> Result<()> {
     // Nothing left to remove: said in one line.
     one_line_error(&lab.balancer.cli(&teardown)?, REFUSED, "nothing is pinned")?;
     Ok(())
+}
+
+/// An interface deleted and re-created under the daemon (`kill_first`: while it is not
+/// running): the restarted daemon attaches anew, and connection tracking survived.
+fn survives_an_interface_flap(prefix: &str, kill_first: bool) -> Result<()> {
+    let mut lab = Lab::new(prefix)?;
+    let service = lab.weighted_service("web", false, &[100; 4])?;
+    let mut long_lived = LongLived::open(&lab.client, service, 20, &[])?;
+    let original = long_lived.original_backends().to_vec();
+    // From now on new flows go to b0 only: flows on b1..b3 reach them only through
+    // connection tracking.
+    for i in 1..4 {
+        let addr = lab.topology.backend_v4(i).to_string();
+        lab.balancer
+            .ok(&["backend", "set-weight", "web", &addr, "0"])?;
+    }
+    if kill_first {
+        lab.balancer.kill9()?;
+    }
+    lab.flap_lb_interface()?;
+    ensure!(
+        !lb_link(&lab)?.contains("prog/xdp"),
+        "the new interface has a program"
+    );
+    lab.balancer.restart()?;
+    ensure!(
+        logged(&lab, "was severed (its interface was deleted)")?,
+        "the new attachment is not in the log:\n{}",
+        lab.balancer.log_tail()
+    );
+    let dist = lab.client.distribution(service, 100, &[])?;
+    ensure!(
+        dist.counts.keys().all(|b| b == "b0"),
+        "new flows: {:?}",
+        dist.counts
+    );
+    ensure!(
+        long_lived.ping_all()? == original,
+        "established connections lost their backends"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_recreated_interface_is_attached_anew_keeping_connection_tracking() -> Result<()> {
+    survives_an_interface_flap("blf4", false)
+}
+
+#[test]
+fn a_recreated_interface_is_attached_anew_after_kill_9() -> Result<()> {
+    survives_an_interface_flap("blf5", true)
 }
 
 #[test]
