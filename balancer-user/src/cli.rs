@@ -113,19 +113,20 @@ pub struct DaemonArgs {
     /// Interface to attach to.
     #[arg(long)]
     pub iface: String,
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
-    pub xdp_mode: XdpModeArg,
+    /// XDP attach mode [default: native]. A pinned data plane keeps the mode it runs in
+    /// (a different one is ignored, with a warning).
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpModeArg>,
     /// Directory of the state file.
     #[arg(long, default_value = "/var/lib/balancer")]
     pub state_dir: PathBuf,
     /// bpffs directory for pins (mounted at /sys/fs/bpf if needed).
     #[arg(long, default_value = crate::dataplane::bpffs::DEFAULT_ROOT)]
     pub pin_dir: PathBuf,
-    /// Connection-tracking entries (used when the maps are first created).
-    #[arg(long, default_value_t = balancer_common::DEFAULT_CONNTRACK_ENTRIES,
-          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
-    pub conntrack_size: u32,
+    /// Connection-tracking entries [default: 262144]. Used when the maps are created; pinned
+    /// maps keep their size (a different one is ignored, with a warning).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub conntrack_size: Option<u32>,
     /// With no state file in --state-dir, take over a pinned data plane that serves VIPs
     /// with no services, removing them (without it, the daemon refuses to start).
     #[arg(long)]

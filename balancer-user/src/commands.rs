@@ -13,7 +13,7 @@ use crate::{
     daemon::{self, DaemonConfig},
     dataplane::bpffs::Layout,
     error::Error,
-    lifecycle,
+    lifecycle::{self, settings::Requested},
     operation::Operation,
     report,
 };
@@ -113,13 +113,15 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
     let config = DaemonConfig {
         pins: Layout::new(&args.pin_dir, &args.iface),
         iface: args.iface,
-        mode: match args.xdp_mode {
-            XdpModeArg::Native => XdpMode::Driver,
-            XdpModeArg::Skb => XdpMode::Skb,
-        },
-        conntrack_entries: args.conntrack_size,
         state_dir: args.state_dir,
         empty_state: args.empty_state,
+        requested: Requested {
+            conntrack_size: args.conntrack_size,
+            xdp_mode: args.xdp_mode.map(|mode| match mode {
+                XdpModeArg::Native => XdpMode::Driver,
+                XdpModeArg::Skb => XdpMode::Skb,
+            }),
+        },
         settings: Settings {
             seed: args.hash_seed,
             flow_idle: Duration::from_secs(args.flow_idle),

@@ -21,9 +21,12 @@ use crate::{
         ports::{KernelNeighbors, Plane},
         Controller, Ports, Settings,
     },
-    dataplane::{bpffs::Layout, AttachOptions, DataPlane},
+    dataplane::{self, bpffs::Layout, link, pinned, AttachOptions, Attachment, DataPlane},
     error::Error,
-    lifecycle::claim::{self, Claim},
+    lifecycle::{
+        claim::{self, Claim},
+        settings::{self, Pinned, Requested},
+    },
     server::{executor::Executor, routes::router},
     state::FileStore,
 };
@@ -35,31 +38,56 @@ pub struct DaemonConfig {
     pub iface: String,
     /// Where its data plane is pinned.
     pub pins: Layout,
-    /// Native or generic XDP.
-    pub mode: XdpMode,
-    /// Connection-tracking capacity (used when the maps are created).
-    pub conntrack_entries: u32,
     /// The state directory.
     pub state_dir: PathBuf,
     /// Take over a data plane that serves VIPs with no services when the state file is
     /// missing.
     pub empty_state: bool,
+    /// `--conntrack-size` and `--xdp-mode` as given (they only apply to a new data plane).
+    pub requested: Requested,
     /// Controller settings.
     pub settings: Settings,
 }
 
 /// Attaches the data plane and starts the controller on the kernel's ports.
 fn start(config: DaemonConfig, ifindex: u32) -> Result<Controller, Error> {
+    let pinned_conntrack = pinned::conntrack_capacity(&config.pins)?;
     let attach = AttachOptions {
         iface: config.iface.clone(),
         ifindex,
-        mode: config.mode,
+        mode: config.requested.xdp_mode.unwrap_or(XdpMode::Driver),
         bpffs: config.pins.clone(),
-        conntrack_entries: config.conntrack_entries,
+        conntrack_entries: config
+            .requested
+            .conntrack_size
+            .unwrap_or(balancer_common::DEFAULT_CONNTRACK_ENTRIES),
     };
-    let plane: Box<dyn Plane> = Box::new(DataPlane::attach(&attach)?);
+    let plane = match DataPlane::attach(&attach) {
+        Ok(plane) => plane,
+        Err(e) => {
+            if pinned_conntrack.is_none() {
+                // Nothing was pinned before this start: leave nothing pinned either.
+                let _ = dataplane::unpin(&config.pins);
+            }
+            return Err(e.into());
+        }
+    };
+    let pinned_mode = match plane.attachment() {
+        Attachment::Replaced => link::attached_mode(&config.iface).unwrap_or_else(|e| {
+            tracing::debug!("cannot tell the pinned link's XDP mode: {e}");
+            None
+        }),
+        Attachment::New | Attachment::Renewed(_) => None,
+    };
+    let pinned = Pinned {
+        conntrack_size: pinned_conntrack,
+        xdp_mode: pinned_mode,
+    };
+    for warning in settings::ignored(config.requested, pinned) {
+        tracing::warn!("{warning}");
+    }
     let ports = Ports {
-        plane,
+        plane: Box::new(plane) as Box<dyn Plane>,
         neighbors: Box::new(KernelNeighbors),
         store: Box::new(FileStore::in_dir(&config.state_dir)),
         clock: Arc::new(SystemClock),

@@ -1,5 +1,6 @@
 //! The daemon's life on a host (issue 10): what it refuses to start on, a second daemon,
-//! a teardown without a daemon, and an interface that was deleted and re-created.
+//! a teardown without a daemon, an interface that was deleted and re-created, and flags a
+//! pinned data plane keeps.
 
 use std::{
     path::{Path, PathBuf},
@@ -8,7 +9,9 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
-    balancer::{binary, run_cli, CliOutput, DaemonFlags, LB_IFACE, REFUSED},
+    balancer::{
+        binary, run_cli, CliOutput, DaemonFlags, VethPass, XdpMode, FAULT, LB_IFACE, REFUSED,
+    },
     lab::Lab,
     netns,
     traffic::LongLived,
@@ -339,7 +342,61 @@ fn bad_interfaces_pin_nothing() -> Result<()> {
         ensure!(pinned.is_empty(), "{iface}: pinned {pinned:?}");
         ensure!(!state_dir.exists(), "{iface}: state directory created");
     }
+
+    // An interface that runs another XDP program: the attach fails (a fault, one line), and
+    // the maps this start created are unpinned again.
+    let lb_ns = lab.topology.lb_ns();
+    netns::run(
+        lb_ns,
+        &[
+            "ip", "link", "add", "blf6a", "type", "veth", "peer", "name", "blf6b",
+        ],
+    )?;
+    netns::run(lb_ns, &["ip", "link", "set", "blf6a", "up"])?;
+    let _other_program = VethPass::attach(lb_ns, "blf6a")?;
+    let out = lab.balancer.run_daemon_to_exit(&DaemonFlags {
+        iface: Some("blf6a".into()),
+        socket: Some(lab.balancer.scratch("busy.sock")),
+        state_dir: Some(lab.balancer.scratch("busy-state")),
+        ..DaemonFlags::default()
+    })?;
+    one_line_error(&out, FAULT, "attach the XDP program")?;
+    let pinned: Vec<_> = pinned_under(lab.balancer.pin_root())
+        .into_iter()
+        .filter(|p| !p.ends_with(LB_IFACE))
+        .collect();
+    ensure!(pinned.is_empty(), "a failed attach left {pinned:?}");
     lab.balancer.status()?;
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(dist.counts.len() == 4, "new flows: {:?}", dist.counts);
+    Ok(())
+}
+
+#[test]
+fn flags_a_pinned_data_plane_keeps_are_ignored_with_a_warning() -> Result<()> {
+    let mut lab = Lab::new("blf8")?;
+    let service = lab.weighted_service("web", false, &[100; 4])?;
+    // Flags a pinned data plane keeps: ignored, with one warning each naming what is kept.
+    lab.balancer.start_with(&DaemonFlags {
+        conntrack_size: Some(1024),
+        mode: Some(XdpMode::Skb),
+        ..DaemonFlags::default()
+    })?;
+    for warning in [
+        "--conntrack-size 1024 ignored: the pinned connection tracking holds 65536 flows",
+        "--xdp-mode skb ignored: the pinned program runs in native mode",
+    ] {
+        ensure!(
+            logged(&lab, warning)?,
+            "no warning {warning:?} in the log:\n{}",
+            lab.balancer.log_tail()
+        );
+    }
+    let link = lb_link(&lab)?;
+    ensure!(
+        link.contains("prog/xdp ") && !link.contains("xdpgeneric"),
+        "not in native mode: {link}"
+    );
     let dist = lab.client.distribution(service, 200, &[])?;
     ensure!(dist.counts.len() == 4, "new flows: {:?}", dist.counts);
     Ok(())

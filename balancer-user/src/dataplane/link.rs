@@ -1,12 +1,17 @@
 //! The pinned XDP link as the kernel sees it: the interface it is attached to — none once
-//! that interface is gone (a NIC flap, a driver reload).
+//! that interface is gone (a NIC flap, a driver reload) — and the XDP mode a program runs in
+//! on an interface.
 
 use std::{
     ffi::CString,
     io,
     os::fd::{FromRawFd, OwnedFd, RawFd},
     path::Path,
+    process::Command,
 };
+
+use aya::programs::XdpMode;
+use serde::Deserialize;
 
 /// `BPF_OBJ_GET` (`enum bpf_cmd`).
 const BPF_OBJ_GET: libc::c_long = 7;
@@ -14,6 +19,9 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `BPF_LINK_TYPE_XDP` (`enum bpf_link_type`).
 const BPF_LINK_TYPE_XDP: u32 = 6;
+/// `XDP_ATTACHED_DRV` and `XDP_ATTACHED_SKB` (`IFLA_XDP_ATTACHED`).
+const XDP_ATTACHED_DRV: u8 = 1;
+const XDP_ATTACHED_SKB: u8 = 2;
 
 /// What a pinned link is attached to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,4 +128,36 @@ fn open_pinned(pin: &Path) -> io::Result<OwnedFd> {
 fn raw(fd: &OwnedFd) -> RawFd {
     use std::os::fd::AsRawFd as _;
     fd.as_raw_fd()
+}
+
+#[derive(Deserialize)]
+struct LinkXdp {
+    xdp: Option<XdpAttached>,
+}
+
+#[derive(Deserialize)]
+struct XdpAttached {
+    mode: u8,
+}
+
+/// The mode of the XDP program attached to `iface` (`ip -details -json link show`): `None`
+/// when none is, or in a mode the daemon does not use.
+pub fn attached_mode(iface: &str) -> io::Result<Option<XdpMode>> {
+    let out = Command::new("ip")
+        .args(["-details", "-json", "link", "show", "dev", iface])
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "`ip link show dev {iface}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let links: Vec<LinkXdp> = serde_json::from_slice(&out.stdout).map_err(io::Error::other)?;
+    Ok(
+        match links.first().and_then(|l| l.xdp.as_ref()).map(|x| x.mode) {
+            Some(XDP_ATTACHED_DRV) => Some(XdpMode::Driver),
+            Some(XDP_ATTACHED_SKB) => Some(XdpMode::Skb),
+            _ => None,
+        },
+    )
 }

@@ -1,5 +1,5 @@
 //! What a pinned data plane holds, read without loading or attaching anything: whether it
-//! serves VIPs.
+//! serves VIPs, and the capacity its connection tracking was created with.
 
 use std::path::Path;
 
@@ -25,6 +25,17 @@ pub fn vip_count(layout: &Layout) -> Result<usize, DataPlaneError> {
         }
     }
     Ok(count)
+}
+
+/// How many flows the pinned connection tracking holds at most, if it is pinned.
+pub fn conntrack_capacity(layout: &Layout) -> Result<Option<u32>, DataPlaneError> {
+    let Some(data) = open(&layout.maps().join("CONNTRACK"))? else {
+        return Ok(None);
+    };
+    let info = data
+        .info()
+        .map_err(map_err("read the pinned CONNTRACK's size"))?;
+    Ok(Some(info.max_entries()))
 }
 
 fn open(pin: &Path) -> Result<Option<MapData>, DataPlaneError> {

@@ -1,10 +1,12 @@
 //! Whose data plane it is: what a daemon claims before it touches anything (the interface,
 //! locks on it, on the pin directory and on the state directory, and a refusal to wipe a
-//! running data plane whose state file is missing), and `teardown` without a daemon.
+//! running data plane whose state file is missing), the start-time flags that a pinned data
+//! plane keeps, and `teardown` without a daemon.
 
 pub mod claim;
 pub mod iface;
 pub mod lock;
+pub mod settings;
 pub mod teardown;
 
 use std::path::PathBuf;
