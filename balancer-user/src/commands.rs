@@ -1,7 +1,7 @@
 //! Runs a parsed command line: the daemon itself, or one operation sent to it and its
 //! answer shown.
 
-use std::{path::Path, time::Duration};
+use std::{io::Write as _, path::Path, time::Duration};
 
 use aya::programs::XdpMode;
 
@@ -27,13 +27,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let (operation, output) = request(cli.command)?;
     let answer = Client::new(&cli.socket).run(&operation).await?;
-    show(output, &answer)
+    write_out(&show(output, &answer)?)
 }
 
 /// `teardown`: through the daemon if one answers; else, with `--iface`, directly.
 async fn teardown(args: TeardownArgs, socket: &Path) -> anyhow::Result<()> {
     match Client::new(socket).run(&Operation::Teardown).await {
-        Ok(_) => show(Output::TornDown, &[]),
+        Ok(_) => write_out("data plane detached, pins removed, daemon stopped\n"),
         Err(ClientError::Unreachable(..)) if args.iface.is_some() => {
             let iface = args.iface.unwrap_or_default();
             let pins = tokio::task::spawn_blocking(move || {
@@ -41,11 +41,10 @@ async fn teardown(args: TeardownArgs, socket: &Path) -> anyhow::Result<()> {
             })
             .await?
             .map_err(Error::from)?;
-            println!(
-                "no daemon was running: data plane detached, pins at {} removed",
+            write_out(&format!(
+                "no daemon was running: data plane detached, pins at {} removed\n",
                 pins.display()
-            );
-            Ok(())
+            ))
         }
         Err(e @ ClientError::Unreachable(..)) => Err(anyhow::Error::from(e)
             .context("no daemon to tear down (give --iface to remove its pins without one)")),
@@ -53,54 +52,63 @@ async fn teardown(args: TeardownArgs, socket: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Prints the answer of a command as `output` says.
-fn show(output: Output, answer: &[u8]) -> anyhow::Result<()> {
+/// Writes `text` to standard output. A reader that went away (`balancer status | head -1`)
+/// is not an error: there is nobody left to tell.
+fn write_out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => Ok(written?),
+    }
+}
+
+/// The text of the answer of a command as `output` says.
+fn show(output: Output, answer: &[u8]) -> anyhow::Result<String> {
     let status = || -> anyhow::Result<Status> { Ok(serde_json::from_slice(answer)?) };
-    match output {
-        Output::Quiet => {}
-        Output::Toml => print!("{}", String::from_utf8_lossy(answer)),
-        Output::TornDown => println!("data plane detached, pins removed, daemon stopped"),
-        Output::Status { json: true } => println!("{}", serde_json::to_string_pretty(&status()?)?),
-        Output::Status { json: false } => print!("{}", report::status(&status()?)),
-        Output::Services { json } => {
-            let status = status()?;
-            if json {
-                let services: Vec<_> = status
-                    .services
-                    .iter()
-                    .map(|s| serde_json::json!({"name": s.name, "vip": s.vip, "affinity": s.affinity}))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&services)?);
-            } else {
-                print!("{}", report::service_list(&status));
-            }
+    Ok(match output {
+        Output::Quiet => String::new(),
+        Output::Toml => String::from_utf8_lossy(answer).into_owned(),
+        Output::TornDown => "data plane detached, pins removed, daemon stopped\n".into(),
+        Output::Status { json: true } => pretty(&status()?)?,
+        Output::Status { json: false } => report::status(&status()?),
+        Output::Services { json: true } => {
+            let services: Vec<_> = status()?
+                .services
+                .iter()
+                .map(|s| serde_json::json!({"name": s.name, "vip": s.vip, "affinity": s.affinity}))
+                .collect();
+            pretty(&services)?
         }
-        Output::Pins { json } => {
-            let status = status()?;
-            if json {
-                let pins: Vec<_> = status
-                    .services
-                    .iter()
-                    .flat_map(|s| {
-                        s.pins.iter().map(|p| {
-                            serde_json::json!({"service": s.name, "cidr": p.cidr, "group": p.group})
-                        })
+        Output::Services { json: false } => report::service_list(&status()?),
+        Output::Pins { json: true } => {
+            let pins: Vec<_> = status()?
+                .services
+                .iter()
+                .flat_map(|s| {
+                    s.pins.iter().map(|p| {
+                        serde_json::json!({"service": s.name, "cidr": p.cidr, "group": p.group})
                     })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&pins)?);
-            } else {
-                print!("{}", report::pins(&status));
-            }
+                })
+                .collect();
+            pretty(&pins)?
         }
+        Output::Pins { json: false } => report::pins(&status()?),
         Output::Rollout { name } => {
             let status = status()?;
             match status.services.first().and_then(|s| s.rollout.as_ref()) {
-                Some(r) => print!("{}", report::rollout(&name, r)),
-                None => println!("service {name} has had no rollout"),
+                Some(r) => report::rollout(&name, r),
+                None => format!("service {name} has had no rollout\n"),
             }
         }
-    }
-    Ok(())
+    })
+}
+
+/// `value` as pretty JSON and a newline.
+fn pretty<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
 async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {

@@ -1,13 +1,14 @@
 //! The daemon's life on a host (issue 10): what it refuses to start on, a second daemon,
-//! a teardown without a daemon, an interface that was deleted and re-created, and flags a
-//! pinned data plane keeps.
+//! a teardown without a daemon, an interface that was deleted and re-created, flags a
+//! pinned data plane keeps, and a CLI whose reader goes away.
 
 use std::{
     path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use balancer_tests::{
     balancer::{
         binary, run_cli, CliOutput, DaemonFlags, VethPass, XdpMode, FAULT, LB_IFACE, REFUSED,
@@ -399,5 +400,54 @@ fn flags_a_pinned_data_plane_keeps_are_ignored_with_a_warning() -> Result<()> {
     );
     let dist = lab.client.distribution(service, 200, &[])?;
     ensure!(dist.counts.len() == 4, "new flows: {:?}", dist.counts);
+    Ok(())
+}
+
+/// Runs the CLI with `args` and standard output a pipe nobody reads any more; bounded.
+fn cli_into_closed_pipe(socket: &Path, args: &[&str]) -> Result<CliOutput> {
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let mut child = Command::new(binary()?)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            bail!("`balancer {}` did not exit", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    Ok(CliOutput {
+        code: out.status.code(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_cli_quietly() -> Result<()> {
+    let lab = Lab::new("blf7")?;
+    lab.weighted_service("web", false, &[100; 4])?;
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["service", "list"],
+        &["export"],
+    ] {
+        let out = cli_into_closed_pipe(&lab.balancer.socket(), args)?;
+        ensure!(
+            out.code == Some(0) && out.stderr.is_empty(),
+            "`balancer {}` into a closed pipe: {out:?}",
+            args.join(" ")
+        );
+    }
     Ok(())
 }
