@@ -10,7 +10,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use balancer_user::api::{ServiceStatus, Status};
+use balancer_user::{
+    api::{ServiceStatus, Status},
+    lifecycle::claim::iface_lock_file,
+};
 
 use crate::{
     command::run_bounded,
@@ -351,6 +354,11 @@ impl Drop for Balancer {
         let _ = self.kill9();
         remove_pins(&self.pin_root);
         std::fs::remove_dir_all(&self.dir).ok();
+        // A daemon that was killed leaves its interface lock file.
+        if let Ok(netns) = std::fs::metadata(format!("/run/netns/{}", self.lb_ns)) {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::remove_file(iface_lock_file(LB_IFACE, netns.ino())).ok();
+        }
     }
 }
 

@@ -199,6 +199,13 @@ fn a_second_daemon_on_the_same_interface_pins_or_state_refuses() -> Result<()> {
         !lab.balancer.scratch("second-state").exists(),
         "a refused daemon created its state directory"
     );
+    // The daemon that got as far as locking blf2other let go of its lock file.
+    let left: Vec<_> = std::fs::read_dir("/run/balancer")?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("blf2other."))
+        .collect();
+    ensure!(left.is_empty(), "lock files left: {left:?}");
     std::fs::remove_dir_all(&other_pins).ok();
 
     // The first daemon did not notice.

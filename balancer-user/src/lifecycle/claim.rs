@@ -146,5 +146,11 @@ fn iface_lock(iface: &str) -> Result<PathBuf, LifecycleError> {
         .ino();
     let dir = Path::new(RUN_DIR);
     std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
-    Ok(dir.join(format!("{iface}.net{netns}.lock")))
+    Ok(iface_lock_file(iface, netns))
+}
+
+/// The lock file of interface `iface` in the network namespace of inode `netns` (a daemon
+/// killed with `kill -9` leaves it behind, unlocked).
+pub fn iface_lock_file(iface: &str, netns: u64) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{iface}.net{netns}.lock"))
 }

@@ -1,6 +1,8 @@
 //! Advisory locks (`flock`) that keep two daemons off the same interface, pin directory or
 //! state directory. The kernel drops a lock when its holder exits, `kill -9` included, so a
-//! lock is never stale; lock files are left in place (removing them would race).
+//! lock is never stale. The holder of a lock file removes it when it lets go (a file left by
+//! `kill -9` is simply locked again); whoever locked a file that was removed or replaced
+//! meanwhile notices and tries again on the file that is there now.
 
 use std::{
     fs::{File, OpenOptions, TryLockError},
@@ -38,6 +40,8 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
+    /// The lock file, removed on drop while still locked (`None` for a directory).
+    remove: Option<PathBuf>,
 }
 
 impl Lock {
@@ -49,7 +53,8 @@ impl Lock {
             source,
         };
         for _ in 0..ATTEMPTS {
-            let file = if path.is_dir() {
+            let dir = path.is_dir();
+            let file = if dir {
                 File::open(path)
             } else {
                 OpenOptions::new()
@@ -72,12 +77,23 @@ impl Lock {
             // A lock on a file that was removed (a pin directory torn down meanwhile) guards
             // nothing: try again on what is there now.
             if same_file(&file, path).map_err(io)? {
-                return Ok(Self { _file: file });
+                return Ok(Self {
+                    _file: file,
+                    remove: (!dir).then(|| path.to_path_buf()),
+                });
             }
         }
         Err(io(io::Error::other(
             "it keeps being replaced while it is locked",
         )))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(path) = &self.remove {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -113,18 +129,23 @@ mod tests {
             format!("x is in use (lock {} is held)", path.display())
         );
         drop(first);
-        Lock::try_acquire(&path, "x is in use").unwrap();
+        assert!(!path.exists(), "the holder left its lock file");
+        let third = Lock::try_acquire(&path, "x is in use").unwrap();
+        assert!(path.exists());
+        drop(third);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn directories_lock_too() {
         let dir = scratch("dir");
-        let _first = Lock::try_acquire(&dir, "pins").unwrap();
+        let first = Lock::try_acquire(&dir, "pins").unwrap();
         assert!(matches!(
             Lock::try_acquire(&dir, "pins"),
             Err(LockError::Held { .. })
         ));
+        drop(first);
+        assert!(dir.is_dir(), "a locked directory is not removed");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
