@@ -94,7 +94,20 @@ pub enum Command {
     /// Print the desired state as TOML that `apply` accepts.
     Export,
     /// Detach the data plane, remove its pins and stop the daemon (the state file stays).
-    Teardown,
+    /// With no daemon answering on --socket, `--iface` removes the pins directly.
+    Teardown(TeardownArgs),
+}
+
+/// `balancer teardown` options.
+#[derive(Debug, clap::Args)]
+pub struct TeardownArgs {
+    /// Interface whose data plane to remove when no daemon answers on --socket (the
+    /// interface itself may be gone).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// bpffs directory of the pins, as given to the daemon.
+    #[arg(long, default_value = crate::dataplane::bpffs::DEFAULT_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 /// `balancer daemon` options.
@@ -103,19 +116,24 @@ pub struct DaemonArgs {
     /// Interface to attach to.
     #[arg(long)]
     pub iface: String,
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
-    pub xdp_mode: XdpModeArg,
+    /// XDP attach mode [default: native]. A pinned data plane keeps the mode it runs in
+    /// (a different one is ignored, with a warning).
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpModeArg>,
     /// Directory of the state file.
     #[arg(long, default_value = "/var/lib/balancer")]
     pub state_dir: PathBuf,
     /// bpffs directory for pins (mounted at /sys/fs/bpf if needed).
     #[arg(long, default_value = crate::dataplane::bpffs::DEFAULT_ROOT)]
     pub pin_dir: PathBuf,
-    /// Connection-tracking entries (used when the maps are first created).
-    #[arg(long, default_value_t = balancer_common::DEFAULT_CONNTRACK_ENTRIES,
-          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
-    pub conntrack_size: u32,
+    /// Connection-tracking entries [default: 262144]. Used when the maps are created; pinned
+    /// maps keep their size (a different one is ignored, with a warning).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub conntrack_size: Option<u32>,
+    /// With no state file in --state-dir, take over a pinned data plane that serves VIPs
+    /// with no services, removing them (without it, the daemon refuses to start).
+    #[arg(long)]
+    pub empty_state: bool,
     /// Seed of the flow hash; keep it equal on every LB host of a fleet.
     #[arg(long, default_value_t = 0)]
     pub hash_seed: u64,
@@ -611,7 +629,7 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
             toml: read_config(&file)?,
         }),
         Command::Export => (Operation::Export, Output::Toml),
-        Command::Teardown => (Operation::Teardown, Output::TornDown),
+        Command::Teardown(_) => (Operation::Teardown, Output::TornDown),
     })
 }
 

@@ -1,4 +1,5 @@
-//! `balancer daemon`: start the controller, serve the API until a signal or a teardown.
+//! `balancer daemon`: claim the interface, pins and state directory, start the controller,
+//! serve the API until a signal or a teardown.
 //!
 //! Exiting leaves the data plane attached and forwarding; only `teardown` removes it.
 
@@ -10,6 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use aya::programs::XdpMode;
 use tokio::{net::UnixListener, signal::unix::SignalKind};
 use tracing::info;
 
@@ -19,7 +21,12 @@ use crate::{
         ports::{KernelNeighbors, Plane},
         Controller, Ports, Settings,
     },
-    dataplane::{AttachOptions, DataPlane},
+    dataplane::{self, bpffs::Layout, link, pinned, AttachOptions, Attachment, DataPlane},
+    error::Error,
+    lifecycle::{
+        claim::{self, Claim},
+        settings::{self, Pinned, Requested},
+    },
     server::{
         executor::Executor,
         listener::{Bounded, IDLE, MAX_CONNECTIONS},
@@ -31,30 +38,83 @@ use crate::{
 /// What the daemon runs with.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
-    /// Data-plane attachment.
-    pub attach: AttachOptions,
-    /// The state file.
-    pub state_file: PathBuf,
+    /// The interface to attach to.
+    pub iface: String,
+    /// Where its data plane is pinned.
+    pub pins: Layout,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Take over a data plane that serves VIPs with no services when the state file is
+    /// missing.
+    pub empty_state: bool,
+    /// `--conntrack-size` and `--xdp-mode` as given (they only apply to a new data plane).
+    pub requested: Requested,
     /// Controller settings.
     pub settings: Settings,
 }
 
 /// Attaches the data plane and starts the controller on the kernel's ports.
-fn start(config: DaemonConfig) -> Result<Controller, crate::error::Error> {
-    let plane: Box<dyn Plane> = Box::new(DataPlane::attach(&config.attach)?);
+fn start(config: DaemonConfig, ifindex: u32) -> Result<Controller, Error> {
+    let pinned_conntrack = pinned::conntrack_capacity(&config.pins)?;
+    let attach = AttachOptions {
+        iface: config.iface.clone(),
+        ifindex,
+        mode: config.requested.xdp_mode.unwrap_or(XdpMode::Driver),
+        bpffs: config.pins.clone(),
+        conntrack_entries: config
+            .requested
+            .conntrack_size
+            .unwrap_or(balancer_common::DEFAULT_CONNTRACK_ENTRIES),
+    };
+    let plane = match DataPlane::attach(&attach) {
+        Ok(plane) => plane,
+        Err(e) => {
+            if pinned_conntrack.is_none() {
+                // Nothing was pinned before this start: leave nothing pinned either.
+                let _ = dataplane::unpin(&config.pins);
+            }
+            return Err(e.into());
+        }
+    };
+    let pinned_mode = match plane.attachment() {
+        Attachment::Replaced => link::attached_mode(&config.iface).unwrap_or_else(|e| {
+            tracing::debug!("cannot tell the pinned link's XDP mode: {e}");
+            None
+        }),
+        Attachment::New | Attachment::Renewed(_) => None,
+    };
+    let pinned = Pinned {
+        conntrack_size: pinned_conntrack,
+        xdp_mode: pinned_mode,
+    };
+    for warning in settings::ignored(config.requested, pinned) {
+        tracing::warn!("{warning}");
+    }
     let ports = Ports {
-        plane,
+        plane: Box::new(plane) as Box<dyn Plane>,
         neighbors: Box::new(KernelNeighbors),
-        store: Box::new(FileStore::new(config.state_file)),
+        store: Box::new(FileStore::in_dir(&config.state_dir)),
         clock: Arc::new(SystemClock),
     };
     Controller::start(ports, config.settings)
 }
 
+/// Claims what the daemon needs (see [`claim`]); nothing is touched on a refusal.
+fn take_claim(config: &DaemonConfig) -> Result<Claim, Error> {
+    Ok(claim::claim(&claim::Request {
+        iface: &config.iface,
+        pins: &config.pins,
+        state_dir: &config.state_dir,
+        empty_state: config.empty_state,
+    })?)
+}
+
 /// Serves until SIGINT/SIGTERM or a teardown.
 pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
+    let claim = take_claim(&config)?;
     let listener = bind(socket).await?;
-    let started = tokio::task::spawn_blocking(move || start(config))
+    let ifindex = claim.ifindex;
+    let started = tokio::task::spawn_blocking(move || start(config, ifindex))
         .await
         .context("controller start panicked")?;
     let controller = match started {
@@ -69,6 +129,8 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         services = controller.state().services.len(),
         "data plane ready"
     );
+    // Held until the daemon exits (the kernel also drops the locks on `kill -9`).
+    let _claim = claim;
     let executor = Executor::new(controller);
     let ticker = tokio::spawn(executor.clone().run_timers());
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -119,9 +181,4 @@ async fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", socket.display()))?;
     Ok(listener)
-}
-
-/// The state file inside a state directory.
-pub fn state_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("state.json")
 }

@@ -6,8 +6,8 @@
 //! [`one_line`] prints the whole chain once.
 
 use crate::{
-    compile::CompileError, config::ConfigError, dataplane::DataPlaneError, neighbor::NeighborError,
-    state::StateError, state::StoreError,
+    compile::CompileError, config::ConfigError, dataplane::DataPlaneError,
+    lifecycle::LifecycleError, neighbor::NeighborError, state::StateError, state::StoreError,
 };
 
 /// An operation refused because of its input. Nothing was changed.
@@ -31,6 +31,10 @@ pub enum Refused {
     /// The request names no operation (method and path).
     #[error("no such operation: {0}")]
     NoOperation(String),
+    /// The daemon may not start, or `teardown` may not run, on what the host has (a bad
+    /// interface, another daemon, a missing state file for a running data plane).
+    #[error(transparent)]
+    Lifecycle(LifecycleError),
 }
 
 /// A fault of the host: the operation could not be carried out.
@@ -48,6 +52,9 @@ pub enum Fault {
     /// A table could not be built from a state that passed validation.
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// Locking or inspecting the pins or the state directory failed.
+    #[error(transparent)]
+    Lifecycle(LifecycleError),
     /// The daemon itself failed (a panicked worker, a poisoned lock).
     #[error("{0}")]
     Internal(String),
@@ -105,6 +112,17 @@ impl From<NeighborError> for Error {
             Self::Fault(Fault::Neighbor(e))
         } else {
             Self::Refused(Refused::Unreachable(e))
+        }
+    }
+}
+
+impl From<LifecycleError> for Error {
+    /// A failing host is a fault; anything else means the command does not fit the host.
+    fn from(e: LifecycleError) -> Self {
+        if e.is_host_fault() {
+            Self::Fault(Fault::Lifecycle(e))
+        } else {
+            Self::Refused(Refused::Lifecycle(e))
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod dataplane;
 pub mod duration;
 pub mod error;
 pub mod health;
+pub mod lifecycle;
 pub mod maglev;
 pub mod neighbor;
 pub mod operation;

@@ -9,7 +9,7 @@ use balancer_user::{
     cli::Cli,
     client::ClientError,
     commands,
-    error::{one_line, Refused},
+    error::{one_line, Error, Refused},
 };
 use clap::{error::ErrorKind, Parser};
 
@@ -17,6 +17,8 @@ use clap::{error::ErrorKind, Parser};
 const REFUSED: u8 = 1;
 /// Exit code of bad usage (clap's).
 const USAGE: u8 = 2;
+/// Exit code when the daemon cannot be reached (or is tearing down).
+const UNREACHABLE: u8 = 3;
 /// Exit code of a host fault (I/O, kernel): the command may not have been carried out.
 const FAULT: u8 = 4;
 
@@ -67,10 +69,13 @@ fn main() -> ExitCode {
 /// 1 refused, 3 daemon unreachable, 4 fault.
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(client) = e.downcast_ref::<ClientError>() {
-        client.exit_code()
-    } else if e.downcast_ref::<Refused>().is_some() {
-        REFUSED
-    } else {
-        FAULT
+        return client.exit_code();
+    }
+    match e.downcast_ref::<Error>() {
+        Some(Error::Refused(_)) => REFUSED,
+        Some(Error::TearingDown) => UNREACHABLE,
+        Some(Error::Fault(_)) => FAULT,
+        None if e.downcast_ref::<Refused>().is_some() => REFUSED,
+        None => FAULT,
     }
 }

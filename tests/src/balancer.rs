@@ -1,5 +1,6 @@
 //! The real `balancer` daemon in a topology's LB namespace, and its CLI.
 
+mod flags;
 mod veth_pass;
 
 use std::{
@@ -9,14 +10,19 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use balancer_user::api::{ServiceStatus, Status};
+use balancer_user::{
+    api::{ServiceStatus, Status},
+    lifecycle::claim::iface_lock_file,
+};
 
 use crate::{
     command::run_bounded,
-    netns::{spawn, NsProcess},
+    netns::{self, spawn, NsProcess},
     topology::Topology,
 };
 
+pub use flags::DaemonFlags;
+use flags::LabDaemon;
 pub use veth_pass::VethPass;
 
 /// The error when `$BALANCER_BIN` does not name the daemon to test.
@@ -27,7 +33,7 @@ const BALANCER_BIN_UNSET: &str = "BALANCER_BIN is not set: run the tests with `c
 /// How long one CLI command may run.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the daemon may take to answer after start.
+/// How long the daemon may take to answer after start, or to exit when it refuses to start.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Exit code of a refused command.
@@ -63,7 +69,7 @@ pub enum XdpMode {
 }
 
 impl XdpMode {
-    fn flag(self) -> &'static str {
+    pub(crate) fn flag(self) -> &'static str {
         match self {
             XdpMode::Native => "native",
             XdpMode::Skb => "skb",
@@ -78,7 +84,7 @@ pub struct Balancer {
     lb_ns: String,
     dir: PathBuf,
     pin_root: PathBuf,
-    _veth_pass: VethPass,
+    veth_pass: VethPass,
 }
 
 impl Balancer {
@@ -103,10 +109,17 @@ impl Balancer {
             lb_ns: topology.lb_ns().to_string(),
             dir,
             pin_root,
-            _veth_pass: veth_pass,
+            veth_pass,
         };
         balancer.spawn_daemon()?;
         Ok(balancer)
+    }
+
+    /// Attaches the XDP_PASS helper again, to the LB's bridge-side port as it is now (after
+    /// [`Topology::recreate_lb_interface`] made a new one).
+    pub fn replug(&mut self, topology: &Topology) -> Result<()> {
+        self.veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port())?;
+        Ok(())
     }
 
     /// The daemon's log file.
@@ -119,43 +132,85 @@ impl Balancer {
         self.dir.join("balancer.sock")
     }
 
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
     /// The state file.
     pub fn state_file(&self) -> PathBuf {
-        self.dir.join("state").join("state.json")
+        self.state_dir().join("state.json")
+    }
+
+    /// A scratch path of this lab, removed with it (another state directory, socket, ...).
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The daemon's argument vector, binary first, with `flags` over the lab's settings.
+    fn argv(&self, flags: &DaemonFlags) -> Result<Vec<String>> {
+        let bin = binary()?;
+        let lab = LabDaemon {
+            iface: LB_IFACE,
+            state_dir: self.state_dir(),
+            socket: self.socket(),
+            pin_dir: &self.pin_root,
+            mode: self.mode,
+        };
+        let mut argv = vec![bin.to_str().context("binary path")?.to_string()];
+        argv.extend(flags.argv(lab));
+        Ok(argv)
     }
 
     fn spawn_daemon(&mut self) -> Result<()> {
-        let bin = binary()?;
-        let socket = self.socket();
-        let state_dir = self.dir.join("state");
-        let argv = [
-            bin.to_str().context("binary path")?,
-            "daemon",
-            "--iface",
-            LB_IFACE,
-            "--xdp-mode",
-            self.mode.flag(),
-            "--socket",
-            socket.to_str().context("socket path")?,
-            "--state-dir",
-            state_dir.to_str().context("state path")?,
-            "--pin-dir",
-            self.pin_root.to_str().context("pin path")?,
-            "--conntrack-size",
-            "65536",
-            // Flows count as active for 2 s after their last packet: drains end quickly.
-            "--flow-idle",
-            "2",
-        ];
-        let process = spawn(&self.lb_ns, &argv, &self.log_path())?;
-        self.process = Some(process);
-        self.wait_ready()
+        self.spawn_with(&DaemonFlags::default())
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
+    fn spawn_with(&mut self, flags: &DaemonFlags) -> Result<()> {
+        let argv = self.argv(flags)?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let process = spawn(&self.lb_ns, &argv, &self.log_path())?;
+        self.process = Some(process);
+        let socket = flags.socket.clone().unwrap_or_else(|| self.socket());
+        self.wait_ready(&socket)
+    }
+
+    /// Stops the daemon (SIGKILL), starts it with `flags` over the lab's settings and waits
+    /// until it answers on its socket.
+    pub fn start_with(&mut self, flags: &DaemonFlags) -> Result<()> {
+        self.kill9()?;
+        self.spawn_with(flags)
+    }
+
+    /// Runs another daemon in the LB namespace with `flags` over the lab's settings, expecting
+    /// it to exit by itself (a refusal to start); fails if it still runs after 20 s. The lab's
+    /// own daemon, if running, is left alone.
+    pub fn run_daemon_to_exit(&self, flags: &DaemonFlags) -> Result<CliOutput> {
+        self.run_daemon_to_exit_in(&self.lb_ns, flags)
+    }
+
+    /// Like [`Balancer::run_daemon_to_exit`], in namespace `ns` (e.g. the client's, which
+    /// has an `eth0` too).
+    pub fn run_daemon_to_exit_in(&self, ns: &str, flags: &DaemonFlags) -> Result<CliOutput> {
+        let argv = self.argv(flags)?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = run_bounded(&mut netns::command(ns, &argv), None, READY_TIMEOUT)?;
+        Ok(CliOutput {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+
+    /// Whether the lab's daemon process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|p| p.is_running())
+    }
+
+    fn wait_ready(&mut self, socket: &Path) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let out = self.cli(&["status", "--json"])?;
+            let out = run_cli(&binary()?, socket, &["status", "--json"])?;
             if out.code == Some(0) {
                 return Ok(());
             }
@@ -304,6 +359,11 @@ impl Drop for Balancer {
         let _ = self.kill9();
         remove_pins(&self.pin_root);
         std::fs::remove_dir_all(&self.dir).ok();
+        // A daemon that was killed leaves its interface lock file.
+        if let Ok(netns) = std::fs::metadata(format!("/run/netns/{}", self.lb_ns)) {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::remove_file(iface_lock_file(LB_IFACE, netns.ino())).ok();
+        }
     }
 }
 

@@ -129,6 +129,14 @@ impl Lab {
         Ok(())
     }
 
+    /// Deletes the LB's interface and creates it again (same name, MAC and addresses; a new
+    /// index), as a NIC flap leaves it, with the XDP_PASS helper on its new peer. The daemon
+    /// is left as it is.
+    pub fn flap_lb_interface(&mut self) -> Result<()> {
+        self.topology.recreate_lb_interface()?;
+        self.balancer.replug(&self.topology)
+    }
+
     /// Starts backend `i`'s server again.
     pub fn start_server(&mut self, i: usize) -> Result<()> {
         let server =

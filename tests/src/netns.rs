@@ -6,7 +6,7 @@ mod exec;
 mod lifecycle;
 
 pub use enter::{in_netns, set_sysctls};
-pub(crate) use exec::run_with_stdin;
+pub(crate) use exec::{command, run_with_stdin};
 pub use exec::{run, spawn, NsProcess};
 pub use lifecycle::{create, delete, list};
 

@@ -123,6 +123,15 @@ impl Topology {
         &self.lb_bridge_port
     }
 
+    /// Deletes the load balancer's `eth0` and creates it again with the same name, MAC and
+    /// addresses, as a NIC flap or a driver reload leaves it: a new interface index, no XDP
+    /// program. Its bridge-side port is new too: attach the XDP_PASS helper to it again
+    /// ([`crate::balancer::Balancer::replug`]).
+    pub fn recreate_lb_interface(&self) -> Result<()> {
+        setup::replug_host(&self.bridge_ns, &self.lb_ns)?;
+        setup::configure_lb(&self.lb_ns)
+    }
+
     /// Number of backends.
     pub fn backend_count(&self) -> usize {
         self.backend_ns.len()

@@ -13,6 +13,7 @@ use aya::{
 
 use super::{
     bpffs::{ensure, Layout},
+    link::{self, LinkTarget},
     object::{BALANCER_PROGRAM, OBJECT},
     DataPlaneError,
 };
@@ -22,6 +23,8 @@ use super::{
 pub struct AttachOptions {
     /// Interface to attach to.
     pub iface: String,
+    /// Its index.
+    pub ifindex: u32,
     /// Native (driver) or generic (skb) XDP.
     pub mode: XdpMode,
     /// Where the link and maps are pinned.
@@ -54,36 +57,76 @@ pub(super) fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataPlaneError> {
         .map_err(prog_err("find the XDP program"))
 }
 
-/// Attaches the loaded program: through the pinned link if there is one — an atomic program
-/// replacement that keeps every map and so every tracked flow — else through a new link
-/// that is pinned at once, so the data plane outlives the daemon. Returns whether an
-/// existing attachment was taken over.
-pub(super) fn attach(ebpf: &mut Ebpf, options: &AttachOptions) -> Result<bool, DataPlaneError> {
-    let link_path = options.bpffs.link();
-    let program = program(ebpf)?;
-    if link_path.exists() {
-        replace_program(program, &link_path)?;
-        Ok(true)
-    } else {
-        attach_new(program, &options.iface, options.mode, &link_path)?;
-        Ok(false)
-    }
+/// How the program came to be attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// Nothing was pinned: attached through a new link, pinned at once.
+    New,
+    /// The program replaced the previous one in the pinned link, atomically.
+    Replaced,
+    /// The pinned link no longer served the interface — severed when the interface was
+    /// deleted, or attached to another interface — so it was unpinned and the program
+    /// attached through a new link. The pinned maps, connection tracking included, were kept.
+    Renewed(LinkTarget),
 }
 
-/// Unpins link (if any) and maps and removes the pin directory. Once the last file
-/// descriptor closes, the program is detached and the maps are freed.
+/// Attaches the loaded program: through the pinned link if it serves the interface — an
+/// atomic program replacement that keeps every map and so every tracked flow — else through
+/// a new link that is pinned at once, so the data plane outlives the daemon.
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    options: &AttachOptions,
+) -> Result<Attachment, DataPlaneError> {
+    let link_path = options.bpffs.link();
+    let program = program(ebpf)?;
+    if !link_path.exists() {
+        attach_new(program, options, &link_path)?;
+        return Ok(Attachment::New);
+    }
+    let target = link::target(&link_path).map_err(|source| DataPlaneError::Io {
+        context: format!("inspect the pinned link {}", link_path.display()),
+        source,
+    })?;
+    if target == LinkTarget::Interface(options.ifindex) {
+        replace_program(program, &link_path)?;
+        return Ok(Attachment::Replaced);
+    }
+    let why = match target {
+        LinkTarget::Severed => "was severed (its interface was deleted)".to_string(),
+        LinkTarget::Interface(other) => format!("is attached to another interface (index {other})"),
+        LinkTarget::Other(kind) => format!("is not an XDP link (link type {kind})"),
+    };
+    tracing::warn!(
+        "the pinned link {} {why}: attaching anew to {} (index {}), keeping the pinned maps",
+        link_path.display(),
+        options.iface,
+        options.ifindex,
+    );
+    std::fs::remove_file(&link_path).map_err(io_err("unpin the stale XDP link"))?;
+    attach_new(program, options, &link_path)?;
+    Ok(Attachment::Renewed(target))
+}
+
+/// Unpins link and maps, whichever are there, and removes the pin directory. Once the last
+/// file descriptor closes, the program is detached and the maps are freed.
 pub(super) fn unpin_all(bpffs: &Layout) -> Result<(), DataPlaneError> {
-    match std::fs::remove_file(bpffs.link()) {
-        Ok(()) => {}
+    let absent_ok = |result: std::io::Result<()>| match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    absent_ok(std::fs::remove_file(bpffs.link())).map_err(io_err("unpin the XDP link"))?;
+    match std::fs::read_dir(bpffs.maps()) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(io_err("list pinned maps"))?;
+                absent_ok(std::fs::remove_file(entry.path())).map_err(io_err("unpin a map"))?;
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("unpin the XDP link")(e)),
+        Err(e) => return Err(io_err("list pinned maps")(e)),
     }
-    for entry in std::fs::read_dir(bpffs.maps()).map_err(io_err("list pinned maps"))? {
-        let entry = entry.map_err(io_err("list pinned maps"))?;
-        std::fs::remove_file(entry.path()).map_err(io_err("unpin a map"))?;
-    }
-    std::fs::remove_dir(bpffs.maps()).map_err(io_err("remove the map pin directory"))?;
-    std::fs::remove_dir(bpffs.dir()).map_err(io_err("remove the pin directory"))?;
+    absent_ok(std::fs::remove_dir(bpffs.maps())).map_err(io_err("remove the map pin directory"))?;
+    absent_ok(std::fs::remove_dir(bpffs.dir())).map_err(io_err("remove the pin directory"))?;
     Ok(())
 }
 
@@ -104,12 +147,11 @@ fn replace_program(program: &mut Xdp, link_path: &Path) -> Result<(), DataPlaneE
 
 fn attach_new(
     program: &mut Xdp,
-    iface: &str,
-    mode: XdpMode,
+    options: &AttachOptions,
     link_path: &Path,
 ) -> Result<(), DataPlaneError> {
     let id = program
-        .attach(iface, mode)
+        .attach_to_if_index(options.ifindex, options.mode)
         .map_err(prog_err("attach the XDP program"))?;
     let link = program
         .take_link(id)

@@ -10,7 +10,9 @@ mod attach;
 pub mod bpffs;
 mod error;
 mod events;
+pub mod link;
 pub mod object;
+pub mod pinned;
 mod stats;
 
 use std::{
@@ -27,7 +29,7 @@ use balancer_common::{
     ServiceTables, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE, GENERATIONS,
 };
 
-pub use attach::AttachOptions;
+pub use attach::{AttachOptions, Attachment};
 pub use error::DataPlaneError;
 pub use stats::{FlowCounts, GlobalCounters};
 
@@ -75,7 +77,7 @@ pub struct TestRun {
 pub struct DataPlane {
     ebpf: aya::Ebpf,
     bpffs: bpffs::Layout,
-    reattached: bool,
+    attachment: Attachment,
     vips: HashMap<MapData, VipKey, VipInfo>,
     generation: Array<MapData, u32>,
     tables: Array<MapData, ServiceTables>,
@@ -93,9 +95,9 @@ impl DataPlane {
     /// keeping its maps and so every tracked flow.
     pub fn attach(options: &AttachOptions) -> Result<Self, DataPlaneError> {
         let mut ebpf = attach::load(&options.bpffs, options.conntrack_entries)?;
-        let reattached = attach::attach(&mut ebpf, options)?;
+        let attachment = attach::attach(&mut ebpf, options)?;
         events::forward_kernel_log(&mut ebpf);
-        Self::from_loaded(ebpf, options.bpffs.clone(), reattached)
+        Self::from_loaded(ebpf, options.bpffs.clone(), attachment)
     }
 
     /// Loads the program and its pinned maps without attaching it anywhere: for
@@ -105,13 +107,13 @@ impl DataPlane {
         conntrack_entries: u32,
     ) -> Result<Self, DataPlaneError> {
         let ebpf = attach::load(bpffs, conntrack_entries)?;
-        Self::from_loaded(ebpf, bpffs.clone(), false)
+        Self::from_loaded(ebpf, bpffs.clone(), Attachment::New)
     }
 
     fn from_loaded(
         mut ebpf: aya::Ebpf,
         bpffs: bpffs::Layout,
-        reattached: bool,
+        attachment: Attachment,
     ) -> Result<Self, DataPlaneError> {
         Ok(Self {
             vips: take(&mut ebpf, "VIPS")?,
@@ -125,14 +127,19 @@ impl DataPlane {
             client_pins: take(&mut ebpf, "CLIENT_PINS")?,
             ebpf,
             bpffs,
-            reattached,
+            attachment,
             last_flip: StdHashMap::new(),
         })
     }
 
-    /// Whether the program was already attached (a restart) or newly attached.
+    /// Whether a pinned attachment was taken over (a restart), as opposed to a new one.
     pub fn reattached(&self) -> bool {
-        self.reattached
+        self.attachment != Attachment::New
+    }
+
+    /// How the program came to be attached.
+    pub fn attachment(&self) -> Attachment {
+        self.attachment
     }
 
     /// Runs the program once per `repeat` on `packet` with `BPF_PROG_TEST_RUN`, returning
@@ -359,6 +366,12 @@ impl DataPlane {
     pub fn teardown(self) -> Result<(), DataPlaneError> {
         attach::unpin_all(&self.bpffs)
     }
+}
+
+/// Unpins whatever is pinned at `layout` (link, maps) with no data plane loaded: the program
+/// is detached and the maps freed once no process holds them.
+pub fn unpin(layout: &bpffs::Layout) -> Result<(), DataPlaneError> {
+    attach::unpin_all(layout)
 }
 
 fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, DataPlaneError>

@@ -59,7 +59,15 @@ pub struct FileStore {
     path: PathBuf,
 }
 
+/// Name of the state file in its directory (`--state-dir`).
+pub const STATE_FILE_NAME: &str = "state.json";
+
 impl FileStore {
+    /// The store of state directory `dir`: its file [`STATE_FILE_NAME`].
+    pub fn in_dir(dir: &Path) -> Self {
+        Self::new(dir.join(STATE_FILE_NAME))
+    }
+
     /// The store at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }

@@ -23,6 +23,15 @@ pub(crate) fn run_with_stdin(ns: &str, argv: &[&str], stdin: &str) -> Result<Str
     run_command(&nsenter_argv(ns, argv), Some(stdin))
 }
 
+/// A command that runs `argv` inside namespace `ns` (for callers that bound or wire it
+/// themselves).
+pub(crate) fn command(ns: &str, argv: &[&str]) -> Command {
+    let nsenter = nsenter_argv(ns, argv);
+    let mut command = Command::new(&nsenter[0]);
+    command.args(&nsenter[1..]);
+    command
+}
+
 /// Starts `argv` inside namespace `ns` in its own process group, with
 /// stdout and stderr appended to `log_path`.
 ///

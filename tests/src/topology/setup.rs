@@ -45,15 +45,34 @@ pub(crate) fn build_bridge(bridge_ns: &str, hosts: &[String]) -> Result<()> {
     )?;
     let mut batch = format!("link add {BRIDGE} type bridge mcast_snooping 0\n");
     for host_ns in hosts {
-        let port = names::bridge_port(host_ns);
-        writeln!(
-            batch,
-            "link add {HOST_INTERFACE} netns {host_ns} type veth peer name {port} netns {bridge_ns}"
-        )?;
-        writeln!(batch, "link set {port} master {BRIDGE} up")?;
+        batch.push_str(&plug(bridge_ns, host_ns, None));
     }
     writeln!(batch, "link set {BRIDGE} up")?;
     ip_batch(bridge_ns, &batch)
+}
+
+/// `ip -batch` lines (run in `bridge_ns`) that create `host_ns`'s `eth0` (with MAC `mac`, if
+/// given) and its peer, enslaved to `br0` and up.
+fn plug(bridge_ns: &str, host_ns: &str, mac: Option<&str>) -> String {
+    let port = names::bridge_port(host_ns);
+    let address = mac.map(|mac| format!(" address {mac}")).unwrap_or_default();
+    format!(
+        "link add {HOST_INTERFACE} netns {host_ns}{address} type veth peer name {port} netns {bridge_ns}\n\
+         link set {port} master {BRIDGE} up\n"
+    )
+}
+
+/// Deletes `host_ns`'s `eth0` (its bridge-side peer goes with it) and creates it again with
+/// the same name and MAC: a new interface, with a new index.
+pub(crate) fn replug_host(bridge_ns: &str, host_ns: &str) -> Result<()> {
+    let shown = netns::run(host_ns, &["ip", "-json", "link", "show", HOST_INTERFACE])?;
+    let links: serde_json::Value =
+        serde_json::from_str(&shown).context("parse `ip -json link show`")?;
+    let mac = links[0]["address"]
+        .as_str()
+        .with_context(|| format!("no MAC address of {HOST_INTERFACE} in {host_ns}: {shown}"))?;
+    netns::run(host_ns, &["ip", "link", "delete", HOST_INTERFACE])?;
+    ip_batch(bridge_ns, &plug(bridge_ns, host_ns, Some(mac)))
 }
 
 /// Client: its addresses (plus `extra_clients` extra ones), routes to the
