@@ -87,7 +87,7 @@ fn check(report: &mut Report, samples: &Samples) {
 fn measure(plan: &Plan, cpus: usize, scratch: &Path) -> Result<Samples> {
     let _topology = Topology::build(cpus)?;
     let sinks = Sinks::attach()?;
-    let generator = Generator::load()?;
+    let generator = Generator::new();
     let _responders = Responders::start(RESPONDER_THREADS)?;
     let mut samples = Samples::default();
     for round in 1..=plan.rounds {
