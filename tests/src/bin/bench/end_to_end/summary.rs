@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{
     balancers::Kind,
+    connections::{Failure, Failures, IO_TIMEOUT},
     generator::{FLOOD_PORT, FLOWS, FRAME_LEN},
     responder::TCP_PORT,
     topology::{BACKENDS, VIP},
@@ -42,8 +43,8 @@ pub struct Conns {
     pub per_second: f64,
     /// Answered connections.
     pub answered: u64,
-    /// Failed connections.
-    pub failed: u64,
+    /// Failed connections, per kind.
+    pub failed: Failures,
     /// Packets/s that reached the backends.
     pub backend_packets: f64,
 }
@@ -152,6 +153,20 @@ fn times(spread: Option<Spread>, missing: &str) -> String {
     })
 }
 
+/// `failed` of all connections, and how they failed: `2 of 1000 (connect timeout 2)`.
+fn failures(failed: Failures, answered: u64) -> String {
+    let total = failed.total();
+    let kinds: Vec<String> = Failure::ALL
+        .into_iter()
+        .filter(|&kind| failed.of(kind) > 0)
+        .map(|kind| format!("{} {}", kind.name(), failed.of(kind)))
+        .collect();
+    match kinds.is_empty() {
+        true => format!("0 of {answered}"),
+        false => format!("{total} of {} ({})", answered + total, kinds.join(", ")),
+    }
+}
+
 /// Writes the section.
 pub fn write(report: &mut Report, cpus: usize, time: Duration, samples: &Samples) {
     describe(report, cpus, time);
@@ -246,15 +261,17 @@ fn conns_table(report: &mut Report, samples: &Samples) {
     let rows: Vec<Vec<String>> = Kind::ALL
         .into_iter()
         .map(|kind| {
-            let (answered, failed) = samples.of(kind).iter().fold((0, 0), |(a, f), s| {
-                (a + s.conns.answered, f + s.conns.failed)
-            });
+            let (mut answered, mut failed) = (0, Failures::default());
+            for sample in samples.of(kind) {
+                answered += sample.conns.answered;
+                failed += sample.conns.failed;
+            }
             vec![
                 kind.name().to_string(),
                 samples
                     .spread(kind, conns_per_second)
                     .map_or("–".into(), |s| s.show(0)),
-                format!("{failed} of {}", answered + failed),
+                failures(failed, answered),
                 kpps(samples.spread(kind, backend_packets), "–"),
                 times(samples.ratio(kind, Kind::Nftables, conns_per_second), "–"),
                 times(samples.ratio(kind, Kind::Haproxy, conns_per_second), "–"),
@@ -355,7 +372,7 @@ fn why_haproxy_missed(report: &mut Report, samples: &Samples) {
 }
 
 fn how_to_read(report: &mut Report) {
-    report.line(
+    report.line(format!(
         "How to read: *offered* is what the generator handed to the client's kernel, \
          *delivered* what the backends' sinks counted; delivered / offered below 1 means \
          packets were dropped on the way. The × columns divide this balancer's figure by \
@@ -367,8 +384,12 @@ fn how_to_read(report: &mut Report) {
          balancer's. It is derived; the delivered packets/s and their ratios are the \
          measurements. Backend kpkt/s in the connection test counts \
          the client → backend direction as the backends receive it (for HAProxy: its own \
-         connections to them).\n",
-    );
+         connections to them). *Failed* connections are counted by kind: connect timeout (not \
+         connected within {timeout} s), refused, reset (after connecting), read timeout (no \
+         answer within {timeout} s of the request), empty answer (closed by the server \
+         without one), other.\n",
+        timeout = IO_TIMEOUT.as_secs_f64(),
+    ));
 }
 
 fn charts(report: &mut Report, samples: &Samples) {
