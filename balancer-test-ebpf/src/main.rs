@@ -6,8 +6,7 @@
 //!   least a forwarding load balancer must do (`baseline_macswap`: parse, swap MACs,
 //!   XDP_TX). The balancer's per-packet cost is reported as a ratio to these, measured in
 //!   the same run.
-//! * For the end-to-end forwarding benchmark, the `sink` that counts what reaches a backend
-//!   and the `trafgen` generator run in BPF_PROG_TEST_RUN's live-frames mode.
+//! * For the end-to-end forwarding benchmark, the `sink` that counts what reaches a backend.
 //!
 //! The programs are not `pub`: `#[xdp]` wraps each in the exported (`no_mangle`) program
 //! function, which has no doc comment to carry; the symbols are exported all the same.
@@ -17,7 +16,7 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::PerCpuArray,
     programs::XdpContext,
 };
 
@@ -27,22 +26,6 @@ const FLOOD_PORT: u16 = 9;
 /// Packets seen by `sink`, in slot 0, per CPU.
 #[map]
 static SINK_PACKETS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// Length of the header `trafgen` writes: Ethernet, IPv4 without options, UDP.
-const TRAFGEN_HEADER: usize = 14 + 20 + 8;
-/// Offset of the UDP header in the frames of `trafgen`.
-const TRAFGEN_UDP: usize = 14 + 20;
-/// Distinct UDP source ports `trafgen` cycles through, from the template's source port on.
-const TRAFGEN_FLOWS: u32 = 1024;
-
-/// The header of every frame `trafgen` sends, in slot 0; its UDP source port is the first
-/// of [`TRAFGEN_FLOWS`]. Written by user space before the generator runs.
-#[map]
-static TRAFGEN_TEMPLATE: Array<[u8; TRAFGEN_HEADER]> = Array::with_max_entries(1, 0);
-
-/// Frames `trafgen` has written, in slot 0, per CPU: picks each frame's source port.
-#[map]
-static TRAFGEN_FRAMES: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Passes every packet. Attached to the peer of a veth that receives XDP_TX frames: the
 /// veth driver only delivers such frames when the receiving side runs an XDP program.
@@ -128,40 +111,6 @@ fn byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
     }
     // SAFETY: bounds-checked against the end of the frame just above.
     Some(unsafe { *(at as *const u8) })
-}
-
-/// Traffic generator for BPF_PROG_TEST_RUN in live-frames mode, where XDP_TX sends the
-/// frame out of the device named as ingress: writes the whole header from
-/// [`TRAFGEN_TEMPLATE`] (recycled frame pages keep whatever the program or the receivers
-/// wrote into them, so nothing of an earlier run is relied upon), gives the frame the next of
-/// [`TRAFGEN_FLOWS`] source ports of this CPU's sequence, clears the UDP checksum (none, valid
-/// over IPv4) and sends it.
-#[xdp]
-fn trafgen(ctx: XdpContext) -> u32 {
-    let start = ctx.data();
-    if start + TRAFGEN_HEADER > ctx.data_end() {
-        return xdp_action::XDP_ABORTED;
-    }
-    let (Some(template), Some(count)) = (TRAFGEN_TEMPLATE.get(0), TRAFGEN_FRAMES.get_ptr_mut(0))
-    else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let header = start as *mut [u8; TRAFGEN_HEADER];
-    // SAFETY: the header's bytes were bounds-checked above; `count` is a valid per-CPU slot,
-    // only touched from this CPU.
-    unsafe {
-        *header = *template;
-        let written = *count;
-        *count = written.wrapping_add(1);
-        let flow = written % TRAFGEN_FLOWS;
-        let base = u16::from_be_bytes([template[TRAFGEN_UDP], template[TRAFGEN_UDP + 1]]);
-        let port = base.wrapping_add(flow as u16).to_be_bytes();
-        (*header)[TRAFGEN_UDP] = port[0];
-        (*header)[TRAFGEN_UDP + 1] = port[1];
-        (*header)[TRAFGEN_UDP + 6] = 0;
-        (*header)[TRAFGEN_UDP + 7] = 0;
-    }
-    xdp_action::XDP_TX
 }
 
 #[cfg(not(test))]

@@ -1,5 +1,5 @@
 //! The test-only XDP programs, built by `build.rs` from the `balancer-test-ebpf` crate: the
-//! veth helper of the test topologies and the benchmark's baselines, sink and generator.
+//! veth helper of the test topologies and the benchmark's baselines and sink.
 //! The daemon's own object ([`balancer_user::dataplane::object::OBJECT`]) holds none of them.
 
 /// The compiled eBPF object (ELF) of the test programs, aligned for aya's parser.

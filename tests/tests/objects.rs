@@ -60,12 +60,8 @@ fn test_programs_live_in_their_own_object() {
             "baseline_drop",
             "baseline_macswap",
             "sink",
-            "trafgen",
             balancer_tests::test_programs::VETH_PASS_PROGRAM,
         ])
     );
-    assert_eq!(
-        maps,
-        names(&["SINK_PACKETS", "TRAFGEN_FRAMES", "TRAFGEN_TEMPLATE"])
-    );
+    assert_eq!(maps, names(&["SINK_PACKETS"]));
 }

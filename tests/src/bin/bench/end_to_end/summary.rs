@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{
     balancers::Kind,
-    generator::FLOOD_PORT,
+    connections::{Failure, Failures, IO_TIMEOUT},
+    generator::{FLOOD_PORT, FLOWS, FRAME_LEN},
     responder::TCP_PORT,
     topology::{BACKENDS, VIP},
 };
@@ -20,7 +21,7 @@ const TARGET_VS_HAPROXY: f64 = 20.0;
 
 /// One UDP flood.
 pub struct Flood {
-    /// Packets/s the generator transmitted.
+    /// Packets/s the generator handed to the client's kernel.
     pub offered: f64,
     /// Packets/s that reached the backends.
     pub delivered: f64,
@@ -42,8 +43,8 @@ pub struct Conns {
     pub per_second: f64,
     /// Answered connections.
     pub answered: u64,
-    /// Failed connections.
-    pub failed: u64,
+    /// Failed connections, per kind.
+    pub failed: Failures,
     /// Packets/s that reached the backends.
     pub backend_packets: f64,
 }
@@ -152,6 +153,20 @@ fn times(spread: Option<Spread>, missing: &str) -> String {
     })
 }
 
+/// `failed` of all connections, and how they failed: `2 of 1000 (connect timeout 2)`.
+fn failures(failed: Failures, answered: u64) -> String {
+    let total = failed.total();
+    let kinds: Vec<String> = Failure::ALL
+        .into_iter()
+        .filter(|&kind| failed.of(kind) > 0)
+        .map(|kind| format!("{} {}", kind.name(), failed.of(kind)))
+        .collect();
+    match kinds.is_empty() {
+        true => format!("0 of {answered}"),
+        false => format!("{total} of {} ({})", answered + total, kinds.join(", ")),
+    }
+}
+
 /// Writes the section.
 pub fn write(report: &mut Report, cpus: usize, time: Duration, samples: &Samples) {
     describe(report, cpus, time);
@@ -172,23 +187,18 @@ fn describe(report: &mut Report, cpus: usize, time: Duration) {
          balancer, only the client → backend direction differs.\n"
     ));
     report.line(format!(
-        "Generator: {cpus} threads (one per CPU, pinned) in the client's namespace run the \
-         `trafgen` XDP program through BPF_PROG_TEST_RUN in live-frames mode \
-         (`BPF_F_TEST_XDP_LIVE_FRAMES`, as xdp-tools' `xdp-trafficgen` does), for {:.0} s per \
-         round. The kernel runs it on a 60-byte UDP frame to {VIP}:{FLOOD_PORT} in batches of \
-         64; it writes the header, with the next of 1024 source ports and no UDP checksum, and \
-         its XDP_TX transmits the frame out of the client's `eth0`, through the veth's XDP \
-         path into the LB's `eth0`. The frames live in a kernel page pool and are recycled: \
-         no socket buffer is allocated or copied on the generating side. That path only \
-         delivers into a peer running an XDP program: the balancer's own, XDP_DROP for the \
-         ceiling, and for nftables an XDP_PASS program on the LB's `eth0`, after which the \
-         frames go up the LB's stack as socket buffers, like a NIC's receptions. *Offered* \
-         counts the frames the generator transmitted (frames the LB's full veth ring refused \
-         count as offered, not delivered). Sink: an XDP program on each backend's `eth0` \
-         (native) counts every packet per CPU and drops the flood; *delivered* is its count. \
-         Connections: {} client threads connect to {VIP}:{TCP_PORT}, send 6 bytes, read the \
-         answer until the server closes, for {:.0} s per round; the backends answer `ok` and \
-         close.\n",
+        "Generator: {cpus} threads (one per CPU, pinned) in the client's namespace send \
+         {FLOWS} prepared {FRAME_LEN}-byte UDP frames to {VIP}:{FLOOD_PORT}, one per source \
+         port, IPv4 and UDP checksums complete, over and over for {:.0} s per round, through \
+         an AF_PACKET raw socket on the client's `eth0` (`PACKET_QDISC_BYPASS`, batches of \
+         `sendmmsg`). The client's kernel builds a socket buffer for each frame and transmits \
+         it through the veth into the LB's `eth0`, as it does the host's own packets: that \
+         cost is part of every figure, the ceiling's too. *Offered* counts the frames the \
+         client's kernel took (a frame the veth then could not queue counts as offered, not \
+         delivered). Sink: an XDP program on each backend's `eth0` (native) counts every \
+         packet per CPU and drops the flood; *delivered* is its count. Connections: {} client \
+         threads connect to {VIP}:{TCP_PORT}, send 6 bytes, read the answer until the server \
+         closes, for {:.0} s per round; the backends answer `ok` and close.\n",
         time.as_secs_f64(),
         2 * cpus,
         time.as_secs_f64()
@@ -251,15 +261,17 @@ fn conns_table(report: &mut Report, samples: &Samples) {
     let rows: Vec<Vec<String>> = Kind::ALL
         .into_iter()
         .map(|kind| {
-            let (answered, failed) = samples.of(kind).iter().fold((0, 0), |(a, f), s| {
-                (a + s.conns.answered, f + s.conns.failed)
-            });
+            let (mut answered, mut failed) = (0, Failures::default());
+            for sample in samples.of(kind) {
+                answered += sample.conns.answered;
+                failed += sample.conns.failed;
+            }
             vec![
                 kind.name().to_string(),
                 samples
                     .spread(kind, conns_per_second)
                     .map_or("–".into(), |s| s.show(0)),
-                format!("{failed} of {}", answered + failed),
+                failures(failed, answered),
                 kpps(samples.spread(kind, backend_packets), "–"),
                 times(samples.ratio(kind, Kind::Nftables, conns_per_second), "–"),
                 times(samples.ratio(kind, Kind::Haproxy, conns_per_second), "–"),
@@ -322,13 +334,16 @@ fn why_nftables_missed(report: &mut Report, cpus: usize, samples: &Samples) {
          or the LB's whole forwarding path for nftables, and the backends' sink) runs in \
          softirq on the CPU that sent the frame, so the {cpus} generator threads and all \
          forwarding share the same {cpus} CPUs, and every delivered packet also pays for its \
-         generation. The generator alone, into XDP_DROP on the LB, reaches {:.0} kpkt/s; the \
-         XDP balancer delivered {:.0} kpkt/s ({:.0} % of what it was offered), nftables {:.0} \
-         kpkt/s ({:.0} %). The delivered ratio thus understates the difference in forwarding \
-         alone: in forwarding CPU per packet, which leaves the generator's share out, nftables \
-         costs {cpu_ratio} what the XDP balancer does. A machine with spare cores for \
-         forwarding, or a physical NIC, separates the two.\n",
+         generation: a socket buffer built, sent through the veth and received by the LB for \
+         each frame. The generator alone, into XDP_DROP on the LB, reaches {:.0} kpkt/s, about \
+         {:.0} ns of CPU per frame; the XDP balancer delivered {:.0} kpkt/s ({:.0} % of what it \
+         was offered), nftables {:.0} kpkt/s ({:.0} %). The delivered ratio thus understates \
+         the difference in forwarding alone: in forwarding CPU per packet, which leaves the \
+         generator's share out, nftables costs {cpu_ratio} what the XDP balancer does. A \
+         generator on another machine and a physical NIC, or spare cores for forwarding, \
+         separate the two.\n",
         ceiling / 1e3,
+        cpus as f64 * 1e9 / ceiling,
         median(Kind::Xdp, delivered) / 1e3,
         100.0 * median(Kind::Xdp, delivered_share),
         median(Kind::Nftables, delivered) / 1e3,
@@ -357,19 +372,24 @@ fn why_haproxy_missed(report: &mut Report, samples: &Samples) {
 }
 
 fn how_to_read(report: &mut Report) {
-    report.line(
-        "How to read: *offered* is what the generator transmitted, *delivered* what the \
-         backends' sinks counted; delivered / offered below 1 means packets were dropped on \
-         the way. The × columns divide this balancer's figure by nftables' or HAProxy's in the \
-         same round, median [min–max] over rounds. *Forwarding CPU ns/packet* is CPUs ÷ \
-         delivered − CPUs ÷ ceiling in the same round: every CPU is busy in both runs and, on \
-         veth, all receiving work runs on the generating CPU, so it is the CPU time a \
-         delivered packet costs beyond being generated and dropped at the LB; *nftables ÷ \
-         this* divides nftables' by this balancer's. It is derived; the delivered packets/s \
-         and their ratios are the measurements. Backend kpkt/s in the connection test counts \
+    report.line(format!(
+        "How to read: *offered* is what the generator handed to the client's kernel, \
+         *delivered* what the backends' sinks counted; delivered / offered below 1 means \
+         packets were dropped on the way. The × columns divide this balancer's figure by \
+         nftables' or HAProxy's in the same round, median [min–max] over rounds. \
+         *Forwarding CPU ns/packet* is CPUs ÷ delivered − CPUs ÷ ceiling in the same round: \
+         every CPU is busy in both runs and, on veth, all receiving work runs on the \
+         generating CPU, so it is the CPU time a delivered packet costs beyond being \
+         generated and dropped at the LB; *nftables ÷ this* divides nftables' by this \
+         balancer's. It is derived; the delivered packets/s and their ratios are the \
+         measurements. Backend kpkt/s in the connection test counts \
          the client → backend direction as the backends receive it (for HAProxy: its own \
-         connections to them).\n",
-    );
+         connections to them). *Failed* connections are counted by kind: connect timeout (not \
+         connected within {timeout} s), refused, reset (after connecting), read timeout (no \
+         answer within {timeout} s of the request), empty answer (closed by the server \
+         without one), other.\n",
+        timeout = IO_TIMEOUT.as_secs_f64(),
+    ));
 }
 
 fn charts(report: &mut Report, samples: &Samples) {

@@ -59,7 +59,6 @@ impl Kind {
             }
             Kind::Nftables => {
                 let _table = nftables::Table::add(scratch)?;
-                let _receive = nftables::receive_generated()?;
                 measure()
             }
             Kind::Haproxy => {

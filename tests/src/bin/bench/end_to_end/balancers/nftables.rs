@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use balancer_tests::{balancer::VethPass, netns};
+use balancer_tests::netns;
 
 use crate::end_to_end::{
     generator::FLOOD_PORT,
     responder::TCP_PORT,
-    topology::{backend_addr, IFACE, LB_NS, VIP},
+    topology::{backend_addr, LB_NS, VIP},
 };
 
 /// Name of the nftables table, unique to this section.
@@ -33,14 +33,6 @@ pub fn describe() -> String {
          {TCP_PORT}`); `ip_forward=1`",
         rule("udp", FLOOD_PORT)
     )
-}
-
-/// XDP_PASS on the LB's `eth0` while alive: the generator's frames arrive through the veth's
-/// XDP transmit path, which only delivers into a peer running an XDP program; with one, they
-/// become packets for the LB's kernel stack like a NIC's receptions. Connections are
-/// unaffected.
-pub fn receive_generated() -> Result<VethPass> {
-    VethPass::attach(LB_NS, IFACE)
 }
 
 /// The table, deleted on drop.
