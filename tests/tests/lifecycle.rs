@@ -151,7 +151,14 @@ fn a_second_daemon_on_the_same_interface_pins_or_state_refuses() -> Result<()> {
             DaemonFlags::default(),
             format!(
                 "the data plane pinned at {} already has a balancer daemon",
-                lab.balancer.pin_root().join("v1").join(LB_IFACE).display()
+                lab.balancer
+                    .pin_root()
+                    .join(format!(
+                        "v{}",
+                        balancer_user::dataplane::bpffs::LAYOUT_VERSION
+                    ))
+                    .join(LB_IFACE)
+                    .display()
             ),
         ),
         (
@@ -456,5 +463,43 @@ fn a_reader_that_goes_away_ends_the_cli_quietly() -> Result<()> {
             args.join(" ")
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_binary_of_another_map_layout_refuses_and_leaves_the_data_plane_alone() -> Result<()> {
+    let mut lab = Lab::new("blf9")?;
+    let service = lab.weighted_service("web", false, &[100; 4])?;
+    let mut long_lived = LongLived::open(&lab.client, service, 20, &[])?;
+    let original = long_lived.original_backends().to_vec();
+    lab.balancer.kill9()?;
+    // A layout marker of another version beside ours: as if an older binary's data plane
+    // were pinned for the same interface.
+    let ours = balancer_user::dataplane::bpffs::LAYOUT_VERSION;
+    let other = lab
+        .balancer
+        .pin_root()
+        .join(format!("v{}", ours + 7))
+        .join("eth0");
+    std::fs::create_dir_all(&other)?;
+    let out = lab.balancer.run_daemon_to_exit(&DaemonFlags::default())?;
+    one_line_error(&out, REFUSED, "balancer teardown --iface eth0")?;
+    ensure!(
+        out.stderr.contains(&format!("map layout v{}", ours + 7))
+            && out.stderr.contains(&format!("uses layout v{ours}"))
+            && out.stderr.contains(&other.display().to_string()),
+        "the refusal does not name both layouts and the pins: {out:?}"
+    );
+    ensure!(
+        long_lived.ping_all()? == original,
+        "established connections lost their backends"
+    );
+    let dist = lab.client.distribution(service, 100, &[])?;
+    ensure!(dist.counts.len() == 4, "new flows: {:?}", dist.counts);
+    // The other layout gone, the daemon starts and finds its own data plane as it was.
+    std::fs::remove_dir(&other)?;
+    std::fs::remove_dir(other.parent().expect("version directory"))?;
+    lab.balancer.restart()?;
+    ensure!(long_lived.ping_all()? == original, "after the restart");
     Ok(())
 }

@@ -20,6 +20,8 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// bpffs paths of one attached data plane.
 #[derive(Clone, Debug)]
 pub struct Layout {
+    root: PathBuf,
+    iface: String,
     dir: PathBuf,
 }
 
@@ -27,8 +29,37 @@ impl Layout {
     /// Layout for `iface` under `root` (a directory on a bpffs).
     pub fn new(root: &Path, iface: &str) -> Self {
         Self {
+            root: root.to_path_buf(),
+            iface: iface.to_string(),
             dir: root.join(format!("v{LAYOUT_VERSION}")).join(iface),
         }
+    }
+
+    /// Data planes of the same interface pinned under the same root with another map
+    /// layout version, as (version, directory), oldest first.
+    pub fn others(&self) -> io::Result<Vec<(u32, PathBuf)>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut others = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            let Some(version) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('v'))
+                .and_then(|v| v.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let dir = self.root.join(&name).join(&self.iface);
+            if version != LAYOUT_VERSION && dir.exists() {
+                others.push((version, dir));
+            }
+        }
+        others.sort();
+        Ok(others)
     }
 
     /// Directory holding everything of this data plane.

@@ -59,6 +59,7 @@ pub fn claim(request: &Request) -> Result<Claim, LifecycleError> {
         &iface_lock(iface)?,
         &format!("interface {iface} already has a balancer daemon; stop it first"),
     )?;
+    check_layout(iface, pins)?;
     let created = !pins.dir().exists();
     bpffs::ensure(pins.dir()).map_err(io_err(format!(
         "prepare the pin directory {}",
@@ -101,6 +102,24 @@ fn claim_pins_and_state(
         ),
     )?;
     Ok((pins_lock, state_lock))
+}
+
+/// Refuses to start beside a data plane of another map layout: its maps cannot be read,
+/// and its program holds the interface.
+fn check_layout(iface: &str, pins: &Layout) -> Result<(), LifecycleError> {
+    let others = pins.others().map_err(io_err(format!(
+        "look for other layouts beside {}",
+        pins.dir().display()
+    )))?;
+    match others.into_iter().next() {
+        None => Ok(()),
+        Some((theirs, dir)) => Err(LifecycleError::OtherLayout {
+            iface: iface.to_string(),
+            theirs,
+            ours: bpffs::LAYOUT_VERSION,
+            pins: dir,
+        }),
+    }
 }
 
 /// Refuses to start without a state file on a data plane that serves VIPs: reconciling an

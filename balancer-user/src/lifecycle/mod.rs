@@ -39,6 +39,22 @@ pub enum LifecycleError {
         /// How many VIPs it serves.
         vips: usize,
     },
+    /// The interface has a data plane of another map layout (another version's binary).
+    #[error(
+        "a data plane of map layout v{theirs} is pinned at {pins}, and this binary uses layout \
+         v{ours}: remove it with `balancer teardown --iface {iface}` of the binary that started \
+         it (its tracked flows are lost), then start this one"
+    )]
+    OtherLayout {
+        /// The interface.
+        iface: String,
+        /// The other data plane's layout version.
+        theirs: u32,
+        /// This binary's layout version.
+        ours: u32,
+        /// Where the other data plane is pinned.
+        pins: PathBuf,
+    },
     /// `teardown` found nothing to remove.
     #[error("nothing is pinned at {0}: check --iface and --pin-dir")]
     NothingPinned(PathBuf),
