@@ -107,6 +107,9 @@ pub struct RemoveBackend {
 pub struct StartDrain {
     /// Give up waiting for established flows after this long; none: wait until they end.
     pub timeout_ms: Option<u64>,
+    /// Re-balance the flows left at the drain's end (their clients get a reset).
+    #[serde(default)]
+    pub cut: bool,
 }
 
 /// Error body of every non-2xx answer.

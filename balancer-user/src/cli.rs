@@ -460,6 +460,10 @@ pub enum BackendCommand {
         /// Stop waiting for established flows after this long (e.g. 5m).
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
+        /// Re-balance the flows left when the drain ends (their clients get a reset)
+        /// instead of keeping them on the backend.
+        #[arg(long)]
+        cut: bool,
     },
     /// Remove a backend: it gets no new flow and retires, its established flows still
     /// reaching it until they end, it fails its checks, or the retire timeout.
@@ -584,10 +588,12 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
                 name,
                 addr,
                 timeout,
+                cut,
             } => change(Change::Drain {
                 service: name,
                 addr,
                 timeout_ms: timeout.map(millis),
+                cut,
             }),
             BackendCommand::Remove { name, addr, cut } => change(Change::RemoveBackend {
                 service: name,

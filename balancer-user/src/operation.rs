@@ -81,6 +81,8 @@ pub enum Change {
         addr: IpAddr,
         /// Stop waiting for its flows after this long, milliseconds.
         timeout_ms: Option<u64>,
+        /// Re-balance the flows left at the drain's end.
+        cut: bool,
     },
     /// Remove a backend: it retires (its flows still reach it), or with `cut` its flows
     /// are re-balanced now.
@@ -184,7 +186,8 @@ impl Change {
                 service,
                 addr,
                 timeout_ms,
-            } => drain::start(state, service, *addr, *timeout_ms, now_ms)?,
+                cut,
+            } => drain::start(state, service, *addr, *timeout_ms, *cut, now_ms)?,
             Change::RemoveBackend { service, addr, cut } => {
                 state.remove_backend(service, *addr, *cut, now_ms)?
             }

@@ -990,3 +990,31 @@ fn a_rolling_replacement_with_a_drain_timeout_breaks_no_connection_and_retires_t
     })?;
     Ok(())
 }
+
+#[test]
+fn a_cut_drain_re_balances_the_flows_left_at_its_timeout() -> Result<()> {
+    let lab = Lab::new("blr14")?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
+    let on_b0 = long_lived
+        .original_backends()
+        .iter()
+        .filter(|b| *b == "b0")
+        .count();
+    ensure!(on_b0 > 0, "no connection landed on b0");
+    let pings = long_lived.ping_in_background();
+    let b0 = lab.topology.backend_v4(0).to_string();
+    lab.balancer
+        .ok(&["backend", "drain", "web", &b0, "--timeout", "1s", "--cut"])?;
+    lab.wait_until(std::time::Duration::from_secs(8), "drain end", |s| {
+        s.backends[0].drain.is_some_and(|d| d.ended.is_some())
+    })?;
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // b0's connections went to other backends, which reset them; the rest carry on.
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == on_b0 && report.moved_connections() == 0,
+        "{on_b0} connections on b0: {report:?}"
+    );
+    Ok(())
+}

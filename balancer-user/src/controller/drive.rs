@@ -75,7 +75,11 @@ impl Controller {
             self.next_drain_check_ms = now_ms + DRAIN_CHECK_MS;
             let counts = self.plane.active_flows(self.settings.flow_idle)?;
             let active = |index, epoch| counts.get(&(index, epoch)).copied().unwrap_or(0);
-            drain::check(&mut next, now_ms, active);
+            let cut = drain::check(&mut next, now_ms, active);
+            if !cut.is_empty() {
+                let forgotten = self.plane.forget_flows(&cut.into_iter().collect())?;
+                tracing::info!(forgotten, "cut drains ended: their flows are re-balanced");
+            }
             let timeout_ms =
                 u64::try_from(self.settings.retire_timeout.as_millis()).unwrap_or(u64::MAX);
             let dead = |service: &str, addr| health.get(service, addr).is_some_and(|h| !h.healthy);

@@ -53,6 +53,7 @@ fn durations_that_would_overflow_a_deadline_are_refused_with_one_line() {
                 service: "web".into(),
                 addr: ip("198.18.0.101"),
                 timeout_ms: Some(huge),
+                cut: false,
             },
             "the drain timeout of 18446744073709551615 ms is longer than the longest allowed (365 days)",
         ),

@@ -110,11 +110,13 @@ impl Operation {
                     service,
                     addr,
                     timeout_ms,
+                    cut,
                 } => (
                     Method::POST,
                     service_path(service, &format!("/backends/{addr}/drain")),
                     json(&StartDrain {
                         timeout_ms: *timeout_ms,
+                        cut: *cut,
                     }),
                 ),
                 Change::RemoveBackend { service, addr, cut } => (
@@ -250,11 +252,12 @@ impl Operation {
                 })
             }
             (&Method::POST, ["services", name, "backends", addr, "drain"]) => {
-                let StartDrain { timeout_ms } = decode(body)?;
+                let StartDrain { timeout_ms, cut } = decode(body)?;
                 change(Change::Drain {
                     service: service(name),
                     addr: ip(addr)?,
                     timeout_ms,
+                    cut,
                 })
             }
             (&Method::PUT, ["services", name, "split"]) => {
@@ -402,6 +405,7 @@ mod tests {
                 service: service(),
                 addr: v6,
                 timeout_ms: Some(5000),
+                cut: true,
             },
             Change::RemoveBackend {
                 service: service(),

@@ -15,6 +15,10 @@ pub struct Drain {
     pub deadline_ms: Option<u64>,
     /// When and how it ended; none while flows remain.
     pub ended: Option<DrainEnd>,
+    /// Whether flows left at its end are re-balanced (their clients get a reset) instead of
+    /// kept.
+    #[serde(default)]
+    pub cut: bool,
 }
 
 /// The end of a drain.
@@ -27,12 +31,14 @@ pub struct DrainEnd {
 }
 
 impl Drain {
-    /// A drain starting at `now_ms`, waiting at most `timeout_ms` for the flows to end.
-    pub fn begin(now_ms: u64, timeout_ms: Option<u64>) -> Self {
+    /// A drain starting at `now_ms`, waiting at most `timeout_ms` for the flows to end;
+    /// `cut`: the flows left at its end are re-balanced.
+    pub fn begin(now_ms: u64, timeout_ms: Option<u64>, cut: bool) -> Self {
         Self {
             since_ms: now_ms,
             deadline_ms: timeout_ms.map(|t| now_ms.saturating_add(t)),
             ended: None,
+            cut,
         }
     }
 
@@ -58,12 +64,14 @@ impl Drain {
     }
 }
 
-/// Starts draining a backend of `service`: weight 0 (no new flows), established flows kept.
+/// Starts draining a backend of `service`: weight 0 (no new flows), established flows kept
+/// (with `cut`, those left at the drain's end are re-balanced).
 pub fn start(
     state: &mut State,
     service: &str,
     addr: IpAddr,
     timeout_ms: Option<u64>,
+    cut: bool,
     now_ms: u64,
 ) -> Result<(), StateError> {
     let timeout_ms = crate::duration::check_optional("the drain timeout", timeout_ms)?;
@@ -72,7 +80,7 @@ pub fn start(
         .backend_mut(addr)
         .ok_or_else(|| StateError::UnknownBackend(addr, service.to_string()))?;
     backend.weight = 0;
-    backend.drain = Some(Drain::begin(now_ms, timeout_ms));
+    backend.drain = Some(Drain::begin(now_ms, timeout_ms, cut));
     Ok(())
 }
 
@@ -85,17 +93,23 @@ pub fn any_running(state: &State) -> bool {
 }
 
 /// Steps every running drain; `active(index, epoch)` counts a backend's active flows.
-pub fn check(state: &mut State, now_ms: u64, active: impl Fn(u32, u32) -> u64) {
+/// Returns the (index, epoch) of the backends whose cut drain ended now with flows left:
+/// those flows are to be re-balanced.
+pub fn check(state: &mut State, now_ms: u64, active: impl Fn(u32, u32) -> u64) -> Vec<(u32, u32)> {
+    let mut cut = Vec::new();
     for service in state.services.values_mut() {
         for backend in service.groups.iter_mut().flat_map(|g| &mut g.backends) {
             let (index, epoch) = (backend.index, backend.epoch);
-            if let Some(drain) = &mut backend.drain {
-                if drain.running() {
-                    drain.step(now_ms, active(index, epoch));
-                }
+            let Some(drain) = &mut backend.drain else {
+                continue;
+            };
+            let ended = drain.running() && drain.step(now_ms, active(index, epoch));
+            if ended && drain.cut && drain.ended.is_some_and(|e| e.flows_left > 0) {
+                cut.push((index, epoch));
             }
         }
     }
+    cut
 }
 
 #[cfg(test)]
@@ -104,7 +118,7 @@ mod tests {
 
     #[test]
     fn ends_when_the_flows_end_or_at_the_deadline() {
-        let mut waiting = Drain::begin(100, None);
+        let mut waiting = Drain::begin(100, None, false);
         assert!(!waiting.step(10_000, 3), "no deadline: waits for the flows");
         assert!(waiting.step(10_100, 0));
         assert_eq!(
@@ -116,7 +130,7 @@ mod tests {
         );
         assert!(!waiting.step(10_200, 0), "ends once");
 
-        let mut bounded = Drain::begin(100, Some(1000));
+        let mut bounded = Drain::begin(100, Some(1000), false);
         assert!(!bounded.step(1099, 5));
         assert!(bounded.step(1100, 5));
         assert_eq!(
@@ -129,8 +143,32 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_drain_names_its_backend_when_it_ends_with_flows_left() {
+        let mut s = crate::state::tests::sample();
+        let addr = crate::state::tests::ip("198.18.0.101");
+        start(&mut s, "web", addr, Some(1000), true, 0).unwrap();
+        let (index, epoch) = s
+            .service("web")
+            .unwrap()
+            .backends()
+            .find(|(_, b)| b.addr == addr)
+            .map(|(_, b)| (b.index, b.epoch))
+            .unwrap();
+        assert!(check(&mut s, 999, |_, _| 3).is_empty(), "not yet");
+        assert_eq!(check(&mut s, 1000, |_, _| 3), vec![(index, epoch)]);
+        assert!(check(&mut s, 2000, |_, _| 3).is_empty(), "ends once");
+        // A cut drain whose flows ended has nothing to cut; an uncut one never cuts.
+        let mut idle = crate::state::tests::sample();
+        start(&mut idle, "web", addr, Some(1000), true, 0).unwrap();
+        assert!(check(&mut idle, 10, |_, _| 0).is_empty());
+        let mut kept = crate::state::tests::sample();
+        start(&mut kept, "web", addr, Some(1000), false, 0).unwrap();
+        assert!(check(&mut kept, 1000, |_, _| 3).is_empty());
+    }
+
+    #[test]
     fn a_huge_timeout_does_not_wrap_into_the_past() {
-        let mut drain = Drain::begin(100, Some(u64::MAX));
+        let mut drain = Drain::begin(100, Some(u64::MAX), false);
         assert_eq!(drain.deadline_ms, Some(u64::MAX));
         assert!(!drain.step(200, 1));
     }

@@ -399,7 +399,7 @@ fn commit(
             }
             RolloutChange::Weight { addr, weight } => state.set_weight(service, addr, weight)?,
             RolloutChange::Drain { addr, timeout_ms } => {
-                drain::start(state, service, addr, timeout_ms, now_ms)?
+                drain::start(state, service, addr, timeout_ms, false, now_ms)?
             }
             RolloutChange::Remove { addr } => {
                 state.remove_backend(service, addr, rollout.cut, now_ms)?
