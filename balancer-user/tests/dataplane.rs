@@ -345,6 +345,27 @@ mod conntrack {
     use super::*;
 
     #[test]
+    fn removing_what_is_not_there_is_not_a_fault() {
+        // aya reports the deletion of a missing key as the syscall's ENOENT; a service
+        // removal (a VIP already gone) and forgetting flows that ended must not fail on it.
+        let mut fx = split_service("ct-missing", &format!("{VIP4}:80/tcp"), &BACKENDS4);
+        let absent: balancer_user::vip::Vip = "198.19.0.99:80/tcp".parse().unwrap();
+        fx.plane.remove_vip(&absent.key()).expect("a missing VIP");
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_011, VIP4, 80);
+        let x = fx.expected_backend("web", &flow);
+        let mut tally = Tally::default();
+        send_expecting(&mut fx, &mut tally, &flow, x, true);
+        let epoch = fx.backend(x).epoch;
+        let ids: std::collections::HashSet<(u32, u32)> = [(x, epoch)].into();
+        assert_eq!(fx.plane.forget_flows(&ids).unwrap(), 1);
+        assert_eq!(
+            fx.plane.forget_flows(&ids).unwrap(),
+            0,
+            "nothing left to forget"
+        );
+    }
+
+    #[test]
     fn drained_backend_keeps_its_flows_and_removed_backend_releases_them() {
         let mut fx = split_service("ct-drain", &format!("{VIP4}:80/tcp"), &BACKENDS4);
         let mut tally = Tally::default();

@@ -259,9 +259,8 @@ impl DataPlane {
     /// Stops balancing a VIP: its packets are passed to the kernel from now on.
     pub fn remove_vip(&mut self, vip: &VipKey) -> Result<(), DataPlaneError> {
         match self.vips.remove(vip) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("remove from VIPS")(e)),
+            Err(e) if !missing(&e) => Err(map_err("remove from VIPS")(e)),
+            _ => Ok(()),
         }
     }
 
@@ -355,7 +354,8 @@ impl DataPlane {
         for key in doomed {
             match self.conntrack.remove(&key) {
                 Ok(()) => forgotten += 1,
-                Err(aya::maps::MapError::KeyNotFound) => {}
+                // Evicted or ended since it was read.
+                Err(e) if missing(&e) => {}
                 Err(e) => return Err(map_err("remove from CONNTRACK")(e)),
             }
         }
@@ -382,6 +382,16 @@ where
         .take_map(name)
         .ok_or_else(|| DataPlaneError::MissingMap(name.to_string()))?;
     T::try_from(map).map_err(map_err(name))
+}
+
+/// Whether a map call failed only because the key was not there: aya reports a deletion of
+/// a missing key as the syscall's ENOENT, not as `KeyNotFound`.
+fn missing(error: &aya::maps::MapError) -> bool {
+    match error {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 fn map_err(context: &'static str) -> impl Fn(aya::maps::MapError) -> DataPlaneError {
