@@ -40,7 +40,7 @@ fn start(config: DaemonConfig) -> Result<Controller, crate::error::Error> {
     let plane: Box<dyn Plane> = Box::new(DataPlane::attach(&config.attach)?);
     let ports = Ports {
         plane,
-        neighbors: Box::new(KernelNeighbors),
+        neighbors: Arc::new(KernelNeighbors),
         store: Box::new(FileStore::new(config.state_file)),
         clock: Arc::new(SystemClock),
     };
@@ -67,6 +67,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     );
     let executor = Executor::new(controller);
     let ticker = tokio::spawn(executor.clone().run_timers());
+    let follower = tokio::spawn(executor.clone().follow_neighbours());
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let stop = {
         let executor = executor.clone();
@@ -82,6 +83,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         .with_graceful_shutdown(stop)
         .await;
     ticker.abort();
+    follower.abort();
     std::fs::remove_file(socket).ok();
     served.context("serving the control API")
 }
