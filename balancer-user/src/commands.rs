@@ -21,7 +21,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return run_daemon(args, &cli.socket).await;
     }
     let (operation, output) = request(cli.command)?;
-    let answer = Client::new(&cli.socket).run(&operation).await?;
+    let answer = Client::new(&cli.socket)
+        .with_timeout(cli.timeout)
+        .run(&operation)
+        .await?;
     show(output, &answer)
 }
 

@@ -1,7 +1,8 @@
 //! `balancer`: the daemon and the CLI in one binary.
 //!
 //! Exit codes: 0 done, 1 refused (bad input; nothing changed), 2 bad usage, 3 the daemon
-//! cannot be reached, 4 a fault of the host (I/O, kernel).
+//! cannot be reached or did not answer within `--timeout`, 4 a fault of the host (I/O,
+//! kernel).
 
 use std::process::ExitCode;
 
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// 1 refused, 3 daemon unreachable, 4 fault.
+/// 1 refused, 3 daemon unreachable or silent past --timeout, 4 fault.
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(client) = e.downcast_ref::<ClientError>() {
         client.exit_code()
