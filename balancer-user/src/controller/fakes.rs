@@ -178,9 +178,9 @@ pub(crate) const SILENT: &str = "198.18.0.250";
 /// The address [`FakeNeighbors`] finds only once it was resolved (probed and waited for).
 pub(crate) const SLOW: &str = "198.18.0.251";
 
-/// Every address is at a MAC made of its last byte, except [`SILENT`] (never found) and
-/// [`SLOW`] (found only after a resolution). Records resolutions; a resolution can be made
-/// to take time.
+/// Every address is at a MAC made of its last byte, except [`SILENT`] (never found),
+/// [`SLOW`] (found only after a resolution) and those moved elsewhere. Records
+/// resolutions; a resolution can be made to take time.
 #[derive(Clone, Default)]
 pub(crate) struct FakeNeighbors(Arc<Mutex<Resolutions>>);
 
@@ -188,6 +188,7 @@ pub(crate) struct FakeNeighbors(Arc<Mutex<Resolutions>>);
 struct Resolutions {
     done: Vec<IpAddr>,
     takes: Duration,
+    moved: BTreeMap<IpAddr, NextHop>,
 }
 
 impl FakeNeighbors {
@@ -196,17 +197,26 @@ impl FakeNeighbors {
         self.0.lock().unwrap().done.clone()
     }
 
+    /// Makes `addr` be found at `hop` from now on (it moved on the wire).
+    pub(crate) fn move_to(&self, addr: IpAddr, hop: NextHop) {
+        self.0.lock().unwrap().moved.insert(addr, hop);
+    }
+
     /// Makes every later resolution take `takes`.
     pub(crate) fn resolutions_take(&self, takes: Duration) {
         self.0.lock().unwrap().takes = takes;
     }
 
     fn find(&self, addr: IpAddr) -> Result<NextHop, NeighborError> {
-        let resolved = self.0.lock().unwrap().done.contains(&addr);
-        if addr == ip(SILENT) || (addr == ip(SLOW) && !resolved) {
+        let inner = self.0.lock().unwrap();
+        if addr == ip(SILENT) || (addr == ip(SLOW) && !inner.done.contains(&addr)) {
             return Err(NeighborError::Unresolved(addr, "eth0".into()));
         }
-        Ok(hop_of(addr))
+        Ok(inner
+            .moved
+            .get(&addr)
+            .copied()
+            .unwrap_or_else(|| hop_of(addr)))
     }
 }
 

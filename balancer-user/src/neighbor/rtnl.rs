@@ -43,13 +43,17 @@ impl Rtnl {
         request.serialize(&mut bytes);
         self.socket.send(&bytes, 0)?;
         loop {
-            let size = self.socket.recv(&mut &mut self.buffer[..], 0)?;
+            let size = self
+                .socket
+                .recv(&mut &mut self.buffer[..], 0)?
+                .min(RECEIVE_BUFFER);
             let mut offset = 0;
             while offset < size {
                 let message =
                     NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[offset..size])
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let length = message.header.length as usize;
+                // Messages start on 4-byte boundaries (NLMSG_ALIGN).
+                let length = (message.header.length as usize + 3) & !3;
                 let ours = message.header.sequence_number == self.sequence;
                 match message.payload {
                     _ if !ours => {}

@@ -44,6 +44,17 @@ struct Follower {
     resync_at: Instant,
 }
 
+impl Follower {
+    fn new() -> Self {
+        Self {
+            seen: Seen::default(),
+            lost: BTreeSet::new(),
+            probed: HashMap::new(),
+            resync_at: Instant::now(),
+        }
+    }
+}
+
 impl Executor {
     /// Follows the kernel's tables until the daemon stops. Without a subscription (the
     /// socket cannot be opened) backends are located only when they are added.
@@ -55,12 +66,7 @@ impl Executor {
                 return;
             }
         };
-        let mut follower = Follower {
-            seen: Seen::default(),
-            lost: BTreeSet::new(),
-            probed: HashMap::new(),
-            resync_at: Instant::now(),
-        };
+        let mut follower = Follower::new();
         loop {
             let wait = follower
                 .resync_at
@@ -172,5 +178,57 @@ impl Executor {
             tokio::task::spawn_blocking(move || neighbors.probe(&probe));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        controller::fakes::{hop_of, Rig},
+        state::tests::{ip, sample},
+    };
+
+    #[tokio::test]
+    async fn a_resync_rewrites_the_backends_that_moved_and_only_those() {
+        let rig = Rig::new(sample());
+        let executor = Executor::new(rig.start());
+        let (moved, still) = (ip("198.18.0.101"), ip("198.18.0.102"));
+        let elsewhere = NextHop {
+            ifindex: 7,
+            src_mac: [2, 0, 0, 0, 0, 7],
+            dst_mac: [2, 0, 0, 0, 0xb0, 1],
+        };
+        rig.neighbors.move_to(moved, elsewhere);
+        let writes = rig.plane.maps().writes;
+        executor.resync(&mut Follower::new()).await.unwrap();
+        assert_eq!(rig.plane.maps().writes, writes + 1);
+        let placements = executor.with_controller(|c| c.placements()).await.unwrap();
+        assert_eq!(placements[&moved], Some(elsewhere));
+        assert_eq!(placements[&still], Some(hop_of(still)));
+    }
+
+    #[tokio::test]
+    async fn only_news_reaches_the_data_plane() {
+        let rig = Rig::new(sample());
+        let executor = Executor::new(rig.start());
+        let addr = ip("198.18.0.101");
+        let mut follower = Follower::new();
+        follower.resync_at = Instant::now() + RESYNC_INTERVAL;
+        let new_mac = [2, 0, 0, 0, 0xb0, 1];
+        let sighting = Sighting::Neighbour {
+            ifindex: 2,
+            mac: new_mac,
+        };
+        let batch = || Batch {
+            sightings: vec![(addr, sighting), (addr, sighting)],
+            resync: false,
+        };
+        let writes = rig.plane.maps().writes;
+        executor.follow_batch(&mut follower, batch()).await.unwrap();
+        executor.follow_batch(&mut follower, batch()).await.unwrap();
+        assert_eq!(rig.plane.maps().writes, writes + 1);
+        let placements = executor.with_controller(|c| c.placements()).await.unwrap();
+        assert_eq!(placements[&addr].map(|h| h.dst_mac), Some(new_mac));
     }
 }
