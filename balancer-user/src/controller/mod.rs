@@ -1,6 +1,6 @@
 //! The daemon's core: owns the desired state and the data plane, applies every change as
-//! validate → resolve → compile → persist → publish, drives the release strategies on its
-//! clock, and answers status queries.
+//! validate → locate → compile → persist → publish, drives the release strategies on its
+//! clock, follows backends that move on the wire, and answers status queries.
 //!
 //! It talks to the outside only through [`ports`] and a [`Clock`], so every path through
 //! it runs in unit tests on fakes.
@@ -10,12 +10,12 @@ mod drive;
 pub(crate) mod fakes;
 mod neighbours;
 pub mod ports;
-
-pub use drive::Tick;
-pub use neighbours::Followed;
 mod status;
 #[cfg(test)]
 mod tests;
+
+pub use drive::Tick;
+pub use neighbours::Followed;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
