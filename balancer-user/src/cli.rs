@@ -27,6 +27,10 @@ pub struct Cli {
     /// Control socket of the daemon.
     #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// How long to wait for the daemon's answer (exit code 3 after it; a change the daemon
+    /// was still carrying out may yet land: `status` tells).
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -1,6 +1,9 @@
 //! The CLI's side of the control API: one HTTP/1.1 request per command over the Unix socket.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Bytes, Method, Request, StatusCode};
@@ -27,37 +30,66 @@ pub enum ClientError {
     /// The daemon failed to carry it out (HTTP 5xx).
     #[error("{0}")]
     Fault(String),
+    /// The daemon did not answer in time; a change it was carrying out may still land.
+    #[error("the daemon did not answer {call} within {} (--timeout)", humantime::format_duration(*.after))]
+    TimedOut {
+        /// The call: method and path.
+        call: String,
+        /// The timeout.
+        after: Duration,
+    },
 }
 
 impl ClientError {
-    /// The CLI's exit code for this error: 1 refused, 3 daemon unreachable, 4 fault.
+    /// The CLI's exit code for this error: 1 refused, 3 daemon unreachable or silent past
+    /// the timeout, 4 fault.
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Refused(_) => 1,
-            ClientError::Unreachable(..) | ClientError::Unavailable(_) => 3,
+            ClientError::Unreachable(..)
+            | ClientError::Unavailable(_)
+            | ClientError::TimedOut { .. } => 3,
             ClientError::Http(_) | ClientError::Fault(_) => 4,
         }
     }
 }
 
+/// How long a client waits for the daemon's answer unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client of one daemon socket.
 pub struct Client {
     socket: PathBuf,
+    timeout: Duration,
 }
 
 impl Client {
-    /// A client of the daemon listening on `socket`.
+    /// A client of the daemon listening on `socket`, waiting [`DEFAULT_TIMEOUT`] for each
+    /// answer.
     pub fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_path_buf(),
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Waits `timeout` for each answer instead.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Runs `operation` on the daemon; returns the body of its answer.
     pub async fn run(&self, operation: &Operation) -> Result<Bytes, ClientError> {
         let request = operation.to_request();
-        self.send(request.method, &request.path, request.body.into_parts())
+        let call = format!("{} {}", request.method, request.path);
+        let sent = self.send(request.method, &request.path, request.body.into_parts());
+        tokio::time::timeout(self.timeout, sent)
             .await
+            .map_err(|_| ClientError::TimedOut {
+                call,
+                after: self.timeout,
+            })?
     }
 
     /// Sends a request; returns the body of a 2xx answer, or the daemon's error line.
@@ -125,5 +157,38 @@ fn error_line(status: StatusCode, body: &[u8]) -> String {
                 text
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_daemon_that_does_not_answer_times_out_naming_the_call() {
+        let dir = std::env::temp_dir().join(format!("balancer-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("silent.sock");
+        std::fs::remove_file(&socket).ok();
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        // Accepts and never answers.
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let client = Client::new(&socket).with_timeout(Duration::from_millis(200));
+        let status = Operation::Status {
+            service: Some("web".into()),
+        };
+        let err = client.run(&status).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the daemon did not answer GET /status?service=web within 200ms (--timeout)"
+        );
+        assert_eq!(err.exit_code(), 3);
+        silent.abort();
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -26,7 +26,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let (operation, output) = request(cli.command)?;
-    let answer = Client::new(&cli.socket).run(&operation).await?;
+    let answer = Client::new(&cli.socket)
+        .with_timeout(cli.timeout)
+        .run(&operation)
+        .await?;
     write_out(&show(output, &answer)?)
 }
 

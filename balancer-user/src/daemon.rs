@@ -92,7 +92,7 @@ fn start(config: DaemonConfig, ifindex: u32) -> Result<Controller, Error> {
     }
     let ports = Ports {
         plane: Box::new(plane) as Box<dyn Plane>,
-        neighbors: Box::new(KernelNeighbors),
+        neighbors: Arc::new(KernelNeighbors),
         store: Box::new(FileStore::in_dir(&config.state_dir)),
         clock: Arc::new(SystemClock),
     };
@@ -133,6 +133,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let _claim = claim;
     let executor = Executor::new(controller);
     let ticker = tokio::spawn(executor.clone().run_timers());
+    let follower = tokio::spawn(executor.clone().follow_neighbours());
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let stop = {
         let executor = executor.clone();
@@ -149,6 +150,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         .with_graceful_shutdown(stop)
         .await;
     ticker.abort();
+    follower.abort();
     std::fs::remove_file(socket).ok();
     served.context("serving the control API")
 }

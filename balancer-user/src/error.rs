@@ -5,6 +5,8 @@
 //! Each error's Display names only its own context; the cause is its `source()`, and
 //! [`one_line`] prints the whole chain once.
 
+use std::net::IpAddr;
+
 use crate::{
     compile::CompileError, config::ConfigError, dataplane::DataPlaneError,
     lifecycle::LifecycleError, neighbor::NeighborError, state::StateError, state::StoreError,
@@ -72,6 +74,19 @@ pub enum Error {
     /// The daemon is tearing down and takes no more operations.
     #[error("the daemon is tearing down")]
     TearingDown,
+    /// A change adds backends the kernel's neighbour table does not hold yet: nothing was
+    /// changed. The executor resolves them off the controller's lock and runs the change
+    /// again, so this never reaches a client.
+    #[error("backends not located yet: {}", list(.0))]
+    Unlocated(Vec<IpAddr>),
+}
+
+fn list(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl From<StateError> for Error {
@@ -168,7 +183,10 @@ mod tests {
         let addr = "198.18.0.9".parse().unwrap();
         let routed = Error::from(NeighborError::Routed(addr, "198.18.0.1".into()));
         assert!(matches!(routed, Error::Refused(Refused::Unreachable(_))));
-        let ip = Error::from(NeighborError::Ip("route get".into(), "not found".into()));
-        assert!(matches!(ip, Error::Fault(Fault::Neighbor(_))));
+        let netlink = Error::from(NeighborError::Netlink {
+            what: "routing table",
+            source: std::io::Error::from_raw_os_error(libc::ENOBUFS),
+        });
+        assert!(matches!(netlink, Error::Fault(Fault::Neighbor(_))));
     }
 }

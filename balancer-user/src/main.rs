@@ -1,7 +1,8 @@
 //! `balancer`: the daemon and the CLI in one binary.
 //!
 //! Exit codes: 0 done, 1 refused (bad input; nothing changed), 2 bad usage, 3 the daemon
-//! cannot be reached, 4 a fault of the host (I/O, kernel).
+//! cannot be reached or did not answer within `--timeout`, 4 a fault of the host (I/O,
+//! kernel).
 
 use std::process::ExitCode;
 
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// 1 refused, 3 daemon unreachable, 4 fault.
+/// 1 refused, 3 daemon unreachable or silent past --timeout, 4 fault.
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(client) = e.downcast_ref::<ClientError>() {
         return client.exit_code();
@@ -74,7 +75,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(Error::Refused(_)) => REFUSED,
         Some(Error::TearingDown) => UNREACHABLE,
-        Some(Error::Fault(_)) => FAULT,
+        // Unlocated never leaves the daemon (the executor resolves and runs the change again).
+        Some(Error::Fault(_) | Error::Unlocated(_)) => FAULT,
         None if e.downcast_ref::<Refused>().is_some() => REFUSED,
         None => FAULT,
     }

@@ -1,22 +1,27 @@
-//! Finding where a backend is on the wire: the interface that reaches it directly, that
-//! interface's MAC, and the backend's MAC from the kernel's neighbour table (probing it with
-//! one ICMP echo when the entry is missing).
+//! Where a backend is on the wire — the interface that reaches it directly, that
+//! interface's MAC and the backend's MAC — read from the kernel's routing, link and
+//! neighbour tables over rtnetlink, and followed as those tables change.
 //!
-//! Uses `ip -json` from iproute2, which every Linux host running this daemon has.
+//! * [`locate`] reads the tables as they stand: no probe, no wait (fit to run under the
+//!   controller's lock).
+//! * [`resolve`] also probes the backends whose neighbour entry is missing (the
+//!   [`nudge`](nudge::nudge), one ICMP echo) and waits for them, at most [`RESOLVE_TIMEOUT`].
+//! * [`watch::Watch`] subscribes to the kernel's neighbour, link and route changes;
+//!   [`follow`] decides what a change means for a backend's data-plane entry.
 
-use std::{
-    net::IpAddr,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{io, net::IpAddr, time::Duration};
 
-use serde::Deserialize;
-
+pub mod follow;
+mod locate;
 mod nudge;
+mod parse;
+mod rtnl;
+pub mod watch;
 
-/// How long to wait for a neighbour entry after probing.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+pub use locate::{locate, probe, resolve};
+
+/// How long [`resolve`] waits for the neighbours it probed.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where to send a backend's frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,109 +46,23 @@ pub enum NeighborError {
     /// ARP/ND did not answer.
     #[error("backend {0} does not answer ARP/neighbour discovery on {1}")]
     Unresolved(IpAddr, String),
-    /// `ip` failed or printed something unexpected.
-    #[error("`ip {0}` failed: {1}")]
-    Ip(String, String),
-}
-
-#[derive(Deserialize)]
-struct RouteEntry {
-    dev: Option<String>,
-    gateway: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct LinkEntry {
-    ifindex: u32,
-    address: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct NeighEntry {
-    lladdr: Option<String>,
-    #[serde(default)]
-    state: Vec<String>,
+    /// The kernel's tables could not be read.
+    #[error("reading the kernel's {what} over rtnetlink failed")]
+    Netlink {
+        /// Which table.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl NeighborError {
-    /// Whether the host failed (`ip` could not run or answer), as opposed to the backend
+    /// Whether the host failed (its tables could not be read), as opposed to the backend
     /// not being on a directly connected network.
     pub fn is_host_fault(&self) -> bool {
-        matches!(self, Self::Ip(..))
+        matches!(self, Self::Netlink { .. })
     }
-}
-
-/// Locates `addr` on a directly connected network.
-pub fn resolve(addr: IpAddr) -> Result<NextHop, NeighborError> {
-    let target = addr.to_string();
-    let routes: Vec<RouteEntry> = ip_json(&["route", "get", &target])?;
-    let route = routes.first().ok_or(NeighborError::NoRoute(addr))?;
-    if let Some(gateway) = &route.gateway {
-        return Err(NeighborError::Routed(addr, gateway.clone()));
-    }
-    if route.kind.as_deref().is_some_and(|k| k != "unicast") {
-        return Err(NeighborError::NoRoute(addr));
-    }
-    let dev = route.dev.clone().ok_or(NeighborError::NoRoute(addr))?;
-    let links: Vec<LinkEntry> = ip_json(&["link", "show", "dev", &dev])?;
-    let link = links
-        .first()
-        .ok_or_else(|| NeighborError::Ip("link show".into(), format!("no device {dev}")))?;
-    let src_mac = link
-        .address
-        .as_deref()
-        .and_then(parse_mac)
-        .ok_or_else(|| NeighborError::Ip("link show".into(), format!("{dev} has no MAC")))?;
-    let deadline = Instant::now() + RESOLVE_TIMEOUT;
-    let mut probed = false;
-    loop {
-        if let Some(dst_mac) = lookup_neighbor(&target, &dev)? {
-            return Ok(NextHop {
-                ifindex: link.ifindex,
-                src_mac,
-                dst_mac,
-            });
-        }
-        if Instant::now() >= deadline {
-            return Err(NeighborError::Unresolved(addr, dev));
-        }
-        if !probed {
-            nudge::nudge(addr);
-            probed = true;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
-fn lookup_neighbor(target: &str, dev: &str) -> Result<Option<[u8; 6]>, NeighborError> {
-    let entries: Vec<NeighEntry> = ip_json(&["neigh", "show", target, "dev", dev])?;
-    Ok(entries.iter().find_map(|e| {
-        let usable = !e.state.iter().any(|s| s == "FAILED" || s == "INCOMPLETE");
-        e.lladdr.as_deref().and_then(parse_mac).filter(|_| usable)
-    }))
-}
-
-fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<Vec<T>, NeighborError> {
-    let what = args.join(" ");
-    let out = Command::new("ip")
-        .arg("-json")
-        .args(args)
-        .output()
-        .map_err(|e| NeighborError::Ip(what.clone(), e.to_string()))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if args.first() == Some(&"route") {
-            return Ok(Vec::new());
-        }
-        return Err(NeighborError::Ip(what, stderr));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_str(&text).map_err(|e| NeighborError::Ip(what, e.to_string()))
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -154,6 +73,11 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
         *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
     }
     parts.next().is_none().then_some(mac)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
 }
 
 #[cfg(test)]
@@ -169,5 +93,13 @@ mod tests {
         assert_eq!(parse_mac("02:00:0a:ff:10"), None);
         assert_eq!(parse_mac("02:00:0a:ff:10:01:02"), None);
         assert_eq!(parse_mac("zz:00:0a:ff:10:01"), None);
+    }
+
+    #[test]
+    fn formats_macs() {
+        assert_eq!(
+            format_mac(&[2, 0, 0x0a, 0xff, 0x10, 1]),
+            "02:00:0a:ff:10:01"
+        );
     }
 }

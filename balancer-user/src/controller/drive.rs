@@ -15,18 +15,32 @@ use crate::{
 /// How often draining backends' active flows are counted (it walks connection tracking).
 const DRAIN_CHECK_MS: u64 = 1000;
 
+/// What a tick leaves to its caller.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// The health checks that are due.
+    pub checks: Vec<CheckJob>,
+    /// Backends that a due step adds and the kernel does not locate yet: the step waits
+    /// for a later tick, once they are resolved off the lock.
+    pub locate: Vec<IpAddr>,
+}
+
 impl Controller {
     /// Takes the steps that are due (a no-op, no write, when none is) and returns the
     /// health checks that are due.
-    pub fn tick(&mut self) -> Result<Vec<CheckJob>, Error> {
+    pub fn tick(&mut self) -> Result<Tick, Error> {
         let now_ms = self.clock.now_ms();
+        let mut locate = Vec::new();
         if canary::any_due(&self.state, now_ms) {
-            self.change(canary::step_due)?;
+            deferred(self.change(canary::step_due), &mut locate)?;
         }
-        self.auto_rollback()?;
-        self.step_operations(now_ms)?;
-        self.end_flip_drains(now_ms)?;
-        Ok(self.health.due(&self.state, now_ms))
+        deferred(self.auto_rollback(), &mut locate)?;
+        deferred(self.step_operations(now_ms), &mut locate)?;
+        deferred(self.end_flip_drains(now_ms), &mut locate)?;
+        Ok(Tick {
+            checks: self.health.due(&self.state, now_ms),
+            locate,
+        })
     }
 
     /// Ends the flip drains that are due; a cut one forgets the old groups' tracked flows.
@@ -118,5 +132,16 @@ impl Controller {
             self.change(|s, now_ms| canary::roll_back(s, &name, why, now_ms))?;
         }
         Ok(())
+    }
+}
+
+/// A step that waits for backends to be located is not an error: it is taken later.
+fn deferred(result: Result<(), Error>, locate: &mut Vec<IpAddr>) -> Result<(), Error> {
+    match result {
+        Err(Error::Unlocated(addrs)) => {
+            locate.extend(addrs);
+            Ok(())
+        }
+        other => other,
     }
 }

@@ -187,29 +187,83 @@ impl Store for FakeStore {
     }
 }
 
-/// Every address resolves to a MAC made of its last bytes, except `198.18.0.250`.
-pub(crate) struct FakeNeighbors;
+/// The address [`FakeNeighbors`] never finds.
+pub(crate) const SILENT: &str = "198.18.0.250";
+/// The address [`FakeNeighbors`] finds only once it was resolved (probed and waited for).
+pub(crate) const SLOW: &str = "198.18.0.251";
 
-impl Neighbors for FakeNeighbors {
-    fn resolve(&self, addr: IpAddr) -> Result<NextHop, NeighborError> {
-        if addr == ip("198.18.0.250") {
+/// Every address is at a MAC made of its last byte, except [`SILENT`] (never found),
+/// [`SLOW`] (found only after a resolution) and those moved elsewhere. Records
+/// resolutions; a resolution can be made to take time.
+#[derive(Clone, Default)]
+pub(crate) struct FakeNeighbors(Arc<Mutex<Resolutions>>);
+
+#[derive(Default)]
+struct Resolutions {
+    done: Vec<IpAddr>,
+    takes: Duration,
+    moved: BTreeMap<IpAddr, NextHop>,
+}
+
+impl FakeNeighbors {
+    /// The addresses resolved so far, in order.
+    pub(crate) fn resolved(&self) -> Vec<IpAddr> {
+        self.0.lock().unwrap().done.clone()
+    }
+
+    /// Makes `addr` be found at `hop` from now on (it moved on the wire).
+    pub(crate) fn move_to(&self, addr: IpAddr, hop: NextHop) {
+        self.0.lock().unwrap().moved.insert(addr, hop);
+    }
+
+    /// Makes every later resolution take `takes`.
+    pub(crate) fn resolutions_take(&self, takes: Duration) {
+        self.0.lock().unwrap().takes = takes;
+    }
+
+    fn find(&self, addr: IpAddr) -> Result<NextHop, NeighborError> {
+        let inner = self.0.lock().unwrap();
+        if addr == ip(SILENT) || (addr == ip(SLOW) && !inner.done.contains(&addr)) {
             return Err(NeighborError::Unresolved(addr, "eth0".into()));
         }
-        let last = match addr {
-            IpAddr::V4(a) => a.octets()[3],
-            IpAddr::V6(a) => a.octets()[15],
-        };
-        Ok(NextHop {
-            ifindex: 2,
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 1, last],
-        })
+        Ok(inner
+            .moved
+            .get(&addr)
+            .copied()
+            .unwrap_or_else(|| hop_of(addr)))
     }
+}
+
+/// Where [`FakeNeighbors`] finds `addr`.
+pub(crate) fn hop_of(addr: IpAddr) -> NextHop {
+    let last = match addr {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(a) => a.octets()[15],
+    };
+    NextHop {
+        ifindex: 2,
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 1, last],
+    }
+}
+
+impl Neighbors for FakeNeighbors {
+    fn locate(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>> {
+        addrs.iter().map(|a| self.find(*a)).collect()
+    }
+    fn resolve(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>> {
+        let takes = self.0.lock().unwrap().takes;
+        std::thread::sleep(takes);
+        self.0.lock().unwrap().done.extend(addrs);
+        self.locate(addrs)
+    }
+    fn probe(&self, _: &[IpAddr]) {}
 }
 
 pub(crate) struct Rig {
     pub(crate) plane: FakePlane,
     pub(crate) store: FakeStore,
+    pub(crate) neighbors: FakeNeighbors,
     pub(crate) clock: Arc<ManualClock>,
 }
 
@@ -218,6 +272,7 @@ impl Rig {
         Self {
             plane: FakePlane::default(),
             store: FakeStore::holding(state),
+            neighbors: FakeNeighbors::default(),
             clock: Arc::new(ManualClock::new(1_000_000)),
         }
     }
@@ -225,7 +280,7 @@ impl Rig {
     pub(crate) fn start(&self) -> Controller {
         let ports = Ports {
             plane: Box::new(self.plane.clone()),
-            neighbors: Box::new(FakeNeighbors),
+            neighbors: Arc::new(self.neighbors.clone()),
             store: Box::new(self.store.clone()),
             clock: self.clock.clone(),
         };

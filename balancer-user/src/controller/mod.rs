@@ -1,6 +1,6 @@
 //! The daemon's core: owns the desired state and the data plane, applies every change as
-//! validate → resolve → compile → persist → publish, drives the release strategies on its
-//! clock, and answers status queries.
+//! validate → locate → compile → persist → publish, drives the release strategies on its
+//! clock, follows backends that move on the wire, and answers status queries.
 //!
 //! It talks to the outside only through [`ports`] and a [`Clock`], so every path through
 //! it runs in unit tests on fakes.
@@ -8,10 +8,14 @@
 mod drive;
 #[cfg(test)]
 pub(crate) mod fakes;
+mod neighbours;
 pub mod ports;
 mod status;
 #[cfg(test)]
 mod tests;
+
+pub use drive::Tick;
+pub use neighbours::Followed;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
@@ -27,7 +31,7 @@ use crate::{
     compile::{compile, Compiled},
     error::{one_line, Error},
     health::{CheckJob, HealthBoard},
-    neighbor::NextHop,
+    neighbor::{NeighborError, NextHop},
     state::State,
 };
 use ports::{Neighbors, Plane, Store};
@@ -47,8 +51,8 @@ pub struct Settings {
 pub struct Ports {
     /// The data plane.
     pub plane: Box<dyn Plane>,
-    /// Where backends are on the wire.
-    pub neighbors: Box<dyn Neighbors>,
+    /// Where backends are on the wire (shared: the executor resolves off the lock).
+    pub neighbors: Arc<dyn Neighbors>,
     /// Where the desired state is kept.
     pub store: Box<dyn Store>,
     /// The time.
@@ -63,7 +67,7 @@ pub struct Controller {
     next_drain_check_ms: u64,
     shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
     plane: Box<dyn Plane>,
-    neighbors: Box<dyn Neighbors>,
+    neighbors: Arc<dyn Neighbors>,
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
 }
@@ -113,10 +117,20 @@ impl Controller {
         &self.state
     }
 
+    /// Where backends are on the wire: for resolving them off the lock.
+    pub fn neighbors(&self) -> Arc<dyn Neighbors> {
+        self.neighbors.clone()
+    }
+
     /// Applies `change` (given the clock's time) to a copy of the state; if it and
     /// everything it implies succeeds, persists and publishes the result. A refused change
     /// touches neither the store nor the data plane; a fault while publishing puts the old
     /// state back in both.
+    ///
+    /// New backends are located in the kernel's tables as they stand, without probing or
+    /// waiting: a change that adds a backend without a neighbour entry yet fails with
+    /// [`Error::Unlocated`], having touched nothing; the caller resolves those backends
+    /// off the lock (see [`Neighbors::resolve`]) and runs the change again.
     pub fn change<T, E: Into<Error>>(
         &mut self,
         change: impl FnOnce(&mut State, u64) -> Result<T, E>,
@@ -127,10 +141,7 @@ impl Controller {
         next.validate()?;
         let mut health = self.health.clone();
         health.sync(&next, now_ms, false);
-        let hops = new_backends(&self.state, &next)
-            .iter()
-            .map(|(id, addr)| Ok((*id, self.neighbors.resolve(*addr)?)))
-            .collect::<Result<BTreeMap<_, _>, Error>>()?;
+        let hops = self.locate_new(&next)?;
         let compiled = self.compile_changed(&next, &health, false)?;
         // Read before anything is written, so that a failure here changes nothing.
         let snapshot = self.snapshot(&self.state, &next, &hops)?;
@@ -148,21 +159,59 @@ impl Controller {
         Ok(out)
     }
 
+    /// Where the backends that `next` adds are, from the tables as they stand.
+    fn locate_new(&self, next: &State) -> Result<BTreeMap<BackendId, NextHop>, Error> {
+        let new = new_backends(&self.state, next);
+        let addrs = distinct(new.values());
+        if addrs.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut located = BTreeMap::new();
+        let mut unlocated = Vec::new();
+        for (addr, result) in addrs.iter().zip(self.neighbors.locate(&addrs)) {
+            match result {
+                Ok(hop) => {
+                    located.insert(*addr, hop);
+                }
+                Err(NeighborError::Unresolved(..)) => unlocated.push(*addr),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !unlocated.is_empty() {
+            return Err(Error::Unlocated(unlocated));
+        }
+        Ok(new
+            .into_iter()
+            .map(|(id, addr)| (id, located[&addr]))
+            .collect())
+    }
+
     fn reconcile(&mut self, target: State) -> Result<(), Error> {
+        // The backends in the tables; retired ones keep their entries as they are.
+        let serving: BTreeMap<BackendId, IpAddr> = target
+            .services
+            .values()
+            .flat_map(|s| s.backends().map(|(_, b)| ((b.index, b.epoch), b.addr)))
+            .collect();
+        let addrs = distinct(serving.values());
+        let located: BTreeMap<IpAddr, Result<NextHop, NeighborError>> = addrs
+            .iter()
+            .copied()
+            .zip(self.neighbors.resolve(&addrs))
+            .collect();
         let mut hops = BTreeMap::new();
-        for service in target.services.values() {
-            for (_, b) in service.backends() {
-                match self.neighbors.resolve(b.addr) {
-                    Ok(hop) => {
-                        hops.insert((b.index, b.epoch), hop);
-                    }
-                    Err(e) => {
-                        // Keep whatever the data plane has for it (e.g. after a restart
-                        // while the backend's neighbour entry expired).
-                        let existing = self.plane.backend(b.index)?;
-                        if existing.epoch != b.epoch {
-                            tracing::warn!("backend {} not reachable at start: {e}", b.addr);
-                        }
+        for ((index, epoch), addr) in &serving {
+            match &located[addr] {
+                Ok(hop) => {
+                    hops.insert((*index, *epoch), *hop);
+                }
+                Err(e) => {
+                    // Keep whatever the data plane has for it (e.g. after a restart while
+                    // the backend's neighbour entry expired); the neighbour watch writes it
+                    // once the kernel knows where it is.
+                    let existing = self.plane.backend(*index)?;
+                    if existing.epoch != *epoch {
+                        tracing::warn!("backend {addr} not reachable at start: {e}");
                     }
                 }
             }
@@ -219,13 +268,7 @@ impl Controller {
     ) -> Result<(), Error> {
         let old_ids = backend_ids(previous);
         for (&(index, epoch), hop) in hops {
-            let backend = Backend {
-                dst_mac: hop.dst_mac,
-                src_mac: hop.src_mac,
-                ifindex: hop.ifindex,
-                epoch,
-                reserved: 0,
-            };
+            let backend = neighbours::entry(hop, epoch);
             let existing = self.plane.backend(index)?;
             let fresh = existing.epoch != epoch && !old_ids.contains_key(&(index, epoch));
             self.plane.set_backend(index, &backend, fresh)?;
@@ -376,5 +419,14 @@ fn new_backends(old: &State, next: &State) -> BTreeMap<BackendId, IpAddr> {
     backend_ids(next)
         .into_iter()
         .filter(|(id, _)| !old.contains_key(id))
+        .collect()
+}
+
+/// Each address once, in order.
+fn distinct<'a>(addrs: impl Iterator<Item = &'a IpAddr>) -> Vec<IpAddr> {
+    addrs
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect()
 }

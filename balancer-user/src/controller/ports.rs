@@ -100,18 +100,31 @@ impl Plane for DataPlane {
 }
 
 /// Where backends are on the wire.
-pub trait Neighbors: Send {
-    /// Locates `addr` on a directly connected network.
-    fn resolve(&self, addr: IpAddr) -> Result<NextHop, NeighborError>;
+pub trait Neighbors: Send + Sync {
+    /// Where each of `addrs` is, from the tables as they stand: no probe, no wait, so fit
+    /// to run under the controller's lock. A backend whose neighbour entry is missing is
+    /// [`NeighborError::Unresolved`].
+    fn locate(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>>;
+    /// Like [`Neighbors::locate`], but probes the backends whose neighbour entry is
+    /// missing and waits for them (a bounded time): never under the controller's lock.
+    fn resolve(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>>;
+    /// Makes the kernel resolve `addrs` again, without waiting.
+    fn probe(&self, addrs: &[IpAddr]);
 }
 
-/// The kernel's routing and neighbour tables.
+/// The kernel's routing, link and neighbour tables (see [`neighbor`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelNeighbors;
 
 impl Neighbors for KernelNeighbors {
-    fn resolve(&self, addr: IpAddr) -> Result<NextHop, NeighborError> {
-        neighbor::resolve(addr)
+    fn locate(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>> {
+        neighbor::locate(addrs)
+    }
+    fn resolve(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>> {
+        neighbor::resolve(addrs)
+    }
+    fn probe(&self, addrs: &[IpAddr]) {
+        neighbor::probe(addrs)
     }
 }
 

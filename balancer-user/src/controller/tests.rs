@@ -5,12 +5,16 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use balancer_common::{Backend, VipInfo};
 
-use super::{fakes::Rig, Controller};
+use super::{
+    fakes::{hop_of, Rig, SILENT, SLOW},
+    ports::Neighbors as _,
+    Controller, Followed,
+};
 use crate::{
     basis_points::BasisPoints,
     dataplane::ServiceImage,
     error::{Error, Fault, Refused},
-    neighbor::NeighborError,
+    neighbor::{follow::Sighting, NextHop},
     operation::Change,
     release::{
         canary::{CanaryPlan, Outcome},
@@ -68,7 +72,7 @@ fn unreachable_backend() -> Change {
     Change::AddBackend {
         service: "web".into(),
         backend: crate::api::AddBackend {
-            addr: ip("198.18.0.250"),
+            addr: ip(SILENT),
             group: "blue".into(),
             weight: None,
         },
@@ -88,8 +92,6 @@ fn a_refused_change_touches_neither_the_store_nor_the_data_plane() {
             service: "web".into(),
             shares: vec![("blue".into(), bp(5000))],
         },
-        // Valid for the state, but the backend does not answer ARP: refused as well.
-        unreachable_backend(),
         Change::Apply {
             toml: "[[service]]\nname = \"web\"\n".into(),
         },
@@ -98,15 +100,13 @@ fn a_refused_change_touches_neither_the_store_nor_the_data_plane() {
         let err = apply(&mut controller, change.clone()).unwrap_err();
         assert!(matches!(err, Error::Refused(_)), "{change:?}: {err}");
     }
+    // Valid for the state, but the backend is not in the neighbour table: the change waits
+    // for it to be resolved off the lock, having changed nothing.
     let err = apply(&mut controller, unreachable_backend()).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "backend 198.18.0.250 does not answer ARP/neighbour discovery on eth0"
+    assert!(
+        matches!(&err, Error::Unlocated(addrs) if addrs == &[ip(SILENT)]),
+        "{err}"
     );
-    assert!(matches!(
-        err,
-        Error::Refused(Refused::Unreachable(NeighborError::Unresolved(..)))
-    ));
     assert_eq!(
         rig.plane.maps().writes,
         writes,
@@ -332,7 +332,7 @@ fn a_rollout_steps_on_the_clock_and_never_lowers_serving_backends() {
     let mut outcome = None;
     for _ in 0..100 {
         rig.clock.advance(100);
-        for job in controller.tick().unwrap() {
+        for job in controller.tick().unwrap().checks {
             controller.report_check(&job, Ok(())).unwrap();
         }
         assert!(serving(&controller) >= before, "fewer serving backends");
@@ -485,7 +485,7 @@ fn a_removed_backend_keeps_its_data_plane_entry_until_its_flows_end_it_dies_or_i
 
     // The next count (at most a second later) ends the idle one.
     rig.clock.advance(1000);
-    for job in controller.tick().unwrap() {
+    for job in controller.tick().unwrap().checks {
         controller.report_check(&job, Ok(())).unwrap();
     }
     let state = controller.state().clone();
@@ -507,7 +507,7 @@ fn a_removed_backend_keeps_its_data_plane_entry_until_its_flows_end_it_dies_or_i
     let mut failures = 0;
     for _ in 0..100 {
         rig.clock.advance(200);
-        for job in controller.tick().unwrap() {
+        for job in controller.tick().unwrap().checks {
             let result = match job.target.ip() == ip("198.18.0.101") {
                 true => {
                     failures += 1;
@@ -579,7 +579,7 @@ fn a_restart_starts_from_the_stored_health_not_from_every_backend_up() {
     // Up at start; .102 fails its checks (fall = 3) and goes down.
     for _ in 0..50 {
         rig.clock.advance(200);
-        for job in first.tick().unwrap() {
+        for job in first.tick().unwrap().checks {
             let failed = job.target.ip() == down;
             let result = if failed {
                 Err("connect: refused".into())
@@ -623,4 +623,169 @@ fn a_restart_starts_from_the_stored_health_not_from_every_backend_up() {
         .iter()
         .filter(|b| b.addr != down)
         .all(|b| b.health == Some(crate::api::Health::Up)));
+}
+
+#[test]
+fn a_backend_the_kernel_has_not_resolved_yet_waits_for_its_resolution() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    let add = Change::AddBackend {
+        service: "web".into(),
+        backend: crate::api::AddBackend {
+            addr: ip(SLOW),
+            group: "blue".into(),
+            weight: None,
+        },
+    };
+    let writes = rig.plane.maps().writes;
+    let err = apply(&mut controller, add.clone()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unlocated(addrs) if addrs == &[ip(SLOW)]),
+        "{err}"
+    );
+    assert_eq!(rig.plane.maps().writes, writes, "written before located");
+    // Resolved (off the lock, by the executor), the same change goes through.
+    assert!(rig.neighbors.resolve(&[ip(SLOW)])[0].is_ok());
+    apply(&mut controller, add).unwrap();
+    let entry = entry_of(&rig, controller.state(), SLOW).expect("an entry");
+    assert_eq!(entry.dst_mac, hop_of(ip(SLOW)).dst_mac);
+}
+
+#[test]
+fn a_rollout_step_adding_an_unresolved_backend_waits_and_checks_go_on() {
+    let mut state = checked_sample();
+    state
+        .set_split("web", &[("blue".into(), BasisPoints::ALL)])
+        .unwrap();
+    let rig = Rig::new(state);
+    let mut controller = rig.start();
+    let mut rollout = replace_101_with_111(60_000, 0);
+    if let Change::StartRollout { plan, .. } = &mut rollout {
+        plan.pairs.push((ip("198.18.0.102"), ip(SLOW)));
+    }
+    apply(&mut controller, rollout).unwrap();
+    let has_slow = |c: &Controller| {
+        let web = c.state().service("web").unwrap();
+        web.backends().any(|(_, b)| b.addr == ip(SLOW))
+    };
+    let mut waited = false;
+    for _ in 0..100 {
+        rig.clock.advance(100);
+        let tick = controller.tick().unwrap();
+        if !tick.locate.is_empty() {
+            assert_eq!(tick.locate, [ip(SLOW)]);
+            assert!(!has_slow(&controller));
+            assert!(!tick.checks.is_empty(), "checks stopped while waiting");
+            waited = true;
+            rig.neighbors.resolve(&tick.locate);
+        }
+        for job in tick.checks {
+            controller.report_check(&job, Ok(())).unwrap();
+        }
+        if has_slow(&controller) {
+            break;
+        }
+    }
+    assert!(waited && has_slow(&controller));
+    assert!(rig.backends_match(controller.state()));
+}
+
+/// (index, epoch) of web's backend `addr`.
+fn id_of(controller: &Controller, addr: &str) -> (u32, u32) {
+    let web = controller.state().service("web").unwrap();
+    web.backends()
+        .map(|(_, b)| (b.addr, b.index, b.epoch))
+        .chain(web.retired.iter().map(|r| (r.addr, r.index, r.epoch)))
+        .find(|(a, _, _)| *a == ip(addr))
+        .map(|(_, i, e)| (i, e))
+        .unwrap()
+}
+
+#[test]
+fn a_backend_that_moves_on_the_wire_is_rewritten_with_its_epoch() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    let addr = ip("198.18.0.101");
+    let (index, epoch) = id_of(&controller, "198.18.0.101");
+    let before = rig.plane.maps().backends[&index];
+    let placements = controller.placements().unwrap();
+    assert_eq!(placements[&addr], Some(hop_of(addr)));
+    assert_eq!(placements.len(), 4);
+
+    let new_mac = [2, 0, 0, 0, 0xb0, 1];
+    let moved = Sighting::Neighbour {
+        ifindex: 2,
+        mac: new_mac,
+    };
+    let followed = controller.follow(&[(addr, moved)]).unwrap();
+    assert_eq!(
+        followed,
+        Followed {
+            rewritten: 1,
+            relocate: false
+        }
+    );
+    let after = rig.plane.maps().backends[&index];
+    assert_eq!(
+        after,
+        Backend {
+            dst_mac: new_mac,
+            ..before
+        }
+    );
+    assert_eq!(after.epoch, epoch);
+
+    // The same again, a failure, or an address that is no backend: nothing is written.
+    let writes = rig.plane.maps().writes;
+    let failed = Sighting::Failed { ifindex: 2 };
+    let stranger = (ip("198.18.0.99"), moved);
+    let followed = controller
+        .follow(&[(addr, moved), (addr, failed), stranger])
+        .unwrap();
+    assert_eq!(followed, Followed::default());
+    assert_eq!(rig.plane.maps().writes, writes);
+    assert_eq!(rig.plane.maps().backends[&index].dst_mac, new_mac);
+
+    // A neighbour on another interface needs a full location; a full location is taken.
+    let elsewhere = Sighting::Neighbour {
+        ifindex: 7,
+        mac: [2, 0, 0, 0, 0, 7],
+    };
+    assert!(controller.follow(&[(addr, elsewhere)]).unwrap().relocate);
+    assert_eq!(rig.plane.maps().writes, writes);
+    let relocated = NextHop {
+        ifindex: 7,
+        src_mac: [2, 0, 0, 0, 0, 0x17],
+        dst_mac: [2, 0, 0, 0, 0, 7],
+    };
+    controller
+        .follow(&[(addr, Sighting::Located(relocated))])
+        .unwrap();
+    let entry = rig.plane.maps().backends[&index];
+    assert_eq!(
+        (entry.ifindex, entry.src_mac, entry.dst_mac, entry.epoch),
+        (7, relocated.src_mac, relocated.dst_mac, epoch)
+    );
+    assert_eq!(controller.placements().unwrap()[&addr], Some(relocated));
+}
+
+#[test]
+fn a_retired_backend_is_followed_too() {
+    let rig = Rig::new(checked_sample());
+    let mut controller = rig.start();
+    let remove = Change::RemoveBackend {
+        service: "web".into(),
+        addr: ip("198.18.0.102"),
+        cut: false,
+    };
+    apply(&mut controller, remove).unwrap();
+    let (index, epoch) = id_of(&controller, "198.18.0.102");
+    let moved = Sighting::Neighbour {
+        ifindex: 2,
+        mac: [2, 0, 0, 0, 0xb0, 2],
+    };
+    let followed = controller.follow(&[(ip("198.18.0.102"), moved)]).unwrap();
+    assert_eq!(followed.rewritten, 1);
+    let entry = rig.plane.maps().backends[&index];
+    assert_eq!((entry.dst_mac, entry.epoch), ([2, 0, 0, 0, 0xb0, 2], epoch));
 }

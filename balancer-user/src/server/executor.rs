@@ -1,8 +1,17 @@
 //! The executor: owns the controller and its lock, runs each operation and each timer step
-//! on it one at a time, off the async runtime (map writes are system calls), and runs the
-//! health checks without the lock.
+//! on it one at a time, off the async runtime (map writes are system calls), and does
+//! everything that waits without the lock: health checks, resolving new backends (a probe
+//! and up to two seconds of waiting), and following the kernel's neighbour changes
+//! ([`follow`]).
+//!
+//! Under the lock nothing sleeps or waits on the network: map writes, the state file, and
+//! lookups in the kernel's tables as they stand.
+
+mod follow;
 
 use std::{
+    collections::HashSet,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -12,7 +21,7 @@ use tokio::sync::Notify;
 use crate::{
     api::Status,
     config::Config,
-    controller::Controller,
+    controller::{ports::Neighbors, Controller},
     error::{one_line, Error, Fault},
     health::{self, CheckJob},
     operation::Operation,
@@ -20,6 +29,11 @@ use crate::{
 
 /// How often due canary steps, rollout phases and health checks are looked for.
 const TICK: Duration = Duration::from_millis(100);
+
+/// How often a change is tried again after resolving the backends it adds (each round
+/// resolves what the previous one found missing; a change that still misses one after
+/// this many rounds — its neighbour entry vanished again at once — fails).
+const LOCATE_ROUNDS: usize = 3;
 
 /// What an operation answers.
 #[derive(Debug)]
@@ -35,6 +49,9 @@ pub enum Reply {
 /// The controller, behind its lock, and the daemon's stop signal.
 pub struct Executor {
     controller: Mutex<Option<Controller>>,
+    neighbors: Arc<dyn Neighbors>,
+    /// Backends a timed step waits for, being resolved off the lock.
+    resolving: Mutex<HashSet<IpAddr>>,
     shutdown: Notify,
 }
 
@@ -42,7 +59,9 @@ impl Executor {
     /// Wraps a started controller.
     pub fn new(controller: Controller) -> Arc<Self> {
         Arc::new(Self {
+            neighbors: controller.neighbors(),
             controller: Mutex::new(Some(controller)),
+            resolving: Mutex::new(HashSet::new()),
             shutdown: Notify::new(),
         })
     }
@@ -70,11 +89,53 @@ impl Executor {
                 Ok(Reply::Export(self.with_controller(export).await?))
             }
             Operation::Change(change) => {
-                let apply = move |c: &mut Controller| c.change(|s, now| change.apply(s, now));
-                self.with_controller(apply).await?;
-                Ok(Reply::Done)
+                for _ in 0..LOCATE_ROUNDS {
+                    let attempt = change.clone();
+                    let apply = move |c: &mut Controller| c.change(|s, now| attempt.apply(s, now));
+                    match self.with_controller(apply).await {
+                        Err(Error::Unlocated(addrs)) => self.resolve(addrs).await?,
+                        done => return done.map(|_| Reply::Done),
+                    }
+                }
+                Err(Fault::Internal(
+                    "new backends were resolved but left the neighbour table again at once".into(),
+                )
+                .into())
             }
         }
+    }
+
+    /// Resolves `addrs` off the lock (a probe each, then a bounded wait). The first that
+    /// cannot be located is the error: the change that adds it is refused.
+    async fn resolve(&self, addrs: Vec<IpAddr>) -> Result<(), Error> {
+        let neighbors = self.neighbors.clone();
+        let results = tokio::task::spawn_blocking(move || neighbors.resolve(&addrs))
+            .await
+            .map_err(|e| Fault::Internal(format!("resolving backends panicked: {e}")))?;
+        results
+            .into_iter()
+            .try_for_each(|result| result.map(drop).map_err(Error::from))
+    }
+
+    /// Resolves, in the background, the backends a timed step waits for (each once at a
+    /// time); the step is taken on a later tick.
+    fn resolve_for_step(self: &Arc<Self>, addrs: Vec<IpAddr>) {
+        let mut resolving = self.resolving.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh: Vec<IpAddr> = addrs.into_iter().filter(|a| resolving.insert(*a)).collect();
+        drop(resolving);
+        if fresh.is_empty() {
+            return;
+        }
+        let executor = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = executor.resolve(fresh.clone()).await {
+                tracing::warn!("a timed step waits for a backend: {}", one_line(&e));
+            }
+            let mut resolving = executor.resolving.lock().unwrap_or_else(|e| e.into_inner());
+            fresh.iter().for_each(|a| {
+                resolving.remove(a);
+            });
+        });
     }
 
     /// Steps the timed operations every [`TICK`] until the daemon stops, and runs the
@@ -84,15 +145,18 @@ impl Executor {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let jobs = match self.with_controller(|c| c.tick()).await {
-                Ok(jobs) => jobs,
+            let tick = match self.with_controller(|c| c.tick()).await {
+                Ok(tick) => tick,
                 Err(Error::TearingDown) => return,
                 Err(e) => {
                     tracing::warn!("timed step failed: {}", one_line(&e));
                     continue;
                 }
             };
-            for job in jobs {
+            if !tick.locate.is_empty() {
+                self.resolve_for_step(tick.locate);
+            }
+            for job in tick.checks {
                 let executor = self.clone();
                 tokio::spawn(async move { executor.check(job).await });
             }
@@ -133,5 +197,71 @@ impl Executor {
         })
         .await
         .map_err(|e| Fault::Internal(format!("an operation panicked: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::{
+        api::AddBackend,
+        controller::fakes::{Rig, SILENT, SLOW},
+        error::Refused,
+        neighbor::NeighborError,
+        operation::Change,
+        state::tests::{ip, sample},
+    };
+
+    fn add(addr: &str) -> Operation {
+        Operation::Change(Change::AddBackend {
+            service: "web".into(),
+            backend: AddBackend {
+                addr: ip(addr),
+                group: "blue".into(),
+                weight: None,
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_change_resolves_its_new_backends_off_the_lock_or_is_refused() {
+        let rig = Rig::new(sample());
+        let executor = Executor::new(rig.start());
+        let at_start = rig.neighbors.resolved().len();
+        executor.run(add(SLOW)).await.unwrap();
+        assert_eq!(rig.neighbors.resolved()[at_start..], [ip(SLOW)]);
+        let err = executor.run(add(SILENT)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Refused(Refused::Unreachable(NeighborError::Unresolved(..)))
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            one_line(&err),
+            "backend 198.18.0.250 does not answer ARP/neighbour discovery on eth0"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_does_not_wait_behind_a_resolution() {
+        let rig = Rig::new(sample());
+        rig.neighbors.resolutions_take(Duration::from_millis(600));
+        let executor = Executor::new(rig.start());
+        let adding = tokio::spawn({
+            let executor = executor.clone();
+            async move { executor.run(add(SILENT)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = Instant::now();
+        let status = Operation::Status { service: None };
+        executor.run(status).await.unwrap();
+        let took = start.elapsed();
+        assert!(!adding.is_finished(), "the resolution ended early");
+        assert!(took < Duration::from_millis(300), "status took {took:?}");
+        assert!(adding.await.unwrap().is_err());
     }
 }

@@ -65,7 +65,7 @@ fn failure(error: Error) -> Response {
         Error::Refused(Refused::NoOperation(_)) => StatusCode::NOT_FOUND,
         Error::Refused(Refused::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Refused(_) => StatusCode::BAD_REQUEST,
-        Error::Fault(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Fault(_) | Error::Unlocated(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::TearingDown => StatusCode::SERVICE_UNAVAILABLE,
     };
     let line = one_line(&error);
