@@ -139,15 +139,6 @@ pub struct Made {
 }
 
 impl Made {
-    /// No frame (to say that none is at hand).
-    pub fn none() -> Self {
-        Self {
-            frame: Vec::new(),
-            base: Base::Replayed,
-            mutations: Vec::new(),
-        }
-    }
-
     /// One line saying how the frame was made.
     pub fn recipe(&self) -> String {
         match self.base {

@@ -76,6 +76,30 @@ const MAX_CHECK_EVERY: u64 = 32_768;
 /// Interface index of the backend reached with XDP_REDIRECT (any index but the ingress).
 const OTHER_IFINDEX: u32 = 7;
 
+/// The same seed gives the same frames: what a failure's seed and frame number rest on.
+#[test]
+fn the_generator_is_reproducible() {
+    let targets = vec![Target {
+        addr: "198.19.0.1".parse().expect("address"),
+        port: 80,
+        transport: Transport::Tcp,
+    }];
+    let frames = |seed| {
+        let mut generator = Generator::new(seed, targets.clone());
+        (0..2000)
+            .map(|_| generator.next_frame().frame)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(frames(7), frames(7), "seed 7 twice");
+    assert_ne!(frames(7), frames(8), "seeds 7 and 8");
+    let frame = &frames(7)[0];
+    assert_eq!(
+        from_hex(&hex(frame)).as_ref(),
+        Some(frame),
+        "hex round trip"
+    );
+}
+
 #[test]
 fn fuzzed_frames_match_the_model() {
     let config = Config::from_env();
@@ -96,10 +120,10 @@ fn fuzzed_frames_match_the_model() {
         *made_by.entry(format!("{:?}", made.base)).or_default() += 1;
         run.frame(n, &made);
         if (n + 1) % config.check_every == 0 {
-            run.checkpoint(n + 1, &made);
+            run.checkpoint(n + 1, Some(&made));
         }
     }
-    run.checkpoint(config.frames, &Made::none());
+    run.checkpoint(config.frames, None);
     let elapsed = start.elapsed();
     println!(
         "fuzz: {} frames in {:.1} s: {:.0} frames/s (each run, model and check included)",
@@ -365,14 +389,15 @@ impl Run {
     }
 
     /// Checks the counters and connection tracking after frame `upto` (exclusive), the
-    /// last of which was `last`, then empties connection tracking for the next stretch.
-    fn checkpoint(&mut self, upto: u64, last: &Made) {
+    /// last of which was `last` (if at hand), then empties connection tracking for the next
+    /// stretch.
+    fn checkpoint(&mut self, upto: u64, last: Option<&Made>) {
         if let Err(what) = self.check_stretch() {
             let mut message = format!(
                 "fuzz: seed {:#018x}, after frames {}..{upto}: {what}\n",
                 self.seed, self.stretch_start
             );
-            if upto == self.stretch_start + 1 && !last.frame.is_empty() {
+            if let Some(last) = last.filter(|_| upto == self.stretch_start + 1) {
                 let _ = writeln!(
                     message,
                     "  frame {} ({}): {}",
@@ -453,7 +478,7 @@ impl Run {
         println!("fuzz: replaying {}", hex(&made.frame));
         println!("fuzz: the model says {:?}", self.fx.outcome(&made.frame));
         self.frame(0, &made);
-        self.checkpoint(1, &made);
+        self.checkpoint(1, Some(&made));
         println!("fuzz: the program agrees");
     }
 
@@ -486,13 +511,18 @@ impl Run {
         let _ = writeln!(
             message,
             "  replay the frame: BALANCER_FUZZ_REPLAY={frame} cargo test -p balancer-user \
-             --test fuzz -- --nocapture\n  replay the run: BALANCER_FUZZ_SEED={:#x} \
-             BALANCER_FUZZ_FRAMES={} BALANCER_FUZZ_CHECK_EVERY={} cargo test -p balancer-user \
-             --test fuzz",
-            self.seed,
-            n + 1,
-            self.check_every
+             --test fuzz -- --nocapture"
         );
+        if made.base != Base::Replayed {
+            let _ = writeln!(
+                message,
+                "  replay the run: BALANCER_FUZZ_SEED={:#x} BALANCER_FUZZ_FRAMES={} \
+                 BALANCER_FUZZ_CHECK_EVERY={} cargo test -p balancer-user --test fuzz",
+                self.seed,
+                n + 1,
+                self.check_every
+            );
+        }
         panic!("{message}");
     }
 
