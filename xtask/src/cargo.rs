@@ -112,6 +112,35 @@ pub fn bench(quick: bool) -> Result<()> {
     command::run(&mut step)
 }
 
+/// Frames of the long fuzzing run.
+pub const FUZZ_FRAMES: u64 = 1_000_000;
+
+/// Runs `balancer-user`'s `fuzz` test (a debug build, like `test`'s) on `frames` frames from
+/// `seed` (else the one `$BALANCER_FUZZ_SEED` gives, else a fresh one), with its output
+/// shown: the seed, then frames/s and the verdict totals.
+pub fn fuzz(frames: u64, seed: Option<&str>) -> Result<()> {
+    let mut step = cargo(&[
+        "test",
+        "-p",
+        "balancer-user",
+        "--test",
+        "fuzz",
+        "--",
+        "--nocapture",
+    ]);
+    step.env("BALANCER_FUZZ_FRAMES", frames.to_string());
+    if let Some(seed) = seed {
+        step.env("BALANCER_FUZZ_SEED", seed);
+    }
+    println!(
+        "xtask: ==> BALANCER_FUZZ_FRAMES={frames}{} {}",
+        seed.map(|s| format!(" BALANCER_FUZZ_SEED={s}"))
+            .unwrap_or_default(),
+        command::command_line(&step)
+    );
+    command::run(&mut step)
+}
+
 /// Builds the whole workspace in release mode.
 pub fn build_release() -> Result<()> {
     run_steps(&[&[

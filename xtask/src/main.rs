@@ -1,4 +1,4 @@
-//! Developer tasks of the balancer workspace: `cargo xtask setup|test|demo|build|bench`.
+//! Developer tasks of the balancer workspace: `cargo xtask setup|test|demo|build|bench|fuzz`.
 //!
 //! This crate deliberately depends on no workspace crate: building those
 //! needs bpf-linker, which `setup` installs first.
@@ -41,6 +41,18 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Setup, then fuzz the XDP program: seeded random and mutated frames through
+    /// BPF_PROG_TEST_RUN, each checked against the tests' model (the long run of the
+    /// `fuzz` test, which `test` runs with 200,000 frames).
+    Fuzz {
+        /// How many frames.
+        #[arg(long, default_value_t = cargo::FUZZ_FRAMES)]
+        frames: u64,
+        /// The seed (decimal or 0x hex); a fresh one by default. The run prints it, and a
+        /// failure names it with the frame.
+        #[arg(long)]
+        seed: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,5 +73,6 @@ fn run(task: Task) -> Result<()> {
         Task::Demo => cargo::demo(),
         Task::Build => cargo::build_release(),
         Task::Bench { quick } => cargo::bench(quick),
+        Task::Fuzz { frames, seed } => cargo::fuzz(frames, seed.as_deref()),
     }
 }

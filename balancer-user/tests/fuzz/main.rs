@@ -1,0 +1,603 @@
+//! The fuzzed data plane: seeded frames — valid VIP frames, mutations of them, random
+//! bytes (see [`frames`]) — run through the real XDP program with `BPF_PROG_TEST_RUN`, each
+//! checked against the independent model of the data-plane tests ([`Fixture::outcome`]: the
+//! README's parser rules in `support::verdict`, the VIPs of the desired state, the selection
+//! model).
+//!
+//! For every frame: the XDP action is the model's; a forwarded frame goes to the model's
+//! backend (XDP_TX, or XDP_REDIRECT for the backend behind another interface) with only the
+//! 12 MAC bytes changed, to that backend's; a passed or dropped frame is not changed at all.
+//! Every `BALANCER_FUZZ_CHECK_EVERY` frames and at the end: the global counters are exactly
+//! the model's verdicts added up, each backend's packets and bytes exactly the frames
+//! forwarded to it, connection tracking holds exactly the flows forwarded since the last
+//! check, each on the backend (and epoch) it was forwarded to, and each backend's new flows
+//! are exactly those flows. Then connection tracking is emptied, so that it never fills
+//! (an LRU that evicts would make the new-flow counts unknowable) and the next stretch
+//! starts from nothing tracked.
+//!
+//! Connection tracking needs no rules of its own here: the tables do not change during a
+//! run, so a tracked flow's backend is the one its hash picks, and the model's outcome for
+//! a frame holds whether its flow is new or tracked. What tracking adds is taken from the
+//! model's own word: an [`Outcome::Forward`] is forwarded *and tracked* (see
+//! [`tracked_backend`]).
+//!
+//! Parameters (environment variables):
+//! * `BALANCER_FUZZ_FRAMES`: how many frames (default 200,000, the pass `cargo test` runs;
+//!   `cargo xtask fuzz` runs 1,000,000);
+//! * `BALANCER_FUZZ_SEED`: the seed, decimal or `0x` hex (default: a fresh one, printed);
+//! * `BALANCER_FUZZ_CHECK_EVERY`: frames between counter and tracking checks (default
+//!   16,384, at most 32,768; 1 finds the frame after which a check fails);
+//! * `BALANCER_FUZZ_REPLAY`: one frame in hex, run alone on a fresh data plane.
+//!
+//! A failure names the seed, the frame's number and bytes, how it was made, the model's
+//! outcome and what the program did, and the command lines that replay it.
+
+#[allow(
+    dead_code,
+    reason = "the fuzzer uses a part of the data-plane tests' helpers"
+)]
+#[path = "../support/mod.rs"]
+mod support;
+
+mod frames;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt::Write as _,
+    panic::{catch_unwind, AssertUnwindSafe},
+    time::Instant,
+};
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use balancer_common::{Backend, BackendStats, FlowKey, FlowState};
+use balancer_user::{
+    dataplane::{GlobalCounters, TestRun},
+    state::Affinity,
+    vip::Protocol,
+};
+use frames::{Base, Generator, Made, Target};
+use support::{
+    fixture::{Fixture, Outcome},
+    packet::Transport,
+    plane::{INGRESS_IFINDEX, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    verdict::{classify, Verdict},
+};
+
+/// Frames of the pass `cargo test` runs.
+const DEFAULT_FRAMES: u64 = 200_000;
+
+/// Frames between two checks of counters and connection tracking.
+const DEFAULT_CHECK_EVERY: u64 = 16_384;
+
+/// The most frames between two checks: the flows of one stretch stay far below the test
+/// data plane's 65,536 tracking entries, so the LRU never evicts one.
+const MAX_CHECK_EVERY: u64 = 32_768;
+
+/// Interface index of the backend reached with XDP_REDIRECT (any index but the ingress).
+const OTHER_IFINDEX: u32 = 7;
+
+/// The same seed gives the same frames: what a failure's seed and frame number rest on.
+#[test]
+fn the_generator_is_reproducible() {
+    let targets = vec![Target {
+        addr: "198.19.0.1".parse().expect("address"),
+        port: 80,
+        transport: Transport::Tcp,
+    }];
+    let frames = |seed| {
+        let mut generator = Generator::new(seed, targets.clone());
+        (0..2000)
+            .map(|_| generator.next_frame().frame)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(frames(7), frames(7), "seed 7 twice");
+    assert_ne!(frames(7), frames(8), "seeds 7 and 8");
+    let frame = &frames(7)[0];
+    assert_eq!(
+        from_hex(&hex(frame)).as_ref(),
+        Some(frame),
+        "hex round trip"
+    );
+}
+
+#[test]
+fn fuzzed_frames_match_the_model() {
+    let config = Config::from_env();
+    let mut run = Run::new(Fixture::new("fuzz"), &config);
+    if let Some(frame) = &config.replay {
+        run.replay(frame.clone());
+        return;
+    }
+    println!(
+        "fuzz: seed {:#018x}, {} frames, checks every {} frames",
+        config.seed, config.frames, config.check_every
+    );
+    let mut generator = Generator::new(config.seed, run.targets());
+    let mut made_by = BTreeMap::<String, u64>::new();
+    let start = Instant::now();
+    for n in 0..config.frames {
+        let made = generator.next_frame();
+        *made_by.entry(format!("{:?}", made.base)).or_default() += 1;
+        run.frame(n, &made);
+        if (n + 1) % config.check_every == 0 {
+            run.checkpoint(n + 1, Some(&made));
+        }
+    }
+    run.checkpoint(config.frames, None);
+    let elapsed = start.elapsed();
+    println!(
+        "fuzz: {} frames in {:.1} s: {:.0} frames/s (each run, model and check included)",
+        config.frames,
+        elapsed.as_secs_f64(),
+        config.frames as f64 / elapsed.as_secs_f64().max(1e-9),
+    );
+    println!("fuzz: made {made_by:?}");
+    println!("fuzz: {}", run.totals());
+    run.assert_every_path_taken(config.frames);
+}
+
+/// The run's parameters, from the environment.
+struct Config {
+    /// Frames to send.
+    frames: u64,
+    /// Seed of the generator.
+    seed: u64,
+    /// Frames between two checkpoints.
+    check_every: u64,
+    /// A frame to run alone instead.
+    replay: Option<Vec<u8>>,
+}
+
+impl Config {
+    /// Reads the `BALANCER_FUZZ_*` variables (see the crate's documentation).
+    fn from_env() -> Self {
+        let check_every = number("BALANCER_FUZZ_CHECK_EVERY").unwrap_or(DEFAULT_CHECK_EVERY);
+        assert!(
+            (1..=MAX_CHECK_EVERY).contains(&check_every),
+            "BALANCER_FUZZ_CHECK_EVERY must be within 1..={MAX_CHECK_EVERY}"
+        );
+        let replay = std::env::var("BALANCER_FUZZ_REPLAY").ok().map(|hex| {
+            from_hex(&hex).unwrap_or_else(|| panic!("BALANCER_FUZZ_REPLAY is not hex: {hex:?}"))
+        });
+        Self {
+            frames: number("BALANCER_FUZZ_FRAMES").unwrap_or(DEFAULT_FRAMES),
+            seed: number("BALANCER_FUZZ_SEED").unwrap_or_else(|| fastrand::u64(..)),
+            check_every,
+            replay,
+        }
+    }
+}
+
+/// The number in environment variable `name` (decimal or `0x` hex, `_` allowed), if set.
+fn number(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    let digits = text.trim().replace('_', "");
+    let parsed = match digits.strip_prefix("0x").or(digits.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => digits.parse(),
+    };
+    Some(parsed.unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}")))
+}
+
+/// The services the frames are aimed at, covering every way the program decides: connection
+/// and client affinity, two groups split evenly and unevenly, different weights, a drained
+/// backend, a backend behind another interface (XDP_REDIRECT), client pins (one to a group
+/// at 0%), and a TCP and a UDP VIP without any backend (dropped); IPv4 and IPv6, TCP and
+/// UDP on one address.
+fn services(fx: &mut Fixture) {
+    fx.add_service("web4", "198.19.0.1:80/tcp", Affinity::Connection);
+    fx.add_two_groups(
+        "web4",
+        &[
+            "198.18.0.101",
+            "198.18.0.102",
+            "198.18.0.103",
+            "198.18.0.104",
+        ],
+    );
+
+    fx.add_service("dns4", "198.19.0.1:53/udp", Affinity::Client);
+    fx.add_backend("dns4", "198.18.1.101", "blue", 100);
+    fx.add_backend_via("dns4", "198.18.1.102", "green", 100, OTHER_IFINDEX);
+    fx.add_backend("dns4", "198.18.1.103", "green", 0);
+    fx.set_split("dns4", &[("blue", 7000), ("green", 3000)]);
+    fx.add_pin("dns4", "203.0.113.0/29", "green");
+    fx.publish("dns4");
+
+    fx.add_service("web6", "[2001:db8:ffff::1]:443/tcp", Affinity::Connection);
+    fx.add_backend("web6", "2001:db8::101", "blue", 100);
+    fx.add_backend("web6", "2001:db8::102", "blue", 50);
+    fx.add_backend("web6", "2001:db8::103", "green", 200);
+    fx.set_split("web6", &[("blue", 9000), ("green", 1000)]);
+    fx.publish("web6");
+
+    fx.add_service("dns6", "[2001:db8:ffff::1]:53/udp", Affinity::Client);
+    fx.add_backend("dns6", "2001:db8::201", "blue", 100);
+    fx.add_backend("dns6", "2001:db8::202", "blue", 100);
+    fx.add_backend("dns6", "2001:db8::203", "green", 100);
+    fx.add_pin("dns6", "2001:db8:c::/125", "green");
+    fx.publish("dns6");
+
+    fx.add_service("empty4", "198.19.0.2:80/tcp", Affinity::Connection);
+    fx.publish("empty4");
+    fx.add_service("empty6", "[2001:db8:ffff::2]:53/udp", Affinity::Connection);
+    fx.publish("empty6");
+}
+
+/// The backend that connection tracking should hold for a frame with outcome `outcome`, by
+/// the model's word: a forwarded frame's flow is tracked on its backend; nothing else is.
+fn tracked_backend(outcome: Outcome) -> Option<u32> {
+    match outcome {
+        Outcome::Forward(index) => Some(index),
+        Outcome::Pass(_) | Outcome::Drop(_) => None,
+    }
+}
+
+/// One fuzzing run: the data plane, and what the model says it should have counted and
+/// tracked so far.
+struct Run {
+    fx: Fixture,
+    seed: u64,
+    check_every: u64,
+    /// Every backend index of the fixture and its forwarding entry.
+    backends: BTreeMap<u32, Backend>,
+    /// The data plane's connection-tracking map.
+    conntrack: BpfHashMap<MapData, FlowKey, FlowState>,
+    /// The global counters the model's verdicts add up to.
+    globals: GlobalCounters,
+    /// Per-backend counters the model's verdicts add up to (new flows: up to the last
+    /// checkpoint).
+    counters: BTreeMap<u32, BackendStats>,
+    /// Flows forwarded since the last checkpoint, with their backend.
+    stretch: HashMap<FlowKey, u32>,
+    /// The first frame after the last checkpoint.
+    stretch_start: u64,
+    /// Frames forwarded with XDP_TX and with XDP_REDIRECT.
+    forwarded: [u64; 2],
+}
+
+impl Run {
+    /// A run on `fx`, which gets the services of [`services`].
+    fn new(mut fx: Fixture, config: &Config) -> Self {
+        services(&mut fx);
+        let backends: BTreeMap<u32, Backend> = fx
+            .state
+            .services
+            .values()
+            .flat_map(|s| s.backends().map(|(_, b)| b.index))
+            .map(|index| (index, fx.backend(index)))
+            .collect();
+        let path = fx.plane.maps_dir().join("CONNTRACK");
+        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open CONNTRACK"));
+        let conntrack = map.try_into().expect("CONNTRACK is a hash map");
+        Self {
+            counters: backends
+                .keys()
+                .map(|&i| (i, BackendStats::default()))
+                .collect(),
+            backends,
+            conntrack,
+            fx,
+            seed: config.seed,
+            check_every: config.check_every,
+            globals: GlobalCounters::default(),
+            stretch: HashMap::new(),
+            stretch_start: 0,
+            forwarded: [0; 2],
+        }
+    }
+
+    /// The VIPs of the services, for the generator to aim at.
+    fn targets(&self) -> Vec<Target> {
+        self.fx
+            .state
+            .services
+            .values()
+            .map(|s| Target {
+                addr: s.vip.addr.ip(),
+                port: s.vip.addr.port(),
+                transport: match s.vip.protocol {
+                    Protocol::Tcp => Transport::Tcp,
+                    Protocol::Udp => Transport::Udp,
+                },
+            })
+            .collect()
+    }
+
+    /// Sends frame number `n`, checks what the program did with it against the model, and
+    /// adds the model's verdict to the expected counters and tracking.
+    fn frame(&mut self, n: u64, made: &Made) {
+        let frame = &made.frame;
+        let fx = &self.fx;
+        let Ok(outcome) = catch_unwind(AssertUnwindSafe(|| fx.outcome(frame))) else {
+            self.fail(n, made, None, None, "the model panicked (message above)");
+        };
+        let run = self.fx.send(frame);
+        if let Err(what) = self.check_run(outcome, frame, &run) {
+            self.fail(n, made, Some(outcome), Some(&run), &what);
+        }
+        match outcome {
+            Outcome::Pass(counter) | Outcome::Drop(counter) => {
+                self.globals = counter.plus_one(self.globals);
+            }
+            Outcome::Forward(index) => {
+                let counters = self.counters.get_mut(&index).expect("a fixture backend");
+                counters.packets += 1;
+                counters.bytes += frame.len() as u64;
+                let redirected = self.backends[&index].ifindex != INGRESS_IFINDEX;
+                self.forwarded[usize::from(redirected)] += 1;
+            }
+        }
+        if let Some(index) = tracked_backend(outcome) {
+            let Verdict::Flow(flow) = classify(frame) else {
+                self.fail(
+                    n,
+                    made,
+                    Some(outcome),
+                    Some(&run),
+                    "forwarded, but not a flow",
+                );
+            };
+            if let Some(before) = self.stretch.insert(flow.key(), index) {
+                if before != index {
+                    let what = format!("the model moved this flow from backend {before}");
+                    self.fail(n, made, Some(outcome), Some(&run), &what);
+                }
+            }
+        }
+    }
+
+    /// Whether `run` is what `outcome` says about `frame`: the action, and the frame
+    /// untouched, or changed in its MAC addresses alone, to the backend's.
+    fn check_run(&self, outcome: Outcome, frame: &[u8], run: &TestRun) -> Result<(), String> {
+        let (action, backend) = match outcome {
+            Outcome::Pass(_) => (XDP_PASS, None),
+            Outcome::Drop(_) => (XDP_DROP, None),
+            Outcome::Forward(index) => {
+                let backend = self.backends[&index];
+                let action = if backend.ifindex == INGRESS_IFINDEX {
+                    XDP_TX
+                } else {
+                    XDP_REDIRECT
+                };
+                (action, Some(backend))
+            }
+        };
+        if run.action != action {
+            return Err(format!(
+                "XDP action {} where the model says {}",
+                action_name(run.action),
+                action_name(action)
+            ));
+        }
+        let Some(backend) = backend else {
+            if run.packet != frame {
+                return Err("the frame was changed".into());
+            }
+            return Ok(());
+        };
+        if run.packet.len() != frame.len() {
+            return Err(format!("frame length changed to {}", run.packet.len()));
+        }
+        if run.packet[0..6] != backend.dst_mac || run.packet[6..12] != backend.src_mac {
+            return Err("MAC addresses are not the backend's".into());
+        }
+        if run.packet[12..] != frame[12..] {
+            return Err("bytes after the MAC addresses changed".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the counters and connection tracking after frame `upto` (exclusive), the
+    /// last of which was `last` (if at hand), then empties connection tracking for the next
+    /// stretch.
+    fn checkpoint(&mut self, upto: u64, last: Option<&Made>) {
+        if let Err(what) = self.check_stretch() {
+            let mut message = format!(
+                "fuzz: seed {:#018x}, after frames {}..{upto}: {what}\n",
+                self.seed, self.stretch_start
+            );
+            if let Some(last) = last.filter(|_| upto == self.stretch_start + 1) {
+                let _ = writeln!(
+                    message,
+                    "  frame {} ({}): {}",
+                    self.stretch_start,
+                    last.recipe(),
+                    hex(&last.frame)
+                );
+            }
+            let _ = writeln!(
+                message,
+                "  find the frame: BALANCER_FUZZ_SEED={:#x} BALANCER_FUZZ_FRAMES={upto} \
+                 BALANCER_FUZZ_CHECK_EVERY=1 cargo test -p balancer-user --test fuzz",
+                self.seed
+            );
+            panic!("{message}");
+        }
+        let all: HashSet<(u32, u32)> = self.backends.iter().map(|(&i, b)| (i, b.epoch)).collect();
+        let forgotten = self.fx.plane.forget_flows(&all).expect("empty CONNTRACK");
+        assert_eq!(forgotten, self.stretch.len() as u64, "flows forgotten");
+        self.stretch.clear();
+        self.stretch_start = upto;
+    }
+
+    /// Compares the kernel's counters and connection tracking with the model's, and counts
+    /// this stretch's flows as new flows of their backends.
+    fn check_stretch(&mut self) -> Result<(), String> {
+        let globals = self.fx.plane.global_counters().expect("global counters");
+        if globals != self.globals {
+            return Err(format!(
+                "global counters are {globals:?}, the model's verdicts {:?}",
+                self.globals
+            ));
+        }
+        let mut tracked = 0usize;
+        for entry in self.conntrack.iter() {
+            let (key, state) = entry.map_err(|e| format!("read CONNTRACK: {e}"))?;
+            let Some(&index) = self.stretch.get(&key) else {
+                return Err(format!("CONNTRACK holds {key:?}, never forwarded"));
+            };
+            let epoch = self.backends[&index].epoch;
+            if (state.backend, state.epoch) != (index, epoch) {
+                return Err(format!(
+                    "CONNTRACK holds {key:?} on backend {} epoch {}, forwarded to {index} \
+                     epoch {epoch}",
+                    state.backend, state.epoch
+                ));
+            }
+            tracked += 1;
+        }
+        if tracked != self.stretch.len() {
+            return Err(format!(
+                "CONNTRACK holds {tracked} flows, {} were forwarded",
+                self.stretch.len()
+            ));
+        }
+        for &index in self.stretch.values() {
+            self.counters.get_mut(&index).expect("a backend").new_flows += 1;
+        }
+        for (&index, expected) in &self.counters {
+            let counted = self.fx.counters(index);
+            if counted != *expected {
+                return Err(format!(
+                    "backend {index} counted {counted:?}, the model {expected:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `frame` alone (`BALANCER_FUZZ_REPLAY`) and checks it, counters and tracking
+    /// included.
+    fn replay(&mut self, frame: Vec<u8>) {
+        let made = Made {
+            frame,
+            base: Base::Replayed,
+            mutations: Vec::new(),
+        };
+        println!("fuzz: replaying {}", hex(&made.frame));
+        println!("fuzz: the model says {:?}", self.fx.outcome(&made.frame));
+        self.frame(0, &made);
+        self.checkpoint(1, Some(&made));
+        println!("fuzz: the program agrees");
+    }
+
+    /// Fails frame `n` with everything needed to replay it.
+    fn fail(
+        &self,
+        n: u64,
+        made: &Made,
+        outcome: Option<Outcome>,
+        run: Option<&TestRun>,
+        what: &str,
+    ) -> ! {
+        let frame = hex(&made.frame);
+        let mut message = format!(
+            "fuzz: seed {:#018x}, frame {n} ({}): {what}\n  frame   {frame}\n",
+            self.seed,
+            made.recipe()
+        );
+        if let Some(outcome) = outcome {
+            let _ = writeln!(message, "  model   {outcome:?}");
+        }
+        if let Some(run) = run {
+            let _ = writeln!(
+                message,
+                "  program {} {}",
+                action_name(run.action),
+                hex(&run.packet)
+            );
+        }
+        let _ = writeln!(
+            message,
+            "  replay the frame: BALANCER_FUZZ_REPLAY={frame} cargo test -p balancer-user \
+             --test fuzz -- --nocapture"
+        );
+        if made.base != Base::Replayed {
+            let _ = writeln!(
+                message,
+                "  replay the run: BALANCER_FUZZ_SEED={:#x} BALANCER_FUZZ_FRAMES={} \
+                 BALANCER_FUZZ_CHECK_EVERY={} cargo test -p balancer-user --test fuzz",
+                self.seed,
+                n + 1,
+                self.check_every
+            );
+        }
+        panic!("{message}");
+    }
+
+    /// The verdict totals, one line.
+    fn totals(&self) -> String {
+        let g = &self.globals;
+        let new_flows: u64 = self.counters.values().map(|c| c.new_flows).sum();
+        format!(
+            "forwarded {} (XDP_TX {}, XDP_REDIRECT {}; {new_flows} new flows), passed {} (not \
+             a VIP {}, malformed {}, unbalanceable {}), dropped {} (no backend {}, martian {})",
+            self.forwarded[0] + self.forwarded[1],
+            self.forwarded[0],
+            self.forwarded[1],
+            g.passed + g.malformed + g.unbalanceable,
+            g.passed,
+            g.malformed,
+            g.unbalanceable,
+            g.dropped + g.martian,
+            g.dropped,
+            g.martian,
+        )
+    }
+
+    /// Fails a run of at least 10,000 frames that never took one of the program's paths:
+    /// the generator no longer reaches it, and the fuzzer would say nothing about it.
+    fn assert_every_path_taken(&self, frames: u64) {
+        if frames < 10_000 {
+            return;
+        }
+        let g = &self.globals;
+        let new_flows: u64 = self.counters.values().map(|c| c.new_flows).sum();
+        let established = self.forwarded[0] + self.forwarded[1] - new_flows;
+        let paths = [
+            ("forwarded with XDP_TX", self.forwarded[0]),
+            ("forwarded with XDP_REDIRECT", self.forwarded[1]),
+            ("forwarded on an established flow", established),
+            ("passed, not a VIP", g.passed),
+            ("passed, malformed", g.malformed),
+            ("passed, unbalanceable", g.unbalanceable),
+            ("dropped, no backend", g.dropped),
+            ("dropped, martian", g.martian),
+        ];
+        for (path, count) in paths {
+            assert!(count > 0, "{frames} frames, none {path}: {}", self.totals());
+        }
+    }
+}
+
+/// XDP action names.
+fn action_name(action: u32) -> String {
+    match action {
+        XDP_DROP => "XDP_DROP".into(),
+        XDP_PASS => "XDP_PASS".into(),
+        XDP_TX => "XDP_TX".into(),
+        XDP_REDIRECT => "XDP_REDIRECT".into(),
+        other => format!("action {other}"),
+    }
+}
+
+/// `bytes` as lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// The bytes of a hex string (whitespace ignored), if it is one.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
