@@ -6,11 +6,17 @@ use std::net::IpAddr;
 
 use super::Controller;
 use crate::{
+    dataplane::FlowCounts,
     error::Error,
     health::CheckJob,
     release::{canary, drain, flip, rollout},
     state::{State, StateError},
 };
+
+/// Whether some service has retired backends.
+fn retiring(state: &State) -> bool {
+    state.services.values().any(|s| !s.retired.is_empty())
+}
 
 /// How often draining backends' active flows are counted (it walks connection tracking).
 const DRAIN_CHECK_MS: u64 = 1000;
@@ -27,15 +33,34 @@ pub struct Tick {
 
 impl Controller {
     /// Takes the steps that are due (a no-op, no write, when none is) and returns the
-    /// health checks that are due.
+    /// health checks that are due, counting the active flows itself when drains or retired
+    /// backends need them (the executor counts off the lock: [`Controller::tick_counted`]).
     pub fn tick(&mut self) -> Result<Tick, Error> {
+        let flows = match self.counting_due() {
+            true => Some(self.flows.count(self.settings.flow_idle)?),
+            false => None,
+        };
+        self.tick_counted(flows)
+    }
+
+    /// Whether the next tick wants the active flows counted (for drains and retired
+    /// backends, at most once a second).
+    pub fn counting_due(&self) -> bool {
+        self.clock.now_ms() >= self.next_drain_check_ms
+            && (drain::any_running(&self.state) || retiring(&self.state))
+    }
+
+    /// Like [`Controller::tick`], with the active flows counted by the caller when
+    /// [`Controller::counting_due`] said so; without them, drains and retirements wait for a
+    /// tick that has them.
+    pub fn tick_counted(&mut self, flows: Option<FlowCounts>) -> Result<Tick, Error> {
         let now_ms = self.clock.now_ms();
         let mut locate = Vec::new();
         if canary::any_due(&self.state, now_ms) {
             deferred(self.change(canary::step_due), &mut locate)?;
         }
         deferred(self.auto_rollback(), &mut locate)?;
-        deferred(self.step_operations(now_ms), &mut locate)?;
+        deferred(self.step_operations(now_ms, flows.as_ref()), &mut locate)?;
         deferred(self.end_flip_drains(now_ms), &mut locate)?;
         Ok(Tick {
             checks: self.health.due(&self.state, now_ms),
@@ -71,8 +96,7 @@ impl Controller {
 
     /// Moves rollouts forward, ends finished drains and retirements that are over (active
     /// flows are counted at most once a second).
-    fn step_operations(&mut self, now_ms: u64) -> Result<(), Error> {
-        let retiring = |s: &State| s.services.values().any(|s| !s.retired.is_empty());
+    fn step_operations(&mut self, now_ms: u64, flows: Option<&FlowCounts>) -> Result<(), Error> {
         // Ticks come every 100 ms: copy the state only when there is something to step.
         if !rollout::any_running(&self.state)
             && !drain::any_running(&self.state)
@@ -85,9 +109,10 @@ impl Controller {
         rollout::step_all(&mut next, now_ms, |service: &str, addr: IpAddr| {
             health.get(service, addr).is_some_and(|h| h.healthy)
         })?;
-        if (drain::any_running(&next) || retiring(&next)) && now_ms >= self.next_drain_check_ms {
+        let counting =
+            (drain::any_running(&next) || retiring(&next)) && now_ms >= self.next_drain_check_ms;
+        if let Some(counts) = flows.filter(|_| counting) {
             self.next_drain_check_ms = now_ms + DRAIN_CHECK_MS;
-            let counts = self.plane.active_flows(self.settings.flow_idle)?;
             let active = |index, epoch| counts.get(&(index, epoch)).copied().unwrap_or(0);
             let cut = drain::check(&mut next, now_ms, active);
             if !cut.is_empty() {

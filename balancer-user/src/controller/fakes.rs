@@ -12,7 +12,7 @@ use std::{
 use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
 
 use super::{
-    ports::{Neighbors, Plane, Store},
+    ports::{Flows, Neighbors, Plane, Store},
     Controller, Ports, Settings,
 };
 use crate::{
@@ -45,6 +45,8 @@ pub(crate) struct Maps {
     pub(crate) forgotten: Vec<(u32, u32)>,
     /// Active flows the plane reports, by (index, epoch).
     pub(crate) active: FlowCounts,
+    /// While it is shut, counting flows waits.
+    pub(crate) counting_gate: Option<Arc<Gate>>,
 }
 
 #[derive(Clone, Default)]
@@ -74,6 +76,39 @@ impl FakePlane {
     pub(crate) fn fail_after(&self, n: usize) {
         let mut maps = self.maps();
         maps.fail_write = Some(maps.writes + n);
+    }
+}
+
+/// A gate a test shuts to hold a fake call, and opens to let it through.
+#[derive(Default)]
+pub(crate) struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Lets every waiting and later call through.
+    pub(crate) fn open(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits until the gate is open.
+    fn pass(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Flows for FakePlane {
+    fn count(&self, _: Duration) -> Result<FlowCounts, DataPlaneError> {
+        let gate = self.maps().counting_gate.clone();
+        if let Some(gate) = gate {
+            gate.pass();
+        }
+        Ok(self.maps().active.clone())
     }
 }
 
@@ -126,8 +161,8 @@ impl Plane for FakePlane {
     fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
         Ok(GlobalCounters::default())
     }
-    fn active_flows(&self, _: Duration) -> Result<FlowCounts, DataPlaneError> {
-        Ok(self.maps().active.clone())
+    fn flows(&self) -> Result<Arc<dyn Flows>, DataPlaneError> {
+        Ok(Arc::new(self.clone()))
     }
     fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError> {
         self.maps().forgotten.extend(backends.iter().copied());

@@ -34,7 +34,7 @@ use crate::{
     neighbor::{NeighborError, NextHop},
     state::State,
 };
-use ports::{Neighbors, Plane, Store};
+use ports::{Flows, Neighbors, Plane, Store};
 
 /// Settings of a controller.
 #[derive(Clone, Debug)]
@@ -68,6 +68,7 @@ pub struct Controller {
     shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
     plane: Box<dyn Plane>,
     neighbors: Arc<dyn Neighbors>,
+    flows: Arc<dyn Flows>,
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
 }
@@ -92,6 +93,7 @@ impl Controller {
                 one_line(&e)
             ),
         }
+        let flows = ports.plane.flows()?;
         let mut controller = Self {
             settings,
             state: State::default(),
@@ -100,6 +102,7 @@ impl Controller {
             shares: BTreeMap::new(),
             plane: ports.plane,
             neighbors: ports.neighbors,
+            flows,
             store: ports.store,
             clock: ports.clock,
         };
@@ -120,6 +123,11 @@ impl Controller {
     /// Where backends are on the wire: for resolving them off the lock.
     pub fn neighbors(&self) -> Arc<dyn Neighbors> {
         self.neighbors.clone()
+    }
+
+    /// The flow counter, to count without the controller's lock, and the flow idle time.
+    pub fn flows(&self) -> (Arc<dyn Flows>, Duration) {
+        (self.flows.clone(), self.settings.flow_idle)
     }
 
     /// Applies `change` (given the clock's time) to a copy of the state; if it and

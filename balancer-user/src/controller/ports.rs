@@ -1,12 +1,12 @@
 //! What the controller talks to, as traits: the data plane, the neighbour source, the
 //! desired-state store. The daemon plugs in the kernel's; unit tests plug in fakes.
 
-use std::{collections::HashSet, net::IpAddr, time::Duration};
+use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
 use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
 
 use crate::{
-    dataplane::{DataPlane, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage},
+    dataplane::{DataPlane, DataPlaneError, FlowCounter, FlowCounts, GlobalCounters, ServiceImage},
     health::HealthRecord,
     neighbor::{self, NeighborError, NextHop},
     state::{FileStore, State, StoreError},
@@ -42,8 +42,8 @@ pub trait Plane: Send {
     fn backend_counters(&self, index: u32) -> Result<BackendStats, DataPlaneError>;
     /// Global counters.
     fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError>;
-    /// Tracked flows per (index, epoch) seen within `idle`.
-    fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError>;
+    /// Something that counts tracked flows from any thread, without this plane.
+    fn flows(&self) -> Result<Arc<dyn Flows>, DataPlaneError>;
     /// Forgets the tracked flows of the given (index, epoch) backends.
     fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError>;
     /// Detaches and unpins everything.
@@ -88,14 +88,27 @@ impl Plane for DataPlane {
     fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
         DataPlane::global_counters(self)
     }
-    fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
-        DataPlane::active_flows(self, idle)
+    fn flows(&self) -> Result<Arc<dyn Flows>, DataPlaneError> {
+        Ok(Arc::new(self.flow_counter()?))
     }
     fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError> {
         DataPlane::forget_flows(self, backends)
     }
     fn teardown(self: Box<Self>) -> Result<(), DataPlaneError> {
         DataPlane::teardown(*self)
+    }
+}
+
+/// Counts tracked flows from any thread, so that a walk of connection tracking holds no
+/// lock of the controller's.
+pub trait Flows: Send + Sync {
+    /// Tracked flows per (index, epoch) seen within `idle`.
+    fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError>;
+}
+
+impl Flows for FlowCounter {
+    fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
+        FlowCounter::count(self, idle)
     }
 }
 

@@ -3,16 +3,23 @@
 use super::Controller;
 use crate::{
     api::{BackendStatus, GroupShare, Health, PinStatus, RetiredStatus, ServiceStatus, Status},
+    dataplane::FlowCounts,
     error::Error,
 };
 
 impl Controller {
-    /// Status of one service or all.
+    /// Status of one service or all, counting the active flows first (a walk of connection
+    /// tracking: the executor counts off the lock and calls [`Controller::status_counted`]).
     pub fn status(&self, only: Option<&str>) -> Result<Status, Error> {
+        let flows = self.flows.count(self.settings.flow_idle)?;
+        self.status_counted(only, &flows)
+    }
+
+    /// Status of one service or all, with the active flows counted by the caller.
+    pub fn status_counted(&self, only: Option<&str>, flows: &FlowCounts) -> Result<Status, Error> {
         if let Some(name) = only {
             self.state.service(name)?;
         }
-        let flows = self.plane.active_flows(self.settings.flow_idle)?;
         let mut services = Vec::new();
         for (name, service) in &self.state.services {
             if only.is_some_and(|o| o != name) {

@@ -31,7 +31,7 @@ use balancer_common::{
 
 pub use attach::{AttachOptions, Attachment};
 pub use error::DataPlaneError;
-pub use stats::{FlowCounts, GlobalCounters};
+pub use stats::{FlowCounter, FlowCounts, GlobalCounters};
 
 /// How long a table generation that just stopped being live is left alone before it is
 /// rewritten. An XDP program run lasts microseconds; this leaves a wide margin for packets
@@ -327,6 +327,12 @@ impl DataPlane {
     /// Global counters, summed over CPUs.
     pub fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
         GlobalCounters::read(&self.global_stats)
+    }
+
+    /// A counter of tracked flows that works without this data plane (another handle on
+    /// the pinned connection tracking).
+    pub fn flow_counter(&self) -> Result<FlowCounter, DataPlaneError> {
+        FlowCounter::open(&self.bpffs.maps().join("CONNTRACK"))
     }
 
     /// Tracked flows per (backend index, epoch) seen within `idle`.

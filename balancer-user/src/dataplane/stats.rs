@@ -57,6 +57,31 @@ pub(super) fn sum_backend(values: &PerCpuValues<BackendStats>) -> BackendStats {
 /// Number of recently active tracked flows per (backend index, epoch).
 pub type FlowCounts = StdHashMap<(u32, u32), u64>;
 
+/// A handle of its own on connection tracking, for counting flows from any thread without
+/// the data plane (and so without the controller's lock): walking a large table takes a
+/// while, and nothing else needs to wait for it.
+pub struct FlowCounter {
+    conntrack: HashMap<MapData, FlowKey, FlowState>,
+}
+
+impl FlowCounter {
+    /// Opens the pinned connection tracking at `pin`.
+    pub fn open(pin: &std::path::Path) -> Result<Self, DataPlaneError> {
+        let data = MapData::from_pin(pin).map_err(|source| DataPlaneError::Map {
+            context: format!("open {}", pin.display()),
+            source,
+        })?;
+        let conntrack = HashMap::try_from(aya::maps::Map::LruHashMap(data))
+            .map_err(map_err("open the pinned CONNTRACK"))?;
+        Ok(Self { conntrack })
+    }
+
+    /// Tracked flows per (index, epoch) seen within `idle`.
+    pub fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
+        count_flows(&self.conntrack, idle)
+    }
+}
+
 pub(super) fn count_flows(
     conntrack: &HashMap<MapData, FlowKey, FlowState>,
     idle: Duration,

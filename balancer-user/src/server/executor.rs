@@ -21,7 +21,11 @@ use tokio::sync::Notify;
 use crate::{
     api::Status,
     config::Config,
-    controller::{ports::Neighbors, Controller},
+    controller::{
+        ports::{Flows, Neighbors},
+        Controller,
+    },
+    dataplane::FlowCounts,
     error::{one_line, Error, Fault},
     health::{self, CheckJob},
     operation::Operation,
@@ -50,6 +54,10 @@ pub enum Reply {
 pub struct Executor {
     controller: Mutex<Option<Controller>>,
     neighbors: Arc<dyn Neighbors>,
+    /// Counts tracked flows without the lock.
+    flows: Arc<dyn Flows>,
+    /// How recent a flow's last packet must be for it to count as active.
+    flow_idle: Duration,
     /// Backends a timed step waits for, being resolved off the lock.
     resolving: Mutex<HashSet<IpAddr>>,
     shutdown: Notify,
@@ -58,8 +66,11 @@ pub struct Executor {
 impl Executor {
     /// Wraps a started controller.
     pub fn new(controller: Controller) -> Arc<Self> {
+        let (flows, flow_idle) = controller.flows();
         Arc::new(Self {
             neighbors: controller.neighbors(),
+            flows,
+            flow_idle,
             controller: Mutex::new(Some(controller)),
             resolving: Mutex::new(HashSet::new()),
             shutdown: Notify::new(),
@@ -81,7 +92,10 @@ impl Executor {
                 Ok(Reply::Done)
             }
             Operation::Status { service } => {
-                let status = move |c: &mut Controller| c.status(service.as_deref());
+                // Connection tracking is walked without the lock: other calls go on.
+                let counted = self.count_flows().await?;
+                let status =
+                    move |c: &mut Controller| c.status_counted(service.as_deref(), &counted);
                 Ok(Reply::Status(self.with_controller(status).await?))
             }
             Operation::Export => {
@@ -103,6 +117,15 @@ impl Executor {
                 .into())
             }
         }
+    }
+
+    /// Counts the active tracked flows on a blocking thread, without the lock.
+    async fn count_flows(&self) -> Result<FlowCounts, Error> {
+        let (flows, idle) = (self.flows.clone(), self.flow_idle);
+        let counted = tokio::task::spawn_blocking(move || flows.count(idle))
+            .await
+            .map_err(|e| Fault::Internal(format!("counting flows panicked: {e}")))?;
+        Ok(counted.map_err(Fault::from)?)
     }
 
     /// Resolves `addrs` off the lock (a probe each, then a bounded wait). The first that
@@ -145,7 +168,14 @@ impl Executor {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let tick = match self.with_controller(|c| c.tick()).await {
+            // Drains and retired backends need the active flows: counted without the lock.
+            let flows = match self.with_controller(|c| Ok(c.counting_due())).await {
+                Ok(true) => self.count_flows().await.ok(),
+                Ok(false) => None,
+                Err(Error::TearingDown) => return,
+                Err(_) => None,
+            };
+            let tick = match self.with_controller(move |c| c.tick_counted(flows)).await {
                 Ok(tick) => tick,
                 Err(Error::TearingDown) => return,
                 Err(e) => {
@@ -244,6 +274,37 @@ mod tests {
             one_line(&err),
             "backend 198.18.0.250 does not answer ARP/neighbour discovery on eth0"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_walk_of_connection_tracking_for_status_holds_no_lock() {
+        let rig = Rig::new(sample());
+        let executor = Executor::new(rig.start());
+        let gate = Arc::new(crate::controller::fakes::Gate::default());
+        rig.plane.maps().counting_gate = Some(gate.clone());
+        let status = tokio::spawn({
+            let executor = executor.clone();
+            async move { executor.run(Operation::Status { service: None }).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // While status is still counting, a change goes through.
+        let weight = Operation::Change(Change::SetWeight {
+            service: "web".into(),
+            addr: ip("198.18.0.101"),
+            weight: 7,
+        });
+        tokio::time::timeout(Duration::from_secs(2), executor.run(weight))
+            .await
+            .expect("the change waited behind the count")
+            .unwrap();
+        assert!(!status.is_finished(), "the count ended early");
+        gate.open();
+        let Reply::Status(status) = status.await.unwrap().unwrap() else {
+            panic!("not a status");
+        };
+        // The answer was built after the change, under the lock.
+        let b101 = &status.services[1].backends[0];
+        assert_eq!((b101.addr, b101.weight), (ip("198.18.0.101"), 7));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
