@@ -34,12 +34,7 @@ pub fn status(status: &Status) -> String {
             let health = match (&b.health, b.health_changed_at_ms) {
                 (None, _) => "-".to_string(),
                 (Some(h), None) => h.to_string(),
-                (Some(h), Some(at)) => format!(
-                    "{h} since {}",
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at)
-                    )
-                ),
+                (Some(h), Some(at)) => format!("{h} since {}", time(at)),
             };
             let _ = writeln!(
                 out,
@@ -56,9 +51,7 @@ pub fn status(status: &Status) -> String {
             );
         }
         for r in &s.retired {
-            let since = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.since_ms),
-            );
+            let since = time(r.since_ms);
             let health = r.health.map_or("-".to_string(), |h| h.to_string());
             let _ = writeln!(
                 out,
@@ -74,12 +67,7 @@ pub fn status(status: &Status) -> String {
             let state = match (&c.outcome, c.next_step_at_ms, c.paused_remaining_ms) {
                 (Some(outcome), _, _) => format!("{outcome:?}").to_lowercase(),
                 (None, _, Some(left)) => format!("paused, {}s left in the step", left / 1000),
-                (None, Some(at), _) => format!(
-                    "next step at {}",
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
-                    )
-                ),
+                (None, Some(at), _) => format!("next step at {}", time(at)),
                 (None, None, None) => "holding at the last step".to_string(),
             };
             let _ = writeln!(
@@ -155,4 +143,12 @@ pub fn rollout(service: &str, r: &crate::release::rollout::Rollout) -> String {
         let _ = writeln!(out, "  {}", d.what);
     }
     out
+}
+
+/// Unix milliseconds as an RFC 3339 time to the second.
+fn time(unix_ms: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms),
+    )
+    .to_string()
 }

@@ -107,6 +107,59 @@ impl Lab {
         }
     }
 
+    /// Starts a canary of service `web` from group blue to green with `steps` (e.g.
+    /// `"10,50,100"`) every `interval` (e.g. `"1s"`), and `extra` arguments.
+    pub fn start_canary(&self, steps: &str, interval: &str, extra: &[&str]) -> Result<String> {
+        let start = [
+            "canary",
+            "start",
+            "web",
+            "--from",
+            "blue",
+            "--to",
+            "green",
+            "--steps",
+            steps,
+            "--interval",
+            interval,
+        ];
+        self.balancer.ok(&[&start[..], extra].concat())
+    }
+
+    /// Starts a rollout of group `main` of service `web` replacing backend `old` with `new`
+    /// for each (old, new) pair of backend numbers, over IPv6 with `v6`, with `extra`
+    /// arguments.
+    pub fn start_rollout(
+        &self,
+        pairs: &[(usize, usize)],
+        v6: bool,
+        extra: &[&str],
+    ) -> Result<String> {
+        let addr = |i: usize| match v6 {
+            true => self.topology.backend_v6(i),
+            false => self.topology.backend_v4(i),
+        };
+        let pairs: Vec<String> = pairs
+            .iter()
+            .map(|&(old, new)| format!("{}={}", addr(old), addr(new)))
+            .collect();
+        let mut args = vec!["rollout", "web", "--group", "main"];
+        args.extend(extra);
+        args.push("--replace");
+        args.extend(pairs.iter().map(String::as_str));
+        self.balancer.ok(&args)
+    }
+
+    /// The split of the first service as `status` shows it, as `group=percent` (whole
+    /// percentages).
+    pub fn shown_split(&self) -> Result<Vec<String>> {
+        Ok(self.balancer.status()?.services[0]
+            .split
+            .iter()
+            .map(|g| format!("{}={}", g.group, g.percent.get() / 100))
+            .collect())
+    }
+
     /// Health checks of `kind` (`tcp`, `http:/PATH`) on service `name` every 200 ms
     /// (150 ms timeout) with the given rise and fall.
     pub fn enable_checks(&self, name: &str, kind: &str, rise: u32, fall: u32) -> Result<()> {

@@ -17,19 +17,7 @@ fn twenty_concurrent_changes_and_a_canary_step_lose_nothing() -> Result<()> {
     let mut lab = Lab::new("blc1")?;
     let service = lab.service("web", false, &GROUPS, &[100; 4])?;
     // A canary stepping every second while the changes land.
-    lab.balancer.ok(&[
-        "canary",
-        "start",
-        "web",
-        "--from",
-        "blue",
-        "--to",
-        "green",
-        "--steps",
-        "10,20,30,40,50",
-        "--interval",
-        "1s",
-    ])?;
+    lab.start_canary("10,20,30,40,50", "1s", &[])?;
     let addr = |i: usize| lab.topology.backend_v4(i).to_string();
     let weights = [
         (addr(0), "7"),

@@ -12,40 +12,19 @@ use balancer_user::release::canary::Outcome;
 /// Backends b0, b1 are blue; b2, b3 are green.
 const GROUPS: [&str; 4] = ["blue", "blue", "green", "green"];
 
-/// The split `status` shows, as `group=percent` (whole percentages).
-fn shown_split(lab: &Lab) -> Result<Vec<String>> {
-    Ok(lab.balancer.status()?.services[0]
-        .split
-        .iter()
-        .map(|g| format!("{}={}", g.group, g.percent.get() / 100))
-        .collect())
-}
-
 #[test]
 fn a_flip_during_a_canary_ends_it_and_no_later_step_undoes_the_flip() -> Result<()> {
     let mut lab = Lab::new("blx1")?;
     let service = lab.service("web", false, &GROUPS, &[100; 4])?;
-    lab.balancer.ok(&[
-        "canary",
-        "start",
-        "web",
-        "--from",
-        "blue",
-        "--to",
-        "green",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "1s",
-    ])?;
-    ensure!(shown_split(&lab)? == ["blue=90", "green=10"]);
+    lab.start_canary("10,50,100", "1s", &[])?;
+    ensure!(lab.shown_split()? == ["blue=90", "green=10"]);
     lab.balancer.ok(&["flip", "web", "--to", "blue"])?;
     // Two intervals later no step came back.
     std::thread::sleep(Duration::from_millis(2500));
     ensure!(
-        shown_split(&lab)? == ["blue=100", "green=0"],
+        lab.shown_split()? == ["blue=100", "green=0"],
         "a canary step undid the flip: {:?}",
-        shown_split(&lab)?
+        lab.shown_split()?
     );
     let status = lab.balancer.status()?;
     let canary = status.services[0].canary.as_ref().context("no canary")?;
@@ -65,7 +44,7 @@ fn a_flip_during_a_canary_ends_it_and_no_later_step_undoes_the_flip() -> Result<
     // The daemon restarted keeps it that way.
     lab.balancer.restart()?;
     std::thread::sleep(Duration::from_millis(1500));
-    ensure!(shown_split(&lab)? == ["blue=100", "green=0"]);
+    ensure!(lab.shown_split()? == ["blue=100", "green=0"]);
     Ok(())
 }
 

@@ -11,15 +11,6 @@ use balancer_tests::{lab::Lab, split::StoredSplit};
 const GROUPS: [&str; 4] = ["a", "b", "c", "d"];
 const CLIENTS: u8 = 120;
 
-/// The split `status` shows, as `group=percent` (whole percentages).
-fn shown_split(lab: &Lab) -> Result<Vec<String>> {
-    Ok(lab.balancer.status()?.services[0]
-        .split
-        .iter()
-        .map(|g| format!("{}={}", g.group, g.percent.get() / 100))
-        .collect())
-}
-
 /// The group each client's new flows get under the stored split of `web`.
 fn expected_groups(lab: &Lab, clients: &[IpAddr]) -> Result<BTreeMap<IpAddr, String>> {
     let split = StoredSplit::load(&lab.balancer.state_file(), "web")?;
@@ -68,7 +59,7 @@ fn four_groups_follow_their_stored_cells_across_a_restart() -> Result<()> {
             observed == expected,
             "split {split:?}: clients reach other groups than their cells say"
         );
-        let shown = shown_split(&lab)?;
+        let shown = lab.shown_split()?;
         ensure!(shown == split, "status shows {shown:?} for {split:?}");
     }
     let before = observed_groups(&lab, &clients, &GROUPS)?;
@@ -117,20 +108,8 @@ fn a_canary_between_two_of_three_groups_leaves_the_third_alone() -> Result<()> {
     ensure!(!gray.is_empty(), "no client reaches gray");
 
     // The step is 25% of the 60% blue and green hold together.
-    lab.balancer.ok(&[
-        "canary",
-        "start",
-        "web",
-        "--from",
-        "blue",
-        "--to",
-        "green",
-        "--steps",
-        "25,50",
-        "--interval",
-        "10m",
-    ])?;
-    ensure!(shown_split(&lab)? == ["blue=45", "green=15", "gray=40"]);
+    lab.start_canary("25,50", "10m", &[])?;
+    ensure!(lab.shown_split()? == ["blue=45", "green=15", "gray=40"]);
     let step = observed_groups(&lab, &clients, &THREE)?;
     ensure!(
         step == expected_groups(&lab, &clients)?,
@@ -145,7 +124,7 @@ fn a_canary_between_two_of_three_groups_leaves_the_third_alone() -> Result<()> {
 
     // Abort: the pair's share returns to blue; gray keeps its clients.
     lab.balancer.ok(&["canary", "abort", "web"])?;
-    ensure!(shown_split(&lab)? == ["blue=60", "green=0", "gray=40"]);
+    ensure!(lab.shown_split()? == ["blue=60", "green=0", "gray=40"]);
     let aborted = observed_groups(&lab, &clients, &THREE)?;
     ensure!(
         aborted == expected_groups(&lab, &clients)?,

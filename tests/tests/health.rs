@@ -101,22 +101,11 @@ fn a_canary_rolls_back_when_flapping_reaches_the_threshold_and_not_below() -> Re
     lab.service("web", false, &groups, &[100; 5])?;
     lab.enable_checks("web", "http:/healthz", 1, 1)?;
     lab.wait_until(HEALTH_LIMIT, "all up", all_up)?;
-    lab.balancer.ok(&[
-        "canary",
-        "start",
-        "web",
-        "--from",
-        "blue",
-        "--to",
-        "green",
-        "--steps",
+    lab.start_canary(
         "10,20",
-        "--interval",
         "10m",
-        "--auto-rollback",
-        "--rollback-threshold",
-        "50",
-    ])?;
+        &["--auto-rollback", "--rollback-threshold", "50"],
+    )?;
     let running = |s: &ServiceStatus| s.canary.as_ref().is_some_and(|c| c.outcome.is_none());
 
     // One backend flapping is 25% at worst: the canary goes on at its step.

@@ -93,19 +93,7 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
     // The canary steps on its timer; after each step it is paused while every client asks
     // once, then resumed.
     let mut on_green = [false; CLIENTS];
-    lab.balancer.ok(&[
-        "canary",
-        "start",
-        "web",
-        "--from",
-        "blue",
-        "--to",
-        "green",
-        "--steps",
-        "5,25,50,100",
-        "--interval",
-        "1s",
-    ])?;
+    lab.start_canary("5,25,50,100", "1s", &[])?;
     for (index, step) in [5u32, 25, 50, 100].into_iter().enumerate() {
         wait_for_canary(&lab, "next step", |c| c.step == index)?;
         if step < 100 {
@@ -383,20 +371,7 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
         (0..4).all(|i| health_of(s, i) == Some(Health::Up))
     })?;
     let pings = LongLived::open(&lab.client, service, 50, &[])?.ping_in_background();
-    lab.balancer.ok(&[
-        "canary",
-        "start",
-        "web",
-        "--from",
-        "blue",
-        "--to",
-        "green",
-        "--steps",
-        "25,50,100",
-        "--interval",
-        "30s",
-        "--auto-rollback",
-    ])?;
+    lab.start_canary("25,50,100", "30s", &["--auto-rollback"])?;
     // New connections keep coming; those that reach green between its failure and the
     // rollback fail, which is what the rollback is for: at most one per stream interval
     // of that window.
@@ -530,20 +505,8 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
         .map(|i| lab.topology.backend_v4(i).to_string())
         .collect();
     let addr = |i: usize| addrs[i].clone();
-    let pairs: Vec<String> = (0..4)
-        .map(|i| format!("{}={}", addr(i), addr(i + 4)))
-        .collect();
-    let mut args = vec![
-        "rollout",
-        "web",
-        "--group",
-        "main",
-        "--slow-start",
-        "500ms",
-        "--replace",
-    ];
-    args.extend(pairs.iter().map(String::as_str));
-    lab.balancer.ok(&args)?;
+    let pairs: Vec<(usize, usize)> = (0..4).map(|i| (i, i + 4)).collect();
+    lab.start_rollout(&pairs, false, &["--slow-start", "500ms"])?;
     // Established connections keep talking while the first OLD drains, then finish.
     lab.wait_until(std::time::Duration::from_secs(10), "first drain", |s| {
         s.rollout
@@ -590,17 +553,7 @@ fn rolling_replacement_of_a_whole_group_under_load() -> Result<()> {
 
     // A NEW that never becomes healthy fails the rollout and leaves OLD serving.
     lab.stop_server(0);
-    let pair = format!("{}={}", addr(4), addr(0));
-    lab.balancer.ok(&[
-        "rollout",
-        "web",
-        "--group",
-        "main",
-        "--ready-timeout",
-        "1s",
-        "--replace",
-        &pair,
-    ])?;
+    lab.start_rollout(&[(4, 0)], false, &["--ready-timeout", "1s"])?;
     let (status, _) = finished_rollout(&lab, 5, RolloutOutcome::Failed)?;
     ensure!(
         status.services[0].backends.len() == 4,
@@ -753,19 +706,7 @@ fn ipv6_canary_with_client_pins_then_flip_and_drain() -> Result<()> {
         Ok(())
     };
     check("before the canary")?;
-    lab.balancer.ok(&[
-        "canary",
-        "start",
-        "web",
-        "--from",
-        "blue",
-        "--to",
-        "green",
-        "--steps",
-        "30,100",
-        "--interval",
-        "1s",
-    ])?;
+    lab.start_canary("30,100", "1s", &[])?;
     lab.balancer.ok(&["canary", "pause", "web"])?;
     check("canary at 30%")?;
     lab.balancer.ok(&["canary", "resume", "web"])?;
@@ -804,21 +745,7 @@ fn ipv6_rolling_replacement_keeps_established_connections() -> Result<()> {
         long_lived.original_backends()
     );
     let pings = long_lived.ping_in_background();
-    let pairs = [
-        format!("{}={}", addr(0), addr(2)),
-        format!("{}={}", addr(1), addr(3)),
-    ];
-    lab.balancer.ok(&[
-        "rollout",
-        "web",
-        "--group",
-        "main",
-        "--slow-start",
-        "300ms",
-        "--replace",
-        &pairs[0],
-        &pairs[1],
-    ])?;
+    lab.start_rollout(&[(0, 2), (1, 3)], true, &["--slow-start", "300ms"])?;
     // The first OLD drains while its established connections keep talking.
     lab.wait_until(std::time::Duration::from_secs(10), "first drain", |s| {
         s.rollout
@@ -928,20 +855,7 @@ fn a_rolling_replacement_with_a_drain_timeout_breaks_no_connection_and_retires_t
         .map(|i| lab.topology.backend_v4(i).to_string())
         .collect();
     let addr = |i: usize| addrs[i].clone();
-    let pairs: Vec<String> = (0..3)
-        .map(|i| format!("{}={}", addr(i), addr(i + 3)))
-        .collect();
-    let mut args = vec![
-        "rollout",
-        "web",
-        "--group",
-        "main",
-        "--drain-timeout",
-        "2s",
-        "--replace",
-    ];
-    args.extend(pairs.iter().map(String::as_str));
-    lab.balancer.ok(&args)?;
+    lab.start_rollout(&[(0, 3), (1, 4), (2, 5)], false, &["--drain-timeout", "2s"])?;
     // Every OLD drains for the whole timeout (its connections talk every 100 ms), then
     // retires with them.
     let (status, _) = finished_rollout(&lab, 40, RolloutOutcome::Completed)?;

@@ -436,6 +436,16 @@ fn refusals_of_the_release_strategies_name_the_reason() {
     ));
 }
 
+/// Removes backend `addr` of web without cutting it: it retires.
+fn retire(controller: &mut Controller, addr: &str) {
+    let remove = Change::RemoveBackend {
+        service: "web".into(),
+        addr: ip(addr),
+        cut: false,
+    };
+    apply(controller, remove).unwrap();
+}
+
 /// The data-plane entry of backend `addr` of web, if any.
 fn entry_of(rig: &Rig, state: &State, addr: &str) -> Option<Backend> {
     let web = state.service("web").unwrap();
@@ -545,12 +555,7 @@ fn a_removed_backend_keeps_its_data_plane_entry_until_its_flows_end_it_dies_or_i
 fn a_retired_backend_with_live_flows_goes_at_the_retire_timeout() {
     let rig = Rig::new(sample());
     let mut controller = rig.start();
-    let remove = Change::RemoveBackend {
-        service: "web".into(),
-        addr: ip("198.18.0.102"),
-        cut: false,
-    };
-    apply(&mut controller, remove).unwrap();
+    retire(&mut controller, "198.18.0.102");
     let retired = controller.state().service("web").unwrap().retired[0].clone();
     rig.plane
         .maps()
@@ -773,12 +778,7 @@ fn a_backend_that_moves_on_the_wire_is_rewritten_with_its_epoch() {
 fn a_retired_backend_is_followed_too() {
     let rig = Rig::new(checked_sample());
     let mut controller = rig.start();
-    let remove = Change::RemoveBackend {
-        service: "web".into(),
-        addr: ip("198.18.0.102"),
-        cut: false,
-    };
-    apply(&mut controller, remove).unwrap();
+    retire(&mut controller, "198.18.0.102");
     let (index, epoch) = id_of(&controller, "198.18.0.102");
     let moved = Sighting::Neighbour {
         ifindex: 2,
