@@ -225,6 +225,9 @@ impl ClientPinKey {
 }
 
 /// Value of the connection-tracking map.
+///
+/// A flow is *closed* once its client sent a FIN or a RST (`closed_by` is not 0): it stays
+/// on its backend for its last packets, but a new SYN on its 5-tuple is a new connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowState {
@@ -232,10 +235,31 @@ pub struct FlowState {
     pub backend: u32,
     /// Epoch of that backend when the flow was recorded.
     pub epoch: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, refreshed at most once a
-    /// second.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC) of the last packet, refreshed at most
+    /// once a second.
     pub last_seen_ns: u64,
+    /// `bpf_ktime_get_coarse_ns()` of the client's first FIN or RST; 0 while open.
+    pub closed_ns: u64,
+    /// `CLOSED_BY_*` bits: what the client sent to close the flow; 0 while open. Written
+    /// after `closed_ns`.
+    pub closed_by: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
+
+/// `FlowState::closed_by` bit: the client sent a FIN.
+pub const CLOSED_BY_FIN: u32 = 1;
+/// `FlowState::closed_by` bit: the client sent a RST.
+pub const CLOSED_BY_RST: u32 = 2;
+
+/// TCP header flag FIN (byte 13 of the TCP header).
+pub const TCP_FIN: u8 = 0x01;
+/// TCP header flag SYN.
+pub const TCP_SYN: u8 = 0x02;
+/// TCP header flag RST.
+pub const TCP_RST: u8 = 0x04;
+/// TCP header flag ACK.
+pub const TCP_ACK: u8 = 0x10;
 
 #[cfg(feature = "user")]
 mod pod {

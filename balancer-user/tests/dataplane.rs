@@ -486,6 +486,178 @@ mod conntrack {
     }
 }
 
+/// A client's FIN or RST closes its flow: the flow keeps its backend for its last packets,
+/// counts as active for the linger only, and a SYN on it is a new connection. Every packet
+/// is checked against the connection-tracking model (`support::tracking`).
+mod closing {
+    use std::time::Duration;
+
+    use balancer_common::FlowState;
+    use balancer_user::dataplane::LINGER;
+
+    use super::*;
+    use crate::support::packet::{ACK, FIN, PSH, RST, SYN};
+
+    /// `web` (TCP, port 80) and `dns` (UDP, port 53) on the IPv4 VIP, `web6` (TCP) on the
+    /// IPv6 VIP; four backends each, in two groups split 50/50.
+    fn services(test: &str) -> Fixture {
+        let mut fx = Fixture::new(test);
+        fx.add_service("web", &format!("{VIP4}:80/tcp"), Affinity::Connection);
+        fx.add_two_groups("web", &BACKENDS4);
+        fx.add_service("dns", &format!("{VIP4}:53/udp"), Affinity::Connection);
+        let dns: Vec<String> = (1..=4).map(|i| format!("198.18.1.{i}")).collect();
+        let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+        fx.add_two_groups("dns", &dns);
+        fx.add_service("web6", &format!("[{VIP6}]:80/tcp"), Affinity::Connection);
+        fx.add_two_groups("web6", &BACKENDS6);
+        fx
+    }
+
+    /// Gives every backend of `service` other than `index` all the weight and `index` none:
+    /// from now on a new flow can only land elsewhere.
+    fn steer_away_from(fx: &mut Fixture, service: &str, index: u32) {
+        let addrs: Vec<(std::net::IpAddr, u32)> = fx
+            .service(service)
+            .backends()
+            .map(|(_, b)| (b.addr, b.index))
+            .collect();
+        for (addr, i) in addrs {
+            fx.set_weight(service, addr, if i == index { 0 } else { 100 });
+        }
+        fx.publish(service);
+    }
+
+    /// The tracked entry of `flow`.
+    fn state(fx: &Fixture, flow: &Flow) -> FlowState {
+        fx.entries()
+            .remove(&flow.key())
+            .unwrap_or_else(|| panic!("{flow:?} not tracked"))
+    }
+
+    #[test]
+    fn a_client_fin_or_rst_closes_the_flow_once_and_keeps_its_backend() {
+        let mut fx = services("close-marks");
+        let mut tally = Tally::default();
+        let fin_flow = Flow::new(Transport::Tcp, CLIENT4, 40_004, VIP4, 80);
+        let rst_flow = fin_flow.with_sport(40_005);
+        let v6 = Flow::new(Transport::Tcp, CLIENT6, 40_004, VIP6, 80);
+        for flow in [&fin_flow, &rst_flow, &v6] {
+            fx.send_tracked(flow, SYN, &mut tally);
+            fx.send_tracked(flow, ACK, &mut tally);
+            fx.send_tracked(flow, ACK | PSH, &mut tally);
+        }
+        let open = state(&fx, &fin_flow);
+        assert_eq!((open.closed_ns, open.closed_by), (0, 0), "open: {open:?}");
+        let x = fx.send_tracked(&fin_flow, FIN | ACK, &mut tally);
+        let closed = state(&fx, &fin_flow);
+        let now = monotonic_ns();
+        assert!(
+            closed.closed_ns <= now && now - closed.closed_ns < 5_000_000_000,
+            "close time {} against now {now}",
+            closed.closed_ns
+        );
+        // Its last packets go to its backend; a later FIN or RST adds its mark, but the
+        // close time stays that of the first.
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(fx.send_tracked(&fin_flow, ACK, &mut tally), x);
+        assert_eq!(fx.send_tracked(&fin_flow, FIN | ACK, &mut tally), x);
+        assert_eq!(fx.send_tracked(&fin_flow, RST, &mut tally), x);
+        let again = state(&fx, &fin_flow);
+        assert_eq!(again.closed_ns, closed.closed_ns, "first close time kept");
+        let y = fx.send_tracked(&rst_flow, RST | ACK, &mut tally);
+        assert_eq!(fx.send_tracked(&rst_flow, ACK, &mut tally), y);
+        let z = fx.send_tracked(&v6, FIN | ACK, &mut tally);
+        assert_eq!(fx.send_tracked(&v6, ACK, &mut tally), z);
+        tally.assert_matches(&fx, "web");
+        tally.assert_matches(&fx, "web6");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn closed_flows_stop_counting_as_active_after_the_linger_udp_flows_when_idle() {
+        let mut fx = services("close-linger");
+        let mut tally = Tally::default();
+        let base = Flow::new(Transport::Tcp, CLIENT4, 0, VIP4, 80);
+        let (open, fin, rst) = (
+            base.with_sport(40_006),
+            base.with_sport(40_007),
+            base.with_sport(40_008),
+        );
+        let udp = Flow::new(Transport::Udp, CLIENT4, 40_009, VIP4, 53);
+        let mut backends = Vec::new();
+        for flow in [&open, &fin, &rst] {
+            backends.push(fx.send_tracked(flow, SYN, &mut tally));
+            fx.send_tracked(flow, ACK, &mut tally);
+        }
+        fx.send_tracked(&fin, FIN | ACK, &mut tally);
+        fx.send_tracked(&rst, RST, &mut tally);
+        let u = fx.send_tracked(&udp, 0, &mut tally);
+        let count = |fx: &Fixture, indices: &[u32]| -> HashMap<(u32, u32), u64> {
+            let mut counts = HashMap::new();
+            for &i in indices {
+                *counts.entry((i, fx.backend(i).epoch)).or_default() += 1;
+            }
+            counts
+        };
+        let mut all = backends.clone();
+        all.push(u);
+        assert_eq!(fx.active_flows(), count(&fx, &all), "all four at first");
+        std::thread::sleep(LINGER + Duration::from_millis(1100));
+        assert_eq!(
+            fx.active_flows(),
+            count(&fx, &[backends[0], u]),
+            "after the linger: the open TCP flow and the UDP flow"
+        );
+        // Packets of a closed flow keep reaching its backend after the linger, too.
+        assert_eq!(fx.send_tracked(&fin, ACK, &mut tally), backends[1]);
+        tally.assert_matches(&fx, "web");
+        tally.assert_matches(&fx, "dns");
+    }
+
+    #[test]
+    fn a_syn_on_a_closed_flow_is_a_new_flow_on_the_current_tables() {
+        let mut fx = services("close-reopen");
+        let mut tally = Tally::default();
+        for flow in [
+            Flow::new(Transport::Tcp, CLIENT4, 40_010, VIP4, 80),
+            Flow::new(Transport::Tcp, CLIENT6, 40_010, VIP6, 80),
+        ] {
+            let service = if flow.src.is_ipv4() { "web" } else { "web6" };
+            let x = fx.send_tracked(&flow, SYN, &mut tally);
+            fx.send_tracked(&flow, ACK, &mut tally);
+            steer_away_from(&mut fx, service, x);
+            // Open: a SYN on the flow keeps its backend.
+            assert_eq!(fx.send_tracked(&flow, SYN, &mut tally), x);
+            fx.send_tracked(&flow, FIN | ACK, &mut tally);
+            assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), x, "last ACK");
+            // Closed: a SYN is a new connection, on the current tables, in place of the old.
+            let y = fx.send_tracked(&flow, SYN, &mut tally);
+            assert_ne!(y, x);
+            assert_eq!(fx.expected(service, &flow), Some(y));
+            assert_eq!(fx.send_tracked(&flow, SYN, &mut tally), y, "retransmit");
+            assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), y);
+            assert_eq!(state(&fx, &flow).closed_by, 0, "open again");
+            // A RST closes it again; a SYN after a RST is a new connection too.
+            fx.send_tracked(&flow, RST, &mut tally);
+            steer_away_from(&mut fx, service, y);
+            let z = fx.send_tracked(&flow, SYN, &mut tally);
+            assert_ne!(z, y);
+            tally.assert_matches(&fx, service);
+        }
+    }
+
+    /// CLOCK_MONOTONIC, the clock of the program's timestamps, in nanoseconds.
+    fn monotonic_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+}
+
 /// Client affinity hashes the client address alone.
 mod affinity {
     use balancer_user::state::Affinity;

@@ -71,10 +71,32 @@ impl XdpMode {
     }
 }
 
+/// The daemon's settings that tests choose.
+#[derive(Clone, Copy, Debug)]
+pub struct DaemonOptions {
+    /// `--xdp-mode`.
+    pub mode: XdpMode,
+    /// `--flow-idle` in seconds. The default, 2, lets drains end quickly; a test that must
+    /// show that flows end by other signals than idleness sets it far longer.
+    pub flow_idle_s: u64,
+    /// `--conntrack-size` (default 65536).
+    pub conntrack_size: u32,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            mode: XdpMode::Native,
+            flow_idle_s: 2,
+            conntrack_size: 65_536,
+        }
+    }
+}
+
 /// A daemon running in the LB namespace with its own state dir, socket and pins.
 pub struct Balancer {
     process: Option<NsProcess>,
-    mode: XdpMode,
+    options: DaemonOptions,
     lb_ns: String,
     dir: PathBuf,
     pin_root: PathBuf,
@@ -90,6 +112,17 @@ impl Balancer {
 
     /// Like [`Balancer::start`], in the given XDP mode.
     pub fn start_in_mode(topology: &Topology, mode: XdpMode) -> Result<Self> {
+        Self::start_with(
+            topology,
+            DaemonOptions {
+                mode,
+                ..DaemonOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Balancer::start`], with the given settings.
+    pub fn start_with(topology: &Topology, options: DaemonOptions) -> Result<Self> {
         let prefix = topology.lb_ns().trim_end_matches("-lb");
         let dir = std::env::temp_dir().join(format!("balancer-{prefix}"));
         std::fs::remove_dir_all(&dir).ok();
@@ -99,7 +132,7 @@ impl Balancer {
         let veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port())?;
         let mut balancer = Self {
             process: None,
-            mode,
+            options,
             lb_ns: topology.lb_ns().to_string(),
             dir,
             pin_root,
@@ -128,13 +161,15 @@ impl Balancer {
         let bin = binary()?;
         let socket = self.socket();
         let state_dir = self.dir.join("state");
+        let flow_idle = self.options.flow_idle_s.to_string();
+        let conntrack_size = self.options.conntrack_size.to_string();
         let argv = [
             bin.to_str().context("binary path")?,
             "daemon",
             "--iface",
             LB_IFACE,
             "--xdp-mode",
-            self.mode.flag(),
+            self.options.mode.flag(),
             "--socket",
             socket.to_str().context("socket path")?,
             "--state-dir",
@@ -142,10 +177,9 @@ impl Balancer {
             "--pin-dir",
             self.pin_root.to_str().context("pin path")?,
             "--conntrack-size",
-            "65536",
-            // Flows count as active for 2 s after their last packet: drains end quickly.
+            &conntrack_size,
             "--flow-idle",
-            "2",
+            &flow_idle,
         ];
         let process = spawn(&self.lb_ns, &argv, &self.log_path())?;
         self.process = Some(process);

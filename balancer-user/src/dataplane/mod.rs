@@ -29,7 +29,7 @@ use balancer_common::{
 
 pub use attach::AttachOptions;
 pub use error::DataPlaneError;
-pub use stats::{FlowCounts, GlobalCounters};
+pub use stats::{FlowCounts, GlobalCounters, LINGER};
 
 /// How long a table generation that just stopped being live is left alone before it is
 /// rewritten. An XDP program run lasts microseconds; this leaves a wide margin for packets
@@ -323,7 +323,8 @@ impl DataPlane {
         GlobalCounters::read(&self.global_stats)
     }
 
-    /// Tracked flows per (backend index, epoch) seen within `idle`.
+    /// Active tracked flows per (backend index, epoch): open flows seen within `idle`, flows
+    /// whose client sent a FIN or RST seen within [`LINGER`] (or `idle`, if shorter).
     pub fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
         stats::count_flows(&self.conntrack, idle)
     }

@@ -54,20 +54,35 @@ pub(super) fn sum_backend(values: &PerCpuValues<BackendStats>) -> BackendStats {
         })
 }
 
-/// Number of recently active tracked flows per (backend index, epoch).
+/// Number of active tracked flows per (backend index, epoch).
 pub type FlowCounts = StdHashMap<(u32, u32), u64>;
+
+/// How long a flow whose client sent a FIN or RST keeps counting as active after its last
+/// packet (or its FIN or RST): it covers the connection's last ACKs. Open flows count for
+/// `--flow-idle`.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Whether a flow is active at `now` (ns, CLOCK_MONOTONIC).
+fn active(state: &FlowState, now: u64, idle: Duration) -> bool {
+    let window = if state.closed_by != 0 {
+        LINGER.min(idle)
+    } else {
+        idle
+    };
+    let last = state.last_seen_ns.max(state.closed_ns);
+    now.saturating_sub(last) <= window.as_nanos() as u64
+}
 
 pub(super) fn count_flows(
     conntrack: &HashMap<MapData, FlowKey, FlowState>,
     idle: Duration,
 ) -> Result<FlowCounts, DataPlaneError> {
     let now = monotonic_ns();
-    let idle_ns = idle.as_nanos() as u64;
     let mut counts = FlowCounts::new();
     for entry in conntrack.iter() {
         match entry {
             Ok((_, state)) => {
-                if now.saturating_sub(state.last_seen_ns) <= idle_ns {
+                if active(&state, now, idle) {
                     *counts.entry((state.backend, state.epoch)).or_default() += 1;
                 }
             }
@@ -88,4 +103,38 @@ fn monotonic_ns() -> u64 {
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn flow(last_seen_s: u64, closed_s: Option<u64>) -> FlowState {
+        FlowState {
+            last_seen_ns: last_seen_s * S,
+            closed_ns: closed_s.map_or(0, |c| c * S),
+            closed_by: u32::from(closed_s.is_some()),
+            ..FlowState::default()
+        }
+    }
+
+    #[test]
+    fn open_flows_count_for_the_idle_time_closed_ones_for_the_linger() {
+        let idle = Duration::from_secs(120);
+        let now = 1000 * S;
+        assert!(active(&flow(880, None), now, idle));
+        assert!(!active(&flow(879, None), now, idle));
+        // Closed: the linger after its last packet or its close, whichever is later.
+        assert!(active(&flow(998, Some(990)), now, idle));
+        assert!(active(&flow(990, Some(998)), now, idle));
+        assert!(!active(&flow(997, Some(990)), now, idle));
+        // An idle time shorter than the linger bounds it too.
+        assert!(!active(
+            &flow(999, Some(999)),
+            now,
+            Duration::from_millis(500)
+        ));
+    }
 }

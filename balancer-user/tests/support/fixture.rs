@@ -22,7 +22,8 @@ use ipnet::IpNet;
 
 use super::{
     packet::{Flow, Transport},
-    plane::{TestPlane, INGRESS_IFINDEX},
+    plane::{assert_forwarded, TestPlane, INGRESS_IFINDEX, XDP_TX},
+    tracking::{Entry, Step, Tracking},
     verdict::{classify, martian, Verdict},
 };
 
@@ -37,6 +38,8 @@ pub struct Fixture {
     pub state: State,
     images: BTreeMap<String, ServiceImage>,
     backends: BTreeMap<u32, Backend>,
+    /// The connection-tracking model, fed by [`Fixture::send_tracked`].
+    pub tracking: Tracking,
 }
 
 impl Fixture {
@@ -47,6 +50,7 @@ impl Fixture {
             state: State::default(),
             images: BTreeMap::new(),
             backends: BTreeMap::new(),
+            tracking: Tracking::default(),
         }
     }
 
@@ -260,14 +264,81 @@ impl Fixture {
 
     /// The keys in connection tracking.
     pub fn tracked_flows(&self) -> Vec<FlowKey> {
+        self.entries().into_keys().collect()
+    }
+
+    /// Every entry of connection tracking, read through its pin.
+    pub fn entries(&self) -> HashMap<FlowKey, FlowState> {
+        self.conntrack_map()
+            .iter()
+            .collect::<Result<_, _>>()
+            .expect("read CONNTRACK")
+    }
+
+    /// The connection-tracking map, opened from its pin.
+    pub fn conntrack_map(&self) -> BpfHashMap<MapData, FlowKey, FlowState> {
         let path = self.plane.maps_dir().join("CONNTRACK");
         let map = Map::LruHashMap(MapData::from_pin(&path).expect("open CONNTRACK"));
-        let conntrack: BpfHashMap<MapData, FlowKey, FlowState> =
-            map.try_into().expect("CONNTRACK is a hash map");
-        conntrack
-            .keys()
-            .collect::<Result<_, _>>()
-            .expect("read CONNTRACK keys")
+        map.try_into().expect("CONNTRACK is a hash map")
+    }
+
+    /// Sends one default frame of `flow` with `tcp_flags` (ignored for UDP) to a VIP and
+    /// checks it against the connection-tracking model and the selection model: forwarded to
+    /// the backend they name (counted in `tally`, as a new flow when the tables chose it);
+    /// then connection tracking must hold exactly the model's flows. Returns the backend.
+    pub fn send_tracked(&mut self, flow: &Flow, tcp_flags: u8, tally: &mut Tally) -> u32 {
+        let flags = (flow.transport == Transport::Tcp).then_some(tcp_flags);
+        let frame = match flags {
+            Some(f) => flow.frame_with(f),
+            None => flow.frame(),
+        };
+        let what = format!("{flow:?} flags {tcp_flags:#04x}");
+        let backends = self.backends.clone();
+        let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
+        let (index, new_flow) = match self.tracking.packet(flow.key(), flags, live) {
+            Step::Follow(index) => (index, false),
+            Step::Choose => match self.outcome(&frame) {
+                Outcome::Forward(index) => {
+                    let epoch = backends[&index].epoch;
+                    self.tracking.record(flow.key(), flags, index, epoch);
+                    (index, true)
+                }
+                other => panic!("{what}: the model expects {other:?}"),
+            },
+        };
+        let run = self.send(&frame);
+        assert_forwarded(&run, &frame, &self.backend(index), XDP_TX, &what);
+        tally.forwarded(index, frame.len(), new_flow);
+        self.assert_tracking(&what);
+        index
+    }
+
+    /// Asserts that connection tracking holds exactly the model's flows, each on the model's
+    /// backend and epoch with the model's FIN and RST marks (and a close time exactly when
+    /// marked).
+    pub fn assert_tracking(&self, what: &str) {
+        let kernel: HashMap<FlowKey, Entry> = self
+            .entries()
+            .into_iter()
+            .map(|(key, state)| {
+                let closed = state.closed_by != 0;
+                assert_eq!(
+                    state.closed_ns != 0,
+                    closed,
+                    "{what}: close time and marks of {key:?}: {state:?}"
+                );
+                assert!(state.last_seen_ns != 0, "{what}: no last-seen time");
+                assert_eq!(state.closed_by & !3, 0, "{what}: unknown close marks");
+                let entry = Entry {
+                    backend: state.backend,
+                    epoch: state.epoch,
+                    fin: state.closed_by & 1 != 0,
+                    rst: state.closed_by & 2 != 0,
+                };
+                (key, entry)
+            })
+            .collect();
+        assert_eq!(kernel, self.tracking.established, "{what}: tracked flows");
     }
 
     /// Tracked flows per (index, epoch), however long idle (one hour is far beyond a test).

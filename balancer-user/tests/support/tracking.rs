@@ -1,0 +1,98 @@
+//! A model of connection tracking, written from the rules the README states, independently
+//! of the program's code:
+//!
+//! * A flow's first packet (whatever it is) is recorded on the backend the tables choose;
+//!   its further packets go there while that backend exists.
+//! * A client's FIN or RST marks its flow closed; a closed flow keeps its backend for its
+//!   further packets, except a SYN (without ACK), which is a new connection: balanced
+//!   afresh and recorded in place of the closed one.
+//! * An entry whose backend is gone (cleared, or its index taken by another epoch) is
+//!   ignored, and the new choice replaces it.
+
+use std::collections::HashMap;
+
+use balancer_common::FlowKey;
+
+use super::packet::{ACK, FIN, RST, SYN};
+
+/// A tracked flow as the model has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Backend index.
+    pub backend: u32,
+    /// That backend's epoch when the flow was recorded.
+    pub epoch: u32,
+    /// The client sent a FIN.
+    pub fin: bool,
+    /// The client sent a RST.
+    pub rst: bool,
+}
+
+impl Entry {
+    /// Whether the client closed the flow.
+    pub fn closed(&self) -> bool {
+        self.fin || self.rst
+    }
+}
+
+/// What the model says one packet does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Its flow is tracked on a live backend: forwarded there, not a new flow.
+    Follow(u32),
+    /// It needs a new choice from the tables (not tracked, stale, or a SYN on a closed
+    /// flow); [`Tracking::record`] stores the choice.
+    Choose,
+}
+
+/// The model's table.
+#[derive(Clone, Debug, Default)]
+pub struct Tracking {
+    /// Tracked flows.
+    pub established: HashMap<FlowKey, Entry>,
+}
+
+/// What a packet's flags say: (a SYN without ACK, FIN, RST). UDP has none.
+fn signals(tcp_flags: Option<u8>) -> (bool, bool, bool) {
+    match tcp_flags {
+        None => (false, false, false),
+        Some(f) => (f & (SYN | ACK) == SYN, f & FIN != 0, f & RST != 0),
+    }
+}
+
+impl Tracking {
+    /// One packet of the flow `key` (`tcp_flags`: `None` for UDP), when `live(index, epoch)`
+    /// tells which backends still exist. The model's table changes as the program's should;
+    /// after [`Step::Choose`], call [`Tracking::record`] with the choice if it was forwarded.
+    pub fn packet(
+        &mut self,
+        key: FlowKey,
+        tcp_flags: Option<u8>,
+        live: impl Fn(u32, u32) -> bool,
+    ) -> Step {
+        let (syn, fin, rst) = signals(tcp_flags);
+        if let Some(entry) = self.established.get_mut(&key) {
+            if live(entry.backend, entry.epoch) {
+                if syn && entry.closed() {
+                    return Step::Choose;
+                }
+                entry.fin |= fin;
+                entry.rst |= rst;
+                return Step::Follow(entry.backend);
+            }
+        }
+        Step::Choose
+    }
+
+    /// Records the new choice (`backend`, `epoch`) for a packet that got [`Step::Choose`].
+    pub fn record(&mut self, key: FlowKey, tcp_flags: Option<u8>, backend: u32, epoch: u32) {
+        let (_, fin, rst) = signals(tcp_flags);
+        let entry = Entry {
+            backend,
+            epoch,
+            fin,
+            rst,
+        };
+        self.established.insert(key, entry);
+    }
+}
