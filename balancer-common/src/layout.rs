@@ -224,7 +224,9 @@ impl ClientPinKey {
     }
 }
 
-/// Value of the connection-tracking map.
+/// Value of both connection-tracking maps: the flows that sent more than their first
+/// packet (the established map) and those that sent only their first packet (the pending
+/// map).
 ///
 /// A flow is *closed* once its client sent a FIN or a RST (`closed_by` is not 0): it stays
 /// on its backend for its last packets, but a new SYN on its 5-tuple is a new connection.
@@ -260,6 +262,20 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 /// TCP header flag ACK.
 pub const TCP_ACK: u8 = 0x10;
+
+/// Pending-map entries for a connection-tracking size of `conntrack`: a quarter of it, at
+/// least [`MIN_PENDING_ENTRIES`].
+pub const fn pending_entries(conntrack: u32) -> u32 {
+    let quarter = conntrack / 4;
+    if quarter < MIN_PENDING_ENTRIES {
+        MIN_PENDING_ENTRIES
+    } else {
+        quarter
+    }
+}
+
+/// Fewest entries of the pending map.
+pub const MIN_PENDING_ENTRIES: u32 = 256;
 
 #[cfg(feature = "user")]
 mod pod {

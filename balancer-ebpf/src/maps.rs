@@ -39,10 +39,20 @@ pub static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::pinned(MAX_BA
 #[map]
 pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
 
-/// 5-tuple -> backend the flow is pinned to.
+/// 5-tuple -> backend of the flows that sent more than their first packet (established
+/// connection tracking). The daemon sizes it (`--conntrack-size`).
 #[map]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState> =
     LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
+
+/// 5-tuple -> backend of the flows that sent only their first packet (a SYN and its
+/// retransmits, one datagram): a flood of new flows churns this map, never `CONNTRACK`.
+/// The daemon sizes it (`pending_entries`).
+#[map]
+pub static PENDING: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(
+    balancer_common::pending_entries(DEFAULT_CONNTRACK_ENTRIES),
+    0,
+);
 
 /// (service, generation, client prefix) -> group index: client pins.
 #[map]

@@ -8,7 +8,7 @@ use balancer_common::{
 };
 
 use crate::{
-    maps::{client_pin_group, BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS},
+    maps::{client_pin_group, BACKENDS, CONNTRACK, GENERATION, PENDING, RINGS, TABLES, VIPS},
     martian,
 };
 
@@ -78,23 +78,43 @@ enum Tracked {
 
 /// Finds the backend for the flow `key`, recording new flows in connection tracking.
 ///
-/// Connection tracking is looked up first, so an established flow costs one hash lookup.
-/// Its entries exist only for flows that were addressed to a VIP from a source that is not
-/// martian (checked here, for new flows only), and an entry whose backend was removed
-/// (epoch changed) is ignored. The one difference from looking up the VIP first: a flow
-/// whose VIP was withdrawn while its backend stayed keeps that backend until it goes idle,
-/// which is what the no-broken-connection promise asks for. A client's FIN or RST marks its
-/// flow closed; the flow keeps its backend for its last packets, but a SYN on a closed
-/// flow is a new connection, balanced by the current tables.
+/// First `CONNTRACK`, the flows that sent more than one packet: an established flow costs one
+/// hash lookup. Then `PENDING`, the flows that sent only their first packet: the client's
+/// next packet that is neither a SYN nor a FIN or RST promotes the flow into `CONNTRACK`,
+/// so a flood of one-packet flows (SYNs, datagrams) churns `PENDING` only. Only then the
+/// VIP map: a flow whose VIP was withdrawn while its backend stayed keeps that backend.
+///
+/// Entries exist only for flows that were addressed to a VIP from a source that is not
+/// martian (checked here, for new flows only); an entry whose backend was removed (epoch
+/// changed) is ignored. A client's FIN or RST marks its flow closed; the flow keeps its
+/// backend for its last packets, but a SYN on a closed flow is a new connection, balanced
+/// by the current tables.
 #[inline(always)]
 pub fn backend_for(key: &FlowKey, tcp_flags: u8) -> Selection<'static> {
     let signals = Signals::of(tcp_flags);
+    let mut reopen = false;
     if let Some(state) = CONNTRACK.get_ptr_mut(key) {
-        if let Tracked::Follow(selection) = tracked(state, signals) {
-            return selection;
+        match tracked(state, signals) {
+            Tracked::Follow(selection) => return selection,
+            Tracked::Reopen => reopen = true,
+            Tracked::Stale => {}
         }
     }
-    balance(key, signals)
+    if !reopen {
+        if let Some(state) = PENDING.get_ptr_mut(key) {
+            match tracked(state, signals) {
+                Tracked::Follow(selection) => {
+                    // SAFETY: the pointer stays valid during this program run (RCU).
+                    if !signals.syn && signals.closing == 0 && unsafe { (*state).closed_by } == 0 {
+                        promote(key, state);
+                    }
+                    return selection;
+                }
+                Tracked::Reopen | Tracked::Stale => {}
+            }
+        }
+    }
+    balance(key, signals, reopen)
 }
 
 /// Follows a tracked entry: a packet of its flow goes to its backend while that backend
@@ -142,10 +162,24 @@ fn tracked(state: *mut FlowState, signals: Signals) -> Tracked {
     })
 }
 
-/// Balances a new flow (or a new connection on a closed flow's 5-tuple) with the live
-/// tables of its VIP, and records it in connection tracking.
+/// Moves a pending flow into `CONNTRACK`: its client sent a second packet that is not a
+/// SYN. Inserted before it is removed from `PENDING`, so a concurrent packet of the flow
+/// finds it in one map or the other.
 #[inline(always)]
-fn balance(key: &FlowKey, signals: Signals) -> Selection<'static> {
+fn promote(key: &FlowKey, state: *mut FlowState) {
+    // SAFETY: the pointer stays valid during this program run (RCU); plain data.
+    let mut promoted = unsafe { *state };
+    promoted.last_seen_ns = now();
+    // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
+    let _ = CONNTRACK.insert(key, promoted, 0);
+    let _ = PENDING.remove(key);
+}
+
+/// Balances a new flow (or a new connection on a closed flow's 5-tuple, `reopen`) with the
+/// live tables of its VIP, and records it: in `PENDING`, or in place of the closed entry
+/// in `CONNTRACK` for a reopened flow.
+#[inline(always)]
+fn balance(key: &FlowKey, signals: Signals, reopen: bool) -> Selection<'static> {
     let vip = VipKey {
         addr: key.dst,
         port_be: key.dport_be,
@@ -184,7 +218,11 @@ fn balance(key: &FlowKey, signals: Signals) -> Selection<'static> {
         reserved: 0,
     };
     // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
-    let _ = CONNTRACK.insert(key, state, 0);
+    if reopen {
+        let _ = CONNTRACK.insert(key, state, 0);
+    } else {
+        let _ = PENDING.insert(key, state, 0);
+    }
     Selection::Backend {
         index,
         backend,

@@ -84,6 +84,7 @@ pub struct DataPlane {
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, FlowState>,
+    pending: HashMap<MapData, FlowKey, FlowState>,
     client_pins: LpmTrie<MapData, ClientPinKey, u32>,
     last_flip: StdHashMap<u32, Instant>,
 }
@@ -122,6 +123,7 @@ impl DataPlane {
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
             conntrack: take(&mut ebpf, "CONNTRACK")?,
+            pending: take(&mut ebpf, "PENDING")?,
             client_pins: take(&mut ebpf, "CLIENT_PINS")?,
             ebpf,
             bpffs,
@@ -323,10 +325,15 @@ impl DataPlane {
         GlobalCounters::read(&self.global_stats)
     }
 
-    /// Active tracked flows per (backend index, epoch): open flows seen within `idle`, flows
-    /// whose client sent a FIN or RST seen within [`LINGER`] (or `idle`, if shorter).
+    /// Active tracked flows per (backend index, epoch): open flows seen within `idle`;
+    /// flows whose client sent a FIN or RST, and flows that sent only their first packet,
+    /// seen within [`LINGER`] (or `idle`, if shorter).
     pub fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
-        stats::count_flows(&self.conntrack, idle)
+        let mut counts = stats::count_flows(&self.pending, true, idle)?;
+        for (backend, n) in stats::count_flows(&self.conntrack, false, idle)? {
+            *counts.entry(backend).or_default() += n;
+        }
+        Ok(counts)
     }
 
     /// Forgets the tracked flows pinned to any of `backends` ((index, epoch) pairs): their
@@ -335,25 +342,10 @@ impl DataPlane {
         &mut self,
         backends: &std::collections::HashSet<(u32, u32)>,
     ) -> Result<u64, DataPlaneError> {
-        let mut doomed = Vec::new();
-        for entry in self.conntrack.iter() {
-            match entry {
-                Ok((key, state)) if backends.contains(&(state.backend, state.epoch)) => {
-                    doomed.push(key)
-                }
-                Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("read CONNTRACK")(e)),
-            }
-        }
-        let mut forgotten = 0;
-        for key in doomed {
-            match self.conntrack.remove(&key) {
-                Ok(()) => forgotten += 1,
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("remove from CONNTRACK")(e)),
-            }
-        }
-        Ok(forgotten)
+        Ok(
+            stats::forget(&mut self.conntrack, "remove from CONNTRACK", backends)?
+                + stats::forget(&mut self.pending, "remove from PENDING", backends)?,
+        )
     }
 
     /// Detaches the program and unpins everything; the maps go with the last reference.

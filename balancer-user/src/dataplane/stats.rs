@@ -1,6 +1,9 @@
 //! Reading counters and connection tracking.
 
-use std::{collections::HashMap as StdHashMap, time::Duration};
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    time::Duration,
+};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
@@ -57,14 +60,15 @@ pub(super) fn sum_backend(values: &PerCpuValues<BackendStats>) -> BackendStats {
 /// Number of active tracked flows per (backend index, epoch).
 pub type FlowCounts = StdHashMap<(u32, u32), u64>;
 
-/// How long a flow whose client sent a FIN or RST keeps counting as active after its last
-/// packet (or its FIN or RST): it covers the connection's last ACKs. Open flows count for
-/// `--flow-idle`.
+/// How long a flow whose client sent a FIN or RST, or a flow that sent only its first
+/// packet (a SYN and its retransmits, one datagram), keeps counting as active after its
+/// last packet (or its FIN or RST): it covers a connection's last ACKs, and a handshake.
+/// Open flows that sent more than one packet count for `--flow-idle`.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Whether a flow is active at `now` (ns, CLOCK_MONOTONIC).
-fn active(state: &FlowState, now: u64, idle: Duration) -> bool {
-    let window = if state.closed_by != 0 {
+/// Whether a flow (`pending`: from the pending map) is active at `now` (ns, CLOCK_MONOTONIC).
+fn active(state: &FlowState, pending: bool, now: u64, idle: Duration) -> bool {
+    let window = if pending || state.closed_by != 0 {
         LINGER.min(idle)
     } else {
         idle
@@ -73,25 +77,60 @@ fn active(state: &FlowState, now: u64, idle: Duration) -> bool {
     now.saturating_sub(last) <= window.as_nanos() as u64
 }
 
+/// Calls `each` with every entry of a connection-tracking map, skipping entries that go
+/// while the map is walked.
+fn walk(
+    map: &HashMap<MapData, FlowKey, FlowState>,
+    mut each: impl FnMut(FlowKey, FlowState),
+) -> Result<(), DataPlaneError> {
+    for entry in map.iter() {
+        match entry {
+            Ok((key, state)) => each(key, state),
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(map_err("read connection tracking")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Active flows of one connection-tracking map (`pending`: the pending map) per backend.
 pub(super) fn count_flows(
-    conntrack: &HashMap<MapData, FlowKey, FlowState>,
+    map: &HashMap<MapData, FlowKey, FlowState>,
+    pending: bool,
     idle: Duration,
 ) -> Result<FlowCounts, DataPlaneError> {
     let now = monotonic_ns();
     let mut counts = FlowCounts::new();
-    for entry in conntrack.iter() {
-        match entry {
-            Ok((_, state)) => {
-                if active(&state, now, idle) {
-                    *counts.entry((state.backend, state.epoch)).or_default() += 1;
-                }
-            }
-            // An entry evicted while iterating: skip it.
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(e) => return Err(map_err("read CONNTRACK")(e)),
+    walk(map, |_, state| {
+        if active(&state, pending, now, idle) {
+            *counts.entry((state.backend, state.epoch)).or_default() += 1;
+        }
+    })?;
+    Ok(counts)
+}
+
+/// Removes the entries of `map` (named `name`) pinned to any of `backends`; returns how
+/// many it removed.
+pub(super) fn forget(
+    map: &mut HashMap<MapData, FlowKey, FlowState>,
+    name: &'static str,
+    backends: &HashSet<(u32, u32)>,
+) -> Result<u64, DataPlaneError> {
+    let mut doomed = Vec::new();
+    walk(map, |key, state| {
+        if backends.contains(&(state.backend, state.epoch)) {
+            doomed.push(key);
+        }
+    })?;
+    let mut forgotten = 0;
+    for key in doomed {
+        match map.remove(&key) {
+            Ok(()) => forgotten += 1,
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(name)(e)),
         }
     }
-    Ok(counts)
+    Ok(forgotten)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -120,21 +159,32 @@ mod tests {
         }
     }
 
+    /// An established flow's activity.
+    fn active_at(state: &FlowState, now: u64, idle: Duration) -> bool {
+        active(state, false, now, idle)
+    }
+
     #[test]
     fn open_flows_count_for_the_idle_time_closed_ones_for_the_linger() {
         let idle = Duration::from_secs(120);
         let now = 1000 * S;
-        assert!(active(&flow(880, None), now, idle));
-        assert!(!active(&flow(879, None), now, idle));
+        assert!(active_at(&flow(880, None), now, idle));
+        assert!(!active_at(&flow(879, None), now, idle));
         // Closed: the linger after its last packet or its close, whichever is later.
-        assert!(active(&flow(998, Some(990)), now, idle));
-        assert!(active(&flow(990, Some(998)), now, idle));
-        assert!(!active(&flow(997, Some(990)), now, idle));
+        assert!(active_at(&flow(998, Some(990)), now, idle));
+        assert!(active_at(&flow(990, Some(998)), now, idle));
+        assert!(!active_at(&flow(997, Some(990)), now, idle));
         // An idle time shorter than the linger bounds it too.
-        assert!(!active(
-            &flow(999, Some(999)),
-            now,
-            Duration::from_millis(500)
-        ));
+        let short = Duration::from_millis(500);
+        assert!(!active_at(&flow(999, Some(999)), now, short));
+    }
+
+    #[test]
+    fn pending_flows_count_for_the_linger_only() {
+        let idle = Duration::from_secs(120);
+        let now = 1000 * S;
+        assert!(active(&flow(998, None), true, now, idle));
+        assert!(!active(&flow(997, None), true, now, idle));
+        assert!(!active(&flow(997, Some(997)), true, now, idle));
     }
 }

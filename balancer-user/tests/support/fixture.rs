@@ -22,7 +22,7 @@ use ipnet::IpNet;
 
 use super::{
     packet::{Flow, Transport},
-    plane::{assert_forwarded, TestPlane, INGRESS_IFINDEX, XDP_TX},
+    plane::{assert_forwarded, assert_untouched, TestPlane, INGRESS_IFINDEX, XDP_PASS, XDP_TX},
     tracking::{Entry, Step, Tracking},
     verdict::{classify, martian, Verdict},
 };
@@ -45,8 +45,18 @@ pub struct Fixture {
 impl Fixture {
     /// An empty state and a freshly loaded data plane for the test `test`.
     pub fn new(test: &str) -> Self {
+        Self::with_plane(TestPlane::load(test))
+    }
+
+    /// [`Fixture::new`] with `conntrack` connection-tracking entries (the pending map gets
+    /// a quarter, at least 256).
+    pub fn with_conntrack(test: &str, conntrack: u32) -> Self {
+        Self::with_plane(TestPlane::load_sized(test, conntrack))
+    }
+
+    fn with_plane(plane: TestPlane) -> Self {
         Self {
-            plane: TestPlane::load(test),
+            plane,
             state: State::default(),
             images: BTreeMap::new(),
             backends: BTreeMap::new(),
@@ -262,31 +272,38 @@ impl Fixture {
         }
     }
 
-    /// The keys in connection tracking.
+    /// The keys in connection tracking (established flows).
     pub fn tracked_flows(&self) -> Vec<FlowKey> {
-        self.entries().into_keys().collect()
+        self.entries("CONNTRACK").into_keys().collect()
     }
 
-    /// Every entry of connection tracking, read through its pin.
-    pub fn entries(&self) -> HashMap<FlowKey, FlowState> {
-        self.conntrack_map()
+    /// The keys of pending flows (only their first packet seen).
+    pub fn pending_flows(&self) -> Vec<FlowKey> {
+        self.entries("PENDING").into_keys().collect()
+    }
+
+    /// Every entry of the connection-tracking map `name` (`CONNTRACK` or `PENDING`), read
+    /// through its pin.
+    pub fn entries(&self, name: &str) -> HashMap<FlowKey, FlowState> {
+        self.conntrack_map(name)
             .iter()
             .collect::<Result<_, _>>()
-            .expect("read CONNTRACK")
+            .unwrap_or_else(|e| panic!("read {name}: {e}"))
     }
 
-    /// The connection-tracking map, opened from its pin.
-    pub fn conntrack_map(&self) -> BpfHashMap<MapData, FlowKey, FlowState> {
-        let path = self.plane.maps_dir().join("CONNTRACK");
-        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open CONNTRACK"));
-        map.try_into().expect("CONNTRACK is a hash map")
+    /// The connection-tracking map `name` (`CONNTRACK` or `PENDING`), opened from its pin.
+    pub fn conntrack_map(&self, name: &str) -> BpfHashMap<MapData, FlowKey, FlowState> {
+        let path = self.plane.maps_dir().join(name);
+        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open the map"));
+        map.try_into().expect("an LRU hash map")
     }
 
-    /// Sends one default frame of `flow` with `tcp_flags` (ignored for UDP) to a VIP and
-    /// checks it against the connection-tracking model and the selection model: forwarded to
-    /// the backend they name (counted in `tally`, as a new flow when the tables chose it);
-    /// then connection tracking must hold exactly the model's flows. Returns the backend.
-    pub fn send_tracked(&mut self, flow: &Flow, tcp_flags: u8, tally: &mut Tally) -> u32 {
+    /// Sends one default frame of `flow` with `tcp_flags` (ignored for UDP) and checks it
+    /// against the connection-tracking model and the selection model: forwarded to the
+    /// backend they name (counted in `tally`, as a new flow when the tables chose it), or
+    /// passed untouched; then the two maps must hold exactly the model's flows. Returns the
+    /// backend forwarded to.
+    pub fn send_tracked(&mut self, flow: &Flow, tcp_flags: u8, tally: &mut Tally) -> Option<u32> {
         let flags = (flow.transport == Transport::Tcp).then_some(tcp_flags);
         let frame = match flags {
             Some(f) => flow.frame_with(f),
@@ -295,50 +312,66 @@ impl Fixture {
         let what = format!("{flow:?} flags {tcp_flags:#04x}");
         let backends = self.backends.clone();
         let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
-        let (index, new_flow) = match self.tracking.packet(flow.key(), flags, live) {
-            Step::Follow(index) => (index, false),
+        let step = self.tracking.packet(flow.key(), flags, live);
+        let (expected, new_flow) = match step {
+            Step::Follow(index) => (Some(index), false),
             Step::Choose => match self.outcome(&frame) {
                 Outcome::Forward(index) => {
                     let epoch = backends[&index].epoch;
-                    self.tracking.record(flow.key(), flags, index, epoch);
-                    (index, true)
+                    self.tracking.record(flow.key(), flags, index, epoch, live);
+                    (Some(index), true)
                 }
+                Outcome::Pass(_) => (None, false),
                 other => panic!("{what}: the model expects {other:?}"),
             },
         };
         let run = self.send(&frame);
-        assert_forwarded(&run, &frame, &self.backend(index), XDP_TX, &what);
-        tally.forwarded(index, frame.len(), new_flow);
+        match expected {
+            Some(index) => {
+                assert_forwarded(&run, &frame, &self.backend(index), XDP_TX, &what);
+                tally.forwarded(index, frame.len(), new_flow);
+            }
+            None => assert_untouched(&run, &frame, XDP_PASS, &what),
+        }
         self.assert_tracking(&what);
-        index
+        expected
     }
 
-    /// Asserts that connection tracking holds exactly the model's flows, each on the model's
-    /// backend and epoch with the model's FIN and RST marks (and a close time exactly when
-    /// marked).
+    /// Asserts that the data plane's two connection-tracking maps hold exactly the model's
+    /// flows, each on the model's backend and epoch with the model's FIN and RST marks (and a
+    /// close time exactly when marked).
     pub fn assert_tracking(&self, what: &str) {
-        let kernel: HashMap<FlowKey, Entry> = self
-            .entries()
-            .into_iter()
-            .map(|(key, state)| {
-                let closed = state.closed_by != 0;
-                assert_eq!(
-                    state.closed_ns != 0,
-                    closed,
-                    "{what}: close time and marks of {key:?}: {state:?}"
-                );
-                assert!(state.last_seen_ns != 0, "{what}: no last-seen time");
-                assert_eq!(state.closed_by & !3, 0, "{what}: unknown close marks");
-                let entry = Entry {
-                    backend: state.backend,
-                    epoch: state.epoch,
-                    fin: state.closed_by & 1 != 0,
-                    rst: state.closed_by & 2 != 0,
-                };
-                (key, entry)
-            })
-            .collect();
-        assert_eq!(kernel, self.tracking.established, "{what}: tracked flows");
+        let as_entries = |map: HashMap<FlowKey, FlowState>| -> HashMap<FlowKey, Entry> {
+            map.into_iter()
+                .map(|(key, state)| {
+                    let closed = state.closed_by != 0;
+                    assert_eq!(
+                        state.closed_ns != 0,
+                        closed,
+                        "{what}: close time and marks of {key:?}: {state:?}"
+                    );
+                    assert!(state.last_seen_ns != 0, "{what}: no last-seen time");
+                    let entry = Entry {
+                        backend: state.backend,
+                        epoch: state.epoch,
+                        fin: state.closed_by & 1 != 0,
+                        rst: state.closed_by & 2 != 0,
+                    };
+                    assert_eq!(state.closed_by & !3, 0, "{what}: unknown close marks");
+                    (key, entry)
+                })
+                .collect()
+        };
+        assert_eq!(
+            as_entries(self.entries("CONNTRACK")),
+            self.tracking.established,
+            "{what}: established flows"
+        );
+        assert_eq!(
+            as_entries(self.entries("PENDING")),
+            self.tracking.pending,
+            "{what}: pending flows"
+        );
     }
 
     /// Tracked flows per (index, epoch), however long idle (one hour is far beyond a test).

@@ -1,13 +1,17 @@
 //! A model of connection tracking, written from the rules the README states, independently
 //! of the program's code:
 //!
-//! * A flow's first packet (whatever it is) is recorded on the backend the tables choose;
-//!   its further packets go there while that backend exists.
-//! * A client's FIN or RST marks its flow closed; a closed flow keeps its backend for its
-//!   further packets, except a SYN (without ACK), which is a new connection: balanced
-//!   afresh and recorded in place of the closed one.
-//! * An entry whose backend is gone (cleared, or its index taken by another epoch) is
-//!   ignored, and the new choice replaces it.
+//! * A flow's first packet (whatever it is) is recorded as *pending*, on the backend the
+//!   tables choose. A SYN on a pending flow (a retransmit) keeps its backend. The client's
+//!   next packet that is neither a SYN nor a FIN or RST promotes it: it is *established*.
+//!   UDP has no flags: its second datagram promotes.
+//! * A client's FIN or RST marks its flow closed (pending or established); a closed flow
+//!   keeps its backend for its further packets, except a SYN (without ACK), which is a new
+//!   connection: balanced afresh and recorded in place of the closed one (in the same
+//!   table); a closed pending flow is never promoted.
+//! * Established flows are looked up before pending ones; an entry whose backend is gone
+//!   (cleared, or its index taken by another epoch) is ignored, and the new choice is
+//!   recorded as pending (promotion then replaces the dead established entry).
 
 use std::collections::HashMap;
 
@@ -45,11 +49,13 @@ pub enum Step {
     Choose,
 }
 
-/// The model's table.
+/// The two tables of the model.
 #[derive(Clone, Debug, Default)]
 pub struct Tracking {
-    /// Tracked flows.
+    /// Established flows.
     pub established: HashMap<FlowKey, Entry>,
+    /// Pending flows.
+    pub pending: HashMap<FlowKey, Entry>,
 }
 
 /// What a packet's flags say: (a SYN without ACK, FIN, RST). UDP has none.
@@ -62,7 +68,7 @@ fn signals(tcp_flags: Option<u8>) -> (bool, bool, bool) {
 
 impl Tracking {
     /// One packet of the flow `key` (`tcp_flags`: `None` for UDP), when `live(index, epoch)`
-    /// tells which backends still exist. The model's table changes as the program's should;
+    /// tells which backends still exist. The model's tables change as the program's should;
     /// after [`Step::Choose`], call [`Tracking::record`] with the choice if it was forwarded.
     pub fn packet(
         &mut self,
@@ -81,11 +87,36 @@ impl Tracking {
                 return Step::Follow(entry.backend);
             }
         }
+        if let Some(entry) = self.pending.get_mut(&key) {
+            if live(entry.backend, entry.epoch) {
+                if syn && entry.closed() {
+                    return Step::Choose;
+                }
+                let backend = entry.backend;
+                if !syn && !fin && !rst && !entry.closed() {
+                    let promoted = self.pending.remove(&key).expect("just found");
+                    self.established.insert(key, promoted);
+                } else {
+                    entry.fin |= fin;
+                    entry.rst |= rst;
+                }
+                return Step::Follow(backend);
+            }
+        }
         Step::Choose
     }
 
-    /// Records the new choice (`backend`, `epoch`) for a packet that got [`Step::Choose`].
-    pub fn record(&mut self, key: FlowKey, tcp_flags: Option<u8>, backend: u32, epoch: u32) {
+    /// Records the new choice (`backend`, `epoch`) for a packet that got [`Step::Choose`]:
+    /// in place of a live closed established entry (a SYN on a closed connection), else
+    /// as pending.
+    pub fn record(
+        &mut self,
+        key: FlowKey,
+        tcp_flags: Option<u8>,
+        backend: u32,
+        epoch: u32,
+        live: impl Fn(u32, u32) -> bool,
+    ) {
         let (_, fin, rst) = signals(tcp_flags);
         let entry = Entry {
             backend,
@@ -93,6 +124,14 @@ impl Tracking {
             fin,
             rst,
         };
-        self.established.insert(key, entry);
+        let reopened = self
+            .established
+            .get(&key)
+            .is_some_and(|e| live(e.backend, e.epoch) && e.closed());
+        if reopened {
+            self.established.insert(key, entry);
+        } else {
+            self.pending.insert(key, entry);
+        }
     }
 }
