@@ -263,6 +263,17 @@ pub const TCP_RST: u8 = 0x04;
 /// TCP header flag ACK.
 pub const TCP_ACK: u8 = 0x10;
 
+/// Entries of the VIP port filter: one per destination port.
+pub const VIP_PORT_ENTRIES: u32 = 65_536;
+
+/// The bit of the VIP port filter's value that stands for `proto` (bit 6 for TCP, 17 for
+/// UDP): a packet can only belong to a VIP, current or former, when its destination
+/// port's entry has its protocol's bit.
+#[inline(always)]
+pub const fn vip_port_bit(proto: u8) -> u32 {
+    1 << (proto & 31)
+}
+
 /// Pending-map entries for a connection-tracking size of `conntrack`: a quarter of it, at
 /// least [`MIN_PENDING_ENTRIES`].
 pub const fn pending_entries(conntrack: u32) -> u32 {

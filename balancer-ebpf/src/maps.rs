@@ -8,7 +8,7 @@ use aya_ebpf::{
 use balancer_common::{
     Backend, BackendStats, ClientPinKey, FlowKey, FlowState, Ring, ServiceTables, VipInfo, VipKey,
     DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS,
-    MAX_SERVICES, STAT_COUNT,
+    MAX_SERVICES, STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 /// VIP (address, port, protocol) -> service slot.
@@ -38,6 +38,12 @@ pub static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::pinned(MAX_BA
 /// Global counters, indexed by `STAT_*`.
 #[map]
 pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
+
+/// Destination port -> `vip_port_bit(proto)` of each protocol that a VIP, current or
+/// former with flows left, serves on that port: the pre-filter that lets other packets go
+/// before any hash lookup.
+#[map]
+pub static VIP_PORTS: Array<u32> = Array::pinned(VIP_PORT_ENTRIES, 0);
 
 /// 5-tuple -> backend of the flows that sent more than their first packet (established
 /// connection tracking). The daemon sizes it (`--conntrack-size`).

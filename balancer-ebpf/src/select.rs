@@ -2,13 +2,15 @@
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use balancer_common::{
-    flow_hash, ring_index, tables_index, Backend, FlowKey, FlowState, VipKey, CLOSED_BY_FIN,
-    CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE, NO_GROUP, TCP_ACK,
-    TCP_FIN, TCP_RST, TCP_SYN,
+    flow_hash, ring_index, tables_index, vip_port_bit, Backend, FlowKey, FlowState, VipKey,
+    CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE,
+    NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
-    maps::{client_pin_group, BACKENDS, CONNTRACK, GENERATION, PENDING, RINGS, TABLES, VIPS},
+    maps::{
+        client_pin_group, BACKENDS, CONNTRACK, GENERATION, PENDING, RINGS, TABLES, VIPS, VIP_PORTS,
+    },
     martian,
 };
 
@@ -78,7 +80,9 @@ enum Tracked {
 
 /// Finds the backend for the flow `key`, recording new flows in connection tracking.
 ///
-/// First `CONNTRACK`, the flows that sent more than one packet: an established flow costs one
+/// First a pre-filter: a packet whose destination port and protocol no VIP (current, or
+/// former with flows left) serves is not ours, at the cost of one array read. Then
+/// `CONNTRACK`, the flows that sent more than one packet: an established flow costs one
 /// hash lookup. Then `PENDING`, the flows that sent only their first packet: the client's
 /// next packet that is neither a SYN nor a FIN or RST promotes the flow into `CONNTRACK`,
 /// so a flood of one-packet flows (SYNs, datagrams) churns `PENDING` only. Only then the
@@ -91,6 +95,11 @@ enum Tracked {
 /// by the current tables.
 #[inline(always)]
 pub fn backend_for(key: &FlowKey, tcp_flags: u8) -> Selection<'static> {
+    let port = u32::from(u16::from_be(key.dport_be));
+    match VIP_PORTS.get(port) {
+        Some(bits) if *bits & vip_port_bit(key.proto) != 0 => {}
+        _ => return Selection::NotVip,
+    }
     let signals = Signals::of(tcp_flags);
     let mut reopen = false;
     if let Some(state) = CONNTRACK.get_ptr_mut(key) {

@@ -412,8 +412,7 @@ mod conntrack {
         send_expecting(&mut fx, &mut tally, &flow, x, true);
 
         // The VIP goes (as when a service is given another VIP); X stays.
-        let vip = fx.service("web").vip.key();
-        fx.plane.remove_vip(&vip).expect("remove the VIP");
+        fx.withdraw_vip("web");
         send_expecting(&mut fx, &mut tally, &flow, x, false);
         let newcomer = flow.with_sport(40_010).frame();
         assert_untouched(
@@ -895,6 +894,113 @@ mod pending {
                 "after",
             );
         }
+    }
+}
+
+/// The pre-filter: packets to a port and protocol that no VIP serves (or served, while
+/// flows to it are active) are passed before any connection-tracking lookup.
+mod filter {
+    use std::time::Duration;
+
+    use balancer_common::FlowState;
+
+    use super::*;
+    use crate::{
+        closing::services,
+        support::packet::{ACK, FIN, SYN},
+    };
+
+    #[test]
+    fn packets_to_other_ports_never_touch_connection_tracking() {
+        let mut fx = services("track-filter");
+        let x = fx.entry("web", BACKENDS4[0].parse().expect("address"));
+        // Entries no packet could have made, for a TCP flow to port 22 and a UDP flow to
+        // port 80 (a TCP VIP's port): if the program looked them up, it would forward.
+        let ssh = Flow::new(Transport::Tcp, CLIENT4, 40_014, VIP4, 22);
+        let udp80 = Flow::new(Transport::Udp, CLIENT4, 40_015, VIP4, 80);
+        let planted = FlowState {
+            backend: x.index,
+            epoch: x.epoch,
+            last_seen_ns: 1,
+            ..FlowState::default()
+        };
+        for name in ["CONNTRACK", "PENDING"] {
+            let mut map = fx.conntrack_map(name);
+            for flow in [&ssh, &udp80] {
+                map.insert(flow.key(), planted, 0).expect("plant");
+            }
+        }
+        let before = (fx.entries("CONNTRACK"), fx.entries("PENDING"));
+        let mut tally = Tally::default();
+        for flow in [&ssh, &udp80] {
+            for flags in [SYN, ACK, FIN | ACK] {
+                assert!(!fx.vip_port(flow));
+                let frame = match flow.transport {
+                    Transport::Tcp => flow.frame_with(flags),
+                    Transport::Udp => flow.frame(),
+                };
+                assert_untouched(&fx.send(&frame), &frame, XDP_PASS, &format!("{flow:?}"));
+            }
+        }
+        assert_eq!(
+            (fx.entries("CONNTRACK"), fx.entries("PENDING")),
+            before,
+            "entries neither used nor refreshed"
+        );
+        tally.assert_matches(&fx, "web");
+        assert_globals(
+            &fx,
+            GlobalCounters {
+                passed: 6,
+                ..GlobalCounters::default()
+            },
+        );
+        // The same port with the VIP's protocol is looked up.
+        for name in ["CONNTRACK", "PENDING"] {
+            let mut map = fx.conntrack_map(name);
+            for flow in [&ssh, &udp80] {
+                map.remove(&flow.key()).expect("unplant");
+            }
+        }
+        let web = Flow::new(Transport::Tcp, CLIENT4, 40_016, VIP4, 80);
+        fx.send_tracked(&web, SYN, &mut tally);
+    }
+
+    #[test]
+    fn a_former_vip_port_stays_open_while_its_flows_are_active() {
+        let mut fx = services("track-former");
+        let mut tally = Tally::default();
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_017, VIP4, 80);
+        let udp = Flow::new(Transport::Udp, CLIENT4, 40_017, VIP4, 53);
+        let x = fx.send_tracked(&flow, SYN, &mut tally);
+        fx.send_tracked(&flow, ACK, &mut tally);
+        let u = fx.send_tracked(&udp, 0, &mut tally);
+        fx.send_tracked(&udp, 0, &mut tally);
+        fx.withdraw_vip("web");
+        fx.withdraw_vip("web6");
+        // Port 80 (TCP) lingers: the established flow keeps its backend; new flows pass.
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), x);
+        assert_eq!(
+            fx.send_tracked(&flow.with_sport(40_018), SYN, &mut tally),
+            None
+        );
+        let closed = fx
+            .plane
+            .close_idle_vip_ports(Duration::from_secs(3600))
+            .expect("close idle ports");
+        assert_eq!(closed, Vec::new(), "a flow to port 80 is active");
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), x);
+        // Once no flow to it is active (an idle time of zero), the port closes: its packets
+        // are passed without a lookup. The current VIP's port (53/udp) stays.
+        std::thread::sleep(Duration::from_millis(20));
+        let closed = fx
+            .plane
+            .close_idle_vip_ports(Duration::ZERO)
+            .expect("close idle ports");
+        assert_eq!(closed, vec![(80, 6)]);
+        fx.vip_ports_closed(&closed);
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), None);
+        assert_eq!(fx.send_tracked(&udp, 0, &mut tally), u);
     }
 }
 

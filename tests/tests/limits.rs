@@ -217,6 +217,75 @@ fn a_vip_change_through_apply_keeps_old_flows_and_moves_new_ones() -> Result<()>
 }
 
 #[test]
+fn a_vip_port_change_keeps_old_flows_until_they_end() -> Result<()> {
+    let lab = Lab::new("blt2")?;
+    let old = Lab::vip(false);
+    let config = |port: u16| {
+        let backends: Vec<String> = (0..4)
+            .map(|i| format!("{{ addr = \"{}\" }}", lab.topology.backend_v4(i)))
+            .collect();
+        format!(
+            "[[service]]\nname = \"web\"\nvip = \"{}:{port}/tcp\"\n[[service.group]]\nname = \"main\"\nbackends = [{}]\n",
+            old.ip(),
+            backends.join(", ")
+        )
+    };
+    let file = lab.balancer.socket().with_file_name("web.toml");
+    std::fs::write(&file, config(old.port()))?;
+    lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+    let long_lived = LongLived::open(&lab.client, old, 12, &[])?;
+    // The service moves to another port: no VIP serves port 80 any more, but the data
+    // plane keeps looking its packets up while flows to it are active — over more than one
+    // of the daemon's 10 s checks.
+    std::fs::write(&file, config(8080))?;
+    lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+    let pings = long_lived.ping_in_background();
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "{report:?}"
+    );
+    ensure!(
+        lab.client.ask_once(old, None).is_err(),
+        "the old port still takes new connections"
+    );
+    // Once they ended (and the idle time passed), the daemon closes the port.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(lab.balancer.log_path())?;
+        let closed = log.lines().any(|line| {
+            let plain = without_colors(line);
+            plain.contains("former VIP port without flows") && plain.contains("port=80 ")
+        });
+        if closed {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "port 80 not closed within 20 s; log:\n{}",
+            lab.balancer.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// `line` without its ANSI color sequences (ESC [ ... m).
+fn without_colors(line: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+#[test]
 fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
     use std::{fmt::Write as _, net::Ipv4Addr};
     const MAX: usize = balancer_common::MAX_BACKENDS as usize;

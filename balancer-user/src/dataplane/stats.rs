@@ -1,7 +1,7 @@
 //! Reading counters and connection tracking.
 
 use std::{
-    collections::{HashMap as StdHashMap, HashSet},
+    collections::{BTreeSet, HashMap as StdHashMap, HashSet},
     time::Duration,
 };
 
@@ -107,6 +107,22 @@ pub(super) fn count_flows(
         }
     })?;
     Ok(counts)
+}
+
+/// (destination port, protocol) of the active flows of one connection-tracking map.
+pub(super) fn active_ports(
+    map: &HashMap<MapData, FlowKey, FlowState>,
+    pending: bool,
+    idle: Duration,
+) -> Result<BTreeSet<(u16, u8)>, DataPlaneError> {
+    let now = monotonic_ns();
+    let mut ports = BTreeSet::new();
+    walk(map, |key, state| {
+        if active(&state, pending, now, idle) {
+            ports.insert((u16::from_be(key.dport_be), key.proto));
+        }
+    })?;
+    Ok(ports)
 }
 
 /// Removes the entries of `map` (named `name`) pinned to any of `backends`; returns how

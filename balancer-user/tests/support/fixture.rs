@@ -2,7 +2,7 @@
 //! for each service, and the selection model the kernel's choices are checked against.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -40,6 +40,11 @@ pub struct Fixture {
     backends: BTreeMap<u32, Backend>,
     /// The connection-tracking model, fed by [`Fixture::send_tracked`].
     pub tracking: Tracking,
+    /// (port, protocol) of VIPs withdrawn with [`Fixture::withdraw_vip`]: the data plane's
+    /// pre-filter keeps them until the daemon finds them idle.
+    former_ports: BTreeSet<(u16, Protocol)>,
+    /// Services whose VIP was withdrawn with [`Fixture::withdraw_vip`].
+    withdrawn: BTreeSet<String>,
 }
 
 impl Fixture {
@@ -61,6 +66,8 @@ impl Fixture {
             images: BTreeMap::new(),
             backends: BTreeMap::new(),
             tracking: Tracking::default(),
+            former_ports: BTreeSet::new(),
+            withdrawn: BTreeSet::new(),
         }
     }
 
@@ -250,17 +257,11 @@ impl Fixture {
             Verdict::Unbalanceable => return Outcome::Pass(Counter::Unbalanceable),
             Verdict::Flow(flow) => flow,
         };
-        let protocol = match flow.transport {
-            Transport::Tcp => Protocol::Tcp,
-            Transport::Udp => Protocol::Udp,
-        };
+        let protocol = protocol_of(&flow);
         let vip = SocketAddr::new(flow.dst, flow.dport);
-        let Some((name, _)) = self
-            .state
-            .services
-            .iter()
-            .find(|(_, s)| s.vip.addr == vip && s.vip.protocol == protocol)
-        else {
+        let Some((name, _)) = self.state.services.iter().find(|(name, s)| {
+            s.vip.addr == vip && s.vip.protocol == protocol && !self.withdrawn.contains(*name)
+        }) else {
             return Outcome::Pass(Counter::Passed);
         };
         if martian(flow.src) {
@@ -298,6 +299,34 @@ impl Fixture {
         map.try_into().expect("an LRU hash map")
     }
 
+    /// Withdraws the VIP of `service` from the data plane (as when a service is given another
+    /// VIP); its port stays in the pre-filter.
+    pub fn withdraw_vip(&mut self, service: &str) {
+        let vip = self.service(service).vip;
+        self.plane.remove_vip(&vip.key()).expect("remove the VIP");
+        self.former_ports.insert((vip.addr.port(), vip.protocol));
+        self.withdrawn.insert(service.to_string());
+    }
+
+    /// Forgets the former VIP ports the data plane closed (see
+    /// `DataPlane::close_idle_vip_ports`).
+    pub fn vip_ports_closed(&mut self, closed: &[(u16, u8)]) {
+        self.former_ports
+            .retain(|(port, protocol)| !closed.contains(&(*port, protocol_number(*protocol))));
+    }
+
+    /// Whether the pre-filter lets `flow`'s packets reach connection tracking: a VIP of the
+    /// state, or a former one, serves its destination port and protocol.
+    pub fn vip_port(&self, flow: &Flow) -> bool {
+        let protocol = protocol_of(flow);
+        self.former_ports.contains(&(flow.dport, protocol))
+            || self.state.services.iter().any(|(name, s)| {
+                s.vip.addr.port() == flow.dport
+                    && s.vip.protocol == protocol
+                    && !self.withdrawn.contains(name)
+            })
+    }
+
     /// Sends one default frame of `flow` with `tcp_flags` (ignored for UDP) and checks it
     /// against the connection-tracking model and the selection model: forwarded to the
     /// backend they name (counted in `tally`, as a new flow when the tables chose it), or
@@ -312,8 +341,10 @@ impl Fixture {
         let what = format!("{flow:?} flags {tcp_flags:#04x}");
         let backends = self.backends.clone();
         let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
-        let step = self.tracking.packet(flow.key(), flags, live);
+        let vip_port = self.vip_port(flow);
+        let step = self.tracking.packet(flow.key(), flags, vip_port, live);
         let (expected, new_flow) = match step {
+            Step::Filtered => (None, false),
             Step::Follow(index) => (Some(index), false),
             Step::Choose => match self.outcome(&frame) {
                 Outcome::Forward(index) => {
@@ -379,6 +410,22 @@ impl Fixture {
         self.plane
             .active_flows(Duration::from_secs(3600))
             .expect("active flows")
+    }
+}
+
+/// The protocol of a flow, as services name it.
+fn protocol_of(flow: &Flow) -> Protocol {
+    match flow.transport {
+        Transport::Tcp => Protocol::Tcp,
+        Transport::Udp => Protocol::Udp,
+    }
+}
+
+/// IANA number of a service protocol.
+fn protocol_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
     }
 }
 

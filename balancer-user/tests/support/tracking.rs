@@ -12,6 +12,8 @@
 //! * Established flows are looked up before pending ones; an entry whose backend is gone
 //!   (cleared, or its index taken by another epoch) is ignored, and the new choice is
 //!   recorded as pending (promotion then replaces the dead established entry).
+//! * Packets to a port (and protocol) that no VIP serves, or served and still has flows,
+//!   never touch either table.
 
 use std::collections::HashMap;
 
@@ -47,6 +49,8 @@ pub enum Step {
     /// It needs a new choice from the tables (not tracked, stale, or a SYN on a closed
     /// flow); [`Tracking::record`] stores the choice.
     Choose,
+    /// Not for a VIP port: passed before any lookup.
+    Filtered,
 }
 
 /// The two tables of the model.
@@ -67,15 +71,20 @@ fn signals(tcp_flags: Option<u8>) -> (bool, bool, bool) {
 }
 
 impl Tracking {
-    /// One packet of the flow `key` (`tcp_flags`: `None` for UDP), when `live(index, epoch)`
-    /// tells which backends still exist. The model's tables change as the program's should;
-    /// after [`Step::Choose`], call [`Tracking::record`] with the choice if it was forwarded.
+    /// One packet of the flow `key` (`tcp_flags`: `None` for UDP), when its port passes the
+    /// filter (`vip_port`) and `live(index, epoch)` tells which backends still exist. The
+    /// model's tables change as the program's should; after [`Step::Choose`], call
+    /// [`Tracking::record`] with the choice if it was forwarded.
     pub fn packet(
         &mut self,
         key: FlowKey,
         tcp_flags: Option<u8>,
+        vip_port: bool,
         live: impl Fn(u32, u32) -> bool,
     ) -> Step {
+        if !vip_port {
+            return Step::Filtered;
+        }
         let (syn, fin, rst) = signals(tcp_flags);
         if let Some(entry) = self.established.get_mut(&key) {
             if live(entry.backend, entry.epoch) {
