@@ -1,10 +1,12 @@
-//! Test traffic: backend servers that answer with their name, and client
-//! helpers that ask through the VIPs. All sockets are created inside the
-//! topology's namespaces by the test process itself.
+//! Test traffic: backend servers that answer with their name, client
+//! helpers that ask through the VIPs, and a sender of prepared raw frames
+//! ([`RawSender`]). All sockets are created inside the topology's namespaces
+//! by the test process itself.
 
 mod client;
 mod long_lived;
 mod protocol;
+mod raw;
 mod servers;
 mod sockets;
 mod stream;
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 pub use client::{Client, Distribution};
 pub use long_lived::{BackgroundPings, BackgroundReport, ConnectionReport, LongLived};
+pub use raw::{Qdisc, RawSender};
 pub use servers::BackendServer;
 pub use stream::{NewConnections, StreamReport, NEW_CONNECTION_INTERVAL};
 

@@ -1,15 +1,16 @@
 //! Self-test of the harness: no load balancer involved, so backends are
 //! asked directly (or through routes added in the LB namespace).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::panic::{self, AssertUnwindSafe};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 use balancer_tests::netns;
-use balancer_tests::topology::{sweep_stale, Topology, TopologySpec, VIP4, VIP6};
-use balancer_tests::traffic::{BackendServer, Client, LongLived, SERVICE_PORT};
+use balancer_tests::topology::{sweep_stale, Topology, TopologySpec, CLIENT_V4, VIP4, VIP6};
+use balancer_tests::traffic::{BackendServer, Client, LongLived, Qdisc, RawSender, SERVICE_PORT};
+use etherparse::PacketBuilder;
 
 fn spec(prefix: &str, backends: &[&str], extra_clients: u8) -> TopologySpec {
     TopologySpec {
@@ -141,5 +142,95 @@ fn sweep_stale_removes_leftovers_of_a_crashed_run() -> Result<()> {
     assert_eq!(namespaces_with_prefix("blh4")?.len(), 4);
     assert_eq!(sweep_stale("blh4")?, 4);
     assert_eq!(namespaces_with_prefix("blh4")?, Vec::<String>::new());
+    Ok(())
+}
+
+/// The MAC address of `eth0` in namespace `ns`.
+fn eth0_mac(ns: &str) -> Result<[u8; 6]> {
+    let json = netns::run(ns, &["ip", "-json", "link", "show", "eth0"])?;
+    let links: serde_json::Value = serde_json::from_str(&json)?;
+    let text = links[0]["address"].as_str().context("no MAC address")?;
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|byte| u8::from_str_radix(byte, 16))
+        .collect::<Result<_, _>>()?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow!("MAC address {text:?}"))
+}
+
+/// The source ports of the datagrams `socket` receives until `expected` came or none for
+/// 2 s, each checked to come from `source` with payload `payload`, sorted.
+fn receive_ports(
+    socket: &UdpSocket,
+    expected: usize,
+    source: IpAddr,
+    payload: &[u8],
+) -> Result<Vec<u16>> {
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buffer = [0u8; 64];
+    let mut ports = Vec::new();
+    while ports.len() < expected {
+        let Ok((length, from)) = socket.recv_from(&mut buffer) else {
+            break;
+        };
+        assert_eq!((from.ip(), &buffer[..length]), (source, payload));
+        ports.push(from.port());
+    }
+    ports.sort_unstable();
+    Ok(ports)
+}
+
+#[test]
+fn raw_frames_from_the_client_reach_a_backend_as_sent() -> Result<()> {
+    const PORT: u16 = 9999;
+    const FRAMES: usize = 64;
+    let topology = Topology::build(spec("blraw1", &["blue0"], 0))?;
+    let IpAddr::V4(backend) = topology.backend_v4(0) else {
+        unreachable!("an IPv4 address");
+    };
+    let IpAddr::V4(client) = CLIENT_V4 else {
+        unreachable!("an IPv4 address");
+    };
+    let (client_mac, backend_mac) = (
+        eth0_mac(topology.client_ns())?,
+        eth0_mac(topology.backend_ns(0))?,
+    );
+    let frames: Vec<Vec<u8>> = (0..FRAMES as u16)
+        .map(|index| {
+            let mut frame = Vec::new();
+            PacketBuilder::ethernet2(client_mac, backend_mac)
+                .ipv4(client.octets(), backend.octets(), 64)
+                .udp(40_000 + index, PORT)
+                .write(&mut frame, b"raw")
+                .expect("frame");
+            frame
+        })
+        .collect();
+    let socket = netns::in_netns(topology.backend_ns(0), || {
+        UdpSocket::bind(SocketAddr::new(IpAddr::V4(backend), PORT))
+    })??;
+    let sender = netns::in_netns(topology.client_ns(), || {
+        RawSender::open("eth0", Qdisc::Bypass)
+    })??;
+
+    let ports: Vec<u16> = (0..FRAMES as u16).map(|index| 40_000 + index).collect();
+
+    assert_eq!(sender.send(&frames)?, FRAMES as u64);
+    assert_eq!(receive_ports(&socket, FRAMES, CLIENT_V4, b"raw")?, ports);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    assert_eq!(
+        sender.send_until(&frames, 2, Some(deadline))?,
+        2 * FRAMES as u64
+    );
+    assert_eq!(
+        receive_ports(&socket, 2 * FRAMES, CLIENT_V4, b"raw")?,
+        ports
+            .iter()
+            .flat_map(|&port| [port, port])
+            .collect::<Vec<_>>()
+    );
+    // A deadline already past: nothing is sent.
+    assert_eq!(sender.send_until(&frames, 2, Some(Instant::now()))?, 0);
     Ok(())
 }

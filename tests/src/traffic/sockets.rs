@@ -181,7 +181,7 @@ impl ControlBuffer {
     }
 }
 
-fn new_socket(domain: i32, kind: i32) -> io::Result<OwnedFd> {
+pub(super) fn new_socket(domain: i32, kind: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall.
     let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) };
     check(fd)?;
@@ -189,7 +189,12 @@ fn new_socket(domain: i32, kind: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn set_int_option(socket: &impl AsFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+pub(super) fn set_int_option(
+    socket: &impl AsFd,
+    level: i32,
+    name: i32,
+    value: i32,
+) -> io::Result<()> {
     // SAFETY: `value` is a live i32 of the stated length.
     check(unsafe {
         libc::setsockopt(
@@ -249,11 +254,11 @@ fn to_raw(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, length)
 }
 
-fn socklen<T>() -> libc::socklen_t {
+pub(super) fn socklen<T>() -> libc::socklen_t {
     libc::socklen_t::try_from(size_of::<T>()).expect("small C struct")
 }
 
-fn check(rc: i32) -> io::Result<()> {
+pub(super) fn check(rc: i32) -> io::Result<()> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
