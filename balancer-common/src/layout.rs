@@ -224,7 +224,12 @@ impl ClientPinKey {
     }
 }
 
-/// Value of the connection-tracking map.
+/// Value of both connection-tracking maps: the flows that sent more than their first
+/// packet (the established map) and those that sent only their first packet (the pending
+/// map).
+///
+/// A flow is *closed* once its client sent a FIN or a RST (`closed_by` is not 0): it stays
+/// on its backend for its last packets, but a new SYN on its 5-tuple is a new connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowState {
@@ -232,10 +237,56 @@ pub struct FlowState {
     pub backend: u32,
     /// Epoch of that backend when the flow was recorded.
     pub epoch: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, refreshed at most once a
-    /// second.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC) of the last packet, refreshed at most
+    /// once a second.
     pub last_seen_ns: u64,
+    /// `bpf_ktime_get_coarse_ns()` of the client's first FIN or RST; 0 while open.
+    pub closed_ns: u64,
+    /// `CLOSED_BY_*` bits: what the client sent to close the flow; 0 while open. Written
+    /// after `closed_ns`.
+    pub closed_by: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
+
+/// `FlowState::closed_by` bit: the client sent a FIN.
+pub const CLOSED_BY_FIN: u32 = 1;
+/// `FlowState::closed_by` bit: the client sent a RST.
+pub const CLOSED_BY_RST: u32 = 2;
+
+/// TCP header flag FIN (byte 13 of the TCP header).
+pub const TCP_FIN: u8 = 0x01;
+/// TCP header flag SYN.
+pub const TCP_SYN: u8 = 0x02;
+/// TCP header flag RST.
+pub const TCP_RST: u8 = 0x04;
+/// TCP header flag ACK.
+pub const TCP_ACK: u8 = 0x10;
+
+/// Entries of the VIP port filter: one per destination port.
+pub const VIP_PORT_ENTRIES: u32 = 65_536;
+
+/// The bit of the VIP port filter's value that stands for `proto` (bit 6 for TCP, 17 for
+/// UDP): a packet can only belong to a VIP, current or former, when its destination
+/// port's entry has its protocol's bit.
+#[inline(always)]
+pub const fn vip_port_bit(proto: u8) -> u32 {
+    1 << (proto & 31)
+}
+
+/// Pending-map entries for a connection-tracking size of `conntrack`: a quarter of it, at
+/// least [`MIN_PENDING_ENTRIES`].
+pub const fn pending_entries(conntrack: u32) -> u32 {
+    let quarter = conntrack / 4;
+    if quarter < MIN_PENDING_ENTRIES {
+        MIN_PENDING_ENTRIES
+    } else {
+        quarter
+    }
+}
+
+/// Fewest entries of the pending map.
+pub const MIN_PENDING_ENTRIES: u32 = 256;
 
 #[cfg(feature = "user")]
 mod pod {

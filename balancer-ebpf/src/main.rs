@@ -46,7 +46,7 @@ fn balancer(ctx: XdpContext) -> u32 {
             count(STAT_UNBALANCEABLE);
             xdp_action::XDP_PASS
         }
-        Parsed::Flow => match select::backend_for(key) {
+        Parsed::Flow { tcp_flags } => match select::backend_for(key, tcp_flags) {
             select::Selection::NotVip => {
                 count(STAT_PASSED);
                 xdp_action::XDP_PASS

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use balancer_common::{
     Backend, BackendStats, ClientPinKey, FlowKey, FlowState, Ring, ServiceTables, VipInfo, VipKey,
     DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS,
-    MAX_SERVICES, STAT_COUNT,
+    MAX_SERVICES, STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 /// VIP (address, port, protocol) -> service slot.
@@ -39,10 +39,26 @@ pub static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::pinned(MAX_BA
 #[map]
 pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
 
-/// 5-tuple -> backend the flow is pinned to.
+/// Destination port -> `vip_port_bit(proto)` of each protocol that a VIP, current or
+/// former with flows left, serves on that port: the pre-filter that lets other packets go
+/// before any hash lookup.
+#[map]
+pub static VIP_PORTS: Array<u32> = Array::pinned(VIP_PORT_ENTRIES, 0);
+
+/// 5-tuple -> backend of the flows that sent more than their first packet (established
+/// connection tracking). The daemon sizes it (`--conntrack-size`).
 #[map]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState> =
     LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
+
+/// 5-tuple -> backend of the flows that sent only their first packet (a SYN and its
+/// retransmits, one datagram): a flood of new flows churns this map, never `CONNTRACK`.
+/// The daemon sizes it (`pending_entries`).
+#[map]
+pub static PENDING: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(
+    balancer_common::pending_entries(DEFAULT_CONNTRACK_ENTRIES),
+    0,
+);
 
 /// (service, generation, client prefix) -> group index: client pins.
 #[map]

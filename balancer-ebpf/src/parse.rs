@@ -44,8 +44,9 @@ pub enum Parsed {
     /// TCP/UDP that cannot be balanced safely per flow (IPv4 fragment, IPv6 extension
     /// headers): passed to the kernel rather than risk a wrong backend.
     Unbalanceable,
-    /// A TCP or UDP flow, whose 5-tuple the parser wrote into the key.
-    Flow,
+    /// A TCP or UDP flow, whose 5-tuple the parser wrote into the key, with the TCP
+    /// header's flags (0 for UDP).
+    Flow { tcp_flags: u8 },
 }
 
 #[inline(always)]
@@ -188,6 +189,7 @@ fn datagram_fits(ctx: &XdpContext, offset: usize, len: usize) -> bool {
 /// least 20) or the UDP length (at least 8) must lie within them.
 #[inline(always)]
 fn parse_l4(ctx: &XdpContext, offset: usize, l4_len: usize, key: &mut FlowKey) -> Parsed {
+    let mut tcp_flags = 0;
     let l4 = if key.proto == PROTO_TCP {
         let Some(tcp) = ptr_at::<[u8; TCP_MIN_LEN]>(ctx, offset) else {
             return Parsed::Malformed;
@@ -198,6 +200,8 @@ fn parse_l4(ctx: &XdpContext, offset: usize, l4_len: usize, key: &mut FlowKey) -
         if header_len < TCP_MIN_LEN || header_len > l4_len {
             return Parsed::Malformed;
         }
+        // SAFETY: byte 13 (flags) lies in the checked 20-byte header.
+        tcp_flags = unsafe { *tcp.add(13) };
         tcp
     } else {
         let Some(udp) = ptr_at::<[u8; UDP_LEN]>(ctx, offset) else {
@@ -217,5 +221,5 @@ fn parse_l4(ctx: &XdpContext, offset: usize, l4_len: usize, key: &mut FlowKey) -
         key.sport_be = u16::from_ne_bytes([*l4, *l4.add(1)]);
         key.dport_be = u16::from_ne_bytes([*l4.add(2), *l4.add(3)]);
     }
-    Parsed::Flow
+    Parsed::Flow { tcp_flags }
 }

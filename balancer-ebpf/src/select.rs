@@ -2,12 +2,15 @@
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use balancer_common::{
-    flow_hash, ring_index, tables_index, Backend, FlowKey, FlowState, VipKey, FLAG_CLIENT_AFFINITY,
-    FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE, NO_GROUP,
+    flow_hash, ring_index, tables_index, vip_port_bit, Backend, FlowKey, FlowState, VipKey,
+    CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE,
+    NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
-    maps::{client_pin_group, BACKENDS, CONNTRACK, GENERATION, RINGS, TABLES, VIPS},
+    maps::{
+        client_pin_group, BACKENDS, CONNTRACK, GENERATION, PENDING, RINGS, TABLES, VIPS, VIP_PORTS,
+    },
     martian,
 };
 
@@ -39,19 +42,153 @@ pub enum Selection<'a> {
     },
 }
 
+/// What one packet's TCP flags mean to connection tracking (UDP: none of them).
+#[derive(Clone, Copy)]
+struct Signals {
+    /// A SYN without ACK: opens a connection (or retransmits the opening).
+    syn: bool,
+    /// `CLOSED_BY_*` bits of a FIN or RST, 0 if neither.
+    closing: u32,
+}
+
+impl Signals {
+    #[inline(always)]
+    fn of(tcp_flags: u8) -> Self {
+        let mut closing = 0;
+        if tcp_flags & TCP_FIN != 0 {
+            closing |= CLOSED_BY_FIN;
+        }
+        if tcp_flags & TCP_RST != 0 {
+            closing |= CLOSED_BY_RST;
+        }
+        Self {
+            syn: tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
+            closing,
+        }
+    }
+}
+
+/// What a tracked entry says about a packet of its flow.
+enum Tracked {
+    /// Forward to the flow's backend.
+    Follow(Selection<'static>),
+    /// A SYN on a closed flow: a new connection on the same 5-tuple, balanced afresh.
+    Reopen,
+    /// The flow's backend is gone (epoch changed): balanced afresh.
+    Stale,
+}
+
 /// Finds the backend for the flow `key`, recording new flows in connection tracking.
 ///
-/// Connection tracking is looked up first, so an established flow costs one hash lookup.
-/// Its entries exist only for flows that were addressed to a VIP from a source that is not
-/// martian (checked here, for new flows only), and an entry whose backend was removed
-/// (epoch changed) is ignored. The one difference from looking up the VIP first: a flow
-/// whose VIP was withdrawn while its backend stayed keeps that backend until it goes idle,
-/// which is what the no-broken-connection promise asks for.
+/// First a pre-filter: a packet whose destination port and protocol no VIP (current, or
+/// former with flows left) serves is not ours, at the cost of one array read. Then
+/// `CONNTRACK`, the flows that sent more than one packet: an established flow costs one
+/// hash lookup. Then `PENDING`, the flows that sent only their first packet: the client's
+/// next packet that is neither a SYN nor a FIN or RST promotes the flow into `CONNTRACK`,
+/// so a flood of one-packet flows (SYNs, datagrams) churns `PENDING` only. Only then the
+/// VIP map: a flow whose VIP was withdrawn while its backend stayed keeps that backend.
+///
+/// Entries exist only for flows that were addressed to a VIP from a source that is not
+/// martian (checked here, for new flows only); an entry whose backend was removed (epoch
+/// changed) is ignored. A client's FIN or RST marks its flow closed; the flow keeps its
+/// backend for its last packets, but a SYN on a closed flow is a new connection, balanced
+/// by the current tables.
 #[inline(always)]
-pub fn backend_for(key: &FlowKey) -> Selection<'static> {
-    if let Some(selection) = tracked(key) {
-        return selection;
+pub fn backend_for(key: &FlowKey, tcp_flags: u8) -> Selection<'static> {
+    let port = u32::from(u16::from_be(key.dport_be));
+    match VIP_PORTS.get(port) {
+        Some(bits) if *bits & vip_port_bit(key.proto) != 0 => {}
+        _ => return Selection::NotVip,
     }
+    let signals = Signals::of(tcp_flags);
+    let mut reopen = false;
+    if let Some(state) = CONNTRACK.get_ptr_mut(key) {
+        match tracked(state, signals) {
+            Tracked::Follow(selection) => return selection,
+            Tracked::Reopen => reopen = true,
+            Tracked::Stale => {}
+        }
+    }
+    if !reopen {
+        if let Some(state) = PENDING.get_ptr_mut(key) {
+            match tracked(state, signals) {
+                Tracked::Follow(selection) => {
+                    // SAFETY: the pointer stays valid during this program run (RCU).
+                    if !signals.syn && signals.closing == 0 && unsafe { (*state).closed_by } == 0 {
+                        promote(key, state);
+                    }
+                    return selection;
+                }
+                Tracked::Reopen | Tracked::Stale => {}
+            }
+        }
+    }
+    balance(key, signals, reopen)
+}
+
+/// Follows a tracked entry: a packet of its flow goes to its backend while that backend
+/// has the recorded epoch, except a SYN on a closed flow. Refreshes the last-seen time (at
+/// most once a second) and records the client's first FIN or RST; an established packet
+/// writes nothing else.
+#[inline(always)]
+fn tracked(state: *mut FlowState, signals: Signals) -> Tracked {
+    // SAFETY: the pointer stays valid during this program run (RCU); fields are plain data.
+    let (index, epoch, last_seen, closed_by) = unsafe {
+        (
+            (*state).backend,
+            (*state).epoch,
+            (*state).last_seen_ns,
+            (*state).closed_by,
+        )
+    };
+    let Some(backend) = BACKENDS.get(index) else {
+        return Tracked::Stale;
+    };
+    if backend.epoch == 0 || backend.epoch != epoch {
+        return Tracked::Stale;
+    }
+    if closed_by != 0 && signals.syn {
+        return Tracked::Reopen;
+    }
+    let now = now();
+    if now.wrapping_sub(last_seen) > LAST_SEEN_GRANULARITY_NS {
+        // SAFETY: as above; a racing writer stores the same kind of timestamp.
+        unsafe { (*state).last_seen_ns = now };
+    }
+    if signals.closing & !closed_by != 0 {
+        // SAFETY: as above. The time first: a reader that sees the bits sees the time.
+        unsafe {
+            if closed_by == 0 {
+                (*state).closed_ns = now;
+            }
+            (*state).closed_by = closed_by | signals.closing;
+        }
+    }
+    Tracked::Follow(Selection::Backend {
+        index,
+        backend,
+        new_flow: false,
+    })
+}
+
+/// Moves a pending flow into `CONNTRACK`: its client sent a second packet that is not a
+/// SYN. Inserted before it is removed from `PENDING`, so a concurrent packet of the flow
+/// finds it in one map or the other.
+#[inline(always)]
+fn promote(key: &FlowKey, state: *mut FlowState) {
+    // SAFETY: the pointer stays valid during this program run (RCU); plain data.
+    let mut promoted = unsafe { *state };
+    promoted.last_seen_ns = now();
+    // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
+    let _ = CONNTRACK.insert(key, promoted, 0);
+    let _ = PENDING.remove(key);
+}
+
+/// Balances a new flow (or a new connection on a closed flow's 5-tuple, `reopen`) with the
+/// live tables of its VIP, and records it: in `PENDING`, or in place of the closed entry
+/// in `CONNTRACK` for a reopened flow.
+#[inline(always)]
+fn balance(key: &FlowKey, signals: Signals, reopen: bool) -> Selection<'static> {
     let vip = VipKey {
         addr: key.dst,
         port_be: key.dport_be,
@@ -80,41 +217,26 @@ pub fn backend_for(key: &FlowKey) -> Selection<'static> {
             }
         }
     };
+    let now = now();
     let state = FlowState {
         backend: index,
         epoch: backend.epoch,
-        last_seen_ns: now(),
+        last_seen_ns: now,
+        closed_ns: if signals.closing != 0 { now } else { 0 },
+        closed_by: signals.closing,
+        reserved: 0,
     };
     // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
-    let _ = CONNTRACK.insert(key, state, 0);
+    if reopen {
+        let _ = CONNTRACK.insert(key, state, 0);
+    } else {
+        let _ = PENDING.insert(key, state, 0);
+    }
     Selection::Backend {
         index,
         backend,
         new_flow: true,
     }
-}
-
-/// The backend this flow is already pinned to, if it still exists.
-#[inline(always)]
-fn tracked(key: &FlowKey) -> Option<Selection<'static>> {
-    let state = CONNTRACK.get_ptr_mut(key)?;
-    // SAFETY: the pointer stays valid during this program run (RCU); fields are plain data.
-    let (index, epoch, last_seen) =
-        unsafe { ((*state).backend, (*state).epoch, (*state).last_seen_ns) };
-    let backend = BACKENDS.get(index)?;
-    if backend.epoch == 0 || backend.epoch != epoch {
-        return None;
-    }
-    let now = now();
-    if now.wrapping_sub(last_seen) > LAST_SEEN_GRANULARITY_NS {
-        // SAFETY: as above; a racing writer stores the same kind of timestamp.
-        unsafe { (*state).last_seen_ns = now };
-    }
-    Some(Selection::Backend {
-        index,
-        backend,
-        new_flow: false,
-    })
 }
 
 /// Chooses the ring slot of a new flow from the live table generation of `service`: the

@@ -87,14 +87,15 @@ fn assert_globals(fx: &Fixture, expected: GlobalCounters) {
 /// Sends each frame of `cases` once, in order, and checks it against the outcome the case
 /// states, which the fixture's model must state too: the XDP action and the frame (rewritten
 /// for the model's backend, or untouched), exactly one more packet on the one global counter
-/// the outcome names (none for a forwarded frame), and connection tracking gaining the
-/// frame's flow when it is forwarded and nothing otherwise. Forwarded frames go into
-/// `tally`.
+/// the outcome names (none for a forwarded frame), and the pending flows gaining the
+/// frame's flow when it is forwarded (its first packet) and nothing otherwise, established
+/// flows never. Forwarded frames go into `tally`.
 fn check_outcomes(fx: &mut Fixture, tally: &mut Tally, cases: &[(&str, Vec<u8>, Outcome)]) {
     for (what, frame, outcome) in cases {
         assert_eq!(fx.outcome(frame), *outcome, "{what}: the model's outcome");
         let counters = fx.plane.global_counters().expect("global counters");
-        let mut tracked: HashSet<_> = fx.tracked_flows().into_iter().collect();
+        let mut pending: HashSet<_> = fx.pending_flows().into_iter().collect();
+        let established: HashSet<_> = fx.tracked_flows().into_iter().collect();
         let run = fx.send(frame);
         let counters = match outcome {
             Outcome::Pass(counter) => {
@@ -111,7 +112,7 @@ fn check_outcomes(fx: &mut Fixture, tally: &mut Tally, cases: &[(&str, Vec<u8>, 
                 let Verdict::Flow(flow) = classify(frame) else {
                     unreachable!("a forwarded frame is a flow");
                 };
-                assert!(tracked.insert(flow.key()), "{what}: already tracked");
+                assert!(pending.insert(flow.key()), "{what}: already tracked");
                 counters
             }
         };
@@ -120,8 +121,10 @@ fn check_outcomes(fx: &mut Fixture, tally: &mut Tally, cases: &[(&str, Vec<u8>, 
             counters,
             "{what}: global counters"
         );
+        let now: HashSet<_> = fx.pending_flows().into_iter().collect();
+        assert_eq!(now, pending, "{what}: pending flows");
         let now: HashSet<_> = fx.tracked_flows().into_iter().collect();
-        assert_eq!(now, tracked, "{what}: connection tracking");
+        assert_eq!(now, established, "{what}: established flows");
     }
 }
 
@@ -430,8 +433,7 @@ mod conntrack {
         send_expecting(&mut fx, &mut tally, &flow, x, true);
 
         // The VIP goes (as when a service is given another VIP); X stays.
-        let vip = fx.service("web").vip.key();
-        fx.plane.remove_vip(&vip).expect("remove the VIP");
+        fx.withdraw_vip("web");
         send_expecting(&mut fx, &mut tally, &flow, x, false);
         let newcomer = flow.with_sport(40_010).frame();
         assert_untouched(
@@ -504,6 +506,522 @@ mod conntrack {
             .find(|(_, b)| b.index == index)
             .map(|(_, b)| b.addr)
             .expect("backend index in state")
+    }
+}
+
+/// A client's FIN or RST closes its flow: the flow keeps its backend for its last packets,
+/// counts as active for the linger only, and a SYN on it is a new connection. Every packet
+/// is checked against the connection-tracking model (`support::tracking`); a flow's first
+/// packet makes it pending, its second (a handshake's ACK) established.
+mod closing {
+    use std::time::Duration;
+
+    use balancer_common::FlowState;
+    use balancer_user::dataplane::LINGER;
+
+    use super::*;
+    use crate::support::packet::{ACK, FIN, PSH, RST, SYN};
+
+    /// `web` (TCP, port 80) and `dns` (UDP, port 53) on the IPv4 VIP, `web6` (TCP) on the
+    /// IPv6 VIP; four backends each, in two groups split 50/50.
+    pub(super) fn services(test: &str) -> Fixture {
+        services_sized(test, None)
+    }
+
+    /// [`services`] with `conntrack` connection-tracking entries if given.
+    pub(super) fn services_sized(test: &str, conntrack: Option<u32>) -> Fixture {
+        let mut fx = match conntrack {
+            Some(entries) => Fixture::with_conntrack(test, entries),
+            None => Fixture::new(test),
+        };
+        fx.add_service("web", &format!("{VIP4}:80/tcp"), Affinity::Connection);
+        fx.add_two_groups("web", &BACKENDS4);
+        fx.add_service("dns", &format!("{VIP4}:53/udp"), Affinity::Connection);
+        let dns: Vec<String> = (1..=4).map(|i| format!("198.18.1.{i}")).collect();
+        let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+        fx.add_two_groups("dns", &dns);
+        fx.add_service("web6", &format!("[{VIP6}]:80/tcp"), Affinity::Connection);
+        fx.add_two_groups("web6", &BACKENDS6);
+        fx
+    }
+
+    /// Gives every backend of `service` other than `index` all the weight and `index` none:
+    /// from now on a new flow can only land elsewhere.
+    pub(super) fn steer_away_from(fx: &mut Fixture, service: &str, index: u32) {
+        let addrs: Vec<(std::net::IpAddr, u32)> = fx
+            .service(service)
+            .backends()
+            .map(|(_, b)| (b.addr, b.index))
+            .collect();
+        for (addr, i) in addrs {
+            fx.set_weight(service, addr, if i == index { 0 } else { 100 });
+        }
+        fx.publish(service);
+    }
+
+    /// The established entry of `flow`.
+    fn state(fx: &Fixture, flow: &Flow) -> FlowState {
+        fx.entries("CONNTRACK")
+            .remove(&flow.key())
+            .unwrap_or_else(|| panic!("{flow:?} not established"))
+    }
+
+    #[test]
+    fn a_client_fin_or_rst_closes_the_flow_once_and_keeps_its_backend() {
+        let mut fx = services("close-marks");
+        let mut tally = Tally::default();
+        let fin_flow = Flow::new(Transport::Tcp, CLIENT4, 40_004, VIP4, 80);
+        let rst_flow = fin_flow.with_sport(40_005);
+        let v6 = Flow::new(Transport::Tcp, CLIENT6, 40_004, VIP6, 80);
+        for flow in [&fin_flow, &rst_flow, &v6] {
+            fx.send_tracked(flow, SYN, &mut tally);
+            fx.send_tracked(flow, ACK, &mut tally);
+            fx.send_tracked(flow, ACK | PSH, &mut tally);
+        }
+        let open = state(&fx, &fin_flow);
+        assert_eq!((open.closed_ns, open.closed_by), (0, 0), "open: {open:?}");
+        let x = fx.send_tracked(&fin_flow, FIN | ACK, &mut tally);
+        let closed = state(&fx, &fin_flow);
+        let now = monotonic_ns();
+        assert!(
+            closed.closed_ns <= now && now - closed.closed_ns < 5_000_000_000,
+            "close time {} against now {now}",
+            closed.closed_ns
+        );
+        // Its last packets go to its backend; a later FIN or RST adds its mark, but the
+        // close time stays that of the first.
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(fx.send_tracked(&fin_flow, ACK, &mut tally), x);
+        assert_eq!(fx.send_tracked(&fin_flow, FIN | ACK, &mut tally), x);
+        assert_eq!(fx.send_tracked(&fin_flow, RST, &mut tally), x);
+        let again = state(&fx, &fin_flow);
+        assert_eq!(again.closed_ns, closed.closed_ns, "first close time kept");
+        let y = fx.send_tracked(&rst_flow, RST | ACK, &mut tally);
+        assert_eq!(fx.send_tracked(&rst_flow, ACK, &mut tally), y);
+        let z = fx.send_tracked(&v6, FIN | ACK, &mut tally);
+        assert_eq!(fx.send_tracked(&v6, ACK, &mut tally), z);
+        tally.assert_matches(&fx, "web");
+        tally.assert_matches(&fx, "web6");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn closed_and_pending_flows_stop_counting_as_active_after_the_linger_udp_when_idle() {
+        let mut fx = services("close-linger");
+        let mut tally = Tally::default();
+        let base = Flow::new(Transport::Tcp, CLIENT4, 0, VIP4, 80);
+        let (open, fin, rst) = (
+            base.with_sport(40_006),
+            base.with_sport(40_007),
+            base.with_sport(40_008),
+        );
+        let udp = Flow::new(Transport::Udp, CLIENT4, 40_009, VIP4, 53);
+        let mut backends = Vec::new();
+        let syn_only = base.with_sport(40_019);
+        for flow in [&open, &fin, &rst] {
+            backends.push(fx.send_tracked(flow, SYN, &mut tally).expect("forwarded"));
+            fx.send_tracked(flow, ACK, &mut tally);
+        }
+        fx.send_tracked(&fin, FIN | ACK, &mut tally);
+        fx.send_tracked(&rst, RST, &mut tally);
+        let u = fx.send_tracked(&udp, 0, &mut tally).expect("forwarded");
+        fx.send_tracked(&udp, 0, &mut tally);
+        // A flow that sent only its SYN counts for the linger too.
+        backends.push(
+            fx.send_tracked(&syn_only, SYN, &mut tally)
+                .expect("forwarded"),
+        );
+        let count = |fx: &Fixture, indices: &[u32]| -> HashMap<(u32, u32), u64> {
+            let mut counts = HashMap::new();
+            for &i in indices {
+                *counts.entry((i, fx.backend(i).epoch)).or_default() += 1;
+            }
+            counts
+        };
+        let mut all = backends.clone();
+        all.push(u);
+        assert_eq!(fx.active_flows(), count(&fx, &all), "all five at first");
+        std::thread::sleep(LINGER + Duration::from_millis(1100));
+        assert_eq!(
+            fx.active_flows(),
+            count(&fx, &[backends[0], u]),
+            "after the linger: the open TCP flow and the UDP flow"
+        );
+        // Packets of a closed flow keep reaching its backend after the linger, too.
+        assert_eq!(fx.send_tracked(&fin, ACK, &mut tally), Some(backends[1]));
+        tally.assert_matches(&fx, "web");
+        tally.assert_matches(&fx, "dns");
+    }
+
+    #[test]
+    fn a_syn_on_a_closed_flow_is_a_new_flow_on_the_current_tables() {
+        let mut fx = services("close-reopen");
+        let mut tally = Tally::default();
+        for flow in [
+            Flow::new(Transport::Tcp, CLIENT4, 40_010, VIP4, 80),
+            Flow::new(Transport::Tcp, CLIENT6, 40_010, VIP6, 80),
+        ] {
+            let service = if flow.src.is_ipv4() { "web" } else { "web6" };
+            let x = fx.send_tracked(&flow, SYN, &mut tally).expect("forwarded");
+            fx.send_tracked(&flow, ACK, &mut tally);
+            steer_away_from(&mut fx, service, x);
+            // Open: a SYN on the flow keeps its backend.
+            assert_eq!(fx.send_tracked(&flow, SYN, &mut tally), Some(x));
+            fx.send_tracked(&flow, FIN | ACK, &mut tally);
+            assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), Some(x), "last ACK");
+            // Closed: a SYN is a new connection, on the current tables, in place of the old.
+            let y = fx.send_tracked(&flow, SYN, &mut tally).expect("forwarded");
+            assert_ne!(y, x);
+            assert_eq!(fx.expected(service, &flow), Some(y));
+            assert_eq!(
+                fx.send_tracked(&flow, SYN, &mut tally),
+                Some(y),
+                "retransmit"
+            );
+            assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), Some(y));
+            assert_eq!(state(&fx, &flow).closed_by, 0, "open again");
+            // A RST closes it again; a SYN after a RST is a new connection too.
+            fx.send_tracked(&flow, RST, &mut tally);
+            steer_away_from(&mut fx, service, y);
+            let z = fx.send_tracked(&flow, SYN, &mut tally).expect("forwarded");
+            assert_ne!(z, y);
+            tally.assert_matches(&fx, service);
+        }
+    }
+
+    /// CLOCK_MONOTONIC, the clock of the program's timestamps, in nanoseconds.
+    fn monotonic_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+}
+
+/// Two tables: a flow's first packet is pending; its client's next packet that is neither a
+/// SYN nor a FIN or RST makes it established (UDP: its second datagram), so a flood of new
+/// flows churns the pending table only. Every packet is checked against the
+/// connection-tracking model (`support::tracking`).
+mod pending {
+    use super::*;
+    use crate::{
+        closing::{services, services_sized, steer_away_from},
+        support::packet::{ACK, FIN, PSH, RST, SYN},
+    };
+
+    #[test]
+    fn a_syn_is_pending_and_the_first_ack_establishes_it() {
+        let mut fx = services("track-promote");
+        let mut tally = Tally::default();
+        for flow in [
+            Flow::new(Transport::Tcp, CLIENT4, 40_000, VIP4, 80),
+            Flow::new(Transport::Tcp, CLIENT6, 40_000, VIP6, 80),
+        ] {
+            let x = fx.send_tracked(&flow, SYN, &mut tally);
+            assert!(
+                fx.tracking.pending.contains_key(&flow.key()),
+                "SYN: pending"
+            );
+            assert_eq!(fx.send_tracked(&flow, SYN, &mut tally), x, "retransmit");
+            assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), x, "handshake ACK");
+            assert!(
+                fx.tracking.established.contains_key(&flow.key()),
+                "ACK: established"
+            );
+            assert_eq!(fx.send_tracked(&flow, ACK | PSH, &mut tally), x, "data");
+        }
+        tally.assert_matches(&fx, "web");
+        tally.assert_matches(&fx, "web6");
+        assert_globals(&fx, GlobalCounters::default());
+    }
+
+    #[test]
+    fn syn_retransmits_and_the_promotion_keep_the_first_choice() {
+        let mut fx = services("track-retransmit");
+        let mut tally = Tally::default();
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_001, VIP4, 80);
+        let x = fx.send_tracked(&flow, SYN, &mut tally).expect("forwarded");
+        steer_away_from(&mut fx, "web", x);
+        assert_ne!(fx.expected("web", &flow), Some(x), "the tables moved");
+        assert_eq!(fx.send_tracked(&flow, SYN, &mut tally), Some(x));
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), Some(x));
+        assert_eq!(fx.send_tracked(&flow, ACK | PSH, &mut tally), Some(x));
+        // A new flow of the same client goes by the new tables.
+        let other = flow.with_sport(40_002);
+        assert_ne!(fx.send_tracked(&other, SYN, &mut tally), Some(x));
+        tally.assert_matches(&fx, "web");
+    }
+
+    #[test]
+    fn a_udp_flow_is_established_by_its_second_datagram() {
+        let mut fx = services("track-udp");
+        let mut tally = Tally::default();
+        let flow = Flow::new(Transport::Udp, CLIENT4, 40_003, VIP4, 53);
+        let x = fx.send_tracked(&flow, 0, &mut tally).expect("forwarded");
+        assert!(fx.tracking.pending.contains_key(&flow.key()));
+        steer_away_from(&mut fx, "dns", x);
+        assert_eq!(fx.send_tracked(&flow, 0, &mut tally), Some(x));
+        assert!(fx.tracking.established.contains_key(&flow.key()));
+        assert_eq!(fx.send_tracked(&flow, 0, &mut tally), Some(x));
+        tally.assert_matches(&fx, "dns");
+    }
+
+    #[test]
+    fn a_syn_on_a_closed_pending_flow_is_a_new_flow_on_the_current_tables() {
+        let mut fx = services("track-reopen-pending");
+        let mut tally = Tally::default();
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_011, VIP4, 80);
+        let x = fx.send_tracked(&flow, SYN, &mut tally).expect("forwarded");
+        assert_eq!(fx.send_tracked(&flow, RST, &mut tally), Some(x));
+        assert!(
+            fx.tracking.pending.contains_key(&flow.key()),
+            "never promoted"
+        );
+        steer_away_from(&mut fx, "web", x);
+        let y = fx.send_tracked(&flow, SYN, &mut tally).expect("forwarded");
+        assert_ne!(y, x);
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), Some(y));
+        assert!(fx.tracking.established.contains_key(&flow.key()));
+        tally.assert_matches(&fx, "web");
+    }
+
+    #[test]
+    fn a_fin_or_rst_before_the_handshake_ends_keeps_the_flow_pending() {
+        let mut fx = services("track-early-close");
+        let mut tally = Tally::default();
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_012, VIP4, 80);
+        let x = fx.send_tracked(&flow, SYN, &mut tally);
+        assert_eq!(fx.send_tracked(&flow, FIN | ACK, &mut tally), x);
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), x);
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), x);
+        assert!(fx.tracking.established.is_empty(), "nothing established");
+        // A mid-stream packet of a flow never seen is pending too.
+        let midstream = flow.with_sport(40_013);
+        let y = fx.send_tracked(&midstream, ACK, &mut tally);
+        assert!(fx.tracking.pending.contains_key(&midstream.key()));
+        assert_eq!(fx.send_tracked(&midstream, ACK | PSH, &mut tally), y);
+        assert!(fx.tracking.established.contains_key(&midstream.key()));
+        tally.assert_matches(&fx, "web");
+    }
+
+    #[test]
+    fn a_flood_of_new_flows_ten_times_the_table_evicts_no_established_flow() {
+        const CONNTRACK: u32 = 1024;
+        let mut fx = services_sized("track-flood", Some(CONNTRACK));
+        // Established flows, TCP and UDP, each on its backend; then a weight change, so
+        // that any of them balanced afresh could land elsewhere.
+        let tcp = Flow::new(Transport::Tcp, "203.0.113.50", 0, VIP4, 80);
+        let udp = Flow::new(Transport::Udp, "203.0.113.51", 0, VIP4, 53);
+        let mut established: Vec<(Flow, u32)> = Vec::new();
+        for i in 0..200u16 {
+            for (flow, second) in [
+                (tcp.with_sport(30_000 + i), ACK),
+                (udp.with_sport(30_000 + i), 0),
+            ] {
+                let index = fx.expected_backend(
+                    if flow.transport == Transport::Tcp {
+                        "web"
+                    } else {
+                        "dns"
+                    },
+                    &flow,
+                );
+                for flags in [SYN, second] {
+                    let frame = match flow.transport {
+                        Transport::Tcp => flow.frame_with(flags),
+                        Transport::Udp => flow.frame(),
+                    };
+                    assert_forwarded(&fx.send(&frame), &frame, &fx.backend(index), XDP_TX, "open");
+                }
+                established.push((flow, index));
+            }
+        }
+        let before = fx.entries("CONNTRACK");
+        assert_eq!(before.len(), established.len(), "all established");
+        let web: Vec<(std::net::IpAddr, u32)> = fx
+            .service("web")
+            .backends()
+            .map(|(_, b)| (b.addr, b.index))
+            .collect();
+        fx.set_weight("web", web[0].0, 0);
+        fx.publish("web");
+        let dns: Vec<(std::net::IpAddr, u32)> = fx
+            .service("dns")
+            .backends()
+            .map(|(_, b)| (b.addr, b.index))
+            .collect();
+        fx.set_weight("dns", dns[0].0, 0);
+        fx.publish("dns");
+        let movable = established
+            .iter()
+            .filter(|(f, i)| {
+                let service = if f.transport == Transport::Tcp {
+                    "web"
+                } else {
+                    "dns"
+                };
+                fx.expected(service, f) != Some(*i)
+            })
+            .count();
+        assert!(
+            movable > 20,
+            "only {movable} flows would move if balanced afresh"
+        );
+
+        // The flood: SYNs and single datagrams from random sources and ports, 10× the
+        // table, then SYN retransmits of part of it.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let flood = 10 * CONNTRACK;
+        for i in 0..flood {
+            let r = next();
+            let src = format!("198.18.{}.{}", (r >> 8) as u8, r as u8);
+            let sport = (r >> 16) as u16 | 1;
+            let frame = if i % 2 == 0 {
+                Flow::new(Transport::Tcp, &src, sport, VIP4, 80).frame_with(SYN)
+            } else {
+                Flow::new(Transport::Udp, &src, sport, VIP4, 53).frame()
+            };
+            assert_eq!(fx.send(&frame).action, XDP_TX, "flood packet {i}");
+        }
+        assert_eq!(
+            fx.entries("CONNTRACK"),
+            before,
+            "established flows untouched"
+        );
+        assert!(
+            fx.pending_flows().len() <= balancer_common::pending_entries(CONNTRACK) as usize,
+            "the pending map holds the flood"
+        );
+        // Every established flow still reaches its backend.
+        for (flow, index) in &established {
+            let frame = match flow.transport {
+                Transport::Tcp => flow.frame_with(ACK | PSH),
+                Transport::Udp => flow.frame(),
+            };
+            assert_forwarded(
+                &fx.send(&frame),
+                &frame,
+                &fx.backend(*index),
+                XDP_TX,
+                "after",
+            );
+        }
+    }
+}
+
+/// The pre-filter: packets to a port and protocol that no VIP serves (or served, while
+/// flows to it are active) are passed before any connection-tracking lookup.
+mod filter {
+    use std::time::Duration;
+
+    use balancer_common::FlowState;
+
+    use super::*;
+    use crate::{
+        closing::services,
+        support::packet::{ACK, FIN, SYN},
+    };
+
+    #[test]
+    fn packets_to_other_ports_never_touch_connection_tracking() {
+        let mut fx = services("track-filter");
+        let x = fx.entry("web", BACKENDS4[0].parse().expect("address"));
+        // Entries no packet could have made, for a TCP flow to port 22 and a UDP flow to
+        // port 80 (a TCP VIP's port): if the program looked them up, it would forward.
+        let ssh = Flow::new(Transport::Tcp, CLIENT4, 40_014, VIP4, 22);
+        let udp80 = Flow::new(Transport::Udp, CLIENT4, 40_015, VIP4, 80);
+        let planted = FlowState {
+            backend: x.index,
+            epoch: x.epoch,
+            last_seen_ns: 1,
+            ..FlowState::default()
+        };
+        for name in ["CONNTRACK", "PENDING"] {
+            let mut map = fx.conntrack_map(name);
+            for flow in [&ssh, &udp80] {
+                map.insert(flow.key(), planted, 0).expect("plant");
+            }
+        }
+        let before = (fx.entries("CONNTRACK"), fx.entries("PENDING"));
+        let mut tally = Tally::default();
+        for flow in [&ssh, &udp80] {
+            for flags in [SYN, ACK, FIN | ACK] {
+                assert!(!fx.vip_port(flow));
+                let frame = match flow.transport {
+                    Transport::Tcp => flow.frame_with(flags),
+                    Transport::Udp => flow.frame(),
+                };
+                assert_untouched(&fx.send(&frame), &frame, XDP_PASS, &format!("{flow:?}"));
+            }
+        }
+        assert_eq!(
+            (fx.entries("CONNTRACK"), fx.entries("PENDING")),
+            before,
+            "entries neither used nor refreshed"
+        );
+        tally.assert_matches(&fx, "web");
+        assert_globals(
+            &fx,
+            GlobalCounters {
+                passed: 6,
+                ..GlobalCounters::default()
+            },
+        );
+        // The same port with the VIP's protocol is looked up.
+        for name in ["CONNTRACK", "PENDING"] {
+            let mut map = fx.conntrack_map(name);
+            for flow in [&ssh, &udp80] {
+                map.remove(&flow.key()).expect("unplant");
+            }
+        }
+        let web = Flow::new(Transport::Tcp, CLIENT4, 40_016, VIP4, 80);
+        fx.send_tracked(&web, SYN, &mut tally);
+    }
+
+    #[test]
+    fn a_former_vip_port_stays_open_while_its_flows_are_active() {
+        let mut fx = services("track-former");
+        let mut tally = Tally::default();
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_017, VIP4, 80);
+        let udp = Flow::new(Transport::Udp, CLIENT4, 40_017, VIP4, 53);
+        let x = fx.send_tracked(&flow, SYN, &mut tally);
+        fx.send_tracked(&flow, ACK, &mut tally);
+        let u = fx.send_tracked(&udp, 0, &mut tally);
+        fx.send_tracked(&udp, 0, &mut tally);
+        fx.withdraw_vip("web");
+        fx.withdraw_vip("web6");
+        // Port 80 (TCP) lingers: the established flow keeps its backend; new flows pass.
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), x);
+        assert_eq!(
+            fx.send_tracked(&flow.with_sport(40_018), SYN, &mut tally),
+            None
+        );
+        let closed = fx
+            .plane
+            .close_idle_vip_ports(Duration::from_secs(3600))
+            .expect("close idle ports");
+        assert_eq!(closed, Vec::new(), "a flow to port 80 is active");
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), x);
+        // Once no flow to it is active (an idle time of zero), the port closes: its packets
+        // are passed without a lookup. The current VIP's port (53/udp) stays.
+        std::thread::sleep(Duration::from_millis(20));
+        let closed = fx
+            .plane
+            .close_idle_vip_ports(Duration::ZERO)
+            .expect("close idle ports");
+        assert_eq!(closed, vec![(80, 6)]);
+        fx.vip_ports_closed(&closed);
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), None);
+        assert_eq!(fx.send_tracked(&udp, 0, &mut tally), u);
     }
 }
 
@@ -881,6 +1399,7 @@ mod malformed {
             tally.assert_matches(&fx, service);
         }
         assert_eq!(fx.tracked_flows(), Vec::new(), "nothing tracked");
+        assert_eq!(fx.pending_flows(), Vec::new(), "nothing pending");
     }
 
     #[test]
@@ -1036,6 +1555,7 @@ mod martians {
             Tally::default().assert_matches(&fx, service);
         }
         assert_eq!(fx.tracked_flows(), Vec::new(), "nothing tracked");
+        assert_eq!(fx.pending_flows(), Vec::new(), "nothing pending");
     }
 
     #[test]
@@ -1101,6 +1621,7 @@ mod martians {
         let mut tally = Tally::default();
         check_outcomes(&mut fx, &mut tally, &cases);
         assert_eq!(fx.tracked_flows(), Vec::new(), "nothing tracked");
+        assert_eq!(fx.pending_flows(), Vec::new(), "nothing pending");
     }
 }
 

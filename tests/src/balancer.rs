@@ -77,10 +77,32 @@ impl XdpMode {
     }
 }
 
+/// The daemon's settings that tests choose.
+#[derive(Clone, Copy, Debug)]
+pub struct DaemonOptions {
+    /// `--xdp-mode`.
+    pub mode: XdpMode,
+    /// `--flow-idle` in seconds. The default, 2, lets drains end quickly; a test that must
+    /// show that flows end by other signals than idleness sets it far longer.
+    pub flow_idle_s: u64,
+    /// `--conntrack-size` (default 65536).
+    pub conntrack_size: u32,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            mode: XdpMode::Native,
+            flow_idle_s: 2,
+            conntrack_size: 65_536,
+        }
+    }
+}
+
 /// A daemon running in the LB namespace with its own state dir, socket and pins.
 pub struct Balancer {
     process: Option<NsProcess>,
-    mode: XdpMode,
+    options: DaemonOptions,
     lb_ns: String,
     dir: PathBuf,
     pin_root: PathBuf,
@@ -96,6 +118,17 @@ impl Balancer {
 
     /// Like [`Balancer::start`], in the given XDP mode.
     pub fn start_in_mode(topology: &Topology, mode: XdpMode) -> Result<Self> {
+        Self::start_with_options(
+            topology,
+            DaemonOptions {
+                mode,
+                ..DaemonOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Balancer::start`], with the given settings.
+    pub fn start_with_options(topology: &Topology, options: DaemonOptions) -> Result<Self> {
         let prefix = topology.lb_ns().trim_end_matches("-lb");
         let dir = std::env::temp_dir().join(format!("balancer-{prefix}"));
         std::fs::remove_dir_all(&dir).ok();
@@ -105,7 +138,7 @@ impl Balancer {
         let veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port())?;
         let mut balancer = Self {
             process: None,
-            mode,
+            options,
             lb_ns: topology.lb_ns().to_string(),
             dir,
             pin_root,
@@ -155,7 +188,9 @@ impl Balancer {
             state_dir: self.state_dir(),
             socket: self.socket(),
             pin_dir: &self.pin_root,
-            mode: self.mode,
+            mode: self.options.mode,
+            conntrack_size: self.options.conntrack_size,
+            flow_idle_s: self.options.flow_idle_s,
         };
         let mut argv = vec![bin.to_str().context("binary path")?.to_string()];
         argv.extend(flags.argv(lab));

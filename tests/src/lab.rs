@@ -7,7 +7,7 @@ use anyhow::{ensure, Context, Result};
 use balancer_user::api::ServiceStatus;
 
 use crate::{
-    balancer::{Balancer, XdpMode},
+    balancer::{Balancer, DaemonOptions, XdpMode},
     topology::{Topology, TopologySpec, VIP4, VIP6},
     traffic::{BackendServer, Client, SERVICE_PORT},
 };
@@ -35,21 +35,38 @@ impl Lab {
 
     /// A lab with the daemon in the given XDP mode.
     pub fn in_mode(prefix: &str, mode: XdpMode) -> Result<Self> {
-        Self::build(prefix, mode, 0, BACKENDS)
+        Self::with_options(
+            prefix,
+            DaemonOptions {
+                mode,
+                ..DaemonOptions::default()
+            },
+        )
+    }
+
+    /// A lab whose daemon runs with `options` (a long `--flow-idle`, a small
+    /// `--conntrack-size`, ...).
+    pub fn with_options(prefix: &str, options: DaemonOptions) -> Result<Self> {
+        Self::build(prefix, options, 0, BACKENDS)
     }
 
     /// A lab with `backends` backends `b0`, `b1`, ...
     pub fn with_backends(prefix: &str, backends: usize) -> Result<Self> {
-        Self::build(prefix, XdpMode::Native, 0, backends)
+        Self::build(prefix, DaemonOptions::default(), 0, backends)
     }
 
     /// A lab whose client also holds `extra_clients` extra addresses (see
     /// [`Topology::extra_client_v4`]).
     pub fn with_extra_clients(prefix: &str, extra_clients: u8) -> Result<Self> {
-        Self::build(prefix, XdpMode::Native, extra_clients, BACKENDS)
+        Self::build(prefix, DaemonOptions::default(), extra_clients, BACKENDS)
     }
 
-    fn build(prefix: &str, mode: XdpMode, extra_clients: u8, backends: usize) -> Result<Self> {
+    fn build(
+        prefix: &str,
+        options: DaemonOptions,
+        extra_clients: u8,
+        backends: usize,
+    ) -> Result<Self> {
         let topology = Topology::build(TopologySpec {
             prefix: prefix.to_string(),
             backends: (0..backends).map(|i| format!("b{i}")).collect(),
@@ -59,7 +76,7 @@ impl Lab {
             .into_iter()
             .map(Some)
             .collect();
-        let balancer = Balancer::start_in_mode(&topology, mode)?;
+        let balancer = Balancer::start_with_options(&topology, options)?;
         let client = Client::new(topology.client_ns());
         Ok(Self {
             balancer,

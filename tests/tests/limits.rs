@@ -1,9 +1,17 @@
 //! The documented limits are refused with one line at the limit, changing nothing; a
 //! non-default table size serves; removing a backend or a service with live connections
-//! does what the README says.
+//! does what the README says; a flood of new flows far beyond the connection-tracking size
+//! evicts no established flow.
 
-use anyhow::{ensure, Result};
-use balancer_tests::{lab::Lab, traffic::LongLived};
+use anyhow::{anyhow, ensure, Context, Result};
+use balancer_tests::{
+    balancer::DaemonOptions,
+    lab::Lab,
+    netns,
+    topology::VIP4,
+    traffic::{LongLived, Qdisc, RawSender},
+};
+use etherparse::PacketBuilder;
 
 #[test]
 fn limits_are_refused_at_the_limit_and_change_nothing() -> Result<()> {
@@ -217,6 +225,75 @@ fn a_vip_change_through_apply_keeps_old_flows_and_moves_new_ones() -> Result<()>
 }
 
 #[test]
+fn a_vip_port_change_keeps_old_flows_until_they_end() -> Result<()> {
+    let lab = Lab::new("blt2")?;
+    let old = Lab::vip(false);
+    let config = |port: u16| {
+        let backends: Vec<String> = (0..4)
+            .map(|i| format!("{{ addr = \"{}\" }}", lab.topology.backend_v4(i)))
+            .collect();
+        format!(
+            "[[service]]\nname = \"web\"\nvip = \"{}:{port}/tcp\"\n[[service.group]]\nname = \"main\"\nbackends = [{}]\n",
+            old.ip(),
+            backends.join(", ")
+        )
+    };
+    let file = lab.balancer.socket().with_file_name("web.toml");
+    std::fs::write(&file, config(old.port()))?;
+    lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+    let long_lived = LongLived::open(&lab.client, old, 12, &[])?;
+    // The service moves to another port: no VIP serves port 80 any more, but the data
+    // plane keeps looking its packets up while flows to it are active — over more than one
+    // of the daemon's 10 s checks.
+    std::fs::write(&file, config(8080))?;
+    lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+    let pings = long_lived.ping_in_background();
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "{report:?}"
+    );
+    ensure!(
+        lab.client.ask_once(old, None).is_err(),
+        "the old port still takes new connections"
+    );
+    // Once they ended (and the idle time passed), the daemon closes the port.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(lab.balancer.log_path())?;
+        let closed = log.lines().any(|line| {
+            let plain = without_colors(line);
+            plain.contains("former VIP port without flows") && plain.contains("port=80 ")
+        });
+        if closed {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "port 80 not closed within 20 s; log:\n{}",
+            lab.balancer.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// `line` without its ANSI color sequences (ESC [ ... m).
+fn without_colors(line: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+#[test]
 fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
     use std::{fmt::Write as _, net::Ipv4Addr};
     const MAX: usize = balancer_common::MAX_BACKENDS as usize;
@@ -288,5 +365,148 @@ fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
     lab.balancer
         .ok(&["backend", "add", "s3", &next, "--group", "main"])?;
     ensure!(count(&lab.balancer.settings()?) == MAX);
+    Ok(())
+}
+
+/// The MAC address of `eth0` in namespace `ns`.
+fn eth0_mac(ns: &str) -> Result<[u8; 6]> {
+    let json = netns::run(ns, &["ip", "-json", "link", "show", "eth0"])?;
+    let links: serde_json::Value = serde_json::from_str(&json)?;
+    let text = links[0]["address"].as_str().context("no MAC address")?;
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|byte| u8::from_str_radix(byte, 16))
+        .collect::<Result<_, _>>()?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow!("MAC address {text:?}"))
+}
+
+/// New flows by backend name in the service `name` of `status`.
+fn new_flows(lab: &Lab, name: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+    let status = lab.balancer.status()?;
+    let service = status
+        .services
+        .iter()
+        .find(|s| s.name == name)
+        .with_context(|| format!("no service {name}"))?;
+    Ok((0..4)
+        .filter_map(|i| {
+            let addr = lab.topology.backend_v4(i);
+            let b = service.backends.iter().find(|b| b.addr == addr)?;
+            Some((lab.topology.backend_name(i).to_string(), b.new_flows))
+        })
+        .collect())
+}
+
+#[test]
+fn a_flood_of_new_flows_evicts_no_established_flow() -> Result<()> {
+    const CONNTRACK: u32 = 4096;
+    let lab = Lab::with_options(
+        "blt3",
+        DaemonOptions {
+            conntrack_size: CONNTRACK,
+            ..DaemonOptions::default()
+        },
+    )?;
+    let vip = lab.weighted_service("web", false, &[100; 4])?;
+    lab.udp_service("dns", false, &["main"; 4], &[100; 4])?;
+    let mut busy = LongLived::open(&lab.client, vip, 50, &[])?;
+    let mut quiet = LongLived::open(&lab.client, vip, 20, &[])?;
+    let mut quiet_udp = LongLived::open_udp(&lab.client, vip, 10, &[])?;
+    // Each flow has now sent more than its first packet (a UDP flow: its second datagram
+    // now): all are established.
+    busy.ping_all()?;
+    quiet.ping_all()?;
+    ensure!(
+        quiet_udp.ping_all()? == quiet_udp.original_backends(),
+        "UDP moved"
+    );
+    // From now on every new flow goes to b3: a flow balanced afresh would move there.
+    for i in 0..3 {
+        let addr = lab.topology.backend_v4(i).to_string();
+        for service in ["web", "dns"] {
+            lab.balancer
+                .ok(&["backend", "set-weight", service, &addr, "0"])?;
+        }
+    }
+    let movable = quiet
+        .original_backends()
+        .iter()
+        .chain(busy.original_backends())
+        .filter(|b| *b != "b3")
+        .count();
+    ensure!(movable >= 30, "only {movable} connections would move");
+    let quiet_since = std::time::Instant::now();
+    let pings = busy.ping_in_background();
+
+    // The flood: SYNs and datagrams from random sources in 198.18.128.0/17 (which the
+    // backends have no route back to) and random ports, each 5-tuple new, 20x and 10x the
+    // connection-tracking size, sent as raw frames from the client's interface.
+    let (client_mac, lb_mac) = (
+        eth0_mac(lab.topology.client_ns())?,
+        eth0_mac(lab.topology.lb_ns())?,
+    );
+    let std::net::IpAddr::V4(vip4) = VIP4 else {
+        unreachable!("an IPv4 VIP");
+    };
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let (syns, datagrams) = (20 * CONNTRACK, 10 * CONNTRACK);
+    for i in 0..syns + datagrams {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let source = [198, 18, 128 | (rng >> 8) as u8 & 0x7f, rng as u8];
+        let port = 1024 + (rng >> 16) as u16 % 60_000;
+        let builder = PacketBuilder::ethernet2(client_mac, lb_mac).ipv4(source, vip4.octets(), 64);
+        let mut frame = Vec::new();
+        if i < syns {
+            builder
+                .tcp(port, vip.port(), rng as u32, 64_240)
+                .syn()
+                .write(&mut frame, &[])?;
+        } else {
+            builder.udp(port, vip.port()).write(&mut frame, b"flood")?;
+        }
+        frames.push(frame);
+    }
+    let before = (new_flows(&lab, "web")?, new_flows(&lab, "dns")?);
+    let sender = netns::in_netns(lab.topology.client_ns(), || {
+        RawSender::open("eth0", Qdisc::Use)
+    })??;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let taken = sender.send_until(&frames, 1, Some(deadline))?;
+    let after = (new_flows(&lab, "web")?, new_flows(&lab, "dns")?);
+    let flooded =
+        |before: &std::collections::BTreeMap<String, u64>,
+         after: &std::collections::BTreeMap<String, u64>| { after["b3"] - before["b3"] };
+    let (tcp, udp) = (flooded(&before.0, &after.0), flooded(&before.1, &after.1));
+    println!("flood: {taken} frames sent; new flows seen: {tcp} TCP, {udp} UDP");
+    ensure!(
+        tcp >= u64::from(10 * CONNTRACK) && udp >= u64::from(5 * CONNTRACK),
+        "the flood did not reach the data plane: {taken} sent, {tcp} TCP and {udp} UDP new flows"
+    );
+
+    // The quiet connections waited 10 s or more through the flood: they still reach their
+    // backends, like the busy ones did all along.
+    std::thread::sleep(std::time::Duration::from_secs(10).saturating_sub(quiet_since.elapsed()));
+    let answers = quiet.ping_all()?;
+    ensure!(
+        answers == quiet.original_backends(),
+        "quiet connections moved: {answers:?} (were {:?})",
+        quiet.original_backends()
+    );
+    let answers = quiet_udp.ping_all()?;
+    ensure!(
+        answers == quiet_udp.original_backends(),
+        "quiet UDP flows moved: {answers:?} (were {:?})",
+        quiet_udp.original_backends()
+    );
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "busy connections: {report:?}"
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
+    balancer::DaemonOptions,
     lab::Lab,
     split::StoredSplit,
     traffic::{LongLived, NewConnections, NEW_CONNECTION_INTERVAL},
@@ -470,6 +471,63 @@ fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
             .drain
             .is_some_and(|d| d.ended.is_some_and(|e| e.flows_left == 0))
     })?;
+    Ok(())
+}
+
+#[test]
+fn a_drain_ends_seconds_after_its_connections_close_whatever_the_idle_time() -> Result<()> {
+    // --flow-idle 600: idleness alone would keep each flow active for ten minutes, so a
+    // drain that ends within seconds ends because the clients closed their connections.
+    let lab = Lab::with_options(
+        "blt1",
+        DaemonOptions {
+            flow_idle_s: 600,
+            ..DaemonOptions::default()
+        },
+    )?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    let short = lab.client.distribution(service, 400, &[])?;
+    ensure!(short.counts.get("b0").is_some_and(|n| *n > 0), "{short:?}");
+    let long_lived = LongLived::open(&lab.client, service, 16, &[])?;
+    let on = |name: &str| {
+        long_lived
+            .original_backends()
+            .iter()
+            .filter(|b| *b == name)
+            .count() as u64
+    };
+    ensure!(on("b0") > 0, "no connection on b0");
+    // Once the closed connections' linger is over, status counts the open ones only.
+    let open: std::collections::BTreeMap<std::net::IpAddr, u64> = (0..4)
+        .map(|i| (lab.topology.backend_v4(i), on(lab.topology.backend_name(i))))
+        .collect();
+    lab.wait_until(
+        std::time::Duration::from_secs(10),
+        "closed connections no longer active",
+        |s| {
+            s.backends
+                .iter()
+                .all(|b| open.get(&b.addr) == Some(&b.active_flows))
+        },
+    )?;
+    let b0 = lab.topology.backend_v4(0).to_string();
+    lab.balancer.ok(&["backend", "drain", "web", &b0])?;
+    // Its open connections keep the drain running, however quiet they are.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let b0_status = lab.balancer.status()?.services[0].backends[0].clone();
+    ensure!(
+        b0_status.drain.is_some_and(|d| d.ended.is_none()) && b0_status.active_flows == on("b0"),
+        "drain with {} open connections: {b0_status:?}",
+        on("b0")
+    );
+    // The clients close them: the drain ends within seconds.
+    drop(long_lived);
+    let took = lab.wait_until(std::time::Duration::from_secs(10), "drain end", |s| {
+        s.backends[0]
+            .drain
+            .is_some_and(|d| d.ended.is_some_and(|e| e.flows_left == 0))
+    })?;
+    println!("the drain ended {took:?} after the connections closed");
     Ok(())
 }
 

@@ -31,6 +31,10 @@ pub struct Tick {
     pub locate: Vec<IpAddr>,
 }
 
+/// How often the ports of former VIPs are checked for active flows (it walks connection
+/// tracking while such a port lingers in the data plane's pre-filter).
+const VIP_PORT_CHECK_MS: u64 = 10_000;
+
 impl Controller {
     /// Takes the steps that are due (a no-op, no write, when none is) and returns the
     /// health checks that are due, counting the active flows itself when drains or retired
@@ -62,10 +66,28 @@ impl Controller {
         deferred(self.auto_rollback(), &mut locate)?;
         deferred(self.step_operations(now_ms, flows.as_ref()), &mut locate)?;
         deferred(self.end_flip_drains(now_ms), &mut locate)?;
+        deferred(self.close_idle_vip_ports(now_ms), &mut locate)?;
         Ok(Tick {
             checks: self.health.due(&self.state, now_ms),
             locate,
         })
+    }
+
+    /// Every [`VIP_PORT_CHECK_MS`], lets the data plane take the ports of former VIPs
+    /// without active flows out of its pre-filter.
+    fn close_idle_vip_ports(&mut self, now_ms: u64) -> Result<(), Error> {
+        if now_ms < self.next_vip_port_check_ms {
+            return Ok(());
+        }
+        self.next_vip_port_check_ms = now_ms + VIP_PORT_CHECK_MS;
+        for (port, proto) in self.plane.close_idle_vip_ports(self.settings.flow_idle)? {
+            tracing::info!(
+                port,
+                proto,
+                "former VIP port without flows: no longer tracked"
+            );
+        }
+        Ok(())
     }
 
     /// Ends the flip drains that are due; a cut one forgets the old groups' tracked flows.

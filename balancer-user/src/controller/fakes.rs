@@ -168,6 +168,9 @@ impl Plane for FakePlane {
         self.maps().forgotten.extend(backends.iter().copied());
         Ok(0)
     }
+    fn close_idle_vip_ports(&mut self, _: Duration) -> Result<Vec<(u16, u8)>, DataPlaneError> {
+        Ok(Vec::new())
+    }
     fn teardown(self: Box<Self>) -> Result<(), DataPlaneError> {
         Ok(())
     }

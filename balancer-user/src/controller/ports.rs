@@ -46,6 +46,9 @@ pub trait Plane: Send {
     fn flows(&self) -> Result<Arc<dyn Flows>, DataPlaneError>;
     /// Forgets the tracked flows of the given (index, epoch) backends.
     fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError>;
+    /// Takes the ports of former VIPs without active flows (seen within `idle`) out of the
+    /// pre-filter; returns them as (port, protocol).
+    fn close_idle_vip_ports(&mut self, idle: Duration) -> Result<Vec<(u16, u8)>, DataPlaneError>;
     /// Detaches and unpins everything.
     fn teardown(self: Box<Self>) -> Result<(), DataPlaneError>;
 }
@@ -93,6 +96,9 @@ impl Plane for DataPlane {
     }
     fn forget_flows(&mut self, backends: &HashSet<(u32, u32)>) -> Result<u64, DataPlaneError> {
         DataPlane::forget_flows(self, backends)
+    }
+    fn close_idle_vip_ports(&mut self, idle: Duration) -> Result<Vec<(u16, u8)>, DataPlaneError> {
+        DataPlane::close_idle_vip_ports(self, idle)
     }
     fn teardown(self: Box<Self>) -> Result<(), DataPlaneError> {
         DataPlane::teardown(*self)

@@ -10,6 +10,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
+use balancer_common::pending_entries;
 
 use super::{
     bpffs::{ensure, Layout},
@@ -29,7 +30,8 @@ pub struct AttachOptions {
     pub mode: XdpMode,
     /// Where the link and maps are pinned.
     pub bpffs: Layout,
-    /// Connection-tracking capacity (only used when the maps are created).
+    /// Connection-tracking capacity (only used when the maps are created): the established
+    /// flows; the pending flows get [`pending_entries`] of it.
     pub conntrack_entries: u32,
 }
 
@@ -42,6 +44,7 @@ pub(super) fn load(bpffs: &Layout, conntrack_entries: u32) -> Result<Ebpf, DataP
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
         .map_max_entries("CONNTRACK", conntrack_entries)
+        .map_max_entries("PENDING", pending_entries(conntrack_entries))
         .load(OBJECT)?;
     program(&mut ebpf)?
         .load()

@@ -16,7 +16,7 @@ pub mod pinned;
 mod stats;
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{BTreeSet, HashMap as StdHashMap},
     time::{Duration, Instant},
 };
 
@@ -25,13 +25,14 @@ use aya::maps::{
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
 };
 use balancer_common::{
-    ring_index, tables_index, Backend, BackendStats, ClientPinKey, FlowKey, FlowState, Ring,
-    ServiceTables, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE, GENERATIONS,
+    ring_index, tables_index, vip_port_bit, Backend, BackendStats, ClientPinKey, FlowKey,
+    FlowState, Ring, ServiceTables, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE, GENERATIONS,
+    PROTO_TCP, PROTO_UDP, VIP_PORT_ENTRIES,
 };
 
 pub use attach::{AttachOptions, Attachment};
 pub use error::DataPlaneError;
-pub use stats::{FlowCounter, FlowCounts, GlobalCounters};
+pub use stats::{FlowCounter, FlowCounts, GlobalCounters, LINGER};
 
 /// How long a table generation that just stopped being live is left alone before it is
 /// rewritten. An XDP program run lasts microseconds; this leaves a wide margin for packets
@@ -86,8 +87,13 @@ pub struct DataPlane {
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, FlowState>,
+    pending: HashMap<MapData, FlowKey, FlowState>,
+    vip_ports: Array<MapData, u32>,
     client_pins: LpmTrie<MapData, ClientPinKey, u32>,
     last_flip: StdHashMap<u32, Instant>,
+    /// (port, protocol) of former VIPs still in the pre-filter; `None` until the filter was
+    /// read once (a restarted daemon learns there what its predecessor left).
+    lingering_ports: Option<BTreeSet<(u16, u8)>>,
 }
 
 impl DataPlane {
@@ -124,11 +130,14 @@ impl DataPlane {
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
             conntrack: take(&mut ebpf, "CONNTRACK")?,
+            pending: take(&mut ebpf, "PENDING")?,
+            vip_ports: take(&mut ebpf, "VIP_PORTS")?,
             client_pins: take(&mut ebpf, "CLIENT_PINS")?,
             ebpf,
             bpffs,
             attachment,
             last_flip: StdHashMap::new(),
+            lingering_ports: None,
         })
     }
 
@@ -210,6 +219,9 @@ impl DataPlane {
             .set(slot, next, 0)
             .map_err(map_err("flip GENERATION"))?;
         self.last_flip.insert(slot, Instant::now());
+        // The pre-filter lets the VIP's packets through before the VIP exists (and again
+        // for maps pinned before the filter was).
+        self.open_vip_port(&vip)?;
         let info = VipInfo { service: slot };
         if self.vips.get(&vip, 0).ok() != Some(info) {
             self.vips
@@ -256,12 +268,92 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Stops balancing a VIP: its packets are passed to the kernel from now on.
+    /// Stops balancing a VIP: its new flows are passed to the kernel from now on. Its port
+    /// stays in the pre-filter, so its tracked flows keep reaching their backends, until
+    /// [`DataPlane::close_idle_vip_ports`] finds no active flow to it.
     pub fn remove_vip(&mut self, vip: &VipKey) -> Result<(), DataPlaneError> {
         match self.vips.remove(vip) {
-            Err(e) if !missing(&e) => Err(map_err("remove from VIPS")(e)),
-            _ => Ok(()),
+            Err(e) if !missing(&e) => return Err(map_err("remove from VIPS")(e)),
+            _ => {}
         }
+        if let Some(lingering) = &mut self.lingering_ports {
+            lingering.insert((u16::from_be(vip.port_be), vip.proto));
+        }
+        Ok(())
+    }
+
+    /// Sets the pre-filter bit of a VIP's port and protocol.
+    fn open_vip_port(&mut self, vip: &VipKey) -> Result<(), DataPlaneError> {
+        let port = u32::from(u16::from_be(vip.port_be));
+        let bits = self
+            .vip_ports
+            .get(&port, 0)
+            .map_err(map_err("read VIP_PORTS"))?;
+        let bit = vip_port_bit(vip.proto);
+        if bits & bit == 0 {
+            self.vip_ports
+                .set(port, bits | bit, 0)
+                .map_err(map_err("write VIP_PORTS"))?;
+        }
+        Ok(())
+    }
+
+    /// Takes out of the pre-filter the ports of former VIPs that no current VIP serves and
+    /// no active flow (see [`DataPlane::active_flows`]) is addressed to: their packets are
+    /// passed from then on without a connection-tracking lookup. Walks connection tracking
+    /// only while such a port lingers; the first call reads the whole filter once, to learn
+    /// what a previous daemon left there. Returns the ports taken out.
+    pub fn close_idle_vip_ports(
+        &mut self,
+        idle: Duration,
+    ) -> Result<Vec<(u16, u8)>, DataPlaneError> {
+        let current: BTreeSet<(u16, u8)> = self
+            .vips()?
+            .iter()
+            .map(|(vip, _)| (u16::from_be(vip.port_be), vip.proto))
+            .collect();
+        let lingering = match self.lingering_ports.take() {
+            Some(lingering) => lingering,
+            None => self.filtered_ports()?,
+        };
+        let mut lingering: BTreeSet<(u16, u8)> = lingering.difference(&current).copied().collect();
+        let mut closed = Vec::new();
+        if !lingering.is_empty() {
+            // Pending first: a flow promoted during the walk is then seen in CONNTRACK.
+            let mut used = stats::active_ports(&self.pending, true, idle)?;
+            used.extend(stats::active_ports(&self.conntrack, false, idle)?);
+            for &(port, proto) in lingering.difference(&used) {
+                let index = u32::from(port);
+                let bits = self
+                    .vip_ports
+                    .get(&index, 0)
+                    .map_err(map_err("read VIP_PORTS"))?;
+                self.vip_ports
+                    .set(index, bits & !vip_port_bit(proto), 0)
+                    .map_err(map_err("write VIP_PORTS"))?;
+                closed.push((port, proto));
+            }
+            lingering.retain(|p| !closed.contains(p));
+        }
+        self.lingering_ports = Some(lingering);
+        Ok(closed)
+    }
+
+    /// Every (port, protocol) the pre-filter lets through.
+    fn filtered_ports(&self) -> Result<BTreeSet<(u16, u8)>, DataPlaneError> {
+        let mut ports = BTreeSet::new();
+        for index in 0..VIP_PORT_ENTRIES {
+            let bits = self
+                .vip_ports
+                .get(&index, 0)
+                .map_err(map_err("read VIP_PORTS"))?;
+            for proto in [PROTO_TCP, PROTO_UDP] {
+                if bits & vip_port_bit(proto) != 0 {
+                    ports.insert((index as u16, proto));
+                }
+            }
+        }
+        Ok(ports)
     }
 
     /// The VIPs currently in the data plane.
@@ -332,12 +424,14 @@ impl DataPlane {
     /// A counter of tracked flows that works without this data plane (another handle on
     /// the pinned connection tracking).
     pub fn flow_counter(&self) -> Result<FlowCounter, DataPlaneError> {
-        FlowCounter::open(&self.bpffs.maps().join("CONNTRACK"))
+        FlowCounter::open(&self.bpffs.maps())
     }
 
-    /// Tracked flows per (backend index, epoch) seen within `idle`.
+    /// Active tracked flows per (backend index, epoch): open flows seen within `idle`;
+    /// flows whose client sent a FIN or RST, and flows that sent only their first packet,
+    /// seen within [`LINGER`] (or `idle`, if shorter).
     pub fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
-        stats::count_flows(&self.conntrack, idle)
+        stats::count_all(&self.conntrack, &self.pending, idle)
     }
 
     /// Forgets the tracked flows pinned to any of `backends` ((index, epoch) pairs): their
@@ -346,26 +440,10 @@ impl DataPlane {
         &mut self,
         backends: &std::collections::HashSet<(u32, u32)>,
     ) -> Result<u64, DataPlaneError> {
-        let mut doomed = Vec::new();
-        for entry in self.conntrack.iter() {
-            match entry {
-                Ok((key, state)) if backends.contains(&(state.backend, state.epoch)) => {
-                    doomed.push(key)
-                }
-                Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("read CONNTRACK")(e)),
-            }
-        }
-        let mut forgotten = 0;
-        for key in doomed {
-            match self.conntrack.remove(&key) {
-                Ok(()) => forgotten += 1,
-                // Evicted or ended since it was read.
-                Err(e) if missing(&e) => {}
-                Err(e) => return Err(map_err("remove from CONNTRACK")(e)),
-            }
-        }
-        Ok(forgotten)
+        Ok(
+            stats::forget(&mut self.conntrack, "remove from CONNTRACK", backends)?
+                + stats::forget(&mut self.pending, "remove from PENDING", backends)?,
+        )
     }
 
     /// Detaches the program and unpins everything; the maps go with the last reference.
@@ -392,7 +470,7 @@ where
 
 /// Whether a map call failed only because the key was not there: aya reports a deletion of
 /// a missing key as the syscall's ENOENT, not as `KeyNotFound`.
-fn missing(error: &aya::maps::MapError) -> bool {
+pub(super) fn missing(error: &aya::maps::MapError) -> bool {
     match error {
         aya::maps::MapError::KeyNotFound => true,
         aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),

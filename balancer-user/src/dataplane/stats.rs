@@ -1,6 +1,9 @@
 //! Reading counters and connection tracking.
 
-use std::{collections::HashMap as StdHashMap, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap as StdHashMap, HashSet},
+    time::Duration,
+};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
@@ -54,54 +57,143 @@ pub(super) fn sum_backend(values: &PerCpuValues<BackendStats>) -> BackendStats {
         })
 }
 
-/// Number of recently active tracked flows per (backend index, epoch).
+/// Number of active tracked flows per (backend index, epoch).
 pub type FlowCounts = StdHashMap<(u32, u32), u64>;
 
-/// A handle of its own on connection tracking, for counting flows from any thread without
-/// the data plane (and so without the controller's lock): walking a large table takes a
-/// while, and nothing else needs to wait for it.
+/// A handle of its own on connection tracking (both tables), for counting flows from any
+/// thread without the data plane (and so without the controller's lock): walking a large
+/// table takes a while, and nothing else needs to wait for it.
 pub struct FlowCounter {
     conntrack: HashMap<MapData, FlowKey, FlowState>,
+    pending: HashMap<MapData, FlowKey, FlowState>,
 }
 
 impl FlowCounter {
-    /// Opens the pinned connection tracking at `pin`.
-    pub fn open(pin: &std::path::Path) -> Result<Self, DataPlaneError> {
-        let data = MapData::from_pin(pin).map_err(|source| DataPlaneError::Map {
-            context: format!("open {}", pin.display()),
-            source,
-        })?;
-        let conntrack = HashMap::try_from(aya::maps::Map::LruHashMap(data))
-            .map_err(map_err("open the pinned CONNTRACK"))?;
-        Ok(Self { conntrack })
+    /// Opens the pinned connection-tracking tables in the maps directory `maps`.
+    pub fn open(maps: &std::path::Path) -> Result<Self, DataPlaneError> {
+        let open = |name: &str| -> Result<HashMap<MapData, FlowKey, FlowState>, DataPlaneError> {
+            let pin = maps.join(name);
+            let data = MapData::from_pin(&pin).map_err(|source| DataPlaneError::Map {
+                context: format!("open {}", pin.display()),
+                source,
+            })?;
+            HashMap::try_from(aya::maps::Map::LruHashMap(data))
+                .map_err(map_err("open pinned connection tracking"))
+        };
+        Ok(Self {
+            conntrack: open("CONNTRACK")?,
+            pending: open("PENDING")?,
+        })
     }
 
-    /// Tracked flows per (index, epoch) seen within `idle`.
+    /// Active tracked flows per (index, epoch) (see [`count_all`]).
     pub fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
-        count_flows(&self.conntrack, idle)
+        count_all(&self.conntrack, &self.pending, idle)
     }
 }
 
-pub(super) fn count_flows(
+/// Active flows of both tables per backend: established ones by `idle`, pending and closed
+/// ones by [`LINGER`].
+pub(super) fn count_all(
     conntrack: &HashMap<MapData, FlowKey, FlowState>,
+    pending: &HashMap<MapData, FlowKey, FlowState>,
+    idle: Duration,
+) -> Result<FlowCounts, DataPlaneError> {
+    let mut counts = count_flows(pending, true, idle)?;
+    for (backend, n) in count_flows(conntrack, false, idle)? {
+        *counts.entry(backend).or_default() += n;
+    }
+    Ok(counts)
+}
+
+/// How long a flow whose client sent a FIN or RST, or a flow that sent only its first
+/// packet (a SYN and its retransmits, one datagram), keeps counting as active after its
+/// last packet (or its FIN or RST): it covers a connection's last ACKs, and a handshake.
+/// Open flows that sent more than one packet count for `--flow-idle`.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Whether a flow (`pending`: from the pending map) is active at `now` (ns, CLOCK_MONOTONIC).
+fn active(state: &FlowState, pending: bool, now: u64, idle: Duration) -> bool {
+    let window = if pending || state.closed_by != 0 {
+        LINGER.min(idle)
+    } else {
+        idle
+    };
+    let last = state.last_seen_ns.max(state.closed_ns);
+    now.saturating_sub(last) <= window.as_nanos() as u64
+}
+
+/// Calls `each` with every entry of a connection-tracking map, skipping entries that go
+/// while the map is walked.
+fn walk(
+    map: &HashMap<MapData, FlowKey, FlowState>,
+    mut each: impl FnMut(FlowKey, FlowState),
+) -> Result<(), DataPlaneError> {
+    for entry in map.iter() {
+        match entry {
+            Ok((key, state)) => each(key, state),
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(map_err("read connection tracking")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Active flows of one connection-tracking map (`pending`: the pending map) per backend.
+fn count_flows(
+    map: &HashMap<MapData, FlowKey, FlowState>,
+    pending: bool,
     idle: Duration,
 ) -> Result<FlowCounts, DataPlaneError> {
     let now = monotonic_ns();
-    let idle_ns = idle.as_nanos() as u64;
     let mut counts = FlowCounts::new();
-    for entry in conntrack.iter() {
-        match entry {
-            Ok((_, state)) => {
-                if now.saturating_sub(state.last_seen_ns) <= idle_ns {
-                    *counts.entry((state.backend, state.epoch)).or_default() += 1;
-                }
-            }
-            // An entry evicted while iterating: skip it.
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(e) => return Err(map_err("read CONNTRACK")(e)),
+    walk(map, |_, state| {
+        if active(&state, pending, now, idle) {
+            *counts.entry((state.backend, state.epoch)).or_default() += 1;
+        }
+    })?;
+    Ok(counts)
+}
+
+/// (destination port, protocol) of the active flows of one connection-tracking map.
+pub(super) fn active_ports(
+    map: &HashMap<MapData, FlowKey, FlowState>,
+    pending: bool,
+    idle: Duration,
+) -> Result<BTreeSet<(u16, u8)>, DataPlaneError> {
+    let now = monotonic_ns();
+    let mut ports = BTreeSet::new();
+    walk(map, |key, state| {
+        if active(&state, pending, now, idle) {
+            ports.insert((u16::from_be(key.dport_be), key.proto));
+        }
+    })?;
+    Ok(ports)
+}
+
+/// Removes the entries of `map` (named `name`) pinned to any of `backends`; returns how
+/// many it removed.
+pub(super) fn forget(
+    map: &mut HashMap<MapData, FlowKey, FlowState>,
+    name: &'static str,
+    backends: &HashSet<(u32, u32)>,
+) -> Result<u64, DataPlaneError> {
+    let mut doomed = Vec::new();
+    walk(map, |key, state| {
+        if backends.contains(&(state.backend, state.epoch)) {
+            doomed.push(key);
+        }
+    })?;
+    let mut forgotten = 0;
+    for key in doomed {
+        match map.remove(&key) {
+            Ok(()) => forgotten += 1,
+            // Evicted or ended since it was read.
+            Err(e) if super::missing(&e) => {}
+            Err(e) => return Err(map_err(name)(e)),
         }
     }
-    Ok(counts)
+    Ok(forgotten)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -113,4 +205,49 @@ fn monotonic_ns() -> u64 {
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn flow(last_seen_s: u64, closed_s: Option<u64>) -> FlowState {
+        FlowState {
+            last_seen_ns: last_seen_s * S,
+            closed_ns: closed_s.map_or(0, |c| c * S),
+            closed_by: u32::from(closed_s.is_some()),
+            ..FlowState::default()
+        }
+    }
+
+    /// An established flow's activity.
+    fn active_at(state: &FlowState, now: u64, idle: Duration) -> bool {
+        active(state, false, now, idle)
+    }
+
+    #[test]
+    fn open_flows_count_for_the_idle_time_closed_ones_for_the_linger() {
+        let idle = Duration::from_secs(120);
+        let now = 1000 * S;
+        assert!(active_at(&flow(880, None), now, idle));
+        assert!(!active_at(&flow(879, None), now, idle));
+        // Closed: the linger after its last packet or its close, whichever is later.
+        assert!(active_at(&flow(998, Some(990)), now, idle));
+        assert!(active_at(&flow(990, Some(998)), now, idle));
+        assert!(!active_at(&flow(997, Some(990)), now, idle));
+        // An idle time shorter than the linger bounds it too.
+        let short = Duration::from_millis(500);
+        assert!(!active_at(&flow(999, Some(999)), now, short));
+    }
+
+    #[test]
+    fn pending_flows_count_for_the_linger_only() {
+        let idle = Duration::from_secs(120);
+        let now = 1000 * S;
+        assert!(active(&flow(998, None), true, now, idle));
+        assert!(!active(&flow(997, None), true, now, idle));
+        assert!(!active(&flow(997, Some(997)), true, now, idle));
+    }
 }

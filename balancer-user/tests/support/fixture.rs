@@ -2,7 +2,7 @@
 //! for each service, and the selection model the kernel's choices are checked against.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -22,7 +22,8 @@ use ipnet::IpNet;
 
 use super::{
     packet::{Flow, Transport},
-    plane::{TestPlane, INGRESS_IFINDEX},
+    plane::{assert_forwarded, assert_untouched, TestPlane, INGRESS_IFINDEX, XDP_PASS, XDP_TX},
+    tracking::{Entry, Step, Tracking},
     verdict::{classify, martian, Verdict},
 };
 
@@ -37,16 +38,36 @@ pub struct Fixture {
     pub state: State,
     images: BTreeMap<String, ServiceImage>,
     backends: BTreeMap<u32, Backend>,
+    /// The connection-tracking model, fed by [`Fixture::send_tracked`].
+    pub tracking: Tracking,
+    /// (port, protocol) of VIPs withdrawn with [`Fixture::withdraw_vip`]: the data plane's
+    /// pre-filter keeps them until the daemon finds them idle.
+    former_ports: BTreeSet<(u16, Protocol)>,
+    /// Services whose VIP was withdrawn with [`Fixture::withdraw_vip`].
+    withdrawn: BTreeSet<String>,
 }
 
 impl Fixture {
     /// An empty state and a freshly loaded data plane for the test `test`.
     pub fn new(test: &str) -> Self {
+        Self::with_plane(TestPlane::load(test))
+    }
+
+    /// [`Fixture::new`] with `conntrack` connection-tracking entries (the pending map gets
+    /// a quarter, at least 256).
+    pub fn with_conntrack(test: &str, conntrack: u32) -> Self {
+        Self::with_plane(TestPlane::load_sized(test, conntrack))
+    }
+
+    fn with_plane(plane: TestPlane) -> Self {
         Self {
-            plane: TestPlane::load(test),
+            plane,
             state: State::default(),
             images: BTreeMap::new(),
             backends: BTreeMap::new(),
+            tracking: Tracking::default(),
+            former_ports: BTreeSet::new(),
+            withdrawn: BTreeSet::new(),
         }
     }
 
@@ -236,17 +257,11 @@ impl Fixture {
             Verdict::Unbalanceable => return Outcome::Pass(Counter::Unbalanceable),
             Verdict::Flow(flow) => flow,
         };
-        let protocol = match flow.transport {
-            Transport::Tcp => Protocol::Tcp,
-            Transport::Udp => Protocol::Udp,
-        };
+        let protocol = protocol_of(&flow);
         let vip = SocketAddr::new(flow.dst, flow.dport);
-        let Some((name, _)) = self
-            .state
-            .services
-            .iter()
-            .find(|(_, s)| s.vip.addr == vip && s.vip.protocol == protocol)
-        else {
+        let Some((name, _)) = self.state.services.iter().find(|(name, s)| {
+            s.vip.addr == vip && s.vip.protocol == protocol && !self.withdrawn.contains(*name)
+        }) else {
             return Outcome::Pass(Counter::Passed);
         };
         if martian(flow.src) {
@@ -258,16 +273,136 @@ impl Fixture {
         }
     }
 
-    /// The keys in connection tracking.
+    /// The keys in connection tracking (established flows).
     pub fn tracked_flows(&self) -> Vec<FlowKey> {
-        let path = self.plane.maps_dir().join("CONNTRACK");
-        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open CONNTRACK"));
-        let conntrack: BpfHashMap<MapData, FlowKey, FlowState> =
-            map.try_into().expect("CONNTRACK is a hash map");
-        conntrack
-            .keys()
+        self.entries("CONNTRACK").into_keys().collect()
+    }
+
+    /// The keys of pending flows (only their first packet seen).
+    pub fn pending_flows(&self) -> Vec<FlowKey> {
+        self.entries("PENDING").into_keys().collect()
+    }
+
+    /// Every entry of the connection-tracking map `name` (`CONNTRACK` or `PENDING`), read
+    /// through its pin.
+    pub fn entries(&self, name: &str) -> HashMap<FlowKey, FlowState> {
+        self.conntrack_map(name)
+            .iter()
             .collect::<Result<_, _>>()
-            .expect("read CONNTRACK keys")
+            .unwrap_or_else(|e| panic!("read {name}: {e}"))
+    }
+
+    /// The connection-tracking map `name` (`CONNTRACK` or `PENDING`), opened from its pin.
+    pub fn conntrack_map(&self, name: &str) -> BpfHashMap<MapData, FlowKey, FlowState> {
+        let path = self.plane.maps_dir().join(name);
+        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open the map"));
+        map.try_into().expect("an LRU hash map")
+    }
+
+    /// Withdraws the VIP of `service` from the data plane (as when a service is given another
+    /// VIP); its port stays in the pre-filter.
+    pub fn withdraw_vip(&mut self, service: &str) {
+        let vip = self.service(service).vip;
+        self.plane.remove_vip(&vip.key()).expect("remove the VIP");
+        self.former_ports.insert((vip.addr.port(), vip.protocol));
+        self.withdrawn.insert(service.to_string());
+    }
+
+    /// Forgets the former VIP ports the data plane closed (see
+    /// `DataPlane::close_idle_vip_ports`).
+    pub fn vip_ports_closed(&mut self, closed: &[(u16, u8)]) {
+        self.former_ports
+            .retain(|(port, protocol)| !closed.contains(&(*port, protocol_number(*protocol))));
+    }
+
+    /// Whether the pre-filter lets `flow`'s packets reach connection tracking: a VIP of the
+    /// state, or a former one, serves its destination port and protocol.
+    pub fn vip_port(&self, flow: &Flow) -> bool {
+        let protocol = protocol_of(flow);
+        self.former_ports.contains(&(flow.dport, protocol))
+            || self.state.services.iter().any(|(name, s)| {
+                s.vip.addr.port() == flow.dport
+                    && s.vip.protocol == protocol
+                    && !self.withdrawn.contains(name)
+            })
+    }
+
+    /// Sends one default frame of `flow` with `tcp_flags` (ignored for UDP) and checks it
+    /// against the connection-tracking model and the selection model: forwarded to the
+    /// backend they name (counted in `tally`, as a new flow when the tables chose it), or
+    /// passed untouched; then the two maps must hold exactly the model's flows. Returns the
+    /// backend forwarded to.
+    pub fn send_tracked(&mut self, flow: &Flow, tcp_flags: u8, tally: &mut Tally) -> Option<u32> {
+        let flags = (flow.transport == Transport::Tcp).then_some(tcp_flags);
+        let frame = match flags {
+            Some(f) => flow.frame_with(f),
+            None => flow.frame(),
+        };
+        let what = format!("{flow:?} flags {tcp_flags:#04x}");
+        let backends = self.backends.clone();
+        let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
+        let vip_port = self.vip_port(flow);
+        let step = self.tracking.packet(flow.key(), flags, vip_port, live);
+        let (expected, new_flow) = match step {
+            Step::Filtered => (None, false),
+            Step::Follow(index) => (Some(index), false),
+            Step::Choose => match self.outcome(&frame) {
+                Outcome::Forward(index) => {
+                    let epoch = backends[&index].epoch;
+                    self.tracking.record(flow.key(), flags, index, epoch, live);
+                    (Some(index), true)
+                }
+                Outcome::Pass(_) => (None, false),
+                other => panic!("{what}: the model expects {other:?}"),
+            },
+        };
+        let run = self.send(&frame);
+        match expected {
+            Some(index) => {
+                assert_forwarded(&run, &frame, &self.backend(index), XDP_TX, &what);
+                tally.forwarded(index, frame.len(), new_flow);
+            }
+            None => assert_untouched(&run, &frame, XDP_PASS, &what),
+        }
+        self.assert_tracking(&what);
+        expected
+    }
+
+    /// Asserts that the data plane's two connection-tracking maps hold exactly the model's
+    /// flows, each on the model's backend and epoch with the model's FIN and RST marks (and a
+    /// close time exactly when marked).
+    pub fn assert_tracking(&self, what: &str) {
+        let as_entries = |map: HashMap<FlowKey, FlowState>| -> HashMap<FlowKey, Entry> {
+            map.into_iter()
+                .map(|(key, state)| {
+                    let closed = state.closed_by != 0;
+                    assert_eq!(
+                        state.closed_ns != 0,
+                        closed,
+                        "{what}: close time and marks of {key:?}: {state:?}"
+                    );
+                    assert!(state.last_seen_ns != 0, "{what}: no last-seen time");
+                    let entry = Entry {
+                        backend: state.backend,
+                        epoch: state.epoch,
+                        fin: state.closed_by & 1 != 0,
+                        rst: state.closed_by & 2 != 0,
+                    };
+                    assert_eq!(state.closed_by & !3, 0, "{what}: unknown close marks");
+                    (key, entry)
+                })
+                .collect()
+        };
+        assert_eq!(
+            as_entries(self.entries("CONNTRACK")),
+            self.tracking.established,
+            "{what}: established flows"
+        );
+        assert_eq!(
+            as_entries(self.entries("PENDING")),
+            self.tracking.pending,
+            "{what}: pending flows"
+        );
     }
 
     /// Tracked flows per (index, epoch), however long idle (one hour is far beyond a test).
@@ -275,6 +410,22 @@ impl Fixture {
         self.plane
             .active_flows(Duration::from_secs(3600))
             .expect("active flows")
+    }
+}
+
+/// The protocol of a flow, as services name it.
+fn protocol_of(flow: &Flow) -> Protocol {
+    match flow.transport {
+        Transport::Tcp => Protocol::Tcp,
+        Transport::Udp => Protocol::Udp,
+    }
+}
+
+/// IANA number of a service protocol.
+fn protocol_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
     }
 }
 

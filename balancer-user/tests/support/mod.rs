@@ -5,4 +5,5 @@ pub mod fixture;
 pub mod kernel_log;
 pub mod packet;
 pub mod plane;
+pub mod tracking;
 pub mod verdict;

@@ -46,10 +46,21 @@ pub const IPV6_HOP_BY_HOP: u8 = 0;
 /// IPv6 next-header value of the fragment header.
 pub const IPV6_FRAGMENT: u8 = 44;
 
+/// TCP flag FIN.
+pub const FIN: u8 = 0x01;
+/// TCP flag SYN.
+pub const SYN: u8 = 0x02;
+/// TCP flag RST.
+pub const RST: u8 = 0x04;
+/// TCP flag PSH.
+pub const PSH: u8 = 0x08;
+/// TCP flag ACK.
+pub const ACK: u8 = 0x10;
+
 /// Transport protocol of a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// TCP (the builder sends a SYN).
+    /// TCP (the builder sends a SYN unless told other flags).
     Tcp,
     /// UDP.
     Udp,
@@ -129,6 +140,11 @@ impl Flow {
     pub fn builder(&self) -> FrameBuilder {
         FrameBuilder::new(*self)
     }
+
+    /// A default frame of this flow with these TCP flags (ignored for UDP).
+    pub fn frame_with(&self, tcp_flags: u8) -> Vec<u8> {
+        FrameBuilder::new(*self).tcp_flags(tcp_flags).build()
+    }
 }
 
 /// Writes an address the way keys store it: IPv4 in the first four bytes, rest zero.
@@ -148,10 +164,12 @@ pub struct FrameBuilder {
     ipv4_flags_fragment: u16,
     ipv6_extension: Option<u8>,
     payload: Vec<u8>,
+    tcp_flags: u8,
 }
 
 impl FrameBuilder {
-    /// Defaults: untagged, no IPv4 options, Don't Fragment, 32 bytes of payload.
+    /// Defaults: untagged, no IPv4 options, Don't Fragment, 32 bytes of payload, a TCP
+    /// segment with only SYN set.
     pub fn new(flow: Flow) -> Self {
         Self {
             flow,
@@ -160,7 +178,14 @@ impl FrameBuilder {
             ipv4_flags_fragment: IPV4_DONT_FRAGMENT,
             ipv6_extension: None,
             payload: (0..32u8).collect(),
+            tcp_flags: SYN,
         }
+    }
+
+    /// Sets the TCP flags (byte 13 of the TCP header), e.g. `ACK | PSH`.
+    pub fn tcp_flags(mut self, flags: u8) -> Self {
+        self.tcp_flags = flags;
+        self
     }
 
     /// Adds one VLAN tag with this TPID (0x8100 or 0x88a8) and VLAN id.
@@ -237,7 +262,7 @@ impl FrameBuilder {
         frame
     }
 
-    /// TCP SYN or UDP header plus payload, with its checksum over the pseudo-header.
+    /// TCP (with its flags) or UDP header plus payload, with its checksum over the pseudo-header.
     fn transport_segment(&self) -> Vec<u8> {
         let flow = &self.flow;
         let mut segment = Vec::new();
@@ -248,7 +273,7 @@ impl FrameBuilder {
                 segment.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // sequence
                 segment.extend_from_slice(&0u32.to_be_bytes()); // acknowledgment
                 segment.push(((TCP_LEN / 4) as u8) << 4); // data offset
-                segment.push(0x02); // SYN
+                segment.push(self.tcp_flags);
                 segment.extend_from_slice(&64240u16.to_be_bytes()); // window
                 segment.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
                 16

@@ -33,9 +33,14 @@ pub struct TestPlane {
 }
 
 impl TestPlane {
-    /// Loads the program with fresh maps pinned under
+    /// Loads the program with fresh maps (65536 connection-tracking entries) pinned under
     /// `/sys/fs/bpf/balancer-dptest-<pid>-<test>`, a directory of this test alone.
     pub fn load(test: &str) -> Self {
+        Self::load_sized(test, CONNTRACK_ENTRIES)
+    }
+
+    /// [`TestPlane::load`] with `conntrack` connection-tracking entries.
+    pub fn load_sized(test: &str, conntrack: u32) -> Self {
         let root = PathBuf::from(format!(
             "/sys/fs/bpf/balancer-dptest-{}-{test}",
             std::process::id()
@@ -43,7 +48,7 @@ impl TestPlane {
         // A leftover of an earlier process with the same pid would hand us its maps.
         let _ = std::fs::remove_dir_all(&root);
         let pins = Layout::new(&root, "lo");
-        let plane = DataPlane::load_unattached(&pins, CONNTRACK_ENTRIES)
+        let plane = DataPlane::load_unattached(&pins, conntrack)
             .unwrap_or_else(|e| panic!("load the data plane for {test}: {e}"));
         Self {
             plane: Some(plane),

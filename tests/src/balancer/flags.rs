@@ -30,10 +30,9 @@ pub(super) struct LabDaemon<'a> {
     pub(super) socket: PathBuf,
     pub(super) pin_dir: &'a std::path::Path,
     pub(super) mode: XdpMode,
+    pub(super) conntrack_size: u32,
+    pub(super) flow_idle_s: u64,
 }
-
-/// Connection-tracking size of lab daemons.
-const LAB_CONNTRACK: u32 = 65_536;
 
 impl DaemonFlags {
     /// `balancer daemon ...` (without the binary) with the lab's settings and these flags.
@@ -54,10 +53,11 @@ impl DaemonFlags {
             "--pin-dir".into(),
             path(&self.pin_dir, lab.pin_dir.to_path_buf()),
             "--conntrack-size".into(),
-            self.conntrack_size.unwrap_or(LAB_CONNTRACK).to_string(),
-            // Flows count as active for 2 s after their last packet: drains end quickly.
+            self.conntrack_size
+                .unwrap_or(lab.conntrack_size)
+                .to_string(),
             "--flow-idle".into(),
-            "2".into(),
+            lab.flow_idle_s.to_string(),
         ];
         argv.extend(self.extra.iter().cloned());
         argv

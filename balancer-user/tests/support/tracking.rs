@@ -1,0 +1,146 @@
+//! A model of connection tracking, written from the rules the README states, independently
+//! of the program's code:
+//!
+//! * A flow's first packet (whatever it is) is recorded as *pending*, on the backend the
+//!   tables choose. A SYN on a pending flow (a retransmit) keeps its backend. The client's
+//!   next packet that is neither a SYN nor a FIN or RST promotes it: it is *established*.
+//!   UDP has no flags: its second datagram promotes.
+//! * A client's FIN or RST marks its flow closed (pending or established); a closed flow
+//!   keeps its backend for its further packets, except a SYN (without ACK), which is a new
+//!   connection: balanced afresh and recorded in place of the closed one (in the same
+//!   table); a closed pending flow is never promoted.
+//! * Established flows are looked up before pending ones; an entry whose backend is gone
+//!   (cleared, or its index taken by another epoch) is ignored, and the new choice is
+//!   recorded as pending (promotion then replaces the dead established entry).
+//! * Packets to a port (and protocol) that no VIP serves, or served and still has flows,
+//!   never touch either table.
+
+use std::collections::HashMap;
+
+use balancer_common::FlowKey;
+
+use super::packet::{ACK, FIN, RST, SYN};
+
+/// A tracked flow as the model has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Backend index.
+    pub backend: u32,
+    /// That backend's epoch when the flow was recorded.
+    pub epoch: u32,
+    /// The client sent a FIN.
+    pub fin: bool,
+    /// The client sent a RST.
+    pub rst: bool,
+}
+
+impl Entry {
+    /// Whether the client closed the flow.
+    pub fn closed(&self) -> bool {
+        self.fin || self.rst
+    }
+}
+
+/// What the model says one packet does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Its flow is tracked on a live backend: forwarded there, not a new flow.
+    Follow(u32),
+    /// It needs a new choice from the tables (not tracked, stale, or a SYN on a closed
+    /// flow); [`Tracking::record`] stores the choice.
+    Choose,
+    /// Not for a VIP port: passed before any lookup.
+    Filtered,
+}
+
+/// The two tables of the model.
+#[derive(Clone, Debug, Default)]
+pub struct Tracking {
+    /// Established flows.
+    pub established: HashMap<FlowKey, Entry>,
+    /// Pending flows.
+    pub pending: HashMap<FlowKey, Entry>,
+}
+
+/// What a packet's flags say: (a SYN without ACK, FIN, RST). UDP has none.
+fn signals(tcp_flags: Option<u8>) -> (bool, bool, bool) {
+    match tcp_flags {
+        None => (false, false, false),
+        Some(f) => (f & (SYN | ACK) == SYN, f & FIN != 0, f & RST != 0),
+    }
+}
+
+impl Tracking {
+    /// One packet of the flow `key` (`tcp_flags`: `None` for UDP), when its port passes the
+    /// filter (`vip_port`) and `live(index, epoch)` tells which backends still exist. The
+    /// model's tables change as the program's should; after [`Step::Choose`], call
+    /// [`Tracking::record`] with the choice if it was forwarded.
+    pub fn packet(
+        &mut self,
+        key: FlowKey,
+        tcp_flags: Option<u8>,
+        vip_port: bool,
+        live: impl Fn(u32, u32) -> bool,
+    ) -> Step {
+        if !vip_port {
+            return Step::Filtered;
+        }
+        let (syn, fin, rst) = signals(tcp_flags);
+        if let Some(entry) = self.established.get_mut(&key) {
+            if live(entry.backend, entry.epoch) {
+                if syn && entry.closed() {
+                    return Step::Choose;
+                }
+                entry.fin |= fin;
+                entry.rst |= rst;
+                return Step::Follow(entry.backend);
+            }
+        }
+        if let Some(entry) = self.pending.get_mut(&key) {
+            if live(entry.backend, entry.epoch) {
+                if syn && entry.closed() {
+                    return Step::Choose;
+                }
+                let backend = entry.backend;
+                if !syn && !fin && !rst && !entry.closed() {
+                    let promoted = self.pending.remove(&key).expect("just found");
+                    self.established.insert(key, promoted);
+                } else {
+                    entry.fin |= fin;
+                    entry.rst |= rst;
+                }
+                return Step::Follow(backend);
+            }
+        }
+        Step::Choose
+    }
+
+    /// Records the new choice (`backend`, `epoch`) for a packet that got [`Step::Choose`]:
+    /// in place of a live closed established entry (a SYN on a closed connection), else
+    /// as pending.
+    pub fn record(
+        &mut self,
+        key: FlowKey,
+        tcp_flags: Option<u8>,
+        backend: u32,
+        epoch: u32,
+        live: impl Fn(u32, u32) -> bool,
+    ) {
+        let (_, fin, rst) = signals(tcp_flags);
+        let entry = Entry {
+            backend,
+            epoch,
+            fin,
+            rst,
+        };
+        let reopened = self
+            .established
+            .get(&key)
+            .is_some_and(|e| live(e.backend, e.epoch) && e.closed());
+        if reopened {
+            self.established.insert(key, entry);
+        } else {
+            self.pending.insert(key, entry);
+        }
+    }
+}
