@@ -877,7 +877,7 @@ mod pending {
             "established flows untouched"
         );
         assert!(
-            fx.pending_flows().len() <= balancer_common::pending_entries(CONNTRACK) as usize,
+            fx.pending_flows().len() <= balancer_common::pending_slots(CONNTRACK) as usize,
             "the pending map holds the flood"
         );
         // Every established flow still reaches its backend.
@@ -925,9 +925,8 @@ mod filter {
             ..FlowState::default()
         };
         for name in ["CONNTRACK", "PENDING"] {
-            let mut map = fx.conntrack_map(name);
             for flow in [&ssh, &udp80] {
-                map.insert(flow.key(), planted, 0).expect("plant");
+                fx.plant(name, flow.key(), planted);
             }
         }
         let before = (fx.entries("CONNTRACK"), fx.entries("PENDING"));
@@ -957,9 +956,8 @@ mod filter {
         );
         // The same port with the VIP's protocol is looked up.
         for name in ["CONNTRACK", "PENDING"] {
-            let mut map = fx.conntrack_map(name);
             for flow in [&ssh, &udp80] {
-                map.remove(&flow.key()).expect("unplant");
+                fx.unplant(name, flow.key());
             }
         }
         let web = Flow::new(Transport::Tcp, CLIENT4, 40_016, VIP4, 80);
