@@ -850,8 +850,8 @@ mod pending {
             "only {movable} flows would move if balanced afresh"
         );
 
-        // The flood: SYNs and single datagrams from random sources and ports, 10× the
-        // table, then SYN retransmits of part of it.
+        // The flood: SYNs (each sent twice: a retransmit) and single datagrams from random
+        // sources and ports, 10× the table.
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
             rng ^= rng << 13;
@@ -870,6 +870,10 @@ mod pending {
                 Flow::new(Transport::Udp, &src, sport, VIP4, 53).frame()
             };
             assert_eq!(fx.send(&frame).action, XDP_TX, "flood packet {i}");
+            if i % 2 == 0 {
+                // A SYN retransmit: still pending.
+                assert_eq!(fx.send(&frame).action, XDP_TX, "flood retransmit {i}");
+            }
         }
         assert_eq!(
             fx.entries("CONNTRACK"),
