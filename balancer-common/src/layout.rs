@@ -224,9 +224,9 @@ impl ClientPinKey {
     }
 }
 
-/// Value of both connection-tracking maps: the flows that sent more than their first
-/// packet (the established map) and those that sent only their first packet (the pending
-/// map).
+/// A tracked flow: the value of the connection-tracking map (flows that sent more than
+/// their first packet) and the state in a pending slot (flows that sent only their first
+/// packet).
 ///
 /// A flow is *closed* once its client sent a FIN or a RST (`closed_by` is not 0): it stays
 /// on its backend for its last packets, but a new SYN on its 5-tuple is a new connection.
@@ -274,19 +274,63 @@ pub const fn vip_port_bit(proto: u8) -> u32 {
     1 << (proto & 31)
 }
 
-/// Pending-map entries for a connection-tracking size of `conntrack`: a quarter of it, at
-/// least [`MIN_PENDING_ENTRIES`].
-pub const fn pending_entries(conntrack: u32) -> u32 {
+/// Slots of the pending table for a connection-tracking size of `conntrack`: a quarter of
+/// it rounded up to a power of two, at least [`MIN_PENDING_SLOTS`] (in pairs: see
+/// [`PendingSlot`]).
+pub const fn pending_slots(conntrack: u32) -> u32 {
     let quarter = conntrack / 4;
-    if quarter < MIN_PENDING_ENTRIES {
-        MIN_PENDING_ENTRIES
+    if quarter <= MIN_PENDING_SLOTS {
+        MIN_PENDING_SLOTS
+    } else if quarter > 1 << 30 {
+        1 << 30
     } else {
-        quarter
+        quarter.next_power_of_two()
     }
 }
 
-/// Fewest entries of the pending map.
-pub const MIN_PENDING_ENTRIES: u32 = 256;
+/// Fewest slots of the pending table.
+pub const MIN_PENDING_SLOTS: u32 = 256;
+
+/// Seed of the hash that places a flow in the pending table (the same on every host; it
+/// decides nothing but a slot).
+pub const PENDING_SEED: u64 = 0x7065_6e64_696e_6721;
+
+/// One slot of the pending table: a flow that sent only its first packet. The table is
+/// two-way set-associative: a flow lives in one of the two slots of the pair its 5-tuple
+/// hashes to ([`pending_hash`]); a new flow takes an empty slot of its pair, else the one
+/// written longer ago. A slot holds a flow only while `check` is [`pending_check`] of its
+/// hash and state: a slot that two writers tore, or that a reader saw half-written, fails
+/// the check and counts as empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PendingSlot {
+    /// The flow.
+    pub key: FlowKey,
+    /// Its backend and times.
+    pub state: FlowState,
+    /// [`pending_check`] of the key's hash and the state; 0: empty.
+    pub check: u64,
+    /// Write order within the pair: one more than the pair's latest when written.
+    pub written: u64,
+}
+
+/// The hash of a flow key in the pending table: its low bits (but the lowest) choose the
+/// pair of slots.
+#[inline(always)]
+pub const fn pending_hash(key: &FlowKey) -> u64 {
+    crate::flow_hash(key, PENDING_SEED).0
+}
+
+/// The check word of a pending slot holding a flow of hash `hash` (its [`pending_hash`])
+/// with `state`: covers the key (through its hash), the backend, its epoch and the close
+/// marks; never 0.
+#[inline(always)]
+pub const fn pending_check(hash: u64, state: &FlowState) -> u64 {
+    let mut z = hash.rotate_left(23) ^ (state.backend as u64 | ((state.epoch as u64) << 32));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31) ^ state.closed_by as u64) | 1
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -314,6 +358,7 @@ mod pod {
         BackendStats,
         FlowKey,
         FlowState,
+        PendingSlot,
         ClientPinKey,
     );
 }

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
-    Backend, BackendStats, ClientPinKey, FlowKey, FlowState, Ring, ServiceTables, VipInfo, VipKey,
-    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS,
-    MAX_SERVICES, STAT_COUNT, VIP_PORT_ENTRIES,
+    pending_slots, Backend, BackendStats, ClientPinKey, FlowKey, FlowState, PendingSlot, Ring,
+    ServiceTables, VipInfo, VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS,
+    MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 /// VIP (address, port, protocol) -> service slot.
@@ -51,14 +51,27 @@ pub static VIP_PORTS: Array<u32> = Array::pinned(VIP_PORT_ENTRIES, 0);
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState> =
     LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
 
-/// 5-tuple -> backend of the flows that sent only their first packet (a SYN and its
-/// retransmits, one datagram): a flood of new flows churns this map, never `CONNTRACK`.
-/// The daemon sizes it (`pending_entries`).
+/// The pending table: flows that sent only their first packet (a SYN and its
+/// retransmits, one datagram), each in one of the two slots its 5-tuple hashes to (see
+/// `PendingSlot`). A flood of new flows overwrites these slots only, never `CONNTRACK`; the
+/// daemon sizes it (`pending_slots`) and reads it in place (`BPF_F_MMAPABLE`).
 #[map]
-pub static PENDING: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(
-    balancer_common::pending_entries(DEFAULT_CONNTRACK_ENTRIES),
-    0,
+pub static PENDING: Array<PendingSlot> = Array::pinned(
+    pending_slots(DEFAULT_CONNTRACK_ENTRIES),
+    aya_ebpf::bindings::BPF_F_MMAPABLE,
 );
+
+/// The pending table's size less one (its slot count is a power of two), set by the loader
+/// to match the map: a frozen read-only global, a constant to the verifier.
+#[unsafe(no_mangle)]
+static PENDING_MASK: u32 = pending_slots(DEFAULT_CONNTRACK_ENTRIES) - 1;
+
+/// The pending table's slot mask.
+#[inline(always)]
+pub fn pending_mask() -> u32 {
+    // SAFETY: a plain read of a global the loader wrote before the program was loaded.
+    unsafe { core::ptr::read_volatile(&PENDING_MASK) }
+}
 
 /// (service, generation, client prefix) -> group index: client pins.
 #[map]

@@ -7,10 +7,13 @@
 //! payload length) within the frame, which may be longer (Ethernet padding); the TCP header
 //! (data offset at least 5) or the UDP length (at least 8) within the datagram. Anything else
 //! is malformed. Checksums are not verified (the backend's kernel does), and IPv4 options
-//! are allowed.
+//! are allowed. A well-formed TCP/UDP packet to a port and protocol that no VIP serves is
+//! not ours (the pre-filter, `VIP_PORTS`): its addresses are not even copied.
 
 use aya_ebpf::programs::XdpContext;
-use balancer_common::{FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use balancer_common::{vip_port_bit, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+
+use crate::maps::VIP_PORTS;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -36,7 +39,8 @@ pub struct EthHdr {
 
 /// What the parser found.
 pub enum Parsed {
-    /// Not TCP/UDP over IP: not ours.
+    /// Not TCP/UDP over IP, or TCP/UDP to a port and protocol no VIP serves (see
+    /// `VIP_PORTS`): not ours.
     Other,
     /// Headers truncated or inconsistent: lengths that disagree with each other or with
     /// the frame.
@@ -133,12 +137,15 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
     };
     key.proto = proto;
     key.family = FAMILY_V4;
-    // SAFETY: source (12..16) and destination (16..20) lie in the checked header.
-    unsafe {
-        copy_bytes::<4>(hdr, 12, &mut key.src);
-        copy_bytes::<4>(hdr, 16, &mut key.dst);
+    let parsed = parse_l4(ctx, offset + header_len, l4_len, key);
+    if let Parsed::Flow { .. } = parsed {
+        // SAFETY: source (12..16) and destination (16..20) lie in the checked header.
+        unsafe {
+            copy_bytes::<4>(hdr, 12, &mut key.src);
+            copy_bytes::<4>(hdr, 16, &mut key.dst);
+        }
     }
-    parse_l4(ctx, offset + header_len, l4_len, key)
+    parsed
 }
 
 #[inline(always)]
@@ -169,12 +176,24 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize, key: &mut FlowKey) -> Parsed {
     }
     key.proto = next;
     key.family = FAMILY_V6;
-    // SAFETY: source (8..24) and destination (24..40) lie in the checked header.
-    unsafe {
-        copy_bytes::<16>(hdr, 8, &mut key.src);
-        copy_bytes::<16>(hdr, 24, &mut key.dst);
+    let parsed = parse_l4(ctx, offset + IPV6_LEN, payload_len, key);
+    if let Parsed::Flow { .. } = parsed {
+        // SAFETY: source (8..24) and destination (24..40) lie in the checked header.
+        unsafe {
+            copy_bytes::<16>(hdr, 8, &mut key.src);
+            copy_bytes::<16>(hdr, 24, &mut key.dst);
+        }
     }
-    parse_l4(ctx, offset + IPV6_LEN, payload_len, key)
+    parsed
+}
+
+/// Whether `VIP_PORTS` lets packets to destination port `port` of protocol `proto` through:
+/// one array read.
+#[inline(always)]
+fn vip_port(port: u16, proto: u8) -> bool {
+    VIP_PORTS
+        .get(u32::from(port))
+        .is_some_and(|bits| bits & vip_port_bit(proto) != 0)
 }
 
 /// Whether a datagram of `len` bytes starting at `offset` lies within the frame. The frame
@@ -215,11 +234,15 @@ fn parse_l4(ctx: &XdpContext, offset: usize, l4_len: usize, key: &mut FlowKey) -
         }
         udp
     };
-    // Ports stay in network byte order, as they are on the wire.
     // SAFETY: the first 4 bytes of the (at least 8-byte) L4 header were bounds-checked.
-    unsafe {
-        key.sport_be = u16::from_ne_bytes([*l4, *l4.add(1)]);
-        key.dport_be = u16::from_ne_bytes([*l4.add(2), *l4.add(3)]);
+    let (sport, dport) = unsafe { ([*l4, *l4.add(1)], [*l4.add(2), *l4.add(3)]) };
+    // The pre-filter: a port and protocol that no VIP serves (nor served, while flows to it
+    // are active) is not ours, before any more work.
+    if !vip_port(u16::from_be_bytes(dport), key.proto) {
+        return Parsed::Other;
     }
+    // Ports stay in network byte order, as they are on the wire.
+    key.sport_be = u16::from_ne_bytes(sport);
+    key.dport_be = u16::from_ne_bytes(dport);
     Parsed::Flow { tcp_flags }
 }

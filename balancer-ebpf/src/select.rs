@@ -2,14 +2,15 @@
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use balancer_common::{
-    flow_hash, ring_index, tables_index, vip_port_bit, Backend, FlowKey, FlowState, VipKey,
-    CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE,
-    NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    flow_hash, pending_check, pending_hash, ring_index, tables_index, Backend, FlowKey, FlowState,
+    PendingSlot, VipKey, CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS,
+    MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
     maps::{
-        client_pin_group, BACKENDS, CONNTRACK, GENERATION, PENDING, RINGS, TABLES, VIPS, VIP_PORTS,
+        client_pin_group, pending_mask, BACKENDS, CONNTRACK, GENERATION, PENDING, RINGS, TABLES,
+        VIPS,
     },
     martian,
 };
@@ -80,13 +81,13 @@ enum Tracked {
 
 /// Finds the backend for the flow `key`, recording new flows in connection tracking.
 ///
-/// First a pre-filter: a packet whose destination port and protocol no VIP (current, or
-/// former with flows left) serves is not ours, at the cost of one array read. Then
-/// `CONNTRACK`, the flows that sent more than one packet: an established flow costs one
-/// hash lookup. Then `PENDING`, the flows that sent only their first packet: the client's
-/// next packet that is neither a SYN nor a FIN or RST promotes the flow into `CONNTRACK`,
-/// so a flood of one-packet flows (SYNs, datagrams) churns `PENDING` only. Only then the
-/// VIP map: a flow whose VIP was withdrawn while its backend stayed keeps that backend.
+/// The parser lets through only packets to the ports of VIPs (current, or former with
+/// flows left). First `CONNTRACK`, the flows that sent more than one packet: an established
+/// flow costs one hash lookup. Then `PENDING`, the flows that sent only their first packet,
+/// two array slots read in place: the client's next packet that is neither a SYN nor a FIN
+/// or RST promotes the flow into `CONNTRACK`, so a flood of one-packet flows (SYNs,
+/// datagrams) overwrites `PENDING` slots only. Only then the VIP map: a flow whose VIP was
+/// withdrawn while its backend stayed keeps that backend.
 ///
 /// Entries exist only for flows that were addressed to a VIP from a source that is not
 /// martian (checked here, for new flows only); an entry whose backend was removed (epoch
@@ -95,35 +96,146 @@ enum Tracked {
 /// by the current tables.
 #[inline(always)]
 pub fn backend_for(key: &FlowKey, tcp_flags: u8) -> Selection<'static> {
-    let port = u32::from(u16::from_be(key.dport_be));
-    match VIP_PORTS.get(port) {
-        Some(bits) if *bits & vip_port_bit(key.proto) != 0 => {}
-        _ => return Selection::NotVip,
-    }
     let signals = Signals::of(tcp_flags);
-    let mut reopen = false;
     if let Some(state) = CONNTRACK.get_ptr_mut(key) {
         match tracked(state, signals) {
             Tracked::Follow(selection) => return selection,
-            Tracked::Reopen => reopen = true,
+            Tracked::Reopen => {
+                return balance(key, signals, core::ptr::null_mut(), 0, 0);
+            }
             Tracked::Stale => {}
         }
     }
-    if !reopen {
-        if let Some(state) = PENDING.get_ptr_mut(key) {
-            match tracked(state, signals) {
-                Tracked::Follow(selection) => {
-                    // SAFETY: the pointer stays valid during this program run (RCU).
-                    if !signals.syn && signals.closing == 0 && unsafe { (*state).closed_by } == 0 {
-                        promote(key, state);
-                    }
-                    return selection;
+    let hash = pending_hash(key);
+    let pair = hash as u32 & pending_mask() & !1;
+    let (Some(first), Some(second)) = (PENDING.get_ptr_mut(pair), PENDING.get_ptr_mut(pair | 1))
+    else {
+        // Cannot happen: the mask fits the table.
+        return Selection::NotVip;
+    };
+    let mut slot = first;
+    let mut found = pending_state(first, key, hash);
+    if found.is_none() {
+        slot = second;
+        found = pending_state(second, key, hash);
+    }
+    if let Some(state) = found {
+        // SAFETY: the slot stays valid during this program run; plain data.
+        let closed_by = unsafe { (*state).closed_by };
+        match tracked(state, signals) {
+            Tracked::Follow(selection) => {
+                if !signals.syn && signals.closing == 0 && closed_by == 0 {
+                    promote(key, slot, state);
+                } else if signals.closing & !closed_by != 0 {
+                    // SAFETY: as above. The check covers the close marks just written.
+                    unsafe { (*slot).check = pending_check(hash, &*state) };
                 }
-                Tracked::Reopen | Tracked::Stale => {}
+                return selection;
             }
+            // Balanced afresh into the flow's own slot.
+            Tracked::Reopen | Tracked::Stale => {}
+        }
+    } else {
+        slot = victim(first, second);
+    }
+    // SAFETY: both slots stay valid during this program run; plain data.
+    let written = unsafe { (*first).written.max((*second).written) } + 1;
+    balance(key, signals, slot, hash, written)
+}
+
+/// The slot of a pair that a new flow takes: an empty one (the first if both are), else
+/// the one written longer ago.
+#[inline(always)]
+fn victim(first: *mut PendingSlot, second: *mut PendingSlot) -> *mut PendingSlot {
+    // SAFETY: both slots stay valid during this program run; plain data.
+    unsafe {
+        if (*first).check == 0 {
+            first
+        } else if (*second).check == 0 {
+            second
+        } else if (*first).written < (*second).written {
+            first
+        } else {
+            second
         }
     }
-    balance(key, signals, reopen)
+}
+
+/// The state of the flow `key` (of pending hash `hash`) if `slot` holds it whole: its key,
+/// and a check word that matches the key's hash and the state.
+#[inline(always)]
+fn pending_state(slot: *mut PendingSlot, key: &FlowKey, hash: u64) -> Option<*mut FlowState> {
+    // SAFETY: the slot stays valid during this program run (an array element); plain data.
+    // A racing writer may change it meanwhile: the check then fails.
+    unsafe {
+        let check = (*slot).check;
+        if check == 0 || !same_key(&(*slot).key, key) {
+            return None;
+        }
+        let state = core::ptr::addr_of_mut!((*slot).state);
+        if check != pending_check(hash, &*state) {
+            return None;
+        }
+        Some(state)
+    }
+}
+
+/// Whether two flow keys are equal, compared as five 8-byte words (a derived comparison
+/// compiles to a byte-wise loop).
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    const WORDS: usize = core::mem::size_of::<FlowKey>() / 8;
+    let (a, b) = (
+        (a as *const FlowKey).cast::<u64>(),
+        (b as *const FlowKey).cast::<u64>(),
+    );
+    let mut differ = 0;
+    for i in 0..WORDS {
+        // SAFETY: FlowKey is 8-aligned and WORDS * 8 bytes long.
+        differ |=
+            unsafe { core::ptr::read_volatile(a.add(i)) ^ core::ptr::read_volatile(b.add(i)) };
+    }
+    differ == 0
+}
+
+/// Records the flow `key` (of pending hash `hash`) with `state` in `slot`, over whatever
+/// the slot held, as its pair's write number `written`: the check word is cleared first
+/// and written last, so a reader never takes a half-written slot for a whole one.
+#[inline(always)]
+fn write_pending(
+    slot: *mut PendingSlot,
+    key: &FlowKey,
+    hash: u64,
+    state: &FlowState,
+    written: u64,
+) {
+    const KEY_WORDS: usize = core::mem::size_of::<FlowKey>() / 8;
+    const STATE_WORDS: usize = core::mem::size_of::<FlowState>() / 8;
+    // SAFETY: the slot stays valid during this program run (an array element); FlowKey and
+    // FlowState are 8-aligned plain data of whole words. Volatile word stores keep the
+    // copies from becoming calls of a byte-wise memcpy.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).check), 0);
+        let (from, to) = (
+            (key as *const FlowKey).cast::<u64>(),
+            core::ptr::addr_of_mut!((*slot).key).cast::<u64>(),
+        );
+        for i in 0..KEY_WORDS {
+            core::ptr::write_volatile(to.add(i), *from.add(i));
+        }
+        let (from, to) = (
+            (state as *const FlowState).cast::<u64>(),
+            core::ptr::addr_of_mut!((*slot).state).cast::<u64>(),
+        );
+        for i in 0..STATE_WORDS {
+            core::ptr::write_volatile(to.add(i), *from.add(i));
+        }
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).written), written);
+        core::ptr::write_volatile(
+            core::ptr::addr_of_mut!((*slot).check),
+            pending_check(hash, state),
+        );
+    }
 }
 
 /// Follows a tracked entry: a packet of its flow goes to its backend while that backend
@@ -171,24 +283,32 @@ fn tracked(state: *mut FlowState, signals: Signals) -> Tracked {
     })
 }
 
-/// Moves a pending flow into `CONNTRACK`: its client sent a second packet that is not a
-/// SYN. Inserted before it is removed from `PENDING`, so a concurrent packet of the flow
-/// finds it in one map or the other.
+/// Moves a pending flow into `CONNTRACK`: its client sent a second packet that is neither
+/// a SYN nor a FIN or RST. Inserted before its slot is emptied, so a concurrent packet of
+/// the flow finds it in one table or the other.
 #[inline(always)]
-fn promote(key: &FlowKey, state: *mut FlowState) {
-    // SAFETY: the pointer stays valid during this program run (RCU); plain data.
+fn promote(key: &FlowKey, slot: *mut PendingSlot, state: *mut FlowState) {
+    // SAFETY: the slot stays valid during this program run; plain data.
     let mut promoted = unsafe { *state };
     promoted.last_seen_ns = now();
     // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
     let _ = CONNTRACK.insert(key, promoted, 0);
-    let _ = PENDING.remove(key);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).check), 0) };
 }
 
-/// Balances a new flow (or a new connection on a closed flow's 5-tuple, `reopen`) with the
-/// live tables of its VIP, and records it: in `PENDING`, or in place of the closed entry
-/// in `CONNTRACK` for a reopened flow.
+/// Balances a new flow (or a new connection on a closed flow's 5-tuple) with the live
+/// tables of its VIP, and records it: in the pending `slot` (`hash` is its pending hash,
+/// `written` its pair's next write number), or, when `slot` is null (a SYN on a closed
+/// established flow), in place of the closed entry in `CONNTRACK`.
 #[inline(always)]
-fn balance(key: &FlowKey, signals: Signals, reopen: bool) -> Selection<'static> {
+fn balance(
+    key: &FlowKey,
+    signals: Signals,
+    slot: *mut PendingSlot,
+    hash: u64,
+    written: u64,
+) -> Selection<'static> {
     let vip = VipKey {
         addr: key.dst,
         port_be: key.dport_be,
@@ -226,11 +346,11 @@ fn balance(key: &FlowKey, signals: Signals, reopen: bool) -> Selection<'static> 
         closed_by: signals.closing,
         reserved: 0,
     };
-    // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
-    if reopen {
+    if slot.is_null() {
+        // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
         let _ = CONNTRACK.insert(key, state, 0);
     } else {
-        let _ = PENDING.insert(key, state, 0);
+        write_pending(slot, key, hash, &state, written);
     }
     Selection::Backend {
         index,

@@ -871,8 +871,8 @@ mod pending {
             "only {movable} flows would move if balanced afresh"
         );
 
-        // The flood: SYNs and single datagrams from random sources and ports, 10× the
-        // table, then SYN retransmits of part of it.
+        // The flood: SYNs (each sent twice: a retransmit) and single datagrams from random
+        // sources and ports, 10× the table.
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
             rng ^= rng << 13;
@@ -891,6 +891,10 @@ mod pending {
                 Flow::new(Transport::Udp, &src, sport, VIP4, 53).frame()
             };
             assert_eq!(fx.send(&frame).action, XDP_TX, "flood packet {i}");
+            if i % 2 == 0 {
+                // A SYN retransmit: still pending.
+                assert_eq!(fx.send(&frame).action, XDP_TX, "flood retransmit {i}");
+            }
         }
         assert_eq!(
             fx.entries("CONNTRACK"),
@@ -898,7 +902,7 @@ mod pending {
             "established flows untouched"
         );
         assert!(
-            fx.pending_flows().len() <= balancer_common::pending_entries(CONNTRACK) as usize,
+            fx.pending_flows().len() <= balancer_common::pending_slots(CONNTRACK) as usize,
             "the pending map holds the flood"
         );
         // Every established flow still reaches its backend.
@@ -946,9 +950,8 @@ mod filter {
             ..FlowState::default()
         };
         for name in ["CONNTRACK", "PENDING"] {
-            let mut map = fx.conntrack_map(name);
             for flow in [&ssh, &udp80] {
-                map.insert(flow.key(), planted, 0).expect("plant");
+                fx.plant(name, flow.key(), planted);
             }
         }
         let before = (fx.entries("CONNTRACK"), fx.entries("PENDING"));
@@ -978,9 +981,8 @@ mod filter {
         );
         // The same port with the VIP's protocol is looked up.
         for name in ["CONNTRACK", "PENDING"] {
-            let mut map = fx.conntrack_map(name);
             for flow in [&ssh, &udp80] {
-                map.remove(&flow.key()).expect("unplant");
+                fx.unplant(name, flow.key());
             }
         }
         let web = Flow::new(Transport::Tcp, CLIENT4, 40_016, VIP4, 80);

@@ -442,7 +442,9 @@ fn a_flood_of_new_flows_evicts_no_established_flow() -> Result<()> {
 
     // The flood: SYNs and datagrams from random sources in 198.18.128.0/17 (which the
     // backends have no route back to) and random ports, each 5-tuple new, 20x and 10x the
-    // connection-tracking size, sent as raw frames from the client's interface.
+    // connection-tracking size, sent as raw frames from the client's interface. Each SYN
+    // is sent twice in a row (a retransmit): a flow's second packet is what makes a kernel
+    // LRU keep the flood's entries and evict quiet flows instead.
     let (client_mac, lb_mac) = (
         eth0_mac(lab.topology.client_ns())?,
         eth0_mac(lab.topology.lb_ns())?,
@@ -451,7 +453,8 @@ fn a_flood_of_new_flows_evicts_no_established_flow() -> Result<()> {
         unreachable!("an IPv4 VIP");
     };
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut syn_frames: Vec<Vec<u8>> = Vec::new();
+    let mut udp_frames: Vec<Vec<u8>> = Vec::new();
     let (syns, datagrams) = (20 * CONNTRACK, 10 * CONNTRACK);
     for i in 0..syns + datagrams {
         rng ^= rng << 13;
@@ -466,11 +469,17 @@ fn a_flood_of_new_flows_evicts_no_established_flow() -> Result<()> {
                 .tcp(port, vip.port(), rng as u32, 64_240)
                 .syn()
                 .write(&mut frame, &[])?;
+            syn_frames.push(frame);
         } else {
             builder.udp(port, vip.port()).write(&mut frame, b"flood")?;
+            udp_frames.push(frame);
         }
-        frames.push(frame);
     }
+    let frames: Vec<Vec<u8>> = syn_frames
+        .iter()
+        .flat_map(|syn| [syn.clone(), syn.clone()])
+        .chain(udp_frames)
+        .collect();
     let before = (new_flows(&lab, "web")?, new_flows(&lab, "dns")?);
     let sender = netns::in_netns(lab.topology.client_ns(), || {
         RawSender::open("eth0", Qdisc::Use)

@@ -10,7 +10,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use balancer_common::pending_entries;
+use balancer_common::pending_slots;
 
 use super::{
     bpffs::{ensure, Layout},
@@ -31,7 +31,7 @@ pub struct AttachOptions {
     /// Where the link and maps are pinned.
     pub bpffs: Layout,
     /// Connection-tracking capacity (only used when the maps are created): the established
-    /// flows; the pending flows get [`pending_entries`] of it.
+    /// flows; the pending table gets [`pending_slots`] for it.
     pub conntrack_entries: u32,
 }
 
@@ -41,10 +41,24 @@ pub(super) fn load(bpffs: &Layout, conntrack_entries: u32) -> Result<Ebpf, DataP
     let maps_dir = bpffs.maps();
     ensure(bpffs.dir()).map_err(io_err("prepare the bpffs pin directory"))?;
     std::fs::create_dir_all(&maps_dir).map_err(io_err("create the map pin directory"))?;
+    // The pending table's mask must fit the map: a pinned one keeps the size it was made
+    // with.
+    let pending = match aya::maps::MapData::from_pin(maps_dir.join("PENDING")) {
+        Ok(map) => map
+            .info()
+            .map_err(|e| DataPlaneError::Io {
+                context: "read the pinned pending table's size".into(),
+                source: std::io::Error::other(e),
+            })?
+            .max_entries(),
+        Err(_) => pending_slots(conntrack_entries),
+    };
+    let pending_mask = pending.next_power_of_two() - 1;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
         .map_max_entries("CONNTRACK", conntrack_entries)
-        .map_max_entries("PENDING", pending_entries(conntrack_entries))
+        .map_max_entries("PENDING", pending)
+        .override_global("PENDING_MASK", &pending_mask, true)
         .load(OBJECT)?;
     program(&mut ebpf)?
         .load()

@@ -12,6 +12,7 @@ mod error;
 mod events;
 pub mod link;
 pub mod object;
+mod pending;
 pub mod pinned;
 mod stats;
 
@@ -87,7 +88,7 @@ pub struct DataPlane {
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, FlowState>,
-    pending: HashMap<MapData, FlowKey, FlowState>,
+    pending: pending::PendingTable,
     vip_ports: Array<MapData, u32>,
     client_pins: LpmTrie<MapData, ClientPinKey, u32>,
     last_flip: StdHashMap<u32, Instant>,
@@ -130,7 +131,7 @@ impl DataPlane {
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
             conntrack: take(&mut ebpf, "CONNTRACK")?,
-            pending: take(&mut ebpf, "PENDING")?,
+            pending: pending::PendingTable::map(take(&mut ebpf, "PENDING")?)?,
             vip_ports: take(&mut ebpf, "VIP_PORTS")?,
             client_pins: take(&mut ebpf, "CLIENT_PINS")?,
             ebpf,
@@ -320,8 +321,7 @@ impl DataPlane {
         let mut closed = Vec::new();
         if !lingering.is_empty() {
             // Pending first: a flow promoted during the walk is then seen in CONNTRACK.
-            let mut used = stats::active_ports(&self.pending, true, idle)?;
-            used.extend(stats::active_ports(&self.conntrack, false, idle)?);
+            let used = self.tracking().active_ports(idle)?;
             for &(port, proto) in lingering.difference(&used) {
                 let index = u32::from(port);
                 let bits = self
@@ -431,7 +431,7 @@ impl DataPlane {
     /// flows whose client sent a FIN or RST, and flows that sent only their first packet,
     /// seen within [`LINGER`] (or `idle`, if shorter).
     pub fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
-        stats::count_all(&self.conntrack, &self.pending, idle)
+        self.tracking().count_flows(idle)
     }
 
     /// Forgets the tracked flows pinned to any of `backends` ((index, epoch) pairs): their
@@ -440,10 +440,15 @@ impl DataPlane {
         &mut self,
         backends: &std::collections::HashSet<(u32, u32)>,
     ) -> Result<u64, DataPlaneError> {
-        Ok(
-            stats::forget(&mut self.conntrack, "remove from CONNTRACK", backends)?
-                + stats::forget(&mut self.pending, "remove from PENDING", backends)?,
-        )
+        stats::forget(&mut self.conntrack, &mut self.pending, backends)
+    }
+
+    /// The two connection-tracking tables, to walk.
+    fn tracking(&self) -> stats::Tracking<'_> {
+        stats::Tracking {
+            conntrack: &self.conntrack,
+            pending: &self.pending,
+        }
     }
 
     /// Detaches the program and unpins everything; the maps go with the last reference.

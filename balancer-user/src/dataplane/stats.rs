@@ -5,14 +5,14 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
     BackendStats, FlowKey, FlowState, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
     STAT_UNBALANCEABLE,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{map_err, DataPlaneError};
+use super::{map_err, pending::PendingTable, DataPlaneError};
 
 /// Global packet counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,45 +65,37 @@ pub type FlowCounts = StdHashMap<(u32, u32), u64>;
 /// table takes a while, and nothing else needs to wait for it.
 pub struct FlowCounter {
     conntrack: HashMap<MapData, FlowKey, FlowState>,
-    pending: HashMap<MapData, FlowKey, FlowState>,
+    pending: PendingTable,
 }
 
 impl FlowCounter {
     /// Opens the pinned connection-tracking tables in the maps directory `maps`.
     pub fn open(maps: &std::path::Path) -> Result<Self, DataPlaneError> {
-        let open = |name: &str| -> Result<HashMap<MapData, FlowKey, FlowState>, DataPlaneError> {
+        let open = |name: &str| -> Result<MapData, DataPlaneError> {
             let pin = maps.join(name);
-            let data = MapData::from_pin(&pin).map_err(|source| DataPlaneError::Map {
+            MapData::from_pin(&pin).map_err(|source| DataPlaneError::Map {
                 context: format!("open {}", pin.display()),
                 source,
-            })?;
-            HashMap::try_from(aya::maps::Map::LruHashMap(data))
-                .map_err(map_err("open pinned connection tracking"))
+            })
         };
+        let conntrack = HashMap::try_from(aya::maps::Map::LruHashMap(open("CONNTRACK")?))
+            .map_err(map_err("open pinned CONNTRACK"))?;
+        let pending = Array::try_from(aya::maps::Map::Array(open("PENDING")?))
+            .map_err(map_err("open pinned PENDING"))?;
         Ok(Self {
-            conntrack: open("CONNTRACK")?,
-            pending: open("PENDING")?,
+            conntrack,
+            pending: PendingTable::map(pending)?,
         })
     }
 
-    /// Active tracked flows per (index, epoch) (see [`count_all`]).
+    /// Active tracked flows per (index, epoch) (see [`Tracking::count_flows`]).
     pub fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
-        count_all(&self.conntrack, &self.pending, idle)
+        Tracking {
+            conntrack: &self.conntrack,
+            pending: &self.pending,
+        }
+        .count_flows(idle)
     }
-}
-
-/// Active flows of both tables per backend: established ones by `idle`, pending and closed
-/// ones by [`LINGER`].
-pub(super) fn count_all(
-    conntrack: &HashMap<MapData, FlowKey, FlowState>,
-    pending: &HashMap<MapData, FlowKey, FlowState>,
-    idle: Duration,
-) -> Result<FlowCounts, DataPlaneError> {
-    let mut counts = count_flows(pending, true, idle)?;
-    for (backend, n) in count_flows(conntrack, false, idle)? {
-        *counts.entry(backend).or_default() += n;
-    }
-    Ok(counts)
 }
 
 /// How long a flow whose client sent a FIN or RST, or a flow that sent only its first
@@ -112,7 +104,7 @@ pub(super) fn count_all(
 /// Open flows that sent more than one packet count for `--flow-idle`.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Whether a flow (`pending`: from the pending map) is active at `now` (ns, CLOCK_MONOTONIC).
+/// Whether a flow (`pending`: from the pending table) is active at `now` (ns, CLOCK_MONOTONIC).
 fn active(state: &FlowState, pending: bool, now: u64, idle: Duration) -> bool {
     let window = if pending || state.closed_by != 0 {
         LINGER.min(idle)
@@ -123,74 +115,92 @@ fn active(state: &FlowState, pending: bool, now: u64, idle: Duration) -> bool {
     now.saturating_sub(last) <= window.as_nanos() as u64
 }
 
-/// Calls `each` with every entry of a connection-tracking map, skipping entries that go
-/// while the map is walked.
-fn walk(
-    map: &HashMap<MapData, FlowKey, FlowState>,
-    mut each: impl FnMut(FlowKey, FlowState),
-) -> Result<(), DataPlaneError> {
-    for entry in map.iter() {
-        match entry {
-            Ok((key, state)) => each(key, state),
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(e) => return Err(map_err("read connection tracking")(e)),
+/// The two connection-tracking tables.
+pub(super) struct Tracking<'a> {
+    /// Established flows.
+    pub conntrack: &'a HashMap<MapData, FlowKey, FlowState>,
+    /// The pending table.
+    pub pending: &'a PendingTable,
+}
+
+impl Tracking<'_> {
+    /// Calls `each(key, state, pending)` with every tracked flow: first the pending table's
+    /// whole slots (a flow promoted meanwhile is then seen among the established), then the
+    /// established flows, skipping entries that go while the map is walked.
+    fn walk(&self, mut each: impl FnMut(FlowKey, FlowState, bool)) -> Result<(), DataPlaneError> {
+        for (_, slot) in self.pending.flows() {
+            each(slot.key, slot.state, true);
         }
+        for entry in self.conntrack.iter() {
+            match entry {
+                Ok((key, state)) => each(key, state, false),
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err("read CONNTRACK")(e)),
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Active flows per backend.
+    pub(super) fn count_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
+        let now = monotonic_ns();
+        let mut counts = FlowCounts::new();
+        self.walk(|_, state, pending| {
+            if active(&state, pending, now, idle) {
+                *counts.entry((state.backend, state.epoch)).or_default() += 1;
+            }
+        })?;
+        Ok(counts)
+    }
+
+    /// (destination port, protocol) of the active flows.
+    pub(super) fn active_ports(
+        &self,
+        idle: Duration,
+    ) -> Result<BTreeSet<(u16, u8)>, DataPlaneError> {
+        let now = monotonic_ns();
+        let mut ports = BTreeSet::new();
+        self.walk(|key, state, pending| {
+            if active(&state, pending, now, idle) {
+                ports.insert((u16::from_be(key.dport_be), key.proto));
+            }
+        })?;
+        Ok(ports)
+    }
 }
 
-/// Active flows of one connection-tracking map (`pending`: the pending map) per backend.
-fn count_flows(
-    map: &HashMap<MapData, FlowKey, FlowState>,
-    pending: bool,
-    idle: Duration,
-) -> Result<FlowCounts, DataPlaneError> {
-    let now = monotonic_ns();
-    let mut counts = FlowCounts::new();
-    walk(map, |_, state| {
-        if active(&state, pending, now, idle) {
-            *counts.entry((state.backend, state.epoch)).or_default() += 1;
-        }
-    })?;
-    Ok(counts)
-}
-
-/// (destination port, protocol) of the active flows of one connection-tracking map.
-pub(super) fn active_ports(
-    map: &HashMap<MapData, FlowKey, FlowState>,
-    pending: bool,
-    idle: Duration,
-) -> Result<BTreeSet<(u16, u8)>, DataPlaneError> {
-    let now = monotonic_ns();
-    let mut ports = BTreeSet::new();
-    walk(map, |key, state| {
-        if active(&state, pending, now, idle) {
-            ports.insert((u16::from_be(key.dport_be), key.proto));
-        }
-    })?;
-    Ok(ports)
-}
-
-/// Removes the entries of `map` (named `name`) pinned to any of `backends`; returns how
-/// many it removed.
+/// Forgets the flows pinned to any of `backends`: removes them from `conntrack` and empties
+/// their pending slots. Returns how many it forgot.
 pub(super) fn forget(
-    map: &mut HashMap<MapData, FlowKey, FlowState>,
-    name: &'static str,
+    conntrack: &mut HashMap<MapData, FlowKey, FlowState>,
+    pending: &mut PendingTable,
     backends: &HashSet<(u32, u32)>,
 ) -> Result<u64, DataPlaneError> {
+    let doomed: Vec<usize> = pending
+        .flows()
+        .filter(|(_, slot)| backends.contains(&(slot.state.backend, slot.state.epoch)))
+        .map(|(index, _)| index)
+        .collect();
+    let mut forgotten = doomed.len() as u64;
+    for index in doomed {
+        pending.empty(index);
+    }
     let mut doomed = Vec::new();
-    walk(map, |key, state| {
-        if backends.contains(&(state.backend, state.epoch)) {
-            doomed.push(key);
+    for entry in conntrack.iter() {
+        match entry {
+            Ok((key, state)) if backends.contains(&(state.backend, state.epoch)) => {
+                doomed.push(key)
+            }
+            Ok(_) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("read CONNTRACK")(e)),
         }
-    })?;
-    let mut forgotten = 0;
+    }
     for key in doomed {
-        match map.remove(&key) {
+        match conntrack.remove(&key) {
             Ok(()) => forgotten += 1,
             // Evicted or ended since it was read.
             Err(e) if super::missing(&e) => {}
-            Err(e) => return Err(map_err(name)(e)),
+            Err(e) => return Err(map_err("remove from CONNTRACK")(e)),
         }
     }
     Ok(forgotten)

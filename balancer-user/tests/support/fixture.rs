@@ -7,9 +7,10 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
 use balancer_common::{
-    flow_hash, Backend, BackendStats, FlowKey, FlowState, NONE, NO_GROUP, SPLIT_CELLS,
+    flow_hash, pending_check, pending_hash, pending_slots, Backend, BackendStats, FlowKey,
+    FlowState, PendingSlot, NONE, NO_GROUP, SPLIT_CELLS,
 };
 use balancer_user::{
     basis_points::BasisPoints,
@@ -22,7 +23,10 @@ use ipnet::IpNet;
 
 use super::{
     packet::{Flow, Transport},
-    plane::{assert_forwarded, assert_untouched, TestPlane, INGRESS_IFINDEX, XDP_PASS, XDP_TX},
+    plane::{
+        assert_forwarded, assert_untouched, TestPlane, CONNTRACK_ENTRIES, INGRESS_IFINDEX,
+        XDP_PASS, XDP_TX,
+    },
     tracking::{Entry, Step, Tracking},
     verdict::{classify, martian, Verdict},
 };
@@ -50,22 +54,18 @@ pub struct Fixture {
 impl Fixture {
     /// An empty state and a freshly loaded data plane for the test `test`.
     pub fn new(test: &str) -> Self {
-        Self::with_plane(TestPlane::load(test))
+        Self::with_conntrack(test, CONNTRACK_ENTRIES)
     }
 
-    /// [`Fixture::new`] with `conntrack` connection-tracking entries (the pending map gets
-    /// a quarter, at least 256).
+    /// [`Fixture::new`] with `conntrack` connection-tracking entries (the pending table
+    /// gets `pending_slots` of it).
     pub fn with_conntrack(test: &str, conntrack: u32) -> Self {
-        Self::with_plane(TestPlane::load_sized(test, conntrack))
-    }
-
-    fn with_plane(plane: TestPlane) -> Self {
         Self {
-            plane,
+            plane: TestPlane::load_sized(test, conntrack),
             state: State::default(),
             images: BTreeMap::new(),
             backends: BTreeMap::new(),
-            tracking: Tracking::default(),
+            tracking: Tracking::new(pending_slots(conntrack)),
             former_ports: BTreeSet::new(),
             withdrawn: BTreeSet::new(),
         }
@@ -283,20 +283,76 @@ impl Fixture {
         self.entries("PENDING").into_keys().collect()
     }
 
-    /// Every entry of the connection-tracking map `name` (`CONNTRACK` or `PENDING`), read
-    /// through its pin.
+    /// Every flow of `CONNTRACK` (established) or `PENDING` (the slots that hold a flow
+    /// whole), read through the maps' pins.
     pub fn entries(&self, name: &str) -> HashMap<FlowKey, FlowState> {
-        self.conntrack_map(name)
-            .iter()
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("read {name}: {e}"))
+        match name {
+            "CONNTRACK" => self
+                .conntrack()
+                .iter()
+                .collect::<Result<_, _>>()
+                .expect("read CONNTRACK"),
+            "PENDING" => {
+                let pending = self.pending();
+                (0..pending.len())
+                    .map(|i| pending.get(&i, 0).expect("read PENDING"))
+                    .filter(|slot| {
+                        slot.check != 0
+                            && slot.check == pending_check(pending_hash(&slot.key), &slot.state)
+                    })
+                    .map(|slot| (slot.key, slot.state))
+                    .collect()
+            }
+            other => panic!("no connection-tracking map {other}"),
+        }
     }
 
-    /// The connection-tracking map `name` (`CONNTRACK` or `PENDING`), opened from its pin.
-    pub fn conntrack_map(&self, name: &str) -> BpfHashMap<MapData, FlowKey, FlowState> {
-        let path = self.plane.maps_dir().join(name);
-        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open the map"));
-        map.try_into().expect("an LRU hash map")
+    /// Writes `state` for `key` into `CONNTRACK`, or a whole slot into `PENDING`: an entry
+    /// no packet made.
+    pub fn plant(&self, name: &str, key: FlowKey, state: FlowState) {
+        match name {
+            "CONNTRACK" => self.conntrack().insert(key, state, 0).expect("plant"),
+            _ => {
+                let hash = pending_hash(&key);
+                let slot = PendingSlot {
+                    key,
+                    state,
+                    check: pending_check(hash, &state),
+                    written: 1,
+                };
+                let mut pending = self.pending();
+                let index = hash as u32 & (pending.len() - 1);
+                pending.set(index, slot, 0).expect("plant");
+            }
+        }
+    }
+
+    /// Removes what [`Fixture::plant`] wrote for `key`.
+    pub fn unplant(&self, name: &str, key: FlowKey) {
+        match name {
+            "CONNTRACK" => self.conntrack().remove(&key).expect("unplant"),
+            _ => {
+                let mut pending = self.pending();
+                let index = pending_hash(&key) as u32 & (pending.len() - 1);
+                pending
+                    .set(index, PendingSlot::default(), 0)
+                    .expect("unplant");
+            }
+        }
+    }
+
+    /// `CONNTRACK`, opened from its pin.
+    fn conntrack(&self) -> BpfHashMap<MapData, FlowKey, FlowState> {
+        let path = self.plane.maps_dir().join("CONNTRACK");
+        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open CONNTRACK"));
+        map.try_into().expect("CONNTRACK is an LRU hash map")
+    }
+
+    /// `PENDING`, opened from its pin.
+    fn pending(&self) -> Array<MapData, PendingSlot> {
+        let path = self.plane.maps_dir().join("PENDING");
+        let map = Map::Array(MapData::from_pin(&path).expect("open PENDING"));
+        map.try_into().expect("PENDING is an array")
     }
 
     /// Withdraws the VIP of `service` from the data plane (as when a service is given another

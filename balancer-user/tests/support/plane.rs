@@ -22,9 +22,9 @@ pub const XDP_REDIRECT: u32 = 4;
 /// context, so a backend behind it is reached with XDP_TX.
 pub const INGRESS_IFINDEX: u32 = 1;
 
-/// Connection-tracking capacity of test data planes: far above what any test creates, so
-/// the LRU never evicts a flow a test relies on.
-const CONNTRACK_ENTRIES: u32 = 65_536;
+/// Connection-tracking capacity of test data planes unless a test says otherwise: far above
+/// what any test creates, so the LRU never evicts a flow a test relies on.
+pub const CONNTRACK_ENTRIES: u32 = 65_536;
 
 /// A loaded, unattached data plane that tears itself down on drop.
 pub struct TestPlane {
@@ -33,13 +33,8 @@ pub struct TestPlane {
 }
 
 impl TestPlane {
-    /// Loads the program with fresh maps (65536 connection-tracking entries) pinned under
-    /// `/sys/fs/bpf/balancer-dptest-<pid>-<test>`, a directory of this test alone.
-    pub fn load(test: &str) -> Self {
-        Self::load_sized(test, CONNTRACK_ENTRIES)
-    }
-
-    /// [`TestPlane::load`] with `conntrack` connection-tracking entries.
+    /// Loads the program with fresh maps (`conntrack` connection-tracking entries) pinned
+    /// under `/sys/fs/bpf/balancer-dptest-<pid>-<test>`, a directory of this test alone.
     pub fn load_sized(test: &str, conntrack: u32) -> Self {
         let root = PathBuf::from(format!(
             "/sys/fs/bpf/balancer-dptest-{}-{test}",

@@ -2,7 +2,9 @@
 //! of the program's code:
 //!
 //! * A flow's first packet (whatever it is) is recorded as *pending*, on the backend the
-//!   tables choose. A SYN on a pending flow (a retransmit) keeps its backend. The client's
+//!   tables choose, in one of the two slots of the pending table its 5-tuple hashes to:
+//!   a pending flow already there on another backend is replaced in its slot; else an empty
+//!   slot is taken, else the slot written longer ago, whose flow is lost. A SYN on a pending flow (a retransmit) keeps its backend. The client's
 //!   next packet that is neither a SYN nor a FIN or RST promotes it: it is *established*.
 //!   UDP has no flags: its second datagram promotes.
 //! * A client's FIN or RST marks its flow closed (pending or established); a closed flow
@@ -17,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use balancer_common::FlowKey;
+use balancer_common::{pending_hash, FlowKey};
 
 use super::packet::{ACK, FIN, RST, SYN};
 
@@ -54,12 +56,18 @@ pub enum Step {
 }
 
 /// The two tables of the model.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Tracking {
     /// Established flows.
     pub established: HashMap<FlowKey, Entry>,
     /// Pending flows.
     pub pending: HashMap<FlowKey, Entry>,
+    /// Slots of the pending table (a power of two).
+    slots: u32,
+    /// When each pending flow was written, in writes since the start.
+    written: HashMap<FlowKey, u64>,
+    /// Writes so far.
+    writes: u64,
 }
 
 /// What a packet's flags say: (a SYN without ACK, FIN, RST). UDP has none.
@@ -71,6 +79,22 @@ fn signals(tcp_flags: Option<u8>) -> (bool, bool, bool) {
 }
 
 impl Tracking {
+    /// Empty tables, with `slots` pending slots.
+    pub fn new(slots: u32) -> Self {
+        Self {
+            established: HashMap::new(),
+            pending: HashMap::new(),
+            slots,
+            written: HashMap::new(),
+            writes: 0,
+        }
+    }
+
+    /// The pair of pending slots of `key`: the low bits but the lowest of its pending hash.
+    fn pair(&self, key: &FlowKey) -> u32 {
+        pending_hash(key) as u32 & (self.slots - 1) & !1
+    }
+
     /// One packet of the flow `key` (`tcp_flags`: `None` for UDP), when its port passes the
     /// filter (`vip_port`) and `live(index, epoch)` tells which backends still exist. The
     /// model's tables change as the program's should; after [`Step::Choose`], call
@@ -139,8 +163,23 @@ impl Tracking {
             .is_some_and(|e| live(e.backend, e.epoch) && e.closed());
         if reopened {
             self.established.insert(key, entry);
-        } else {
-            self.pending.insert(key, entry);
+            return;
         }
+        if !self.pending.contains_key(&key) {
+            let pair = self.pair(&key);
+            let mut mates: Vec<FlowKey> = self
+                .pending
+                .keys()
+                .filter(|other| self.pair(other) == pair)
+                .copied()
+                .collect();
+            if mates.len() >= 2 {
+                mates.sort_by_key(|k| self.written[k]);
+                self.pending.remove(&mates[0]);
+            }
+        }
+        self.writes += 1;
+        self.written.insert(key, self.writes);
+        self.pending.insert(key, entry);
     }
 }

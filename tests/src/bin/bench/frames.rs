@@ -2,22 +2,43 @@
 
 use etherparse::PacketBuilder;
 
+/// Which TCP segment a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// A SYN (a new connection): recorded as pending.
+    Syn,
+    /// An ACK with 32 bytes of data: promotes a pending flow, then follows an established one.
+    Ack,
+}
+
 /// An Ethernet + IPv4 + TCP SYN frame with 32 bytes of payload.
 pub fn frame_v4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    tcp_v4(src, sport, dst, dport, Segment::Syn)
+}
+
+/// An Ethernet + IPv4 + TCP frame of `segment` with 32 bytes of payload.
+pub fn tcp_v4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, segment: Segment) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1, 64_240)
-        .syn();
+        .tcp(sport, dport, 1, 64_240);
+    let builder = match segment {
+        Segment::Syn => builder.syn(),
+        Segment::Ack => builder.ack(1),
+    };
     let mut frame = Vec::new();
     builder.write(&mut frame, &[0u8; 32]).expect("frame");
     frame
 }
 
-/// An Ethernet + IPv6 + TCP frame with 32 bytes of payload.
-pub fn frame_v6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Vec<u8> {
+/// An Ethernet + IPv6 + TCP frame of `segment` with 32 bytes of payload.
+pub fn tcp_v6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, segment: Segment) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv6(src, dst, 64)
         .tcp(sport, dport, 1, 64_240);
+    let builder = match segment {
+        Segment::Syn => builder.syn(),
+        Segment::Ack => builder.ack(1),
+    };
     let mut frame = Vec::new();
     builder.write(&mut frame, &[0u8; 32]).expect("frame");
     frame
