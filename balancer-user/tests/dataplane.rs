@@ -567,6 +567,26 @@ mod closing {
     }
 
     #[test]
+    fn forgetting_every_backend_empties_both_tables() {
+        let mut fx = services("forget-all");
+        let mut tally = Tally::default();
+        let pending = Flow::new(Transport::Tcp, CLIENT4, 40_020, VIP4, 80);
+        let established = pending.with_sport(40_021);
+        let datagram = Flow::new(Transport::Udp, CLIENT4, 40_022, VIP4, 53);
+        fx.send_tracked(&pending, SYN, &mut tally);
+        fx.send_tracked(&established, SYN, &mut tally);
+        fx.send_tracked(&established, ACK, &mut tally);
+        fx.send_tracked(&datagram, 0, &mut tally);
+        assert_eq!((fx.tracked_flows().len(), fx.pending_flows().len()), (1, 2));
+        assert_eq!(fx.forget_all(), 3);
+        fx.assert_tracking("after forgetting");
+        assert!(fx.tracked_flows().is_empty() && fx.pending_flows().is_empty());
+        // Forgotten flows are balanced afresh: new flows again.
+        fx.send_tracked(&established, ACK, &mut tally);
+        assert_eq!(fx.pending_flows(), vec![established.key()]);
+    }
+
+    #[test]
     fn a_client_fin_or_rst_closes_the_flow_once_and_keeps_its_backend() {
         let mut fx = services("close-marks");
         let mut tally = Tally::default();

@@ -9,17 +9,16 @@
 //! 12 MAC bytes changed, to that backend's; a passed or dropped frame is not changed at all.
 //! Every `BALANCER_FUZZ_CHECK_EVERY` frames and at the end: the global counters are exactly
 //! the model's verdicts added up, each backend's packets and bytes exactly the frames
-//! forwarded to it, connection tracking holds exactly the flows forwarded since the last
-//! check, each on the backend (and epoch) it was forwarded to, and each backend's new flows
-//! are exactly those flows. Then connection tracking is emptied, so that it never fills
-//! (an LRU that evicts would make the new-flow counts unknowable) and the next stretch
-//! starts from nothing tracked.
+//! forwarded to it, and its new flows exactly the flows the tracking model
+//! ([`support::tracking`]: pending and established flows, promotion, FIN and RST marks,
+//! the two-slot pending pairs) says were balanced afresh; both connection-tracking tables
+//! hold exactly the model's flows. Then connection tracking is emptied, so that the
+//! established flows' LRU never fills (an LRU that evicts would make them unknowable) and
+//! the next stretch starts from nothing tracked.
 //!
-//! Connection tracking needs no rules of its own here: the tables do not change during a
-//! run, so a tracked flow's backend is the one its hash picks, and the model's outcome for
-//! a frame holds whether its flow is new or tracked. What tracking adds is taken from the
-//! model's own word: an [`Outcome::Forward`] is forwarded *and tracked* (see
-//! [`tracked_backend`]).
+//! The tables do not change during a run, so a tracked flow's backend is the one its hash
+//! picks: a frame's outcome by the selection model holds whether its flow is new or
+//! tracked, and the tracking model must agree with it.
 //!
 //! Parameters (environment variables):
 //! * `BALANCER_FUZZ_FRAMES`: how many frames (default 200,000, the pass `cargo test` runs;
@@ -42,14 +41,13 @@ mod support;
 mod frames;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::BTreeMap,
     fmt::Write as _,
     panic::{catch_unwind, AssertUnwindSafe},
     time::Instant,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use balancer_common::{Backend, BackendStats, FlowKey, FlowState};
+use balancer_common::{Backend, BackendStats};
 use balancer_user::{
     dataplane::{GlobalCounters, TestRun},
     state::Affinity,
@@ -60,7 +58,8 @@ use support::{
     fixture::{Fixture, Outcome},
     packet::Transport,
     plane::{INGRESS_IFINDEX, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
-    verdict::{classify, Verdict},
+    tracking::Step,
+    verdict::{classify, tcp_flags, Verdict},
 };
 
 /// Frames of the pass `cargo test` runs.
@@ -69,8 +68,8 @@ const DEFAULT_FRAMES: u64 = 200_000;
 /// Frames between two checks of counters and connection tracking.
 const DEFAULT_CHECK_EVERY: u64 = 16_384;
 
-/// The most frames between two checks: the flows of one stretch stay far below the test
-/// data plane's 65,536 tracking entries, so the LRU never evicts one.
+/// The most frames between two checks: the established flows of one stretch stay far below
+/// the test data plane's 65,536 tracking entries, so the LRU never evicts one.
 const MAX_CHECK_EVERY: u64 = 32_768;
 
 /// Interface index of the backend reached with XDP_REDIRECT (any index but the ingress).
@@ -224,15 +223,6 @@ fn services(fx: &mut Fixture) {
     fx.publish("empty6");
 }
 
-/// The backend that connection tracking should hold for a frame with outcome `outcome`, by
-/// the model's word: a forwarded frame's flow is tracked on its backend; nothing else is.
-fn tracked_backend(outcome: Outcome) -> Option<u32> {
-    match outcome {
-        Outcome::Forward(index) => Some(index),
-        Outcome::Pass(_) | Outcome::Drop(_) => None,
-    }
-}
-
 /// One fuzzing run: the data plane, and what the model says it should have counted and
 /// tracked so far.
 struct Run {
@@ -241,15 +231,10 @@ struct Run {
     check_every: u64,
     /// Every backend index of the fixture and its forwarding entry.
     backends: BTreeMap<u32, Backend>,
-    /// The data plane's connection-tracking map.
-    conntrack: BpfHashMap<MapData, FlowKey, FlowState>,
     /// The global counters the model's verdicts add up to.
     globals: GlobalCounters,
-    /// Per-backend counters the model's verdicts add up to (new flows: up to the last
-    /// checkpoint).
+    /// Per-backend counters the model's verdicts add up to.
     counters: BTreeMap<u32, BackendStats>,
-    /// Flows forwarded since the last checkpoint, with their backend.
-    stretch: HashMap<FlowKey, u32>,
     /// The first frame after the last checkpoint.
     stretch_start: u64,
     /// Frames forwarded with XDP_TX and with XDP_REDIRECT.
@@ -267,21 +252,16 @@ impl Run {
             .flat_map(|s| s.backends().map(|(_, b)| b.index))
             .map(|index| (index, fx.backend(index)))
             .collect();
-        let path = fx.plane.maps_dir().join("CONNTRACK");
-        let map = Map::LruHashMap(MapData::from_pin(&path).expect("open CONNTRACK"));
-        let conntrack = map.try_into().expect("CONNTRACK is a hash map");
         Self {
             counters: backends
                 .keys()
                 .map(|&i| (i, BackendStats::default()))
                 .collect(),
             backends,
-            conntrack,
             fx,
             seed: config.seed,
             check_every: config.check_every,
             globals: GlobalCounters::default(),
-            stretch: HashMap::new(),
             stretch_start: 0,
             forwarded: [0; 2],
         }
@@ -328,22 +308,46 @@ impl Run {
                 self.forwarded[usize::from(redirected)] += 1;
             }
         }
-        if let Some(index) = tracked_backend(outcome) {
-            let Verdict::Flow(flow) = classify(frame) else {
-                self.fail(
-                    n,
-                    made,
-                    Some(outcome),
-                    Some(&run),
-                    "forwarded, but not a flow",
-                );
+        if let Err(what) = self.track(frame, outcome) {
+            self.fail(n, made, Some(outcome), Some(&run), &what);
+        }
+    }
+
+    /// Feeds `frame` (with `outcome`) to the tracking model, counting a flow the model
+    /// balances afresh as a new flow of its backend; an error if the tracking model and
+    /// the selection model disagree.
+    fn track(&mut self, frame: &[u8], outcome: Outcome) -> Result<(), String> {
+        let Verdict::Flow(flow) = classify(frame) else {
+            return match outcome {
+                Outcome::Forward(_) => Err("forwarded, but not a flow".into()),
+                _ => Ok(()),
             };
-            if let Some(before) = self.stretch.insert(flow.key(), index) {
-                if before != index {
-                    let what = format!("the model moved this flow from backend {before}");
-                    self.fail(n, made, Some(outcome), Some(&run), &what);
-                }
+        };
+        let flags = tcp_flags(frame);
+        let backends = &self.backends;
+        let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
+        let vip_port = self.fx.vip_port(&flow);
+        match (
+            self.fx.tracking.packet(flow.key(), flags, vip_port, live),
+            outcome,
+        ) {
+            (Step::Choose, Outcome::Forward(index)) => {
+                let epoch = backends[&index].epoch;
+                self.fx
+                    .tracking
+                    .record(flow.key(), flags, index, epoch, live);
+                self.counters.get_mut(&index).expect("a backend").new_flows += 1;
+                Ok(())
             }
+            (Step::Follow(tracked), Outcome::Forward(index)) if tracked == index => Ok(()),
+            (Step::Follow(tracked), _) => Err(format!(
+                "the tracking model follows backend {tracked} where the selection model says \
+                 {outcome:?}"
+            )),
+            (Step::Filtered, Outcome::Forward(_)) => {
+                Err("forwarded, but the pre-filter passes its port".into())
+            }
+            (Step::Choose | Step::Filtered, _) => Ok(()),
         }
     }
 
@@ -414,16 +418,12 @@ impl Run {
             );
             panic!("{message}");
         }
-        let all: HashSet<(u32, u32)> = self.backends.iter().map(|(&i, b)| (i, b.epoch)).collect();
-        let forgotten = self.fx.plane.forget_flows(&all).expect("empty CONNTRACK");
-        assert_eq!(forgotten, self.stretch.len() as u64, "flows forgotten");
-        self.stretch.clear();
+        self.fx.forget_all();
         self.stretch_start = upto;
     }
 
-    /// Compares the kernel's counters and connection tracking with the model's, and counts
-    /// this stretch's flows as new flows of their backends.
-    fn check_stretch(&mut self) -> Result<(), String> {
+    /// Compares the kernel's counters and connection tracking with the model's.
+    fn check_stretch(&self) -> Result<(), String> {
         let globals = self.fx.plane.global_counters().expect("global counters");
         if globals != self.globals {
             return Err(format!(
@@ -431,31 +431,7 @@ impl Run {
                 self.globals
             ));
         }
-        let mut tracked = 0usize;
-        for entry in self.conntrack.iter() {
-            let (key, state) = entry.map_err(|e| format!("read CONNTRACK: {e}"))?;
-            let Some(&index) = self.stretch.get(&key) else {
-                return Err(format!("CONNTRACK holds {key:?}, never forwarded"));
-            };
-            let epoch = self.backends[&index].epoch;
-            if (state.backend, state.epoch) != (index, epoch) {
-                return Err(format!(
-                    "CONNTRACK holds {key:?} on backend {} epoch {}, forwarded to {index} \
-                     epoch {epoch}",
-                    state.backend, state.epoch
-                ));
-            }
-            tracked += 1;
-        }
-        if tracked != self.stretch.len() {
-            return Err(format!(
-                "CONNTRACK holds {tracked} flows, {} were forwarded",
-                self.stretch.len()
-            ));
-        }
-        for &index in self.stretch.values() {
-            self.counters.get_mut(&index).expect("a backend").new_flows += 1;
-        }
+        self.fx.tracking_differs()?;
         for (&index, expected) in &self.counters {
             let counted = self.fx.counters(index);
             if counted != *expected {

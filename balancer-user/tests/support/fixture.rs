@@ -2,7 +2,7 @@
 //! for each service, and the selection model the kernel's choices are checked against.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -28,7 +28,7 @@ use super::{
         XDP_PASS, XDP_TX,
     },
     tracking::{Entry, Step, Tracking},
-    verdict::{classify, martian, Verdict},
+    verdict::{self, classify, martian, Verdict},
 };
 
 /// Seed of the flow hash in the tests (any fixed value; the model uses the same).
@@ -389,11 +389,12 @@ impl Fixture {
     /// passed untouched; then the two maps must hold exactly the model's flows. Returns the
     /// backend forwarded to.
     pub fn send_tracked(&mut self, flow: &Flow, tcp_flags: u8, tally: &mut Tally) -> Option<u32> {
-        let flags = (flow.transport == Transport::Tcp).then_some(tcp_flags);
-        let frame = match flags {
-            Some(f) => flow.frame_with(f),
-            None => flow.frame(),
+        let frame = match flow.transport {
+            Transport::Tcp => flow.frame_with(tcp_flags),
+            Transport::Udp => flow.frame(),
         };
+        // What the program sees: the flags as the frame carries them.
+        let flags = verdict::tcp_flags(&frame);
         let what = format!("{flow:?} flags {tcp_flags:#04x}");
         let backends = self.backends.clone();
         let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
@@ -425,40 +426,70 @@ impl Fixture {
     }
 
     /// Asserts that the data plane's two connection-tracking maps hold exactly the model's
-    /// flows, each on the model's backend and epoch with the model's FIN and RST marks (and a
-    /// close time exactly when marked).
+    /// flows (see [`Fixture::tracking_differs`]).
     pub fn assert_tracking(&self, what: &str) {
-        let as_entries = |map: HashMap<FlowKey, FlowState>| -> HashMap<FlowKey, Entry> {
-            map.into_iter()
-                .map(|(key, state)| {
-                    let closed = state.closed_by != 0;
-                    assert_eq!(
-                        state.closed_ns != 0,
-                        closed,
-                        "{what}: close time and marks of {key:?}: {state:?}"
-                    );
-                    assert!(state.last_seen_ns != 0, "{what}: no last-seen time");
-                    let entry = Entry {
-                        backend: state.backend,
-                        epoch: state.epoch,
-                        fin: state.closed_by & 1 != 0,
-                        rst: state.closed_by & 2 != 0,
-                    };
-                    assert_eq!(state.closed_by & !3, 0, "{what}: unknown close marks");
-                    (key, entry)
-                })
-                .collect()
-        };
-        assert_eq!(
-            as_entries(self.entries("CONNTRACK")),
-            self.tracking.established,
-            "{what}: established flows"
-        );
-        assert_eq!(
-            as_entries(self.entries("PENDING")),
-            self.tracking.pending,
-            "{what}: pending flows"
-        );
+        if let Err(difference) = self.tracking_differs() {
+            panic!("{what}: {difference}");
+        }
+    }
+
+    /// Whether the data plane's two connection-tracking maps hold exactly the model's
+    /// flows, each on the model's backend and epoch with the model's FIN and RST marks (and
+    /// a close time exactly when marked); the first difference if not.
+    pub fn tracking_differs(&self) -> Result<(), String> {
+        let as_entries =
+            |map: HashMap<FlowKey, FlowState>| -> Result<HashMap<FlowKey, Entry>, String> {
+                map.into_iter()
+                    .map(|(key, state)| {
+                        let closed = state.closed_by != 0;
+                        if (state.closed_ns != 0) != closed {
+                            return Err(format!("close time and marks of {key:?}: {state:?}"));
+                        }
+                        if state.last_seen_ns == 0 {
+                            return Err(format!("no last-seen time: {key:?}"));
+                        }
+                        if state.closed_by & !3 != 0 {
+                            return Err(format!("unknown close marks: {key:?}: {state:?}"));
+                        }
+                        let entry = Entry {
+                            backend: state.backend,
+                            epoch: state.epoch,
+                            fin: state.closed_by & 1 != 0,
+                            rst: state.closed_by & 2 != 0,
+                        };
+                        Ok((key, entry))
+                    })
+                    .collect()
+            };
+        let tables = [
+            ("CONNTRACK", "established", &self.tracking.established),
+            ("PENDING", "pending", &self.tracking.pending),
+        ];
+        for (map, kind, model) in tables {
+            let held = as_entries(self.entries(map))?;
+            if held != *model {
+                let extra = held.iter().find(|(k, e)| model.get(k) != Some(e));
+                let missing = model.iter().find(|(k, e)| held.get(k) != Some(e));
+                return Err(format!(
+                    "{kind} flows: {map} holds {} flows, the model {}; first held but not \
+                     modelled: {extra:?}; first modelled but not held: {missing:?}",
+                    held.len(),
+                    model.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the tracked flows of every backend, in the data plane and in the model;
+    /// returns how many the data plane forgot, which must be the model's count.
+    pub fn forget_all(&mut self) -> u64 {
+        let all: HashSet<(u32, u32)> = self.backends.iter().map(|(&i, b)| (i, b.epoch)).collect();
+        let forgotten = self.plane.forget_flows(&all).expect("forget every flow");
+        let modelled = self.tracking.established.len() + self.tracking.pending.len();
+        assert_eq!(forgotten, modelled as u64, "flows forgotten");
+        self.tracking.clear();
+        forgotten
     }
 
     /// Tracked flows per (index, epoch), however long idle (one hour is far beyond a test).

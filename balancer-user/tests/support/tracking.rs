@@ -64,10 +64,8 @@ pub struct Tracking {
     pub pending: HashMap<FlowKey, Entry>,
     /// Slots of the pending table (a power of two).
     slots: u32,
-    /// When each pending flow was written, in writes since the start.
-    written: HashMap<FlowKey, u64>,
-    /// Writes so far.
-    writes: u64,
+    /// The pending flows of each pair of slots, written longer ago first.
+    pairs: HashMap<u32, Vec<FlowKey>>,
 }
 
 /// What a packet's flags say: (a SYN without ACK, FIN, RST). UDP has none.
@@ -85,9 +83,25 @@ impl Tracking {
             established: HashMap::new(),
             pending: HashMap::new(),
             slots,
-            written: HashMap::new(),
-            writes: 0,
+            pairs: HashMap::new(),
         }
+    }
+
+    /// Forgets every flow (as `DataPlane::forget_flows` of every backend does).
+    pub fn clear(&mut self) {
+        self.established.clear();
+        self.pending.clear();
+        self.pairs.clear();
+    }
+
+    /// Removes the pending flow `key`, if there is one.
+    fn unpend(&mut self, key: &FlowKey) -> Option<Entry> {
+        let entry = self.pending.remove(key)?;
+        let pair = self.pair(key);
+        if let Some(mates) = self.pairs.get_mut(&pair) {
+            mates.retain(|mate| mate != key);
+        }
+        Some(entry)
     }
 
     /// The pair of pending slots of `key`: the low bits but the lowest of its pending hash.
@@ -127,7 +141,7 @@ impl Tracking {
                 }
                 let backend = entry.backend;
                 if !syn && !fin && !rst && !entry.closed() {
-                    let promoted = self.pending.remove(&key).expect("just found");
+                    let promoted = self.unpend(&key).expect("just found");
                     self.established.insert(key, promoted);
                 } else {
                     entry.fin |= fin;
@@ -165,21 +179,16 @@ impl Tracking {
             self.established.insert(key, entry);
             return;
         }
-        if !self.pending.contains_key(&key) {
-            let pair = self.pair(&key);
-            let mut mates: Vec<FlowKey> = self
-                .pending
-                .keys()
-                .filter(|other| self.pair(other) == pair)
-                .copied()
-                .collect();
-            if mates.len() >= 2 {
-                mates.sort_by_key(|k| self.written[k]);
-                self.pending.remove(&mates[0]);
+        if self.unpend(&key).is_none() {
+            let mates = self.pairs.get(&self.pair(&key)).map_or(0, Vec::len);
+            if mates >= 2 {
+                let oldest = self.pairs[&self.pair(&key)][0];
+                self.unpend(&oldest);
             }
         }
-        self.writes += 1;
-        self.written.insert(key, self.writes);
+        // Rewritten in place or new: the pair's latest write.
+        let pair = self.pair(&key);
+        self.pairs.entry(pair).or_default().push(key);
         self.pending.insert(key, entry);
     }
 }

@@ -60,13 +60,34 @@ pub fn martian(addr: IpAddr) -> bool {
 
 /// Classifies `frame` by the rules above.
 pub fn classify(frame: &[u8]) -> Verdict {
+    match segment(frame) {
+        Ok(segment) => Verdict::Flow(segment.flow),
+        Err(verdict) => verdict,
+    }
+}
+
+/// The TCP flags of `frame` if it is a well-formed TCP packet ([`Verdict::Flow`]); `None`
+/// for anything else, UDP included.
+pub fn tcp_flags(frame: &[u8]) -> Option<u8> {
+    let segment = segment(frame).ok()?;
+    (segment.flow.transport == Transport::Tcp).then(|| segment.bytes[13])
+}
+
+/// A well-formed TCP or UDP packet: its flow and the bytes its IP header says follow it.
+struct Segment<'a> {
+    flow: Flow,
+    bytes: &'a [u8],
+}
+
+/// The segment of `frame`, or the verdict on a frame that is not a flow's packet.
+fn segment(frame: &[u8]) -> Result<Segment<'_>, Verdict> {
     let Some(mut ethertype) = be16(frame, 12) else {
-        return Verdict::Malformed;
+        return Err(Verdict::Malformed);
     };
     let mut l3 = 14;
     if ethertype == 0x8100 || ethertype == 0x88a8 {
         let Some(inner) = be16(frame, 16) else {
-            return Verdict::Malformed;
+            return Err(Verdict::Malformed);
         };
         ethertype = inner;
         l3 = 18;
@@ -75,31 +96,31 @@ pub fn classify(frame: &[u8]) -> Verdict {
     match ethertype {
         0x0800 => ipv4(ip),
         0x86dd => ipv6(ip),
-        _ => Verdict::Other,
+        _ => Err(Verdict::Other),
     }
 }
 
 /// `ip`: from the IPv4 header to the end of the frame.
-fn ipv4(ip: &[u8]) -> Verdict {
+fn ipv4(ip: &[u8]) -> Result<Segment<'_>, Verdict> {
     if ip.len() < 20 || ip[0] >> 4 != 4 || usize::from(ip[0] & 0x0f) < 5 {
-        return Verdict::Malformed;
+        return Err(Verdict::Malformed);
     }
     let header_len = usize::from(ip[0] & 0x0f) * 4;
     let Some(transport) = transport(ip[9]) else {
-        return Verdict::Other;
+        return Err(Verdict::Other);
     };
     let flags_fragment = be16(ip, 6).expect("in the header");
     let more_fragments = flags_fragment & 0x2000 != 0;
     if more_fragments || flags_fragment & 0x1fff != 0 {
-        return Verdict::Unbalanceable;
+        return Err(Verdict::Unbalanceable);
     }
     let total_len = usize::from(be16(ip, 2).expect("in the header"));
     if total_len > ip.len() || total_len < header_len {
-        return Verdict::Malformed;
+        return Err(Verdict::Malformed);
     }
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    transport_verdict(
+    transport_segment(
         transport,
         src.into(),
         dst.into(),
@@ -108,26 +129,26 @@ fn ipv4(ip: &[u8]) -> Verdict {
 }
 
 /// `ip`: from the IPv6 header to the end of the frame.
-fn ipv6(ip: &[u8]) -> Verdict {
+fn ipv6(ip: &[u8]) -> Result<Segment<'_>, Verdict> {
     if ip.len() < 40 || ip[0] >> 4 != 6 {
-        return Verdict::Malformed;
+        return Err(Verdict::Malformed);
     }
     let next = ip[6];
     let Some(transport) = transport(next) else {
-        return match EXTENSION_HEADERS.contains(&next) {
+        return Err(match EXTENSION_HEADERS.contains(&next) {
             true => Verdict::Unbalanceable,
             false => Verdict::Other,
-        };
+        });
     };
     let payload_len = usize::from(be16(ip, 4).expect("in the header"));
     if 40 + payload_len > ip.len() {
-        return Verdict::Malformed;
+        return Err(Verdict::Malformed);
     }
     let addr = |at: usize| -> Ipv6Addr {
         let octets: [u8; 16] = ip[at..at + 16].try_into().expect("16 bytes");
         octets.into()
     };
-    transport_verdict(
+    transport_segment(
         transport,
         addr(8).into(),
         addr(24).into(),
@@ -135,27 +156,33 @@ fn ipv6(ip: &[u8]) -> Verdict {
     )
 }
 
-/// `segment`: the bytes the IP header says follow it (within the frame).
-fn transport_verdict(transport: Transport, src: IpAddr, dst: IpAddr, segment: &[u8]) -> Verdict {
+/// `bytes`: what the IP header says follows it (within the frame).
+fn transport_segment(
+    transport: Transport,
+    src: IpAddr,
+    dst: IpAddr,
+    bytes: &[u8],
+) -> Result<Segment<'_>, Verdict> {
     let header_ok = match transport {
-        Transport::Tcp => segment
+        Transport::Tcp => bytes
             .get(12)
             .map(|&b| usize::from(b >> 4) * 4)
-            .is_some_and(|len| len >= 20 && len <= segment.len()),
-        Transport::Udp => be16(segment, 4)
+            .is_some_and(|len| len >= 20 && len <= bytes.len()),
+        Transport::Udp => be16(bytes, 4)
             .map(usize::from)
-            .is_some_and(|len| len >= 8 && len <= segment.len()),
+            .is_some_and(|len| len >= 8 && len <= bytes.len()),
     };
     if !header_ok {
-        return Verdict::Malformed;
+        return Err(Verdict::Malformed);
     }
-    Verdict::Flow(Flow {
+    let flow = Flow {
         src,
         dst,
-        sport: be16(segment, 0).expect("in the header"),
-        dport: be16(segment, 2).expect("in the header"),
+        sport: be16(bytes, 0).expect("in the header"),
+        dport: be16(bytes, 2).expect("in the header"),
         transport,
-    })
+    };
+    Ok(Segment { flow, bytes })
 }
 
 fn transport(protocol: u8) -> Option<Transport> {
