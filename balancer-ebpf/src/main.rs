@@ -19,7 +19,7 @@ mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
-    FlowKey, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE,
+    STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE,
 };
 
 use crate::{
@@ -32,8 +32,7 @@ use crate::{
 #[xdp]
 fn balancer(ctx: XdpContext) -> u32 {
     let mut key = core::mem::MaybeUninit::uninit();
-    let key = zeroed(&mut key);
-    match parse::parse(&ctx, key) {
+    match parse::parse(&ctx, &mut key) {
         Parsed::Other => {
             count(STAT_PASSED);
             xdp_action::XDP_PASS
@@ -46,7 +45,7 @@ fn balancer(ctx: XdpContext) -> u32 {
             count(STAT_UNBALANCEABLE);
             xdp_action::XDP_PASS
         }
-        Parsed::Flow { tcp_flags } => match select::backend_for(key, tcp_flags) {
+        Parsed::Flow { key, tcp_flags } => match select::backend_for(key, tcp_flags) {
             select::Selection::NotVip => {
                 count(STAT_PASSED);
                 xdp_action::XDP_PASS
@@ -80,22 +79,6 @@ fn balancer(ctx: XdpContext) -> u32 {
             }
         },
     }
-}
-
-/// Zeroes `key` in place with five 8-byte stores. Zeroing it any other way (`Default`,
-/// `write_bytes`) compiles to a call of a byte-wise `memset` subprogram, which cost more than
-/// the rest of the established-flow path.
-#[inline(always)]
-fn zeroed(key: &mut core::mem::MaybeUninit<FlowKey>) -> &mut FlowKey {
-    const WORDS: usize = core::mem::size_of::<FlowKey>() / 8;
-    let words = key.as_mut_ptr().cast::<u64>();
-    for i in 0..WORDS {
-        // SAFETY: FlowKey is 8-aligned and WORDS * 8 bytes long; volatile keeps the stores
-        // from being merged back into a memset call.
-        unsafe { core::ptr::write_volatile(words.add(i), 0) };
-    }
-    // SAFETY: every byte was written, and all-zero is a valid FlowKey (plain data).
-    unsafe { key.assume_init_mut() }
 }
 
 #[cfg(not(test))]
