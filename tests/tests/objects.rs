@@ -8,7 +8,7 @@ use aya_obj::Object;
 
 /// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, and the log ring and
 /// rate limiter of `balancer-ebpf/src/events.rs`).
-const BALANCER_MAPS: [&str; 11] = [
+const BALANCER_MAPS: [&str; 13] = [
     "AYA_LOGS",
     "BACKENDS",
     "BACKEND_STATS",
@@ -17,9 +17,11 @@ const BALANCER_MAPS: [&str; 11] = [
     "GENERATION",
     "GLOBAL_STATS",
     "CLIENT_PINS",
+    "PENDING",
     "RINGS",
     "TABLES",
     "VIPS",
+    "VIP_PORTS",
 ];
 
 /// The program and map names of the object `elf`, each sorted; data sections (`.rodata*`,
