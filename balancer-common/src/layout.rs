@@ -153,6 +153,26 @@ pub struct BackendStats {
     pub bytes: u64,
     /// Flows newly assigned to the backend.
     pub new_flows: u64,
+    /// Flows whose client closed them with a FIN (counted at the first FIN of a flow that
+    /// had sent no RST).
+    pub fin_closes: u64,
+    /// Flows the client reset (counted at the first RST of a flow that had sent no FIN).
+    pub resets: u64,
+    /// SYNs the client sent again for a flow that sent nothing else yet: it did not get the
+    /// backend's SYN-ACK in time.
+    pub syn_retransmits: u64,
+}
+
+/// Bits of what one forwarded packet did, for the backend's counters.
+pub mod packet_events {
+    /// The packet's flow was balanced afresh (a new flow).
+    pub const NEW_FLOW: u32 = 1;
+    /// The client closed the flow with a FIN (its first close).
+    pub const FIN_CLOSE: u32 = 2;
+    /// The client reset the flow (its first close).
+    pub const RESET: u32 = 4;
+    /// A SYN repeated on a flow that sent nothing else yet.
+    pub const SYN_RETRANSMIT: u32 = 8;
 }
 
 /// Key of the connection-tracking map: the 5-tuple as the client sent it.

@@ -72,9 +72,9 @@ fn balancer(ctx: XdpContext) -> u32 {
             select::Selection::Backend {
                 index,
                 backend,
-                new_flow,
+                events,
             } => {
-                count_backend(index, ctx.data_end() - ctx.data(), new_flow);
+                count_backend(index, ctx.data_end() - ctx.data(), events);
                 forward::l2_dsr(&ctx, backend)
             }
         },

@@ -2,7 +2,9 @@
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use balancer_common::{
-    flow_hash, pending_check, pending_hash, ring_index, tables_index, Backend, FlowKey, FlowState,
+    flow_hash,
+    packet_events::{FIN_CLOSE, NEW_FLOW, RESET, SYN_RETRANSMIT},
+    pending_check, pending_hash, ring_index, tables_index, Backend, FlowKey, FlowState,
     PendingSlot, VipKey, CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS,
     MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
@@ -35,11 +37,12 @@ pub enum Selection<'a> {
         group: u32,
         index: u32,
     },
-    /// Forward to this backend.
+    /// Forward to this backend; `events` (`packet_events` bits) says what the packet did
+    /// to its flow, for the backend's counters.
     Backend {
         index: u32,
         backend: &'a Backend,
-        new_flow: bool,
+        events: u32,
     },
 }
 
@@ -53,6 +56,19 @@ struct Signals {
 }
 
 impl Signals {
+    /// The `packet_events` bit of a flow's first close by this packet (none if it does not
+    /// close): a RST is a reset, else a FIN a close.
+    #[inline(always)]
+    fn first_close(self) -> u32 {
+        if self.closing & CLOSED_BY_RST != 0 {
+            RESET
+        } else if self.closing != 0 {
+            FIN_CLOSE
+        } else {
+            0
+        }
+    }
+
     #[inline(always)]
     fn of(tcp_flags: u8) -> Self {
         let mut closing = 0;
@@ -123,7 +139,12 @@ pub fn backend_for(key: &FlowKey, tcp_flags: u8) -> Selection<'static> {
         // SAFETY: the slot stays valid during this program run; plain data.
         let closed_by = unsafe { (*state).closed_by };
         match tracked(state, signals) {
-            Tracked::Follow(selection) => {
+            Tracked::Follow(mut selection) => {
+                if signals.syn && closed_by == 0 {
+                    if let Selection::Backend { events, .. } = &mut selection {
+                        *events |= SYN_RETRANSMIT;
+                    }
+                }
                 if !signals.syn && signals.closing == 0 && closed_by == 0 {
                     promote(key, slot, state);
                 } else if signals.closing & !closed_by != 0 {
@@ -267,11 +288,13 @@ fn tracked(state: *mut FlowState, signals: Signals) -> Tracked {
         // SAFETY: as above; a racing writer stores the same kind of timestamp.
         unsafe { (*state).last_seen_ns = now };
     }
+    let mut events = 0;
     if signals.closing & !closed_by != 0 {
         // SAFETY: as above. The time first: a reader that sees the bits sees the time.
         unsafe {
             if closed_by == 0 {
                 (*state).closed_ns = now;
+                events = signals.first_close();
             }
             (*state).closed_by = closed_by | signals.closing;
         }
@@ -279,7 +302,7 @@ fn tracked(state: *mut FlowState, signals: Signals) -> Tracked {
     Tracked::Follow(Selection::Backend {
         index,
         backend,
-        new_flow: false,
+        events,
     })
 }
 
@@ -355,7 +378,7 @@ fn balance(
     Selection::Backend {
         index,
         backend,
-        new_flow: true,
+        events: NEW_FLOW | signals.first_close(),
     }
 }
 

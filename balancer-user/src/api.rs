@@ -228,6 +228,20 @@ pub struct BackendStatus {
     pub bytes: u64,
     /// Tracked flows with a packet within the flow idle time.
     pub active_flows: u64,
+    /// Flows whose client closed them with a FIN (its first close).
+    #[serde(default)]
+    pub fin_closes: u64,
+    /// Flows the client reset (a RST as its first close).
+    #[serde(default)]
+    pub resets: u64,
+    /// SYNs the client repeated before sending anything else (no SYN-ACK in time).
+    #[serde(default)]
+    pub syn_retransmits: u64,
+    /// Flows that sent only their first packet and nothing within the handshake window
+    /// after it, counted since the daemon started: TCP handshakes not completed, UDP flows
+    /// of one datagram.
+    #[serde(default)]
+    pub unanswered_flows: u64,
     /// Up or down, when the service has health checks.
     pub health: Option<Health>,
     /// When the health last changed (Unix milliseconds), if since the daemon started.

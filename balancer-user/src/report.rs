@@ -27,8 +27,19 @@ pub fn status(status: &Status) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<40} {:<12} {:>6} {:>7} {:>10} {:>12} {:>14} {:>8}  HEALTH",
-            "BACKEND", "GROUP", "WEIGHT", "SHARE%", "NEW_FLOWS", "PACKETS", "BYTES", "ACTIVE"
+            "  {:<40} {:<12} {:>6} {:>7} {:>10} {:>12} {:>14} {:>8} {:>8} {:>8} {:>8} {:>10}  HEALTH",
+            "BACKEND",
+            "GROUP",
+            "WEIGHT",
+            "SHARE%",
+            "NEW_FLOWS",
+            "PACKETS",
+            "BYTES",
+            "ACTIVE",
+            "FIN",
+            "RST",
+            "SYN_RTX",
+            "UNANSWERED"
         );
         for b in &s.backends {
             let health = match (&b.health, b.health_changed_at_ms) {
@@ -38,7 +49,7 @@ pub fn status(status: &Status) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {:<40} {:<12} {:>6} {:>7.2} {:>10} {:>12} {:>14} {:>8}  {}",
+                "  {:<40} {:<12} {:>6} {:>7.2} {:>10} {:>12} {:>14} {:>8} {:>8} {:>8} {:>8} {:>10}  {}",
                 b.addr.to_string(),
                 b.group,
                 b.weight,
@@ -47,6 +58,10 @@ pub fn status(status: &Status) -> String {
                 b.packets,
                 b.bytes,
                 b.active_flows,
+                b.fin_closes,
+                b.resets,
+                b.syn_retransmits,
+                b.unanswered_flows,
                 health
             );
         }

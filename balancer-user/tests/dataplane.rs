@@ -10,10 +10,11 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use balancer_common::packet_events;
 use balancer_user::{basis_points::BasisPoints, dataplane::GlobalCounters, state::Affinity};
 use support::{
     fixture::{Counter, Fixture, Outcome, Tally},
-    packet::{Flow, Transport},
+    packet::{Flow, Transport, ACK, PSH, SYN},
     plane::{assert_forwarded, assert_untouched, XDP_DROP, XDP_PASS, XDP_TX},
     verdict::{classify, Verdict},
 };
@@ -60,8 +61,9 @@ fn assert_even_split(fx: &Fixture, service: &str) {
     assert_eq!(per_group, [5000, 5000], "cells per group of {service}");
 }
 
-/// Sends one default frame of `flow` and asserts it was sent with XDP_TX to backend
-/// `index`; records it in `tally`.
+/// Sends one default frame of `flow` (for TCP a SYN, so the flow stays pending) and asserts
+/// it was sent with XDP_TX to backend `index`; records it in `tally`: a new flow, or for TCP
+/// a SYN retransmit.
 fn send_expecting(fx: &mut Fixture, tally: &mut Tally, flow: &Flow, index: u32, new_flow: bool) {
     let frame = flow.frame();
     let run = fx.send(&frame);
@@ -72,7 +74,12 @@ fn send_expecting(fx: &mut Fixture, tally: &mut Tally, flow: &Flow, index: u32, 
         XDP_TX,
         &format!("{flow:?}"),
     );
-    tally.forwarded(index, frame.len(), new_flow);
+    let events = match (new_flow, flow.transport) {
+        (true, _) => packet_events::NEW_FLOW,
+        (false, Transport::Tcp) => packet_events::SYN_RETRANSMIT,
+        (false, Transport::Udp) => 0,
+    };
+    tally.counted(index, frame.len(), events);
 }
 
 /// Asserts that the global counters are exactly `expected`.
@@ -129,7 +136,7 @@ fn check_outcomes(fx: &mut Fixture, tally: &mut Tally, cases: &[(&str, Vec<u8>, 
 }
 
 /// Sends `count` flows like `base` (client ports from 40000), two frames each of
-/// different sizes, and checks each frame against the model and all counters against
+/// different sizes (for TCP a SYN, then data), and checks each frame against the model and all counters against
 /// the tally. Also checks that the flows reached every backend of `web`, so that both
 /// groups and all rings were exercised.
 fn check_balanced_flows(fx: &mut Fixture, base: Flow, count: u16) {
@@ -139,8 +146,13 @@ fn check_balanced_flows(fx: &mut Fixture, base: Flow, count: u16) {
         let flow = base.with_sport(40_000 + i);
         let expected = fx.expected_backend("web", &flow);
         chosen.insert(expected);
-        for (n, payload_len) in [(0, 32usize), (1, 700)] {
-            let frame = flow.builder().payload(&vec![0xab; payload_len]).build();
+        // A SYN, then data (TCP; UDP ignores the flags): a new flow, then its promotion.
+        for (n, payload_len, flags) in [(0, 32usize, SYN), (1, 700, ACK | PSH)] {
+            let frame = flow
+                .builder()
+                .tcp_flags(flags)
+                .payload(&vec![0xab; payload_len])
+                .build();
             let run = fx.send(&frame);
             let what = format!("{flow:?} frame {n}");
             assert_forwarded(&run, &frame, &fx.backend(expected), XDP_TX, &what);
@@ -564,6 +576,51 @@ mod closing {
         fx.entries("CONNTRACK")
             .remove(&flow.key())
             .unwrap_or_else(|| panic!("{flow:?} not established"))
+    }
+
+    #[test]
+    fn a_backend_counts_fin_closes_resets_and_syn_retransmits_once_per_flow() {
+        let mut fx = services("signals");
+        let mut tally = Tally::default();
+        let closed = Flow::new(Transport::Tcp, CLIENT4, 40_030, VIP4, 80);
+        let x = fx.expected_backend("web", &closed);
+        // The same 5-tuple's flows land on x; distinct ports may land elsewhere, so each
+        // flow's counters are read on its own backend.
+        let counted = |fx: &Fixture, i: u32| {
+            let c = fx.counters(i);
+            (c.new_flows, c.syn_retransmits, c.fin_closes, c.resets)
+        };
+        for flags in [SYN, SYN, SYN, ACK, ACK | FIN, ACK, FIN | ACK, RST] {
+            fx.send_tracked(&closed, flags, &mut tally);
+        }
+        assert_eq!(
+            counted(&fx, x),
+            (1, 2, 1, 0),
+            "two retransmits, one close (a second FIN and a RST after it count nothing)"
+        );
+        // A SYN on the closed flow is a new connection, which the client resets.
+        for flags in [SYN, ACK, RST] {
+            fx.send_tracked(&closed, flags, &mut tally);
+        }
+        assert_eq!(counted(&fx, x), (2, 2, 1, 1), "a new connection, reset");
+        fx.send_tracked(&closed, RST, &mut tally);
+        assert_eq!(counted(&fx, x), (2, 2, 1, 1), "a second RST counts nothing");
+        // A first packet that is a RST: a new flow, reset at once.
+        let stray = closed.with_sport(40_031);
+        let y = fx.send_tracked(&stray, RST | ACK, &mut tally).expect("forwarded");
+        let before = if y == x { (2, 2, 1, 1) } else { (0, 0, 0, 0) };
+        assert_eq!(
+            counted(&fx, y),
+            (before.0 + 1, before.1, before.2, before.3 + 1),
+            "a stray RST"
+        );
+        // UDP has no flags: nothing but new flows.
+        let datagram = Flow::new(Transport::Udp, CLIENT4, 40_032, VIP4, 53);
+        let z = fx.send_tracked(&datagram, 0, &mut tally).expect("forwarded");
+        fx.send_tracked(&datagram, 0, &mut tally);
+        assert_eq!(counted(&fx, z), (1, 0, 0, 0), "a UDP flow");
+        tally.assert_matches(&fx, "web");
+        tally.assert_matches(&fx, "dns");
     }
 
     #[test]

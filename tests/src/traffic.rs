@@ -14,7 +14,7 @@ mod stream;
 use std::io;
 use std::time::Duration;
 
-pub use client::{Client, Distribution};
+pub use client::{udp_exchange, Client, Distribution};
 pub use long_lived::{BackgroundPings, BackgroundReport, ConnectionReport, LongLived};
 pub use raw::{Qdisc, RawSender};
 pub use servers::BackendServer;

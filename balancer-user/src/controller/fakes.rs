@@ -18,7 +18,9 @@ use super::{
 use crate::{
     clock::ManualClock,
     compile::compile,
-    dataplane::{DataPlaneError, FlowCounts, GlobalCounters, ServiceImage},
+    dataplane::{
+        unanswered::PendingFlow, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage,
+    },
     health::HealthRecord,
     neighbor::{NeighborError, NextHop},
     state::{tests::ip, State, StoreError},
@@ -47,6 +49,8 @@ pub(crate) struct Maps {
     pub(crate) active: FlowCounts,
     /// While it is shut, counting flows waits.
     pub(crate) counting_gate: Option<Arc<Gate>>,
+    /// The pending table's flows the plane reports.
+    pub(crate) pending: Vec<PendingFlow>,
 }
 
 #[derive(Clone, Default)]
@@ -109,6 +113,9 @@ impl Flows for FakePlane {
             gate.pass();
         }
         Ok(self.maps().active.clone())
+    }
+    fn pending(&self, _: Duration) -> Vec<PendingFlow> {
+        self.maps().pending.clone()
     }
 }
 

@@ -6,7 +6,10 @@ use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
 
 use crate::{
-    dataplane::{DataPlane, DataPlaneError, FlowCounter, FlowCounts, GlobalCounters, ServiceImage},
+    dataplane::{
+        unanswered::PendingFlow, DataPlane, DataPlaneError, FlowCounter, FlowCounts,
+        GlobalCounters, ServiceImage,
+    },
     health::HealthRecord,
     neighbor::{self, NeighborError, NextHop},
     state::{FileStore, State, StoreError},
@@ -110,11 +113,17 @@ impl Plane for DataPlane {
 pub trait Flows: Send + Sync {
     /// Tracked flows per (index, epoch) seen within `idle`.
     fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError>;
+    /// Every flow of the pending table, expired when `window` has passed since its last
+    /// packet.
+    fn pending(&self, window: Duration) -> Vec<PendingFlow>;
 }
 
 impl Flows for FlowCounter {
     fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
         FlowCounter::count(self, idle)
+    }
+    fn pending(&self, window: Duration) -> Vec<PendingFlow> {
+        FlowCounter::pending(self, window)
     }
 }
 

@@ -9,14 +9,21 @@ use crate::{
 
 impl Controller {
     /// Status of one service or all, counting the active flows first (a walk of connection
-    /// tracking: the executor counts off the lock and calls [`Controller::status_counted`]).
+    /// tracking: the executor counts off the lock and calls [`Controller::status_counted`]),
+    /// without unanswered flows (the executor counts those over time).
     pub fn status(&self, only: Option<&str>) -> Result<Status, Error> {
         let flows = self.flows.count(self.settings.flow_idle)?;
-        self.status_counted(only, &flows)
+        self.status_counted(only, &flows, &FlowCounts::new())
     }
 
-    /// Status of one service or all, with the active flows counted by the caller.
-    pub fn status_counted(&self, only: Option<&str>, flows: &FlowCounts) -> Result<Status, Error> {
+    /// Status of one service or all, with the active and the unanswered flows (per index
+    /// and epoch) counted by the caller.
+    pub fn status_counted(
+        &self,
+        only: Option<&str>,
+        flows: &FlowCounts,
+        unanswered: &FlowCounts,
+    ) -> Result<Status, Error> {
         if let Some(name) = only {
             self.state.service(name)?;
         }
@@ -57,6 +64,10 @@ impl Controller {
                     packets: counters.packets,
                     bytes: counters.bytes,
                     active_flows: flows.get(&(b.index, b.epoch)).copied().unwrap_or(0),
+                    fin_closes: counters.fin_closes,
+                    resets: counters.resets,
+                    syn_retransmits: counters.syn_retransmits,
+                    unanswered_flows: unanswered.get(&(b.index, b.epoch)).copied().unwrap_or(0),
                 });
             }
             services.push(ServiceStatus {

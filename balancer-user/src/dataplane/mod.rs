@@ -15,6 +15,7 @@ pub mod object;
 mod pending;
 pub mod pinned;
 mod stats;
+pub mod unanswered;
 
 use std::{
     collections::{BTreeSet, HashMap as StdHashMap},

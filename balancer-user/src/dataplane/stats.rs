@@ -12,7 +12,7 @@ use balancer_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{map_err, pending::PendingTable, DataPlaneError};
+use super::{map_err, pending::PendingTable, unanswered::PendingFlow, DataPlaneError};
 
 /// Global packet counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +54,9 @@ pub(super) fn sum_backend(values: &PerCpuValues<BackendStats>) -> BackendStats {
             packets: acc.packets + v.packets,
             bytes: acc.bytes + v.bytes,
             new_flows: acc.new_flows + v.new_flows,
+            fin_closes: acc.fin_closes + v.fin_closes,
+            resets: acc.resets + v.resets,
+            syn_retransmits: acc.syn_retransmits + v.syn_retransmits,
         })
 }
 
@@ -86,6 +89,24 @@ impl FlowCounter {
             conntrack,
             pending: PendingTable::map(pending)?,
         })
+    }
+
+    /// Every flow of the pending table, expired when `window` has passed since its last
+    /// packet (see [`super::unanswered`]).
+    pub fn pending(&self, window: Duration) -> Vec<PendingFlow> {
+        let now = monotonic_ns();
+        self.pending
+            .flows()
+            .map(|(slot, pending)| {
+                let last = pending.state.last_seen_ns.max(pending.state.closed_ns);
+                PendingFlow {
+                    slot,
+                    written: pending.written,
+                    backend: (pending.state.backend, pending.state.epoch),
+                    expired: now.saturating_sub(last) > window.as_nanos() as u64,
+                }
+            })
+            .collect()
     }
 
     /// Active tracked flows per (index, epoch) (see [`Tracking::count_flows`]).

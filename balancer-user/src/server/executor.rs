@@ -25,7 +25,10 @@ use crate::{
         ports::{Flows, Neighbors},
         Controller,
     },
-    dataplane::FlowCounts,
+    dataplane::{
+        unanswered::{Unanswered, HANDSHAKE_WINDOW},
+        FlowCounts,
+    },
     error::{one_line, Error, Fault},
     health::{self, CheckJob},
     operation::Operation,
@@ -33,6 +36,9 @@ use crate::{
 
 /// How often due canary steps, rollout phases and health checks are looked for.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Ticks between two passes over the pending table (see [`Unanswered`]): one a second.
+const UNANSWERED_EVERY: u32 = 10;
 
 /// How often a change is tried again after resolving the backends it adds (each round
 /// resolves what the previous one found missing; a change that still misses one after
@@ -58,6 +64,8 @@ pub struct Executor {
     flows: Arc<dyn Flows>,
     /// How recent a flow's last packet must be for it to count as active.
     flow_idle: Duration,
+    /// Unanswered flows counted so far (a lock of its own, held for no walk).
+    unanswered: Mutex<Unanswered>,
     /// Backends a timed step waits for, being resolved off the lock.
     resolving: Mutex<HashSet<IpAddr>>,
     shutdown: Notify,
@@ -71,6 +79,7 @@ impl Executor {
             neighbors: controller.neighbors(),
             flows,
             flow_idle,
+            unanswered: Mutex::new(Unanswered::default()),
             controller: Mutex::new(Some(controller)),
             resolving: Mutex::new(HashSet::new()),
             shutdown: Notify::new(),
@@ -94,8 +103,10 @@ impl Executor {
             Operation::Status { service } => {
                 // Connection tracking is walked without the lock: other calls go on.
                 let counted = self.count_flows().await?;
-                let status =
-                    move |c: &mut Controller| c.status_counted(service.as_deref(), &counted);
+                let unanswered = self.unanswered()?;
+                let status = move |c: &mut Controller| {
+                    c.status_counted(service.as_deref(), &counted, &unanswered)
+                };
                 Ok(Reply::Status(self.with_controller(status).await?))
             }
             Operation::Export => {
@@ -116,6 +127,30 @@ impl Executor {
                 )
                 .into())
             }
+        }
+    }
+
+    /// The unanswered flows counted so far.
+    fn unanswered(&self) -> Result<FlowCounts, Error> {
+        let unanswered = self
+            .unanswered
+            .lock()
+            .map_err(|_| Fault::Internal("the unanswered-flow lock is poisoned".into()))?;
+        Ok(unanswered.totals().clone())
+    }
+
+    /// One pass over the pending table on a blocking thread, without the controller's
+    /// lock: counts the flows whose handshake window passed.
+    async fn count_unanswered(self: &Arc<Self>) {
+        let executor = self.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            let pending = executor.flows.pending(HANDSHAKE_WINDOW);
+            if let Ok(mut unanswered) = executor.unanswered.lock() {
+                unanswered.pass(&pending);
+            }
+        });
+        if let Err(e) = pass.await {
+            tracing::warn!("counting unanswered flows panicked: {e}");
         }
     }
 
@@ -166,8 +201,13 @@ impl Executor {
     pub async fn run_timers(self: Arc<Self>) {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
         loop {
             interval.tick().await;
+            ticks = ticks.wrapping_add(1);
+            if ticks.is_multiple_of(UNANSWERED_EVERY) {
+                self.count_unanswered().await;
+            }
             // Drains and retired backends need the active flows: counted without the lock.
             let flows = match self.with_controller(|c| Ok(c.counting_due())).await {
                 Ok(true) => self.count_flows().await.ok(),
@@ -238,6 +278,7 @@ mod tests {
     use crate::{
         api::AddBackend,
         controller::fakes::{Rig, SILENT, SLOW},
+        dataplane::unanswered::PendingFlow,
         error::Refused,
         neighbor::NeighborError,
         operation::Change,
@@ -305,6 +346,41 @@ mod tests {
         // The answer was built after the change, under the lock.
         let b101 = &status.services[1].backends[0];
         assert_eq!((b101.addr, b101.weight), (ip("198.18.0.101"), 7));
+    }
+
+    #[tokio::test]
+    async fn unanswered_flows_are_counted_once_each_and_shown_per_backend() {
+        let rig = Rig::new(sample());
+        let executor = Executor::new(rig.start());
+        let id = executor
+            .with_controller(|c| {
+                let (_, b) = c.state().service("web")?.backends().next().expect("one");
+                Ok((b.addr, (b.index, b.epoch)))
+            })
+            .await
+            .unwrap();
+        let flow = |slot, expired| PendingFlow {
+            slot,
+            written: 1,
+            backend: id.1,
+            expired,
+        };
+        rig.plane.maps().pending = vec![flow(0, true), flow(1, false)];
+        executor.count_unanswered().await;
+        executor.count_unanswered().await;
+        rig.plane.maps().pending = vec![flow(0, true), flow(1, true)];
+        executor.count_unanswered().await;
+        let Reply::Status(status) = executor
+            .run(Operation::Status { service: None })
+            .await
+            .unwrap()
+        else {
+            panic!("not a status");
+        };
+        for b in status.services.iter().flat_map(|s| &s.backends) {
+            let expected = if b.addr == id.0 { 2 } else { 0 };
+            assert_eq!(b.unanswered_flows, expected, "{}", b.addr);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

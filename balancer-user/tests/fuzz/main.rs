@@ -9,10 +9,10 @@
 //! 12 MAC bytes changed, to that backend's; a passed or dropped frame is not changed at all.
 //! Every `BALANCER_FUZZ_CHECK_EVERY` frames and at the end: the global counters are exactly
 //! the model's verdicts added up, each backend's packets and bytes exactly the frames
-//! forwarded to it, and its new flows exactly the flows the tracking model
-//! ([`support::tracking`]: pending and established flows, promotion, FIN and RST marks,
-//! the two-slot pending pairs) says were balanced afresh; both connection-tracking tables
-//! hold exactly the model's flows. Then connection tracking is emptied, so that the
+//! forwarded to it, and its new flows, FIN closes, resets and SYN retransmits exactly what
+//! the tracking model ([`support::tracking`]: pending and established flows, promotion,
+//! FIN and RST marks, the two-slot pending pairs) says of each packet; both
+//! connection-tracking tables hold exactly the model's flows. Then connection tracking is emptied, so that the
 //! established flows' LRU never fills (an LRU that evicts would make them unknowable) and
 //! the next stretch starts from nothing tracked.
 //!
@@ -55,7 +55,7 @@ use balancer_user::{
 };
 use frames::{Base, Generator, Made, Target};
 use support::{
-    fixture::{Fixture, Outcome},
+    fixture::{add_events, Fixture, Outcome},
     packet::Transport,
     plane::{INGRESS_IFINDEX, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     tracking::Step,
@@ -333,15 +333,19 @@ impl Run {
         ) {
             (Step::Choose, Outcome::Forward(index)) => {
                 let epoch = backends[&index].epoch;
-                self.fx
+                let events = self
+                    .fx
                     .tracking
                     .record(flow.key(), flags, index, epoch, live);
-                self.counters.get_mut(&index).expect("a backend").new_flows += 1;
+                add_events(self.counters.get_mut(&index).expect("a backend"), events);
                 Ok(())
             }
-            (Step::Follow(tracked), Outcome::Forward(index)) if tracked == index => Ok(()),
-            (Step::Follow(tracked), _) => Err(format!(
-                "the tracking model follows backend {tracked} where the selection model says \
+            (Step::Follow { backend, events }, Outcome::Forward(index)) if backend == index => {
+                add_events(self.counters.get_mut(&index).expect("a backend"), events);
+                Ok(())
+            }
+            (Step::Follow { backend, .. }, _) => Err(format!(
+                "the tracking model follows backend {backend} where the selection model says \
                  {outcome:?}"
             )),
             (Step::Filtered, Outcome::Forward(_)) => {

@@ -9,8 +9,10 @@ use std::{
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
 use balancer_common::{
-    flow_hash, pending_check, pending_hash, pending_slots, Backend, BackendStats, FlowKey,
-    FlowState, PendingSlot, NONE, NO_GROUP, SPLIT_CELLS,
+    flow_hash,
+    packet_events::{FIN_CLOSE, NEW_FLOW, RESET, SYN_RETRANSMIT},
+    pending_check, pending_hash, pending_slots, Backend, BackendStats, FlowKey, FlowState,
+    PendingSlot, NONE, NO_GROUP, SPLIT_CELLS,
 };
 use balancer_user::{
     basis_points::BasisPoints,
@@ -400,16 +402,16 @@ impl Fixture {
         let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
         let vip_port = self.vip_port(flow);
         let step = self.tracking.packet(flow.key(), flags, vip_port, live);
-        let (expected, new_flow) = match step {
-            Step::Filtered => (None, false),
-            Step::Follow(index) => (Some(index), false),
+        let (expected, events) = match step {
+            Step::Filtered => (None, 0),
+            Step::Follow { backend, events } => (Some(backend), events),
             Step::Choose => match self.outcome(&frame) {
                 Outcome::Forward(index) => {
                     let epoch = backends[&index].epoch;
-                    self.tracking.record(flow.key(), flags, index, epoch, live);
-                    (Some(index), true)
+                    let events = self.tracking.record(flow.key(), flags, index, epoch, live);
+                    (Some(index), events)
                 }
-                Outcome::Pass(_) => (None, false),
+                Outcome::Pass(_) => (None, 0),
                 other => panic!("{what}: the model expects {other:?}"),
             },
         };
@@ -417,7 +419,7 @@ impl Fixture {
         match expected {
             Some(index) => {
                 assert_forwarded(&run, &frame, &self.backend(index), XDP_TX, &what);
-                tally.forwarded(index, frame.len(), new_flow);
+                tally.counted(index, frame.len(), events);
             }
             None => assert_untouched(&run, &frame, XDP_PASS, &what),
         }
@@ -618,6 +620,14 @@ pub fn model_backend(
     (index != NONE).then_some(index)
 }
 
+/// Counts `events` (`packet_events` bits) into `counters`.
+pub fn add_events(counters: &mut BackendStats, events: u32) {
+    counters.new_flows += u64::from(events & NEW_FLOW != 0);
+    counters.fin_closes += u64::from(events & FIN_CLOSE != 0);
+    counters.resets += u64::from(events & RESET != 0);
+    counters.syn_retransmits += u64::from(events & SYN_RETRANSMIT != 0);
+}
+
 /// Expected per-backend counters, tallied as packets are sent.
 #[derive(Default)]
 pub struct Tally {
@@ -625,12 +635,19 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Records one packet of `bytes` forwarded to `index`, the first of its flow or not.
+    /// Records one packet of `bytes` forwarded to `index`, the first of its flow or not
+    /// (and neither a close nor a SYN).
     pub fn forwarded(&mut self, index: u32, bytes: usize, new_flow: bool) {
+        self.counted(index, bytes, if new_flow { NEW_FLOW } else { 0 });
+    }
+
+    /// Records one packet of `bytes` forwarded to `index` that did `events`
+    /// (`packet_events` bits).
+    pub fn counted(&mut self, index: u32, bytes: usize, events: u32) {
         let c = self.counters.entry(index).or_default();
         c.packets += 1;
         c.bytes += bytes as u64;
-        c.new_flows += u64::from(new_flow);
+        add_events(c, events);
     }
 
     /// The expected counters of `index` (zero if nothing was sent to it).

@@ -14,12 +14,19 @@
 //! * Established flows are looked up before pending ones; an entry whose backend is gone
 //!   (cleared, or its index taken by another epoch) is ignored, and the new choice is
 //!   recorded as pending (promotion then replaces the dead established entry).
+//! * What a backend's counters count besides packets and bytes: a new flow when the tables
+//!   chose it; a flow's first close (a FIN, or a reset if the packet carries a RST) of a
+//!   tracked flow or of a new flow's first packet; a SYN on an open pending flow (a
+//!   retransmit).
 //! * Packets to a port (and protocol) that no VIP serves, or served and still has flows,
 //!   never touch either table.
 
 use std::collections::HashMap;
 
-use balancer_common::{pending_hash, FlowKey};
+use balancer_common::{
+    packet_events::{FIN_CLOSE, NEW_FLOW, RESET, SYN_RETRANSMIT},
+    pending_hash, FlowKey,
+};
 
 use super::packet::{ACK, FIN, RST, SYN};
 
@@ -46,8 +53,9 @@ impl Entry {
 /// What the model says one packet does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Its flow is tracked on a live backend: forwarded there, not a new flow.
-    Follow(u32),
+    /// Its flow is tracked on a live backend: forwarded there, not a new flow; `events`
+    /// (`packet_events` bits) says what else the backend's counters count for it.
+    Follow { backend: u32, events: u32 },
     /// It needs a new choice from the tables (not tracked, stale, or a SYN on a closed
     /// flow); [`Tracking::record`] stores the choice.
     Choose,
@@ -66,6 +74,16 @@ pub struct Tracking {
     slots: u32,
     /// The pending flows of each pair of slots, written longer ago first.
     pairs: HashMap<u32, Vec<FlowKey>>,
+}
+
+/// The counter a flow's first close counts in: a packet with a RST resets it, else one with
+/// a FIN closes it.
+fn first_close(fin: bool, rst: bool) -> u32 {
+    match (fin, rst) {
+        (_, true) => RESET,
+        (true, false) => FIN_CLOSE,
+        (false, false) => 0,
+    }
 }
 
 /// What a packet's flags say: (a SYN without ACK, FIN, RST). UDP has none.
@@ -129,9 +147,17 @@ impl Tracking {
                 if syn && entry.closed() {
                     return Step::Choose;
                 }
+                let events = if entry.closed() {
+                    0
+                } else {
+                    first_close(fin, rst)
+                };
                 entry.fin |= fin;
                 entry.rst |= rst;
-                return Step::Follow(entry.backend);
+                return Step::Follow {
+                    backend: entry.backend,
+                    events,
+                };
             }
         }
         if let Some(entry) = self.pending.get_mut(&key) {
@@ -140,6 +166,13 @@ impl Tracking {
                     return Step::Choose;
                 }
                 let backend = entry.backend;
+                let mut events = 0;
+                if !entry.closed() {
+                    events = first_close(fin, rst);
+                    if syn {
+                        events |= SYN_RETRANSMIT;
+                    }
+                }
                 if !syn && !fin && !rst && !entry.closed() {
                     let promoted = self.unpend(&key).expect("just found");
                     self.established.insert(key, promoted);
@@ -147,7 +180,7 @@ impl Tracking {
                     entry.fin |= fin;
                     entry.rst |= rst;
                 }
-                return Step::Follow(backend);
+                return Step::Follow { backend, events };
             }
         }
         Step::Choose
@@ -155,7 +188,8 @@ impl Tracking {
 
     /// Records the new choice (`backend`, `epoch`) for a packet that got [`Step::Choose`]:
     /// in place of a live closed established entry (a SYN on a closed connection), else
-    /// as pending.
+    /// as pending. Returns what the backend's counters count for the packet: a new flow,
+    /// and its close if the packet closes it.
     pub fn record(
         &mut self,
         key: FlowKey,
@@ -163,8 +197,9 @@ impl Tracking {
         backend: u32,
         epoch: u32,
         live: impl Fn(u32, u32) -> bool,
-    ) {
+    ) -> u32 {
         let (_, fin, rst) = signals(tcp_flags);
+        let events = NEW_FLOW | first_close(fin, rst);
         let entry = Entry {
             backend,
             epoch,
@@ -177,7 +212,7 @@ impl Tracking {
             .is_some_and(|e| live(e.backend, e.epoch) && e.closed());
         if reopened {
             self.established.insert(key, entry);
-            return;
+            return events;
         }
         if self.unpend(&key).is_none() {
             let mates = self.pairs.get(&self.pair(&key)).map_or(0, Vec::len);
@@ -190,5 +225,6 @@ impl Tracking {
         let pair = self.pair(&key);
         self.pairs.entry(pair).or_default().push(key);
         self.pending.insert(key, entry);
+        events
     }
 }

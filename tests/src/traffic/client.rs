@@ -63,7 +63,7 @@ impl Client {
     /// A UDP socket in the client's namespace bound to `source` (or any address) and
     /// `port` (0: the kernel's choice), connected to `service`, with the harness's
     /// timeouts: one flow for as long as it is used.
-    pub(crate) fn udp_socket(
+    pub fn udp_socket(
         &self,
         service: SocketAddr,
         source: Option<IpAddr>,
@@ -113,7 +113,7 @@ impl Client {
 
 /// Sends one request datagram on the connected `socket` and returns the answer: the name
 /// of the backend that answered.
-pub(crate) fn udp_exchange(socket: &UdpSocket) -> Result<String> {
+pub fn udp_exchange(socket: &UdpSocket) -> Result<String> {
     socket
         .send(protocol::REQUEST)
         .context("sending the datagram")?;
