@@ -148,6 +148,10 @@ pub struct DaemonArgs {
     /// most; then they are re-balanced.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub retire_timeout: std::time::Duration,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (e.g. 127.0.0.1:9651); off
+    /// without it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// XDP attach mode.

@@ -126,6 +126,7 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         iface: args.iface,
         state_dir: args.state_dir,
         empty_state: args.empty_state,
+        metrics_listen: args.metrics_listen,
         requested: Requested {
             conntrack_size: args.conntrack_size,
             xdp_mode: args.xdp_mode.map(|mode| match mode {

@@ -4,6 +4,7 @@
 //! Exiting leaves the data plane attached and forwarding; only `teardown` removes it.
 
 use std::{
+    net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -31,6 +32,7 @@ use crate::{
         executor::Executor,
         listener::{Bounded, IDLE, MAX_CONNECTIONS},
         routes::router,
+        scrape,
     },
     state::FileStore,
 };
@@ -47,6 +49,8 @@ pub struct DaemonConfig {
     /// Take over a data plane that serves VIPs with no services when the state file is
     /// missing.
     pub empty_state: bool,
+    /// Where to serve the Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// `--conntrack-size` and `--xdp-mode` as given (they only apply to a new data plane).
     pub requested: Requested,
     /// Controller settings.
@@ -112,6 +116,14 @@ fn take_claim(config: &DaemonConfig) -> Result<Claim, Error> {
 /// Serves until SIGINT/SIGTERM or a teardown.
 pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let claim = take_claim(&config)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let listener = bind(socket).await?;
     let ifindex = claim.ifindex;
     let started = tokio::task::spawn_blocking(move || start(config, ifindex))
@@ -133,6 +145,15 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let _claim = claim;
     let executor = Executor::new(controller);
     let ticker = tokio::spawn(executor.clone().run_timers());
+    let scraper = match metrics_listener {
+        Some(listener) => {
+            executor.serve_metrics().await;
+            info!(addr = %listener.local_addr()?, "serving metrics");
+            let app = scrape::router(executor.clone());
+            Some(tokio::spawn(async move { axum::serve(listener, app).await }))
+        }
+        None => None,
+    };
     let follower = tokio::spawn(executor.clone().follow_neighbours());
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let stop = {
@@ -151,6 +172,9 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         .await;
     ticker.abort();
     follower.abort();
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
     std::fs::remove_file(socket).ok();
     served.context("serving the control API")
 }

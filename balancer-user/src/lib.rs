@@ -17,6 +17,7 @@ pub mod error;
 pub mod health;
 pub mod lifecycle;
 pub mod maglev;
+pub mod metrics;
 pub mod neighbor;
 pub mod operation;
 pub mod release;

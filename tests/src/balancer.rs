@@ -78,7 +78,7 @@ impl XdpMode {
 }
 
 /// The daemon's settings that tests choose.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DaemonOptions {
     /// `--xdp-mode`.
     pub mode: XdpMode,
@@ -87,6 +87,8 @@ pub struct DaemonOptions {
     pub flow_idle_s: u64,
     /// `--conntrack-size` (default 65536).
     pub conntrack_size: u32,
+    /// More flags for every start, e.g. `--metrics-listen 127.0.0.1:9651`.
+    pub extra: Vec<String>,
 }
 
 impl Default for DaemonOptions {
@@ -95,6 +97,7 @@ impl Default for DaemonOptions {
             mode: XdpMode::Native,
             flow_idle_s: 2,
             conntrack_size: 65_536,
+            extra: Vec::new(),
         }
     }
 }
@@ -191,6 +194,7 @@ impl Balancer {
             mode: self.options.mode,
             conntrack_size: self.options.conntrack_size,
             flow_idle_s: self.options.flow_idle_s,
+            extra: &self.options.extra,
         };
         let mut argv = vec![bin.to_str().context("binary path")?.to_string()];
         argv.extend(flags.argv(lab));

@@ -6,6 +6,7 @@
 //! * [`lab`] puts the two together: four serving backends and a running daemon.
 //! * [`netns`] runs commands, long-lived processes and closures inside a
 //!   namespace.
+//! * [`prometheus`] runs a real Prometheus server in a namespace and queries it.
 //! * [`split`] computes which group a client reaches under the stored split.
 //! * [`traffic`] hosts backend servers and drives client traffic from inside
 //!   the namespaces, without external tools.
@@ -19,6 +20,7 @@ pub mod balancer;
 mod command;
 pub mod lab;
 pub mod netns;
+pub mod prometheus;
 pub mod split;
 pub mod test_programs;
 pub mod topology;

@@ -51,6 +51,8 @@ pub(crate) struct Maps {
     pub(crate) counting_gate: Option<Arc<Gate>>,
     /// The pending table's flows the plane reports.
     pub(crate) pending: Vec<PendingFlow>,
+    /// Backend counters the plane reports, by index (zero for the others).
+    pub(crate) counters: BTreeMap<u32, BackendStats>,
 }
 
 #[derive(Clone, Default)]
@@ -107,12 +109,17 @@ impl Gate {
 }
 
 impl Flows for FakePlane {
-    fn count(&self, _: Duration) -> Result<FlowCounts, DataPlaneError> {
+    fn census(&self, _: Duration) -> Result<Census, DataPlaneError> {
         let gate = self.maps().counting_gate.clone();
         if let Some(gate) = gate {
             gate.pass();
         }
-        Ok(self.maps().active.clone())
+        let active = self.maps().active.clone();
+        Ok(Census {
+            established: active.values().sum(),
+            active,
+            pending: 0,
+        })
     }
     fn pending(&self, _: Duration) -> Vec<PendingFlow> {
         self.maps().pending.clone()
@@ -162,8 +169,13 @@ impl Plane for FakePlane {
         maps.vips.push((vip, VipInfo { service: slot }));
         Ok(())
     }
-    fn backend_counters(&self, _: u32) -> Result<BackendStats, DataPlaneError> {
-        Ok(BackendStats::default())
+    fn backend_counters(&self, index: u32) -> Result<BackendStats, DataPlaneError> {
+        Ok(self
+            .maps()
+            .counters
+            .get(&index)
+            .copied()
+            .unwrap_or_default())
     }
     fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
         Ok(GlobalCounters::default())

@@ -7,7 +7,7 @@ use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
 
 use crate::{
     dataplane::{
-        unanswered::PendingFlow, DataPlane, DataPlaneError, FlowCounter, FlowCounts,
+        unanswered::PendingFlow, Census, DataPlane, DataPlaneError, FlowCounter, FlowCounts,
         GlobalCounters, ServiceImage,
     },
     health::HealthRecord,
@@ -111,16 +111,21 @@ impl Plane for DataPlane {
 /// Counts tracked flows from any thread, so that a walk of connection tracking holds no
 /// lock of the controller's.
 pub trait Flows: Send + Sync {
+    /// One walk of connection tracking: flows per (index, epoch) seen within `idle`, and
+    /// each table's entries.
+    fn census(&self, idle: Duration) -> Result<Census, DataPlaneError>;
     /// Tracked flows per (index, epoch) seen within `idle`.
-    fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError>;
+    fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
+        Ok(self.census(idle)?.active)
+    }
     /// Every flow of the pending table, expired when `window` has passed since its last
     /// packet.
     fn pending(&self, window: Duration) -> Vec<PendingFlow>;
 }
 
 impl Flows for FlowCounter {
-    fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
-        FlowCounter::count(self, idle)
+    fn census(&self, idle: Duration) -> Result<Census, DataPlaneError> {
+        FlowCounter::census(self, idle)
     }
     fn pending(&self, window: Duration) -> Vec<PendingFlow> {
         FlowCounter::pending(self, window)

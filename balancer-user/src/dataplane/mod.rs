@@ -34,7 +34,7 @@ use balancer_common::{
 
 pub use attach::{AttachOptions, Attachment};
 pub use error::DataPlaneError;
-pub use stats::{FlowCounter, FlowCounts, GlobalCounters, LINGER};
+pub use stats::{Census, FlowCounter, FlowCounts, GlobalCounters, LINGER};
 
 /// How long a table generation that just stopped being live is left alone before it is
 /// rewritten. An XDP program run lasts microseconds; this leaves a wide margin for packets
@@ -432,7 +432,7 @@ impl DataPlane {
     /// flows whose client sent a FIN or RST, and flows that sent only their first packet,
     /// seen within [`LINGER`] (or `idle`, if shorter).
     pub fn active_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
-        self.tracking().count_flows(idle)
+        Ok(self.tracking().census(idle)?.active)
     }
 
     /// Forgets the tracked flows pinned to any of `backends` ((index, epoch) pairs): their

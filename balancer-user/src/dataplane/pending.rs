@@ -65,6 +65,11 @@ impl PendingTable {
         })
     }
 
+    /// How many slots the table has.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
     /// The slots that hold a flow whole (their check word matches), with their indices.
     pub(super) fn flows(&self) -> impl Iterator<Item = (usize, PendingSlot)> + '_ {
         (0..self.len).filter_map(|index| {

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
     BackendStats, FlowKey, FlowState, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
     STAT_UNBALANCEABLE,
@@ -109,14 +109,30 @@ impl FlowCounter {
             .collect()
     }
 
-    /// Active tracked flows per (index, epoch) (see [`Tracking::count_flows`]).
-    pub fn count(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
+    /// Active tracked flows per (index, epoch) and the entries of each table (see
+    /// [`Tracking::census`]).
+    pub fn census(&self, idle: Duration) -> Result<Census, DataPlaneError> {
         Tracking {
             conntrack: &self.conntrack,
             pending: &self.pending,
         }
-        .count_flows(idle)
+        .census(idle)
     }
+}
+
+/// One walk of connection tracking.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Active flows per (index, epoch).
+    pub active: FlowCounts,
+    /// Entries of the established table (active or not).
+    pub established: u64,
+    /// Flows of the pending table.
+    pub pending: u64,
+    /// Entries the established table holds at most.
+    pub established_capacity: u64,
+    /// Slots of the pending table.
+    pub pending_capacity: u64,
 }
 
 /// How long a flow whose client sent a FIN or RST, or a flow that sent only its first
@@ -162,16 +178,27 @@ impl Tracking<'_> {
         Ok(())
     }
 
-    /// Active flows per backend.
-    pub(super) fn count_flows(&self, idle: Duration) -> Result<FlowCounts, DataPlaneError> {
+    /// Active flows per backend, and the entries of each table.
+    pub(super) fn census(&self, idle: Duration) -> Result<Census, DataPlaneError> {
         let now = monotonic_ns();
-        let mut counts = FlowCounts::new();
+        let info = IterableMap::map(self.conntrack)
+            .info()
+            .map_err(map_err("read CONNTRACK's size"))?;
+        let mut census = Census {
+            established_capacity: u64::from(info.max_entries()),
+            pending_capacity: self.pending.len() as u64,
+            ..Census::default()
+        };
         self.walk(|_, state, pending| {
+            match pending {
+                true => census.pending += 1,
+                false => census.established += 1,
+            }
             if active(&state, pending, now, idle) {
-                *counts.entry((state.backend, state.epoch)).or_default() += 1;
+                *census.active.entry((state.backend, state.epoch)).or_default() += 1;
             }
         })?;
-        Ok(counts)
+        Ok(census)
     }
 
     /// (destination port, protocol) of the active flows.

@@ -12,7 +12,10 @@ mod follow;
 use std::{
     collections::HashSet,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -27,8 +30,9 @@ use crate::{
     },
     dataplane::{
         unanswered::{Unanswered, HANDSHAKE_WINDOW},
-        FlowCounts,
+        Census, FlowCounts,
     },
+    metrics::{self, Snapshot},
     error::{one_line, Error, Fault},
     health::{self, CheckJob},
     operation::Operation,
@@ -39,6 +43,9 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Ticks between two passes over the pending table (see [`Unanswered`]): one a second.
 const UNANSWERED_EVERY: u32 = 10;
+
+/// Ticks between two walks of connection tracking for the metrics: one every 5 s.
+const CENSUS_EVERY: u32 = 50;
 
 /// How often a change is tried again after resolving the backends it adds (each round
 /// resolves what the previous one found missing; a change that still misses one after
@@ -66,6 +73,10 @@ pub struct Executor {
     flow_idle: Duration,
     /// Unanswered flows counted so far (a lock of its own, held for no walk).
     unanswered: Mutex<Unanswered>,
+    /// The latest walk of connection tracking for the metrics, once they are served.
+    census: Mutex<Option<Census>>,
+    /// Whether the metrics are served (then connection tracking is walked every 5 s).
+    metrics: AtomicBool,
     /// Backends a timed step waits for, being resolved off the lock.
     resolving: Mutex<HashSet<IpAddr>>,
     shutdown: Notify,
@@ -80,6 +91,8 @@ impl Executor {
             flows,
             flow_idle,
             unanswered: Mutex::new(Unanswered::default()),
+            census: Mutex::new(None),
+            metrics: AtomicBool::new(false),
             controller: Mutex::new(Some(controller)),
             resolving: Mutex::new(HashSet::new()),
             shutdown: Notify::new(),
@@ -154,6 +167,44 @@ impl Executor {
         }
     }
 
+    /// From now on, walks connection tracking every 5 s for [`Executor::metrics`].
+    pub async fn serve_metrics(self: &Arc<Self>) {
+        self.metrics.store(true, Ordering::Relaxed);
+        self.take_census().await;
+    }
+
+    /// One walk of connection tracking on a blocking thread, without the controller's
+    /// lock, kept for the metrics.
+    async fn take_census(self: &Arc<Self>) {
+        let (flows, idle) = (self.flows.clone(), self.flow_idle);
+        match tokio::task::spawn_blocking(move || flows.census(idle)).await {
+            Ok(Ok(census)) => {
+                if let Ok(mut latest) = self.census.lock() {
+                    *latest = Some(census);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("walking connection tracking failed: {}", one_line(&e)),
+            Err(e) => tracing::warn!("walking connection tracking panicked: {e}"),
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format: the status with the latest walk's active
+    /// flows (no walk here) and the unanswered flows counted so far.
+    pub async fn metrics(self: &Arc<Self>) -> Result<String, Error> {
+        let census = self
+            .census
+            .lock()
+            .map_err(|_| Fault::Internal("the census lock is poisoned".into()))?
+            .clone();
+        let unanswered = self.unanswered()?;
+        let active = census.as_ref().map(|c| c.active.clone()).unwrap_or_default();
+        let status = self
+            .with_controller(move |c| c.status_counted(None, &active, &unanswered))
+            .await?;
+        metrics::render(&Snapshot { status, census })
+            .map_err(|e| Fault::Internal(format!("rendering the metrics: {e}")).into())
+    }
+
     /// Counts the active tracked flows on a blocking thread, without the lock.
     async fn count_flows(&self) -> Result<FlowCounts, Error> {
         let (flows, idle) = (self.flows.clone(), self.flow_idle);
@@ -207,6 +258,9 @@ impl Executor {
             ticks = ticks.wrapping_add(1);
             if ticks.is_multiple_of(UNANSWERED_EVERY) {
                 self.count_unanswered().await;
+            }
+            if ticks.is_multiple_of(CENSUS_EVERY) && self.metrics.load(Ordering::Relaxed) {
+                self.take_census().await;
             }
             // Drains and retired backends need the active flows: counted without the lock.
             let flows = match self.with_controller(|c| Ok(c.counting_due())).await {
@@ -381,6 +435,66 @@ mod tests {
             let expected = if b.addr == id.0 { 2 } else { 0 };
             assert_eq!(b.unanswered_flows, expected, "{}", b.addr);
         }
+    }
+
+    #[tokio::test]
+    async fn metrics_show_the_status_with_the_latest_walk_and_the_unanswered_flows() {
+        let rig = Rig::new(sample());
+        let executor = Executor::new(rig.start());
+        let ids = executor
+            .with_controller(|c| {
+                let web = c.state().service("web")?;
+                Ok(web.backends().map(|(_, b)| (b.index, b.epoch)).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap();
+        let (b101, b103) = (ids[0], ids[2]);
+        rig.plane.maps().counters.insert(
+            b101.0,
+            balancer_common::BackendStats {
+                packets: 40,
+                bytes: 4000,
+                new_flows: 7,
+                fin_closes: 5,
+                resets: 1,
+                syn_retransmits: 2,
+            },
+        );
+        rig.plane.maps().active.insert(b101, 3);
+        rig.plane.maps().pending = vec![PendingFlow {
+            slot: 9,
+            written: 1,
+            backend: b103,
+            expired: true,
+        }];
+        executor.count_unanswered().await;
+        let before = executor.metrics().await.unwrap();
+        assert!(
+            !before.contains("balancer_conntrack_entries{"),
+            "no walk yet: {before}"
+        );
+        executor.serve_metrics().await;
+        let text = executor.metrics().await.unwrap();
+        let web = |name: &str, backend: &str, group: &str| {
+            format!("{name}{{service=\"web\",group=\"{group}\",backend=\"{backend}\"}}")
+        };
+        for line in [
+            format!("{} 7", web("balancer_backend_new_flows_total", "198.18.0.101", "blue")),
+            format!("{} 40", web("balancer_backend_packets_total", "198.18.0.101", "blue")),
+            format!("{} 5", web("balancer_backend_fin_closes_total", "198.18.0.101", "blue")),
+            format!("{} 1", web("balancer_backend_resets_total", "198.18.0.101", "blue")),
+            format!("{} 2", web("balancer_backend_syn_retransmits_total", "198.18.0.101", "blue")),
+            format!("{} 3", web("balancer_backend_active_flows", "198.18.0.101", "blue")),
+            format!("{} 1", web("balancer_backend_handshake_failures_total", "198.18.0.103", "green")),
+            format!("{} 50", web("balancer_backend_weight", "198.18.0.102", "blue")),
+            "balancer_group_share{service=\"web\",group=\"green\"} 0.25".to_string(),
+            "balancer_conntrack_entries{table=\"established\"} 3".to_string(),
+            "balancer_packets_total{verdict=\"passed\"} 0".to_string(),
+            "# TYPE balancer_backend_single_packet_flows counter".to_string(),
+        ] {
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,8 @@ pub(super) struct LabDaemon<'a> {
     pub(super) mode: XdpMode,
     pub(super) conntrack_size: u32,
     pub(super) flow_idle_s: u64,
+    /// The lab's further flags, before the start's own.
+    pub(super) extra: &'a [String],
 }
 
 impl DaemonFlags {
@@ -59,6 +61,7 @@ impl DaemonFlags {
             "--flow-idle".into(),
             lab.flow_idle_s.to_string(),
         ];
+        argv.extend(lab.extra.iter().cloned());
         argv.extend(self.extra.iter().cloned());
         argv
     }

@@ -33,13 +33,15 @@ impl Need {
 }
 
 /// Each need, with the Debian package providing it.
-/// `nft` and `haproxy` are the benchmark's baseline load balancers.
-const NEEDS: [(Need, &str); 6] = [
+/// `nft` and `haproxy` are the benchmark's baseline load balancers; `prometheus` scrapes the
+/// daemon's metrics in the namespace tests.
+const NEEDS: [(Need, &str); 7] = [
     (Need::Command("ip"), "iproute2"),
     (Need::Command("ethtool"), "ethtool"),
     (Need::Command("nsenter"), "util-linux"),
     (Need::Command("nft"), "nftables"),
     (Need::Command("haproxy"), "haproxy"),
+    (Need::Command("prometheus"), "prometheus"),
     (
         Need::File("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
         "fonts-dejavu-core",

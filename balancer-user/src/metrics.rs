@@ -1,0 +1,371 @@
+//! The Prometheus metrics that `balancer daemon --metrics-listen` serves on `/metrics`, in
+//! the OpenMetrics text format (prometheus-client). Rendered at each scrape from a
+//! [`Snapshot`]: the status the daemon answers `status` with (desired state joined with the
+//! data plane's counters) and its latest pass over connection tracking — a scrape never
+//! walks connection tracking itself.
+//!
+//! Names and labels (every backend metric has `service`, `group` and `backend`):
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `balancer_backend_new_flows_total` | counter | flows balanced to the backend |
+//! | `balancer_backend_packets_total`, `..._bytes_total` | counter | client packets and bytes forwarded |
+//! | `balancer_backend_fin_closes_total` | counter | flows the client closed with a FIN |
+//! | `balancer_backend_resets_total` | counter | flows the client reset |
+//! | `balancer_backend_syn_retransmits_total` | counter | SYNs repeated before anything else |
+//! | `balancer_backend_handshake_failures_total` | counter | TCP services: handshakes not completed within 5 s |
+//! | `balancer_backend_single_packet_flows_total` | counter | UDP services: flows of one datagram |
+//! | `balancer_backend_active_flows` | gauge | active tracked flows, at the latest pass |
+//! | `balancer_backend_weight` | gauge | configured weight |
+//! | `balancer_backend_share` | gauge | share of the service's new flows it gets now (0..1) |
+//! | `balancer_backend_up` | gauge | 1 up, 0 down (services with health checks only) |
+//! | `balancer_group_share` | gauge | configured split (0..1), label `group` |
+//! | `balancer_canary_share` | gauge | the canary group's share in force (0..1), labels `from`, `to` |
+//! | `balancer_canary_state` | gauge | 1 for the canary's state (`running`, `paused`, or how it ended) |
+//! | `balancer_retired_backends` | gauge | backends out of the tables whose flows still reach them |
+//! | `balancer_conntrack_entries`, `..._capacity` | gauge | label `table`: `established`, `pending` |
+//! | `balancer_packets_total` | counter | label `verdict`: `passed`, `dropped`, `malformed`, `unbalanceable`, `martian` |
+//! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{
+    api::{BackendStatus, Health, ServiceStatus, Status},
+    basis_points::BasisPoints,
+    dataplane::{bpffs::LAYOUT_VERSION, Census},
+    release::canary::Canary,
+    vip::Protocol,
+};
+
+/// The content type of what [`render`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What one scrape shows.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The status, with active flows from `census` and the unanswered flows counted.
+    pub status: Status,
+    /// The latest pass over connection tracking, if one finished yet (its active flows are
+    /// those of `status`).
+    pub census: Option<Census>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    service: String,
+    group: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    service: String,
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CanaryLabels {
+    service: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    service: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    layout: String,
+}
+
+/// A gauge of a ratio or other fraction.
+type Ratio = Gauge<f64, AtomicU64>;
+
+/// Per-backend metric families.
+#[derive(Default)]
+struct Backends {
+    new_flows: Family<BackendLabels, Counter>,
+    packets: Family<BackendLabels, Counter>,
+    bytes: Family<BackendLabels, Counter>,
+    fin_closes: Family<BackendLabels, Counter>,
+    resets: Family<BackendLabels, Counter>,
+    syn_retransmits: Family<BackendLabels, Counter>,
+    handshake_failures: Family<BackendLabels, Counter>,
+    single_packet_flows: Family<BackendLabels, Counter>,
+    active_flows: Family<BackendLabels, Gauge>,
+    weight: Family<BackendLabels, Gauge>,
+    share: Family<BackendLabels, Ratio>,
+    up: Family<BackendLabels, Gauge>,
+}
+
+impl Backends {
+    fn register(&self, registry: &mut Registry) {
+        let counters = [
+            ("new_flows", "Flows balanced to the backend", &self.new_flows),
+            ("packets", "Client packets forwarded to the backend", &self.packets),
+            ("bytes", "Client bytes forwarded to the backend", &self.bytes),
+            (
+                "fin_closes",
+                "Flows whose client closed them with a FIN",
+                &self.fin_closes,
+            ),
+            ("resets", "Flows the client reset (RST)", &self.resets),
+            (
+                "syn_retransmits",
+                "SYNs the client repeated before sending anything else",
+                &self.syn_retransmits,
+            ),
+            (
+                "handshake_failures",
+                "TCP handshakes the client did not complete within 5 s",
+                &self.handshake_failures,
+            ),
+            (
+                "single_packet_flows",
+                "UDP flows that sent one datagram and nothing within 5 s",
+                &self.single_packet_flows,
+            ),
+        ];
+        for (name, help, family) in counters {
+            registry.register(format!("balancer_backend_{name}"), help, family.clone());
+        }
+        registry.register(
+            "balancer_backend_active_flows",
+            "Active tracked flows at the daemon's latest pass",
+            self.active_flows.clone(),
+        );
+        registry.register(
+            "balancer_backend_weight",
+            "Configured weight",
+            self.weight.clone(),
+        );
+        registry.register(
+            "balancer_backend_share",
+            "Share of the service's new flows the backend gets now (0..1)",
+            self.share.clone(),
+        );
+        registry.register(
+            "balancer_backend_up",
+            "Health: 1 up, 0 down (services with health checks)",
+            self.up.clone(),
+        );
+    }
+
+    fn add(&self, service: &ServiceStatus, b: &BackendStatus) {
+        let labels = BackendLabels {
+            service: service.name.clone(),
+            group: b.group.clone(),
+            backend: b.addr.to_string(),
+        };
+        let count = |family: &Family<BackendLabels, Counter>, value: u64| {
+            family.get_or_create(&labels).inc_by(value);
+        };
+        count(&self.new_flows, b.new_flows);
+        count(&self.packets, b.packets);
+        count(&self.bytes, b.bytes);
+        count(&self.fin_closes, b.fin_closes);
+        count(&self.resets, b.resets);
+        count(&self.syn_retransmits, b.syn_retransmits);
+        match service.vip.protocol {
+            Protocol::Tcp => count(&self.handshake_failures, b.unanswered_flows),
+            Protocol::Udp => count(&self.single_packet_flows, b.unanswered_flows),
+        }
+        let set = |family: &Family<BackendLabels, Gauge>, value: u64| {
+            family.get_or_create(&labels).set(gauge(value));
+        };
+        set(&self.active_flows, b.active_flows);
+        set(&self.weight, u64::from(b.weight));
+        self.share
+            .get_or_create(&labels)
+            .set(b.effective_share / 100.0);
+        if let Some(health) = b.health {
+            set(&self.up, u64::from(health == Health::Up));
+        }
+    }
+}
+
+/// Per-service metric families.
+#[derive(Default)]
+struct Services {
+    group_share: Family<GroupLabels, Ratio>,
+    canary_share: Family<CanaryLabels, Ratio>,
+    canary_state: Family<StateLabels, Gauge>,
+    retired: Family<ServiceLabels, Gauge>,
+}
+
+impl Services {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "balancer_group_share",
+            "Configured share of the service's new flows (0..1)",
+            self.group_share.clone(),
+        );
+        registry.register(
+            "balancer_canary_share",
+            "The canary group's share in force (0..1)",
+            self.canary_share.clone(),
+        );
+        registry.register(
+            "balancer_canary_state",
+            "1 for the canary's state: running, paused, or how it ended",
+            self.canary_state.clone(),
+        );
+        registry.register(
+            "balancer_retired_backends",
+            "Backends out of the tables whose flows still reach them",
+            self.retired.clone(),
+        );
+    }
+
+    fn add(&self, service: &ServiceStatus) {
+        for share in &service.split {
+            self.group_share
+                .get_or_create(&GroupLabels {
+                    service: service.name.clone(),
+                    group: share.group.clone(),
+                })
+                .set(ratio(share.percent));
+        }
+        if let Some(canary) = &service.canary {
+            let share = canary.steps.get(canary.step).copied();
+            self.canary_share
+                .get_or_create(&CanaryLabels {
+                    service: service.name.clone(),
+                    from: canary.from.clone(),
+                    to: canary.to.clone(),
+                })
+                .set(share.map_or(0.0, ratio));
+            self.canary_state
+                .get_or_create(&StateLabels {
+                    service: service.name.clone(),
+                    state: canary_state(canary),
+                })
+                .set(1);
+        }
+        self.retired
+            .get_or_create(&ServiceLabels {
+                service: service.name.clone(),
+            })
+            .set(gauge(service.retired.len() as u64));
+    }
+}
+
+/// The state label of a canary.
+fn canary_state(canary: &Canary) -> String {
+    match (&canary.outcome, canary.paused_remaining_ms) {
+        (Some(outcome), _) => format!("{outcome:?}").to_lowercase(),
+        (None, Some(_)) => "paused".into(),
+        (None, None) => "running".into(),
+    }
+}
+
+/// `value` as a gauge's value (saturating).
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// `share` as a fraction of 1.
+fn ratio(share: BasisPoints) -> f64 {
+    f64::from(share.get()) / 10_000.0
+}
+
+/// Renders `snapshot` in the OpenMetrics text format.
+pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    let backends = Backends::default();
+    backends.register(&mut registry);
+    let services = Services::default();
+    services.register(&mut registry);
+    for service in &snapshot.status.services {
+        services.add(service);
+        for b in &service.backends {
+            backends.add(service, b);
+        }
+    }
+    let entries = Family::<TableLabels, Gauge>::default();
+    let capacity = Family::<TableLabels, Gauge>::default();
+    registry.register(
+        "balancer_conntrack_entries",
+        "Flows in connection tracking at the daemon's latest pass",
+        entries.clone(),
+    );
+    registry.register(
+        "balancer_conntrack_capacity",
+        "Flows connection tracking holds at most",
+        capacity.clone(),
+    );
+    if let Some(census) = &snapshot.census {
+        let tables = [
+            ("established", census.established, census.established_capacity),
+            ("pending", census.pending, census.pending_capacity),
+        ];
+        for (table, held, size) in tables {
+            let labels = TableLabels {
+                table: table.into(),
+            };
+            entries.get_or_create(&labels).set(gauge(held));
+            capacity.get_or_create(&labels).set(gauge(size));
+        }
+    }
+    let packets = Family::<VerdictLabels, Counter>::default();
+    registry.register(
+        "balancer_packets",
+        "Packets the XDP program did not forward to a backend, by verdict",
+        packets.clone(),
+    );
+    let globals = snapshot.status.counters;
+    let verdicts = [
+        ("passed", globals.passed),
+        ("dropped", globals.dropped),
+        ("malformed", globals.malformed),
+        ("unbalanceable", globals.unbalanceable),
+        ("martian", globals.martian),
+    ];
+    for (verdict, value) in verdicts {
+        packets
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.into(),
+            })
+            .inc_by(value);
+    }
+    let build = Family::<BuildLabels, Gauge>::default();
+    registry.register(
+        "balancer_build_info",
+        "1, labelled with the daemon's version and map layout",
+        build.clone(),
+    );
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION").into(),
+            layout: LAYOUT_VERSION.to_string(),
+        })
+        .set(1);
+    let mut text = String::new();
+    encode(&mut text, &registry)?;
+    Ok(text)
+}
