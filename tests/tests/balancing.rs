@@ -171,14 +171,6 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
             "--vip",
             "[2001:db8:ffff::5%1]:80/tcp",
         ],
-        &[
-            "flip",
-            "web",
-            "--to",
-            "main",
-            "--drain-timeout",
-            "18446744073709551s616ms",
-        ],
         &["backend", "drain", "web", &b0, "--timeout", "400days"],
         &[
             "backend",
@@ -229,6 +221,15 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
     for args in bad {
         lab.balancer.refused(args)?;
     }
+    // Refused for the reason it is there: the bound, not another rule.
+    let long = lab
+        .balancer
+        .cli(&["backend", "drain", "web", &b0, "--timeout", "400days"])?;
+    ensure!(
+        long.stderr.trim()
+            == "error: the drain timeout of 34560000000 ms is longer than the longest allowed (365 days)",
+        "{long:?}"
+    );
     // Exit codes: the daemon refuses (1), the parser refuses (2).
     lab.balancer
         .failed_with(&["split", "web", "main=50"], REFUSED)?;

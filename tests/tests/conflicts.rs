@@ -53,11 +53,7 @@ fn a_pending_flip_drain_never_forgets_the_flows_of_the_group_that_is_live_again(
     let lab = Lab::new("blx2")?;
     let service = lab.service("web", false, &GROUPS, &[100; 4])?;
     let long_lived = LongLived::open(&lab.client, service, 30, &[])?;
-    let on_b1 = long_lived
-        .original_backends()
-        .iter()
-        .filter(|b| *b == "b1")
-        .count();
+    let on_b1 = long_lived.count_on("b1");
     ensure!(
         on_b1 > 0,
         "no connection on b1: {:?}",

@@ -105,11 +105,7 @@ fn a_small_table_serves_and_removals_with_live_connections_do_what_the_readme_sa
     // 2 s: let them go idle first, so that only the long-lived ones count.)
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let mut long_lived = LongLived::open(&lab.client, vip, 40, &[])?;
-    let on_b0 = long_lived
-        .original_backends()
-        .iter()
-        .filter(|b| *b == "b0")
-        .count();
+    let on_b0 = long_lived.count_on("b0");
     ensure!(on_b0 > 0, "no connection on b0");
     let b0 = lab.topology.backend_v4(0).to_string();
     lab.balancer.ok(&["backend", "remove", "web", &b0])?;

@@ -90,11 +90,7 @@ fn a_backend_that_changes_its_mac_under_traffic_is_followed() -> Result<()> {
         .context("no data-plane entry for b0")?;
 
     let long_lived = LongLived::open(&lab.client, vip, 40, &[])?;
-    let on_b0 = long_lived
-        .original_backends()
-        .iter()
-        .filter(|b| *b == "b0")
-        .count();
+    let on_b0 = long_lived.count_on("b0");
     ensure!(on_b0 > 0, "no long-lived connection on b0");
     let pings = long_lived.ping_in_background();
     let stream = NewConnections::start(&lab.client, vip);

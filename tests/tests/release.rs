@@ -432,11 +432,7 @@ fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
     let mut lab = Lab::new("blr6")?;
     let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
     let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
-    let on_b0 = long_lived
-        .original_backends()
-        .iter()
-        .filter(|b| *b == "b0")
-        .count();
+    let on_b0 = long_lived.count_on("b0");
     ensure!(on_b0 > 0, "no connection landed on b0");
     let pings = long_lived.ping_in_background();
     let b0 = lab.topology.backend_v4(0).to_string();
@@ -844,11 +840,7 @@ fn drain_timeout_ends_the_drain_and_its_connections_keep_their_backend() -> Resu
     let lab = Lab::new("blr11")?;
     let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
     let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
-    let on_b0 = long_lived
-        .original_backends()
-        .iter()
-        .filter(|b| *b == "b0")
-        .count();
+    let on_b0 = long_lived.count_on("b0");
     ensure!(on_b0 > 0, "no connection landed on b0");
     let pings = long_lived.ping_in_background();
     let b0 = lab.topology.backend_v4(0).to_string();
@@ -896,13 +888,7 @@ fn a_rolling_replacement_with_a_drain_timeout_breaks_no_connection_and_retires_t
         s.backends.iter().all(|b| b.health == Some(Health::Up))
     })?;
     let long_lived = LongLived::open(&lab.client, service, 30, &[])?;
-    let on = |name: &str| {
-        long_lived
-            .original_backends()
-            .iter()
-            .filter(|b| *b == name)
-            .count() as u64
-    };
+    let on = |name: &str| long_lived.count_on(name) as u64;
     let counts = [on("b0"), on("b1"), on("b2")];
     ensure!(
         counts.iter().all(|&c| c > 0),
@@ -968,11 +954,7 @@ fn a_cut_drain_re_balances_the_flows_left_at_its_timeout() -> Result<()> {
     let lab = Lab::new("blr14")?;
     let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
     let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
-    let on_b0 = long_lived
-        .original_backends()
-        .iter()
-        .filter(|b| *b == "b0")
-        .count();
+    let on_b0 = long_lived.count_on("b0");
     ensure!(on_b0 > 0, "no connection landed on b0");
     let pings = long_lived.ping_in_background();
     let b0 = lab.topology.backend_v4(0).to_string();

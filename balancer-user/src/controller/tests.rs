@@ -54,6 +54,15 @@ fn flip_web_to_green(drain_timeout_ms: Option<u64>, cut: bool) -> Change {
     }
 }
 
+/// The checked sample with every new flow of web on blue (the group rollouts replace).
+fn blue_only_checked() -> State {
+    let mut state = checked_sample();
+    state
+        .set_split("web", &[("blue".into(), BasisPoints::ALL)])
+        .unwrap();
+    state
+}
+
 fn bp(v: u16) -> BasisPoints {
     BasisPoints::new(v).unwrap()
 }
@@ -313,11 +322,7 @@ fn a_canary_steps_on_the_clock_exactly_as_planned() {
 
 #[test]
 fn a_rollout_steps_on_the_clock_and_never_lowers_serving_backends() {
-    let mut state = checked_sample();
-    state
-        .set_split("web", &[("blue".into(), BasisPoints::ALL)])
-        .unwrap();
-    let rig = Rig::new(state);
+    let rig = Rig::new(blue_only_checked());
     let mut controller = rig.start();
     apply(&mut controller, replace_101_with_111(60_000, 1000)).unwrap();
     let serving = |c: &Controller| -> usize {
@@ -658,11 +663,7 @@ fn a_backend_the_kernel_has_not_resolved_yet_waits_for_its_resolution() {
 
 #[test]
 fn a_rollout_step_adding_an_unresolved_backend_waits_and_checks_go_on() {
-    let mut state = checked_sample();
-    state
-        .set_split("web", &[("blue".into(), BasisPoints::ALL)])
-        .unwrap();
-    let rig = Rig::new(state);
+    let rig = Rig::new(blue_only_checked());
     let mut controller = rig.start();
     let mut rollout = replace_101_with_111(60_000, 0);
     if let Change::StartRollout { plan, .. } = &mut rollout {

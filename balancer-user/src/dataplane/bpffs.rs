@@ -20,8 +20,6 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// bpffs paths of one attached data plane.
 #[derive(Clone, Debug)]
 pub struct Layout {
-    root: PathBuf,
-    iface: String,
     dir: PathBuf,
 }
 
@@ -29,8 +27,6 @@ impl Layout {
     /// Layout for `iface` under `root` (a directory on a bpffs).
     pub fn new(root: &Path, iface: &str) -> Self {
         Self {
-            root: root.to_path_buf(),
-            iface: iface.to_string(),
             dir: root.join(format!("v{LAYOUT_VERSION}")).join(iface),
         }
     }
@@ -38,7 +34,14 @@ impl Layout {
     /// Data planes of the same interface pinned under the same root with another map
     /// layout version, as (version, directory), oldest first.
     pub fn others(&self) -> io::Result<Vec<(u32, PathBuf)>> {
-        let entries = match std::fs::read_dir(&self.root) {
+        // `dir` is <root>/v<LAYOUT_VERSION>/<iface>.
+        let (Some(root), Some(iface)) = (
+            self.dir.parent().and_then(Path::parent),
+            self.dir.file_name(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let entries = match std::fs::read_dir(root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -53,7 +56,7 @@ impl Layout {
             else {
                 continue;
             };
-            let dir = self.root.join(&name).join(&self.iface);
+            let dir = root.join(&name).join(iface);
             if version != LAYOUT_VERSION && dir.exists() {
                 others.push((version, dir));
             }

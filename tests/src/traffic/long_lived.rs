@@ -105,6 +105,14 @@ impl LongLived {
         &self.original_backends
     }
 
+    /// How many connections `backend` (e.g. `"b0"`) first answered.
+    pub fn count_on(&self, backend: &str) -> usize {
+        self.original_backends
+            .iter()
+            .filter(|b| *b == backend)
+            .count()
+    }
+
     /// Exchanges one line on connection `index` and returns the answering backend.
     pub fn ping_one(&mut self, index: usize) -> Result<String> {
         let service = self.service;
