@@ -150,7 +150,9 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
             executor.serve_metrics().await;
             info!(addr = %listener.local_addr()?, "serving metrics");
             let app = scrape::router(executor.clone());
-            Some(tokio::spawn(async move { axum::serve(listener, app).await }))
+            Some(tokio::spawn(
+                async move { axum::serve(listener, app).await },
+            ))
         }
         None => None,
     };

@@ -126,9 +126,21 @@ struct Backends {
 impl Backends {
     fn register(&self, registry: &mut Registry) {
         let counters = [
-            ("new_flows", "Flows balanced to the backend", &self.new_flows),
-            ("packets", "Client packets forwarded to the backend", &self.packets),
-            ("bytes", "Client bytes forwarded to the backend", &self.bytes),
+            (
+                "new_flows",
+                "Flows balanced to the backend",
+                &self.new_flows,
+            ),
+            (
+                "packets",
+                "Client packets forwarded to the backend",
+                &self.packets,
+            ),
+            (
+                "bytes",
+                "Client bytes forwarded to the backend",
+                &self.bytes,
+            ),
             (
                 "fin_closes",
                 "Flows whose client closed them with a FIN",
@@ -321,7 +333,11 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     );
     if let Some(census) = &snapshot.census {
         let tables = [
-            ("established", census.established, census.established_capacity),
+            (
+                "established",
+                census.established,
+                census.established_capacity,
+            ),
             ("pending", census.pending, census.pending_capacity),
         ];
         for (table, held, size) in tables {

@@ -607,7 +607,9 @@ mod closing {
         assert_eq!(counted(&fx, x), (2, 2, 1, 1), "a second RST counts nothing");
         // A first packet that is a RST: a new flow, reset at once.
         let stray = closed.with_sport(40_031);
-        let y = fx.send_tracked(&stray, RST | ACK, &mut tally).expect("forwarded");
+        let y = fx
+            .send_tracked(&stray, RST | ACK, &mut tally)
+            .expect("forwarded");
         let before = if y == x { (2, 2, 1, 1) } else { (0, 0, 0, 0) };
         assert_eq!(
             counted(&fx, y),
@@ -616,7 +618,9 @@ mod closing {
         );
         // UDP has no flags: nothing but new flows.
         let datagram = Flow::new(Transport::Udp, CLIENT4, 40_032, VIP4, 53);
-        let z = fx.send_tracked(&datagram, 0, &mut tally).expect("forwarded");
+        let z = fx
+            .send_tracked(&datagram, 0, &mut tally)
+            .expect("forwarded");
         fx.send_tracked(&datagram, 0, &mut tally);
         assert_eq!(counted(&fx, z), (1, 0, 0, 0), "a UDP flow");
         tally.assert_matches(&fx, "web");

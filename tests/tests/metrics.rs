@@ -1,17 +1,22 @@
 //! The daemon's Prometheus metrics, scraped every second by a real Prometheus server in the
 //! LB namespace, during a canary step: the shipped dashboard's queries run against it, and
-//! its rate of new flows per group matches the connections the test made within 10%.
+//! its rate of new flows per group matches the connections the test made within 10%. And
+//! `--metrics-listen` on an address in use: refused in one line, nothing disturbed.
 
 use std::{
     collections::BTreeMap,
+    io::{Read, Write},
+    net::TcpStream,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
-    balancer::DaemonOptions,
+    balancer::{DaemonFlags, DaemonOptions},
     lab::Lab,
+    netns,
     prometheus::{Prometheus, Sample},
+    traffic::LongLived,
 };
 use serde_json::Value;
 
@@ -131,6 +136,68 @@ fn prometheus_rates_of_new_flows_per_group_match_the_traffic_of_a_canary_step() 
     ensure!(
         running.len() == 1 && running[0].labels["state"] == "running",
         "canary state: {running:?}"
+    );
+    Ok(())
+}
+
+/// `GET /metrics` from the daemon inside namespace `ns`: the whole HTTP answer.
+fn scrape(ns: &str) -> Result<String> {
+    let addr: std::net::SocketAddr = METRICS.parse()?;
+    Ok(netns::in_netns(ns, || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })??)
+}
+
+#[test]
+fn a_metrics_address_in_use_is_refused_in_one_line_and_the_data_plane_keeps_forwarding(
+) -> Result<()> {
+    let mut lab = Lab::new("blm2")?;
+    let service = lab.weighted_service("web", false, &[100; 4])?;
+    let mut long_lived = LongLived::open(&lab.client, service, 10, &[])?;
+    let original = long_lived.original_backends().to_vec();
+    let with_metrics = DaemonFlags {
+        extra: vec!["--metrics-listen".into(), METRICS.into()],
+        ..DaemonFlags::default()
+    };
+
+    // Something else holds the address: the restarted daemon refuses, in one line.
+    lab.balancer.kill9()?;
+    let lb_ns = lab.topology.lb_ns().to_string();
+    let taken = netns::in_netns(&lb_ns, || std::net::TcpListener::bind(METRICS))??;
+    let out = lab.balancer.run_daemon_to_exit(&with_metrics)?;
+    ensure!(
+        out.code.is_some_and(|c| c != 0)
+            && out.stderr.trim().lines().count() == 1
+            && out.stderr.contains(METRICS),
+        "not a one-line refusal naming {METRICS}: {out:?}"
+    );
+    ensure!(
+        long_lived.ping_all()? == original,
+        "connections moved while no daemon ran"
+    );
+
+    // Freed, the daemon serves the metrics.
+    drop(taken);
+    lab.balancer.start_with(&with_metrics)?;
+    let answer = scrape(&lb_ns)?;
+    ensure!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "scrape failed: {answer}"
+    );
+    ensure!(
+        answer.contains("content-type: application/openmetrics-text")
+            && answer.contains("balancer_build_info{version=")
+            && answer.trim_end().ends_with("# EOF"),
+        "not the metrics: {answer}"
+    );
+    ensure!(
+        long_lived.ping_all()? == original,
+        "connections moved across the restart"
     );
     Ok(())
 }

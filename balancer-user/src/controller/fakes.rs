@@ -19,7 +19,7 @@ use crate::{
     clock::ManualClock,
     compile::compile,
     dataplane::{
-        unanswered::PendingFlow, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage,
+        unanswered::PendingFlow, Census, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage,
     },
     health::HealthRecord,
     neighbor::{NeighborError, NextHop},
@@ -119,6 +119,8 @@ impl Flows for FakePlane {
             established: active.values().sum(),
             active,
             pending: 0,
+            established_capacity: 1024,
+            pending_capacity: 256,
         })
     }
     fn pending(&self, _: Duration) -> Vec<PendingFlow> {

@@ -195,7 +195,10 @@ impl Tracking<'_> {
                 false => census.established += 1,
             }
             if active(&state, pending, now, idle) {
-                *census.active.entry((state.backend, state.epoch)).or_default() += 1;
+                *census
+                    .active
+                    .entry((state.backend, state.epoch))
+                    .or_default() += 1;
             }
         })?;
         Ok(census)

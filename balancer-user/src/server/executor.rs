@@ -32,9 +32,9 @@ use crate::{
         unanswered::{Unanswered, HANDSHAKE_WINDOW},
         Census, FlowCounts,
     },
-    metrics::{self, Snapshot},
     error::{one_line, Error, Fault},
     health::{self, CheckJob},
+    metrics::{self, Snapshot},
     operation::Operation,
 };
 
@@ -197,7 +197,10 @@ impl Executor {
             .map_err(|_| Fault::Internal("the census lock is poisoned".into()))?
             .clone();
         let unanswered = self.unanswered()?;
-        let active = census.as_ref().map(|c| c.active.clone()).unwrap_or_default();
+        let active = census
+            .as_ref()
+            .map(|c| c.active.clone())
+            .unwrap_or_default();
         let status = self
             .with_controller(move |c| c.status_counted(None, &active, &unanswered))
             .await?;
@@ -444,7 +447,10 @@ mod tests {
         let ids = executor
             .with_controller(|c| {
                 let web = c.state().service("web")?;
-                Ok(web.backends().map(|(_, b)| (b.index, b.epoch)).collect::<Vec<_>>())
+                Ok(web
+                    .backends()
+                    .map(|(_, b)| (b.index, b.epoch))
+                    .collect::<Vec<_>>())
             })
             .await
             .unwrap();
@@ -479,14 +485,46 @@ mod tests {
             format!("{name}{{service=\"web\",group=\"{group}\",backend=\"{backend}\"}}")
         };
         for line in [
-            format!("{} 7", web("balancer_backend_new_flows_total", "198.18.0.101", "blue")),
-            format!("{} 40", web("balancer_backend_packets_total", "198.18.0.101", "blue")),
-            format!("{} 5", web("balancer_backend_fin_closes_total", "198.18.0.101", "blue")),
-            format!("{} 1", web("balancer_backend_resets_total", "198.18.0.101", "blue")),
-            format!("{} 2", web("balancer_backend_syn_retransmits_total", "198.18.0.101", "blue")),
-            format!("{} 3", web("balancer_backend_active_flows", "198.18.0.101", "blue")),
-            format!("{} 1", web("balancer_backend_handshake_failures_total", "198.18.0.103", "green")),
-            format!("{} 50", web("balancer_backend_weight", "198.18.0.102", "blue")),
+            format!(
+                "{} 7",
+                web("balancer_backend_new_flows_total", "198.18.0.101", "blue")
+            ),
+            format!(
+                "{} 40",
+                web("balancer_backend_packets_total", "198.18.0.101", "blue")
+            ),
+            format!(
+                "{} 5",
+                web("balancer_backend_fin_closes_total", "198.18.0.101", "blue")
+            ),
+            format!(
+                "{} 1",
+                web("balancer_backend_resets_total", "198.18.0.101", "blue")
+            ),
+            format!(
+                "{} 2",
+                web(
+                    "balancer_backend_syn_retransmits_total",
+                    "198.18.0.101",
+                    "blue"
+                )
+            ),
+            format!(
+                "{} 3",
+                web("balancer_backend_active_flows", "198.18.0.101", "blue")
+            ),
+            format!(
+                "{} 1",
+                web(
+                    "balancer_backend_handshake_failures_total",
+                    "198.18.0.103",
+                    "green"
+                )
+            ),
+            format!(
+                "{} 50",
+                web("balancer_backend_weight", "198.18.0.102", "blue")
+            ),
             "balancer_group_share{service=\"web\",group=\"green\"} 0.25".to_string(),
             "balancer_conntrack_entries{table=\"established\"} 3".to_string(),
             "balancer_packets_total{verdict=\"passed\"} 0".to_string(),
