@@ -1,5 +1,5 @@
 //! The Prometheus metrics that `balancer daemon --metrics-listen` serves on `/metrics`, in
-//! the OpenMetrics text format (prometheus-client). Rendered at each scrape from a
+//! the Prometheus text format, version 0.0.4 (prometheus-client). Rendered at each scrape from a
 //! [`Snapshot`]: the status the daemon answers `status` with (desired state joined with the
 //! data plane's counters) and its latest pass over connection tracking — a scrape never
 //! walks connection tracking itself.
@@ -30,7 +30,7 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
+    encoding::{prometheus_text, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -44,7 +44,7 @@ use crate::{
 };
 
 /// The content type of what [`render`] writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// What one scrape shows.
 #[derive(Clone, Debug)]
@@ -306,7 +306,7 @@ fn ratio(share: BasisPoints) -> f64 {
     f64::from(share.get()) / 10_000.0
 }
 
-/// Renders `snapshot` in the OpenMetrics text format.
+/// Renders `snapshot` in the Prometheus text format.
 pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     let backends = Backends::default();
@@ -382,6 +382,6 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         })
         .set(1);
     let mut text = String::new();
-    encode(&mut text, &registry)?;
+    prometheus_text::encode(&mut text, &registry)?;
     Ok(text)
 }

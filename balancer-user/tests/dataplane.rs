@@ -639,6 +639,15 @@ mod closing {
         fx.send_tracked(&established, ACK, &mut tally);
         fx.send_tracked(&datagram, 0, &mut tally);
         assert_eq!((fx.tracked_flows().len(), fx.pending_flows().len()), (1, 2));
+        let census = fx
+            .plane
+            .flow_counter()
+            .expect("a flow counter")
+            .census(std::time::Duration::from_secs(3600))
+            .expect("a walk");
+        assert_eq!((census.established, census.pending), (1, 2));
+        assert_eq!(census.active.values().sum::<u64>(), 3);
+        assert!(census.established_capacity > 0 && census.pending_capacity > 0);
         assert_eq!(fx.forget_all(), 3);
         fx.assert_tracking("after forgetting");
         assert!(fx.tracked_flows().is_empty() && fx.pending_flows().is_empty());

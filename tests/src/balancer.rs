@@ -324,8 +324,8 @@ impl Balancer {
     }
 
     /// The services of `status --json` without the traffic counters (new flows, packets,
-    /// bytes, active flows), which move with traffic and time: what a refused command must
-    /// leave unchanged.
+    /// bytes, active flows, the client-side signals), which move with traffic and time: what
+    /// a refused command must leave unchanged.
     pub fn settings(&self) -> Result<Vec<ServiceStatus>> {
         let mut services = self.status()?.services;
         for backend in services.iter_mut().flat_map(|s| s.backends.iter_mut()) {
@@ -333,6 +333,10 @@ impl Balancer {
             backend.packets = 0;
             backend.bytes = 0;
             backend.active_flows = 0;
+            backend.fin_closes = 0;
+            backend.resets = 0;
+            backend.syn_retransmits = 0;
+            backend.unanswered_flows = 0;
         }
         Ok(services)
     }

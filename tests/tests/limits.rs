@@ -355,9 +355,24 @@ fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
         lab.balancer.settings()? == before,
         "a refused backend changed the state"
     );
-    // A freed place is taken again.
+    // A freed place is taken again: the removed backend retires, and goes within a second or
+    // so since no flow of it is active.
     lab.balancer
         .ok(&["backend", "remove", "s3", &addr(MAX - 1).to_string()])?;
+    let start = std::time::Instant::now();
+    while lab
+        .balancer
+        .status()?
+        .services
+        .iter()
+        .any(|s| !s.retired.is_empty())
+    {
+        ensure!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "the idle retired backend did not go"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     lab.balancer
         .ok(&["backend", "add", "s3", &next, "--group", "main"])?;
     ensure!(count(&lab.balancer.settings()?) == MAX);

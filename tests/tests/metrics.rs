@@ -190,9 +190,9 @@ fn a_metrics_address_in_use_is_refused_in_one_line_and_the_data_plane_keeps_forw
         "scrape failed: {answer}"
     );
     ensure!(
-        answer.contains("content-type: application/openmetrics-text")
-            && answer.contains("balancer_build_info{version=")
-            && answer.trim_end().ends_with("# EOF"),
+        answer.contains("content-type: text/plain; version=0.0.4")
+            && answer.contains("# TYPE balancer_backend_new_flows_total counter")
+            && answer.contains("balancer_build_info{version="),
         "not the metrics: {answer}"
     );
     ensure!(

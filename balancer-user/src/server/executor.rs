@@ -188,7 +188,7 @@ impl Executor {
         }
     }
 
-    /// The metrics in the OpenMetrics text format: the status with the latest walk's active
+    /// The metrics in the Prometheus text format: the status with the latest walk's active
     /// flows (no walk here) and the unanswered flows counted so far.
     pub async fn metrics(self: &Arc<Self>) -> Result<String, Error> {
         let census = self
@@ -528,11 +528,10 @@ mod tests {
             "balancer_group_share{service=\"web\",group=\"green\"} 0.25".to_string(),
             "balancer_conntrack_entries{table=\"established\"} 3".to_string(),
             "balancer_packets_total{verdict=\"passed\"} 0".to_string(),
-            "# TYPE balancer_backend_single_packet_flows counter".to_string(),
+            "# TYPE balancer_backend_single_packet_flows_total counter".to_string(),
         ] {
             assert!(text.contains(&line), "{line} missing from:\n{text}");
         }
-        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

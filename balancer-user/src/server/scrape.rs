@@ -1,4 +1,4 @@
-//! The metrics endpoint of `--metrics-listen`: `GET /metrics` answers the OpenMetrics text
+//! The metrics endpoint of `--metrics-listen`: `GET /metrics` answers the Prometheus text
 //! of [`crate::metrics`]; anything else is 404. Read-only: it changes nothing.
 
 use std::sync::Arc;
