@@ -289,6 +289,34 @@ impl Lab {
         Ok(service)
     }
 
+    /// `count` backend addresses on a network of the LB's own (198.19.64.0/19, on its
+    /// `eth0`), each with a permanent neighbour entry: no host answers them, and none needs
+    /// to for the daemon to take them as backends (for limits, and the metrics' cost).
+    pub fn unanswering_backends(&self, count: usize) -> Result<Vec<std::net::Ipv4Addr>> {
+        use std::fmt::Write as _;
+        let ns = self.topology.lb_ns();
+        crate::netns::run(
+            ns,
+            &["ip", "address", "replace", "198.19.64.1/19", "dev", "eth0"],
+        )?;
+        let first = u32::from(std::net::Ipv4Addr::new(198, 19, 64, 2));
+        let addrs: Vec<std::net::Ipv4Addr> =
+            (0..count).map(|i| (first + i as u32).into()).collect();
+        let mut neighbours = String::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            writeln!(
+                neighbours,
+                "neigh replace {addr} lladdr 02:00:00:00:{:02x}:{:02x} dev eth0 nud permanent",
+                i >> 8,
+                i & 0xff
+            )?;
+        }
+        let batch = self.balancer.socket().with_file_name("neighbours.batch");
+        std::fs::write(&batch, neighbours)?;
+        crate::netns::run(ns, &["ip", "-batch", &batch.to_string_lossy()])?;
+        Ok(addrs)
+    }
+
     /// Adds service `name` with all four backends in group `main`, weighted by `weights`.
     pub fn weighted_service(&self, name: &str, v6: bool, weights: &[u16]) -> Result<SocketAddr> {
         self.service(name, v6, &["main"; BACKENDS], weights)

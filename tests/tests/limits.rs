@@ -291,31 +291,13 @@ fn without_colors(line: &str) -> String {
 
 #[test]
 fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
-    use std::{fmt::Write as _, net::Ipv4Addr};
+    use std::fmt::Write as _;
     const MAX: usize = balancer_common::MAX_BACKENDS as usize;
     const SERVICES: usize = 4;
     let lab = Lab::new("bll4")?;
-    // 4097 addresses on a network of the LB's own, each with a static neighbour entry: no
-    // host answers them, and none needs to for the daemon to take them as backends.
-    let ns = lab.topology.lb_ns();
-    balancer_tests::netns::run(
-        ns,
-        &["ip", "address", "add", "198.19.64.1/19", "dev", "eth0"],
-    )?;
-    let addr = |i: usize| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 64, 2)) + i as u32);
-    let mut neighbours = String::new();
-    for i in 0..=MAX {
-        writeln!(
-            neighbours,
-            "neigh replace {} lladdr 02:00:00:00:{:02x}:{:02x} dev eth0 nud permanent",
-            addr(i),
-            i >> 8,
-            i & 0xff
-        )?;
-    }
-    let batch = lab.balancer.socket().with_file_name("neighbours.batch");
-    std::fs::write(&batch, neighbours)?;
-    balancer_tests::netns::run(ns, &["ip", "-batch", batch.to_str().unwrap()])?;
+    // 4097 addresses that no host answers, each with a static neighbour entry.
+    let addrs = lab.unanswering_backends(MAX + 1)?;
+    let addr = |i: usize| addrs[i];
 
     // Four services of 1024 backends, applied one service more each time (only the new
     // backends are located).

@@ -1,9 +1,10 @@
 //! Section 1c: the control plane. How soon a CLI weight change or flip reaches the first
-//! new flow after the CLI returns, what the CLI call costs, and how long replacing a
-//! service's whole image in the maps takes.
+//! new flow after the CLI returns, what the CLI call costs, how long replacing a
+//! service's whole image in the maps takes, and what a scrape of the metrics costs.
 
 mod live;
 mod probe;
+mod scrape;
 mod swap;
 
 use std::time::Duration;
@@ -23,6 +24,9 @@ const TARGET: Duration = Duration::from_millis(1);
 /// Service sizes of the table-swap rows.
 const SWAP_BACKENDS: [u32; 3] = [10, 100, 1000];
 
+/// Service size of the metrics scrape.
+const SCRAPE_BACKENDS: usize = 1000;
+
 /// Measures and reports the section.
 pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     let samples = live::measure(plan.control_changes)?;
@@ -30,6 +34,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
         .iter()
         .map(|&n| swap::measure(n, plan.rounds.max(10)))
         .collect::<Result<Vec<_>>>()?;
+    let scrapes = scrape::measure(SCRAPE_BACKENDS, plan.rounds.max(10) * 5)?;
 
     report.line("## Control plane\n");
     report.line(
@@ -142,6 +147,25 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             })
             .collect(),
     });
+    report.line("### Metrics scrape\n");
+    report.line(format!(
+        "The daemon with `--metrics-listen`, one service of {} backends in two groups \
+         (addresses with static neighbour entries, no hosts behind them); `GET /metrics` from \
+         the LB namespace, connect to last byte, {} times. A scrape reads each backend's \
+         per-CPU counters and the state under the controller's lock, and the executor's \
+         latest walk of connection tracking (made every 5 s, off the lock).\n",
+        scrapes.backends,
+        plan.rounds.max(10) * 5
+    ));
+    report.table(
+        &["backends", "scrape (ms)", "answer (KiB)", "lines"],
+        &[vec![
+            scrapes.backends.to_string(),
+            scrapes.time.show(2),
+            format!("{:.0}", scrapes.bytes as f64 / 1024.0),
+            scrapes.lines.to_string(),
+        ]],
+    );
     Ok(())
 }
 

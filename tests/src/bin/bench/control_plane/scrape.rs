@@ -1,0 +1,100 @@
+//! What a Prometheus scrape of the daemon's `/metrics` costs with many backends: the real
+//! daemon with `--metrics-listen`, one service of N backends (static neighbours, no hosts),
+//! and `GET /metrics` timed from the LB namespace.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context, Result};
+use balancer_tests::{balancer::DaemonOptions, lab::Lab, netns};
+
+use crate::stats::Spread;
+
+/// Namespace prefix of this measurement's lab.
+const PREFIX: &str = "bbms";
+
+/// Where the daemon serves its metrics inside the LB namespace.
+const METRICS: &str = "127.0.0.1:9651";
+
+/// What scraping cost.
+pub struct ScrapeCost {
+    /// Backends of the service.
+    pub backends: usize,
+    /// Wall time of one `GET /metrics`, connect to last byte (ms).
+    pub time: Spread,
+    /// Size of the answer's body (bytes).
+    pub bytes: usize,
+    /// Lines of the answer's body.
+    pub lines: usize,
+}
+
+/// Starts a lab whose daemon serves metrics, gives one service `backends` backends in two
+/// groups, and times `scrapes` scrapes.
+pub fn measure(backends: usize, scrapes: usize) -> Result<ScrapeCost> {
+    let lab = Lab::with_options(
+        PREFIX,
+        DaemonOptions {
+            extra: vec!["--metrics-listen".into(), METRICS.into()],
+            ..DaemonOptions::default()
+        },
+    )?;
+    let addrs = lab.unanswering_backends(backends)?;
+    let group = |half: &[std::net::Ipv4Addr]| {
+        half.iter()
+            .map(|a| format!("{{ addr = \"{a}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (blue, green) = addrs.split_at(backends / 2);
+    let config = format!(
+        "[[service]]\nname = \"web\"\nvip = \"198.19.0.10:80/tcp\"\n\
+         [[service.group]]\nname = \"blue\"\npercent = \"75\"\nbackends = [{}]\n\
+         [[service.group]]\nname = \"green\"\npercent = \"25\"\nbackends = [{}]\n",
+        group(blue),
+        group(green)
+    );
+    let file = lab.balancer.socket().with_file_name("scrape.toml");
+    std::fs::write(&file, config)?;
+    lab.balancer.ok(&["apply", "-f", &file.to_string_lossy()])?;
+    let ns = lab.topology.lb_ns().to_string();
+    let first = scrape(&ns)?;
+    ensure!(
+        first.matches("balancer_backend_new_flows_total{").count() == backends,
+        "the metrics do not list {backends} backends"
+    );
+    let times = (0..scrapes)
+        .map(|_| {
+            let start = Instant::now();
+            scrape(&ns)?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ScrapeCost {
+        backends,
+        time: Spread::of(times),
+        bytes: first.len(),
+        lines: first.lines().count(),
+    })
+}
+
+/// `GET /metrics` inside namespace `ns`: the body.
+fn scrape(ns: &str) -> Result<String> {
+    let addr: SocketAddr = METRICS.parse()?;
+    let answer = netns::in_netns(ns, || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })??;
+    ensure!(
+        answer.starts_with("HTTP/1.0 200"),
+        "scrape failed: {answer}"
+    );
+    let (_, body) = answer.split_once("\r\n\r\n").context("no header end")?;
+    Ok(body.to_string())
+}
