@@ -529,7 +529,7 @@ mod closing {
     use std::time::Duration;
 
     use balancer_common::FlowState;
-    use balancer_user::dataplane::LINGER;
+    use balancer_user::dataplane::{monotonic_ns, LINGER};
 
     use super::*;
     use crate::support::packet::{ACK, FIN, PSH, RST, SYN};
@@ -777,17 +777,6 @@ mod closing {
             assert_ne!(z, y);
             tally.assert_matches(&fx, service);
         }
-    }
-
-    /// CLOCK_MONOTONIC, the clock of the program's timestamps, in nanoseconds.
-    fn monotonic_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid out pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 }
 

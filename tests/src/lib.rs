@@ -6,7 +6,8 @@
 //! * [`lab`] puts the two together: four serving backends and a running daemon.
 //! * [`netns`] runs commands, long-lived processes and closures inside a
 //!   namespace.
-//! * [`prometheus`] runs a real Prometheus server in a namespace and queries it.
+//! * [`prometheus`] runs a real Prometheus server in a namespace and queries it; [`http`]
+//!   is the plain GET both use.
 //! * [`split`] computes which group a client reaches under the stored split.
 //! * [`traffic`] hosts backend servers and drives client traffic from inside
 //!   the namespaces, without external tools.
@@ -18,6 +19,7 @@
 
 pub mod balancer;
 mod command;
+pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod prometheus;

@@ -10,6 +10,18 @@ pub(crate) use exec::{command, run_with_stdin};
 pub use exec::{run, spawn, NsProcess};
 pub use lifecycle::{create, delete, list};
 
+/// The MAC address of `eth0` in namespace `ns`.
+pub fn eth0_mac(ns: &str) -> anyhow::Result<[u8; 6]> {
+    use anyhow::Context as _;
+    let json = run(ns, &["ip", "-json", "link", "show", "eth0"])?;
+    let links: serde_json::Value = serde_json::from_str(&json).context("parse ip -json link")?;
+    let text = links[0]["address"]
+        .as_str()
+        .with_context(|| format!("no MAC address for eth0 in {ns}"))?;
+    balancer_user::neighbor::parse_mac(text)
+        .with_context(|| format!("MAC address {text:?} of eth0 in {ns}"))
+}
+
 /// Path of the bind mount that `ip netns add` creates for namespace `ns`.
 fn path(ns: &str) -> String {
     format!("/run/netns/{ns}")

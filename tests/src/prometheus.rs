@@ -3,8 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -12,7 +11,10 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::netns::{self, NsProcess};
+use crate::{
+    http,
+    netns::{self, NsProcess},
+};
 
 /// Where Prometheus listens inside its namespace.
 const LISTEN: &str = "127.0.0.1:9090";
@@ -124,27 +126,8 @@ impl Prometheus {
 
     /// `GET path` on Prometheus' HTTP API inside its namespace: (status, body).
     fn get(&self, path: &str) -> Result<(u16, String)> {
-        let addr: SocketAddr = LISTEN.parse()?;
-        let response = netns::in_netns(&self.ns, || -> std::io::Result<String> {
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            write!(
-                stream,
-                "GET {path} HTTP/1.0\r\nHost: {LISTEN}\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })??;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .context("an HTTP answer without a header end")?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("an HTTP answer without a status")?;
-        Ok((status, body.to_string()))
+        let answer = http::get(&self.ns, LISTEN.parse()?, path)?;
+        Ok((answer.status, answer.body))
     }
 }
 

@@ -6,7 +6,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::Result;
 use balancer_tests::netns;
 use balancer_tests::topology::{sweep_stale, Topology, TopologySpec, CLIENT_V4, VIP4, VIP6};
 use balancer_tests::traffic::{BackendServer, Client, LongLived, Qdisc, RawSender, SERVICE_PORT};
@@ -145,20 +145,6 @@ fn sweep_stale_removes_leftovers_of_a_crashed_run() -> Result<()> {
     Ok(())
 }
 
-/// The MAC address of `eth0` in namespace `ns`.
-fn eth0_mac(ns: &str) -> Result<[u8; 6]> {
-    let json = netns::run(ns, &["ip", "-json", "link", "show", "eth0"])?;
-    let links: serde_json::Value = serde_json::from_str(&json)?;
-    let text = links[0]["address"].as_str().context("no MAC address")?;
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|byte| u8::from_str_radix(byte, 16))
-        .collect::<Result<_, _>>()?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow!("MAC address {text:?}"))
-}
-
 /// The source ports of the datagrams `socket` receives until `expected` came or none for
 /// 2 s, each checked to come from `source` with payload `payload`, sorted.
 fn receive_ports(
@@ -193,8 +179,8 @@ fn raw_frames_from_the_client_reach_a_backend_as_sent() -> Result<()> {
         unreachable!("an IPv4 address");
     };
     let (client_mac, backend_mac) = (
-        eth0_mac(topology.client_ns())?,
-        eth0_mac(topology.backend_ns(0))?,
+        netns::eth0_mac(topology.client_ns())?,
+        netns::eth0_mac(topology.backend_ns(0))?,
     );
     let frames: Vec<Vec<u8>> = (0..FRAMES as u16)
         .map(|index| {

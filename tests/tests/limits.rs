@@ -3,7 +3,7 @@
 //! does what the README says; a flood of new flows far beyond the connection-tracking size
 //! evicts no established flow.
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     balancer::DaemonOptions,
     lab::Lab,
@@ -361,20 +361,6 @@ fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
     Ok(())
 }
 
-/// The MAC address of `eth0` in namespace `ns`.
-fn eth0_mac(ns: &str) -> Result<[u8; 6]> {
-    let json = netns::run(ns, &["ip", "-json", "link", "show", "eth0"])?;
-    let links: serde_json::Value = serde_json::from_str(&json)?;
-    let text = links[0]["address"].as_str().context("no MAC address")?;
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|byte| u8::from_str_radix(byte, 16))
-        .collect::<Result<_, _>>()?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow!("MAC address {text:?}"))
-}
-
 /// New flows by backend name in the service `name` of `status`.
 fn new_flows(lab: &Lab, name: &str) -> Result<std::collections::BTreeMap<String, u64>> {
     let status = lab.balancer.status()?;
@@ -439,8 +425,8 @@ fn a_flood_of_new_flows_evicts_no_established_flow() -> Result<()> {
     // is sent twice in a row (a retransmit): a flow's second packet is what makes a kernel
     // LRU keep the flood's entries and evict quiet flows instead.
     let (client_mac, lb_mac) = (
-        eth0_mac(lab.topology.client_ns())?,
-        eth0_mac(lab.topology.lb_ns())?,
+        netns::eth0_mac(lab.topology.client_ns())?,
+        netns::eth0_mac(lab.topology.lb_ns())?,
     );
     let std::net::IpAddr::V4(vip4) = VIP4 else {
         unreachable!("an IPv4 VIP");

@@ -5,14 +5,13 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
-    net::TcpStream,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     balancer::{DaemonFlags, DaemonOptions},
+    http,
     lab::Lab,
     netns,
     prometheus::{Prometheus, Sample},
@@ -140,19 +139,6 @@ fn prometheus_rates_of_new_flows_per_group_match_the_traffic_of_a_canary_step() 
     Ok(())
 }
 
-/// `GET /metrics` from the daemon inside namespace `ns`: the whole HTTP answer.
-fn scrape(ns: &str) -> Result<String> {
-    let addr: std::net::SocketAddr = METRICS.parse()?;
-    Ok(netns::in_netns(ns, || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n")?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    })??)
-}
-
 #[test]
 fn a_metrics_address_in_use_is_refused_in_one_line_and_the_data_plane_keeps_forwarding(
 ) -> Result<()> {
@@ -184,16 +170,17 @@ fn a_metrics_address_in_use_is_refused_in_one_line_and_the_data_plane_keeps_forw
     // Freed, the daemon serves the metrics.
     drop(taken);
     lab.balancer.start_with(&with_metrics)?;
-    let answer = scrape(&lb_ns)?;
+    let answer = http::get(&lb_ns, METRICS.parse()?, "/metrics")?;
     ensure!(
-        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
-        "scrape failed: {answer}"
-    );
-    ensure!(
-        answer.contains("content-type: text/plain; version=0.0.4")
-            && answer.contains("# TYPE balancer_backend_new_flows_total counter")
-            && answer.contains("balancer_build_info{version="),
-        "not the metrics: {answer}"
+        answer.status == 200
+            && answer
+                .head
+                .contains("content-type: text/plain; version=0.0.4")
+            && answer
+                .body
+                .contains("# TYPE balancer_backend_new_flows_total counter")
+            && answer.body.contains("balancer_build_info{version="),
+        "not the metrics: {answer:?}"
     );
     ensure!(
         long_lived.ping_all()? == original,

@@ -34,7 +34,7 @@ use balancer_common::{
 
 pub use attach::{AttachOptions, Attachment};
 pub use error::DataPlaneError;
-pub use stats::{Census, FlowCounter, FlowCounts, GlobalCounters, LINGER};
+pub use stats::{monotonic_ns, Census, FlowCounter, FlowCounts, GlobalCounters, LINGER};
 
 /// How long a table generation that just stopped being live is left alone before it is
 /// rewritten. An XDP program run lasts microseconds; this leaves a wide margin for packets

@@ -481,56 +481,31 @@ mod tests {
         );
         executor.serve_metrics().await;
         let text = executor.metrics().await.unwrap();
-        let web = |name: &str, backend: &str, group: &str| {
-            format!("{name}{{service=\"web\",group=\"{group}\",backend=\"{backend}\"}}")
-        };
-        for line in [
+        let backend_lines = [
+            ("new_flows_total", "198.18.0.101", "blue", 7),
+            ("packets_total", "198.18.0.101", "blue", 40),
+            ("fin_closes_total", "198.18.0.101", "blue", 5),
+            ("resets_total", "198.18.0.101", "blue", 1),
+            ("syn_retransmits_total", "198.18.0.101", "blue", 2),
+            ("active_flows", "198.18.0.101", "blue", 3),
+            ("handshake_failures_total", "198.18.0.103", "green", 1),
+            ("weight", "198.18.0.102", "blue", 50),
+        ]
+        .map(|(name, backend, group, value)| {
             format!(
-                "{} 7",
-                web("balancer_backend_new_flows_total", "198.18.0.101", "blue")
-            ),
-            format!(
-                "{} 40",
-                web("balancer_backend_packets_total", "198.18.0.101", "blue")
-            ),
-            format!(
-                "{} 5",
-                web("balancer_backend_fin_closes_total", "198.18.0.101", "blue")
-            ),
-            format!(
-                "{} 1",
-                web("balancer_backend_resets_total", "198.18.0.101", "blue")
-            ),
-            format!(
-                "{} 2",
-                web(
-                    "balancer_backend_syn_retransmits_total",
-                    "198.18.0.101",
-                    "blue"
-                )
-            ),
-            format!(
-                "{} 3",
-                web("balancer_backend_active_flows", "198.18.0.101", "blue")
-            ),
-            format!(
-                "{} 1",
-                web(
-                    "balancer_backend_handshake_failures_total",
-                    "198.18.0.103",
-                    "green"
-                )
-            ),
-            format!(
-                "{} 50",
-                web("balancer_backend_weight", "198.18.0.102", "blue")
-            ),
-            "balancer_group_share{service=\"web\",group=\"green\"} 0.25".to_string(),
-            "balancer_conntrack_entries{table=\"established\"} 3".to_string(),
-            "balancer_packets_total{verdict=\"passed\"} 0".to_string(),
-            "# TYPE balancer_backend_single_packet_flows_total counter".to_string(),
-        ] {
-            assert!(text.contains(&line), "{line} missing from:\n{text}");
+                "balancer_backend_{name}{{service=\"web\",group=\"{group}\",\
+                 backend=\"{backend}\"}} {value}"
+            )
+        });
+        let other_lines = [
+            "balancer_group_share{service=\"web\",group=\"green\"} 0.25",
+            "balancer_conntrack_entries{table=\"established\"} 3",
+            "balancer_packets_total{verdict=\"passed\"} 0",
+            "# TYPE balancer_backend_single_packet_flows_total counter",
+        ]
+        .map(String::from);
+        for line in backend_lines.iter().chain(&other_lines) {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
         }
     }
 

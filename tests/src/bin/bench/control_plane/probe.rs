@@ -7,10 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use balancer_tests::{balancer::LB_IFACE, lab::Lab, netns, topology::VIP4, traffic::SERVICE_PORT};
-use balancer_user::{
-    dataplane::{bpffs::Layout, DataPlane},
-    neighbor::parse_mac,
-};
+use balancer_user::dataplane::{bpffs::Layout, DataPlane};
 
 use crate::frames::frame_v4;
 
@@ -43,7 +40,7 @@ impl Prober {
         let dp = DataPlane::load_unattached(&pins, CONNTRACK_ENTRIES)
             .context("load the program over the daemon's pinned maps")?;
         let macs = (0..backends)
-            .map(|i| interface_mac(lab.topology.backend_ns(i)))
+            .map(|i| netns::eth0_mac(lab.topology.backend_ns(i)))
             .collect::<Result<_>>()?;
         let std::net::IpAddr::V4(vip) = VIP4 else {
             bail!("the lab's IPv4 VIP is not IPv4");
@@ -69,14 +66,4 @@ impl Prober {
         let dst = out.get(..6).context("the program returned a runt frame")?;
         Ok(self.macs.iter().position(|mac| mac == dst))
     }
-}
-
-/// The MAC address of `eth0` in namespace `ns`.
-fn interface_mac(ns: &str) -> Result<[u8; 6]> {
-    let json = netns::run(ns, &["ip", "-json", "link", "show", "eth0"])?;
-    let links: serde_json::Value = serde_json::from_str(&json).context("parse ip -json link")?;
-    let text = links[0]["address"]
-        .as_str()
-        .with_context(|| format!("no MAC address for eth0 in {ns}"))?;
-    parse_mac(text).with_context(|| format!("MAC address {text:?} of eth0 in {ns}"))
 }

@@ -2,14 +2,10 @@
 //! daemon with `--metrics-listen`, one service of N backends (static neighbours, no hosts),
 //! and `GET /metrics` timed from the LB namespace.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
-use balancer_tests::{balancer::DaemonOptions, lab::Lab, netns};
+use anyhow::{ensure, Result};
+use balancer_tests::{balancer::DaemonOptions, http, lab::Lab};
 
 use crate::stats::Spread;
 
@@ -82,19 +78,7 @@ pub fn measure(backends: usize, scrapes: usize) -> Result<ScrapeCost> {
 
 /// `GET /metrics` inside namespace `ns`: the body.
 fn scrape(ns: &str) -> Result<String> {
-    let addr: SocketAddr = METRICS.parse()?;
-    let answer = netns::in_netns(ns, || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n")?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    })??;
-    ensure!(
-        answer.starts_with("HTTP/1.0 200"),
-        "scrape failed: {answer}"
-    );
-    let (_, body) = answer.split_once("\r\n\r\n").context("no header end")?;
-    Ok(body.to_string())
+    let answer = http::get(ns, METRICS.parse()?, "/metrics")?;
+    ensure!(answer.status == 200, "scrape failed: {answer:?}");
+    Ok(answer.body)
 }
