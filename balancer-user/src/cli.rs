@@ -473,6 +473,14 @@ pub enum BackendCommand {
         #[arg(long)]
         cut: bool,
     },
+    /// End a backend's drain (running or ended): it gets back the weight the drain
+    /// replaced, and new flows again.
+    Undrain {
+        /// Service name.
+        name: String,
+        /// Backend address.
+        addr: IpAddr,
+    },
     /// Remove a backend: it gets no new flow and retires, its established flows still
     /// reaching it until they end, it fails its checks, or the retire timeout.
     Remove {
@@ -602,6 +610,10 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
                 addr,
                 timeout_ms: timeout.map(millis),
                 cut,
+            }),
+            BackendCommand::Undrain { name, addr } => change(Change::Undrain {
+                service: name,
+                addr,
             }),
             BackendCommand::Remove { name, addr, cut } => change(Change::RemoveBackend {
                 service: name,

@@ -84,6 +84,13 @@ pub enum Change {
         /// Re-balance the flows left at the drain's end.
         cut: bool,
     },
+    /// End a backend's drain: it gets back the weight the drain replaced.
+    Undrain {
+        /// Service.
+        service: String,
+        /// Backend.
+        addr: IpAddr,
+    },
     /// Remove a backend: it retires (its flows still reach it), or with `cut` its flows
     /// are re-balanced now.
     RemoveBackend {
@@ -188,6 +195,7 @@ impl Change {
                 timeout_ms,
                 cut,
             } => drain::start(state, service, *addr, *timeout_ms, *cut, now_ms)?,
+            Change::Undrain { service, addr } => drain::undrain(state, service, *addr)?,
             Change::RemoveBackend { service, addr, cut } => {
                 state.remove_backend(service, *addr, *cut, now_ms)?
             }

@@ -428,7 +428,8 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
 }
 
 #[test]
-fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
+fn drain_keeps_established_flows_and_completes_when_they_end_and_undrain_restores_it() -> Result<()>
+{
     let mut lab = Lab::new("blr6")?;
     let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
     let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
@@ -467,6 +468,28 @@ fn drain_keeps_established_flows_and_completes_when_they_end() -> Result<()> {
             .drain
             .is_some_and(|d| d.ended.is_some_and(|e| e.flows_left == 0))
     })?;
+    // Undrained: the weight of before the drain (another than the default, 100) and new flows.
+    lab.balancer
+        .ok(&["backend", "set-weight", "web", &b0, "300"])?;
+    lab.balancer.ok(&["backend", "drain", "web", &b0])?;
+    lab.balancer.ok(&["backend", "undrain", "web", &b0])?;
+    let b0_status = lab.balancer.status()?.services[0].backends[0].clone();
+    ensure!(
+        b0_status.weight == 300 && b0_status.drain.is_none(),
+        "undrained: {b0_status:?}"
+    );
+    let dist = lab.client.distribution(service, 200, &[])?;
+    ensure!(
+        dist.counts.get("b0").copied().unwrap_or(0) > 50,
+        "b0 at weight 300 of 600 gets new flows again: {dist:?}"
+    );
+    let out = lab.balancer.cli(&["backend", "undrain", "web", &b0])?;
+    ensure!(
+        out.code == Some(1)
+            && out.stderr.trim()
+                == format!("error: backend {b0} of service \"web\" is not drained"),
+        "{out:?}"
+    );
     Ok(())
 }
 

@@ -119,6 +119,11 @@ impl Operation {
                         cut: *cut,
                     }),
                 ),
+                Change::Undrain { service, addr } => (
+                    Method::DELETE,
+                    service_path(service, &format!("/backends/{addr}/drain")),
+                    Body::Empty,
+                ),
                 Change::RemoveBackend { service, addr, cut } => (
                     Method::DELETE,
                     service_path(service, &format!("/backends/{addr}")),
@@ -258,6 +263,12 @@ impl Operation {
                     addr: ip(addr)?,
                     timeout_ms,
                     cut,
+                })
+            }
+            (&Method::DELETE, ["services", name, "backends", addr, "drain"]) => {
+                change(Change::Undrain {
+                    service: service(name),
+                    addr: ip(addr)?,
                 })
             }
             (&Method::PUT, ["services", name, "split"]) => {
@@ -406,6 +417,10 @@ mod tests {
                 addr: v6,
                 timeout_ms: Some(5000),
                 cut: true,
+            },
+            Change::Undrain {
+                service: service(),
+                addr: v6,
             },
             Change::RemoveBackend {
                 service: service(),

@@ -19,6 +19,10 @@ pub struct Drain {
     /// kept.
     #[serde(default)]
     pub cut: bool,
+    /// The weight the drain replaced, which `backend undrain` restores (none in drains of
+    /// state files written before it was kept).
+    #[serde(default)]
+    pub weight_before: Option<u16>,
 }
 
 /// The end of a drain.
@@ -31,14 +35,15 @@ pub struct DrainEnd {
 }
 
 impl Drain {
-    /// A drain starting at `now_ms`, waiting at most `timeout_ms` for the flows to end;
-    /// `cut`: the flows left at its end are re-balanced.
-    pub fn begin(now_ms: u64, timeout_ms: Option<u64>, cut: bool) -> Self {
+    /// A drain starting at `now_ms` of a backend of weight `weight_before`, waiting at most
+    /// `timeout_ms` for the flows to end; `cut`: the flows left at its end are re-balanced.
+    pub fn begin(now_ms: u64, timeout_ms: Option<u64>, cut: bool, weight_before: u16) -> Self {
         Self {
             since_ms: now_ms,
             deadline_ms: timeout_ms.map(|t| now_ms.saturating_add(t)),
             ended: None,
             cut,
+            weight_before: Some(weight_before),
         }
     }
 
@@ -79,8 +84,35 @@ pub fn start(
         .service_mut(service)?
         .backend_mut(addr)
         .ok_or_else(|| StateError::UnknownBackend(addr, service.to_string()))?;
+    // Draining a drained backend keeps the weight the first drain replaced.
+    let weight_before = match &backend.drain {
+        Some(Drain {
+            weight_before: Some(before),
+            ..
+        }) => *before,
+        _ => backend.weight,
+    };
     backend.weight = 0;
-    backend.drain = Some(Drain::begin(now_ms, timeout_ms, cut));
+    backend.drain = Some(Drain::begin(now_ms, timeout_ms, cut, weight_before));
+    Ok(())
+}
+
+/// Ends the drain of a backend of `service`, running or ended: it gets back the weight the
+/// drain replaced. Refused when it is not drained, or its drain (from an older state file)
+/// did not keep that weight.
+pub fn undrain(state: &mut State, service: &str, addr: IpAddr) -> Result<(), StateError> {
+    let backend = state
+        .service_mut(service)?
+        .backend_mut(addr)
+        .ok_or_else(|| StateError::UnknownBackend(addr, service.to_string()))?;
+    let Some(drain) = &backend.drain else {
+        return Err(StateError::NotDrained(addr, service.to_string()));
+    };
+    let Some(weight) = drain.weight_before else {
+        return Err(StateError::NoWeightBefore(addr, service.to_string()));
+    };
+    backend.weight = weight;
+    backend.drain = None;
     Ok(())
 }
 
@@ -118,7 +150,7 @@ mod tests {
 
     #[test]
     fn ends_when_the_flows_end_or_at_the_deadline() {
-        let mut waiting = Drain::begin(100, None, false);
+        let mut waiting = Drain::begin(100, None, false, 100);
         assert!(!waiting.step(10_000, 3), "no deadline: waits for the flows");
         assert!(waiting.step(10_100, 0));
         assert_eq!(
@@ -130,7 +162,7 @@ mod tests {
         );
         assert!(!waiting.step(10_200, 0), "ends once");
 
-        let mut bounded = Drain::begin(100, Some(1000), false);
+        let mut bounded = Drain::begin(100, Some(1000), false, 100);
         assert!(!bounded.step(1099, 5));
         assert!(bounded.step(1100, 5));
         assert_eq!(
@@ -140,6 +172,45 @@ mod tests {
                 flows_left: 5
             })
         );
+    }
+
+    #[test]
+    fn undrain_restores_the_weight_the_first_drain_replaced() {
+        let mut s = crate::state::tests::sample();
+        let addr = crate::state::tests::ip("198.18.0.102");
+        let weight = |s: &State| {
+            let web = s.service("web").unwrap();
+            let b = web.backends().find(|(_, b)| b.addr == addr).unwrap().1;
+            (b.weight, b.drain.is_some())
+        };
+        assert_eq!(weight(&s), (50, false));
+        let err = undrain(&mut s, "web", addr).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "backend 198.18.0.102 of service \"web\" is not drained"
+        );
+        start(&mut s, "web", addr, None, false, 0).unwrap();
+        // A second drain (say, with a timeout) keeps the weight of before the first.
+        start(&mut s, "web", addr, Some(1000), false, 10).unwrap();
+        check(&mut s, 2000, |_, _| 0);
+        assert_eq!(weight(&s), (0, true), "ended, still drained");
+        undrain(&mut s, "web", addr).unwrap();
+        assert_eq!(weight(&s), (50, false));
+        // A drain from an older state file did not keep the weight: refused, unchanged.
+        start(&mut s, "web", addr, None, false, 20).unwrap();
+        let web = s.service_mut("web").unwrap();
+        web.backend_mut(addr)
+            .unwrap()
+            .drain
+            .as_mut()
+            .unwrap()
+            .weight_before = None;
+        let before = s.clone();
+        assert!(matches!(
+            undrain(&mut s, "web", addr),
+            Err(StateError::NoWeightBefore(..))
+        ));
+        assert_eq!(s, before);
     }
 
     #[test]
@@ -168,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_huge_timeout_does_not_wrap_into_the_past() {
-        let mut drain = Drain::begin(100, Some(u64::MAX), false);
+        let mut drain = Drain::begin(100, Some(u64::MAX), false, 100);
         assert_eq!(drain.deadline_ms, Some(u64::MAX));
         assert!(!drain.step(200, 1));
     }

@@ -46,6 +46,12 @@ pub enum StateError {
     /// No such backend.
     #[error("no backend {0} in service {1:?}")]
     UnknownBackend(IpAddr, String),
+    /// `undrain` of a backend that is not drained.
+    #[error("backend {0} of service {1:?} is not drained")]
+    NotDrained(IpAddr, String),
+    /// `undrain` of a drain that did not keep the weight it replaced (an older state file).
+    #[error("the drain of backend {0} in service {1:?} did not keep the weight it replaced: set one with `backend set-weight`")]
+    NoWeightBefore(IpAddr, String),
     /// Group limit reached.
     #[error("service {0:?} already has the most groups allowed ({max})", max = balancer_common::MAX_GROUPS)]
     TooManyGroups(String),
