@@ -25,7 +25,7 @@ pub const DEFAULT_SOCKET: &str = "/run/balancer.sock";
 #[command(name = "balancer", version)]
 pub struct Cli {
     /// Control socket of the daemon.
-    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    #[arg(long, global = true, env = "BALANCER_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// How long to wait for the daemon's answer (exit code 3 after it; a change the daemon
     /// was still carrying out may yet land: `status` tells).

@@ -246,6 +246,22 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
         "{out:?}"
     );
     ensure!(out.stderr.contains("cannot reach"), "{out:?}");
+    // BALANCER_SOCKET names the socket when --socket does not; --socket wins.
+    let with_env = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(
+            std::process::Command::new(balancer_tests::balancer::binary()?)
+                .env("BALANCER_SOCKET", lab.balancer.socket())
+                .args(args)
+                .output()?,
+        )
+    };
+    let out = with_env(&["status", "--json"])?;
+    ensure!(
+        out.status.code() == Some(0) && String::from_utf8_lossy(&out.stdout).contains("\"web\""),
+        "{out:?}"
+    );
+    let out = with_env(&["status", "--socket", "/nonexistent/balancer.sock"])?;
+    ensure!(out.status.code() == Some(UNREACHABLE), "{out:?}");
     // A fault of the host (4): the state file cannot be replaced (its temporary file's
     // name is taken by a directory). Nothing changes, and the next change goes through.
     let blocker = lab.balancer.state_file().with_extension("json.tmp");
