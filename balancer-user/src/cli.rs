@@ -100,6 +100,20 @@ pub enum Command {
     /// Detach the data plane, remove its pins and stop the daemon (the state file stays).
     /// With no daemon answering on --socket, `--iface` removes the pins directly.
     Teardown(TeardownArgs),
+    /// Print a shell completion script (e.g. `balancer completions bash >
+    /// /etc/bash_completion.d/balancer`); needs no daemon.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `balancer man > balancer.1`), or with --dir write
+    /// one page per command there (balancer.1, balancer-backend-drain.1, ...); needs no
+    /// daemon.
+    Man {
+        /// Directory to write every command's page into.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `balancer teardown` options.
@@ -547,7 +561,9 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
     let change = |c: Change| (Operation::Change(c), Output::Quiet);
     let status = |service: Option<String>, output: Output| (Operation::Status { service }, output);
     Ok(match command {
-        Command::Daemon(_) => return Err(Refused::Request("the daemon is not a request".into())),
+        Command::Daemon(_) | Command::Completions { .. } | Command::Man { .. } => {
+            return Err(Refused::Request("not a request to the daemon".into()))
+        }
         Command::Service(cmd) => match cmd {
             ServiceCommand::Add {
                 name,

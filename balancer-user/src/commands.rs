@@ -3,7 +3,9 @@
 
 use std::{io::Write as _, path::Path, time::Duration};
 
+use anyhow::Context as _;
 use aya::programs::XdpMode;
+use clap::CommandFactory as _;
 
 use crate::{
     api::Status,
@@ -23,6 +25,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon(args) => return run_daemon(args, &cli.socket).await,
         Command::Teardown(args) => return teardown(args, &cli.socket).await,
+        Command::Completions { shell } => return write_out(&completions(shell)),
+        Command::Man { dir: None } => return write_out(&manual()?),
+        Command::Man { dir: Some(dir) } => {
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("write the manual pages into {}", dir.display()))?;
+            return Ok(());
+        }
         _ => {}
     }
     let (operation, output) = request(cli.command)?;
@@ -31,6 +40,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .run(&operation)
         .await?;
     write_out(&show(output, &answer)?)
+}
+
+/// The completion script of `shell`, from the command-line definition.
+fn completions(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "balancer", &mut script);
+    String::from_utf8_lossy(&script).into_owned()
+}
+
+/// The manual page (roff), from the command-line definition.
+fn manual() -> anyhow::Result<String> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    Ok(String::from_utf8_lossy(&page).into_owned())
 }
 
 /// `teardown`: through the daemon if one answers; else, with `--iface`, directly.
