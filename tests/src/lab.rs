@@ -15,6 +15,15 @@ use crate::{
 /// Number of backends of a lab unless asked otherwise.
 pub const BACKENDS: usize = 4;
 
+/// The group of a backend name in the labs' blue-green services (`Lab::service` with
+/// groups `["blue", "blue", "green", "green"]`): b0 and b1 are blue, b2 and b3 green.
+pub fn blue_green_group(backend: &str) -> &'static str {
+    match backend {
+        "b0" | "b1" => "blue",
+        _ => "green",
+    }
+}
+
 /// A topology with servers and a running daemon. Fields drop in order: daemon and servers
 /// before the namespaces they live in.
 pub struct Lab {

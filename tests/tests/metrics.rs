@@ -12,7 +12,7 @@ use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     balancer::{DaemonFlags, DaemonOptions},
     http,
-    lab::Lab,
+    lab::{blue_green_group, Lab},
     netns,
     prometheus::{Prometheus, Sample},
     traffic::LongLived,
@@ -54,14 +54,6 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// The group of a backend name in this test: b0, b1 blue; b2, b3 green.
-fn group_of(backend: &str) -> &'static str {
-    match backend {
-        "b0" | "b1" => "blue",
-        _ => "green",
-    }
-}
-
 #[test]
 fn prometheus_rates_of_new_flows_per_group_match_the_traffic_of_a_canary_step() -> Result<()> {
     let lab = Lab::with_options(
@@ -82,7 +74,7 @@ fn prometheus_rates_of_new_flows_per_group_match_the_traffic_of_a_canary_step() 
     let mut next = start;
     while start.elapsed() < TRAFFIC {
         let backend = lab.client.ask_once(service, None)?;
-        answered.push((unix_now(), group_of(&backend)));
+        answered.push((unix_now(), blue_green_group(&backend)));
         next += interval;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);

@@ -4,9 +4,9 @@
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     balancer::DaemonOptions,
-    lab::Lab,
+    lab::{blue_green_group, Lab},
     split::StoredSplit,
-    traffic::{LongLived, NewConnections, NEW_CONNECTION_INTERVAL},
+    traffic::{BackgroundPings, LongLived, NewConnections, NEW_CONNECTION_INTERVAL},
 };
 use balancer_user::{api::Health, basis_points::BasisPoints, release::rollout::RolloutOutcome};
 
@@ -60,11 +60,33 @@ fn blue_green_flip_and_rollback_under_load() -> Result<()> {
     Ok(())
 }
 
-/// Which group answered: b0/b1 are blue, b2/b3 green.
-fn group_of(backend: &str) -> &'static str {
-    match backend {
-        "b0" | "b1" => "blue",
-        _ => "green",
+/// A lab whose service `web` has the four backends in group `main`, with 40 long-lived
+/// connections pinging in the background, some of them on b0 (the backend to drain).
+struct Draining {
+    lab: Lab,
+    service: std::net::SocketAddr,
+    pings: BackgroundPings,
+    /// Connections on b0.
+    on_b0: usize,
+    /// b0's address.
+    b0: String,
+}
+
+impl Draining {
+    fn start(prefix: &str) -> Result<Self> {
+        let lab = Lab::new(prefix)?;
+        let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+        let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
+        let on_b0 = long_lived.count_on("b0");
+        ensure!(on_b0 > 0, "no connection landed on b0");
+        let b0 = lab.topology.backend_v4(0).to_string();
+        Ok(Self {
+            pings: long_lived.ping_in_background(),
+            lab,
+            service,
+            on_b0,
+            b0,
+        })
     }
 }
 
@@ -104,7 +126,7 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
         let split = StoredSplit::load(&lab.balancer.state_file(), "web")?;
         for (i, client) in clients.iter().enumerate() {
             let backend = lab.client.ask_once(vip, Some(*client))?;
-            let now_green = group_of(&backend) == "green";
+            let now_green = blue_green_group(&backend) == "green";
             if i < testers {
                 ensure!(
                     now_green,
@@ -119,7 +141,7 @@ fn canary_with_client_affinity_never_moves_a_client_back_and_pins_preview_green(
                 // the one the split gives the client's cell, computed from the hash.
                 let expected = split.group_of(*client)?;
                 ensure!(
-                    group_of(&backend) == expected,
+                    blue_green_group(&backend) == expected,
                     "client {client} got {backend} at green={step}%, its cell is {expected}'s"
                 );
                 green += usize::from(now_green);
@@ -430,13 +452,13 @@ fn canary_to_a_failing_group_rolls_back_by_itself() -> Result<()> {
 #[test]
 fn drain_keeps_established_flows_and_completes_when_they_end_and_undrain_restores_it() -> Result<()>
 {
-    let mut lab = Lab::new("blr6")?;
-    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
-    let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
-    let on_b0 = long_lived.count_on("b0");
-    ensure!(on_b0 > 0, "no connection landed on b0");
-    let pings = long_lived.ping_in_background();
-    let b0 = lab.topology.backend_v4(0).to_string();
+    let Draining {
+        mut lab,
+        service,
+        pings,
+        on_b0,
+        b0,
+    } = Draining::start("blr6")?;
     lab.balancer.ok(&["backend", "drain", "web", &b0])?;
     let dist = lab.client.distribution(service, 200, &[])?;
     ensure!(!dist.counts.contains_key("b0"), "{dist:?}");
@@ -776,7 +798,7 @@ fn ipv6_canary_with_client_pins_then_flip_and_drain() -> Result<()> {
                 split.group_of(*client)?
             };
             ensure!(
-                group_of(&backend) == expected,
+                blue_green_group(&backend) == expected,
                 "{what}: {client} got {backend}, expected {expected}"
             );
         }
@@ -860,13 +882,13 @@ fn ipv6_rolling_replacement_keeps_established_connections() -> Result<()> {
 
 #[test]
 fn drain_timeout_ends_the_drain_and_its_connections_keep_their_backend() -> Result<()> {
-    let lab = Lab::new("blr11")?;
-    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
-    let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
-    let on_b0 = long_lived.count_on("b0");
-    ensure!(on_b0 > 0, "no connection landed on b0");
-    let pings = long_lived.ping_in_background();
-    let b0 = lab.topology.backend_v4(0).to_string();
+    let Draining {
+        lab,
+        service,
+        pings,
+        on_b0,
+        b0,
+    } = Draining::start("blr11")?;
     lab.balancer
         .ok(&["backend", "drain", "web", &b0, "--timeout", "2s"])?;
     let drain = lab.balancer.status()?.services[0].backends[0]
@@ -974,13 +996,13 @@ fn a_rolling_replacement_with_a_drain_timeout_breaks_no_connection_and_retires_t
 
 #[test]
 fn a_cut_drain_re_balances_the_flows_left_at_its_timeout() -> Result<()> {
-    let lab = Lab::new("blr14")?;
-    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
-    let long_lived = LongLived::open(&lab.client, service, 40, &[])?;
-    let on_b0 = long_lived.count_on("b0");
-    ensure!(on_b0 > 0, "no connection landed on b0");
-    let pings = long_lived.ping_in_background();
-    let b0 = lab.topology.backend_v4(0).to_string();
+    let Draining {
+        lab,
+        service: _,
+        pings,
+        on_b0,
+        b0,
+    } = Draining::start("blr14")?;
     lab.balancer
         .ok(&["backend", "drain", "web", &b0, "--timeout", "1s", "--cut"])?;
     lab.wait_until(std::time::Duration::from_secs(8), "drain end", |s| {
