@@ -69,6 +69,8 @@ pub type FlowCounts = StdHashMap<(u32, u32), u64>;
 pub struct FlowCounter {
     conntrack: HashMap<MapData, FlowKey, FlowState>,
     pending: PendingTable,
+    /// Entries `conntrack` holds at most (fixed when the map was created).
+    conntrack_capacity: u64,
 }
 
 impl FlowCounter {
@@ -85,9 +87,13 @@ impl FlowCounter {
             .map_err(map_err("open pinned CONNTRACK"))?;
         let pending = Array::try_from(aya::maps::Map::Array(open("PENDING")?))
             .map_err(map_err("open pinned PENDING"))?;
+        let info = IterableMap::map(&conntrack)
+            .info()
+            .map_err(map_err("read CONNTRACK's size"))?;
         Ok(Self {
             conntrack,
             pending: PendingTable::map(pending)?,
+            conntrack_capacity: u64::from(info.max_entries()),
         })
     }
 
@@ -112,11 +118,16 @@ impl FlowCounter {
     /// Active tracked flows per (index, epoch) and the entries of each table (see
     /// [`Tracking::census`]).
     pub fn census(&self, idle: Duration) -> Result<Census, DataPlaneError> {
-        Tracking {
+        let census = Tracking {
             conntrack: &self.conntrack,
             pending: &self.pending,
         }
-        .census(idle)
+        .census(idle)?;
+        Ok(Census {
+            established_capacity: self.conntrack_capacity,
+            pending_capacity: self.pending.len() as u64,
+            ..census
+        })
     }
 }
 
@@ -178,17 +189,11 @@ impl Tracking<'_> {
         Ok(())
     }
 
-    /// Active flows per backend, and the entries of each table.
+    /// Active flows per backend, and the entries of each table (the capacities are the
+    /// caller's to fill).
     pub(super) fn census(&self, idle: Duration) -> Result<Census, DataPlaneError> {
         let now = monotonic_ns();
-        let info = IterableMap::map(self.conntrack)
-            .info()
-            .map_err(map_err("read CONNTRACK's size"))?;
-        let mut census = Census {
-            established_capacity: u64::from(info.max_entries()),
-            pending_capacity: self.pending.len() as u64,
-            ..Census::default()
-        };
+        let mut census = Census::default();
         self.walk(|_, state, pending| {
             match pending {
                 true => census.pending += 1,
