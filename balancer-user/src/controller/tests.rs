@@ -277,6 +277,7 @@ fn a_canary_steps_on_the_clock_exactly_as_planned() {
                 steps: vec![bp(1000), bp(5000), BasisPoints::ALL],
                 interval_ms: 30_000,
                 auto_rollback: None,
+                analysis: None,
             },
         },
     )
