@@ -888,7 +888,10 @@ mod tests {
             assert_eq!(canary.analyse(at + 5000, counters(flows + 100)), None);
         };
         pass(&mut canary, 0, 0);
-        assert!(canary.questions("web").is_empty(), "no webhook before step 2");
+        assert!(
+            canary.questions("web").is_empty(),
+            "no webhook before step 2"
+        );
         assert_eq!(canary.step(5000).map(|s| s.share), Some(bp(5000)));
         pass(&mut canary, 5000, 100);
         assert_eq!(canary.step(10_000), None, "asks first");
