@@ -883,7 +883,7 @@ mod tests {
             },
         };
         // One window per step: opened, then passed.
-        let mut pass = |canary: &mut Canary, at: u64, flows| {
+        let pass = |canary: &mut Canary, at: u64, flows| {
             assert_eq!(canary.analyse(at, counters(flows)), None);
             assert_eq!(canary.analyse(at + 5000, counters(flows + 100)), None);
         };
