@@ -444,6 +444,9 @@ pub struct RolloutArgs {
     /// reset) instead of retiring it with them.
     #[arg(long)]
     pub cut: bool,
+    /// Before each OLD drains, compare its NEW with the rest of the group (checks only).
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
 }
 
 /// `balancer rollout status|abort NAME`.
@@ -808,6 +811,7 @@ fn rollout(args: RolloutArgs) -> Result<(Operation, Output), Refused> {
                     slow_start_ms: millis(args.slow_start),
                     drain_timeout_ms: args.drain_timeout.map(millis),
                     cut: args.cut,
+                    analysis: args.analysis.plan()?,
                 },
             }
         }

@@ -273,3 +273,64 @@ fn a_webhook_says_no_to_one_canary_and_go_to_the_next() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_rollout_removes_a_new_backend_whose_handshakes_fail_and_keeps_the_old_one() -> Result<()> {
+    let lab = Lab::with_backends("bla5", 5)?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    lab.enable_checks("web", "tcp", 1, 2)?;
+    // Backend 4 passes its health checks (on its own address) but resets every connection
+    // to the VIP: a release whose new version listens on the wrong address.
+    let reject = format!(
+        "add table inet bla5; \
+         add chain inet bla5 input {{ type filter hook input priority 0; }}; \
+         add rule inet bla5 input ip daddr {} tcp dport {} reject with tcp reset",
+        service.ip(),
+        service.port()
+    );
+    balancer_tests::netns::run(lab.topology.backend_ns(4), &["nft", &reject])?;
+    let stream = NewConnections::start(&lab.client, service);
+    lab.start_rollout(
+        &[(0, 4)],
+        false,
+        &[
+            "--analyze",
+            "--warmup",
+            "1s",
+            "--window",
+            "6s",
+            "--min-flows",
+            "10",
+        ],
+    )?;
+    lab.wait_until(Duration::from_secs(30), "the rollout's end", |s| {
+        s.rollout.as_ref().is_some_and(|r| r.outcome.is_some())
+    })?;
+    let report = stream.stop();
+    println!(
+        "traffic: {} answered, {} failed",
+        report.answered, report.failed
+    );
+    let status = lab.balancer.status()?;
+    let rollout = status.services[0].rollout.clone().context("no rollout")?;
+    let (old, new) = (lab.topology.backend_v4(0), lab.topology.backend_v4(4));
+    let why = &rollout.decisions.last().context("no decision")?.what;
+    ensure!(
+        rollout.outcome == Some(balancer_user::release::rollout::RolloutOutcome::Failed)
+            && why.starts_with(&format!("failed: {new}: analysis: handshake-failures"))
+            && why.ends_with(&format!("removed {new}, {old} keeps serving")),
+        "{rollout:?}"
+    );
+    let backends = &status.services[0].backends;
+    ensure!(
+        !backends.iter().any(|b| b.addr == new)
+            && backends.iter().any(|b| b.addr == old
+                && b.weight == 100
+                && b.drain.is_none()),
+        "the new backend is gone, the old one serves at its weight: {backends:?}"
+    );
+    for _ in 0..20 {
+        lab.client.ask_once(service, None)?;
+    }
+    Ok(())
+}

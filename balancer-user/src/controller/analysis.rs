@@ -1,8 +1,8 @@
-//! The controller's side of canary analyses: reading both groups' client-side signals when
-//! a window ends, handing out the questions for external gates (once each, to be asked off
+//! The controller's side of analyses: reading the client-side signals of a canary's two
+//! groups (or of a rollout's NEW and the rest of its group) when a window ends, handing out the questions for external gates (once each, to be asked off
 //! the lock), and taking their answers.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, net::IpAddr};
 
 use super::Controller;
 use crate::{
@@ -10,7 +10,7 @@ use crate::{
     error::Error,
     release::{
         analysis::{GateResult, Pair, Question, Sample},
-        canary,
+        canary, rollout,
     },
     state::Service,
 };
@@ -19,10 +19,12 @@ use crate::{
 pub(super) type Asked = HashSet<(String, u64)>;
 
 impl Controller {
-    /// Whether the next tick needs the unanswered flows (a canary's analysis window or
-    /// warm-up ends).
+    /// Whether the next tick needs the unanswered flows (an analysis window or warm-up of
+    /// a canary or a rollout ends).
     pub fn sampling_due(&self) -> bool {
-        canary::any_sampling(&self.state, self.clock.now_ms())
+        let now_ms = self.clock.now_ms();
+        canary::any_sampling(&self.state, now_ms)
+            || !rollout::sampling(&self.state, now_ms).is_empty()
     }
 
     /// Moves the analyses whose window ended, reading their groups' signals (with the
@@ -33,30 +35,49 @@ impl Controller {
         now_ms: u64,
         unanswered: Option<&FlowCounts>,
     ) -> Result<(), Error> {
-        let due = canary::sampling(&self.state, now_ms);
-        let Some(unanswered) = unanswered.filter(|_| !due.is_empty()) else {
+        let canaries = canary::sampling(&self.state, now_ms);
+        let rollouts = rollout::sampling(&self.state, now_ms);
+        let Some(unanswered) = unanswered else {
             return Ok(());
         };
-        for name in due {
-            let sample = self.sample(&self.state.services[&name], unanswered)?;
+        for name in canaries {
+            let service = &self.state.services[&name];
+            let Some(c) = &service.canary else { continue };
+            // Old group: from; new group: to.
+            let sample = self.sample(service, unanswered, |group, _| {
+                (group == c.from)
+                    .then_some(false)
+                    .or((group == c.to).then_some(true))
+            })?;
             self.change(|s, now_ms| canary::analyse(s, &name, sample, now_ms))?;
+        }
+        for name in rollouts {
+            let service = &self.state.services[&name];
+            let Some(r) = &service.rollout else { continue };
+            // The rest of the group against the NEW under comparison.
+            let compared = r.compared();
+            let sample = self.sample(service, unanswered, |group, addr| {
+                (group == r.group).then_some(addr == compared)
+            })?;
+            self.change(|s, now_ms| rollout::analyse(s, &name, sample, now_ms))?;
         }
         Ok(())
     }
 
-    /// The signals of the canary's old and new group of `service`, summed over their
-    /// backends.
-    fn sample(&self, service: &Service, unanswered: &FlowCounts) -> Result<Pair, Error> {
-        let Some(canary) = &service.canary else {
-            return Ok(Pair::default());
-        };
+    /// The signals of two sets of backends of `service`, summed: `side(group, addr)` puts a
+    /// backend on the old side (false), the new side (true) or neither (none).
+    fn sample(
+        &self,
+        service: &Service,
+        unanswered: &FlowCounts,
+        side: impl Fn(&str, IpAddr) -> Option<bool>,
+    ) -> Result<Pair, Error> {
         let mut pair = Pair::default();
         for (g, b) in service.backends() {
-            let group = &service.groups[g].name;
-            let into = match group {
-                name if *name == canary.from => &mut pair.from,
-                name if *name == canary.to => &mut pair.to,
-                _ => continue,
+            let into = match side(&service.groups[g].name, b.addr) {
+                Some(false) => &mut pair.from,
+                Some(true) => &mut pair.to,
+                None => continue,
             };
             let counters = self.plane.backend_counters(b.index)?;
             into.add(&Sample {

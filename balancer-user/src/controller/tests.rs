@@ -41,6 +41,7 @@ fn replace_101_with_111(ready_timeout_ms: u64, slow_start_ms: u64) -> Change {
             slow_start_ms,
             drain_timeout_ms: None,
             cut: false,
+            analysis: None,
         },
     }
 }

@@ -499,6 +499,7 @@ mod tests {
                     slow_start_ms: 0,
                     cut: true,
                     drain_timeout_ms: Some(1),
+                    analysis: Some(AnalysisPlan::default()),
                 },
             },
             Change::AbortRollout { service: service() },
