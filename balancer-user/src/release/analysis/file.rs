@@ -116,6 +116,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_file() {
+        let readme = include_str!("../../../../README.md");
+        let start = readme
+            .find("```toml\nwarmup")
+            .expect("README has an analysis example")
+            + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let plan = parse(&readme[start..end]).unwrap();
+        assert_eq!(plan.checks.len(), 1);
+        assert_eq!((plan.prometheus.len(), plan.webhooks.len()), (1, 1));
+    }
+
+    #[test]
     fn bad_files_are_refused_in_one_line() {
         for (text, why) in [
             ("windows = \"8s\"", "unknown field `windows`"),
