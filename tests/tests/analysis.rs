@@ -224,6 +224,29 @@ fn a_prometheus_gate_fails_one_canary_and_passes_the_next() -> Result<()> {
         gates.len() == 1 && gates[0].detail == "200 within bounds",
         "{gates:?}"
     );
+    // The last window, as Prometheus scraped it: a pass, green without handshake failures
+    // under a limit of 0.5%.
+    std::thread::sleep(Duration::from_secs(2));
+    let verdict = prometheus.query(
+        "balancer_canary_analysis_verdict{service=\"web\"} == 1",
+        None,
+    )?;
+    ensure!(
+        verdict.len() == 1 && verdict[0].labels["verdict"] == "pass",
+        "{verdict:?}"
+    );
+    let ratio = prometheus.query(
+        "balancer_canary_analysis_ratio{service=\"web\",signal=\"handshake-failures\",group=\"green\"}",
+        None,
+    )?;
+    let limit = prometheus.query(
+        "balancer_canary_analysis_limit{service=\"web\",signal=\"handshake-failures\"}",
+        None,
+    )?;
+    ensure!(
+        ratio.len() == 1 && ratio[0].value == 0.0 && limit.len() == 1 && limit[0].value == 0.005,
+        "{ratio:?} {limit:?}"
+    );
     Ok(())
 }
 
@@ -324,9 +347,9 @@ fn a_rollout_removes_a_new_backend_whose_handshakes_fail_and_keeps_the_old_one()
     let backends = &status.services[0].backends;
     ensure!(
         !backends.iter().any(|b| b.addr == new)
-            && backends.iter().any(|b| b.addr == old
-                && b.weight == 100
-                && b.drain.is_none()),
+            && backends
+                .iter()
+                .any(|b| b.addr == old && b.weight == 100 && b.drain.is_none()),
         "the new backend is gone, the old one serves at its weight: {backends:?}"
     );
     for _ in 0..20 {
