@@ -208,9 +208,15 @@ impl Analysis {
         self.last = Some(judgement);
         match verdict {
             Verdict::Pass => {
+                // Later passes of the same step only update `last`: a long step does not
+                // grow the decisions by one per window.
+                let first = !self.passed;
                 self.passed = true;
                 self.inconclusive = 0;
-                Next::Record(format!("analysis: window passed: {why}"))
+                match first {
+                    true => Next::Record(format!("analysis: window passed: {why}")),
+                    false => Next::Quiet,
+                }
             }
             Verdict::Fail => Next::RollBack(format!("analysis: {why}")),
             Verdict::Inconclusive => {

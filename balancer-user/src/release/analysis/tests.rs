@@ -120,6 +120,10 @@ fn a_pass_between_empty_windows_starts_the_count_again() {
         Next::Record(_)
     ));
     assert_eq!(a.inconclusive, 1);
+    // A second pass in the same step updates the last window without a new decision.
+    assert_eq!(a.advance(41_000, counters(460, 0), NAMES), Next::Quiet);
+    assert_eq!(a.last.as_ref().unwrap().ended_at_ms, 41_000);
+    assert_eq!(a.inconclusive, 0);
 }
 
 #[test]
