@@ -85,7 +85,7 @@ pub enum Command {
     Status {
         /// Only this service.
         name: Option<String>,
-        /// Print JSON.
+        /// Print JSON: the API's `GET /status` answer (`api::Status`).
         #[arg(long)]
         json: bool,
     },
@@ -215,7 +215,7 @@ pub enum ServiceCommand {
     },
     /// List services.
     List {
-        /// Print JSON.
+        /// Print JSON: an array of `{name, vip, affinity}` (`api::ServiceEntry`).
         #[arg(long)]
         json: bool,
     },
@@ -395,6 +395,10 @@ pub enum RolloutAction {
     Status {
         /// Service name.
         name: String,
+        /// Print JSON: the service's `rollout` object of `status --json` (null when it has
+        /// had none).
+        #[arg(long)]
+        json: bool,
     },
     /// Stop it: the pair in progress is undone, replaced pairs stay.
     Abort {
@@ -441,7 +445,7 @@ pub enum PinCommand {
     List {
         /// Only this service.
         name: Option<String>,
-        /// Print JSON.
+        /// Print JSON: an array of `{service, cidr, group}` (`api::PinEntry`).
         #[arg(long)]
         json: bool,
     },
@@ -548,6 +552,8 @@ pub enum Output {
     Rollout {
         /// Service.
         name: String,
+        /// JSON.
+        json: bool,
     },
     /// `export`: the TOML as it comes.
     Toml,
@@ -726,12 +732,12 @@ fn canary(cmd: CanaryCommand) -> Result<(Operation, Output), Refused> {
 
 fn rollout(args: RolloutArgs) -> Result<(Operation, Output), Refused> {
     let operation = match args.action {
-        Some(RolloutAction::Status { name }) => {
+        Some(RolloutAction::Status { name, json }) => {
             return Ok((
                 Operation::Status {
                     service: Some(name.clone()),
                 },
-                Output::Rollout { name },
+                Output::Rollout { name, json },
             ))
         }
         Some(RolloutAction::Abort { name }) => Change::AbortRollout { service: name },

@@ -100,33 +100,17 @@ fn show(output: Output, answer: &[u8]) -> anyhow::Result<String> {
         Output::TornDown => "data plane detached, pins removed, daemon stopped\n".into(),
         Output::Status { json: true } => pretty(&status()?)?,
         Output::Status { json: false } => report::status(&status()?),
-        Output::Services { json: true } => {
-            let services: Vec<_> = status()?
-                .services
-                .iter()
-                .map(|s| serde_json::json!({"name": s.name, "vip": s.vip, "affinity": s.affinity}))
-                .collect();
-            pretty(&services)?
-        }
+        Output::Services { json: true } => pretty(&status()?.service_entries())?,
         Output::Services { json: false } => report::service_list(&status()?),
-        Output::Pins { json: true } => {
-            let pins: Vec<_> = status()?
-                .services
-                .iter()
-                .flat_map(|s| {
-                    s.pins.iter().map(|p| {
-                        serde_json::json!({"service": s.name, "cidr": p.cidr, "group": p.group})
-                    })
-                })
-                .collect();
-            pretty(&pins)?
-        }
+        Output::Pins { json: true } => pretty(&status()?.pin_entries())?,
         Output::Pins { json: false } => report::pins(&status()?),
-        Output::Rollout { name } => {
+        Output::Rollout { name, json } => {
             let status = status()?;
-            match status.services.first().and_then(|s| s.rollout.as_ref()) {
-                Some(r) => report::rollout(&name, r),
-                None => format!("service {name} has had no rollout\n"),
+            let rollout = status.services.first().and_then(|s| s.rollout.as_ref());
+            match (rollout, json) {
+                (_, true) => pretty(&rollout)?,
+                (Some(r), false) => report::rollout(&name, r),
+                (None, false) => format!("service {name} has had no rollout\n"),
             }
         }
     })
