@@ -131,9 +131,14 @@ pub struct TeardownArgs {
 /// `balancer daemon` options.
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// Interface to attach to.
-    #[arg(long)]
-    pub iface: String,
+    /// Interface to attach to (required, here or in the --config file).
+    #[arg(long, required_unless_present = "config")]
+    pub iface: Option<String>,
+    /// TOML file of daemon settings: a key per flag, named as the flag with `_` for `-`
+    /// (`state_dir = "/var/lib/balancer"`, `socket = "/run/balancer.sock"`, ...). Flags given
+    /// on the command line (or in the environment) win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// XDP attach mode [default: native]. A pinned data plane keeps the mode it runs in
     /// (a different one is ignored, with a warning).
     #[arg(long, value_enum)]

@@ -13,8 +13,9 @@ use crate::{
     client::{Client, ClientError},
     controller::Settings,
     daemon::{self, DaemonConfig},
+    daemon_file,
     dataplane::bpffs::Layout,
-    error::Error,
+    error::{Error, Refused},
     lifecycle::{self, settings::Requested},
     operation::Operation,
     report,
@@ -122,6 +123,21 @@ fn pretty<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 }
 
 async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
+    let (args, socket) = match args.config {
+        // The file's settings, where the command line gives none.
+        Some(_) => {
+            let argv: Vec<_> = std::env::args_os().collect();
+            daemon_file::merge(&argv).map_err(Refused::from)?
+        }
+        None => (args, socket.to_path_buf()),
+    };
+    let Some(iface) = args.iface else {
+        return Err(Refused::Request(match args.config {
+            Some(file) => format!("{}: no iface, and no --iface given", file.display()),
+            None => "no --iface given".into(),
+        })
+        .into());
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -129,8 +145,8 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = DaemonConfig {
-        pins: Layout::new(&args.pin_dir, &args.iface),
-        iface: args.iface,
+        pins: Layout::new(&args.pin_dir, &iface),
+        iface,
         state_dir: args.state_dir,
         empty_state: args.empty_state,
         metrics_listen: args.metrics_listen,
@@ -147,5 +163,5 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
             retire_timeout: args.retire_timeout,
         },
     };
-    daemon::run(config, socket).await
+    daemon::run(config, &socket).await
 }
