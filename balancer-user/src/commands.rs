@@ -132,11 +132,10 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         None => (args, socket.to_path_buf()),
     };
     let Some(iface) = args.iface else {
-        return Err(Refused::Request(match args.config {
-            Some(file) => format!("{}: no iface, and no --iface given", file.display()),
-            None => "no --iface given".into(),
-        })
-        .into());
+        // Only with --config: without it, clap requires --iface.
+        let file = args.config.unwrap_or_default();
+        let missing = format!("{}: no iface, and no --iface given", file.display());
+        return Err(Refused::Request(missing).into());
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -142,10 +142,10 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    let services = controller.state().services.len();
     info!(
         reattached = controller.reattached(),
-        services, "data plane ready"
+        services = controller.state().services.len(),
+        "data plane ready"
     );
     // Held until the daemon exits (the kernel also drops the locks on `kill -9`).
     let _claim = claim;
@@ -184,16 +184,18 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     );
     // The data plane is attached and the control API served (requests made before now
     // waited in the socket's backlog).
-    let serving = format!("serving {services} services on {iface}");
+    let serving = format!("data plane attached to {iface}; control API served");
     notify(&[NotifyState::Ready, NotifyState::Status(&serving)]);
-    let served = server.await.context("the control API's task failed")?;
+    let served = server.await;
     ticker.abort();
     follower.abort();
     if let Some(scraper) = scraper {
         scraper.abort();
     }
     std::fs::remove_file(socket).ok();
-    served.context("serving the control API")
+    served
+        .context("the control API's task failed")?
+        .context("serving the control API")
 }
 
 /// Tells the service manager (systemd with `Type=notify`, which sets `NOTIFY_SOCKET`) what

@@ -269,7 +269,7 @@ fn on_command_line(matches: &ArgMatches, arg: &Arg) -> bool {
     )
 }
 
-/// The key of the flag a parser error names, if the file has it.
+/// The key of the flag a parser error names, if it names one.
 fn blamed(error: &clap::Error, keys: &[Arg]) -> Option<String> {
     let Some(ContextValue::String(named)) = error.get(ContextKind::InvalidArg) else {
         return None;
@@ -389,6 +389,20 @@ mod tests {
         assert_eq!(args.iface.as_deref(), Some("eth0"));
         assert_eq!(args.state_dir, Path::new("/var/lib/balancer"));
         assert_eq!(socket, Path::new(crate::cli::DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\niface")
+            .expect("README has a TOML example of the daemon's file")
+            + 8;
+        let end = start + readme[start..].find("```").expect("the example ends");
+        let (args, _) = merged(&["daemon", "--config", FILE], &readme[start..end])
+            .unwrap_or_else(|e| panic!("{}", crate::error::one_line(&e)));
+        assert_eq!(args.iface.as_deref(), Some("eth0"));
+        assert_eq!(args.metrics_listen, Some("127.0.0.1:9651".parse().unwrap()));
     }
 
     #[test]

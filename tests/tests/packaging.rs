@@ -393,6 +393,19 @@ fn the_daemon_runs_from_its_config_file_alone() -> Result<()> {
             "{says}: {out:?}"
         );
     }
+    // No interface anywhere (run outside the lab: it needs none to be refused).
+    let no_iface = lab.balancer.scratch("no-iface.toml");
+    std::fs::write(&no_iface, "flow_idle = 2\n")?;
+    let out = balancer(&["daemon", "--config", &no_iface.to_string_lossy()])?;
+    ensure!(
+        out.status.code() == Some(1)
+            && String::from_utf8_lossy(&out.stderr)
+                == format!(
+                    "error: {}: no iface, and no --iface given\n",
+                    no_iface.display()
+                ),
+        "no iface: {out:?}"
+    );
     let missing = lab.balancer.scratch("missing.toml");
     let out = refused(&missing)?;
     ensure!(
