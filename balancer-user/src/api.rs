@@ -251,3 +251,54 @@ pub struct BackendStatus {
     /// The drain in progress or ended, if any.
     pub drain: Option<Drain>,
 }
+
+/// One service in `service list --json`: a [`ServiceStatus`] without its groups, backends
+/// and releases.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    /// Name.
+    pub name: String,
+    /// VIP.
+    pub vip: Vip,
+    /// Affinity.
+    pub affinity: Affinity,
+}
+
+/// One client pin in `pin list --json`: a [`PinStatus`] with its service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PinEntry {
+    /// Service name.
+    pub service: String,
+    /// Client prefix.
+    pub cidr: String,
+    /// Group its clients get.
+    pub group: String,
+}
+
+impl Status {
+    /// The services, as `service list` shows them.
+    pub fn service_entries(&self) -> Vec<ServiceEntry> {
+        self.services
+            .iter()
+            .map(|s| ServiceEntry {
+                name: s.name.clone(),
+                vip: s.vip,
+                affinity: s.affinity,
+            })
+            .collect()
+    }
+
+    /// The client pins of every service, as `pin list` shows them.
+    pub fn pin_entries(&self) -> Vec<PinEntry> {
+        self.services
+            .iter()
+            .flat_map(|s| {
+                s.pins.iter().map(|p| PinEntry {
+                    service: s.name.clone(),
+                    cidr: p.cidr.clone(),
+                    group: p.group.clone(),
+                })
+            })
+            .collect()
+    }
+}

@@ -86,7 +86,7 @@ pub enum Command {
     Status {
         /// Only this service.
         name: Option<String>,
-        /// Print JSON.
+        /// Print JSON: the API's `GET /status` answer (`api::Status`).
         #[arg(long)]
         json: bool,
     },
@@ -132,9 +132,14 @@ pub struct TeardownArgs {
 /// `balancer daemon` options.
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// Interface to attach to.
-    #[arg(long)]
-    pub iface: String,
+    /// Interface to attach to (required, here or in the --config file).
+    #[arg(long, required_unless_present = "config")]
+    pub iface: Option<String>,
+    /// TOML file of daemon settings: a key per flag, named as the flag with `_` for `-`
+    /// (`state_dir = "/var/lib/balancer"`, `socket = "/run/balancer.sock"`, ...). Flags given
+    /// on the command line (or in the environment) win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// XDP attach mode [default: native]. A pinned data plane keeps the mode it runs in
     /// (a different one is ignored, with a warning).
     #[arg(long, value_enum)]
@@ -216,7 +221,7 @@ pub enum ServiceCommand {
     },
     /// List services.
     List {
-        /// Print JSON.
+        /// Print JSON: an array of `{name, vip, affinity}` (`api::ServiceEntry`).
         #[arg(long)]
         json: bool,
     },
@@ -456,6 +461,10 @@ pub enum RolloutAction {
     Status {
         /// Service name.
         name: String,
+        /// Print JSON: the service's `rollout` object of `status --json` (null when it has
+        /// had none).
+        #[arg(long)]
+        json: bool,
     },
     /// Stop it: the pair in progress is undone, replaced pairs stay.
     Abort {
@@ -502,7 +511,7 @@ pub enum PinCommand {
     List {
         /// Only this service.
         name: Option<String>,
-        /// Print JSON.
+        /// Print JSON: an array of `{service, cidr, group}` (`api::PinEntry`).
         #[arg(long)]
         json: bool,
     },
@@ -609,6 +618,8 @@ pub enum Output {
     Rollout {
         /// Service.
         name: String,
+        /// JSON.
+        json: bool,
     },
     /// `export`: the TOML as it comes.
     Toml,
@@ -789,12 +800,12 @@ fn canary(cmd: CanaryCommand) -> Result<(Operation, Output), Refused> {
 
 fn rollout(args: RolloutArgs) -> Result<(Operation, Output), Refused> {
     let operation = match args.action {
-        Some(RolloutAction::Status { name }) => {
+        Some(RolloutAction::Status { name, json }) => {
             return Ok((
                 Operation::Status {
                     service: Some(name.clone()),
                 },
-                Output::Rollout { name },
+                Output::Rollout { name, json },
             ))
         }
         Some(RolloutAction::Abort { name }) => Change::AbortRollout { service: name },

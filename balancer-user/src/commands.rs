@@ -13,8 +13,9 @@ use crate::{
     client::{Client, ClientError},
     controller::Settings,
     daemon::{self, DaemonConfig},
+    daemon_file,
     dataplane::bpffs::Layout,
-    error::Error,
+    error::{Error, Refused},
     lifecycle::{self, settings::Requested},
     operation::Operation,
     report,
@@ -100,33 +101,17 @@ fn show(output: Output, answer: &[u8]) -> anyhow::Result<String> {
         Output::TornDown => "data plane detached, pins removed, daemon stopped\n".into(),
         Output::Status { json: true } => pretty(&status()?)?,
         Output::Status { json: false } => report::status(&status()?),
-        Output::Services { json: true } => {
-            let services: Vec<_> = status()?
-                .services
-                .iter()
-                .map(|s| serde_json::json!({"name": s.name, "vip": s.vip, "affinity": s.affinity}))
-                .collect();
-            pretty(&services)?
-        }
+        Output::Services { json: true } => pretty(&status()?.service_entries())?,
         Output::Services { json: false } => report::service_list(&status()?),
-        Output::Pins { json: true } => {
-            let pins: Vec<_> = status()?
-                .services
-                .iter()
-                .flat_map(|s| {
-                    s.pins.iter().map(|p| {
-                        serde_json::json!({"service": s.name, "cidr": p.cidr, "group": p.group})
-                    })
-                })
-                .collect();
-            pretty(&pins)?
-        }
+        Output::Pins { json: true } => pretty(&status()?.pin_entries())?,
         Output::Pins { json: false } => report::pins(&status()?),
-        Output::Rollout { name } => {
+        Output::Rollout { name, json } => {
             let status = status()?;
-            match status.services.first().and_then(|s| s.rollout.as_ref()) {
-                Some(r) => report::rollout(&name, r),
-                None => format!("service {name} has had no rollout\n"),
+            let rollout = status.services.first().and_then(|s| s.rollout.as_ref());
+            match (rollout, json) {
+                (_, true) => pretty(&rollout)?,
+                (Some(r), false) => report::rollout(&name, r),
+                (None, false) => format!("service {name} has had no rollout\n"),
             }
         }
     })
@@ -138,6 +123,20 @@ fn pretty<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 }
 
 async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
+    let (args, socket) = match args.config {
+        // The file's settings, where the command line gives none.
+        Some(_) => {
+            let argv: Vec<_> = std::env::args_os().collect();
+            daemon_file::merge(&argv).map_err(Refused::from)?
+        }
+        None => (args, socket.to_path_buf()),
+    };
+    let Some(iface) = args.iface else {
+        // Only with --config: without it, clap requires --iface.
+        let file = args.config.unwrap_or_default();
+        let missing = format!("{}: no iface, and no --iface given", file.display());
+        return Err(Refused::Request(missing).into());
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -145,8 +144,8 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = DaemonConfig {
-        pins: Layout::new(&args.pin_dir, &args.iface),
-        iface: args.iface,
+        pins: Layout::new(&args.pin_dir, &iface),
+        iface,
         state_dir: args.state_dir,
         empty_state: args.empty_state,
         metrics_listen: args.metrics_listen,
@@ -163,5 +162,5 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
             retire_timeout: args.retire_timeout,
         },
     };
-    daemon::run(config, socket).await
+    daemon::run(config, &socket).await
 }

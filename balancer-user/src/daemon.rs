@@ -2,8 +2,12 @@
 //! serve the API until a signal or a teardown.
 //!
 //! Exiting leaves the data plane attached and forwarding; only `teardown` removes it.
+//!
+//! Under systemd (`Type=notify`) it sends `READY=1` once the data plane is attached and the
+//! control API is served, and `STOPPING=1` when it begins to stop.
 
 use std::{
+    future::IntoFuture as _,
     net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -13,6 +17,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use aya::programs::XdpMode;
+use sd_notify::NotifyState;
 use tokio::{net::UnixListener, signal::unix::SignalKind};
 use tracing::info;
 
@@ -126,6 +131,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     };
     let listener = bind(socket).await?;
     let ifindex = claim.ifindex;
+    let iface = config.iface.clone();
     let started = tokio::task::spawn_blocking(move || start(config, ifindex))
         .await
         .context("controller start panicked")?;
@@ -161,24 +167,44 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let stop = {
         let executor = executor.clone();
         async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => info!("interrupted; the data plane stays up"),
-                _ = term.recv() => info!("terminated; the data plane stays up"),
-                _ = executor.torn_down() => info!("torn down"),
-            }
+            let why = tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupted; the data plane stays up",
+                _ = term.recv() => "terminated; the data plane stays up",
+                _ = executor.torn_down() => "torn down",
+            };
+            info!("{why}");
+            notify(&[NotifyState::Stopping, NotifyState::Status(why)]);
         }
     };
     let listener = Bounded::new(listener, MAX_CONNECTIONS, IDLE);
-    let served = axum::serve(listener, router(executor))
-        .with_graceful_shutdown(stop)
-        .await;
+    let server = tokio::spawn(
+        axum::serve(listener, router(executor))
+            .with_graceful_shutdown(stop)
+            .into_future(),
+    );
+    // The data plane is attached and the control API served (requests made before now
+    // waited in the socket's backlog).
+    let serving = format!("data plane attached to {iface}; control API served");
+    notify(&[NotifyState::Ready, NotifyState::Status(&serving)]);
+    let served = server.await;
     ticker.abort();
     follower.abort();
     if let Some(scraper) = scraper {
         scraper.abort();
     }
     std::fs::remove_file(socket).ok();
-    served.context("serving the control API")
+    served
+        .context("the control API's task failed")?
+        .context("serving the control API")
+}
+
+/// Tells the service manager (systemd with `Type=notify`, which sets `NOTIFY_SOCKET`) what
+/// the daemon is doing; nothing without one. A failure is logged: it must not stop the
+/// daemon.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify the service manager: {e}");
+    }
 }
 
 /// Binds the control socket (mode 0600), replacing a stale socket file but refusing to

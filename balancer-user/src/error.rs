@@ -8,8 +8,9 @@
 use std::net::IpAddr;
 
 use crate::{
-    compile::CompileError, config::ConfigError, dataplane::DataPlaneError,
-    lifecycle::LifecycleError, neighbor::NeighborError, state::StateError, state::StoreError,
+    compile::CompileError, config::ConfigError, daemon_file::DaemonFileError,
+    dataplane::DataPlaneError, lifecycle::LifecycleError, neighbor::NeighborError,
+    state::StateError, state::StoreError,
 };
 
 /// An operation refused because of its input. Nothing was changed.
@@ -21,6 +22,9 @@ pub enum Refused {
     /// The configuration file is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The daemon's config file (`daemon --config`) is missing or invalid.
+    #[error(transparent)]
+    DaemonFile(#[from] DaemonFileError),
     /// A backend is not where L2 direct server return can reach it.
     #[error(transparent)]
     Unreachable(NeighborError),

@@ -11,6 +11,7 @@ pub mod compile;
 pub mod config;
 pub mod controller;
 pub mod daemon;
+pub mod daemon_file;
 pub mod dataplane;
 pub mod duration;
 pub mod error;

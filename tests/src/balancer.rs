@@ -184,7 +184,7 @@ impl Balancer {
     }
 
     /// The daemon's argument vector, binary first, with `flags` over the lab's settings.
-    fn argv(&self, flags: &DaemonFlags) -> Result<Vec<String>> {
+    pub fn argv(&self, flags: &DaemonFlags) -> Result<Vec<String>> {
         let bin = binary()?;
         let lab = LabDaemon {
             iface: LB_IFACE,
@@ -212,6 +212,27 @@ impl Balancer {
         self.process = Some(process);
         let socket = flags.socket.clone().unwrap_or_else(|| self.socket());
         self.wait_ready(&socket)
+    }
+
+    /// Stops the daemon (SIGKILL) and starts `argv`, a whole command line in the LB
+    /// namespace (the binary first, or a wrapper such as `setpriv ... --` before it), with
+    /// `env` added to its environment. Does not wait: [`Balancer::wait_answering`] does.
+    pub fn spawn_argv(&mut self, argv: &[String], env: &[(&str, &str)]) -> Result<()> {
+        self.kill9()?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.process = Some(netns::spawn_with_env(
+            &self.lb_ns,
+            &argv,
+            env,
+            &self.log_path(),
+        )?);
+        Ok(())
+    }
+
+    /// Waits until the daemon answers on the lab's socket; fails with the log's tail if it
+    /// exits or does not answer within 20 s.
+    pub fn wait_answering(&mut self) -> Result<()> {
+        self.wait_ready(&self.socket())
     }
 
     /// Stops the daemon (SIGKILL), starts it with `flags` over the lab's settings and waits

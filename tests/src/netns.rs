@@ -7,7 +7,7 @@ mod lifecycle;
 
 pub use enter::{in_netns, set_sysctls};
 pub(crate) use exec::{command, run_with_stdin};
-pub use exec::{run, spawn, NsProcess};
+pub use exec::{run, spawn, spawn_with_env, NsProcess};
 pub use lifecycle::{create, delete, list};
 
 /// The MAC address of `eth0` in namespace `ns`.

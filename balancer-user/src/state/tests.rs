@@ -380,7 +380,7 @@ fn readme_configuration_example_applies() {
     let readme = include_str!("../../../README.md");
     let start = readme
         .find("```toml\n[[service]]")
-        .expect("README has a configuration example")
+        .expect("README has a TOML example of apply")
         + 8;
     let end = start + readme[start..].find("```").unwrap();
     let config = Config::parse(&readme[start..end]).unwrap();

@@ -37,6 +37,16 @@ pub(crate) fn command(ns: &str, argv: &[&str]) -> Command {
 ///
 /// The returned guard SIGKILLs the process group and reaps it on drop.
 pub fn spawn(ns: &str, argv: &[&str], log_path: &Path) -> Result<NsProcess> {
+    spawn_with_env(ns, argv, &[], log_path)
+}
+
+/// Like [`spawn`], with `env` added to the process's environment (e.g. `NOTIFY_SOCKET`).
+pub fn spawn_with_env(
+    ns: &str,
+    argv: &[&str],
+    env: &[(&str, &str)],
+    log_path: &Path,
+) -> Result<NsProcess> {
     let command_line = argv.join(" ");
     let log = OpenOptions::new()
         .create(true)
@@ -46,6 +56,7 @@ pub fn spawn(ns: &str, argv: &[&str], log_path: &Path) -> Result<NsProcess> {
     let nsenter = nsenter_argv(ns, argv);
     let child = Command::new(&nsenter[0])
         .args(&nsenter[1..])
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

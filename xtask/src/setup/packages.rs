@@ -34,8 +34,10 @@ impl Need {
 
 /// Each need, with the Debian package providing it.
 /// `nft` and `haproxy` are the benchmark's baseline load balancers; `prometheus` scrapes the
-/// daemon's metrics in the namespace tests.
-const NEEDS: [(Need, &str); 7] = [
+/// daemon's metrics in the namespace tests; `systemd-analyze` verifies the systemd unit (and
+/// `man` finds the manual page it names); `setpriv` runs the daemon with the unit's
+/// capabilities.
+const NEEDS: [(Need, &str); 10] = [
     (Need::Command("ip"), "iproute2"),
     (Need::Command("ethtool"), "ethtool"),
     (Need::Command("nsenter"), "util-linux"),
@@ -46,6 +48,9 @@ const NEEDS: [(Need, &str); 7] = [
         Need::File("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
         "fonts-dejavu-core",
     ),
+    (Need::Command("systemd-analyze"), "systemd"),
+    (Need::Command("man"), "man-db"),
+    (Need::Command("setpriv"), "util-linux"),
 ];
 
 /// Installs the packages of the needs that are missing.
