@@ -9,7 +9,7 @@
 //! and keeps. The history keeps in memory exactly what its files hold ([`journal`]: JSON
 //! lines in the state directory, bounded, surviving restarts), so reading it never touches
 //! the disk. Recording is an append in memory and a hand-over to the writer thread
-//! ([`writer`]); nothing waits for the disk, so it may happen under the controller's lock,
+//! (`writer`); nothing waits for the disk, so it may happen under the controller's lock,
 //! which keeps events in the order they happened.
 
 mod event;

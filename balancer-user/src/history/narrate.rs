@@ -4,7 +4,7 @@
 //! notes for the operator's change that caused them, or for the daemon's own.
 //!
 //! Decisions are found generically: every [`Decision`] a release strategy recorded in a
-//! service's state during a change is a note (see [`decisions`] for the lists looked at),
+//! service's state during a change is a note (see `decisions` for the lists looked at),
 //! so a decision a strategy records later shows up without more work here.
 
 use std::net::IpAddr;
