@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     basis_points::BasisPoints,
     dataplane::GlobalCounters,
+    history::Event,
     release::{canary::Canary, drain::Drain, flip::FlipDrain, rollout::Rollout},
     state::{Affinity, HealthCheck},
     vip::Vip,
@@ -110,6 +111,13 @@ pub struct StartDrain {
     /// Re-balance the flows left at the drain's end (their clients get a reset).
     #[serde(default)]
     pub cut: bool,
+}
+
+/// `GET /events`: events of the history, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    /// The events.
+    pub events: Vec<Event>,
 }
 
 /// Error body of every non-2xx answer.

@@ -90,6 +90,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the event history: every change (with the uid that made it) and every decision
+    /// of the daemon, oldest first, as `TIME WHO SERVICE WHAT (BEFORE -> AFTER)` lines.
+    Events(EventsArgs),
     /// Make the desired state exactly what a TOML file says.
     Apply {
         /// The file ("-" for standard input).
@@ -115,6 +118,19 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// `balancer events` options.
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Only the events of this service.
+    pub name: Option<String>,
+    /// Print each event as a JSON object on its own line.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep printing new events as they happen, until interrupted or the output is closed.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 /// `balancer teardown` options.
@@ -172,6 +188,18 @@ pub struct DaemonArgs {
     /// without it.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How the log on standard error is written: text lines, or one JSON object a line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The daemon's log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Text lines.
+    Text,
+    /// JSON lines: timestamp, level, fields (the message among them), target.
+    Json,
 }
 
 /// XDP attach mode.
@@ -633,7 +661,10 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
     let change = |c: Change| (Operation::Change(c), Output::Quiet);
     let status = |service: Option<String>, output: Output| (Operation::Status { service }, output);
     Ok(match command {
-        Command::Daemon(_) | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Daemon(_)
+        | Command::Events(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             return Err(Refused::Request("not a request to the daemon".into()))
         }
         Command::Service(cmd) => match cmd {

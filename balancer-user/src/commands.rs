@@ -1,5 +1,6 @@
 //! Runs a parsed command line: the daemon itself, or one operation sent to it and its
-//! answer shown.
+//! answer shown, or `events`: pages of the history, and with `--follow` new ones as they
+//! come.
 
 use std::{io::Write as _, path::Path, time::Duration};
 
@@ -8,24 +9,33 @@ use aya::programs::XdpMode;
 use clap::CommandFactory as _;
 
 use crate::{
-    api::Status,
-    cli::{request, Cli, Command, DaemonArgs, Output, TeardownArgs, XdpModeArg},
+    api::{Events, Status},
+    cli::{request, Cli, Command, DaemonArgs, EventsArgs, Output, TeardownArgs, XdpModeArg},
     client::{Client, ClientError},
     controller::Settings,
     daemon::{self, DaemonConfig},
     daemon_file,
     dataplane::bpffs::Layout,
     error::{Error, Refused},
+    history::{Query, MAX_PAGE},
     lifecycle::{self, settings::Requested},
+    logging,
     operation::Operation,
     report,
 };
+
+/// How often `events --follow` asks for new events.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Executes `cli`.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon(args) => return run_daemon(args, &cli.socket).await,
         Command::Teardown(args) => return teardown(args, &cli.socket).await,
+        Command::Events(args) => {
+            let client = Client::new(&cli.socket).with_timeout(cli.timeout);
+            return events(args, &client).await;
+        }
         Command::Completions { shell } => return write_out(&completions(shell)),
         Command::Man { dir: None } => return write_out(&manual()?),
         Command::Man { dir: Some(dir) } => {
@@ -79,17 +89,69 @@ async fn teardown(args: TeardownArgs, socket: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// `events`: every kept event (of one service), a page at a time; with `--follow`, then
+/// every new one, asking every [`FOLLOW_POLL`], until interrupted or standard output is
+/// closed.
+async fn events(args: EventsArgs, client: &Client) -> anyhow::Result<()> {
+    let mut after = 0;
+    loop {
+        let query = Query {
+            service: args.name.clone(),
+            after,
+            limit: MAX_PAGE,
+        };
+        let answer = client.run(&Operation::Events(query)).await?;
+        let Events { events } = serde_json::from_slice(&answer)?;
+        let text: String = events
+            .iter()
+            .map(|e| match args.json {
+                true => e.line(),
+                false => report::event(e),
+            })
+            .collect();
+        if !written(&text)? {
+            return Ok(());
+        }
+        after = events.last().map_or(after, |e| e.seq);
+        if events.len() == MAX_PAGE {
+            continue;
+        }
+        if !args.follow || stdout_closed() {
+            return Ok(());
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
 /// Writes `text` to standard output. A reader that went away (`balancer status | head -1`)
 /// is not an error: there is nobody left to tell.
 fn write_out(text: &str) -> anyhow::Result<()> {
+    written(text).map(drop)
+}
+
+/// Writes `text` to standard output; false when its reader went away.
+fn written(text: &str) -> anyhow::Result<bool> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        written => Ok(written?),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        written => Ok(written.map(|()| true)?),
     }
+}
+
+/// Whether standard output was closed at its other end (the reader of a pipe exited, the
+/// terminal hung up), so that a follower with nothing to write notices too.
+fn stdout_closed() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// The text of the answer of a command as `output` says.
@@ -137,12 +199,7 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         let missing = format!("{}: no iface, and no --iface given", file.display());
         return Err(Refused::Request(missing).into());
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(args.log_format);
     let config = DaemonConfig {
         pins: Layout::new(&args.pin_dir, &iface),
         iface,

@@ -22,20 +22,21 @@ use tokio::{net::UnixListener, signal::unix::SignalKind};
 use tracing::info;
 
 use crate::{
-    clock::SystemClock,
+    clock::{Clock as _, SystemClock},
     controller::{
         ports::{KernelNeighbors, Plane},
         Controller, Ports, Settings,
     },
     dataplane::{self, bpffs::Layout, link, pinned, AttachOptions, Attachment, DataPlane},
     error::Error,
+    history::{History, Note, Who},
     lifecycle::{
         claim::{self, Claim},
         settings::{self, Pinned, Requested},
     },
     server::{
         executor::Executor,
-        listener::{Bounded, IDLE, MAX_CONNECTIONS},
+        listener::{Bounded, Peer, IDLE, MAX_CONNECTIONS},
         routes::router,
         scrape,
     },
@@ -129,6 +130,12 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let dir = config.state_dir.clone();
+    let history = tokio::task::spawn_blocking(move || History::open(&dir))
+        .await
+        .context("opening the event history panicked")?
+        .with_context(|| format!("open the event history in {}", config.state_dir.display()))?;
+    let history = Arc::new(history);
     let listener = bind(socket).await?;
     let ifindex = claim.ifindex;
     let iface = config.iface.clone();
@@ -139,6 +146,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         Ok(controller) => controller,
         Err(e) => {
             std::fs::remove_file(socket).ok();
+            history.close();
             return Err(e.into());
         }
     };
@@ -147,9 +155,14 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         services = controller.state().services.len(),
         "data plane ready"
     );
+    let started = match controller.reattached() {
+        true => "daemon started: the running data plane taken over",
+        false => "daemon started: data plane attached",
+    };
+    note(&history, started);
     // Held until the daemon exits (the kernel also drops the locks on `kill -9`).
     let _claim = claim;
-    let executor = Executor::new(controller);
+    let executor = Executor::new(controller, history.clone());
     let ticker = tokio::spawn(executor.clone().run_timers());
     let scraper = match metrics_listener {
         Some(listener) => {
@@ -166,19 +179,31 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let stop = {
         let executor = executor.clone();
+        let history = history.clone();
         async move {
-            let why = tokio::select! {
-                _ = tokio::signal::ctrl_c() => "interrupted; the data plane stays up",
-                _ = term.recv() => "terminated; the data plane stays up",
-                _ = executor.torn_down() => "torn down",
+            let signalled = tokio::select! {
+                _ = tokio::signal::ctrl_c() => Some("interrupted"),
+                _ = term.recv() => Some("terminated"),
+                _ = executor.torn_down() => None,
             };
-            info!("{why}");
-            notify(&[NotifyState::Stopping, NotifyState::Status(why)]);
+            let why = match signalled {
+                Some(how) => {
+                    info!("{how}; the data plane stays up");
+                    note(&history, &format!("daemon {how}: the data plane stays up"));
+                    format!("{how}; the data plane stays up")
+                }
+                None => {
+                    info!("torn down");
+                    "torn down".to_string()
+                }
+            };
+            notify(&[NotifyState::Stopping, NotifyState::Status(&why)]);
         }
     };
     let listener = Bounded::new(listener, MAX_CONNECTIONS, IDLE);
+    let app = router(executor).into_make_service_with_connect_info::<Peer>();
     let server = tokio::spawn(
-        axum::serve(listener, router(executor))
+        axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .into_future(),
     );
@@ -193,6 +218,14 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         scraper.abort();
     }
     std::fs::remove_file(socket).ok();
+    // Every event handed over is on disk before the daemon exits.
+    let closing = history.clone();
+    if tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing the event history panicked");
+    }
     served
         .context("the control API's task failed")?
         .context("serving the control API")
@@ -205,6 +238,12 @@ fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!("cannot notify the service manager: {e}");
     }
+}
+
+/// Records the daemon's own event `what`, about no service.
+fn note(history: &History, what: &str) {
+    let note = Note::plain(SystemClock.now_ms(), None, what.to_string());
+    history.record(vec![note], Who::Daemon);
 }
 
 /// Binds the control socket (mode 0600), replacing a stale socket file but refusing to

@@ -339,6 +339,7 @@ mod tests {
         ("flow_idle", "30"),
         ("retire_timeout", r#""10m""#),
         ("metrics_listen", r#""127.0.0.1:9651""#),
+        ("log_format", r#""json""#),
         ("socket", r#""/run/lb.sock""#),
     ];
 

@@ -16,6 +16,7 @@ use crate::{
     basis_points::BasisPoints,
     config::Config,
     error::Refused,
+    history::Query,
     release::{
         canary::{self, CanaryAction, CanaryPlan},
         drain, flip,
@@ -36,6 +37,8 @@ pub enum Operation {
     Export,
     /// Detach the data plane and stop the daemon.
     Teardown,
+    /// Events of the history.
+    Events(Query),
     /// A change of the desired state.
     Change(Change),
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::{
     api::Status,
+    history::Event,
     release::analysis::{Analysis, Stage},
 };
 
@@ -169,6 +170,25 @@ pub fn rollout(service: &str, r: &crate::release::rollout::Rollout) -> String {
     out
 }
 
+/// An event of the history as one line: time, who, service, what, and what it changed.
+pub fn event(e: &Event) -> String {
+    let service = e.service.as_deref().unwrap_or("-");
+    let mut line = format!(
+        "{}  {}  {service}  {}",
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_ms)
+        ),
+        e.who,
+        e.what
+    );
+    if e.before.is_some() || e.after.is_some() {
+        let side = |s: &Option<String>| s.clone().unwrap_or_else(|| "none".into());
+        let _ = write!(line, "  ({} -> {})", side(&e.before), side(&e.after));
+    }
+    line.push('\n');
+    line
+}
+
 /// Unix milliseconds as an RFC 3339 time to the second.
 fn time(unix_ms: u64) -> String {
     humantime::format_rfc3339_seconds(
@@ -195,4 +215,36 @@ fn analysis(a: &Analysis) -> String {
         "{stage}; {passed}; {} of {} windows without a verdict",
         a.inconclusive, a.plan.max_inconclusive
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Who;
+
+    #[test]
+    fn an_event_is_one_line_of_time_who_service_what_and_its_change() {
+        let mut e = Event {
+            seq: 3,
+            at_ms: 1_700_000_000_123,
+            service: Some("web".into()),
+            what: "flipped to green".into(),
+            before: Some("split: blue=100.00% green=0.00%".into()),
+            after: Some("split: blue=0.00% green=100.00%".into()),
+            who: Who::Uid(0),
+        };
+        assert_eq!(
+            event(&e),
+            "2023-11-14T22:13:20.123Z  uid 0  web  flipped to green  \
+             (split: blue=100.00% green=0.00% -> split: blue=0.00% green=100.00%)\n"
+        );
+        e.before = None;
+        assert!(event(&e).ends_with("(none -> split: blue=0.00% green=100.00%)\n"));
+        (e.service, e.after, e.who) = (None, None, Who::Daemon);
+        e.what = "daemon started: data plane attached".into();
+        assert_eq!(
+            event(&e),
+            "2023-11-14T22:13:20.123Z  daemon  -  daemon started: data plane attached\n"
+        );
+    }
 }

@@ -575,7 +575,8 @@ impl State {
     }
 }
 
-fn check_name(kind: &'static str, name: &str) -> Result<(), StateError> {
+/// Checks a service or group name: 1-64 characters from A-Z a-z 0-9 - _ .
+pub(crate) fn check_name(kind: &'static str, name: &str) -> Result<(), StateError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name

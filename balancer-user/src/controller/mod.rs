@@ -3,7 +3,9 @@
 //! clock, follows backends that move on the wire, and answers status queries.
 //!
 //! It talks to the outside only through [`ports`] and a [`Clock`], so every path through
-//! it runs in unit tests on fakes.
+//! it runs in unit tests on fakes. What it did — each change saved and published, each
+//! health change — it keeps as [`Happening`]s until its caller takes them for the history
+//! ([`Controller::take_happenings`]).
 
 mod analysis;
 mod drive;
@@ -32,6 +34,7 @@ use crate::{
     compile::{compile, Compiled},
     error::{one_line, Error},
     health::{CheckJob, HealthBoard},
+    history::{Happening, Touched},
     neighbor::{NeighborError, NextHop},
     state::State,
 };
@@ -74,6 +77,8 @@ pub struct Controller {
     flows: Arc<dyn Flows>,
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// What it did since the last [`Controller::take_happenings`], for the history.
+    happenings: Vec<Happening>,
 }
 
 /// A backend's identity in the data plane: (index, epoch).
@@ -110,6 +115,7 @@ impl Controller {
             flows,
             store: ports.store,
             clock: ports.clock,
+            happenings: Vec::new(),
         };
         controller.reconcile(state)?;
         Ok(controller)
@@ -118,6 +124,11 @@ impl Controller {
     /// Whether start found the program already attached.
     pub fn reattached(&self) -> bool {
         self.plane.reattached()
+    }
+
+    /// The time on the controller's clock (Unix milliseconds).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// The desired state.
@@ -167,9 +178,19 @@ impl Controller {
             self.restore(&next, &snapshot);
             return Err(e);
         }
+        self.happenings.push(Happening::Changed {
+            at_ms: now_ms,
+            services: touched(&self.state, &next),
+        });
         self.state = next;
         self.health = health;
         Ok(out)
+    }
+
+    /// What the controller did since it was last asked — every change saved and published,
+    /// every health change — for the caller to record in the history, saying who caused it.
+    pub fn take_happenings(&mut self) -> Vec<Happening> {
+        std::mem::take(&mut self.happenings)
     }
 
     /// Where the backends that `next` adds are, from the tables as they stand.
@@ -389,6 +410,16 @@ impl Controller {
             .get(&job.service, addr)
             .is_some_and(|h| h.healthy);
         tracing::info!(service = job.service, %addr, healthy, "backend health changed");
+        self.happenings.push(Happening::Health {
+            at_ms: now_ms,
+            service: job.service.clone(),
+            addr,
+            healthy,
+            error: self
+                .health
+                .get(&job.service, addr)
+                .and_then(|h| h.last_error.clone()),
+        });
         // Stored so that a restart starts from it; failing that costs only that.
         if let Err(e) = self.store.save_health(&self.health.record()) {
             tracing::warn!("storing backend health failed: {}", one_line(&e));
@@ -419,6 +450,20 @@ fn backend_ids(state: &State) -> BTreeMap<BackendId, IpAddr> {
             s.backends()
                 .map(|(_, b)| ((b.index, b.epoch), b.addr))
                 .chain(retired)
+        })
+        .collect()
+}
+
+/// The services that differ between `old` and `next`, as they were and are.
+fn touched(old: &State, next: &State) -> Vec<Touched> {
+    let names: BTreeSet<&String> = old.services.keys().chain(next.services.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| old.services.get(*name) != next.services.get(*name))
+        .map(|name| Touched {
+            name: name.clone(),
+            before: old.services.get(name).cloned(),
+            after: next.services.get(name).cloned(),
         })
         .collect()
 }

@@ -12,6 +12,8 @@ use super::{Change, Operation};
 use crate::{
     api::{Flip, PinRequest, RemoveBackend, SetHealth, SetSplit, SetWeight, StartDrain},
     error::Refused,
+    history::{Query, MAX_PAGE},
+    state::check_name,
 };
 
 /// A request as it goes over the socket.
@@ -80,6 +82,20 @@ impl Operation {
             ),
             Operation::Export => (Method::GET, "/export".into(), Body::Empty),
             Operation::Teardown => (Method::POST, "/teardown".into(), Body::Empty),
+            Operation::Events(query) => {
+                let mut pairs = form_urlencoded::Serializer::new(String::new());
+                if let Some(name) = &query.service {
+                    pairs.append_pair("service", name);
+                }
+                pairs
+                    .append_pair("after", &query.after.to_string())
+                    .append_pair("limit", &query.limit.to_string());
+                (
+                    Method::GET,
+                    format!("/events?{}", pairs.finish()),
+                    Body::Empty,
+                )
+            }
             Operation::Change(change) => match change {
                 Change::AddService(body) => (Method::POST, "/services".into(), json(body)),
                 Change::SetHealth { service, health } => (
@@ -216,6 +232,7 @@ impl Operation {
                     .map(|(_, value)| value.into_owned()),
             }),
             (&Method::GET, ["export"]) => Ok(Operation::Export),
+            (&Method::GET, ["events"]) => Ok(Operation::Events(events_query(query)?)),
             (&Method::POST, ["teardown"]) => Ok(Operation::Teardown),
             (&Method::POST, ["apply"]) => change(Change::Apply {
                 toml: String::from_utf8(body.to_vec())
@@ -332,7 +349,7 @@ impl Operation {
     /// changes, 200 for answers with a body.
     pub fn success(&self) -> StatusCode {
         match self {
-            Operation::Status { .. } | Operation::Export => StatusCode::OK,
+            Operation::Status { .. } | Operation::Export | Operation::Events(_) => StatusCode::OK,
             Operation::Teardown => StatusCode::NO_CONTENT,
             Operation::Change(
                 Change::AddService(_)
@@ -344,6 +361,42 @@ impl Operation {
             Operation::Change(_) => StatusCode::NO_CONTENT,
         }
     }
+}
+
+/// The query of `GET /events`: `service=NAME`, `after=SEQ` (default 0), `limit=N` (1 to
+/// [`MAX_PAGE`], the default).
+fn events_query(query: &str) -> Result<Query, Refused> {
+    let mut events = Query {
+        service: None,
+        after: 0,
+        limit: MAX_PAGE,
+    };
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "service" => {
+                check_name("service", &value)?;
+                events.service = Some(value.into_owned());
+            }
+            "after" => {
+                events.after = value.parse().map_err(|_| {
+                    Refused::Request(format!("after={value:?} is not a sequence number"))
+                })?;
+            }
+            "limit" => {
+                events.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        Refused::Request(format!(
+                            "limit={value:?} is not a number from 1 to {MAX_PAGE}"
+                        ))
+                    })?;
+            }
+            _ => return Err(Refused::Request(format!("unknown query parameter {key:?}"))),
+        }
+    }
+    Ok(events)
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refused> {
@@ -526,6 +579,18 @@ mod tests {
             Operation::Teardown,
         ];
         all.extend(changes.into_iter().chain(actions).map(Operation::Change));
+        all.extend([
+            Operation::Events(Query {
+                service: None,
+                after: 0,
+                limit: MAX_PAGE,
+            }),
+            Operation::Events(Query {
+                service: Some("web-1".into()),
+                after: 41,
+                limit: 7,
+            }),
+        ]);
         all
     }
 
@@ -570,6 +635,15 @@ mod tests {
             service: Some("a b/c".into()),
         };
         assert_eq!(status.to_request().path, "/status?service=a%20b%2Fc");
+        let events = Operation::Events(Query {
+            service: Some("web".into()),
+            after: 3,
+            limit: 10,
+        });
+        assert_eq!(
+            events.to_request().path,
+            "/events?service=web&after=3&limit=10"
+        );
         // What the CLI of the previous release sent is still understood.
         let old = br#"{"from":"blue","to":"green","steps":["5","100"],"interval_ms":1000}"#;
         let decoded = Operation::from_request(&Method::POST, "/services/web/canary", old).unwrap();
@@ -585,7 +659,31 @@ mod tests {
 
     #[test]
     fn malformed_requests_are_refused_with_one_line() {
-        let cases: [(Method, &str, &[u8], &str); 6] = [
+        let cases: [(Method, &str, &[u8], &str); 10] = [
+            (
+                Method::GET,
+                "/events?after=x",
+                b"",
+                "after=\"x\" is not a sequence number",
+            ),
+            (
+                Method::GET,
+                "/events?limit=0",
+                b"",
+                "limit=\"0\" is not a number from 1 to 1000",
+            ),
+            (
+                Method::GET,
+                "/events?service=a%20b",
+                b"",
+                "bad service name \"a b\": use 1-64 characters from A-Z a-z 0-9 - _ .",
+            ),
+            (
+                Method::GET,
+                "/events?since=3",
+                b"",
+                "unknown query parameter \"since\"",
+            ),
             (Method::GET, "/nothing", b"", "no such operation: GET /nothing"),
             (Method::POST, "/status", b"", "no such operation: POST /status"),
             (

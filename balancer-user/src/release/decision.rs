@@ -1,4 +1,6 @@
 //! What a release strategy did and why, kept with its progress and shown by `status`.
+//! Every decision recorded in a state that a change carries out is also an event of the
+//! history (`history::narrate` finds the new ones in the canary's and rollout's lists).
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,11 @@
 //! queries, webhooks), and following the kernel's neighbour changes ([`follow`]).
 //!
 //! Under the lock nothing sleeps or waits on the network: map writes, the state file, and
-//! lookups in the kernel's tables as they stand.
+//! lookups in the kernel's tables as they stand. What the controller did in a call is
+//! recorded in the history before the lock is let go (in memory and handed to its writer:
+//! no disk wait), so events keep the order they happened in: as the operator's, with the
+//! uid of the control socket's peer, for a change the operator asked for; as the daemon's
+//! for everything else (timed steps, health results).
 
 mod follow;
 
@@ -35,8 +39,9 @@ use crate::{
     error::{one_line, Error, Fault},
     gate,
     health::{self, CheckJob},
+    history::{narrate, Event, History, Note, Who},
     metrics::{self, Snapshot},
-    operation::Operation,
+    operation::{Change, Operation},
     release::analysis::Question,
 };
 
@@ -63,6 +68,8 @@ pub enum Reply {
     Status(Status),
     /// `export`: TOML.
     Export(String),
+    /// Events of the history.
+    Events(Vec<Event>),
 }
 
 /// The controller, behind its lock, and the daemon's stop signal.
@@ -81,12 +88,14 @@ pub struct Executor {
     metrics: AtomicBool,
     /// Backends a timed step waits for, being resolved off the lock.
     resolving: Mutex<HashSet<IpAddr>>,
+    /// Where what the controller does is recorded.
+    history: Arc<History>,
     shutdown: Notify,
 }
 
 impl Executor {
-    /// Wraps a started controller.
-    pub fn new(controller: Controller) -> Arc<Self> {
+    /// Wraps a started controller, recording what it does in `history`.
+    pub fn new(controller: Controller, history: Arc<History>) -> Arc<Self> {
         let (flows, flow_idle) = controller.flows();
         Arc::new(Self {
             neighbors: controller.neighbors(),
@@ -97,6 +106,7 @@ impl Executor {
             metrics: AtomicBool::new(false),
             controller: Mutex::new(Some(controller)),
             resolving: Mutex::new(HashSet::new()),
+            history,
             shutdown: Notify::new(),
         })
     }
@@ -106,15 +116,24 @@ impl Executor {
         self.shutdown.notified().await
     }
 
-    /// Runs one operation.
-    pub async fn run(self: &Arc<Self>, operation: Operation) -> Result<Reply, Error> {
+    /// Runs one operation for `who` (a change is recorded in the history as theirs).
+    pub async fn run(self: &Arc<Self>, operation: Operation, who: Who) -> Result<Reply, Error> {
         match operation {
             Operation::Teardown => {
-                self.on_slot(|slot| slot.take().ok_or(Error::TearingDown)?.teardown())
-                    .await?;
+                let history = self.history.clone();
+                self.on_slot(move |slot| {
+                    let controller = slot.take().ok_or(Error::TearingDown)?;
+                    let at_ms = controller.now_ms();
+                    controller.teardown()?;
+                    let what = "torn down: data plane detached, pins removed".to_string();
+                    history.record(vec![Note::plain(at_ms, None, what)], who);
+                    Ok(())
+                })
+                .await?;
                 self.shutdown.notify_one();
                 Ok(Reply::Done)
             }
+            Operation::Events(query) => Ok(Reply::Events(self.history.query(&query))),
             Operation::Status { service } => {
                 // Connection tracking is walked without the lock: other calls go on.
                 let counted = self.count_flows().await?;
@@ -132,7 +151,10 @@ impl Executor {
                 for _ in 0..LOCATE_ROUNDS {
                     let attempt = change.clone();
                     let apply = move |c: &mut Controller| c.change(|s, now| attempt.apply(s, now));
-                    match self.with_controller(apply).await {
+                    match self
+                        .with_controller_by(who, Some(change.clone()), apply)
+                        .await
+                    {
                         Err(Error::Unlocated(addrs)) => self.resolve(addrs).await?,
                         done => return done.map(|_| Reply::Done),
                     }
@@ -331,13 +353,34 @@ impl Executor {
         }
     }
 
-    /// Runs `f` on the controller, unless a teardown took it.
+    /// Runs `f` on the controller, unless a teardown took it; what it did is the daemon's.
     async fn with_controller<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Controller) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        self.on_slot(|slot| f(slot.as_mut().ok_or(Error::TearingDown)?))
-            .await
+        self.with_controller_by(Who::Daemon, None, f).await
+    }
+
+    /// Runs `f` on the controller, unless a teardown took it, and records what it did —
+    /// succeeding or not, for a timed call may change several things before one fails —
+    /// as caused by `who` asking for `change` (none: the daemon's own).
+    async fn with_controller_by<T: Send + 'static>(
+        self: &Arc<Self>,
+        who: Who,
+        change: Option<Change>,
+        f: impl FnOnce(&mut Controller) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let history = self.history.clone();
+        self.on_slot(move |slot| {
+            let controller = slot.as_mut().ok_or(Error::TearingDown)?;
+            let out = f(controller);
+            let happenings = controller.take_happenings();
+            if !happenings.is_empty() {
+                history.record(narrate(&happenings, change.as_ref()), who);
+            }
+            out
+        })
+        .await
     }
 
     /// Runs `f` on the controller slot on a blocking thread.
@@ -365,13 +408,25 @@ mod tests {
     use super::*;
     use crate::{
         api::AddBackend,
+        basis_points::BasisPoints,
         controller::fakes::{Rig, SILENT, SLOW},
         dataplane::unanswered::PendingFlow,
         error::Refused,
+        history::{Query, MAX_PAGE},
         neighbor::NeighborError,
         operation::Change,
+        release::canary::CanaryPlan,
         state::tests::{ip, sample},
+        state::{CheckKind, HealthCheck},
     };
+
+    /// Who runs the tests' operations.
+    const OPERATOR: Who = Who::Uid(0);
+
+    /// An executor of a controller started on `rig`, with a history of its own (`name`).
+    fn started(rig: &Rig, name: &str) -> Arc<Executor> {
+        Executor::new(rig.start(), crate::history::tests::opened(name))
+    }
 
     fn add(addr: &str) -> Operation {
         Operation::Change(Change::AddBackend {
@@ -384,14 +439,113 @@ mod tests {
         })
     }
 
+    /// Every event of the executor's history: (what, who).
+    async fn events(executor: &Arc<Executor>) -> Vec<(String, Who)> {
+        let query = Query {
+            service: None,
+            after: 0,
+            limit: MAX_PAGE,
+        };
+        let Reply::Events(events) = executor
+            .run(Operation::Events(query), OPERATOR)
+            .await
+            .unwrap()
+        else {
+            panic!("not events");
+        };
+        assert!(events.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+        events.into_iter().map(|e| (e.what, e.who)).collect()
+    }
+
+    #[tokio::test]
+    async fn changes_are_their_operators_events_and_timed_steps_and_health_the_daemons() {
+        let rig = Rig::new(sample());
+        let executor = started(&rig, "events");
+        let operator = Who::Uid(1000);
+        let plan = CanaryPlan {
+            from: "blue".into(),
+            to: "green".into(),
+            steps: vec![BasisPoints::new(5000).unwrap(), BasisPoints::ALL],
+            interval_ms: 1000,
+            auto_rollback: None,
+            analysis: None,
+        };
+        let start = Change::StartCanary {
+            service: "web".into(),
+            plan,
+        };
+        executor
+            .run(Operation::Change(start), operator)
+            .await
+            .unwrap();
+        // A refused change changed nothing and is no event.
+        let flip = Change::Flip {
+            service: "web".into(),
+            to: "purple".into(),
+            drain_timeout_ms: None,
+            cut: false,
+        };
+        let refused = executor.run(Operation::Change(flip), operator).await;
+        assert!(refused.is_err());
+        rig.clock.advance(1000);
+        executor
+            .with_controller(|c| c.tick().map(drop))
+            .await
+            .unwrap();
+
+        let check = HealthCheck {
+            kind: CheckKind::Tcp,
+            interval_ms: 1000,
+            timeout_ms: 500,
+            rise: 1,
+            fall: 1,
+        };
+        let checks = Change::SetHealth {
+            service: "web".into(),
+            health: Some(check.clone()),
+        };
+        executor
+            .run(Operation::Change(checks), operator)
+            .await
+            .unwrap();
+        let job = CheckJob {
+            service: "web".into(),
+            target: "198.18.0.101:80".parse().unwrap(),
+            check,
+        };
+        executor
+            .with_controller(move |c| c.report_check(&job, Ok(())))
+            .await
+            .unwrap();
+        executor.run(Operation::Teardown, operator).await.unwrap();
+
+        let expected = [
+            (
+                "canary started from blue to green: steps 50.00%,100.00% every 1s",
+                operator,
+            ),
+            ("canary: started; step 1/2: 50.00% to green", operator),
+            (
+                "canary: interval elapsed; step 2/2: 100.00% to green",
+                Who::Daemon,
+            ),
+            ("canary: completed: every step done", Who::Daemon),
+            ("health checks set (tcp)", operator),
+            ("backend 198.18.0.101 up", Who::Daemon),
+            ("torn down: data plane detached, pins removed", operator),
+        ]
+        .map(|(what, who)| (what.to_string(), who));
+        assert_eq!(events(&executor).await, expected);
+    }
+
     #[tokio::test]
     async fn a_change_resolves_its_new_backends_off_the_lock_or_is_refused() {
         let rig = Rig::new(sample());
-        let executor = Executor::new(rig.start());
+        let executor = started(&rig, "resolve");
         let at_start = rig.neighbors.resolved().len();
-        executor.run(add(SLOW)).await.unwrap();
+        executor.run(add(SLOW), OPERATOR).await.unwrap();
         assert_eq!(rig.neighbors.resolved()[at_start..], [ip(SLOW)]);
-        let err = executor.run(add(SILENT)).await.unwrap_err();
+        let err = executor.run(add(SILENT), OPERATOR).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -408,12 +562,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_walk_of_connection_tracking_for_status_holds_no_lock() {
         let rig = Rig::new(sample());
-        let executor = Executor::new(rig.start());
+        let executor = started(&rig, "status-walk");
         let gate = Arc::new(crate::controller::fakes::Gate::default());
         rig.plane.maps().counting_gate = Some(gate.clone());
         let status = tokio::spawn({
             let executor = executor.clone();
-            async move { executor.run(Operation::Status { service: None }).await }
+            async move {
+                executor
+                    .run(Operation::Status { service: None }, OPERATOR)
+                    .await
+            }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         // While status is still counting, a change goes through.
@@ -422,7 +580,7 @@ mod tests {
             addr: ip("198.18.0.101"),
             weight: 7,
         });
-        tokio::time::timeout(Duration::from_secs(2), executor.run(weight))
+        tokio::time::timeout(Duration::from_secs(2), executor.run(weight, OPERATOR))
             .await
             .expect("the change waited behind the count")
             .unwrap();
@@ -439,7 +597,7 @@ mod tests {
     #[tokio::test]
     async fn unanswered_flows_are_counted_once_each_and_shown_per_backend() {
         let rig = Rig::new(sample());
-        let executor = Executor::new(rig.start());
+        let executor = started(&rig, "unanswered");
         let id = executor
             .with_controller(|c| {
                 let (_, b) = c.state().service("web")?.backends().next().expect("one");
@@ -459,7 +617,7 @@ mod tests {
         rig.plane.maps().pending = vec![flow(0, true), flow(1, true)];
         executor.count_unanswered().await;
         let Reply::Status(status) = executor
-            .run(Operation::Status { service: None })
+            .run(Operation::Status { service: None }, OPERATOR)
             .await
             .unwrap()
         else {
@@ -474,7 +632,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_show_the_status_with_the_latest_walk_and_the_unanswered_flows() {
         let rig = Rig::new(sample());
-        let executor = Executor::new(rig.start());
+        let executor = started(&rig, "metrics");
         let ids = executor
             .with_controller(|c| {
                 let web = c.state().service("web")?;
@@ -544,15 +702,15 @@ mod tests {
     async fn status_does_not_wait_behind_a_resolution() {
         let rig = Rig::new(sample());
         rig.neighbors.resolutions_take(Duration::from_millis(600));
-        let executor = Executor::new(rig.start());
+        let executor = started(&rig, "resolution");
         let adding = tokio::spawn({
             let executor = executor.clone();
-            async move { executor.run(add(SILENT)).await }
+            async move { executor.run(add(SILENT), OPERATOR).await }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         let start = Instant::now();
         let status = Operation::Status { service: None };
-        executor.run(status).await.unwrap();
+        executor.run(status, OPERATOR).await.unwrap();
         let took = start.elapsed();
         assert!(!adding.is_finished(), "the resolution ended early");
         assert!(took < Duration::from_millis(300), "status took {took:?}");

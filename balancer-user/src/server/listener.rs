@@ -2,6 +2,9 @@
 //! served at once (further ones wait in the socket's backlog), and a connection that
 //! sends nothing for [`IDLE`] while the server waits for it is closed. Idle or abandoned
 //! clients can neither exhaust the daemon's file descriptors nor hold a place for ever.
+//!
+//! Each connection carries its peer's uid from the socket's credentials (`SO_PEERCRED`):
+//! the history says who made a change with it ([`Peer`]).
 
 use std::{
     future::Future,
@@ -12,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use axum::{extract::connect_info::Connected, serve::IncomingStream};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{unix::SocketAddr, UnixListener, UnixStream},
@@ -53,14 +57,26 @@ impl axum::serve::Listener for Bounded {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let held = Held {
-            io,
-            _place: place,
-            idle: self.idle,
-            deadline: Box::pin(tokio::time::sleep(self.idle)),
-        };
-        (held, addr)
+        loop {
+            let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            // Linux always has a connected Unix socket's credentials; a connection without
+            // them could not be told apart from another user's, so it is not served.
+            let uid = match io.peer_cred() {
+                Ok(credentials) => credentials.uid(),
+                Err(e) => {
+                    tracing::warn!("control connection closed: no peer credentials: {e}");
+                    continue;
+                }
+            };
+            let held = Held {
+                io,
+                uid,
+                _place: place,
+                idle: self.idle,
+                deadline: Box::pin(tokio::time::sleep(self.idle)),
+            };
+            return (held, addr);
+        }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -72,9 +88,25 @@ impl axum::serve::Listener for Bounded {
 /// sent nothing for the idle time since it connected, last sent, or was last answered.
 pub struct Held {
     io: UnixStream,
+    uid: u32,
     _place: OwnedSemaphorePermit,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+}
+
+/// Who is at the other end of a control connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer process's user id, from the socket's credentials.
+    pub uid: u32,
+}
+
+impl Connected<IncomingStream<'_, Bounded>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Bounded>) -> Self {
+        Self {
+            uid: stream.io().uid,
+        }
+    }
 }
 
 impl Held {
@@ -143,6 +175,18 @@ mod tests {
             std::env::temp_dir().join(format!("balancer-{name}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         path
+    }
+
+    #[tokio::test]
+    async fn a_connection_carries_the_uid_of_its_peer() {
+        let path = socket("peer");
+        let mut listener = Bounded::new(UnixListener::bind(&path).unwrap(), 2, IDLE);
+        let _client = UnixStream::connect(&path).await.unwrap();
+        let (held, _) = listener.accept().await;
+        // SAFETY: getuid cannot fail and touches no memory.
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(held.uid, uid);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[tokio::test]

@@ -5,23 +5,28 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
+    extract::{rejection::BytesRejection, ConnectInfo, DefaultBodyLimit, State},
     http::{Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     Json, Router,
 };
 
-use super::executor::{Executor, Reply};
+use super::{
+    executor::{Executor, Reply},
+    listener::Peer,
+};
 use crate::{
-    api::ApiError,
+    api::{ApiError, Events},
     error::{one_line, Error, Refused},
+    history::Who,
     operation::Operation,
 };
 
 /// The largest request body taken, in bytes (an `apply` of 4096 backends is a fifth of it).
 pub const MAX_BODY: usize = 1 << 20;
 
-/// Every route of the control API.
+/// Every route of the control API. Served with [`Peer`] as connect info (the uid a change
+/// is recorded under in the history).
 pub fn router(executor: Arc<Executor>) -> Router {
     Router::new()
         .fallback(handle)
@@ -31,6 +36,7 @@ pub fn router(executor: Arc<Executor>) -> Router {
 
 async fn handle(
     State(executor): State<Arc<Executor>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     method: Method,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
@@ -51,10 +57,11 @@ async fn handle(
         Err(refused) => return failure(Error::Refused(refused)),
     };
     let success = operation.success();
-    match executor.run(operation).await {
+    match executor.run(operation, Who::Uid(peer.uid)).await {
         Ok(Reply::Done) => success.into_response(),
         Ok(Reply::Status(status)) => Json(status).into_response(),
         Ok(Reply::Export(toml)) => toml.into_response(),
+        Ok(Reply::Events(events)) => Json(Events { events }).into_response(),
         Err(error) => failure(error),
     }
 }
@@ -77,7 +84,10 @@ fn failure(error: Error) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use axum::body::{to_bytes, Body};
+    use axum::{
+        body::{to_bytes, Body},
+        extract::connect_info::MockConnectInfo,
+    };
     use hyper::Request;
     use tower::ServiceExt;
 
@@ -100,7 +110,9 @@ mod tests {
     #[tokio::test]
     async fn refusals_are_4xx_faults_5xx_each_with_one_line() {
         let rig = Rig::new(sample());
-        let router = router(Executor::new(rig.start()));
+        let history = crate::history::tests::opened("routes");
+        let router =
+            router(Executor::new(rig.start(), history)).layer(MockConnectInfo(Peer { uid: 1000 }));
         let (code, body) = call(&router, Method::GET, "/status?service=web", "").await;
         assert_eq!(code, StatusCode::OK);
         let status: crate::api::Status = serde_json::from_str(&body).expect("status JSON");
@@ -198,5 +210,39 @@ mod tests {
         let (code, body) = call(&router, Method::GET, "/status", "").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, r#"{"error":"the daemon is tearing down"}"#);
+    }
+
+    #[tokio::test]
+    async fn a_change_is_recorded_as_its_peers_and_events_are_served_as_json() {
+        let rig = Rig::new(sample());
+        let history = crate::history::tests::opened("routes-events");
+        let router =
+            router(Executor::new(rig.start(), history)).layer(MockConnectInfo(Peer { uid: 1000 }));
+        let path = "/services/web/backends/198.18.0.101/weight";
+        let (code, _) = call(&router, Method::PUT, path, r#"{"weight":7}"#).await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (code, body) = call(&router, Method::GET, "/events?service=web", "").await;
+        assert_eq!(code, StatusCode::OK);
+        let Events { events } = serde_json::from_str(&body).expect("events JSON");
+        let [event] = &events[..] else {
+            panic!("one event expected: {events:?}");
+        };
+        assert_eq!(event.who, Who::Uid(1000));
+        assert_eq!(event.what, "weight of 198.18.0.101 set to 7");
+        assert_eq!(
+            (event.before.as_deref(), event.after.as_deref()),
+            (
+                Some("backend 198.18.0.101: blue weight 100"),
+                Some("backend 198.18.0.101: blue weight 7")
+            )
+        );
+        let (code, body) = call(&router, Method::GET, "/events?service=dns", "").await;
+        assert_eq!((code, body.as_str()), (StatusCode::OK, r#"{"events":[]}"#));
+        let (code, body) = call(&router, Method::GET, "/events?limit=5000", "").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            r#"{"error":"limit=\"5000\" is not a number from 1 to 1000"}"#
+        );
     }
 }

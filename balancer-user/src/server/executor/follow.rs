@@ -192,7 +192,7 @@ mod tests {
     #[tokio::test]
     async fn a_resync_rewrites_the_backends_that_moved_and_only_those() {
         let rig = Rig::new(sample());
-        let executor = Executor::new(rig.start());
+        let executor = Executor::new(rig.start(), crate::history::tests::opened("follow-moved"));
         let (moved, still) = (ip("198.18.0.101"), ip("198.18.0.102"));
         let elsewhere = NextHop {
             ifindex: 7,
@@ -211,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn only_news_reaches_the_data_plane() {
         let rig = Rig::new(sample());
-        let executor = Executor::new(rig.start());
+        let executor = Executor::new(rig.start(), crate::history::tests::opened("follow-lost"));
         let addr = ip("198.18.0.101");
         let mut follower = Follower::new();
         follower.resync_at = Instant::now() + RESYNC_INTERVAL;
