@@ -92,6 +92,13 @@ fn a_new_group_that_refuses_connections_is_rolled_back_within_two_windows() -> R
             && text.contains("> limit 0.50% (blue 0.00%)"),
         "status shows the reason and the ratios: {text}"
     );
+    let events = lab.balancer.ok(&["events", "web"])?;
+    ensure!(
+        events.lines().any(|l| l
+            .contains("daemon  web  canary: rolled back: analysis: handshake-failures")
+            && l.contains("> limit 0.50% (blue 0.00%)")),
+        "the event history has the rollback with the ratios: {events}"
+    );
     all_on_blue(&lab, service)
 }
 
