@@ -15,6 +15,7 @@ use crate::{
     },
     state::{Affinity, CheckKind, HealthCheck, StateError},
     vip::Vip,
+    wait::{track::Kind, Waiting},
 };
 
 /// Default control socket.
@@ -71,6 +72,9 @@ pub enum Command {
         /// their next packets go to GROUP, whose backends answer TCP with a reset.
         #[arg(long)]
         cut: bool,
+        /// Waiting for the flip drain's end.
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Gradual canary: move new flows from one group to another in timed steps.
     #[command(subcommand)]
@@ -85,9 +89,37 @@ pub enum Command {
     Status {
         /// Only this service.
         name: Option<String>,
-        /// Print JSON.
+        /// Print JSON (with --watch: one line of JSON per refresh, with the rates).
         #[arg(long)]
         json: bool,
+        /// Refresh every second with the rates since the previous refresh: a live screen on
+        /// a terminal (q quits), one block of text per refresh otherwise (as `top`).
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Live view: `status --watch`.
+    Top {
+        /// Only this service.
+        name: Option<String>,
+        /// One line of JSON per refresh (NDJSON), with the rates.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many refreshes.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Wait for the release that runs on a service (canary, rollout, flip drain) to end;
+    /// exit 0 when it completed, 5 aborted, 6 rolled back, 7 at --wait-timeout. With none
+    /// running: the exit code of the last one that ended (0 if none ever ran).
+    Wait {
+        /// Service name.
+        name: String,
+        /// Give up after this long (exit 7; the release goes on). Default: no limit.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait_timeout: Option<std::time::Duration>,
     },
     /// Make the desired state exactly what a TOML file says.
     Apply {
@@ -310,6 +342,9 @@ pub enum CanaryCommand {
         /// With --auto-rollback: the share of the new group's backends that must fail.
         #[arg(long, default_value = "50", requires = "auto_rollback")]
         rollback_threshold: BasisPoints,
+        /// Waiting for the canary's end.
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Stop the step timer.
     Pause {
@@ -386,6 +421,44 @@ pub struct RolloutArgs {
     /// reset) instead of retiring it with them.
     #[arg(long)]
     pub cut: bool,
+    /// Waiting for the rollout's end.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `--wait [--wait-timeout D]` of `canary start`, `rollout` and `flip`.
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Block until the release ends, printing a line per step; exit 0 when it completed,
+    /// 5 aborted, 6 rolled back, 7 at --wait-timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (exit 7; the release goes on). Default: no
+    /// limit. (--timeout bounds each answer of the daemon.)
+    #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Option<std::time::Duration>,
+}
+
+impl Command {
+    /// What the command's `--wait` asks to wait for once it is done; none without it.
+    pub fn waiting(&self) -> Option<Waiting> {
+        let (service, kind, args) = match self {
+            Command::Flip { name, wait, .. } => (name, Kind::Flip, wait),
+            Command::Canary(CanaryCommand::Start { name, wait, .. }) => (name, Kind::Canary, wait),
+            Command::Rollout(RolloutArgs {
+                action: None,
+                name: Some(name),
+                wait,
+                ..
+            }) => (name, Kind::Rollout, wait),
+            _ => return None,
+        };
+        args.wait.then(|| Waiting {
+            service: service.clone(),
+            kind,
+            timeout: args.wait_timeout,
+        })
+    }
 }
 
 /// `balancer rollout status|abort NAME`.
@@ -561,7 +634,11 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
     let change = |c: Change| (Operation::Change(c), Output::Quiet);
     let status = |service: Option<String>, output: Output| (Operation::Status { service }, output);
     Ok(match command {
-        Command::Daemon(_) | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Daemon(_)
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Top { .. }
+        | Command::Wait { .. } => {
             return Err(Refused::Request("not a request to the daemon".into()))
         }
         Command::Service(cmd) => match cmd {
@@ -646,6 +723,7 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
             to,
             drain_timeout,
             cut,
+            wait: _,
         } => change(Change::Flip {
             service: name,
             to,
@@ -666,7 +744,7 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
             }),
             PinCommand::List { name, json } => status(name, Output::Pins { json }),
         },
-        Command::Status { name, json } => status(name, Output::Status { json }),
+        Command::Status { name, json, .. } => status(name, Output::Status { json }),
         Command::Apply { file } => change(Change::Apply {
             toml: read_config(&file)?,
         }),
@@ -686,6 +764,7 @@ fn canary(cmd: CanaryCommand) -> Result<(Operation, Output), Refused> {
             preset,
             auto_rollback,
             rollback_threshold,
+            wait: _,
         } => {
             let (steps, interval_ms) = match preset {
                 Some(preset) => Preset::from(preset).plan(),
