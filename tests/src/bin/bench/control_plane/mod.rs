@@ -179,8 +179,9 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
          windows of {} s: idle (no request), then while one `balancer status --watch --json` \
          runs, which asks for `status` once a second — each answer walks connection \
          tracking off the controller's lock and reads every backend's per-CPU counters \
-         under it. {} pair(s) of windows, side by side. \"Per refresh\" is the difference \
-         of the medians over the refreshes of a window.\n",
+         under it. {} pair(s) of windows, side by side. \"Per refresh\" is the daemon's \
+         CPU time with the watch less its idle time (medians), over the watch's refreshes \
+         in a window.\n",
         watching.backends,
         watching.window.as_secs(),
         plan.watch_rounds
