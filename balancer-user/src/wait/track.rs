@@ -77,10 +77,16 @@ pub struct Step {
 /// One release followed.
 #[derive(Clone, Debug)]
 enum Followed {
-    /// A canary, known by its first decision's time; `shown` decisions printed.
-    Canary { started_ms: u64, shown: usize },
+    /// A canary, known by its first decision's time; `shown`: the last decision printed.
+    Canary {
+        started_ms: u64,
+        shown: Option<Decision>,
+    },
     /// A rollout, known likewise.
-    Rollout { started_ms: u64, shown: usize },
+    Rollout {
+        started_ms: u64,
+        shown: Option<Decision>,
+    },
     /// A flip drain to group `to`.
     Flip {
         to: String,
@@ -117,11 +123,11 @@ impl Tracker {
             .map(|r| (r.running(), &r.decisions));
         let follow_canary = |decisions: &Vec<Decision>| Followed::Canary {
             started_ms: started(decisions),
-            shown: 0,
+            shown: None,
         };
         let follow_rollout = |decisions: &Vec<Decision>| Followed::Rollout {
             started_ms: started(decisions),
-            shown: 0,
+            shown: None,
         };
         match kind {
             Kind::Canary => {
@@ -267,14 +273,34 @@ fn started(decisions: &[Decision]) -> u64 {
     decisions.first().map_or(0, |d| d.at_ms)
 }
 
-/// The decisions not shown yet, as lines; marks them shown.
-fn progress(kind: &str, name: &str, decisions: &[Decision], shown: &mut usize) -> Vec<String> {
-    let lines = decisions
+/// The decisions after the last one `shown`, as lines; marks the last shown. The log is
+/// bounded (its oldest but the first go), so the place is found by the decision itself,
+/// else by time.
+fn progress(
+    kind: &str,
+    name: &str,
+    decisions: &[Decision],
+    shown: &mut Option<Decision>,
+) -> Vec<String> {
+    let from = match shown.as_ref() {
+        None => 0,
+        Some(seen) => decisions.iter().rposition(|d| d == seen).map_or_else(
+            || {
+                decisions
+                    .iter()
+                    .position(|d| d.at_ms > seen.at_ms)
+                    .unwrap_or(decisions.len())
+            },
+            |i| i + 1,
+        ),
+    };
+    let lines = decisions[from..]
         .iter()
-        .skip(*shown)
         .map(|d| format!("{} {kind} {name}: {}", time(d.at_ms), d.what))
         .collect();
-    *shown = decisions.len();
+    if let Some(last) = decisions.last() {
+        *shown = Some(last.clone());
+    }
     lines
 }
 
@@ -391,10 +417,7 @@ mod tests {
     use super::*;
     use crate::{
         api::GroupShare,
-        release::{
-            canary::Canary,
-            rollout::{Rollout, RolloutPhase},
-        },
+        release::{canary::Canary, rollout::Rollout},
         watch::rates::tests::{backend, status},
     };
 
@@ -412,42 +435,41 @@ mod tests {
         status(vec![backend("198.18.0.101", "blue", 0)]).services[0].clone()
     }
 
+    /// A canary of two steps started at `started_ms`, as the API gives it.
     fn canary(started_ms: u64) -> Canary {
-        Canary {
-            from: "blue".into(),
-            to: "green".into(),
-            steps: vec![BasisPoints::new(5000).unwrap(), BasisPoints::ALL],
-            interval_ms: 1000,
-            step: 0,
-            next_step_at_ms: Some(started_ms + 1000),
-            paused_remaining_ms: None,
-            auto_rollback: None,
-            outcome: None,
-            decisions: vec![decision(started_ms, "started; step 1/2: 50.00% to green")],
-        }
+        serde_json::from_value(serde_json::json!({
+            "from": "blue",
+            "to": "green",
+            "steps": [5000, 10_000],
+            "interval_ms": 1000,
+            "step": 0,
+            "next_step_at_ms": started_ms + 1000,
+            "paused_remaining_ms": null,
+            "outcome": null,
+            "decisions": [{"at_ms": started_ms, "what": "started; step 1/2: 50.00% to green"}],
+        }))
+        .unwrap()
     }
 
+    /// A rollout of one pair started at `started_ms`, as the API gives it.
     fn rollout(started_ms: u64) -> Rollout {
-        Rollout {
-            group: "blue".into(),
-            pairs: vec![(
-                "198.18.0.101".parse().unwrap(),
-                "198.18.0.105".parse().unwrap(),
-            )],
-            current: 0,
-            phase: RolloutPhase::Ready,
-            phase_since_ms: started_ms,
-            target_weight: 100,
-            ready_timeout_ms: 1000,
-            slow_start_ms: 0,
-            drain_timeout_ms: None,
-            cut: false,
-            outcome: None,
-            decisions: vec![decision(
-                started_ms,
-                "pair 1/1: added 198.18.0.105, waiting for its health checks",
-            )],
-        }
+        serde_json::from_value(serde_json::json!({
+            "group": "blue",
+            "pairs": [["198.18.0.101", "198.18.0.105"]],
+            "current": 0,
+            "phase": "ready",
+            "phase_since_ms": started_ms,
+            "target_weight": 100,
+            "ready_timeout_ms": 1000,
+            "slow_start_ms": 0,
+            "drain_timeout_ms": null,
+            "outcome": null,
+            "decisions": [{
+                "at_ms": started_ms,
+                "what": "pair 1/1: added 198.18.0.105, waiting for its health checks",
+            }],
+        }))
+        .unwrap()
     }
 
     fn flip_drain() -> FlipDrain {
@@ -524,6 +546,31 @@ mod tests {
                 what: "canary web completed: completed: every step done".into()
             })
         );
+    }
+
+    #[test]
+    fn a_full_decision_log_that_drops_its_oldest_still_prints_only_the_new_ones() {
+        let mut s = web();
+        let mut c = canary(T0);
+        c.decisions
+            .extend((1..256).map(|i| decision(T0 + i, &format!("held {i}"))));
+        s.canary = Some(c);
+        let mut tracker = Tracker::new(Kind::Canary, &s).unwrap();
+        assert_eq!(tracker.step(&s).lines.len(), 256);
+        // Two more: the log keeps its length, the first and the latest.
+        let c = s.canary.as_mut().unwrap();
+        for i in 256..258 {
+            c.decisions.remove(1);
+            c.decisions.push(decision(T0 + i, &format!("held {i}")));
+        }
+        assert_eq!(
+            tracker.step(&s).lines,
+            [
+                "2026-01-01T00:00:00Z canary web: held 256",
+                "2026-01-01T00:00:00Z canary web: held 257"
+            ]
+        );
+        assert!(tracker.step(&s).lines.is_empty());
     }
 
     #[test]

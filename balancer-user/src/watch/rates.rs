@@ -214,54 +214,54 @@ fn service_rates(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::{
-        api::GroupShare, basis_points::BasisPoints, dataplane::GlobalCounters, state::Affinity,
-    };
 
-    /// A backend of `group` whose counters are all `count`.
+    /// A backend of `group` whose counters are all `count` (packets ten times, bytes a
+    /// thousand times), as the API gives it.
     pub(crate) fn backend(addr: &str, group: &str, count: u64) -> BackendStatus {
-        BackendStatus {
-            addr: addr.parse().unwrap(),
-            group: group.into(),
-            weight: 100,
-            effective_share: 50.0,
-            new_flows: count,
-            packets: count * 10,
-            bytes: count * 1000,
-            active_flows: count,
-            fin_closes: count,
-            resets: count,
-            syn_retransmits: count,
-            unanswered_flows: count,
-            health: None,
-            health_changed_at_ms: None,
-            health_error: None,
-            drain: None,
-        }
+        serde_json::from_value(serde_json::json!({
+            "addr": addr,
+            "group": group,
+            "weight": 100,
+            "effective_share": 50.0,
+            "new_flows": count,
+            "packets": count * 10,
+            "bytes": count * 1000,
+            "active_flows": count,
+            "fin_closes": count,
+            "resets": count,
+            "syn_retransmits": count,
+            "unanswered_flows": count,
+            "health": null,
+            "health_changed_at_ms": null,
+            "health_error": null,
+            "drain": null,
+        }))
+        .unwrap()
     }
 
-    /// Service `web` with groups blue and green and `backends`.
+    /// Service `web` (blue 75%, green 25%) with `backends`, as the API gives it.
     pub(crate) fn status(backends: Vec<BackendStatus>) -> Status {
-        let share = |group: &str, bp| GroupShare {
-            group: group.into(),
-            percent: BasisPoints::new(bp).unwrap(),
-        };
-        Status {
-            services: vec![ServiceStatus {
-                name: "web".into(),
-                vip: "198.18.0.10:80/tcp".parse().unwrap(),
-                affinity: Affinity::Connection,
-                table_size: 65537,
-                split: vec![share("blue", 7500), share("green", 2500)],
-                backends,
-                pins: Vec::new(),
-                canary: None,
-                rollout: None,
-                flip_drain: None,
-                retired: Vec::new(),
+        let mut status: Status = serde_json::from_value(serde_json::json!({
+            "services": [{
+                "name": "web",
+                "vip": "198.18.0.10:80/tcp",
+                "affinity": "connection",
+                "table_size": 65537,
+                "split": [
+                    {"group": "blue", "percent": "75"},
+                    {"group": "green", "percent": "25"},
+                ],
+                "backends": [],
+                "pins": [],
+                "canary": null,
+                "rollout": null,
+                "flip_drain": null,
             }],
-            counters: GlobalCounters::default(),
-        }
+            "counters": {"passed": 0, "dropped": 0, "malformed": 0, "unbalanceable": 0},
+        }))
+        .unwrap();
+        status.services[0].backends = backends;
+        status
     }
 
     const BLUE: &str = "198.18.0.101";

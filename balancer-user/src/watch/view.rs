@@ -353,7 +353,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         api::RetiredStatus,
-        basis_points::BasisPoints,
         release::canary::Outcome,
         watch::{
             frame::Sampler,
@@ -380,29 +379,23 @@ pub(crate) mod tests {
             web.backends[0].health = Some(Health::Up);
             web.backends[1].health = Some(Health::Down);
             web.backends[2].drain = Some(crate::release::drain::Drain::begin(0, None, false, 100));
-            web.canary = Some(Canary {
-                from: "blue".into(),
-                to: "green".into(),
-                steps: [1000, 2500, 10_000]
-                    .map(|bp| BasisPoints::new(bp).unwrap())
-                    .to_vec(),
-                interval_ms: 60_000,
-                step: 1,
-                next_step_at_ms: Some(NOW_MS + 42_000),
-                paused_remaining_ms: None,
-                auto_rollback: None,
-                outcome: None,
-                decisions: vec![
-                    Decision {
-                        at_ms: NOW_MS - 78_000,
-                        what: "started; step 1/3: 10.00% to green".into(),
-                    },
-                    Decision {
-                        at_ms: NOW_MS - 18_000,
-                        what: "interval elapsed; step 2/3: 25.00% to green".into(),
-                    },
-                ],
-            });
+            web.canary = Some(
+                serde_json::from_value(serde_json::json!({
+                    "from": "blue",
+                    "to": "green",
+                    "steps": [1000, 2500, 10_000],
+                    "interval_ms": 60_000,
+                    "step": 1,
+                    "next_step_at_ms": NOW_MS + 42_000,
+                    "paused_remaining_ms": null,
+                    "outcome": null,
+                    "decisions": [
+                        {"at_ms": NOW_MS - 78_000, "what": "started; step 1/3: 10.00% to green"},
+                        {"at_ms": NOW_MS - 18_000, "what": "interval elapsed; step 2/3: 25.00% to green"},
+                    ],
+                }))
+                .unwrap(),
+            );
             web.retired = vec![RetiredStatus {
                 addr: "198.18.0.99".parse().unwrap(),
                 group: "blue".into(),
