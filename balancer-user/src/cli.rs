@@ -10,6 +10,7 @@ use crate::{
     error::Refused,
     operation::{Change, Operation},
     release::{
+        analysis::{self, AnalysisPlan},
         canary::{CanaryAction, CanaryPlan, Preset},
         rollout::RolloutPlan,
     },
@@ -310,6 +311,10 @@ impl From<AffinityArg> for Affinity {
 
 /// `balancer canary ...`.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per run from the command line: its size costs nothing"
+)]
 pub enum CanaryCommand {
     /// Start a canary: the first step applies at once, each later one an interval after.
     Start {
@@ -342,6 +347,9 @@ pub enum CanaryCommand {
         /// With --auto-rollback: the share of the new group's backends that must fail.
         #[arg(long, default_value = "50", requires = "auto_rollback")]
         rollback_threshold: BasisPoints,
+        /// Compare the new group with the old one between steps.
+        #[command(flatten)]
+        analysis: AnalysisArgs,
         /// Waiting for the canary's end.
         #[command(flatten)]
         wait: WaitArgs,
@@ -366,6 +374,60 @@ pub enum CanaryCommand {
         /// Service name.
         name: String,
     },
+}
+
+/// How a canary is analysed: a file, or the defaults with some values changed inline.
+#[derive(Debug, clap::Args)]
+pub struct AnalysisArgs {
+    /// Gate every step on an analysis described by this TOML file (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub analysis: Option<PathBuf>,
+    /// Gate every step on the default analysis: handshake failures and resets of the new
+    /// group at most max(0.5%, 2 x the old group's), windows of 30 s after 10 s.
+    #[arg(long, conflicts_with = "analysis")]
+    pub analyze: bool,
+    /// Length of an analysis window (at least 5s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub window: Option<std::time::Duration>,
+    /// Time after each step before the first analysis window.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<std::time::Duration>,
+    /// New flows the new group must get in a window for a verdict.
+    #[arg(long)]
+    pub min_flows: Option<u64>,
+    /// Windows in a row without a verdict before the canary rolls back.
+    #[arg(long)]
+    pub max_inconclusive: Option<u32>,
+}
+
+impl AnalysisArgs {
+    /// The analysis asked for, if any: the file's (or the defaults), with the inline
+    /// values given.
+    pub fn plan(self) -> Result<Option<AnalysisPlan>, Refused> {
+        let inline = self.window.is_some()
+            || self.warmup.is_some()
+            || self.min_flows.is_some()
+            || self.max_inconclusive.is_some();
+        let mut plan = match (&self.analysis, self.analyze || inline) {
+            (Some(file), _) => analysis::file::parse(&read_config(file)?)
+                .map_err(|e| Refused::Request(format!("{}: {e}", file.display())))?,
+            (None, true) => AnalysisPlan::default(),
+            (None, false) => return Ok(None),
+        };
+        if let Some(window) = self.window {
+            plan.window_ms = millis(window);
+        }
+        if let Some(warmup) = self.warmup {
+            plan.warmup_ms = millis(warmup);
+        }
+        if let Some(min_flows) = self.min_flows {
+            plan.min_flows = min_flows;
+        }
+        if let Some(max) = self.max_inconclusive {
+            plan.max_inconclusive = max;
+        }
+        Ok(Some(plan))
+    }
 }
 
 /// Canary presets.
@@ -421,6 +483,9 @@ pub struct RolloutArgs {
     /// reset) instead of retiring it with them.
     #[arg(long)]
     pub cut: bool,
+    /// Before each OLD drains, compare its NEW with the rest of the group (checks only).
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
     /// Waiting for the rollout's end.
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -764,6 +829,7 @@ fn canary(cmd: CanaryCommand) -> Result<(Operation, Output), Refused> {
             preset,
             auto_rollback,
             rollback_threshold,
+            analysis,
             wait: _,
         } => {
             let (steps, interval_ms) = match preset {
@@ -784,6 +850,7 @@ fn canary(cmd: CanaryCommand) -> Result<(Operation, Output), Refused> {
                 steps,
                 interval_ms,
                 auto_rollback: auto_rollback.then_some(rollback_threshold),
+                analysis: analysis.plan()?,
             };
             let start = Change::StartCanary {
                 service: name,
@@ -827,6 +894,7 @@ fn rollout(args: RolloutArgs) -> Result<(Operation, Output), Refused> {
                     slow_start_ms: millis(args.slow_start),
                     drain_timeout_ms: args.drain_timeout.map(millis),
                     cut: args.cut,
+                    analysis: args.analysis.plan()?,
                 },
             }
         }

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod duration;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod lifecycle;
 pub mod maglev;

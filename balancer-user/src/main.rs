@@ -5,7 +5,8 @@
 //! kernel). A wait (`--wait` on `canary start`, `rollout` and `flip`, and `balancer wait`)
 //! exits 0 when the release completed, 5 when it was aborted (by the operator, or
 //! overridden by a split, flip or apply), 6 when it rolled back by itself (a canary's
-//! automatic rollback, a rollout whose new backend never became healthy), 7 when
+//! automatic rollback on health checks or analysis, a rollout whose new backend never
+//! became healthy or had worse signals), 7 when
 //! `--wait-timeout` came first (the release goes on): `wait::{ABORTED, ROLLED_BACK,
 //! TIMED_OUT}`.
 

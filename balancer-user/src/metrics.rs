@@ -39,7 +39,7 @@ use crate::{
     api::{BackendStatus, Health, ServiceStatus, Status},
     basis_points::BasisPoints,
     dataplane::{bpffs::LAYOUT_VERSION, Census},
-    release::canary::Canary,
+    release::{analysis::Judgement, canary::Canary},
     vip::Protocol,
 };
 
@@ -85,6 +85,25 @@ struct CanaryLabels {
 struct StateLabels {
     service: String,
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    service: String,
+    signal: String,
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    service: String,
+    signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabels {
+    service: String,
+    verdict: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -227,6 +246,9 @@ struct Services {
     group_share: Family<GroupLabels, Ratio>,
     canary_share: Family<CanaryLabels, Ratio>,
     canary_state: Family<StateLabels, Gauge>,
+    analysis_ratio: Family<SignalLabels, Ratio>,
+    analysis_limit: Family<LimitLabels, Ratio>,
+    analysis_verdict: Family<WindowLabels, Gauge>,
     retired: Family<ServiceLabels, Gauge>,
 }
 
@@ -246,6 +268,21 @@ impl Services {
             "balancer_canary_state",
             "1 for the canary's state: running, paused, or how it ended",
             self.canary_state.clone(),
+        );
+        registry.register(
+            "balancer_canary_analysis_ratio",
+            "A signal per new flow (0..1) of each group in the canary analysis' last window",
+            self.analysis_ratio.clone(),
+        );
+        registry.register(
+            "balancer_canary_analysis_limit",
+            "The limit (0..1) the new group's ratio had in the last window",
+            self.analysis_limit.clone(),
+        );
+        registry.register(
+            "balancer_canary_analysis_verdict",
+            "1 for the verdict of the canary analysis' last window: pass, fail, inconclusive",
+            self.analysis_verdict.clone(),
         );
         registry.register(
             "balancer_retired_backends",
@@ -278,12 +315,52 @@ impl Services {
                     state: canary_state(canary),
                 })
                 .set(1);
+            if let Some(last) = canary.analysis.as_ref().and_then(|a| a.last.as_ref()) {
+                self.add_window(&service.name, canary, last);
+            }
         }
         self.retired
             .get_or_create(&ServiceLabels {
                 service: service.name.clone(),
             })
             .set(gauge(service.retired.len() as u64));
+    }
+}
+
+impl Services {
+    /// The last analysis window of the canary of `service`.
+    fn add_window(&self, service: &str, canary: &Canary, last: &Judgement) {
+        for r in &last.readings {
+            let signal = r.signal.name().to_string();
+            let sides = [
+                (&canary.to, Some(r.percent)),
+                (&canary.from, r.baseline_percent),
+            ];
+            for (group, percent) in sides {
+                if let Some(percent) = percent {
+                    self.analysis_ratio
+                        .get_or_create(&SignalLabels {
+                            service: service.to_string(),
+                            signal: signal.clone(),
+                            group: group.clone(),
+                        })
+                        .set(percent / 100.0);
+                }
+            }
+            self.analysis_limit
+                .get_or_create(&LimitLabels {
+                    service: service.to_string(),
+                    signal,
+                })
+                .set(r.limit_percent / 100.0);
+        }
+        let verdict = format!("{:?}", last.verdict).to_lowercase();
+        self.analysis_verdict
+            .get_or_create(&WindowLabels {
+                service: service.to_string(),
+                verdict,
+            })
+            .set(1);
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::api::Status;
+use crate::{
+    api::Status,
+    release::analysis::{Analysis, Stage},
+};
 
 /// `balancer status` as text.
 pub fn status(status: &Status) -> String {
@@ -96,6 +99,12 @@ pub fn status(status: &Status) -> String {
                 c.steps[c.step],
                 state
             );
+            if let Some(a) = c.analysis.as_ref().filter(|_| c.running()) {
+                let _ = writeln!(out, "  analysis: {}", analysis(a));
+            }
+            if let Some(j) = c.analysis.as_ref().and_then(|a| a.last.as_ref()) {
+                let _ = writeln!(out, "  last window ({:?}): {}", j.verdict, j.why);
+            }
             if let Some(last) = c.decisions.last() {
                 let _ = writeln!(out, "  last decision: {}", last.what);
             }
@@ -166,4 +175,24 @@ fn time(unix_ms: u64) -> String {
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms),
     )
     .to_string()
+}
+
+/// Where a canary's analysis stands, in a few words.
+fn analysis(a: &Analysis) -> String {
+    let stage = match &a.stage {
+        Stage::Warming { until_ms } => format!("warming up until {}", time(*until_ms)),
+        Stage::Measuring { since_ms, .. } => format!(
+            "window ends at {}",
+            time(since_ms.saturating_add(a.plan.window_ms))
+        ),
+        Stage::Asking { .. } => "asking the Prometheus gates".to_string(),
+    };
+    let passed = match a.passed {
+        true => "a window passed in this step",
+        false => "no window passed in this step yet",
+    };
+    format!(
+        "{stage}; {passed}; {} of {} windows without a verdict",
+        a.inconclusive, a.plan.max_inconclusive
+    )
 }

@@ -59,7 +59,7 @@ impl std::fmt::Display for Affinity {
 }
 
 /// The whole desired state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// File format version, [`STATE_FORMAT`].
     pub format: u32,
@@ -80,7 +80,7 @@ impl Default for State {
 }
 
 /// One balanced service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Service {
     /// Index in the data plane's per-service maps.
     pub slot: u32,

@@ -13,8 +13,9 @@ use track::{Ended, Ending, Kind, Tracker};
 /// Exit code of a release the operator stopped (abort, or a split, flip or apply that
 /// overrode it).
 pub const ABORTED: u8 = 5;
-/// Exit code of a release that went back by itself (a canary's automatic rollback, a
-/// rollout whose new backend never became healthy).
+/// Exit code of a release that went back by itself (a canary's automatic rollback on
+/// health checks or analysis, a rollout whose new backend never became healthy or had
+/// worse signals).
 pub const ROLLED_BACK: u8 = 6;
 /// Exit code of a wait that gave up at `--wait-timeout` (the release goes on).
 pub const TIMED_OUT: u8 = 7;

@@ -8,6 +8,7 @@
 //!   namespace.
 //! * [`prometheus`] runs a real Prometheus server in a namespace and queries it; [`http`]
 //!   is the plain GET both use.
+//! * [`webhook`] receives the webhooks of canary analyses in a namespace.
 //! * [`split`] computes which group a client reaches under the stored split.
 //! * [`traffic`] hosts backend servers and drives client traffic from inside
 //!   the namespaces, without external tools.
@@ -27,3 +28,4 @@ pub mod split;
 pub mod test_programs;
 pub mod topology;
 pub mod traffic;
+pub mod webhook;

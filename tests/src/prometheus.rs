@@ -74,6 +74,11 @@ impl Prometheus {
         Ok(prometheus)
     }
 
+    /// Its base URL, as a process in its namespace reaches it.
+    pub fn url(&self) -> String {
+        format!("http://{LISTEN}")
+    }
+
     fn wait_ready(&self) -> Result<()> {
         let start = Instant::now();
         loop {

@@ -9,7 +9,7 @@ use crate::{
     dataplane::FlowCounts,
     error::Error,
     health::CheckJob,
-    release::{canary, drain, flip, rollout},
+    release::{analysis::Question, canary, drain, flip, rollout},
     state::{State, StateError},
 };
 
@@ -29,6 +29,9 @@ pub struct Tick {
     /// Backends that a due step adds and the kernel does not locate yet: the step waits
     /// for a later tick, once they are resolved off the lock.
     pub locate: Vec<IpAddr>,
+    /// Questions of canary analyses for external gates, to be asked off the lock and
+    /// answered through [`Controller::answer`].
+    pub questions: Vec<Question>,
 }
 
 /// How often the ports of former VIPs are checked for active flows (it walks connection
@@ -44,7 +47,7 @@ impl Controller {
             true => Some(self.flows.count(self.settings.flow_idle)?),
             false => None,
         };
-        self.tick_counted(flows)
+        self.tick_counted(flows, Some(&FlowCounts::new()))
     }
 
     /// Whether the next tick wants the active flows counted (for drains and retired
@@ -55,11 +58,17 @@ impl Controller {
     }
 
     /// Like [`Controller::tick`], with the active flows counted by the caller when
-    /// [`Controller::counting_due`] said so; without them, drains and retirements wait for a
-    /// tick that has them.
-    pub fn tick_counted(&mut self, flows: Option<FlowCounts>) -> Result<Tick, Error> {
+    /// [`Controller::counting_due`] said so, and the unanswered flows when
+    /// [`Controller::sampling_due`] said so; without them, drains, retirements and analysis
+    /// windows wait for a tick that has them.
+    pub fn tick_counted(
+        &mut self,
+        flows: Option<FlowCounts>,
+        unanswered: Option<&FlowCounts>,
+    ) -> Result<Tick, Error> {
         let now_ms = self.clock.now_ms();
         let mut locate = Vec::new();
+        deferred(self.analyse(now_ms, unanswered), &mut locate)?;
         if canary::any_due(&self.state, now_ms) {
             deferred(self.change(canary::step_due), &mut locate)?;
         }
@@ -70,6 +79,7 @@ impl Controller {
         Ok(Tick {
             checks: self.health.due(&self.state, now_ms),
             locate,
+            questions: self.new_questions(),
         })
     }
 

@@ -5,6 +5,7 @@
 //! It talks to the outside only through [`ports`] and a [`Clock`], so every path through
 //! it runs in unit tests on fakes.
 
+mod analysis;
 mod drive;
 #[cfg(test)]
 pub(crate) mod fakes;
@@ -66,6 +67,7 @@ pub struct Controller {
     health: HealthBoard,
     next_drain_check_ms: u64,
     next_vip_port_check_ms: u64,
+    asked: analysis::Asked,
     shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
     plane: Box<dyn Plane>,
     neighbors: Arc<dyn Neighbors>,
@@ -101,6 +103,7 @@ impl Controller {
             health,
             next_drain_check_ms: 0,
             next_vip_port_check_ms: 0,
+            asked: analysis::Asked::new(),
             shares: BTreeMap::new(),
             plane: ports.plane,
             neighbors: ports.neighbors,

@@ -41,6 +41,7 @@ fn replace_101_with_111(ready_timeout_ms: u64, slow_start_ms: u64) -> Change {
             slow_start_ms,
             drain_timeout_ms: None,
             cut: false,
+            analysis: None,
         },
     }
 }
@@ -277,6 +278,7 @@ fn a_canary_steps_on_the_clock_exactly_as_planned() {
                 steps: vec![bp(1000), bp(5000), BasisPoints::ALL],
                 interval_ms: 30_000,
                 auto_rollback: None,
+                analysis: None,
             },
         },
     )

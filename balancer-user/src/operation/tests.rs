@@ -19,6 +19,7 @@ fn canary_plan(interval_ms: u64) -> CanaryPlan {
         steps: vec![bp(1000), bp(5000), BasisPoints::ALL],
         interval_ms,
         auto_rollback: None,
+        analysis: None,
     }
 }
 

@@ -366,7 +366,11 @@ mod tests {
     use crate::{
         api::{AddBackend, AddService},
         basis_points::BasisPoints,
-        release::{canary::CanaryAction, canary::CanaryPlan, rollout::RolloutPlan},
+        release::{
+            analysis::{AnalysisPlan, Phase, PrometheusGate, Webhook},
+            canary::{CanaryAction, CanaryPlan},
+            rollout::RolloutPlan,
+        },
         state::{Affinity, CheckKind, HealthCheck},
     };
 
@@ -468,6 +472,19 @@ mod tests {
                     steps: vec![BasisPoints::new(500).unwrap(), BasisPoints::ALL],
                     interval_ms: 30_000,
                     auto_rollback: Some(BasisPoints::new(5000).unwrap()),
+                    analysis: Some(AnalysisPlan {
+                        prometheus: vec![PrometheusGate {
+                            url: "http://198.18.0.1:9090".into(),
+                            query: "sum(rate(balancer_backend_resets_total[1m]))".into(),
+                            max: Some(0.5),
+                            min: None,
+                        }],
+                        webhooks: vec![Webhook {
+                            url: "http://198.18.0.1:8080/gate".into(),
+                            before: Phase::Promotion,
+                        }],
+                        ..AnalysisPlan::default()
+                    }),
                 },
             },
             Change::StartRollout {
@@ -482,6 +499,7 @@ mod tests {
                     slow_start_ms: 0,
                     cut: true,
                     drain_timeout_ms: Some(1),
+                    analysis: Some(AnalysisPlan::default()),
                 },
             },
             Change::AbortRollout { service: service() },

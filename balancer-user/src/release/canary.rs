@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::decision::{record, Decision};
+use super::{
+    analysis::{Analysis, AnalysisPlan, GateResult, Next, Pair, Question},
+    decision::{record, Decision},
+};
 use crate::{
     basis_points::{stored, BasisPoints},
     state::{Service, State, StateError},
@@ -34,7 +37,7 @@ impl Preset {
 }
 
 /// What a canary is asked to do.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryPlan {
     /// Group new flows move away from.
@@ -48,10 +51,14 @@ pub struct CanaryPlan {
     /// Roll back when this share of `to`'s backends fail their checks; none: never.
     #[serde(default)]
     pub auto_rollback: Option<BasisPoints>,
+    /// Compare the new group with the old one and step only while it holds up; none: steps
+    /// on the timer alone.
+    #[serde(default)]
+    pub analysis: Option<AnalysisPlan>,
 }
 
 /// A canary of one service, running or finished.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Canary {
     /// Group new flows move away from.
     pub from: String,
@@ -72,6 +79,9 @@ pub struct Canary {
     /// health checks; none: never.
     #[serde(default, with = "stored::optional")]
     pub auto_rollback: Option<BasisPoints>,
+    /// The analysis that gates its steps, if asked for.
+    #[serde(default)]
+    pub analysis: Option<Analysis>,
     /// How it ended; none while running.
     pub outcome: Option<Outcome>,
     /// What happened and why, oldest first.
@@ -88,7 +98,7 @@ pub enum Outcome {
     Promoted,
     /// The operator went back to the old group.
     Aborted,
-    /// Health checks of the new group failed: back to the old group.
+    /// Health checks or the analysis failed the new group: back to the old group.
     RolledBack,
     /// The operator set the split another way (a flip, a split, an apply) while it ran:
     /// it stopped, and the split is the operator's.
@@ -197,6 +207,14 @@ impl CanaryPlan {
         if self.steps.len() > 1 && self.interval_ms == 0 {
             return bad("several steps need an interval above 0".into());
         }
+        if let Some(analysis) = &self.analysis {
+            if self.steps == [BasisPoints::ALL] {
+                return bad(
+                    "an analysis needs a step below 100%: nothing would be compared".into(),
+                );
+            }
+            analysis.check()?;
+        }
         Ok(())
     }
 }
@@ -213,6 +231,7 @@ impl Canary {
             next_step_at_ms: None,
             paused_remaining_ms: None,
             auto_rollback: plan.auto_rollback,
+            analysis: plan.analysis.map(|a| Analysis::new(a, now_ms)),
             outcome: None,
             decisions: Vec::new(),
         };
@@ -228,21 +247,119 @@ impl Canary {
         self.outcome.is_none()
     }
 
-    /// Whether a step is due at `now_ms`.
+    /// Whether a step is due at `now_ms`: its interval passed and, with an analysis, a
+    /// window passed and the webhooks said go (or are to be asked).
     pub fn due(&self, now_ms: u64) -> bool {
+        let completes = self.next_completes();
         self.next_step_at_ms.is_some_and(|at| at <= now_ms)
+            && self
+                .analysis
+                .as_ref()
+                .is_none_or(|a| a.allows_step(completes) || a.needs_approval(completes))
     }
 
-    /// Takes the next step if it is due: returns the split it wants.
+    /// Whether the next step is the last and gives the new group everything (promotion).
+    fn next_completes(&self) -> bool {
+        self.step + 2 == self.steps.len() && self.steps.last() == Some(&BasisPoints::ALL)
+    }
+
+    /// Takes the next step if it is due: returns the split it wants. With webhooks to ask
+    /// first, asks them instead (the step is taken once they say go).
     pub fn step(&mut self, now_ms: u64) -> Option<Shift> {
         if !self.due(now_ms) || self.step + 1 >= self.steps.len() {
             return None;
         }
+        let completes = self.next_completes();
+        if let Some(analysis) = self.analysis.as_mut() {
+            if analysis.needs_approval(completes) {
+                analysis.ask_approval();
+                let what = format!(
+                    "analysis passed; asking the webhooks before step {}",
+                    self.step + 2
+                );
+                record(&mut self.decisions, now_ms, what);
+                return None;
+            }
+            analysis.stepped(now_ms);
+        }
         self.step += 1;
-        let what = format!("interval elapsed; {}", self.describe_step());
+        let why = match self.analysis.is_some() {
+            true => "interval elapsed, analysis passed",
+            false => "interval elapsed",
+        };
+        let what = format!("{why}; {}", self.describe_step());
         record(&mut self.decisions, now_ms, what);
         self.schedule_or_complete(now_ms);
         Some(self.shift(self.steps[self.step]))
+    }
+
+    /// Whether the running canary's analysis needs the counters at `now_ms`.
+    pub fn wants_sample(&self, now_ms: u64) -> bool {
+        self.running()
+            && self
+                .analysis
+                .as_ref()
+                .is_some_and(|a| a.wants_sample(now_ms))
+    }
+
+    /// Goes on with the analysis given the groups' counters `sample` at `now_ms`: the
+    /// split it wants when it rolls back.
+    pub fn analyse(&mut self, now_ms: u64, sample: Pair) -> Option<Shift> {
+        let names = (self.from.clone(), self.to.clone());
+        let next = self
+            .analysis
+            .as_mut()
+            .filter(|_| self.outcome.is_none())?
+            .advance(now_ms, sample, (&names.0, &names.1));
+        self.follow(next, now_ms)
+    }
+
+    /// Takes the answers of the gates asked under `ticket`: the split it wants when they
+    /// roll it back; none also when the question is stale.
+    pub fn answer(&mut self, ticket: u64, results: Vec<GateResult>, now_ms: u64) -> Option<Shift> {
+        let analysis = self.analysis.as_mut().filter(|_| self.outcome.is_none())?;
+        let next = match analysis.approval_answered(ticket, &results) {
+            Some(next) => next,
+            None => analysis.window_answered(ticket, results)?,
+        };
+        self.follow(next, now_ms)
+    }
+
+    /// Whether a question under `ticket` is still open.
+    pub fn asks(&self, ticket: u64) -> bool {
+        self.running() && self.analysis.as_ref().is_some_and(|a| a.asks(ticket))
+    }
+
+    /// The open questions of its analysis for external gates.
+    pub fn questions(&self, service: &str) -> Vec<Question> {
+        let Some(analysis) = self.analysis.as_ref().filter(|_| self.running()) else {
+            return Vec::new();
+        };
+        let completes = self.next_completes();
+        let next = (self.step + 1).min(self.steps.len() - 1);
+        let body = serde_json::json!({
+            "service": service,
+            "from": self.from,
+            "to": self.to,
+            "phase": if completes { "promotion" } else { "step" },
+            "step": next + 1,
+            "steps": self.steps.len(),
+            "percent": self.steps[next].to_string(),
+            "last_window": analysis.last,
+        });
+        analysis.questions(service, completes, &body)
+    }
+
+    /// Records what the analysis decided; rolls back when it says so.
+    fn follow(&mut self, next: Next, now_ms: u64) -> Option<Shift> {
+        match next {
+            Next::Quiet => None,
+            Next::Record(what) => {
+                record(&mut self.decisions, now_ms, what);
+                None
+            }
+            Next::RollBack(why) => Some(self.roll_back(why, now_ms)),
+        }
     }
 
     /// An operator action on the running canary: returns the split it wants, if any.
@@ -397,6 +514,68 @@ pub fn override_by(
     commit(state, service, canary, None)
 }
 
+/// Whether some canary's analysis needs the counters at `now_ms`.
+pub fn any_sampling(state: &State, now_ms: u64) -> bool {
+    state
+        .services
+        .values()
+        .any(|s| s.canary.as_ref().is_some_and(|c| c.wants_sample(now_ms)))
+}
+
+/// The services whose canary's analysis needs the counters at `now_ms`.
+pub fn sampling(state: &State, now_ms: u64) -> Vec<String> {
+    state
+        .services
+        .iter()
+        .filter(|(_, s)| s.canary.as_ref().is_some_and(|c| c.wants_sample(now_ms)))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Goes on with the analysis of the canary of `service` given its groups' counters.
+pub fn analyse(
+    state: &mut State,
+    service: &str,
+    sample: Pair,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let mut canary = running(state, service)?;
+    let shift = canary.analyse(now_ms, sample);
+    commit(state, service, canary, shift)
+}
+
+/// Takes the gates' answers to the question of the canary of `service` under `ticket`.
+pub fn answer(
+    state: &mut State,
+    service: &str,
+    ticket: u64,
+    results: Vec<GateResult>,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let mut canary = running(state, service)?;
+    let shift = canary.answer(ticket, results, now_ms);
+    commit(state, service, canary, shift)
+}
+
+/// Whether the canary of `service` still waits for an answer under `ticket`.
+pub fn asks(state: &State, service: &str, ticket: u64) -> bool {
+    state
+        .services
+        .get(service)
+        .and_then(|s| s.canary.as_ref())
+        .is_some_and(|c| c.asks(ticket))
+}
+
+/// Every open question of the running canaries' analyses.
+pub fn questions(state: &State) -> Vec<Question> {
+    state
+        .services
+        .iter()
+        .filter_map(|(name, s)| Some(s.canary.as_ref()?.questions(name)))
+        .flatten()
+        .collect()
+}
+
 /// Whether some canary has a step due at `now_ms`.
 pub fn any_due(state: &State, now_ms: u64) -> bool {
     state
@@ -449,7 +628,10 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::tests::{sample, shares_of};
+    use crate::{
+        release::analysis::Ask,
+        state::tests::{sample, shares_of},
+    };
 
     fn bp(v: u16) -> BasisPoints {
         BasisPoints::new(v).unwrap()
@@ -462,6 +644,7 @@ mod tests {
             steps: steps.iter().map(|&s| bp(s)).collect(),
             interval_ms,
             auto_rollback: None,
+            analysis: None,
         }
     }
 
@@ -675,6 +858,74 @@ mod tests {
     }
 
     #[test]
+    fn a_promotion_webhook_is_asked_before_the_last_step_only() {
+        use crate::release::analysis::{Phase, Sample, Verdict, Webhook};
+        let mut p = plan("blue", "green", &[1000, 5000, 10_000], 1000);
+        p.analysis = Some(AnalysisPlan {
+            warmup_ms: 0,
+            window_ms: 5000,
+            min_flows: 10,
+            webhooks: vec![Webhook {
+                url: "http://198.18.0.1:8080/gate".into(),
+                before: Phase::Promotion,
+            }],
+            ..AnalysisPlan::default()
+        });
+        let (mut canary, _) = Canary::begin(p, 0);
+        let counters = |flows| Pair {
+            from: Sample {
+                new_flows: flows,
+                ..Sample::default()
+            },
+            to: Sample {
+                new_flows: flows,
+                ..Sample::default()
+            },
+        };
+        // One window per step: opened, then passed.
+        let pass = |canary: &mut Canary, at: u64, flows| {
+            assert_eq!(canary.analyse(at, counters(flows)), None);
+            assert_eq!(canary.analyse(at + 5000, counters(flows + 100)), None);
+        };
+        pass(&mut canary, 0, 0);
+        assert!(
+            canary.questions("web").is_empty(),
+            "no webhook before step 2"
+        );
+        assert_eq!(canary.step(5000).map(|s| s.share), Some(bp(5000)));
+        pass(&mut canary, 5000, 100);
+        assert_eq!(canary.step(10_000), None, "asks first");
+        assert!(!canary.due(10_000), "not due while asked");
+        let questions = canary.questions("web");
+        assert_eq!(questions.len(), 1);
+        let Ask::Webhook { body, .. } = &questions[0].asks[0] else {
+            panic!("{questions:?}")
+        };
+        assert_eq!(body["phase"], "promotion");
+        assert_eq!(body["step"], 3);
+        assert_eq!(body["percent"], "100.00");
+        let go = GateResult {
+            gate: "webhook".into(),
+            verdict: Verdict::Pass,
+            detail: "HTTP 204".into(),
+        };
+        assert_eq!(canary.answer(questions[0].ticket, vec![go], 10_100), None);
+        assert_eq!(canary.step(10_100).map(|s| s.share), Some(BasisPoints::ALL));
+        assert_eq!(canary.outcome, Some(Outcome::Completed));
+    }
+
+    #[test]
+    fn an_analysis_needs_a_step_below_all() {
+        let mut p = plan("blue", "green", &[10_000], 0);
+        p.analysis = Some(AnalysisPlan::default());
+        let err = start(&mut sample(), "web", p, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "an analysis needs a step below 100%: nothing would be compared"
+        );
+    }
+
+    #[test]
     fn presets_are_valid_plans() {
         let s = sample();
         for preset in [
@@ -689,6 +940,7 @@ mod tests {
                 steps,
                 interval_ms,
                 auto_rollback: None,
+                analysis: None,
             };
             start(&mut s.clone(), "web", plan, 0).unwrap();
         }

@@ -8,13 +8,14 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    analysis::{Analysis, AnalysisPlan, Next, Pair},
     decision::{record, Decision},
     drain,
 };
 use crate::state::{Service, State, StateError};
 
 /// What a rollout is asked to do.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutPlan {
     /// Group whose backends are replaced.
@@ -31,6 +32,9 @@ pub struct RolloutPlan {
     /// them.
     #[serde(default)]
     pub cut: bool,
+    /// Before OLD drains, compare NEW with the rest of its group; none: no comparison.
+    #[serde(default)]
+    pub analysis: Option<AnalysisPlan>,
 }
 
 /// Where the current pair is.
@@ -41,6 +45,8 @@ pub enum RolloutPhase {
     Ready,
     /// NEW's weight ramps up.
     Ramp,
+    /// NEW serves at full weight beside OLD and is compared with the rest of its group.
+    Analyse,
     /// OLD drains.
     Drain,
 }
@@ -51,14 +57,15 @@ pub enum RolloutPhase {
 pub enum RolloutOutcome {
     /// Every pair replaced.
     Completed,
-    /// A NEW never became healthy: removed, its OLD kept serving.
+    /// A NEW never became healthy, or its signals were worse than its group's: removed,
+    /// its OLD kept serving.
     Failed,
     /// Stopped by the operator.
     Aborted,
 }
 
 /// A rollout of one group, running or finished.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
     /// Group whose backends are replaced.
     pub group: String,
@@ -81,6 +88,9 @@ pub struct Rollout {
     /// See [`RolloutPlan`].
     #[serde(default)]
     pub cut: bool,
+    /// The comparison of the current NEW with the rest of its group, if asked for.
+    #[serde(default)]
+    pub analysis: Option<Analysis>,
     /// How it ended; none while running.
     pub outcome: Option<RolloutOutcome>,
     /// What happened and why, oldest first.
@@ -158,6 +168,21 @@ impl RolloutPlan {
                 return bad(format!("{old}={new} repeats an address"));
             }
         }
+        if let Some(analysis) = &self.analysis {
+            analysis
+                .check()
+                .map_err(|e| StateError::Rollout(e.to_string()))?;
+            if !analysis.prometheus.is_empty() || !analysis.webhooks.is_empty() {
+                return bad(
+                    "a rollout's analysis compares signals only: Prometheus and \
+                            webhook gates are for canaries"
+                        .into(),
+                );
+            }
+            if analysis.checks.is_empty() {
+                return bad("a rollout's analysis needs at least one check".into());
+            }
+        }
         Ok(())
     }
 }
@@ -180,6 +205,7 @@ impl Rollout {
             slow_start_ms: plan.slow_start_ms,
             drain_timeout_ms: plan.drain_timeout_ms,
             cut: plan.cut,
+            analysis: plan.analysis.map(|a| Analysis::new(a, now_ms)),
             outcome: None,
             decisions: Vec::new(),
         };
@@ -223,6 +249,10 @@ impl Rollout {
             }
             RolloutPhase::Ready => Ok(Vec::new()),
             RolloutPhase::Ramp => Ok(self.ramp(now_ms)),
+            RolloutPhase::Analyse if self.analysis.as_ref().is_some_and(|a| a.passed) => {
+                Ok(self.start_drain(now_ms))
+            }
+            RolloutPhase::Analyse => Ok(Vec::new()),
             RolloutPhase::Drain => {
                 let ended = service
                     .backends()
@@ -264,6 +294,51 @@ impl Rollout {
             },
             RolloutChange::Remove { addr: new },
         ]
+    }
+
+    /// Whether its analysis needs the counters at `now_ms`.
+    pub fn wants_sample(&self, now_ms: u64) -> bool {
+        self.running()
+            && self.phase == RolloutPhase::Analyse
+            && self
+                .analysis
+                .as_ref()
+                .is_some_and(|a| a.wants_sample(now_ms))
+    }
+
+    /// The backend under comparison: the current NEW.
+    pub fn compared(&self) -> IpAddr {
+        self.pairs[self.current].1
+    }
+
+    /// Goes on with the comparison given `sample` (from: the rest of the group, to: NEW)
+    /// at `now_ms`; when NEW's signals are worse, the rollout fails: NEW is removed and
+    /// OLD, not drained yet, keeps serving.
+    pub fn analyse(&mut self, now_ms: u64, sample: Pair) -> Vec<RolloutChange> {
+        let (old, new) = self.pairs[self.current];
+        let rest = format!("rest of {}", self.group);
+        let Some(analysis) = self.analysis.as_mut().filter(|_| self.outcome.is_none()) else {
+            return Vec::new();
+        };
+        match analysis.advance(now_ms, sample, (&rest, &new.to_string())) {
+            Next::Quiet => Vec::new(),
+            Next::Record(what) => {
+                record(&mut self.decisions, now_ms, format!("{new}: {what}"));
+                Vec::new()
+            }
+            Next::RollBack(why) => {
+                self.outcome = Some(RolloutOutcome::Failed);
+                let what = format!("failed: {new}: {why}; removed {new}, {old} keeps serving");
+                record(&mut self.decisions, now_ms, what);
+                vec![
+                    RolloutChange::Weight {
+                        addr: old,
+                        weight: self.target_weight.max(1),
+                    },
+                    RolloutChange::Remove { addr: new },
+                ]
+            }
+        }
     }
 
     fn enter(&mut self, phase: RolloutPhase, now_ms: u64) {
@@ -310,6 +385,25 @@ impl Rollout {
             let weight = u16::try_from(weight).unwrap_or(self.target_weight);
             return vec![RolloutChange::Weight { addr: new, weight }];
         }
+        if let Some(analysis) = self.analysis.as_mut() {
+            *analysis = Analysis::new(analysis.plan.clone(), now_ms);
+            self.enter(RolloutPhase::Analyse, now_ms);
+            let what = format!(
+                "{new} at full weight; comparing it with the rest of {} before draining {old}",
+                self.group
+            );
+            record(&mut self.decisions, now_ms, what);
+            return vec![RolloutChange::Weight {
+                addr: new,
+                weight: self.target_weight,
+            }];
+        }
+        self.start_drain(now_ms)
+    }
+
+    /// NEW at full weight, OLD draining.
+    fn start_drain(&mut self, now_ms: u64) -> Vec<RolloutChange> {
+        let (old, new) = self.pairs[self.current];
         self.enter(RolloutPhase::Drain, now_ms);
         record(
             &mut self.decisions,
@@ -372,6 +466,36 @@ pub fn step_all(
     Ok(())
 }
 
+/// The services whose rollout's analysis needs the counters at `now_ms`.
+pub fn sampling(state: &State, now_ms: u64) -> Vec<String> {
+    state
+        .services
+        .iter()
+        .filter(|(_, s)| s.rollout.as_ref().is_some_and(|r| r.wants_sample(now_ms)))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Goes on with the analysis of the rollout of `service` given `sample` (from: the rest of
+/// the group, to: the NEW under comparison).
+pub fn analyse(
+    state: &mut State,
+    service: &str,
+    sample: Pair,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let Some(mut rollout) = state
+        .service(service)?
+        .rollout
+        .clone()
+        .filter(Rollout::running)
+    else {
+        return Ok(());
+    };
+    let changes = rollout.analyse(now_ms, sample);
+    commit(state, service, rollout, changes, now_ms)
+}
+
 /// Stops the running rollout of `service` (see [`Rollout::abort`]).
 pub fn abort(state: &mut State, service: &str, now_ms: u64) -> Result<(), StateError> {
     let mut rollout = state
@@ -423,6 +547,7 @@ mod tests {
             slow_start_ms: 100,
             drain_timeout_ms: Some(5000),
             cut: false,
+            analysis: None,
         }
     }
 
@@ -484,6 +609,103 @@ mod tests {
             [],
             "OLD not drained yet"
         );
+    }
+
+    #[test]
+    fn an_analysed_new_backend_is_compared_before_old_drains_and_removed_when_worse() {
+        use crate::release::analysis::Sample;
+        let s = checked_sample();
+        let svc = s.service("web").unwrap();
+        let mut p = plan(&[("198.18.0.101", "198.18.0.111")]);
+        p.slow_start_ms = 0;
+        p.analysis = Some(AnalysisPlan {
+            warmup_ms: 0,
+            window_ms: 5000,
+            min_flows: 10,
+            ..AnalysisPlan::default()
+        });
+        let (old, new) = (ip("198.18.0.101"), ip("198.18.0.111"));
+        let (mut r, _) = Rollout::begin(p, svc, 0).unwrap();
+        assert_eq!(
+            r.step(svc, 10, |_| true).unwrap(),
+            [RolloutChange::Weight {
+                addr: new,
+                weight: 100
+            }],
+            "healthy: full weight at once (no slow start), no drain yet"
+        );
+        assert_eq!(r.phase, RolloutPhase::Analyse);
+        assert_eq!(
+            r.step(svc, 30, |_| true).unwrap(),
+            [],
+            "no window passed yet"
+        );
+        let counters = |flows, failures| Pair {
+            from: Sample {
+                new_flows: flows,
+                ..Sample::default()
+            },
+            to: Sample {
+                new_flows: flows,
+                handshake_failures: failures,
+                ..Sample::default()
+            },
+        };
+        let mut passing = r.clone();
+        assert!(passing.wants_sample(20));
+        assert_eq!(passing.analyse(20, counters(0, 0)), []);
+        assert_eq!(passing.analyse(5020, counters(100, 0)), []);
+        assert_eq!(
+            passing.step(svc, 5030, |_| true).unwrap(),
+            [
+                RolloutChange::Weight {
+                    addr: new,
+                    weight: 100
+                },
+                RolloutChange::Drain {
+                    addr: old,
+                    timeout_ms: Some(5000)
+                }
+            ]
+        );
+        assert_eq!(r.analyse(20, counters(0, 0)), []);
+        assert_eq!(
+            r.analyse(5020, counters(100, 30)),
+            [
+                RolloutChange::Weight {
+                    addr: old,
+                    weight: 100
+                },
+                RolloutChange::Remove { addr: new }
+            ]
+        );
+        assert_eq!(r.outcome, Some(RolloutOutcome::Failed));
+        assert_eq!(
+            r.decisions.last().unwrap().what,
+            "failed: 198.18.0.111: analysis: handshake-failures 30.00% > limit 0.50% (rest of \
+             blue 0.00%); 198.18.0.111 100 new flows, rest of blue 100; removed 198.18.0.111, \
+             198.18.0.101 keeps serving"
+        );
+    }
+
+    #[test]
+    fn a_rollout_analysis_is_refused_with_gates() {
+        let mut s = checked_sample();
+        let mut p = plan(&[("198.18.0.101", "198.18.0.111")]);
+        p.analysis = Some(AnalysisPlan {
+            webhooks: vec![crate::release::analysis::Webhook {
+                url: "http://198.18.0.1/".into(),
+                before: Default::default(),
+            }],
+            ..AnalysisPlan::default()
+        });
+        let before = s.clone();
+        let err = start(&mut s, "web", p, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a rollout's analysis compares signals only: Prometheus and webhook gates are for canaries"
+        );
+        assert_eq!(s, before);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The executor: owns the controller and its lock, runs each operation and each timer step
 //! on it one at a time, off the async runtime (map writes are system calls), and does
 //! everything that waits without the lock: health checks, resolving new backends (a probe
-//! and up to two seconds of waiting), and following the kernel's neighbour changes
-//! ([`follow`]).
+//! and up to two seconds of waiting), the external gates of canary analyses (Prometheus
+//! queries, webhooks), and following the kernel's neighbour changes ([`follow`]).
 //!
 //! Under the lock nothing sleeps or waits on the network: map writes, the state file, and
 //! lookups in the kernel's tables as they stand.
@@ -33,9 +33,11 @@ use crate::{
         Census, FlowCounts,
     },
     error::{one_line, Error, Fault},
+    gate,
     health::{self, CheckJob},
     metrics::{self, Snapshot},
     operation::Operation,
+    release::analysis::Question,
 };
 
 /// How often due canary steps, rollout phases and health checks are looked for.
@@ -265,14 +267,22 @@ impl Executor {
             if ticks.is_multiple_of(CENSUS_EVERY) && self.metrics.load(Ordering::Relaxed) {
                 self.take_census().await;
             }
-            // Drains and retired backends need the active flows: counted without the lock.
-            let flows = match self.with_controller(|c| Ok(c.counting_due())).await {
-                Ok(true) => self.count_flows().await.ok(),
-                Ok(false) => None,
+            // Drains and retired backends need the active flows (counted without the
+            // lock), analysis windows the unanswered flows.
+            let due = |c: &mut Controller| Ok((c.counting_due(), c.sampling_due()));
+            let (flows, unanswered) = match self.with_controller(due).await {
+                Ok((counting, sampling)) => (
+                    match counting {
+                        true => self.count_flows().await.ok(),
+                        false => None,
+                    },
+                    sampling.then(|| self.unanswered().ok()).flatten(),
+                ),
                 Err(Error::TearingDown) => return,
-                Err(_) => None,
+                Err(_) => (None, None),
             };
-            let tick = match self.with_controller(move |c| c.tick_counted(flows)).await {
+            let tick = move |c: &mut Controller| c.tick_counted(flows, unanswered.as_ref());
+            let tick = match self.with_controller(tick).await {
                 Ok(tick) => tick,
                 Err(Error::TearingDown) => return,
                 Err(e) => {
@@ -287,6 +297,27 @@ impl Executor {
                 let executor = self.clone();
                 tokio::spawn(async move { executor.check(job).await });
             }
+            for question in tick.questions {
+                let executor = self.clone();
+                tokio::spawn(async move { executor.ask(question).await });
+            }
+        }
+    }
+
+    /// Asks the gates of a canary analysis' question, then hands the answers back.
+    async fn ask(self: Arc<Self>, question: Question) {
+        let mut results = Vec::with_capacity(question.asks.len());
+        for ask in &question.asks {
+            results.push(gate::ask(ask).await);
+        }
+        let Question {
+            service, ticket, ..
+        } = question;
+        if let Err(e) = self
+            .with_controller(move |c| c.answer(&service, ticket, results))
+            .await
+        {
+            tracing::warn!("analysis answer not applied: {}", one_line(&e));
         }
     }
 

@@ -378,7 +378,10 @@ fn toml_rejects_bad_files() {
 #[test]
 fn readme_configuration_example_applies() {
     let readme = include_str!("../../../README.md");
-    let start = readme.find("```toml\n").expect("README has a TOML example") + 8;
+    let start = readme
+        .find("```toml\n[[service]]")
+        .expect("README has a configuration example")
+        + 8;
     let end = start + readme[start..].find("```").unwrap();
     let config = Config::parse(&readme[start..end]).unwrap();
     let mut state = State::default();

@@ -30,8 +30,9 @@ pub enum Ending {
     Completed,
     /// The operator stopped it: an abort, or a split, flip or apply that overrode it.
     Aborted,
-    /// It went back by itself: a canary's automatic rollback, a rollout whose new backend
-    /// never became healthy (removed, the old one kept).
+    /// It went back by itself: a canary's automatic rollback (health checks or analysis), a
+    /// rollout whose new backend never became healthy or had worse signals (removed, the
+    /// old one kept).
     RolledBack,
 }
 

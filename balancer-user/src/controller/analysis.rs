@@ -1,0 +1,331 @@
+//! The controller's side of analyses: reading the client-side signals of a canary's two
+//! groups (or of a rollout's NEW and the rest of its group) when a window ends, handing out the questions for external gates (once each, to be asked off
+//! the lock), and taking their answers.
+
+use std::{collections::HashSet, net::IpAddr};
+
+use super::Controller;
+use crate::{
+    dataplane::FlowCounts,
+    error::Error,
+    release::{
+        analysis::{GateResult, Pair, Question, Sample},
+        canary, rollout,
+    },
+    state::Service,
+};
+
+/// The questions handed out and not answered yet, by (service, ticket).
+pub(super) type Asked = HashSet<(String, u64)>;
+
+impl Controller {
+    /// Whether the next tick needs the unanswered flows (an analysis window or warm-up of
+    /// a canary or a rollout ends).
+    pub fn sampling_due(&self) -> bool {
+        let now_ms = self.clock.now_ms();
+        canary::any_sampling(&self.state, now_ms)
+            || !rollout::sampling(&self.state, now_ms).is_empty()
+    }
+
+    /// Moves the analyses whose window ended, reading their groups' signals (with the
+    /// `unanswered` flows counted by the caller; without them they wait for a tick that has
+    /// them).
+    pub(super) fn analyse(
+        &mut self,
+        now_ms: u64,
+        unanswered: Option<&FlowCounts>,
+    ) -> Result<(), Error> {
+        let canaries = canary::sampling(&self.state, now_ms);
+        let rollouts = rollout::sampling(&self.state, now_ms);
+        let Some(unanswered) = unanswered else {
+            return Ok(());
+        };
+        for name in canaries {
+            let service = &self.state.services[&name];
+            let Some(c) = &service.canary else { continue };
+            // Old group: from; new group: to.
+            let sample = self.sample(service, unanswered, |group, _| {
+                (group == c.from)
+                    .then_some(false)
+                    .or((group == c.to).then_some(true))
+            })?;
+            self.change(|s, now_ms| canary::analyse(s, &name, sample, now_ms))?;
+        }
+        for name in rollouts {
+            let service = &self.state.services[&name];
+            let Some(r) = &service.rollout else { continue };
+            // The rest of the group against the NEW under comparison.
+            let compared = r.compared();
+            let sample = self.sample(service, unanswered, |group, addr| {
+                (group == r.group).then_some(addr == compared)
+            })?;
+            self.change(|s, now_ms| rollout::analyse(s, &name, sample, now_ms))?;
+        }
+        Ok(())
+    }
+
+    /// The signals of two sets of backends of `service`, summed: `side(group, addr)` puts a
+    /// backend on the old side (false), the new side (true) or neither (none).
+    fn sample(
+        &self,
+        service: &Service,
+        unanswered: &FlowCounts,
+        side: impl Fn(&str, IpAddr) -> Option<bool>,
+    ) -> Result<Pair, Error> {
+        let mut pair = Pair::default();
+        for (g, b) in service.backends() {
+            let into = match side(&service.groups[g].name, b.addr) {
+                Some(false) => &mut pair.from,
+                Some(true) => &mut pair.to,
+                None => continue,
+            };
+            let counters = self.plane.backend_counters(b.index)?;
+            into.add(&Sample {
+                new_flows: counters.new_flows,
+                handshake_failures: unanswered.get(&(b.index, b.epoch)).copied().unwrap_or(0),
+                resets: counters.resets,
+                syn_retransmits: counters.syn_retransmits,
+            });
+        }
+        Ok(pair)
+    }
+
+    /// The open questions not handed out yet; each is handed out once (again after a
+    /// restart of the daemon).
+    pub(super) fn new_questions(&mut self) -> Vec<Question> {
+        let open = canary::questions(&self.state);
+        let asked = &mut self.asked;
+        asked.retain(|(service, ticket)| {
+            open.iter()
+                .any(|q| q.service == *service && q.ticket == *ticket)
+        });
+        open.into_iter()
+            .filter(|q| asked.insert((q.service.clone(), q.ticket)))
+            .collect()
+    }
+
+    /// The answers of the gates to the question of `service` under `ticket`; a question
+    /// that is no longer open (the canary ended or moved on) is ignored.
+    pub fn answer(
+        &mut self,
+        service: &str,
+        ticket: u64,
+        results: Vec<GateResult>,
+    ) -> Result<(), Error> {
+        self.asked.remove(&(service.to_string(), ticket));
+        if !canary::asks(&self.state, service, ticket) {
+            return Ok(());
+        }
+        self.change(|s, now_ms| canary::answer(s, service, ticket, results, now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use balancer_common::BackendStats;
+
+    use super::*;
+    use crate::{
+        basis_points::BasisPoints,
+        clock::Clock as _,
+        controller::fakes::Rig,
+        release::{
+            analysis::{AnalysisPlan, PrometheusGate, Verdict},
+            canary::{CanaryPlan, Outcome},
+        },
+        state::tests::sample,
+    };
+
+    fn plan(prometheus: Vec<PrometheusGate>) -> CanaryPlan {
+        CanaryPlan {
+            from: "blue".into(),
+            to: "green".into(),
+            steps: vec![BasisPoints::new(1000).unwrap(), BasisPoints::ALL],
+            interval_ms: 5000,
+            auto_rollback: None,
+            analysis: Some(AnalysisPlan {
+                warmup_ms: 1000,
+                window_ms: 10_000,
+                min_flows: 100,
+                prometheus,
+                ..AnalysisPlan::default()
+            }),
+        }
+    }
+
+    /// Sets web's counters: `blue` new flows on each blue backend, `green` on green's one.
+    fn count(rig: &Rig, c: &Controller, blue: u64, green: u64) -> FlowCounts {
+        let web = c.state().service("web").unwrap();
+        let mut unanswered = FlowCounts::new();
+        for (g, b) in web.backends() {
+            let new_flows = match web.groups[g].name.as_str() {
+                "blue" => blue,
+                _ => green,
+            };
+            let stats = BackendStats {
+                new_flows,
+                ..BackendStats::default()
+            };
+            rig.plane.maps().counters.insert(b.index, stats);
+            unanswered.insert((b.index, b.epoch), 0);
+        }
+        unanswered
+    }
+
+    fn shares(c: &Controller) -> Vec<u16> {
+        let web = c.state().service("web").unwrap();
+        web.shares().unwrap().iter().map(|b| b.get()).collect()
+    }
+
+    fn canary(c: &Controller) -> canary::Canary {
+        c.state().service("web").unwrap().canary.clone().unwrap()
+    }
+
+    #[test]
+    fn a_step_waits_for_a_passing_window_then_is_taken() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
+            .unwrap();
+        assert_eq!(shares(&c), [9000, 1000]);
+        rig.clock.set(t0 + 1000);
+        let counts = count(&rig, &c, 0, 0);
+        assert!(c.sampling_due());
+        c.tick_counted(None, Some(&counts)).unwrap();
+        // The interval (5 s) passes, no window has: the step holds.
+        rig.clock.set(t0 + 6000);
+        c.tick_counted(None, Some(&counts)).unwrap();
+        assert_eq!(shares(&c), [9000, 1000], "held without a verdict");
+        // The window ends with 200 clean new flows on green: passed, and the step is taken
+        // in the same tick.
+        rig.clock.set(t0 + 11_000);
+        let counts = count(&rig, &c, 900, 200);
+        c.tick_counted(None, Some(&counts)).unwrap();
+        assert_eq!(shares(&c), [0, 10_000]);
+        let canary = canary(&c);
+        assert_eq!(canary.outcome, Some(Outcome::Completed));
+        let whats: Vec<&str> = canary.decisions.iter().map(|d| d.what.as_str()).collect();
+        assert!(
+            whats[1].starts_with("analysis: window passed: handshake-failures 0.00%"),
+            "{whats:?}"
+        );
+        assert!(
+            whats[1].ends_with("green 200 new flows, blue 1800"),
+            "{whats:?}"
+        );
+        assert_eq!(
+            whats[2],
+            "interval elapsed, analysis passed; step 2/2: 100.00% to green"
+        );
+    }
+
+    #[test]
+    fn failing_signals_roll_back_in_one_write_with_the_values() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
+            .unwrap();
+        rig.clock.set(t0 + 1000);
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        rig.clock.set(t0 + 11_000);
+        let mut counts = count(&rig, &c, 900, 200);
+        let web = c.state().service("web").unwrap();
+        let green = web
+            .backends()
+            .find(|(g, _)| web.groups[*g].name == "green")
+            .unwrap()
+            .1;
+        counts.insert((green.index, green.epoch), 50);
+        rig.plane
+            .maps()
+            .counters
+            .get_mut(&green.index)
+            .unwrap()
+            .resets = 2;
+        let writes = rig.plane.maps().writes;
+        c.tick_counted(None, Some(&counts)).unwrap();
+        assert_eq!(shares(&c), [10_000, 0]);
+        assert_eq!(
+            rig.plane.maps().writes,
+            writes + 1,
+            "one write of web's tables"
+        );
+        let canary = canary(&c);
+        assert_eq!(canary.outcome, Some(Outcome::RolledBack));
+        let last = canary.analysis.as_ref().unwrap().last.as_ref().unwrap();
+        assert_eq!(last.verdict, Verdict::Fail);
+        assert_eq!(
+            canary.decisions.last().unwrap().what,
+            "rolled back: analysis: handshake-failures 25.00% > limit 0.50% (blue 0.00%); \
+             resets 1.00% > limit 0.50% (blue 0.00%); green 200 new flows, blue 1800"
+        );
+        assert!(!c.sampling_due(), "an ended canary measures nothing");
+    }
+
+    #[test]
+    fn questions_are_handed_out_once_and_stale_answers_change_nothing() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        let gate = PrometheusGate {
+            url: "http://198.18.0.1:9090".into(),
+            query: "up".into(),
+            max: None,
+            min: Some(1.0),
+        };
+        c.change(|s, now| canary::start(s, "web", plan(vec![gate]), now))
+            .unwrap();
+        rig.clock.set(t0 + 1000);
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        rig.clock.set(t0 + 11_000);
+        let tick = c
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .unwrap();
+        assert_eq!(tick.questions.len(), 1);
+        let ticket = tick.questions[0].ticket;
+        assert_eq!(shares(&c), [9000, 1000], "no step before the gate answers");
+        let again = c
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .unwrap();
+        assert!(again.questions.is_empty(), "asked once");
+        let before = c.state().clone();
+        c.answer("web", ticket + 7, vec![]).unwrap();
+        assert_eq!(c.state(), &before, "a stale answer");
+        let up = GateResult {
+            gate: "prometheus up".into(),
+            verdict: Verdict::Pass,
+            detail: "1 within bounds".into(),
+        };
+        c.answer("web", ticket, vec![up]).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .unwrap();
+        assert_eq!(shares(&c), [0, 10_000], "the step follows the gate's go");
+    }
+
+    #[test]
+    fn a_restarted_daemon_asks_the_open_question_again() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        let gate = PrometheusGate {
+            url: "http://198.18.0.1:9090".into(),
+            query: "up".into(),
+            max: Some(1.0),
+            min: None,
+        };
+        c.change(|s, now| canary::start(s, "web", plan(vec![gate]), now))
+            .unwrap();
+        rig.clock.set(t0 + 1000);
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        rig.clock.set(t0 + 11_000);
+        let asked = c
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .unwrap();
+        drop(c);
+        let mut restarted = rig.start();
+        let tick = restarted.tick_counted(None, None).unwrap();
+        assert_eq!(tick.questions, asked.questions);
+    }
+}
