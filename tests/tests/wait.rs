@@ -1,7 +1,7 @@
 //! Waiting for releases as a pipeline does, against a real daemon: `--wait` on
-//! `canary start`, `flip` and `rollout`, and `balancer wait NAME`. The exit code tells how
-//! the release ended: 0 completed, 5 aborted, 6 rolled back, 7 still running at
-//! `--wait-timeout`.
+//! `canary start` (timed, health-checked and analysis-gated canaries), `flip` and
+//! `rollout`, and `balancer wait NAME`. The exit code tells how the release ended: 0
+//! completed, 5 aborted, 6 rolled back, 7 still running at `--wait-timeout`.
 
 use std::{
     io::Read as _,
@@ -14,6 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 use balancer_tests::{
     balancer::{binary, CliOutput},
     lab::Lab,
+    traffic::NewConnections,
 };
 use balancer_user::{api::Health, release::canary::Outcome};
 
@@ -363,4 +364,54 @@ fn rollout_wait_exits_0_when_replaced_and_6_when_the_new_backend_never_serves() 
             "error: rollout web failed: failed: {b3} did not pass its health checks within 1000 ms"
         ),
     )
+}
+
+/// Analysis windows short enough for a test (1 s of warm-up, windows of 6 s, 20 new
+/// flows), and `--wait`.
+const FAST_ANALYSIS: [&str; 7] = [
+    "--warmup",
+    "1s",
+    "--window",
+    "6s",
+    "--min-flows",
+    "20",
+    "--wait",
+];
+
+#[test]
+fn canary_start_wait_exits_6_when_the_analysis_rolls_it_back() -> Result<()> {
+    let mut lab = Lab::new("bwa7")?;
+    let service = lab.service("web", false, &GROUPS, &[100; 4])?;
+    // Green refuses connections: its handshakes fail, the analysis rolls the canary back.
+    lab.stop_server(2);
+    lab.stop_server(3);
+    let stream = NewConnections::start(&lab.client, service);
+    let out = lab
+        .balancer
+        .cli(&canary_start("50,100", "2s", &FAST_ANALYSIS))?;
+    drop(stream);
+    ensure_failed(
+        &out,
+        ROLLED_BACK,
+        "error: canary web rolled back: rolled back: analysis: handshake-failures",
+    )
+}
+
+#[test]
+fn canary_start_wait_exits_0_when_the_analysis_passes_every_step() -> Result<()> {
+    let lab = Lab::new("bwa8")?;
+    let service = lab.service("web", false, &GROUPS, &[100; 4])?;
+    let stream = NewConnections::start(&lab.client, service);
+    let out = lab
+        .balancer
+        .cli(&canary_start("50,100", "2s", &FAST_ANALYSIS))?;
+    stream.stop().ensure_served()?;
+    ensure!(
+        out.code == Some(0)
+            && out.stdout.contains("analysis passed")
+            && out.stdout.trim().lines().last()
+                == Some("canary web completed: completed: every step done"),
+        "{out:?}"
+    );
+    Ok(())
 }
