@@ -16,6 +16,7 @@ use crate::{
     },
     state::{Affinity, CheckKind, HealthCheck, StateError},
     vip::Vip,
+    wait::{track::Kind, Waiting},
 };
 
 /// Default control socket.
@@ -72,6 +73,9 @@ pub enum Command {
         /// their next packets go to GROUP, whose backends answer TCP with a reset.
         #[arg(long)]
         cut: bool,
+        /// Waiting for the flip drain's end.
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Gradual canary: move new flows from one group to another in timed steps.
     #[command(subcommand)]
@@ -86,9 +90,38 @@ pub enum Command {
     Status {
         /// Only this service.
         name: Option<String>,
-        /// Print JSON: the API's `GET /status` answer (`api::Status`).
+        /// Print JSON: the API's `GET /status` answer (`api::Status`); with --watch, one
+        /// line of JSON per refresh, with the rates.
         #[arg(long)]
         json: bool,
+        /// Refresh every second with the rates since the previous refresh: a live screen on
+        /// a terminal (q quits), one block of text per refresh otherwise (as `top`).
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Live view: `status --watch`.
+    Top {
+        /// Only this service.
+        name: Option<String>,
+        /// One line of JSON per refresh (NDJSON), with the rates.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many refreshes.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Wait for the release that runs on a service (canary, rollout, flip drain) to end;
+    /// exit 0 when it completed, 5 aborted, 6 rolled back, 7 at --wait-timeout. With none
+    /// running: the exit code of the last one that ended (0 if none ever ran).
+    Wait {
+        /// Service name.
+        name: String,
+        /// Give up after this long (exit 7; the release goes on). Default: no limit.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait_timeout: Option<std::time::Duration>,
     },
     /// Show the event history: every change (with the uid that made it) and every decision
     /// of the daemon, oldest first, as `TIME WHO SERVICE WHAT (BEFORE -> AFTER)` lines.
@@ -312,6 +345,10 @@ impl From<AffinityArg> for Affinity {
 
 /// `balancer canary ...`.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per run from the command line: its size costs nothing"
+)]
 pub enum CanaryCommand {
     /// Start a canary: the first step applies at once, each later one an interval after.
     Start {
@@ -347,6 +384,9 @@ pub enum CanaryCommand {
         /// Compare the new group with the old one between steps.
         #[command(flatten)]
         analysis: AnalysisArgs,
+        /// Waiting for the canary's end.
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Stop the step timer.
     Pause {
@@ -480,6 +520,44 @@ pub struct RolloutArgs {
     /// Before each OLD drains, compare its NEW with the rest of the group (checks only).
     #[command(flatten)]
     pub analysis: AnalysisArgs,
+    /// Waiting for the rollout's end.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `--wait [--wait-timeout D]` of `canary start`, `rollout` and `flip`.
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Block until the release ends, printing a line per step; exit 0 when it completed,
+    /// 5 aborted, 6 rolled back, 7 at --wait-timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (exit 7; the release goes on). Default: no
+    /// limit. (--timeout bounds each answer of the daemon.)
+    #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Option<std::time::Duration>,
+}
+
+impl Command {
+    /// What the command's `--wait` asks to wait for once it is done; none without it.
+    pub fn waiting(&self) -> Option<Waiting> {
+        let (service, kind, args) = match self {
+            Command::Flip { name, wait, .. } => (name, Kind::Flip, wait),
+            Command::Canary(CanaryCommand::Start { name, wait, .. }) => (name, Kind::Canary, wait),
+            Command::Rollout(RolloutArgs {
+                action: None,
+                name: Some(name),
+                wait,
+                ..
+            }) => (name, Kind::Rollout, wait),
+            _ => return None,
+        };
+        args.wait.then(|| Waiting {
+            service: service.clone(),
+            kind,
+            timeout: args.wait_timeout,
+        })
+    }
 }
 
 /// `balancer rollout status|abort NAME`.
@@ -664,7 +742,9 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
         Command::Daemon(_)
         | Command::Events(_)
         | Command::Completions { .. }
-        | Command::Man { .. } => {
+        | Command::Man { .. }
+        | Command::Top { .. }
+        | Command::Wait { .. } => {
             return Err(Refused::Request("not a request to the daemon".into()))
         }
         Command::Service(cmd) => match cmd {
@@ -749,6 +829,7 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
             to,
             drain_timeout,
             cut,
+            wait: _,
         } => change(Change::Flip {
             service: name,
             to,
@@ -769,7 +850,7 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
             }),
             PinCommand::List { name, json } => status(name, Output::Pins { json }),
         },
-        Command::Status { name, json } => status(name, Output::Status { json }),
+        Command::Status { name, json, .. } => status(name, Output::Status { json }),
         Command::Apply { file } => change(Change::Apply {
             toml: read_config(&file)?,
         }),
@@ -790,6 +871,7 @@ fn canary(cmd: CanaryCommand) -> Result<(Operation, Output), Refused> {
             auto_rollback,
             rollback_threshold,
             analysis,
+            wait: _,
         } => {
             let (steps, interval_ms) = match preset {
                 Some(preset) => Preset::from(preset).plan(),

@@ -22,6 +22,8 @@ use crate::{
     logging,
     operation::Operation,
     report,
+    wait::{self, track::Kind, Waiting},
+    watch::{self, Watch},
 };
 
 /// How often `events --follow` asks for new events.
@@ -45,12 +47,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    let client = Client::new(&cli.socket).with_timeout(cli.timeout);
+    match cli.command {
+        Command::Status {
+            name,
+            json,
+            watch: true,
+            count,
+        }
+        | Command::Top { name, json, count } => {
+            let watching = Watch {
+                service: name,
+                json,
+                count,
+            };
+            return watch::run(&client, watching).await;
+        }
+        Command::Wait { name, wait_timeout } => {
+            let waiting = Waiting {
+                service: name,
+                kind: Kind::Any,
+                timeout: wait_timeout,
+            };
+            return wait::run(&client, waiting, print_line).await;
+        }
+        _ => {}
+    }
+    let waiting = cli.command.waiting();
     let (operation, output) = request(cli.command)?;
-    let answer = Client::new(&cli.socket)
-        .with_timeout(cli.timeout)
-        .run(&operation)
-        .await?;
-    write_out(&show(output, &answer)?)
+    let answer = client.run(&operation).await?;
+    write_out(&show(output, &answer)?)?;
+    match waiting {
+        Some(waiting) => wait::run(&client, waiting, print_line).await,
+        None => Ok(()),
+    }
+}
+
+/// Writes one line to standard output (see [`write_out`]).
+fn print_line(line: &str) -> anyhow::Result<()> {
+    write_out(&format!("{line}\n"))
 }
 
 /// The completion script of `shell`, from the command-line definition.

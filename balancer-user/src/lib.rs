@@ -32,3 +32,5 @@ pub mod state;
 #[cfg(test)]
 mod test_rng;
 pub mod vip;
+pub mod wait;
+pub mod watch;

@@ -2,7 +2,13 @@
 //!
 //! Exit codes: 0 done, 1 refused (bad input; nothing changed), 2 bad usage, 3 the daemon
 //! cannot be reached or did not answer within `--timeout`, 4 a fault of the host (I/O,
-//! kernel).
+//! kernel). A wait (`--wait` on `canary start`, `rollout` and `flip`, and `balancer wait`)
+//! exits 0 when the release completed, 5 when it was aborted (by the operator, or
+//! overridden by a split, flip or apply), 6 when it rolled back by itself (a canary's
+//! automatic rollback on health checks or analysis, a rollout whose new backend never
+//! became healthy or had worse signals), 7 when
+//! `--wait-timeout` came first (the release goes on): `wait::{ABORTED, ROLLED_BACK,
+//! TIMED_OUT}`.
 
 use std::process::ExitCode;
 
@@ -11,6 +17,7 @@ use balancer_user::{
     client::ClientError,
     commands,
     error::{one_line, Error, Refused},
+    wait::Unfinished,
 };
 use clap::{error::ErrorKind, Parser};
 
@@ -67,10 +74,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// 1 refused, 3 daemon unreachable or silent past --timeout, 4 fault.
+/// 1 refused, 3 daemon unreachable or silent past --timeout, 4 fault; 5, 6, 7 a wait's
+/// release aborted, rolled back, or still running at --wait-timeout.
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(client) = e.downcast_ref::<ClientError>() {
         return client.exit_code();
+    }
+    if let Some(unfinished) = e.downcast_ref::<Unfinished>() {
+        return unfinished.exit_code();
     }
     match e.downcast_ref::<Error>() {
         Some(Error::Refused(_)) => REFUSED,

@@ -41,6 +41,10 @@ pub struct Plan {
     pub control_changes: usize,
     /// Length of each end-to-end flood and connection test.
     pub forwarding_time: Duration,
+    /// Length of each window of the live view's CPU row (idle, then watched).
+    pub watch_window: Duration,
+    /// Pairs of windows of that row.
+    pub watch_rounds: usize,
 }
 
 fn main() -> Result<()> {
@@ -65,6 +69,8 @@ fn main() -> Result<()> {
             conntrack_fill: 100_000,
             control_changes: 100,
             forwarding_time: Duration::from_secs(2),
+            watch_window: Duration::from_secs(3),
+            watch_rounds: 1,
         }
     } else {
         Plan {
@@ -75,6 +81,8 @@ fn main() -> Result<()> {
             conntrack_fill: 1_000_000,
             control_changes: 300,
             forwarding_time: Duration::from_secs(5),
+            watch_window: Duration::from_secs(10),
+            watch_rounds: 3,
         }
     };
     let report_path = report_path.unwrap_or_else(|| match quick {

@@ -1,11 +1,13 @@
 //! Section 1c: the control plane. How soon a CLI weight change or flip reaches the first
 //! new flow after the CLI returns, what the CLI call costs, how long replacing a
-//! service's whole image in the maps takes, and what a scrape of the metrics costs.
+//! service's whole image in the maps takes, what a scrape of the metrics costs, and what
+//! a live view (`status --watch`) costs the daemon.
 
 mod live;
 mod probe;
 mod scrape;
 mod swap;
+mod watch;
 
 use std::time::Duration;
 
@@ -27,6 +29,9 @@ const SWAP_BACKENDS: [u32; 3] = [10, 100, 1000];
 /// Service size of the metrics scrape.
 const SCRAPE_BACKENDS: usize = 1000;
 
+/// Service size of the live view's CPU row.
+const WATCH_BACKENDS: usize = 1000;
+
 /// Measures and reports the section.
 pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     let samples = live::measure(plan.control_changes)?;
@@ -35,6 +40,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
         .map(|&n| swap::measure(n, plan.rounds.max(10)))
         .collect::<Result<Vec<_>>>()?;
     let scrapes = scrape::measure(SCRAPE_BACKENDS, plan.rounds.max(10) * 5)?;
+    let watching = watch::measure(WATCH_BACKENDS, plan.watch_window, plan.watch_rounds)?;
 
     report.line("## Control plane\n");
     report.line(
@@ -164,6 +170,42 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             scrapes.time.show(2),
             format!("{:.0}", scrapes.bytes as f64 / 1024.0),
             scrapes.lines.to_string(),
+        ]],
+    );
+    report.line("### Live view\n");
+    report.line(format!(
+        "The daemon (no `--metrics-listen`) with one service of {} backends in two groups, \
+         as above. Its CPU time (user + system, all threads, from `/proc/PID/stat`) over \
+         windows of {} s: idle (no request), then while one `balancer status --watch --json` \
+         runs, which asks for `status` once a second — each answer walks connection \
+         tracking off the controller's lock and reads every backend's per-CPU counters \
+         under it. {} pair(s) of windows, side by side. \"Per refresh\" is the daemon's \
+         CPU time with the watch less its idle time (medians), over the watch's refreshes \
+         in a window.\n",
+        watching.backends,
+        watching.window.as_secs(),
+        plan.watch_rounds
+    ));
+    let per_refresh_ms = (watching.watched.median - watching.idle.median) / 100.0
+        * watching.window.as_secs_f64()
+        * 1e3
+        / watching.refreshes.median.max(1.0);
+    report.table(
+        &[
+            "backends",
+            "daemon idle (% of a core)",
+            "daemon, one watch (% of a core)",
+            "daemon per refresh (ms)",
+            "the watch itself (% of a core)",
+            "refreshes per window",
+        ],
+        &[vec![
+            watching.backends.to_string(),
+            watching.idle.show(2),
+            watching.watched.show(2),
+            format!("{per_refresh_ms:.1}"),
+            watching.client.show(2),
+            watching.refreshes.show(0),
         ]],
     );
     Ok(())

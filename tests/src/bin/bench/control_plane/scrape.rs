@@ -37,24 +37,7 @@ pub fn measure(backends: usize, scrapes: usize) -> Result<ScrapeCost> {
             ..DaemonOptions::default()
         },
     )?;
-    let addrs = lab.unanswering_backends(backends)?;
-    let group = |half: &[std::net::Ipv4Addr]| {
-        half.iter()
-            .map(|a| format!("{{ addr = \"{a}\" }}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (blue, green) = addrs.split_at(backends / 2);
-    let config = format!(
-        "[[service]]\nname = \"web\"\nvip = \"198.19.0.10:80/tcp\"\n\
-         [[service.group]]\nname = \"blue\"\npercent = \"75\"\nbackends = [{}]\n\
-         [[service.group]]\nname = \"green\"\npercent = \"25\"\nbackends = [{}]\n",
-        group(blue),
-        group(green)
-    );
-    let file = lab.balancer.socket().with_file_name("scrape.toml");
-    std::fs::write(&file, config)?;
-    lab.balancer.ok(&["apply", "-f", &file.to_string_lossy()])?;
+    large_service(&lab, backends)?;
     let ns = lab.topology.lb_ns().to_string();
     let first = scrape(&ns)?;
     ensure!(
@@ -74,6 +57,30 @@ pub fn measure(backends: usize, scrapes: usize) -> Result<ScrapeCost> {
         bytes: first.len(),
         lines: first.lines().count(),
     })
+}
+
+/// Gives `lab`'s daemon service `web` of `backends` backends (static neighbours, no hosts
+/// behind them) in two groups, blue 75 % and green 25 %.
+pub fn large_service(lab: &Lab, backends: usize) -> Result<()> {
+    let addrs = lab.unanswering_backends(backends)?;
+    let group = |half: &[std::net::Ipv4Addr]| {
+        half.iter()
+            .map(|a| format!("{{ addr = \"{a}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (blue, green) = addrs.split_at(backends / 2);
+    let config = format!(
+        "[[service]]\nname = \"web\"\nvip = \"198.19.0.10:80/tcp\"\n\
+         [[service.group]]\nname = \"blue\"\npercent = \"75\"\nbackends = [{}]\n\
+         [[service.group]]\nname = \"green\"\npercent = \"25\"\nbackends = [{}]\n",
+        group(blue),
+        group(green)
+    );
+    let file = lab.balancer.socket().with_file_name("large.toml");
+    std::fs::write(&file, config)?;
+    lab.balancer.ok(&["apply", "-f", &file.to_string_lossy()])?;
+    Ok(())
 }
 
 /// `GET /metrics` inside namespace `ns`: the body.
