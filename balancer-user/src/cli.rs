@@ -423,7 +423,7 @@ pub struct AnalysisArgs {
     /// Length of an analysis window (at least 5s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub window: Option<std::time::Duration>,
-    /// Time after each step before the first analysis window.
+    /// Time after each step before the first analysis window (at least 6s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub warmup: Option<std::time::Duration>,
     /// New flows the new group must get in a window for a verdict.

@@ -16,8 +16,8 @@ use balancer_tests::{
 };
 use balancer_user::{api::ServiceStatus, release::canary::Outcome};
 
-/// Analysis windows short enough for a test: 1 s of warm-up, windows of 6 s, 20 new flows.
-const FAST: &[&str] = &["--warmup", "1s", "--window", "6s", "--min-flows", "20"];
+/// Analysis windows short enough for a test: 6 s of warm-up (the least), windows of 6 s, 20 new flows.
+const FAST: &[&str] = &["--warmup", "6s", "--window", "6s", "--min-flows", "20"];
 
 /// Where the daemon serves its metrics inside the LB namespace.
 const METRICS: &str = "127.0.0.1:9652";
@@ -64,7 +64,7 @@ fn a_new_group_that_refuses_connections_is_rolled_back_within_two_windows() -> R
     let stream = NewConnections::start(&lab.client, service);
     lab.start_canary("50,100", "2s", FAST)?;
     // Warm-up, two windows, and the once-a-second count of unanswered handshakes.
-    let took = lab.wait_until(Duration::from_secs(16), "an analysis rollback", |s| {
+    let took = lab.wait_until(Duration::from_secs(21), "an analysis rollback", |s| {
         outcome(s) == Some(Outcome::RolledBack)
     })?;
     let report = stream.stop();
@@ -108,7 +108,7 @@ fn a_healthy_canary_completes_and_a_silent_one_holds_then_fails() -> Result<()> 
     let service = blue_only(&lab)?;
     let stream = NewConnections::start(&lab.client, service);
     lab.start_canary("50,100", "2s", FAST)?;
-    lab.wait_until(Duration::from_secs(20), "completion", |s| {
+    lab.wait_until(Duration::from_secs(25), "completion", |s| {
         outcome(s) == Some(Outcome::Completed)
     })?;
     let report = stream.stop();
@@ -131,7 +131,7 @@ fn a_healthy_canary_completes_and_a_silent_one_holds_then_fails() -> Result<()> 
         "1s",
         &[
             "--warmup",
-            "0s",
+            "6s",
             "--window",
             "5s",
             "--min-flows",
@@ -146,7 +146,7 @@ fn a_healthy_canary_completes_and_a_silent_one_holds_then_fails() -> Result<()> 
             .is_some_and(|c| c.step == 0 && c.outcome.is_none())
     });
     held?;
-    let took = lab.wait_until(Duration::from_secs(15), "a rollback without data", |s| {
+    let took = lab.wait_until(Duration::from_secs(22), "a rollback without data", |s| {
         outcome(s) == Some(Outcome::RolledBack)
     })?;
     let why = last_decision(&lab)?;
@@ -154,7 +154,7 @@ fn a_healthy_canary_completes_and_a_silent_one_holds_then_fails() -> Result<()> 
     ensure!(
         why.starts_with(
             "rolled back: analysis: 2 windows in a row without a verdict: green 0 new flows"
-        ) && took >= Duration::from_secs(8),
+        ) && took >= Duration::from_secs(14),
         "{why} after {took:?}"
     );
     let status = lab.balancer.status()?;
@@ -173,7 +173,7 @@ fn a_healthy_canary_completes_and_a_silent_one_holds_then_fails() -> Result<()> 
 fn analysis_file(name: &str, gates: &str) -> Result<String> {
     let path = std::env::temp_dir().join(format!("balancer-analysis-{name}.toml"));
     let text =
-        format!("warmup = \"1s\"\nwindow = \"6s\"\nmin_flows = 20\nmax_inconclusive = 3\n{gates}");
+        format!("warmup = \"6s\"\nwindow = \"6s\"\nmin_flows = 20\nmax_inconclusive = 3\n{gates}");
     std::fs::write(&path, text)?;
     Ok(path.display().to_string())
 }
@@ -202,7 +202,7 @@ fn a_prometheus_gate_fails_one_canary_and_passes_the_next() -> Result<()> {
     )?;
     let stream = NewConnections::start(&lab.client, service);
     lab.start_canary("50,100", "2s", &["--analysis", &failing])?;
-    lab.wait_until(Duration::from_secs(20), "a rollback by the gate", |s| {
+    lab.wait_until(Duration::from_secs(25), "a rollback by the gate", |s| {
         outcome(s) == Some(Outcome::RolledBack)
     })?;
     let why = last_decision(&lab)?;
@@ -215,7 +215,7 @@ fn a_prometheus_gate_fails_one_canary_and_passes_the_next() -> Result<()> {
     );
     lab.start_canary("50,100", "2s", &["--analysis", &passing])?;
     lab.wait_until(
-        Duration::from_secs(20),
+        Duration::from_secs(25),
         "completion with the gate's go",
         |s| outcome(s) == Some(Outcome::Completed),
     )?;
@@ -272,7 +272,7 @@ fn a_webhook_says_no_to_one_canary_and_go_to_the_next() -> Result<()> {
     let stream = NewConnections::start(&lab.client, service);
     webhook.answer_with(503);
     lab.start_canary("50,100", "2s", &["--analysis", &file])?;
-    lab.wait_until(Duration::from_secs(20), "a rollback by the webhook", |s| {
+    lab.wait_until(Duration::from_secs(25), "a rollback by the webhook", |s| {
         outcome(s) == Some(Outcome::RolledBack)
     })?;
     let why = last_decision(&lab)?;
@@ -285,7 +285,7 @@ fn a_webhook_says_no_to_one_canary_and_go_to_the_next() -> Result<()> {
     webhook.answer_with(200);
     lab.start_canary("50,100", "2s", &["--analysis", &file])?;
     lab.wait_until(
-        Duration::from_secs(20),
+        Duration::from_secs(25),
         "completion with the webhook's go",
         |s| outcome(s) == Some(Outcome::Completed),
     )?;
@@ -326,7 +326,7 @@ fn a_rollout_removes_a_new_backend_whose_handshakes_fail_and_keeps_the_old_one()
         &[
             "--analyze",
             "--warmup",
-            "1s",
+            "6s",
             "--window",
             "6s",
             "--min-flows",

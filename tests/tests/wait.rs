@@ -366,11 +366,11 @@ fn rollout_wait_exits_0_when_replaced_and_6_when_the_new_backend_never_serves() 
     )
 }
 
-/// Analysis windows short enough for a test (1 s of warm-up, windows of 6 s, 20 new
+/// Analysis windows short enough for a test (6 s of warm-up, the least, windows of 6 s, 20 new
 /// flows), and `--wait`.
 const FAST_ANALYSIS: [&str; 7] = [
     "--warmup",
-    "1s",
+    "6s",
     "--window",
     "6s",
     "--min-flows",

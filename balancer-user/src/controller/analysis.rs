@@ -144,7 +144,7 @@ mod tests {
             interval_ms: 5000,
             auto_rollback: None,
             analysis: Some(AnalysisPlan {
-                warmup_ms: 1000,
+                warmup_ms: 6000,
                 window_ms: 10_000,
                 min_flows: 100,
                 prometheus,
@@ -189,17 +189,17 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
             .unwrap();
         assert_eq!(shares(&c), [9000, 1000]);
-        rig.clock.set(t0 + 1000);
+        rig.clock.set(t0 + 6000);
         let counts = count(&rig, &c, 0, 0);
         assert!(c.sampling_due());
         c.tick_counted(None, Some(&counts)).unwrap();
         // The interval (5 s) passes, no window has: the step holds.
-        rig.clock.set(t0 + 6000);
+        rig.clock.set(t0 + 8000);
         c.tick_counted(None, Some(&counts)).unwrap();
         assert_eq!(shares(&c), [9000, 1000], "held without a verdict");
         // The window ends with 200 clean new flows on green: passed, and the step is taken
         // in the same tick.
-        rig.clock.set(t0 + 11_000);
+        rig.clock.set(t0 + 16_000);
         let counts = count(&rig, &c, 900, 200);
         c.tick_counted(None, Some(&counts)).unwrap();
         assert_eq!(shares(&c), [0, 10_000]);
@@ -227,9 +227,9 @@ mod tests {
         let t0 = rig.clock.now_ms();
         c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
             .unwrap();
-        rig.clock.set(t0 + 1000);
+        rig.clock.set(t0 + 6000);
         c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
-        rig.clock.set(t0 + 11_000);
+        rig.clock.set(t0 + 16_000);
         let mut counts = count(&rig, &c, 900, 200);
         let web = c.state().service("web").unwrap();
         let green = web
@@ -277,9 +277,9 @@ mod tests {
         };
         c.change(|s, now| canary::start(s, "web", plan(vec![gate]), now))
             .unwrap();
-        rig.clock.set(t0 + 1000);
+        rig.clock.set(t0 + 6000);
         c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
-        rig.clock.set(t0 + 11_000);
+        rig.clock.set(t0 + 16_000);
         let tick = c
             .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
             .unwrap();
@@ -317,9 +317,9 @@ mod tests {
         };
         c.change(|s, now| canary::start(s, "web", plan(vec![gate]), now))
             .unwrap();
-        rig.clock.set(t0 + 1000);
+        rig.clock.set(t0 + 6000);
         c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
-        rig.clock.set(t0 + 11_000);
+        rig.clock.set(t0 + 16_000);
         let asked = c
             .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
             .unwrap();

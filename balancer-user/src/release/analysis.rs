@@ -15,7 +15,9 @@ mod plan;
 mod sample;
 
 pub use judge::{judge, GateResult, Judgement, Reading, Verdict};
-pub use plan::{AnalysisPlan, Check, Phase, PrometheusGate, Signal, Webhook, MIN_WINDOW_MS};
+pub use plan::{
+    AnalysisPlan, Check, Phase, PrometheusGate, Signal, Webhook, MIN_WARMUP_MS, MIN_WINDOW_MS,
+};
 pub use sample::{Pair, Sample};
 
 use serde::{Deserialize, Serialize};

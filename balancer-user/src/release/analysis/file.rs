@@ -88,7 +88,7 @@ mod tests {
     fn a_full_file_and_an_empty_one() {
         let plan = parse(
             r#"
-            warmup = "2s"
+            warmup = "7s"
             window = "8s"
             min_flows = 20
             max_inconclusive = 2
@@ -105,7 +105,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!((plan.warmup_ms, plan.window_ms), (2000, 8000));
+        assert_eq!((plan.warmup_ms, plan.window_ms), (7000, 8000));
         assert_eq!((plan.min_flows, plan.max_inconclusive), (20, 2));
         assert_eq!(plan.checks.len(), 1);
         assert_eq!(plan.checks[0].signal, Signal::SynRetransmits);
@@ -133,6 +133,7 @@ mod tests {
         for (text, why) in [
             ("windows = \"8s\"", "unknown field `windows`"),
             ("window = \"2s\"", "the window must be at least 5 s"),
+            ("warmup = \"5s\"", "the warm-up must be at least 6 s"),
             ("window = \"soon\"", "window"),
             (
                 "[[check]]\nsignal = \"latency\"\nmax_percent = 1",

@@ -111,6 +111,11 @@ impl Phase {
 /// Shortest window: the daemon counts unanswered handshakes 5 s after they began.
 pub const MIN_WINDOW_MS: u64 = 5_000;
 
+/// Shortest warm-up: the handshakes that failed before a step (counted 5 s late, by a pass
+/// once a second) are counted before its first window begins, so a canary started right
+/// after a rolled-back one is not judged on the old one's failures.
+pub const MIN_WARMUP_MS: u64 = 6_000;
+
 impl Default for AnalysisPlan {
     /// Windows of 30 s after 10 s of warm-up, at least 50 new flows, 3 windows without
     /// data: handshake failures and resets at most max(0.5%, 2 × the old group's).
@@ -138,6 +143,12 @@ impl AnalysisPlan {
         let bad = |why: String| Err(StateError::Canary(format!("analysis: {why}")));
         crate::duration::check("the analysis warm-up", self.warmup_ms)?;
         crate::duration::check("the analysis window", self.window_ms)?;
+        if self.warmup_ms < MIN_WARMUP_MS {
+            return bad(format!(
+                "the warm-up must be at least {} s (failed handshakes are counted 5 s late)",
+                MIN_WARMUP_MS / 1000
+            ));
+        }
         if self.window_ms < MIN_WINDOW_MS {
             return bad(format!(
                 "the window must be at least {} s (unanswered handshakes are counted 5 s \
