@@ -249,7 +249,8 @@ impl ClientPinKey {
 /// packet).
 ///
 /// A flow is *closed* once its client sent a FIN or a RST (`closed_by` is not 0): it stays
-/// on its backend for its last packets, but a new SYN on its 5-tuple is a new connection.
+/// on its backend for its last packets, but a new SYN on its 5-tuple is a new connection;
+/// so is a SYN on a pending flow whose sequence number is not the one that opened it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FlowState {
@@ -265,8 +266,11 @@ pub struct FlowState {
     /// `CLOSED_BY_*` bits: what the client sent to close the flow; 0 while open. Written
     /// after `closed_ns`.
     pub closed_by: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// The sequence number of the SYN that opened the flow (0: not opened by a SYN seen
+    /// here, or UDP). On a pending flow, a SYN with the same number is a retransmit; one
+    /// with another number opens a new connection on the same 5-tuple (the client reused
+    /// the port of a failed handshake).
+    pub syn_seq: u32,
 }
 
 /// `FlowState::closed_by` bit: the client sent a FIN.
@@ -342,14 +346,14 @@ pub const fn pending_hash(key: &FlowKey) -> u64 {
 }
 
 /// The check word of a pending slot holding a flow of hash `hash` (its [`pending_hash`])
-/// with `state`: covers the key (through its hash), the backend, its epoch and the close
-/// marks; never 0.
+/// with `state`: covers the key (through its hash), the backend, its epoch, the close
+/// marks and the opening SYN's sequence number; never 0.
 #[inline(always)]
 pub const fn pending_check(hash: u64, state: &FlowState) -> u64 {
     let mut z = hash.rotate_left(23) ^ (state.backend as u64 | ((state.epoch as u64) << 32));
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31) ^ state.closed_by as u64) | 1
+    (z ^ (z >> 31) ^ state.closed_by as u64 ^ ((state.syn_seq as u64) << 32)) | 1
 }
 
 #[cfg(feature = "user")]

@@ -45,7 +45,11 @@ fn balancer(ctx: XdpContext) -> u32 {
             count(STAT_UNBALANCEABLE);
             xdp_action::XDP_PASS
         }
-        Parsed::Flow { key, tcp_flags } => match select::backend_for(key, tcp_flags) {
+        Parsed::Flow {
+            key,
+            tcp_flags,
+            tcp_seq,
+        } => match select::backend_for(key, tcp_flags, tcp_seq) {
             select::Selection::NotVip => {
                 count(STAT_PASSED);
                 xdp_action::XDP_PASS

@@ -51,8 +51,15 @@ pub enum Parsed<'a> {
     /// headers): passed to the kernel rather than risk a wrong backend.
     Unbalanceable,
     /// A TCP or UDP flow: its 5-tuple, written into the caller's key, with the TCP header's
-    /// flags (0 for UDP).
-    Flow { key: &'a mut FlowKey, tcp_flags: u8 },
+    /// flags and sequence number (0 for UDP).
+    Flow {
+        /// The 5-tuple.
+        key: &'a mut FlowKey,
+        /// TCP flags.
+        tcp_flags: u8,
+        /// TCP sequence number (host order).
+        tcp_seq: u32,
+    },
 }
 
 #[inline(always)]
@@ -222,6 +229,7 @@ fn parse_l4<'a>(
     key: &'a mut MaybeUninit<FlowKey>,
 ) -> Parsed<'a> {
     let mut tcp_flags = 0;
+    let mut tcp_seq = 0;
     let l4 = if proto == PROTO_TCP {
         let Some(tcp) = ptr_at::<[u8; TCP_MIN_LEN]>(ctx, offset) else {
             return Parsed::Malformed;
@@ -234,6 +242,9 @@ fn parse_l4<'a>(
         }
         // SAFETY: byte 13 (flags) lies in the checked 20-byte header.
         tcp_flags = unsafe { *tcp.add(13) };
+        // SAFETY: bytes 4..8 (sequence number) lie in the checked 20-byte header.
+        tcp_seq =
+            unsafe { u32::from_be_bytes([*tcp.add(4), *tcp.add(5), *tcp.add(6), *tcp.add(7)]) };
         tcp
     } else {
         let Some(udp) = ptr_at::<[u8; UDP_LEN]>(ctx, offset) else {
@@ -260,7 +271,11 @@ fn parse_l4<'a>(
     // Ports stay in network byte order, as they are on the wire.
     key.sport_be = u16::from_ne_bytes(sport);
     key.dport_be = u16::from_ne_bytes(dport);
-    Parsed::Flow { key, tcp_flags }
+    Parsed::Flow {
+        key,
+        tcp_flags,
+        tcp_seq,
+    }
 }
 
 /// Zeroes `key` in place with five 8-byte stores. Zeroing it any other way (`Default`,

@@ -51,6 +51,8 @@ pub enum Selection<'a> {
 struct Signals {
     /// A SYN without ACK: opens a connection (or retransmits the opening).
     syn: bool,
+    /// The TCP sequence number (of a SYN: the connection's initial one).
+    seq: u32,
     /// `CLOSED_BY_*` bits of a FIN or RST, 0 if neither.
     closing: u32,
 }
@@ -70,7 +72,7 @@ impl Signals {
     }
 
     #[inline(always)]
-    fn of(tcp_flags: u8) -> Self {
+    fn of(tcp_flags: u8, seq: u32) -> Self {
         let mut closing = 0;
         if tcp_flags & TCP_FIN != 0 {
             closing |= CLOSED_BY_FIN;
@@ -80,6 +82,7 @@ impl Signals {
         }
         Self {
             syn: tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
+            seq,
             closing,
         }
     }
@@ -111,10 +114,10 @@ enum Tracked {
 /// backend for its last packets, but a SYN on a closed flow is a new connection, balanced
 /// by the current tables.
 #[inline(always)]
-pub fn backend_for(key: &FlowKey, tcp_flags: u8) -> Selection<'static> {
-    let signals = Signals::of(tcp_flags);
+pub fn backend_for(key: &FlowKey, tcp_flags: u8, tcp_seq: u32) -> Selection<'static> {
+    let signals = Signals::of(tcp_flags, tcp_seq);
     if let Some(state) = CONNTRACK.get_ptr_mut(key) {
-        match tracked(state, signals) {
+        match tracked(state, signals, false) {
             Tracked::Follow(selection) => return selection,
             Tracked::Reopen => {
                 return balance(key, signals, core::ptr::null_mut(), 0, 0);
@@ -138,7 +141,7 @@ pub fn backend_for(key: &FlowKey, tcp_flags: u8) -> Selection<'static> {
     if let Some(state) = found {
         // SAFETY: the slot stays valid during this program run; plain data.
         let closed_by = unsafe { (*state).closed_by };
-        match tracked(state, signals) {
+        match tracked(state, signals, true) {
             Tracked::Follow(mut selection) => {
                 if signals.syn && closed_by == 0 {
                     if let Selection::Backend { events, .. } = &mut selection {
@@ -259,19 +262,20 @@ fn write_pending(
     }
 }
 
-/// Follows a tracked entry: a packet of its flow goes to its backend while that backend
-/// has the recorded epoch, except a SYN on a closed flow. Refreshes the last-seen time (at
-/// most once a second) and records the client's first FIN or RST; an established packet
-/// writes nothing else.
+/// Follows a tracked entry (of the pending table when `pending`): a packet of its flow goes
+/// to its backend while that backend has the recorded epoch, except a SYN that opens a new
+/// connection. Refreshes the last-seen time (at most once a second) and records the
+/// client's first FIN or RST; an established packet writes nothing else.
 #[inline(always)]
-fn tracked(state: *mut FlowState, signals: Signals) -> Tracked {
+fn tracked(state: *mut FlowState, signals: Signals, pending: bool) -> Tracked {
     // SAFETY: the pointer stays valid during this program run (RCU); fields are plain data.
-    let (index, epoch, last_seen, closed_by) = unsafe {
+    let (index, epoch, last_seen, closed_by, syn_seq) = unsafe {
         (
             (*state).backend,
             (*state).epoch,
             (*state).last_seen_ns,
             (*state).closed_by,
+            (*state).syn_seq,
         )
     };
     let Some(backend) = BACKENDS.get(index) else {
@@ -280,7 +284,12 @@ fn tracked(state: *mut FlowState, signals: Signals) -> Tracked {
     if backend.epoch == 0 || backend.epoch != epoch {
         return Tracked::Stale;
     }
-    if closed_by != 0 && signals.syn {
+    // A SYN on a closed flow opens a new connection; so does one on a pending flow with
+    // another initial sequence number than the SYN that opened it (the client reused the
+    // port of a handshake that failed). An established flow keeps its backend for such a
+    // SYN: one spoofed with the flow's addresses and ports must not move it.
+    let reused = pending && syn_seq != 0 && syn_seq != signals.seq;
+    if signals.syn && (closed_by != 0 || reused) {
         return Tracked::Reopen;
     }
     let now = now();
@@ -367,7 +376,7 @@ fn balance(
         last_seen_ns: now,
         closed_ns: if signals.closing != 0 { now } else { 0 },
         closed_by: signals.closing,
-        reserved: 0,
+        syn_seq: if signals.syn { signals.seq } else { 0 },
     };
     if slot.is_null() {
         // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.

@@ -788,7 +788,7 @@ mod pending {
     use super::*;
     use crate::{
         closing::{services, services_sized, steer_away_from},
-        support::packet::{ACK, FIN, PSH, RST, SYN},
+        support::packet::{FrameBuilder, ACK, FIN, PSH, RST, SYN},
     };
 
     #[test]
@@ -831,6 +831,40 @@ mod pending {
         // A new flow of the same client goes by the new tables.
         let other = flow.with_sport(40_002);
         assert_ne!(fx.send_tracked(&other, SYN, &mut tally), Some(x));
+        tally.assert_matches(&fx, "web");
+    }
+
+    #[test]
+    fn a_syn_with_another_sequence_number_on_a_pending_flow_is_a_new_connection() {
+        let mut fx = services("track-reused-port");
+        let mut tally = Tally::default();
+        let flow = Flow::new(Transport::Tcp, CLIENT4, 40_021, VIP4, 80);
+        let syn = |seq| FrameBuilder::new(flow).tcp_flags(SYN).tcp_seq(seq).build();
+        // A refused handshake: the SYN stays pending on x.
+        let x = fx
+            .send_frame_tracked(&flow, &syn(7), &mut tally)
+            .expect("forwarded");
+        steer_away_from(&mut fx, "web", x);
+        // Its retransmit keeps x (and counts as one) ...
+        assert_eq!(fx.send_frame_tracked(&flow, &syn(7), &mut tally), Some(x));
+        // ... the client's next connection from the same port is balanced afresh.
+        let y = fx
+            .send_frame_tracked(&flow, &syn(8), &mut tally)
+            .expect("forwarded");
+        assert_ne!(y, x, "a reused port reaches the current tables");
+        assert_eq!(fx.send_frame_tracked(&flow, &syn(8), &mut tally), Some(y));
+        // Established on y: a SYN of any number keeps y (one spoofed with the flow's
+        // addresses and ports must not move it); after the client's FIN, a SYN is new.
+        assert_eq!(fx.send_tracked(&flow, ACK, &mut tally), Some(y));
+        assert!(fx.tracking.established.contains_key(&flow.key()));
+        steer_away_from(&mut fx, "web", y);
+        assert_eq!(fx.send_frame_tracked(&flow, &syn(8), &mut tally), Some(y));
+        assert_eq!(fx.send_frame_tracked(&flow, &syn(9), &mut tally), Some(y));
+        assert_eq!(fx.send_tracked(&flow, ACK | FIN, &mut tally), Some(y));
+        let z = fx
+            .send_frame_tracked(&flow, &syn(9), &mut tally)
+            .expect("forwarded");
+        assert_ne!(z, y);
         tally.assert_matches(&fx, "web");
     }
 

@@ -63,6 +63,10 @@ fn a_new_group_that_refuses_connections_is_rolled_back_within_two_windows() -> R
     lab.stop_server(3);
     let stream = NewConnections::start(&lab.client, service);
     lab.start_canary("50,100", "2s", FAST)?;
+    // A client port whose connection green refused: its SYN stays in connection tracking.
+    let refused_port = (41_000..41_100)
+        .find(|&port| lab.client.ask_from_port(service, port).is_err())
+        .context("no connection reached green")?;
     // Warm-up, two windows, and the once-a-second count of unanswered handshakes.
     let took = lab.wait_until(Duration::from_secs(21), "an analysis rollback", |s| {
         outcome(s) == Some(Outcome::RolledBack)
@@ -91,6 +95,12 @@ fn a_new_group_that_refuses_connections_is_rolled_back_within_two_windows() -> R
         text.contains("rolled back: analysis: handshake-failures")
             && text.contains("> limit 0.50% (blue 0.00%)"),
         "status shows the reason and the ratios: {text}"
+    );
+    // The client's next connection from that port is a new connection: blue serves it.
+    let backend = lab.client.ask_from_port(service, refused_port)?;
+    ensure!(
+        blue_green_group(&backend) == "blue",
+        "{backend} from port {refused_port}"
     );
     let events = lab.balancer.ok(&["events", "web"])?;
     ensure!(

@@ -59,7 +59,7 @@ use support::{
     packet::Transport,
     plane::{INGRESS_IFINDEX, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     tracking::Step,
-    verdict::{classify, tcp_flags, Verdict},
+    verdict::{classify, tcp_header, Verdict},
 };
 
 /// Frames of the pass `cargo test` runs.
@@ -323,7 +323,7 @@ impl Run {
                 _ => Ok(()),
             };
         };
-        let flags = tcp_flags(frame);
+        let flags = tcp_header(frame);
         let backends = &self.backends;
         let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
         let vip_port = self.fx.vip_port(&flow);

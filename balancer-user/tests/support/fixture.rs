@@ -395,9 +395,20 @@ impl Fixture {
             Transport::Tcp => flow.frame_with(tcp_flags),
             Transport::Udp => flow.frame(),
         };
-        // What the program sees: the flags as the frame carries them.
-        let flags = verdict::tcp_flags(&frame);
-        let what = format!("{flow:?} flags {tcp_flags:#04x}");
+        self.send_frame_tracked(flow, &frame, tally)
+    }
+
+    /// Like [`Fixture::send_tracked`], with the frame of `flow` given.
+    pub fn send_frame_tracked(
+        &mut self,
+        flow: &Flow,
+        frame: &[u8],
+        tally: &mut Tally,
+    ) -> Option<u32> {
+        let frame = frame.to_vec();
+        // What the program sees: the flags and sequence number as the frame carries them.
+        let flags = verdict::tcp_header(&frame);
+        let what = format!("{flow:?} flags and sequence number {flags:?}");
         let backends = self.backends.clone();
         let live = |i: u32, e: u32| e != 0 && backends.get(&i).is_some_and(|b| b.epoch == e);
         let vip_port = self.vip_port(flow);
@@ -437,7 +448,8 @@ impl Fixture {
 
     /// Whether the data plane's two connection-tracking maps hold exactly the model's
     /// flows, each on the model's backend and epoch with the model's FIN and RST marks (and
-    /// a close time exactly when marked); the first difference if not.
+    /// a close time exactly when marked) and opening SYN's sequence number; the first
+    /// difference if not.
     pub fn tracking_differs(&self) -> Result<(), String> {
         let as_entries =
             |map: HashMap<FlowKey, FlowState>| -> Result<HashMap<FlowKey, Entry>, String> {
@@ -458,6 +470,7 @@ impl Fixture {
                             epoch: state.epoch,
                             fin: state.closed_by & 1 != 0,
                             rst: state.closed_by & 2 != 0,
+                            syn_seq: state.syn_seq,
                         };
                         Ok((key, entry))
                     })

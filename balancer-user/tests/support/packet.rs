@@ -155,6 +155,10 @@ fn put_addr(out: &mut [u8; 16], addr: IpAddr) {
     }
 }
 
+/// The TCP sequence number of built frames unless set: every SYN of a flow is then a
+/// retransmit of its first.
+pub const DEFAULT_SEQ: u32 = 0x1000_0000;
+
 /// Builds one frame of a [`Flow`].
 #[derive(Clone, Debug)]
 pub struct FrameBuilder {
@@ -165,6 +169,7 @@ pub struct FrameBuilder {
     ipv6_extension: Option<u8>,
     payload: Vec<u8>,
     tcp_flags: u8,
+    tcp_seq: u32,
 }
 
 impl FrameBuilder {
@@ -179,7 +184,14 @@ impl FrameBuilder {
             ipv6_extension: None,
             payload: (0..32u8).collect(),
             tcp_flags: SYN,
+            tcp_seq: DEFAULT_SEQ,
         }
+    }
+
+    /// Sets the TCP sequence number (default [`DEFAULT_SEQ`]).
+    pub fn tcp_seq(mut self, seq: u32) -> Self {
+        self.tcp_seq = seq;
+        self
     }
 
     /// Sets the TCP flags (byte 13 of the TCP header), e.g. `ACK | PSH`.
@@ -270,7 +282,7 @@ impl FrameBuilder {
         segment.extend_from_slice(&flow.dport.to_be_bytes());
         let checksum_at = match flow.transport {
             Transport::Tcp => {
-                segment.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // sequence
+                segment.extend_from_slice(&self.tcp_seq.to_be_bytes()); // sequence
                 segment.extend_from_slice(&0u32.to_be_bytes()); // acknowledgment
                 segment.push(((TCP_LEN / 4) as u8) << 4); // data offset
                 segment.push(self.tcp_flags);

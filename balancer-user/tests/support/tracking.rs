@@ -4,13 +4,18 @@
 //! * A flow's first packet (whatever it is) is recorded as *pending*, on the backend the
 //!   tables choose, in one of the two slots of the pending table its 5-tuple hashes to:
 //!   a pending flow already there on another backend is replaced in its slot; else an empty
-//!   slot is taken, else the slot written longer ago, whose flow is lost. A SYN on a pending flow (a retransmit) keeps its backend. The client's
+//!   slot is taken, else the slot written longer ago, whose flow is lost. A SYN on a
+//!   pending flow with the sequence number of the SYN that opened it (a retransmit) keeps
+//!   its backend. The client's
 //!   next packet that is neither a SYN nor a FIN or RST promotes it: it is *established*.
 //!   UDP has no flags: its second datagram promotes.
 //! * A client's FIN or RST marks its flow closed (pending or established); a closed flow
 //!   keeps its backend for its further packets, except a SYN (without ACK), which is a new
 //!   connection: balanced afresh and recorded in place of the closed one (in the same
-//!   table); a closed pending flow is never promoted.
+//!   table); a closed pending flow is never promoted. So is a SYN on an open pending flow
+//!   whose sequence number is not the one of the SYN that opened it (a flow opened by
+//!   something else, or by a SYN of sequence number 0, takes any SYN as a retransmit); an
+//!   established flow keeps its backend for such a SYN.
 //! * Established flows are looked up before pending ones; an entry whose backend is gone
 //!   (cleared, or its index taken by another epoch) is ignored, and the new choice is
 //!   recorded as pending (promotion then replaces the dead established entry).
@@ -41,12 +46,21 @@ pub struct Entry {
     pub fin: bool,
     /// The client sent a RST.
     pub rst: bool,
+    /// The sequence number of the SYN that opened it; 0: none.
+    pub syn_seq: u32,
 }
 
 impl Entry {
     /// Whether the client closed the flow.
     pub fn closed(&self) -> bool {
         self.fin || self.rst
+    }
+
+    /// Whether a SYN (`syn`) of sequence number `seq` opens a new connection on the flow,
+    /// a `pending` one or not.
+    fn reopens(&self, syn: bool, seq: u32, pending: bool) -> bool {
+        let reused = pending && self.syn_seq != 0 && self.syn_seq != seq;
+        syn && (self.closed() || reused)
     }
 }
 
@@ -87,10 +101,10 @@ fn first_close(fin: bool, rst: bool) -> u32 {
 }
 
 /// What a packet's flags say: (a SYN without ACK, FIN, RST). UDP has none.
-fn signals(tcp_flags: Option<u8>) -> (bool, bool, bool) {
-    match tcp_flags {
+fn signals(tcp: Option<(u8, u32)>) -> (bool, bool, bool) {
+    match tcp {
         None => (false, false, false),
-        Some(f) => (f & (SYN | ACK) == SYN, f & FIN != 0, f & RST != 0),
+        Some((f, _)) => (f & (SYN | ACK) == SYN, f & FIN != 0, f & RST != 0),
     }
 }
 
@@ -127,24 +141,26 @@ impl Tracking {
         pending_hash(key) as u32 & (self.slots - 1) & !1
     }
 
-    /// One packet of the flow `key` (`tcp_flags`: `None` for UDP), when its port passes the
+    /// One packet of the flow `key` (`tcp`: flags and sequence number, `None` for UDP), when
+    /// its port passes the
     /// filter (`vip_port`) and `live(index, epoch)` tells which backends still exist. The
     /// model's tables change as the program's should; after [`Step::Choose`], call
     /// [`Tracking::record`] with the choice if it was forwarded.
     pub fn packet(
         &mut self,
         key: FlowKey,
-        tcp_flags: Option<u8>,
+        tcp: Option<(u8, u32)>,
         vip_port: bool,
         live: impl Fn(u32, u32) -> bool,
     ) -> Step {
         if !vip_port {
             return Step::Filtered;
         }
-        let (syn, fin, rst) = signals(tcp_flags);
+        let (syn, fin, rst) = signals(tcp);
+        let seq = tcp.map_or(0, |(_, seq)| seq);
         if let Some(entry) = self.established.get_mut(&key) {
             if live(entry.backend, entry.epoch) {
-                if syn && entry.closed() {
+                if entry.reopens(syn, seq, false) {
                     return Step::Choose;
                 }
                 let events = if entry.closed() {
@@ -162,7 +178,7 @@ impl Tracking {
         }
         if let Some(entry) = self.pending.get_mut(&key) {
             if live(entry.backend, entry.epoch) {
-                if syn && entry.closed() {
+                if entry.reopens(syn, seq, true) {
                     return Step::Choose;
                 }
                 let backend = entry.backend;
@@ -187,29 +203,31 @@ impl Tracking {
     }
 
     /// Records the new choice (`backend`, `epoch`) for a packet that got [`Step::Choose`]:
-    /// in place of a live closed established entry (a SYN on a closed connection), else
-    /// as pending. Returns what the backend's counters count for the packet: a new flow,
+    /// in place of a live established entry that the packet reopens (a SYN on a closed
+    /// connection), else as pending. Returns what the backend's counters count for the packet: a new flow,
     /// and its close if the packet closes it.
     pub fn record(
         &mut self,
         key: FlowKey,
-        tcp_flags: Option<u8>,
+        tcp: Option<(u8, u32)>,
         backend: u32,
         epoch: u32,
         live: impl Fn(u32, u32) -> bool,
     ) -> u32 {
-        let (_, fin, rst) = signals(tcp_flags);
+        let (syn, fin, rst) = signals(tcp);
+        let seq = tcp.map_or(0, |(_, seq)| seq);
         let events = NEW_FLOW | first_close(fin, rst);
         let entry = Entry {
             backend,
             epoch,
             fin,
             rst,
+            syn_seq: if syn { seq } else { 0 },
         };
         let reopened = self
             .established
             .get(&key)
-            .is_some_and(|e| live(e.backend, e.epoch) && e.closed());
+            .is_some_and(|e| live(e.backend, e.epoch) && e.reopens(syn, seq, false));
         if reopened {
             self.established.insert(key, entry);
             return events;

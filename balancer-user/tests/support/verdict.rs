@@ -66,11 +66,13 @@ pub fn classify(frame: &[u8]) -> Verdict {
     }
 }
 
-/// The TCP flags of `frame` if it is a well-formed TCP packet ([`Verdict::Flow`]); `None`
-/// for anything else, UDP included.
-pub fn tcp_flags(frame: &[u8]) -> Option<u8> {
+/// The TCP flags and sequence number of `frame` if it is a well-formed TCP packet
+/// ([`Verdict::Flow`]); `None` for anything else, UDP included.
+pub fn tcp_header(frame: &[u8]) -> Option<(u8, u32)> {
     let segment = segment(frame).ok()?;
-    (segment.flow.transport == Transport::Tcp).then(|| segment.bytes[13])
+    let b = segment.bytes;
+    (segment.flow.transport == Transport::Tcp)
+        .then(|| (b[13], u32::from_be_bytes([b[4], b[5], b[6], b[7]])))
 }
 
 /// A well-formed TCP or UDP packet: its flow and the bytes its IP header says follow it.

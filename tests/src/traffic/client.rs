@@ -43,6 +43,18 @@ impl Client {
             .with_context(|| format!("asking {service} from {}", describe(source)))
     }
 
+    /// Like [`Client::ask_once`] from the default source address and client port `port`:
+    /// a connection of a 5-tuple the caller chose (e.g. the port of an earlier one).
+    pub fn ask_from_port(&self, service: SocketAddr, port: u16) -> Result<String> {
+        let source = SocketAddr::new(unspecified_like(service), port);
+        let mut stream = netns::in_netns(&self.ns, || {
+            sockets::connect_tcp_from(service, Some(source), IO_TIMEOUT)
+        })?
+        .with_context(|| format!("connecting to {service} from port {port}"))?;
+        protocol::exchange(&mut stream)
+            .with_context(|| format!("asking {service} from port {port}"))
+    }
+
     /// Sends one UDP datagram to `service` (from `source` if given) and
     /// returns the backend name in the answer. The answer must come from
     /// `service` itself (the socket is connected).

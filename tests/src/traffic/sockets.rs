@@ -55,6 +55,19 @@ pub(crate) fn connect_tcp(
     source: Option<std::net::IpAddr>,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
+    connect_tcp_from(
+        destination,
+        source.map(|ip| SocketAddr::new(ip, 0)),
+        timeout,
+    )
+}
+
+/// Like [`connect_tcp`], bound to `source` (address and port) if given.
+pub(crate) fn connect_tcp_from(
+    destination: SocketAddr,
+    source: Option<SocketAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let domain = match destination {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -64,7 +77,7 @@ pub(crate) fn connect_tcp(
     stream.set_write_timeout(Some(timeout))?;
     stream.set_read_timeout(Some(timeout))?;
     if let Some(source) = source {
-        bind(&stream, SocketAddr::new(source, 0))?;
+        bind(&stream, source)?;
     }
     let (address, length) = to_raw(destination);
     // SAFETY: `address` is a valid sockaddr of `length` bytes.
