@@ -139,8 +139,53 @@ pub struct Backend {
     /// Never-reused identity of this backend's occupation of its index; 0 = slot free.
     /// Connection-tracking entries carry it, so a reused index never inherits old flows.
     pub epoch: u32,
+    /// `FORWARD_*`: how packets reach it. With a tunnel mode the MACs and interface are
+    /// unused: the outer packet is routed (`TUNNELS` holds its addresses).
+    pub forward: u32,
+}
+
+/// [`Backend::forward`]: L2 direct server return, the MAC addresses rewritten (0: what an
+/// entry of an older data plane holds).
+pub const FORWARD_DSR: u32 = 0;
+/// [`Backend::forward`]: IP in IP to the backend's address (IPv4 in IPv4, IPv6 in IPv6),
+/// routed by the kernel's tables.
+pub const FORWARD_IPIP: u32 = 1;
+/// [`Backend::forward`]: GUE variant 1 (the IP packet directly in UDP, the same bytes as
+/// FOU) to the backend's address, the UDP source port from the flow hash.
+pub const FORWARD_GUE: u32 = 2;
+
+/// The IANA port of GUE, the default destination port of [`FORWARD_GUE`].
+pub const GUE_PORT: u16 = 6080;
+
+/// Index in the tunnel counters: tunnelled packets whose next hop the kernel had no
+/// neighbour entry for, passed to the kernel encapsulated (it resolves and forwards).
+pub const TUNNEL_STAT_UNRESOLVED: u32 = 0;
+/// Index in the tunnel counters: tunnelled packets the kernel's tables have no route for
+/// (or a blackhole, unreachable, prohibit route), dropped.
+pub const TUNNEL_STAT_UNROUTABLE: u32 = 1;
+/// Index in the tunnel counters: tunnelled packets that did not fit (room for the outer
+/// headers, or a backend without its tunnel entry), dropped.
+pub const TUNNEL_STAT_FAILED: u32 = 2;
+/// Number of tunnel counters.
+pub const TUNNEL_STAT_COUNT: u32 = 3;
+
+/// The outer header of a tunnelled backend, indexed like the backend map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Tunnel {
+    /// The backend's address, the outer destination (IPv4 in the first four bytes).
+    pub dst: [u8; 16],
+    /// The LB's address, the outer source, of the same family.
+    pub src: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`]: the outer header's family, the backend's (and the
+    /// service's: no family is carried in the other).
+    pub family: u8,
     /// Reserved, zero.
-    pub reserved: u32,
+    pub reserved: u8,
+    /// GUE: the UDP destination port, network byte order.
+    pub port_be: u16,
+    /// Reserved, zero.
+    pub reserved2: u32,
 }
 
 /// Per-backend traffic counters (one per CPU, summed in userspace).
@@ -374,6 +419,7 @@ mod pod {
     }
 
     aya_pod!(
+        Tunnel,
         VipKey,
         VipInfo,
         ServiceTables,

@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use balancer_common::{
     pending_slots, Backend, BackendStats, ClientPinKey, FlowKey, FlowState, PendingSlot, Ring,
-    ServiceTables, VipInfo, VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS,
-    MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, STAT_COUNT, VIP_PORT_ENTRIES,
+    ServiceTables, Tunnel, VipInfo, VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS,
+    MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, STAT_COUNT, TUNNEL_STAT_COUNT,
+    VIP_PORT_ENTRIES,
 };
 
 /// VIP (address, port, protocol) -> service slot.
@@ -30,6 +31,16 @@ pub static RINGS: Array<Ring> = Array::pinned(MAX_SERVICES * GENERATIONS * MAX_G
 /// Backend index -> forwarding data and epoch.
 #[map]
 pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
+
+/// Backend index -> the outer header of a tunnelled backend (`Backend::forward` is a tunnel
+/// mode); unused for direct server return.
+#[map]
+pub static TUNNELS: Array<Tunnel> = Array::pinned(MAX_BACKENDS, 0);
+
+/// Tunnel counters, indexed by `TUNNEL_STAT_*` (a map of their own: the global counters'
+/// map keeps the size older data planes pinned).
+#[map]
+pub static TUNNEL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(TUNNEL_STAT_COUNT, 0);
 
 /// Backend index -> traffic counters.
 #[map]

@@ -107,6 +107,6 @@ pub(super) fn entry(hop: &NextHop, epoch: u32) -> Backend {
         src_mac: hop.src_mac,
         ifindex: hop.ifindex,
         epoch,
-        reserved: 0,
+        forward: balancer_common::FORWARD_DSR,
     }
 }

@@ -581,7 +581,7 @@ pub fn fake_backend(epoch: u32, ifindex: u32) -> Backend {
         src_mac: [0x02, 0x5c, e[0], e[1], e[2], e[3]],
         ifindex,
         epoch,
-        reserved: 0,
+        forward: balancer_common::FORWARD_DSR,
     }
 }
 

@@ -77,7 +77,7 @@ pub fn plane(backends: u32, conntrack: u32) -> Result<Plane> {
                 src_mac: [2, 0, 0, 0, 0, 2],
                 ifindex: 1,
                 epoch: b.epoch,
-                reserved: 0,
+                forward: balancer_common::FORWARD_DSR,
             };
             dp.set_backend(b.index, &backend, true)?;
             plane.macs.insert(mac);
