@@ -1,9 +1,11 @@
-//! The `balancer` XDP program: L4 load balancing with L2 direct server return.
+//! The `balancer` XDP program: L4 load balancing with L2 direct server return or tunnels
+//! (IP in IP, GUE) to routed backends.
 //!
 //! For each packet: parse Ethernet (+ one VLAN tag), IPv4/IPv6 and TCP/UDP; keep a flow
 //! recorded in connection tracking on its backend; otherwise, pass anything not addressed
 //! to a configured VIP untouched, and for a VIP packet select a backend (group split, then
-//! weighted Maglev) and record it; then forward by rewriting the MAC addresses. A VIP packet
+//! weighted Maglev) and record it; then forward by rewriting the MAC addresses, or for a
+//! tunnelled backend by encapsulating the packet and routing it (`tunnel`). A VIP packet
 //! that no backend can take is dropped and reported to the daemon's log (rate-limited); a
 //! new VIP flow from a martian source is dropped. Malformed packets go to the kernel.
 #![no_std]
@@ -16,10 +18,11 @@ mod maps;
 mod martian;
 mod parse;
 mod select;
+mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
-    STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE,
+    FORWARD_DSR, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE,
 };
 
 use crate::{
@@ -79,7 +82,11 @@ fn balancer(ctx: XdpContext) -> u32 {
                 events,
             } => {
                 count_backend(index, ctx.data_end() - ctx.data(), events);
-                forward::l2_dsr(&ctx, backend)
+                if backend.forward == FORWARD_DSR {
+                    forward::l2_dsr(&ctx, backend)
+                } else {
+                    tunnel::forward(&ctx, index, backend, key)
+                }
             }
         },
     }

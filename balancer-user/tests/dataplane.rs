@@ -2597,3 +2597,341 @@ mod kernel_log {
         );
     }
 }
+
+/// Tunnel forwarding (`ipip`, `gue`): the program encapsulates the client's packet to the
+/// backend's address and routes it with the kernel's tables. Each test runs in a network
+/// namespace of its own (so the route lookups have known answers): forwarding on, a veth
+/// `v0` (198.18.200.1/24, 2001:db8:200::1/64) with a permanent neighbour 198.18.200.10 /
+/// 2001:db8:200::10; 198.18.200.11 has no neighbour entry, 198.18.250.0/24 no route.
+mod tunnels {
+    use std::{fs::File, net::IpAddr, os::fd::AsRawFd, process::Command};
+
+    use balancer_common::{
+        Tunnel, FAMILY_V4, FAMILY_V6, FORWARD_GUE, FORWARD_IPIP, GUE_PORT, TUNNEL_STAT_UNRESOLVED,
+        TUNNEL_STAT_UNROUTABLE,
+    };
+
+    use super::*;
+    use crate::support::{
+        packet::{FrameBuilder, ACK},
+        plane::XDP_REDIRECT,
+    };
+
+    /// The neighbour's MAC and `v0`'s.
+    const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x0a];
+    const V0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
+
+    /// A network namespace set up as the module says; deleted on drop.
+    struct Netns(String);
+
+    impl Netns {
+        fn new(name: &str) -> Self {
+            let ns = Netns(format!("bdp-{name}"));
+            let _ = Command::new("ip")
+                .args(["netns", "del", &ns.0])
+                .stderr(std::process::Stdio::null())
+                .status();
+            let steps: [&[&str]; 10] = [
+                &["netns", "add", &ns.0],
+                &["-n", &ns.0, "link", "set", "lo", "up"],
+                &[
+                    "-n", &ns.0, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+                ],
+                &[
+                    "-n",
+                    &ns.0,
+                    "link",
+                    "set",
+                    "v0",
+                    "address",
+                    "02:00:00:00:01:01",
+                ],
+                &["-n", &ns.0, "link", "set", "v0", "up"],
+                &["-n", &ns.0, "link", "set", "v1", "up"],
+                &["-n", &ns.0, "addr", "add", "198.18.200.1/24", "dev", "v0"],
+                &[
+                    "-n",
+                    &ns.0,
+                    "addr",
+                    "add",
+                    "2001:db8:200::1/64",
+                    "dev",
+                    "v0",
+                    "nodad",
+                ],
+                &[
+                    "-n",
+                    &ns.0,
+                    "neigh",
+                    "add",
+                    "198.18.200.10",
+                    "lladdr",
+                    "02:00:00:00:02:0a",
+                    "dev",
+                    "v0",
+                    "nud",
+                    "permanent",
+                ],
+                &[
+                    "-n",
+                    &ns.0,
+                    "neigh",
+                    "add",
+                    "2001:db8:200::10",
+                    "lladdr",
+                    "02:00:00:00:02:0a",
+                    "dev",
+                    "v0",
+                    "nud",
+                    "permanent",
+                ],
+            ];
+            for step in steps {
+                let status = Command::new("ip").args(step).status().expect("run ip");
+                assert!(status.success(), "ip {}", step.join(" "));
+            }
+            for sysctl in [
+                "net.ipv4.conf.all.forwarding=1",
+                "net.ipv6.conf.all.forwarding=1",
+            ] {
+                let status = Command::new("ip")
+                    .args(["netns", "exec", &ns.0, "sysctl", "-qw", sysctl])
+                    .status()
+                    .expect("run sysctl");
+                assert!(status.success(), "{sysctl}");
+            }
+            ns
+        }
+
+        /// Runs `f` on a thread inside the namespace.
+        fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+            let file = File::open(format!("/run/netns/{}", self.0)).expect("open the netns");
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(move || {
+                        // SAFETY: plain syscall on an open namespace file; changes this
+                        // helper thread only.
+                        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                        f()
+                    })
+                    .join()
+                    .expect("the test thread")
+            })
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// `v0`'s interface index in the namespace.
+    fn v0_index(ns: &Netns) -> u32 {
+        let out = Command::new("ip")
+            .args(["-n", &ns.0, "-j", "link", "show", "v0"])
+            .output()
+            .expect("ip link");
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        links[0]["ifindex"].as_u64().expect("ifindex") as u32
+    }
+
+    /// A fixture with service `web` on `vip` and one backend `backend`, tunnelled in
+    /// `forward` mode from `source` to `outer` (the backend's address as the outer header
+    /// has it).
+    fn tunnelled(
+        test: &str,
+        vip: &str,
+        backend: &str,
+        forward: u32,
+        outer: (&str, &str),
+    ) -> Fixture {
+        let mut fx = Fixture::new(test);
+        fx.add_service("web", vip, Affinity::Connection);
+        let index = fx.add_backend("web", backend, "blue", 100);
+        fx.publish("web");
+        let addr = |text: &str| -> [u8; 16] {
+            let mut out = [0u8; 16];
+            match text.parse::<IpAddr>().expect("address") {
+                IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => out = v6.octets(),
+            }
+            out
+        };
+        let family = if backend.contains(':') {
+            FAMILY_V6
+        } else {
+            FAMILY_V4
+        };
+        let tunnel = Tunnel {
+            dst: addr(outer.1),
+            src: addr(outer.0),
+            family,
+            port_be: GUE_PORT.to_be(),
+            ..Tunnel::default()
+        };
+        fx.plane
+            .set_tunnel(index, &tunnel)
+            .expect("write the tunnel");
+        let mut entry = fx.backend(index);
+        entry.forward = forward;
+        fx.plane
+            .set_backend(index, &entry, false)
+            .expect("write the backend");
+        fx
+    }
+
+    /// The IPv4 header checksum over `header` (0 when it is right).
+    fn ipv4_sum(header: &[u8]) -> u16 {
+        let mut sum: u32 = header
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn ipip_and_gue_over_ipv4_wrap_the_packet_unchanged_and_route_it() {
+        let ns = Netns::new("tun4");
+        let v0 = v0_index(&ns);
+        ns.enter(|| {
+            for (mode, proto, extra) in [(FORWARD_IPIP, 4u8, 0usize), (FORWARD_GUE, 17, 8)] {
+                let vip = format!("{VIP4}:80/tcp");
+                let mut fx = tunnelled(
+                    &format!("tun4-{mode}"),
+                    &vip,
+                    "198.18.200.10",
+                    mode,
+                    ("198.18.200.1", "198.18.200.10"),
+                );
+                let flow = Flow::new(Transport::Tcp, CLIENT4, 40_100, VIP4, 80);
+                for flags in [SYN, ACK] {
+                    let frame = FrameBuilder::new(flow).tcp_flags(flags).build();
+                    let inner = &frame[14..];
+                    let run = fx.send(&frame);
+                    assert_eq!(run.action, XDP_REDIRECT, "mode {mode}: to v0 ({v0})");
+                    let out = &run.packet;
+                    assert_eq!(out.len(), 14 + 20 + extra + inner.len(), "mode {mode}");
+                    assert_eq!(&out[..6], &NEXT_HOP_MAC);
+                    assert_eq!(&out[6..12], &V0_MAC);
+                    assert_eq!(&out[12..14], &[0x08, 0x00]);
+                    let ip = &out[14..34];
+                    assert_eq!(ip[0], 0x45);
+                    assert_eq!(ip[1], inner[1], "the client's traffic class");
+                    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+                    assert_eq!(total, 20 + extra + inner.len());
+                    assert_eq!(&ip[6..10], &[0x40, 0, 64, proto], "DF, TTL 64, protocol");
+                    assert_eq!(ipv4_sum(ip), 0, "header checksum");
+                    assert_eq!(&ip[12..16], &[198, 18, 200, 1]);
+                    assert_eq!(&ip[16..20], &[198, 18, 200, 10]);
+                    if mode == FORWARD_GUE {
+                        let udp = &out[34..42];
+                        assert!(
+                            u16::from_be_bytes([udp[0], udp[1]]) >= 0xc000,
+                            "source port"
+                        );
+                        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), GUE_PORT);
+                        assert_eq!(
+                            u16::from_be_bytes([udp[4], udp[5]]) as usize,
+                            8 + inner.len()
+                        );
+                        assert_eq!(&udp[6..8], &[0, 0], "no UDP checksum");
+                    }
+                    assert_eq!(&out[34 + extra..], inner, "the client's packet unchanged");
+                }
+                // The flow is tracked like any other: its backend took both packets.
+                let index = fx.entry("web", "198.18.200.10".parse().unwrap()).index;
+                assert_eq!(fx.counters(index).packets, 2);
+            }
+        });
+    }
+
+    #[test]
+    fn ipip_over_ipv6_sets_the_flow_label_from_the_flow() {
+        let ns = Netns::new("tun6");
+        ns.enter(|| {
+            let vip = format!("[{VIP6}]:80/tcp");
+            let mut fx = tunnelled(
+                "tun6",
+                &vip,
+                "2001:db8:200::10",
+                FORWARD_IPIP,
+                ("2001:db8:200::1", "2001:db8:200::10"),
+            );
+            let mut labels = Vec::new();
+            for sport in [40_200, 40_201, 40_202, 40_203] {
+                let flow = Flow::new(Transport::Tcp, CLIENT6, sport, VIP6, 80);
+                let frame = flow.frame();
+                let inner = &frame[14..];
+                let run = fx.send(&frame);
+                assert_eq!(run.action, XDP_REDIRECT);
+                let out = &run.packet;
+                assert_eq!(&out[12..14], &[0x86, 0xdd]);
+                let ip = &out[14..54];
+                assert_eq!(ip[0] >> 4, 6);
+                assert_eq!(u16::from_be_bytes([ip[4], ip[5]]) as usize, inner.len());
+                assert_eq!((ip[6], ip[7]), (41, 64), "IPv6 inside, hop limit 64");
+                assert_eq!(
+                    &ip[8..24],
+                    &"2001:db8:200::1"
+                        .parse::<std::net::Ipv6Addr>()
+                        .unwrap()
+                        .octets()
+                );
+                assert_eq!(
+                    &ip[24..40],
+                    &"2001:db8:200::10"
+                        .parse::<std::net::Ipv6Addr>()
+                        .unwrap()
+                        .octets()
+                );
+                assert_eq!(&out[54..], inner);
+                labels.push(u32::from_be_bytes([0, ip[1] & 0x0f, ip[2], ip[3]]));
+            }
+            labels.dedup();
+            assert!(labels.len() > 1, "flows get different labels: {labels:?}");
+        });
+    }
+
+    #[test]
+    fn an_unresolved_next_hop_goes_to_the_kernel_encapsulated_and_no_route_is_dropped() {
+        let ns = Netns::new("tunx");
+        ns.enter(|| {
+            let vip = format!("{VIP4}:80/tcp");
+            let flow = Flow::new(Transport::Tcp, CLIENT4, 40_300, VIP4, 80);
+            let frame = flow.frame();
+            // No neighbour entry yet: the kernel resolves it; the frame keeps the MACs it
+            // came with (addressed to this host).
+            let mut fx = tunnelled(
+                "tun-unresolved",
+                &vip,
+                "198.18.200.11",
+                FORWARD_IPIP,
+                ("198.18.200.1", "198.18.200.11"),
+            );
+            let run = fx.send(&frame);
+            assert_eq!(run.action, XDP_PASS);
+            assert_eq!(&run.packet[..12], &frame[..12]);
+            assert_eq!(&run.packet[30..34], &[198, 18, 200, 11]);
+            assert_eq!(&run.packet[34..], &frame[14..]);
+            let counted = fx.plane.tunnel_counters().expect("counters");
+            assert_eq!(counted[TUNNEL_STAT_UNRESOLVED as usize], 1);
+            // No route at all: dropped and counted.
+            let mut fx = tunnelled(
+                "tun-unroutable",
+                &vip,
+                "198.18.250.1",
+                FORWARD_IPIP,
+                ("198.18.200.1", "198.18.250.1"),
+            );
+            let run = fx.send(&frame);
+            assert_eq!(run.action, XDP_DROP);
+            let counted = fx.plane.tunnel_counters().expect("counters");
+            assert_eq!(counted[TUNNEL_STAT_UNROUTABLE as usize], 1);
+        });
+    }
+}

@@ -8,7 +8,7 @@ use aya_obj::Object;
 
 /// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, and the log ring and
 /// rate limiter of `balancer-ebpf/src/events.rs`).
-const BALANCER_MAPS: [&str; 13] = [
+const BALANCER_MAPS: [&str; 15] = [
     "AYA_LOGS",
     "BACKENDS",
     "BACKEND_STATS",
@@ -20,6 +20,8 @@ const BALANCER_MAPS: [&str; 13] = [
     "PENDING",
     "RINGS",
     "TABLES",
+    "TUNNELS",
+    "TUNNEL_STATS",
     "VIPS",
     "VIP_PORTS",
 ];

@@ -28,8 +28,8 @@ use aya::maps::{
 };
 use balancer_common::{
     ring_index, tables_index, vip_port_bit, Backend, BackendStats, ClientPinKey, FlowKey,
-    FlowState, Ring, ServiceTables, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE, GENERATIONS,
-    PROTO_TCP, PROTO_UDP, VIP_PORT_ENTRIES,
+    FlowState, Ring, ServiceTables, Tunnel, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE, GENERATIONS,
+    PROTO_TCP, PROTO_UDP, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 pub use attach::{AttachOptions, Attachment};
@@ -86,6 +86,8 @@ pub struct DataPlane {
     tables: Array<MapData, ServiceTables>,
     rings: Array<MapData, Ring>,
     backends: Array<MapData, Backend>,
+    tunnels: Array<MapData, Tunnel>,
+    tunnel_stats: PerCpuArray<MapData, u64>,
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, FlowState>,
@@ -129,6 +131,8 @@ impl DataPlane {
             tables: take(&mut ebpf, "TABLES")?,
             rings: take(&mut ebpf, "RINGS")?,
             backends: take(&mut ebpf, "BACKENDS")?,
+            tunnels: take(&mut ebpf, "TUNNELS")?,
+            tunnel_stats: take(&mut ebpf, "TUNNEL_STATS")?,
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
             conntrack: take(&mut ebpf, "CONNTRACK")?,
@@ -392,6 +396,32 @@ impl DataPlane {
         self.backends
             .set(index, backend, 0)
             .map_err(map_err("write BACKENDS"))
+    }
+
+    /// Writes the outer header of a tunnelled backend (its `Backend::forward` a tunnel
+    /// mode); written before the backend entry that names the mode.
+    pub fn set_tunnel(&mut self, index: u32, tunnel: &Tunnel) -> Result<(), DataPlaneError> {
+        self.tunnels
+            .set(index, tunnel, 0)
+            .map_err(map_err("write TUNNELS"))
+    }
+
+    /// The tunnel entry of a backend index as the data plane has it.
+    pub fn tunnel(&self, index: u32) -> Result<Tunnel, DataPlaneError> {
+        self.tunnels.get(&index, 0).map_err(map_err("read TUNNELS"))
+    }
+
+    /// The tunnel counters (`TUNNEL_STAT_*`), summed over CPUs.
+    pub fn tunnel_counters(&self) -> Result<[u64; TUNNEL_STAT_COUNT as usize], DataPlaneError> {
+        let mut counters = [0u64; TUNNEL_STAT_COUNT as usize];
+        for (i, counter) in counters.iter_mut().enumerate() {
+            let values = self
+                .tunnel_stats
+                .get(&(i as u32), 0)
+                .map_err(map_err("read TUNNEL_STATS"))?;
+            *counter = values.iter().sum();
+        }
+        Ok(counters)
     }
 
     /// The forwarding entry of a backend index as the data plane has it.

@@ -1,0 +1,355 @@
+//! Tunnel forwarding modes: the client's IP packet, unchanged, inside an outer IP header
+//! (`ipip`: IPv4 in IPv4, IPv6 in IPv6) or an outer IP and UDP header (`gue`: GUE variant 1,
+//! the IP packet directly in UDP), addressed from the LB to the backend's own address and
+//! routed by the kernel's tables (`bpf_fib_lookup`): out of the interface it came in
+//! (`XDP_TX`) or redirected to another. A next hop the kernel has no neighbour entry for
+//! yet: the encapsulated packet goes to the kernel, which resolves it and forwards it.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibLookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS,
+    },
+    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
+    programs::XdpContext,
+};
+use balancer_common::{
+    Backend, FlowKey, Tunnel, FAMILY_V4, FORWARD_GUE, PROTO_UDP, TUNNEL_STAT_FAILED,
+    TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
+};
+
+use crate::maps::{TUNNELS, TUNNEL_STATS};
+
+const ETH_LEN: usize = 14;
+const VLAN_LEN: usize = 4;
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const UDP_LEN: usize = 8;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+/// IP protocol numbers of the outer header: IPv4 inside, IPv6 inside.
+const PROTO_IPIP: u8 = 4;
+const PROTO_IPV6: u8 = 41;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+/// Hop limit of the outer header.
+const OUTER_TTL: u8 = 64;
+
+/// The client's packet as it arrived: where its IP header starts, its length, and its
+/// traffic class (copied to the outer header).
+struct Inner {
+    l3: usize,
+    len: usize,
+    tos: u8,
+}
+
+/// Forwards a packet of the flow `key` to tunnelled backend `index` (`backend`), by the
+/// backend's `TUNNELS` entry.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -> u32 {
+    let Some(tunnel) = TUNNELS.get(index) else {
+        return failed();
+    };
+    let Some(inner) = inner(ctx, key.family) else {
+        return failed();
+    };
+    if tunnel.family != key.family {
+        return failed();
+    }
+    let gue = backend.forward == FORWARD_GUE;
+    let ip_len = if tunnel.family == FAMILY_V4 {
+        IPV4_LEN
+    } else {
+        IPV6_LEN
+    };
+    let outer_len = ip_len + if gue { UDP_LEN } else { 0 };
+    // Ask for the route while the packet is untouched.
+    let Some(route) = route(ctx, tunnel, outer_len + inner.len) else {
+        count(TUNNEL_STAT_UNROUTABLE);
+        return xdp_action::XDP_DROP;
+    };
+    let Some(macs) = route.macs.or_else(|| arrived_macs(ctx)) else {
+        return failed();
+    };
+    // Room for the outer headers between a new Ethernet header and the client's IP header
+    // (a VLAN tag is not kept: the routed egress decides).
+    let delta = inner.l3 as i32 - (ETH_LEN + outer_len) as i32;
+    // SAFETY: plain helper call on this program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return failed();
+    }
+    let hash = balancer_common::flow_hash(key, 0).0;
+    let written = match tunnel.family {
+        FAMILY_V4 => write_v4(ctx, tunnel, &inner, gue, hash, &macs),
+        _ => write_v6(ctx, tunnel, &inner, gue, hash, &macs),
+    };
+    if written.is_none() {
+        return failed();
+    }
+    match route.ifindex {
+        None => {
+            count(TUNNEL_STAT_UNRESOLVED);
+            xdp_action::XDP_PASS
+        }
+        Some(ifindex) if ifindex == ctx.ingress_ifindex() as u32 => xdp_action::XDP_TX,
+        // SAFETY: plain helper call; returns XDP_REDIRECT or XDP_ABORTED.
+        Some(ifindex) => unsafe { bpf_redirect(ifindex, 0) as u32 },
+    }
+}
+
+/// Where the kernel's tables send the outer packet.
+struct Route {
+    /// (destination, source) MACs of the next hop; none when the kernel has no neighbour
+    /// entry for it yet.
+    macs: Option<[u8; 12]>,
+    /// The egress interface; none: pass to the kernel (it resolves the neighbour).
+    ifindex: Option<u32>,
+}
+
+/// Looks up the route of an outer packet of `tot_len` bytes to the tunnel's backend.
+#[inline(always)]
+fn route(ctx: &XdpContext, tunnel: &Tunnel, tot_len: usize) -> Option<Route> {
+    // SAFETY: a plain-data struct of integers and unions of integers; all zero is valid.
+    let mut fib: FibLookup = unsafe { core::mem::zeroed() };
+    fib.ifindex = ctx.ingress_ifindex() as u32;
+    fib.__bindgen_anon_1.tot_len = tot_len as u16;
+    if tunnel.family == FAMILY_V4 {
+        fib.family = AF_INET;
+        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(first4(&tunnel.src));
+        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(first4(&tunnel.dst));
+    } else {
+        fib.family = AF_INET6;
+        fib.__bindgen_anon_3.ipv6_src = words(&tunnel.src);
+        fib.__bindgen_anon_4.ipv6_dst = words(&tunnel.dst);
+    }
+    // SAFETY: plain helper call with a pointer to a struct of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx.cast(),
+            &mut fib,
+            core::mem::size_of::<FibLookup>() as i32,
+            0,
+        )
+    };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            let mut macs = [0u8; 12];
+            macs[..6].copy_from_slice(&fib.dmac);
+            macs[6..].copy_from_slice(&fib.smac);
+            Some(Route {
+                macs: Some(macs),
+                ifindex: Some(fib.ifindex),
+            })
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => Some(Route {
+            macs: None,
+            ifindex: None,
+        }),
+        _ => None,
+    }
+}
+
+/// The first four bytes of an address (IPv4 in the first four).
+#[inline(always)]
+fn first4(addr: &[u8; 16]) -> [u8; 4] {
+    [addr[0], addr[1], addr[2], addr[3]]
+}
+
+/// An IPv6 address as four words in network byte order, as the lookup takes it.
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+/// The MACs the frame arrived with (destination: this host), for a packet passed to the
+/// kernel to route.
+#[inline(always)]
+fn arrived_macs(ctx: &XdpContext) -> Option<[u8; 12]> {
+    let start = ctx.data();
+    if start + 12 > ctx.data_end() {
+        return None;
+    }
+    let mut macs = [0u8; 12];
+    // SAFETY: the 12 bytes were bounds-checked; packet and stack never overlap.
+    unsafe { core::ptr::copy_nonoverlapping(start as *const u8, macs.as_mut_ptr(), 12) };
+    Some(macs)
+}
+
+/// Finds the client's IP header (after Ethernet and at most one VLAN tag) of `family`, and
+/// reads its length and traffic class.
+#[inline(always)]
+fn inner(ctx: &XdpContext, family: u8) -> Option<Inner> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + ETH_LEN + VLAN_LEN + IPV4_LEN > end {
+        return None;
+    }
+    let p = start as *const u8;
+    // SAFETY: bytes 12..16 lie in the checked range.
+    let ether_type = unsafe { u16::from_be_bytes([*p.add(12), *p.add(13)]) };
+    let l3 = if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        ETH_LEN + VLAN_LEN
+    } else {
+        ETH_LEN
+    };
+    let ip = (start + l3) as *const u8;
+    if family == FAMILY_V4 {
+        // SAFETY: the first 20 bytes after at most 18 lie in the checked range.
+        let (tos, len) = unsafe { (*ip.add(1), u16::from_be_bytes([*ip.add(2), *ip.add(3)])) };
+        return Some(Inner {
+            l3,
+            len: len as usize,
+            tos,
+        });
+    }
+    if start + l3 + IPV6_LEN > end {
+        return None;
+    }
+    // SAFETY: the 40-byte header was bounds-checked.
+    let (b0, b1, payload) = unsafe {
+        (
+            *ip,
+            *ip.add(1),
+            u16::from_be_bytes([*ip.add(4), *ip.add(5)]),
+        )
+    };
+    Some(Inner {
+        l3,
+        len: IPV6_LEN + payload as usize,
+        tos: (b0 << 4) | (b1 >> 4),
+    })
+}
+
+/// The UDP source port of a GUE packet: the flow hash in the dynamic range, so backends'
+/// receive-side scaling spreads flows.
+#[inline(always)]
+fn gue_source_port(hash: u64) -> u16 {
+    0xc000 | (hash as u16 & 0x3fff)
+}
+
+/// Writes Ethernet, outer IPv4 and (GUE) UDP headers in front of the client's packet.
+#[inline(always)]
+fn write_v4(
+    ctx: &XdpContext,
+    tunnel: &Tunnel,
+    inner: &Inner,
+    gue: bool,
+    hash: u64,
+    macs: &[u8; 12],
+) -> Option<()> {
+    let start = ctx.data();
+    if start + ETH_LEN + IPV4_LEN + UDP_LEN > ctx.data_end() {
+        return None;
+    }
+    let udp_len = if gue { UDP_LEN } else { 0 };
+    let total = (IPV4_LEN + udp_len + inner.len) as u16;
+    let proto = if gue { PROTO_UDP } else { PROTO_IPIP };
+    let mut ip = [0u8; IPV4_LEN];
+    ip[0] = 0x45;
+    ip[1] = inner.tos;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    // Don't Fragment: the backend's decapsulation does not reassemble.
+    ip[6] = 0x40;
+    ip[8] = OUTER_TTL;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&first4(&tunnel.src));
+    ip[16..20].copy_from_slice(&first4(&tunnel.dst));
+    let checksum = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    let p = start as *mut u8;
+    // SAFETY: 14 + 20 + 8 bytes were bounds-checked; packet and stack never overlap.
+    unsafe {
+        core::ptr::copy_nonoverlapping(macs.as_ptr(), p, 12);
+        core::ptr::copy_nonoverlapping(ETH_P_IPV4.to_be_bytes().as_ptr(), p.add(12), 2);
+        core::ptr::copy_nonoverlapping(ip.as_ptr(), p.add(ETH_LEN), IPV4_LEN);
+        if gue {
+            let udp = udp_header(tunnel, hash, UDP_LEN + inner.len);
+            core::ptr::copy_nonoverlapping(udp.as_ptr(), p.add(ETH_LEN + IPV4_LEN), UDP_LEN);
+        }
+    }
+    Some(())
+}
+
+/// Writes Ethernet, outer IPv6 and (GUE) UDP headers in front of the client's packet.
+#[inline(always)]
+fn write_v6(
+    ctx: &XdpContext,
+    tunnel: &Tunnel,
+    inner: &Inner,
+    gue: bool,
+    hash: u64,
+    macs: &[u8; 12],
+) -> Option<()> {
+    let start = ctx.data();
+    if start + ETH_LEN + IPV6_LEN + UDP_LEN > ctx.data_end() {
+        return None;
+    }
+    let udp_len = if gue { UDP_LEN } else { 0 };
+    let payload = (udp_len + inner.len) as u16;
+    let next = if gue { PROTO_UDP } else { PROTO_IPV6 };
+    // The flow label from the flow hash: ECMP and receive-side scaling spread flows.
+    let label = (hash >> 12) as u32 & 0x000f_ffff;
+    let mut ip = [0u8; IPV6_LEN];
+    let first = (6u32 << 28) | (u32::from(inner.tos) << 20) | label;
+    ip[0..4].copy_from_slice(&first.to_be_bytes());
+    ip[4..6].copy_from_slice(&payload.to_be_bytes());
+    ip[6] = next;
+    ip[7] = OUTER_TTL;
+    ip[8..24].copy_from_slice(&tunnel.src);
+    ip[24..40].copy_from_slice(&tunnel.dst);
+    let p = start as *mut u8;
+    // SAFETY: 14 + 40 + 8 bytes were bounds-checked; packet and stack never overlap.
+    unsafe {
+        core::ptr::copy_nonoverlapping(macs.as_ptr(), p, 12);
+        core::ptr::copy_nonoverlapping(ETH_P_IPV6.to_be_bytes().as_ptr(), p.add(12), 2);
+        core::ptr::copy_nonoverlapping(ip.as_ptr(), p.add(ETH_LEN), IPV6_LEN);
+        if gue {
+            let udp = udp_header(tunnel, hash, UDP_LEN + inner.len);
+            core::ptr::copy_nonoverlapping(udp.as_ptr(), p.add(ETH_LEN + IPV6_LEN), UDP_LEN);
+        }
+    }
+    Some(())
+}
+
+/// A GUE packet's UDP header of `len` bytes (header and payload); checksum 0 (RFC 6935 for
+/// IPv6 tunnels).
+#[inline(always)]
+fn udp_header(tunnel: &Tunnel, hash: u64, len: usize) -> [u8; UDP_LEN] {
+    let sport = gue_source_port(hash).to_be_bytes();
+    let dport = tunnel.port_be.to_ne_bytes();
+    let len = (len as u16).to_be_bytes();
+    [sport[0], sport[1], dport[0], dport[1], len[0], len[1], 0, 0]
+}
+
+/// The IPv4 header checksum (RFC 791) of a header whose checksum field is zero.
+#[inline(always)]
+fn ipv4_checksum(header: &[u8; IPV4_LEN]) -> u16 {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < IPV4_LEN {
+        sum += u32::from(u16::from_be_bytes([header[i], header[i + 1]]));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Counts a tunnel counter.
+#[inline(always)]
+fn count(stat: u32) {
+    if let Some(counter) = TUNNEL_STATS.get_ptr_mut(stat) {
+        // SAFETY: a per-CPU slot: no other writer runs on this CPU meanwhile.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// A packet that could not be encapsulated: counted and dropped.
+#[inline(always)]
+fn failed() -> u32 {
+    count(TUNNEL_STAT_FAILED);
+    xdp_action::XDP_DROP
+}
