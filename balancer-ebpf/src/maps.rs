@@ -7,9 +7,8 @@ use aya_ebpf::{
 };
 use balancer_common::{
     pending_slots, Backend, BackendStats, ClientPinKey, FlowKey, FlowState, PendingSlot, Ring,
-    ServiceTables, Tunnel, VipInfo, VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS,
-    MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, STAT_COUNT, TUNNEL_STAT_COUNT,
-    VIP_PORT_ENTRIES,
+    ServiceTables, Tunnel, VipInfo, VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS,
+    MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, STAT_COUNT, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 /// VIP (address, port, protocol) -> service slot.
