@@ -1,6 +1,7 @@
-//! Build script of `balancer-user`: builds the XDP program (crate `balancer-ebpf`) with the
-//! nightly toolchain and leaves the object in OUT_DIR, where `src/dataplane/object.rs`
-//! embeds it, with the type names in its BTF made acceptable to the kernel
+//! Build script of `balancer-user`: builds the XDP program (crate `balancer-ebpf`) and the
+//! decapsulator (crate `balancer-decap-ebpf`) with the nightly toolchain and leaves their
+//! objects in OUT_DIR, where `src/dataplane/object.rs` and `src/decap/object.rs` embed
+//! them, with the type names in their BTF made acceptable to the kernel
 //! (`build/btf_names.rs`).
 
 use anyhow::Context as _;
@@ -12,8 +13,12 @@ mod ebpf;
 
 fn main() -> anyhow::Result<()> {
     ebpf::build("balancer-ebpf")?;
+    ebpf::build("balancer-decap-ebpf")?;
     let out_dir = std::env::var_os("OUT_DIR").context("OUT_DIR")?;
-    let object = std::path::Path::new(&out_dir).join("balancer");
-    btf_names::sanitize(&object).context("sanitize the BTF names of the XDP object")?;
+    for object in ["balancer", "decap"] {
+        let object = std::path::Path::new(&out_dir).join(object);
+        btf_names::sanitize(&object)
+            .with_context(|| format!("sanitize the BTF names of {}", object.display()))?;
+    }
     Ok(())
 }

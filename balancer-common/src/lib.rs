@@ -4,8 +4,10 @@
 //! when a struct has implicit padding: the kernel and userspace see the same bytes.
 #![no_std]
 
+mod decap;
 mod hash;
 mod layout;
 
+pub use decap::*;
 pub use hash::{flow_hash, FlowHash};
 pub use layout::*;

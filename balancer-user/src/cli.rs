@@ -137,6 +137,11 @@ pub enum Command {
     /// Detach the data plane, remove its pins and stop the daemon (the state file stays).
     /// With no daemon answering on --socket, `--iface` removes the pins directly.
     Teardown(TeardownArgs),
+    /// Backends of `ipip`/`gue` services: attach the decapsulator (an XDP program) to
+    /// --iface, where it stays after the command exits (a link pinned under --pin-dir),
+    /// replacing an earlier one atomically; `--remove` detaches it, `--status` shows its
+    /// counters. Needs no daemon.
+    Decap(DecapArgs),
     /// Print a shell completion script (e.g. `balancer completions bash >
     /// /etc/bash_completion.d/balancer`); needs no daemon.
     Completions {
@@ -164,6 +169,38 @@ pub struct EventsArgs {
     /// Keep printing new events as they happen, until interrupted or the output is closed.
     #[arg(long, short = 'f')]
     pub follow: bool,
+}
+
+/// `balancer decap` options.
+#[derive(Debug, clap::Args)]
+pub struct DecapArgs {
+    /// Interface whose tunnel packets to decapsulate.
+    #[arg(long)]
+    pub iface: String,
+    /// UDP destination port of GUE (the IP packet directly in UDP).
+    #[arg(long, default_value_t = balancer_common::GUE_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub gue_port: u16,
+    /// XDP attach mode when attached anew (a replacement keeps the mode of the link it
+    /// replaces in).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    /// Take tunnel packets only from outer sources in this prefix (repeatable; up to 256
+    /// per family); tunnel packets from elsewhere are dropped. Default: from any source.
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Detach the decapsulator from --iface and remove its pins.
+    #[arg(long, conflicts_with_all = ["status", "gue_port", "xdp_mode", "allow"])]
+    pub remove: bool,
+    /// Show the decapsulator's counters on --iface (since it was last attached).
+    #[arg(long, conflicts_with_all = ["gue_port", "xdp_mode", "allow"])]
+    pub status: bool,
+    /// Print the counters of --status as JSON.
+    #[arg(long, requires = "status")]
+    pub json: bool,
+    /// bpffs directory of the decapsulator's pins (`<DIR>/<IFACE>/{link,stats}`).
+    #[arg(long, default_value = crate::decap::DEFAULT_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 /// `balancer teardown` options.
@@ -242,6 +279,15 @@ pub enum XdpModeArg {
     Native,
     /// Generic (skb) mode, for drivers without XDP support.
     Skb,
+}
+
+impl From<XdpModeArg> for aya::programs::XdpMode {
+    fn from(mode: XdpModeArg) -> Self {
+        match mode {
+            XdpModeArg::Native => Self::Driver,
+            XdpModeArg::Skb => Self::Skb,
+        }
+    }
 }
 
 /// `balancer service ...`.
@@ -740,6 +786,7 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
     let status = |service: Option<String>, output: Output| (Operation::Status { service }, output);
     Ok(match command {
         Command::Daemon(_)
+        | Command::Decap(_)
         | Command::Events(_)
         | Command::Completions { .. }
         | Command::Man { .. }

@@ -10,12 +10,13 @@ use clap::CommandFactory as _;
 
 use crate::{
     api::{Events, Status},
-    cli::{request, Cli, Command, DaemonArgs, EventsArgs, Output, TeardownArgs, XdpModeArg},
+    cli::{request, Cli, Command, DaemonArgs, DecapArgs, EventsArgs, Output, TeardownArgs},
     client::{Client, ClientError},
     controller::Settings,
     daemon::{self, DaemonConfig},
     daemon_file,
     dataplane::bpffs::Layout,
+    decap,
     error::{Error, Refused},
     history::{Query, MAX_PAGE},
     lifecycle::{self, settings::Requested},
@@ -34,6 +35,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon(args) => return run_daemon(args, &cli.socket).await,
         Command::Teardown(args) => return teardown(args, &cli.socket).await,
+        Command::Decap(args) => {
+            let text = tokio::task::spawn_blocking(move || decap(args)).await??;
+            return write_out(&text);
+        }
         Command::Events(args) => {
             let client = Client::new(&cli.socket).with_timeout(cli.timeout);
             return events(args, &client).await;
@@ -122,6 +127,43 @@ async fn teardown(args: TeardownArgs, socket: &Path) -> anyhow::Result<()> {
             .context("no daemon to tear down (give --iface to remove its pins without one)")),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `decap`: attaches, removes or reads the decapsulator; the text to print.
+fn decap(args: DecapArgs) -> anyhow::Result<String> {
+    let DecapArgs { iface, pin_dir, .. } = &args;
+    if args.remove {
+        decap::remove(pin_dir, iface).map_err(Error::from)?;
+        return Ok(format!(
+            "decapsulator detached from {iface}, pins removed\n"
+        ));
+    }
+    if args.status {
+        let counters = decap::counters(pin_dir, iface).map_err(Error::from)?;
+        return Ok(match args.json {
+            true => format!("{}\n", serde_json::to_string(&counters)?),
+            false => report::decap(iface, &counters),
+        });
+    }
+    let settings = decap::Settings {
+        gue_port: args.gue_port,
+        allow: args.allow.clone(),
+    };
+    let attached =
+        decap::attach(pin_dir, iface, args.xdp_mode.into(), &settings).map_err(Error::from)?;
+    let how = match attached {
+        decap::Attached::New => "attached to",
+        decap::Attached::Replaced => "replaced on",
+    };
+    Ok(format!(
+        "decapsulator {how} {iface} (GUE port {}, {}), pinned under {}\n",
+        settings.gue_port,
+        match settings.allow.is_empty() {
+            true => "from any source".to_string(),
+            false => format!("from {} allowed prefixes", settings.allow.len()),
+        },
+        pin_dir.join(iface).display()
+    ))
 }
 
 /// `events`: every kept event (of one service), a page at a time; with `--follow`, then
@@ -243,10 +285,7 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         requested: Requested {
             conntrack_size: args.conntrack_size,
-            xdp_mode: args.xdp_mode.map(|mode| match mode {
-                XdpModeArg::Native => XdpMode::Driver,
-                XdpModeArg::Skb => XdpMode::Skb,
-            }),
+            xdp_mode: args.xdp_mode.map(XdpMode::from),
         },
         settings: Settings {
             seed: args.hash_seed,

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use crate::{
     compile::CompileError, config::ConfigError, daemon_file::DaemonFileError,
-    dataplane::DataPlaneError, lifecycle::LifecycleError, neighbor::NeighborError,
-    state::StateError, state::StoreError,
+    dataplane::DataPlaneError, decap::DecapError, lifecycle::LifecycleError,
+    neighbor::NeighborError, state::StateError, state::StoreError,
 };
 
 /// An operation refused because of its input. Nothing was changed.
@@ -41,6 +41,10 @@ pub enum Refused {
     /// interface, another daemon, a missing state file for a running data plane).
     #[error(transparent)]
     Lifecycle(LifecycleError),
+    /// `balancer decap` does not fit the host (no such interface, another XDP program,
+    /// nothing attached to remove).
+    #[error(transparent)]
+    Decap(DecapError),
 }
 
 /// A fault of the host: the operation could not be carried out.
@@ -61,6 +65,9 @@ pub enum Fault {
     /// Locking or inspecting the pins or the state directory failed.
     #[error(transparent)]
     Lifecycle(LifecycleError),
+    /// The kernel or bpffs refused `balancer decap`.
+    #[error(transparent)]
+    Decap(DecapError),
     /// The daemon itself failed (a panicked worker, a poisoned lock).
     #[error("{0}")]
     Internal(String),
@@ -142,6 +149,17 @@ impl From<LifecycleError> for Error {
             Self::Fault(Fault::Lifecycle(e))
         } else {
             Self::Refused(Refused::Lifecycle(e))
+        }
+    }
+}
+
+impl From<DecapError> for Error {
+    /// A failing host is a fault; anything else means the command does not fit the host.
+    fn from(e: DecapError) -> Self {
+        if e.is_host_fault() {
+            Self::Fault(Fault::Decap(e))
+        } else {
+            Self::Refused(Refused::Decap(e))
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod daemon;
 pub mod daemon_file;
 pub mod dataplane;
+pub mod decap;
 pub mod duration;
 pub mod error;
 pub mod gate;

@@ -189,6 +189,14 @@ pub fn event(e: &Event) -> String {
     line
 }
 
+/// `balancer decap --status` as text: one line of counters.
+pub fn decap(iface: &str, c: &crate::decap::Counters) -> String {
+    format!(
+        "decapsulator on {iface}: {} decapsulated, {} refused, {} malformed, {} passed\n",
+        c.decapsulated, c.refused, c.malformed, c.passed
+    )
+}
+
 /// Unix milliseconds as an RFC 3339 time to the second.
 fn time(unix_ms: u64) -> String {
     humantime::format_rfc3339_seconds(

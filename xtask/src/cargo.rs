@@ -17,6 +17,10 @@ use crate::command;
 /// binary name, and `balancer-common`'s user-space feature turned on).
 const EBPF_PACKAGE: &str = "balancer-ebpf";
 
+/// The decapsulator's crate (`balancer decap`): `balancer-user`'s build script builds it
+/// for the BPF target, like [`EBPF_PACKAGE`].
+const DECAP_EBPF_PACKAGE: &str = "balancer-decap-ebpf";
+
 /// The test-only XDP programs' crate: `balancer-tests`' build script builds
 /// it for the BPF target; like [`EBPF_PACKAGE`], nothing in it runs on the host.
 const TEST_EBPF_PACKAGE: &str = "balancer-test-ebpf";
@@ -38,6 +42,8 @@ pub fn test() -> Result<()> {
             EBPF_PACKAGE,
             "--exclude",
             TEST_EBPF_PACKAGE,
+            "--exclude",
+            DECAP_EBPF_PACKAGE,
             "--all-targets",
             "--",
             "-D",
@@ -55,6 +61,8 @@ pub fn test() -> Result<()> {
         EBPF_PACKAGE,
         "--exclude",
         TEST_EBPF_PACKAGE,
+        "--exclude",
+        DECAP_EBPF_PACKAGE,
         "--no-fail-fast",
     ]);
     use_balancer(&mut step, "debug");
@@ -157,6 +165,8 @@ pub fn build_release() -> Result<()> {
         EBPF_PACKAGE,
         "--exclude",
         TEST_EBPF_PACKAGE,
+        "--exclude",
+        DECAP_EBPF_PACKAGE,
         "--release",
     ]])
 }
@@ -172,7 +182,7 @@ fn run_steps(steps: &[&[&str]]) -> Result<()> {
     Ok(())
 }
 
-/// Clippy on [`EBPF_PACKAGE`] and [`TEST_EBPF_PACKAGE`] for [`BPF_TARGET`], denying
+/// Clippy on [`EBPF_PACKAGE`], [`TEST_EBPF_PACKAGE`] and [`DECAP_EBPF_PACKAGE`] for [`BPF_TARGET`], denying
 /// warnings, from the workspace root. Like aya-build's builds of those crates it runs the
 /// nightly cargo through rustup, with `-Z build-std=core` (no prebuilt `core` exists for
 /// the target) and without the caller's `RUSTC` and `RUSTC_WORKSPACE_WRAPPER`, which would
@@ -184,6 +194,7 @@ fn bpf_clippy() -> Command {
     command
         .args(["run", "nightly", "cargo", "clippy"])
         .args(["-p", EBPF_PACKAGE, "-p", TEST_EBPF_PACKAGE])
+        .args(["-p", DECAP_EBPF_PACKAGE])
         .args(["--target", BPF_TARGET, "-Z", "build-std=core"])
         .args(["--", "-D", "warnings"])
         .current_dir(workspace_root());
