@@ -5,6 +5,7 @@
 //! the LB's link.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -12,7 +13,8 @@ use balancer_tests::{
     balancer::REFUSED,
     lab::Lab,
     netns,
-    routed::{RoutedLab, VIP4, VIP6},
+    routed::{RoutedLab, RoutedTopology, VIP4, VIP6},
+    topology::sweep_stale,
     traffic::{BackendServer, Client, SERVICE_PORT},
 };
 
@@ -29,6 +31,77 @@ fn route_to(ns: &str, addr: IpAddr) -> Result<(Option<String>, String)> {
         .with_context(|| format!("no device in {out}"))?
         .to_owned();
     Ok((gateway, dev))
+}
+
+/// The namespaces named like those of a topology with `prefix`.
+fn namespaces_with_prefix(prefix: &str) -> Result<Vec<String>> {
+    let start = format!("{prefix}-");
+    Ok(netns::list()?
+        .into_iter()
+        .filter(|ns| ns.starts_with(&start))
+        .collect())
+}
+
+/// The XDP attach mode `ip link` shows for `iface` in `ns` (1: native), if a program is
+/// attached.
+fn xdp_mode(ns: &str, iface: &str) -> Result<Option<u64>> {
+    let out = netns::run(ns, &["ip", "-json", "link", "show", iface])?;
+    let links: serde_json::Value = serde_json::from_str(&out).context("parse ip link")?;
+    Ok(links[0]["xdp"]["mode"].as_u64())
+}
+
+/// Whether tx checksum offload is on for `eth0` in `ns`.
+fn tx_checksumming(ns: &str) -> Result<bool> {
+    let out = netns::run(ns, &["ethtool", "-k", "eth0"])?;
+    let line = out
+        .lines()
+        .find(|line| line.starts_with("tx-checksumming:"))
+        .with_context(|| format!("no tx-checksumming in {out}"))?;
+    Ok(line.contains(": on"))
+}
+
+/// The lab's veth artefacts are in place: the daemon's program on the LB's `eth0` and the
+/// XDP_PASS helper on its peer, the router's `lb`, both native; tx checksum offload off
+/// on the client and the backends.
+#[test]
+fn the_lab_has_the_xdp_pass_helper_on_the_router_and_no_tx_offload() -> Result<()> {
+    let lab = RoutedLab::new("brt4")?;
+    let topology = &lab.topology;
+    for (ns, iface) in [
+        (topology.lb_ns(), "eth0"),
+        (topology.router_ns(), topology.router_lb_port()),
+    ] {
+        let mode = xdp_mode(ns, iface)?;
+        ensure!(mode == Some(1), "{iface} in {ns}: XDP mode {mode:?}");
+    }
+    let hosts = (0..topology.backend_count()).map(|i| topology.backend_ns(i));
+    for ns in std::iter::once(topology.client_ns()).chain(hosts) {
+        ensure!(!tx_checksumming(ns)?, "tx checksum offload is on in {ns}");
+    }
+    Ok(())
+}
+
+/// Dropping a routed lab removes its namespaces, also while a test panics; a topology
+/// left by a crashed run is swept by the next build with its prefix.
+#[test]
+fn routed_namespaces_are_removed_on_drop_on_panic_and_after_a_crash() -> Result<()> {
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        let _lab = RoutedLab::new("brt5").expect("routed lab builds");
+        let namespaces = namespaces_with_prefix("brt5").expect("ip netns list");
+        assert_eq!(namespaces.len(), 3 + 4, "{namespaces:?}");
+        panic!("on purpose, while holding a routed lab");
+    }));
+    ensure!(outcome.is_err(), "the closure did not panic");
+    let left = namespaces_with_prefix("brt5")?;
+    ensure!(left.is_empty(), "left after the panic: {left:?}");
+
+    std::mem::forget(RoutedTopology::build("brt5", &["b0".to_owned()])?);
+    let left = namespaces_with_prefix("brt5")?;
+    ensure!(left.len() == 4, "a crashed run's namespaces: {left:?}");
+    ensure!(sweep_stale("brt5")? == 4, "not every namespace was swept");
+    let left = namespaces_with_prefix("brt5")?;
+    ensure!(left.is_empty(), "left after the sweep: {left:?}");
+    Ok(())
 }
 
 /// Client, LB and backends reach each other through the router, over IPv4 and IPv6: the
