@@ -1,5 +1,9 @@
 //! A ready routed bench: [`RoutedTopology`] with serving backends `b0`, `b1`, ... and a
 //! running daemon in the LB's namespace.
+//!
+//! A forwarding mode is an option of [`RoutedLab::service`] (e.g. `--forward ipip`); a
+//! decapsulator runs in each backend's namespace ([`RoutedTopology::backend_ns`]) on its
+//! `eth0`, next to the servers.
 
 use std::net::SocketAddr;
 
