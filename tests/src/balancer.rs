@@ -1,6 +1,7 @@
 //! The real `balancer` daemon in a topology's LB namespace, and its CLI.
 
 mod flags;
+mod site;
 mod veth_pass;
 
 use std::{
@@ -23,6 +24,7 @@ use crate::{
 
 pub use flags::DaemonFlags;
 use flags::LabDaemon;
+pub use site::Site;
 pub use veth_pass::VethPass;
 
 /// The error when `$BALANCER_BIN` does not name the daemon to test.
@@ -113,14 +115,14 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// Attaches the XDP_PASS helper to the LB's bridge-side port, starts the daemon in
-    /// native XDP mode on the LB's eth0 and waits until it answers.
-    pub fn start(topology: &Topology) -> Result<Self> {
+    /// Attaches the XDP_PASS helper to the peer of the LB's `eth0` ([`Site::lb_peer`]),
+    /// starts the daemon in native XDP mode on the LB's `eth0` and waits until it answers.
+    pub fn start(topology: &impl Site) -> Result<Self> {
         Self::start_in_mode(topology, XdpMode::Native)
     }
 
     /// Like [`Balancer::start`], in the given XDP mode.
-    pub fn start_in_mode(topology: &Topology, mode: XdpMode) -> Result<Self> {
+    pub fn start_in_mode(topology: &impl Site, mode: XdpMode) -> Result<Self> {
         Self::start_with_options(
             topology,
             DaemonOptions {
@@ -131,14 +133,15 @@ impl Balancer {
     }
 
     /// Like [`Balancer::start`], with the given settings.
-    pub fn start_with_options(topology: &Topology, options: DaemonOptions) -> Result<Self> {
+    pub fn start_with_options(topology: &impl Site, options: DaemonOptions) -> Result<Self> {
         let prefix = topology.lb_ns().trim_end_matches("-lb");
         let dir = std::env::temp_dir().join(format!("balancer-{prefix}"));
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir)?;
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/balancer-{prefix}"));
         remove_pins(&pin_root);
-        let veth_pass = VethPass::attach(topology.bridge_ns(), topology.lb_bridge_port())?;
+        let (peer_ns, peer) = topology.lb_peer();
+        let veth_pass = VethPass::attach(peer_ns, peer)?;
         let mut balancer = Self {
             process: None,
             options,

@@ -4,6 +4,8 @@
 //!   backends, each in its own network namespace, and removes it on drop.
 //! * [`balancer`] runs the real daemon in the LB namespace and drives its CLI.
 //! * [`lab`] puts the two together: four serving backends and a running daemon.
+//! * [`routed`] builds the routed topology (the LB and the backends on different subnets
+//!   behind a router namespace) and its lab, [`routed::RoutedLab`].
 //! * [`netns`] runs commands, long-lived processes and closures inside a
 //!   namespace.
 //! * [`prometheus`] runs a real Prometheus server in a namespace and queries it; [`http`]
@@ -24,6 +26,7 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod prometheus;
+pub mod routed;
 pub mod split;
 pub mod test_programs;
 pub mod topology;

@@ -2,8 +2,8 @@
 //! and backends, each in its own network namespace.
 
 mod addresses;
-mod names;
-mod setup;
+pub(crate) mod names;
+pub(crate) mod setup;
 
 use std::net::IpAddr;
 
@@ -208,7 +208,18 @@ pub fn sweep_stale(prefix: &str) -> Result<usize> {
 }
 
 fn validate(spec: &TopologySpec) -> Result<()> {
-    let prefix = &spec.prefix;
+    validate_names(&spec.prefix, &spec.backends, addresses::MAX_BACKENDS)?;
+    ensure!(
+        spec.extra_clients <= addresses::MAX_EXTRA_CLIENTS,
+        "at most {} extra client addresses",
+        addresses::MAX_EXTRA_CLIENTS
+    );
+    Ok(())
+}
+
+/// Checks a topology's namespace `prefix` (1-12 of `a-z0-9`) and its backend names
+/// (printable ASCII without spaces; at most `max_backends`).
+pub(crate) fn validate_names(prefix: &str, backends: &[String], max_backends: usize) -> Result<()> {
     ensure!(
         (1..=12).contains(&prefix.len())
             && prefix
@@ -217,20 +228,14 @@ fn validate(spec: &TopologySpec) -> Result<()> {
         "prefix {prefix:?} must be 1-12 characters of a-z0-9"
     );
     ensure!(
-        spec.backends.len() <= addresses::MAX_BACKENDS,
-        "at most {} backends",
-        addresses::MAX_BACKENDS
+        backends.len() <= max_backends,
+        "at most {max_backends} backends"
     );
-    for name in &spec.backends {
+    for name in backends {
         ensure!(
             !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()),
             "backend name {name:?} must be non-empty printable ASCII without spaces"
         );
     }
-    ensure!(
-        spec.extra_clients <= addresses::MAX_EXTRA_CLIENTS,
-        "at most {} extra client addresses",
-        addresses::MAX_EXTRA_CLIENTS
-    );
     Ok(())
 }

@@ -9,6 +9,8 @@ pub(crate) const HOST_INTERFACE: &str = "eth0";
 const BRIDGE_ROLE: &str = "br";
 const CLIENT_ROLE: &str = "cl";
 const LB_ROLE: &str = "lb";
+/// Role suffix of the router namespace of a routed topology ([`crate::routed`]).
+const ROUTER_ROLE: &str = "rt";
 /// Role prefix of backend namespaces, followed by the backend index.
 const BACKEND_ROLE: &str = "b";
 
@@ -27,6 +29,11 @@ pub(crate) fn lb_ns(prefix: &str) -> String {
     format!("{prefix}-{LB_ROLE}")
 }
 
+/// Router namespace name for `prefix` (routed topologies only).
+pub(crate) fn router_ns(prefix: &str) -> String {
+    format!("{prefix}-{ROUTER_ROLE}")
+}
+
 /// Namespace name of backend `index` for `prefix`.
 pub(crate) fn backend_ns(prefix: &str, index: usize) -> String {
     format!("{prefix}-{BACKEND_ROLE}{index}")
@@ -40,7 +47,7 @@ pub(crate) fn bridge_port(host_ns: &str) -> String {
     format!("p-{role}")
 }
 
-/// Whether `ns` is named like a namespace of a topology with `prefix`.
+/// Whether `ns` is named like a namespace of a topology with `prefix`, bridged or routed.
 pub(crate) fn belongs_to(prefix: &str, ns: &str) -> bool {
     let Some(role) = ns
         .strip_prefix(prefix)
@@ -51,5 +58,5 @@ pub(crate) fn belongs_to(prefix: &str, ns: &str) -> bool {
     let is_backend = role
         .strip_prefix(BACKEND_ROLE)
         .is_some_and(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()));
-    is_backend || [BRIDGE_ROLE, CLIENT_ROLE, LB_ROLE].contains(&role)
+    is_backend || [BRIDGE_ROLE, CLIENT_ROLE, LB_ROLE, ROUTER_ROLE].contains(&role)
 }

@@ -133,7 +133,8 @@ fn link_addresses(v4: std::net::IpAddr, v6: std::net::IpAddr) -> String {
     )
 }
 
-fn ip_batch(ns: &str, batch: &str) -> Result<()> {
+/// Runs `batch` with `ip -batch -` in namespace `ns`, naming the batch on failure.
+pub(crate) fn ip_batch(ns: &str, batch: &str) -> Result<()> {
     netns::run_with_stdin(ns, &["ip", "-batch", "-"], batch)
         .with_context(|| format!("ip batch in {ns}:\n{batch}"))?;
     Ok(())
