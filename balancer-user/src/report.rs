@@ -19,10 +19,16 @@ pub fn status(status: &Status) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "service {}  {}  affinity={}  split: {}",
+            "service {}  {}  affinity={}{}  split: {}",
             s.name,
             s.vip,
             s.affinity,
+            // Tunnel services say how; direct server return is the default.
+            if s.forward.mode.tunnelled() {
+                format!("  forward: {}", s.forward)
+            } else {
+                String::new()
+            },
             if split.is_empty() {
                 "-".to_string()
             } else {
