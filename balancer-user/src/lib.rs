@@ -15,6 +15,7 @@ pub mod daemon_file;
 pub mod dataplane;
 pub mod duration;
 pub mod error;
+pub mod forwarding;
 pub mod gate;
 pub mod health;
 pub mod history;

@@ -132,6 +132,14 @@ pub fn status(status: &Status) -> String {
         "packets: passed={} dropped={} malformed={} unbalanceable={} martian={}",
         c.passed, c.dropped, c.malformed, c.unbalanceable, c.martian
     );
+    if status.services.iter().any(|s| s.forward.mode.tunnelled()) {
+        let t = &c.tunnel;
+        let _ = writeln!(
+            out,
+            "tunnel packets: unresolved={} unroutable={} failed={}",
+            t.unresolved, t.unroutable, t.failed
+        );
+    }
     out
 }
 
