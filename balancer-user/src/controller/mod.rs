@@ -506,10 +506,6 @@ fn new_backends(old: &State, next: &State) -> BTreeMap<BackendId, IpAddr> {
 
 /// Splits `backends` into those reached on L2 and the tunnelled ones (with their service's
 /// forwarding) of `state`.
-#[expect(
-    clippy::type_complexity,
-    reason = "two maps by backend, as the callers use them"
-)]
 fn split_tunnelled(
     backends: BTreeMap<BackendId, IpAddr>,
     state: &State,
