@@ -10,7 +10,7 @@ use crate::{
     dataplane::GlobalCounters,
     history::Event,
     release::{canary::Canary, drain::Drain, flip::FlipDrain, rollout::Rollout},
-    state::{Affinity, HealthCheck},
+    state::{Affinity, Forward, HealthCheck},
     vip::Vip,
 };
 
@@ -30,6 +30,17 @@ pub struct AddService {
     /// Health checks; none: every backend counts as healthy.
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    /// How packets reach the backends; default direct server return.
+    #[serde(default, skip_serializing_if = "Forward::is_dsr")]
+    pub forward: Forward,
+}
+
+/// `PUT /services/{name}/forward`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetForward {
+    /// The new forwarding (refused while the service has backends).
+    pub forward: Forward,
 }
 
 /// `PUT /services/{name}/health`.
@@ -147,6 +158,9 @@ pub struct ServiceStatus {
     pub affinity: Affinity,
     /// Maglev table size.
     pub table_size: u32,
+    /// How packets reach the backends (absent from older daemons' answers: DSR).
+    #[serde(default)]
+    pub forward: Forward,
     /// Configured split, in group order.
     pub split: Vec<GroupShare>,
     /// Backends in group order.

@@ -14,7 +14,7 @@ use crate::{
         canary::{CanaryAction, CanaryPlan, Preset},
         rollout::RolloutPlan,
     },
-    state::{Affinity, CheckKind, HealthCheck, StateError},
+    state::{Affinity, CheckKind, Forward, HealthCheck, Mode, StateError},
     vip::Vip,
     wait::{track::Kind, Waiting},
 };
@@ -309,8 +309,11 @@ pub enum ServiceCommand {
         /// Health checks.
         #[command(flatten)]
         health: HealthArgs,
+        /// How packets reach the backends.
+        #[command(flatten)]
+        forward: ForwardArgs,
     },
-    /// Change a service's health checks.
+    /// Change a service's health checks, or its forwarding (only while it has no backends).
     Set {
         /// Service name.
         name: String,
@@ -320,6 +323,9 @@ pub enum ServiceCommand {
         /// Stop checking: every backend counts as healthy.
         #[arg(long, conflicts_with = "health")]
         no_health: bool,
+        /// How packets reach the backends.
+        #[command(flatten)]
+        forward: ForwardArgs,
     },
     /// Remove a service (its VIP's packets are passed to the kernel from then on).
     Remove {
@@ -368,6 +374,54 @@ impl HealthArgs {
             rise: self.rise,
             fall: self.fall,
         }))
+    }
+}
+
+/// Forwarding options of `service add` and `service set`.
+#[derive(Debug, clap::Args)]
+pub struct ForwardArgs {
+    /// dsr: re-address frames to backends on a directly connected network (default); ipip
+    /// or gue: tunnel packets to each backend's address, routed.
+    #[arg(long, value_enum)]
+    pub forward: Option<ModeArg>,
+    /// ipip, gue: the outer source address, an address of this host (default: the source
+    /// the kernel prefers for the route to each backend).
+    #[arg(long, requires = "forward")]
+    pub tunnel_source: Option<IpAddr>,
+    /// gue: the UDP destination port of the tunnel (default 6080).
+    #[arg(long, requires = "forward")]
+    pub gue_port: Option<u16>,
+}
+
+impl ForwardArgs {
+    /// The forwarding these options describe, if `--forward` was given.
+    pub fn forward(&self) -> Option<Forward> {
+        self.forward.map(|mode| Forward {
+            mode: mode.into(),
+            source: self.tunnel_source,
+            port: self.gue_port,
+        })
+    }
+}
+
+/// A forwarding mode on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    /// Direct server return on L2.
+    Dsr,
+    /// IP in IP to the backend's address.
+    Ipip,
+    /// GUE (IP in UDP) to the backend's address.
+    Gue,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Dsr => Mode::Dsr,
+            ModeArg::Ipip => Mode::Ipip,
+            ModeArg::Gue => Mode::Gue,
+        }
     }
 }
 
@@ -801,22 +855,36 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
                 affinity,
                 table_size,
                 health,
+                forward,
             } => change(Change::AddService(AddService {
                 name,
                 vip,
                 affinity: affinity.into(),
                 table_size,
                 health: health.check()?,
+                forward: forward.forward().unwrap_or_default(),
             })),
             ServiceCommand::Set {
                 name,
                 health,
                 no_health,
+                forward,
             } => {
                 let health = health.check()?;
+                if let Some(forward) = forward.forward() {
+                    if health.is_some() || no_health {
+                        return Err(Refused::Request(
+                            "set the forwarding and the health checks in two commands".into(),
+                        ));
+                    }
+                    return Ok(change(Change::SetForward {
+                        service: name,
+                        forward,
+                    }));
+                }
                 if health.is_none() && !no_health {
                     return Err(Refused::Request(
-                        "nothing to set: give --health KIND or --no-health".into(),
+                        "nothing to set: give --health KIND, --no-health or --forward MODE".into(),
                     ));
                 }
                 change(Change::SetHealth {
@@ -1019,4 +1087,70 @@ fn read_config(file: &std::path::Path) -> Result<String, Refused> {
 /// A duration in whole milliseconds (saturating).
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operation `balancer ARGS...` asks of the daemon, or the one-line refusal.
+    fn operation(args: &[&str]) -> Result<Operation, String> {
+        let cli = Cli::try_parse_from(std::iter::once("balancer").chain(args.iter().copied()))
+            .map_err(|e| e.kind().to_string())?;
+        request(cli.command)
+            .map(|(operation, _)| operation)
+            .map_err(|e| e.to_string())
+    }
+
+    fn forward(mode: Mode, source: Option<&str>, port: Option<u16>) -> Forward {
+        Forward {
+            mode,
+            source: source.map(|s| s.parse().unwrap()),
+            port,
+        }
+    }
+
+    #[test]
+    fn service_add_takes_a_forwarding_mode_dsr_by_default() {
+        let added = |args: &[&str]| match operation(args) {
+            Ok(Operation::Change(Change::AddService(s))) => s.forward,
+            other => panic!("not an added service: {other:?}"),
+        };
+        let add = ["service", "add", "web", "--vip", "198.19.0.1:80/tcp"];
+        assert_eq!(added(&add), Forward::default());
+        let gue = [
+            &add[..],
+            &["--forward", "gue", "--tunnel-source", "198.18.0.1"],
+        ]
+        .concat();
+        assert_eq!(added(&gue), forward(Mode::Gue, Some("198.18.0.1"), None));
+        let port = [&add[..], &["--forward", "gue", "--gue-port", "7000"]].concat();
+        assert_eq!(added(&port), forward(Mode::Gue, None, Some(7000)));
+        let ipip = [&add[..], &["--forward", "ipip"]].concat();
+        assert_eq!(added(&ipip), forward(Mode::Ipip, None, None));
+        // A tunnel source without a mode is a usage error.
+        let orphan = [&add[..], &["--tunnel-source", "198.18.0.1"]].concat();
+        assert!(operation(&orphan).is_err());
+        let bad = [&add[..], &["--forward", "vxlan"]].concat();
+        assert!(operation(&bad).is_err());
+    }
+
+    #[test]
+    fn service_set_changes_the_forwarding_or_the_health_checks() {
+        assert_eq!(
+            operation(&["service", "set", "web", "--forward", "ipip"]),
+            Ok(Operation::Change(Change::SetForward {
+                service: "web".into(),
+                forward: forward(Mode::Ipip, None, None),
+            }))
+        );
+        assert_eq!(
+            operation(&["service", "set", "web", "--forward", "dsr", "--no-health"]),
+            Err("set the forwarding and the health checks in two commands".into())
+        );
+        assert_eq!(
+            operation(&["service", "set", "web"]),
+            Err("nothing to set: give --health KIND, --no-health or --forward MODE".into())
+        );
+    }
 }

@@ -6,6 +6,9 @@
 //! name = "web"
 //! vip = "198.19.0.1:80/tcp"
 //! affinity = "client"        # or "connection" (default)
+//! forward = "gue"            # or "dsr" (default), "ipip"
+//! tunnel_source = "198.18.0.1"   # ipip, gue: outer source (default: the route's)
+//! gue_port = 6080            # gue: UDP port (default 6080)
 //!
 //! [[service.group]]
 //! name = "blue"
@@ -25,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     basis_points::BasisPoints,
     maglev::DEFAULT_TABLE_SIZE,
-    state::{Affinity, HealthCheck, State, StateError, DEFAULT_WEIGHT},
+    state::{Affinity, Forward, HealthCheck, Mode, State, StateError, DEFAULT_WEIGHT},
     vip::Vip,
 };
 
@@ -52,6 +55,15 @@ pub struct ServiceConfig {
     /// Maglev table size (prime).
     #[serde(default = "default_table_size")]
     pub table_size: u32,
+    /// How packets reach the backends (changes only while the service has none).
+    #[serde(default, skip_serializing_if = "is_dsr")]
+    pub forward: Mode,
+    /// ipip, gue: the outer source; none: the route's preferred source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_source: Option<IpAddr>,
+    /// gue: the UDP port; none: 6080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gue_port: Option<u16>,
     /// Groups in order.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -126,6 +138,10 @@ fn default_table_size() -> u32 {
     DEFAULT_TABLE_SIZE
 }
 
+fn is_dsr(mode: &Mode) -> bool {
+    *mode == Mode::Dsr
+}
+
 fn default_weight() -> u16 {
     DEFAULT_WEIGHT
 }
@@ -174,6 +190,9 @@ impl Config {
                 vip: s.vip,
                 affinity: s.affinity,
                 table_size: s.table_size,
+                forward: s.forward.mode,
+                tunnel_source: s.forward.source,
+                gue_port: s.forward.port,
                 groups: s
                     .groups
                     .iter()
@@ -238,9 +257,21 @@ impl Config {
             } else {
                 state.add_service(&s.name, s.vip, s.affinity, Some(s.table_size))?;
             }
+            state.set_forward(&s.name, s.forwarding())?;
             apply_service(s, state, now_ms)?;
         }
         Ok(())
+    }
+}
+
+impl ServiceConfig {
+    /// The service's forwarding.
+    fn forwarding(&self) -> Forward {
+        Forward {
+            mode: self.forward,
+            source: self.tunnel_source,
+            port: self.gue_port,
+        }
     }
 }
 

@@ -163,6 +163,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     // Held until the daemon exits (the kernel also drops the locks on `kill -9`).
     let _claim = claim;
     let executor = Executor::new(controller, history.clone());
+    executor.check_forwarding().await;
     let ticker = tokio::spawn(executor.clone().run_timers());
     let scraper = match metrics_listener {
         Some(listener) => {

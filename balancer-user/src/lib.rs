@@ -16,6 +16,7 @@ pub mod dataplane;
 pub mod decap;
 pub mod duration;
 pub mod error;
+pub mod forwarding;
 pub mod gate;
 pub mod health;
 pub mod history;

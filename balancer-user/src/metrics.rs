@@ -25,6 +25,7 @@
 //! | `balancer_retired_backends` | gauge | backends out of the tables whose flows still reach them |
 //! | `balancer_conntrack_entries`, `..._capacity` | gauge | label `table`: `established`, `pending` |
 //! | `balancer_packets_total` | counter | label `verdict`: `passed`, `dropped`, `malformed`, `unbalanceable`, `martian` |
+//! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped) |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
 
 use std::sync::atomic::AtomicU64;
@@ -114,6 +115,11 @@ struct TableLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
     verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -443,6 +449,24 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         packets
             .get_or_create(&VerdictLabels {
                 verdict: verdict.into(),
+            })
+            .inc_by(value);
+    }
+    let tunnel = Family::<OutcomeLabels, Counter>::default();
+    registry.register(
+        "balancer_tunnel_packets",
+        "Packets to tunnelled backends the XDP program did not send out itself, by outcome",
+        tunnel.clone(),
+    );
+    let outcomes = [
+        ("unresolved", globals.tunnel.unresolved),
+        ("unroutable", globals.tunnel.unroutable),
+        ("failed", globals.tunnel.failed),
+    ];
+    for (outcome, value) in outcomes {
+        tunnel
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
             })
             .inc_by(value);
     }

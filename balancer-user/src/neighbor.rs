@@ -6,6 +6,8 @@
 //!   controller's lock).
 //! * [`resolve`] also probes the backends whose neighbour entry is missing (the
 //!   [`nudge`](nudge::nudge), one ICMP echo) and waits for them, at most [`RESOLVE_TIMEOUT`].
+//! * [`sources`] reads, for tunnelled backends, the source address the kernel prefers for
+//!   the route to each (a gateway is fine: the outer packet is routed).
 //! * [`watch::Watch`] subscribes to the kernel's neighbour, link and route changes;
 //!   [`follow`] decides what a change means for a backend's data-plane entry.
 
@@ -16,9 +18,11 @@ mod locate;
 mod nudge;
 mod parse;
 mod rtnl;
+mod source;
 pub mod watch;
 
 pub use locate::{locate, probe, resolve};
+pub use source::sources;
 
 /// How long [`resolve`] waits for the neighbours it probed.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,6 +47,9 @@ pub enum NeighborError {
     /// No route.
     #[error("no route to backend {0}")]
     NoRoute(IpAddr),
+    /// A tunnelled backend's route names no source address of this host.
+    #[error("the route to backend {0} has no preferred source address: give the service a --tunnel-source")]
+    NoSource(IpAddr),
     /// ARP/ND did not answer.
     #[error("backend {0} does not answer ARP/neighbour discovery on {1}")]
     Unresolved(IpAddr, String),

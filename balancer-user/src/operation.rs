@@ -22,7 +22,7 @@ use crate::{
         drain, flip,
         rollout::{self, RolloutPlan},
     },
-    state::{HealthCheck, Service, State},
+    state::{Forward, HealthCheck, Service, State},
 };
 
 /// One request to the daemon.
@@ -54,6 +54,13 @@ pub enum Change {
         service: String,
         /// The checks; none stops checking.
         health: Option<HealthCheck>,
+    },
+    /// Set how packets reach a service's backends (only while it has none).
+    SetForward {
+        /// Service.
+        service: String,
+        /// The forwarding.
+        forward: Forward,
     },
     /// Remove a service.
     RemoveService {
@@ -178,7 +185,9 @@ impl Change {
             Change::AddService(s) => {
                 state.add_service(&s.name, s.vip, s.affinity, s.table_size)?;
                 state.set_health(&s.name, s.health.clone())?;
+                state.set_forward(&s.name, s.forward)?;
             }
+            Change::SetForward { service, forward } => state.set_forward(service, *forward)?,
             Change::SetHealth { service, health } => state.set_health(service, health.clone())?,
             Change::RemoveService { service } => {
                 state.remove_service(service)?;

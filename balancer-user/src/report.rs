@@ -19,10 +19,16 @@ pub fn status(status: &Status) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "service {}  {}  affinity={}  split: {}",
+            "service {}  {}  affinity={}{}  split: {}",
             s.name,
             s.vip,
             s.affinity,
+            // Tunnel services say how; direct server return is the default.
+            if s.forward.mode.tunnelled() {
+                format!("  forward: {}", s.forward)
+            } else {
+                String::new()
+            },
             if split.is_empty() {
                 "-".to_string()
             } else {
@@ -126,6 +132,14 @@ pub fn status(status: &Status) -> String {
         "packets: passed={} dropped={} malformed={} unbalanceable={} martian={}",
         c.passed, c.dropped, c.malformed, c.unbalanceable, c.martian
     );
+    if status.services.iter().any(|s| s.forward.mode.tunnelled()) {
+        let t = &c.tunnel;
+        let _ = writeln!(
+            out,
+            "tunnel packets: unresolved={} unroutable={} failed={}",
+            t.unresolved, t.unroutable, t.failed
+        );
+    }
     out
 }
 

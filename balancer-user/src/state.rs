@@ -5,6 +5,7 @@
 //! state exactly as it was.
 
 mod error;
+mod forward;
 mod health;
 mod retired;
 mod store;
@@ -17,6 +18,7 @@ use balancer_common::{MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, R
 use serde::{Deserialize, Serialize};
 
 pub use error::StateError;
+pub use forward::{Forward, ForwardError, Mode};
 pub use health::{CheckKind, HealthCheck};
 pub use retired::{Farewell, Retired};
 pub use store::{FileStore, StoreError};
@@ -114,6 +116,9 @@ pub struct Service {
     /// Backends that left the tables while their tracked flows still reach them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<Retired>,
+    /// How packets reach the backends; absent from older state files: direct server return.
+    #[serde(default, skip_serializing_if = "Forward::is_dsr")]
+    pub forward: Forward,
 }
 
 /// A client pin: clients in `cidr` always get `group` for new flows, whatever the split.
@@ -250,6 +255,7 @@ impl State {
                 return Err(StateError::VipInUse(service.vip, other.clone()));
             }
             check_table_size(service.table_size)?;
+            service.forward.check(service.vip)?;
             if service.groups.len() > MAX_GROUPS as usize {
                 return Err(StateError::TooManyGroups(name.clone()));
             }
@@ -345,6 +351,7 @@ impl State {
                 flip_drain: None,
                 health: None,
                 retired: Vec::new(),
+                forward: Forward::default(),
             },
         );
         Ok(())
@@ -365,11 +372,31 @@ impl State {
         Ok(())
     }
 
+    /// Sets how a service's packets reach its backends. A change is refused while the
+    /// service has backends, serving or retired: their established flows would be sent
+    /// another way (an L2 backend is not a tunnel endpoint, nor the reverse). Setting what
+    /// the service already has is no change.
+    pub fn set_forward(&mut self, name: &str, forward: Forward) -> Result<(), StateError> {
+        let service = self.service_mut(name)?;
+        if service.forward == forward {
+            return Ok(());
+        }
+        forward.check(service.vip)?;
+        let backends = service.backends().count() + service.retired.len();
+        if backends > 0 {
+            return Err(ForwardError::InUse(name.to_string(), backends).into());
+        }
+        service.forward = forward;
+        Ok(())
+    }
+
     /// Gives services new VIPs, all at once (two services may swap theirs); each keeps its
     /// backends and so its established flows, which keep reaching them until idle.
     pub fn move_vips(&mut self, moves: &[(String, Vip)]) -> Result<(), StateError> {
         for (name, vip) in moves {
-            self.service_mut(name)?.vip = *vip;
+            let service = self.service_mut(name)?;
+            service.vip = *vip;
+            service.forward.check(*vip)?;
         }
         let mut seen = BTreeMap::new();
         for (name, service) in &self.services {

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
+use balancer_common::{Backend, BackendStats, Tunnel, VipInfo, VipKey};
 
 use super::{
     ports::{Flows, Neighbors, Plane, Store},
@@ -36,6 +36,9 @@ pub(crate) const RETIRE_TIMEOUT: Duration = Duration::from_secs(3600);
 #[derive(Default)]
 pub(crate) struct Maps {
     pub(crate) backends: BTreeMap<u32, Backend>,
+    pub(crate) tunnels: BTreeMap<u32, Tunnel>,
+    /// The entries written, in order: ("tunnel" or "backend", index).
+    pub(crate) entries_written: Vec<(&'static str, u32)>,
     pub(crate) vips: Vec<(VipKey, VipInfo)>,
     /// The live image of each service slot.
     pub(crate) live: BTreeMap<u32, ServiceImage>,
@@ -142,7 +145,19 @@ impl Plane for FakePlane {
     }
     fn set_backend(&mut self, index: u32, b: &Backend, _: bool) -> Result<(), DataPlaneError> {
         self.write()?;
-        self.maps().backends.insert(index, *b);
+        let mut maps = self.maps();
+        maps.backends.insert(index, *b);
+        maps.entries_written.push(("backend", index));
+        Ok(())
+    }
+    fn tunnel(&self, index: u32) -> Result<Tunnel, DataPlaneError> {
+        Ok(self.maps().tunnels.get(&index).copied().unwrap_or_default())
+    }
+    fn set_tunnel(&mut self, index: u32, tunnel: &Tunnel) -> Result<(), DataPlaneError> {
+        self.write()?;
+        let mut maps = self.maps();
+        maps.tunnels.insert(index, *tunnel);
+        maps.entries_written.push(("tunnel", index));
         Ok(())
     }
     fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError> {
@@ -251,9 +266,13 @@ pub(crate) const SILENT: &str = "198.18.0.250";
 /// The address [`FakeNeighbors`] finds only once it was resolved (probed and waited for).
 pub(crate) const SLOW: &str = "198.18.0.251";
 
+/// The address [`FakeNeighbors`] has no route to.
+pub(crate) const ROUTELESS: &str = "198.18.9.9";
+
 /// Every address is at a MAC made of its last byte, except [`SILENT`] (never found),
 /// [`SLOW`] (found only after a resolution) and those moved elsewhere. Records
-/// resolutions; a resolution can be made to take time.
+/// resolutions; a resolution can be made to take time. Every address but [`ROUTELESS`] is
+/// routed, from the source [`source_of`] says.
 #[derive(Clone, Default)]
 pub(crate) struct FakeNeighbors(Arc<Mutex<Resolutions>>);
 
@@ -306,6 +325,14 @@ pub(crate) fn hop_of(addr: IpAddr) -> NextHop {
     }
 }
 
+/// The source [`FakeNeighbors`] prefers for the route to `addr`: 198.18.0.1, 2001:db8::1.
+pub(crate) fn source_of(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => ip("198.18.0.1"),
+        IpAddr::V6(_) => ip("2001:db8::1"),
+    }
+}
+
 impl Neighbors for FakeNeighbors {
     fn locate(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>> {
         addrs.iter().map(|a| self.find(*a)).collect()
@@ -317,6 +344,15 @@ impl Neighbors for FakeNeighbors {
         self.locate(addrs)
     }
     fn probe(&self, _: &[IpAddr]) {}
+    fn sources(&self, addrs: &[IpAddr]) -> Vec<Result<IpAddr, NeighborError>> {
+        addrs
+            .iter()
+            .map(|a| match *a == ip(ROUTELESS) {
+                true => Err(NeighborError::NoRoute(*a)),
+                false => Ok(source_of(*a)),
+            })
+            .collect()
+    }
 }
 
 pub(crate) struct Rig {

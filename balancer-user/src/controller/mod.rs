@@ -16,6 +16,7 @@ pub mod ports;
 mod status;
 #[cfg(test)]
 mod tests;
+mod tunnels;
 
 pub use drive::Tick;
 pub use neighbours::Followed;
@@ -27,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use balancer_common::{Backend, MAX_BACKENDS};
+use balancer_common::{Backend, Tunnel, FORWARD_DSR, MAX_BACKENDS};
 
 use crate::{
     clock::Clock,
@@ -39,6 +40,7 @@ use crate::{
     state::State,
 };
 use ports::{Flows, Neighbors, Plane, Store};
+use tunnels::{tunnelled, Placement};
 
 /// Settings of a controller.
 #[derive(Clone, Debug)]
@@ -154,7 +156,8 @@ impl Controller {
     /// New backends are located in the kernel's tables as they stand, without probing or
     /// waiting: a change that adds a backend without a neighbour entry yet fails with
     /// [`Error::Unlocated`], having touched nothing; the caller resolves those backends
-    /// off the lock (see [`Neighbors::resolve`]) and runs the change again.
+    /// off the lock (see [`Neighbors::resolve`]) and runs the change again. Backends of
+    /// tunnelled services need a route instead (none: refused), and get their outer source.
     pub fn change<T, E: Into<Error>>(
         &mut self,
         change: impl FnOnce(&mut State, u64) -> Result<T, E>,
@@ -194,11 +197,16 @@ impl Controller {
     }
 
     /// Where the backends that `next` adds are, from the tables as they stand.
-    fn locate_new(&self, next: &State) -> Result<BTreeMap<BackendId, NextHop>, Error> {
-        let new = new_backends(&self.state, next);
+    fn locate_new(&self, next: &State) -> Result<BTreeMap<BackendId, Placement>, Error> {
+        let (new, tunnelled) = split_tunnelled(new_backends(&self.state, next), next);
+        let placed = self.place_tunnels(&tunnelled);
+        if let Some((_, e)) = placed.failed.into_iter().next() {
+            return Err(e.into());
+        }
+        let mut placements = placed.found;
         let addrs = distinct(new.values());
         if addrs.is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok(placements);
         }
         let mut located = BTreeMap::new();
         let mut unlocated = Vec::new();
@@ -214,10 +222,11 @@ impl Controller {
         if !unlocated.is_empty() {
             return Err(Error::Unlocated(unlocated));
         }
-        Ok(new
-            .into_iter()
-            .map(|(id, addr)| (id, located[&addr]))
-            .collect())
+        placements.extend(
+            new.into_iter()
+                .map(|(id, addr)| (id, Placement::Wire(located[&addr]))),
+        );
+        Ok(placements)
     }
 
     fn reconcile(&mut self, target: State) -> Result<(), Error> {
@@ -227,17 +236,27 @@ impl Controller {
             .values()
             .flat_map(|s| s.backends().map(|(_, b)| ((b.index, b.epoch), b.addr)))
             .collect();
+        let (serving, tunnelled) = split_tunnelled(serving, &target);
+        let placed = self.place_tunnels(&tunnelled);
+        let mut hops = placed.found;
+        for (&(index, epoch), (addr, _)) in &tunnelled {
+            if let Some(e) = placed.failed.get(addr) {
+                // Kept as the data plane has it; written once a route appears (a change).
+                if self.plane.backend(index)?.epoch != epoch {
+                    tracing::warn!("backend {addr} not reachable at start: {e}");
+                }
+            }
+        }
         let addrs = distinct(serving.values());
         let located: BTreeMap<IpAddr, Result<NextHop, NeighborError>> = addrs
             .iter()
             .copied()
             .zip(self.neighbors.resolve(&addrs))
             .collect();
-        let mut hops = BTreeMap::new();
         for ((index, epoch), addr) in &serving {
             match &located[addr] {
                 Ok(hop) => {
-                    hops.insert((*index, *epoch), *hop);
+                    hops.insert((*index, *epoch), Placement::Wire(*hop));
                 }
                 Err(e) => {
                     // Keep whatever the data plane has for it (e.g. after a restart while
@@ -297,15 +316,14 @@ impl Controller {
         &mut self,
         previous: &State,
         next: &State,
-        hops: &BTreeMap<BackendId, NextHop>,
+        hops: &BTreeMap<BackendId, Placement>,
         compiled: BTreeMap<String, Compiled>,
     ) -> Result<(), Error> {
         let old_ids = backend_ids(previous);
-        for (&(index, epoch), hop) in hops {
-            let backend = neighbours::entry(hop, epoch);
+        for (&(index, epoch), placement) in hops {
             let existing = self.plane.backend(index)?;
             let fresh = existing.epoch != epoch && !old_ids.contains_key(&(index, epoch));
-            self.plane.set_backend(index, &backend, fresh)?;
+            self.write_placement(index, epoch, placement, fresh)?;
         }
         self.write_services(previous, next, compiled)?;
         self.shares
@@ -350,8 +368,8 @@ impl Controller {
         &self,
         previous: &State,
         next: &State,
-        hops: &BTreeMap<BackendId, NextHop>,
-    ) -> Result<BTreeMap<u32, Backend>, Error> {
+        hops: &BTreeMap<BackendId, Placement>,
+    ) -> Result<BTreeMap<u32, (Backend, Tunnel)>, Error> {
         let in_use = indices(next);
         let cleared = indices(previous)
             .into_iter()
@@ -359,21 +377,27 @@ impl Controller {
         let written = hops.keys().map(|(index, _)| *index);
         cleared
             .chain(written)
-            .map(|index| Ok((index, self.plane.backend(index)?)))
+            .map(|index| {
+                let entries = (self.plane.backend(index)?, self.plane.tunnel(index)?);
+                Ok((index, entries))
+            })
             .collect()
     }
 
     /// After a failed publish of `failed`: writes the current state back to the data plane
     /// (the backend entries the publish touched, every service's tables, VIPs) and to the
     /// store. Best effort: a fault that persists is logged, and the next restart reconciles.
-    fn restore(&mut self, failed: &State, snapshot: &BTreeMap<u32, Backend>) {
+    fn restore(&mut self, failed: &State, snapshot: &BTreeMap<u32, (Backend, Tunnel)>) {
         let mut attempt = || -> Result<(), Error> {
-            for (index, backend) in snapshot {
+            for (index, (backend, tunnel)) in snapshot {
                 if backend.epoch == 0 {
                     self.plane.clear_backend(*index)?;
-                } else {
-                    self.plane.set_backend(*index, backend, false)?;
+                    continue;
                 }
+                if backend.forward != FORWARD_DSR {
+                    self.plane.set_tunnel(*index, tunnel)?;
+                }
+                self.plane.set_backend(*index, backend, false)?;
             }
             let compiled = self.compile_changed(&self.state, &self.health, true)?;
             let current = self.state.clone();
@@ -478,6 +502,31 @@ fn new_backends(old: &State, next: &State) -> BTreeMap<BackendId, IpAddr> {
         .into_iter()
         .filter(|(id, _)| !old.contains_key(id))
         .collect()
+}
+
+/// Splits `backends` into those reached on L2 and the tunnelled ones (with their service's
+/// forwarding) of `state`.
+fn split_tunnelled(
+    backends: BTreeMap<BackendId, IpAddr>,
+    state: &State,
+) -> (
+    BTreeMap<BackendId, IpAddr>,
+    BTreeMap<BackendId, (IpAddr, crate::state::Forward)>,
+) {
+    let forwards = tunnelled(state);
+    let mut wire = BTreeMap::new();
+    let mut tunnels = BTreeMap::new();
+    for (id, addr) in backends {
+        match forwards.get(&id) {
+            Some(forward) => {
+                tunnels.insert(id, (addr, *forward));
+            }
+            None => {
+                wire.insert(id, addr);
+            }
+        }
+    }
+    (wire, tunnels)
 }
 
 /// Each address once, in order.

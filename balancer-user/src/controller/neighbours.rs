@@ -10,7 +10,7 @@ use std::{
 
 use balancer_common::Backend;
 
-use super::{backend_ids, BackendId, Controller};
+use super::{backend_ids, tunnels::tunnelled, BackendId, Controller};
 use crate::{
     error::Error,
     neighbor::{
@@ -29,11 +29,12 @@ pub struct Followed {
 }
 
 impl Controller {
-    /// The next hop the data plane has for each backend address (serving or retired);
-    /// `None` when no entry of its own was written yet (it was not located at start).
+    /// The next hop the data plane has for each backend address on L2 (serving or
+    /// retired; tunnelled backends are routed, not followed); `None` when no entry of its
+    /// own was written yet (it was not located at start).
     pub fn placements(&self) -> Result<BTreeMap<IpAddr, Option<NextHop>>, Error> {
         let mut placements: BTreeMap<IpAddr, Option<NextHop>> = BTreeMap::new();
-        for ((index, epoch), addr) in backend_ids(&self.state) {
+        for ((index, epoch), addr) in wire_ids(&self.state) {
             let hop = self.current_hop(index, epoch)?;
             let placed = placements.entry(addr).or_default();
             if placed.is_none() {
@@ -45,10 +46,11 @@ impl Controller {
 
     /// Applies what the kernel says about backend addresses: every backend entry of a
     /// sighted address whose next hop moved is rewritten with the same epoch; a backend
-    /// that stopped answering keeps its last MAC and is logged.
+    /// that stopped answering keeps its last MAC and is logged. Tunnelled backends are
+    /// never rewritten (that would turn them into L2 ones).
     pub fn follow(&mut self, sightings: &[(IpAddr, Sighting)]) -> Result<Followed, Error> {
         let mut by_addr: BTreeMap<IpAddr, Vec<BackendId>> = BTreeMap::new();
-        for (id, addr) in backend_ids(&self.state) {
+        for (id, addr) in wire_ids(&self.state) {
             by_addr.entry(addr).or_default().push(id);
         }
         let mut followed = Followed::default();
@@ -98,6 +100,15 @@ impl Controller {
             dst_mac: entry.dst_mac,
         }))
     }
+}
+
+/// The backends of `state` reached on L2 (serving or retired): all but the tunnelled.
+fn wire_ids(state: &crate::state::State) -> BTreeMap<BackendId, IpAddr> {
+    let tunnelled = tunnelled(state);
+    backend_ids(state)
+        .into_iter()
+        .filter(|(id, _)| !tunnelled.contains_key(id))
+        .collect()
 }
 
 /// The data-plane entry of a backend of `epoch` at `hop`.

@@ -3,7 +3,7 @@
 
 use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
-use balancer_common::{Backend, BackendStats, VipInfo, VipKey};
+use balancer_common::{Backend, BackendStats, Tunnel, VipInfo, VipKey};
 
 use crate::{
     dataplane::{
@@ -28,6 +28,11 @@ pub trait Plane: Send {
         backend: &Backend,
         fresh: bool,
     ) -> Result<(), DataPlaneError>;
+    /// The tunnel entry of a backend index.
+    fn tunnel(&self, index: u32) -> Result<Tunnel, DataPlaneError>;
+    /// Writes a tunnelled backend's outer header, before the backend entry that names its
+    /// mode.
+    fn set_tunnel(&mut self, index: u32, tunnel: &Tunnel) -> Result<(), DataPlaneError>;
     /// Frees a backend index.
     fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError>;
     /// The VIPs in the data plane.
@@ -70,6 +75,12 @@ impl Plane for DataPlane {
         fresh: bool,
     ) -> Result<(), DataPlaneError> {
         DataPlane::set_backend(self, index, backend, fresh)
+    }
+    fn tunnel(&self, index: u32) -> Result<Tunnel, DataPlaneError> {
+        DataPlane::tunnel(self, index)
+    }
+    fn set_tunnel(&mut self, index: u32, tunnel: &Tunnel) -> Result<(), DataPlaneError> {
+        DataPlane::set_tunnel(self, index, tunnel)
     }
     fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError> {
         DataPlane::clear_backend(self, index)
@@ -143,6 +154,10 @@ pub trait Neighbors: Send + Sync {
     fn resolve(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>>;
     /// Makes the kernel resolve `addrs` again, without waiting.
     fn probe(&self, addrs: &[IpAddr]);
+    /// For tunnelled backends: the source address the kernel prefers for the route to each
+    /// of `addrs` (a gateway is fine), from the tables as they stand — fit to run under the
+    /// controller's lock. No route: [`NeighborError::NoRoute`].
+    fn sources(&self, addrs: &[IpAddr]) -> Vec<Result<IpAddr, NeighborError>>;
 }
 
 /// The kernel's routing, link and neighbour tables (see [`neighbor`]).
@@ -158,6 +173,9 @@ impl Neighbors for KernelNeighbors {
     }
     fn probe(&self, addrs: &[IpAddr]) {
         neighbor::probe(addrs)
+    }
+    fn sources(&self, addrs: &[IpAddr]) -> Vec<Result<IpAddr, NeighborError>> {
+        neighbor::sources(addrs)
     }
 }
 

@@ -75,6 +75,7 @@ impl Controller {
                 vip: service.vip,
                 affinity: service.affinity,
                 table_size: service.table_size,
+                forward: service.forward,
                 split,
                 backends,
                 canary: service.canary.clone(),

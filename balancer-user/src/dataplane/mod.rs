@@ -34,7 +34,9 @@ use balancer_common::{
 
 pub use attach::{AttachOptions, Attachment};
 pub use error::DataPlaneError;
-pub use stats::{monotonic_ns, Census, FlowCounter, FlowCounts, GlobalCounters, LINGER};
+pub use stats::{
+    monotonic_ns, Census, FlowCounter, FlowCounts, GlobalCounters, TunnelCounters, LINGER,
+};
 
 /// How long a table generation that just stopped being live is left alone before it is
 /// rewritten. An XDP program run lasts microseconds; this leaves a wide margin for packets
@@ -449,7 +451,7 @@ impl DataPlane {
 
     /// Global counters, summed over CPUs.
     pub fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
-        GlobalCounters::read(&self.global_stats)
+        GlobalCounters::read(&self.global_stats, &self.tunnel_stats)
     }
 
     /// A counter of tracked flows that works without this data plane (another handle on

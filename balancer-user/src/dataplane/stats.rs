@@ -8,7 +8,7 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
     BackendStats, FlowKey, FlowState, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
-    STAT_UNBALANCEABLE,
+    STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,12 +29,37 @@ pub struct GlobalCounters {
     /// dropped. Absent from the answers of daemons that did not count them: read as 0.
     #[serde(default)]
     pub martian: u64,
+    /// Packets to tunnelled backends that were not sent out at once. Absent from the
+    /// answers of daemons without tunnels: read as 0.
+    #[serde(default)]
+    pub tunnel: TunnelCounters,
+}
+
+/// Packets to tunnelled backends that the XDP program could not send out itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelCounters {
+    /// The kernel had no neighbour entry for the next hop: passed to it encapsulated (it
+    /// resolves the next hop and forwards them).
+    pub unresolved: u64,
+    /// No route to the backend (or a blackhole, unreachable, prohibit route): dropped.
+    pub unroutable: u64,
+    /// No room for the outer headers, or no tunnel entry: dropped.
+    pub failed: u64,
 }
 
 impl GlobalCounters {
-    pub(super) fn read(map: &PerCpuArray<MapData, u64>) -> Result<Self, DataPlaneError> {
+    pub(super) fn read(
+        map: &PerCpuArray<MapData, u64>,
+        tunnel: &PerCpuArray<MapData, u64>,
+    ) -> Result<Self, DataPlaneError> {
         let read = |index: u32| -> Result<u64, DataPlaneError> {
             let values = map.get(&index, 0).map_err(map_err("read GLOBAL_STATS"))?;
+            Ok(values.iter().sum())
+        };
+        let read_tunnel = |index: u32| -> Result<u64, DataPlaneError> {
+            let values = tunnel
+                .get(&index, 0)
+                .map_err(map_err("read TUNNEL_STATS"))?;
             Ok(values.iter().sum())
         };
         Ok(Self {
@@ -43,6 +68,11 @@ impl GlobalCounters {
             malformed: read(STAT_MALFORMED)?,
             unbalanceable: read(STAT_UNBALANCEABLE)?,
             martian: read(STAT_MARTIAN)?,
+            tunnel: TunnelCounters {
+                unresolved: read_tunnel(TUNNEL_STAT_UNRESOLVED)?,
+                unroutable: read_tunnel(TUNNEL_STAT_UNROUTABLE)?,
+                failed: read_tunnel(TUNNEL_STAT_FAILED)?,
+            },
         })
     }
 }

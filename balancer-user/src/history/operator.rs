@@ -9,6 +9,7 @@ pub fn service(change: &Change) -> Option<&str> {
     Some(match change {
         Change::AddService(s) => &s.name,
         Change::SetHealth { service, .. }
+        | Change::SetForward { service, .. }
         | Change::RemoveService { service }
         | Change::AddBackend { service, .. }
         | Change::SetWeight { service, .. }
@@ -42,6 +43,7 @@ pub fn what(change: &Change) -> String {
             format!("health checks set ({kind})")
         }
         Change::SetHealth { health: None, .. } => "health checks removed".into(),
+        Change::SetForward { forward, .. } => format!("forwarding set ({forward})"),
         Change::RemoveService { .. } => "service removed".into(),
         Change::AddBackend { backend, .. } => {
             format!("backend {} added to {}", backend.addr, backend.group)

@@ -132,20 +132,7 @@ impl Tables {
 
     /// The interface towards `addr`, if it is on a directly connected network.
     fn place(&mut self, addr: IpAddr) -> Result<Placed, NeighborError> {
-        let mut request = RouteMessage::default();
-        request.header.address_family = family(addr);
-        request.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
-        request
-            .attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(addr)));
-        let answer = match self.rtnl.get(RouteNetlinkMessage::GetRoute(request)) {
-            Ok(answer) => answer,
-            Err(e) if is_no_route(&e) => return Err(NeighborError::NoRoute(addr)),
-            Err(e) => return Err(netlink("routing table", e)),
-        };
-        let RouteNetlinkMessage::NewRoute(route) = answer else {
-            return Err(unexpected("routing table"));
-        };
+        let route = route(&mut self.rtnl, addr)?;
         let ifindex = parse::route_interface(addr, &route)?;
         let link = self.link(ifindex)?;
         Ok(Placed {
@@ -206,6 +193,25 @@ impl Tables {
     }
 }
 
+/// The kernel's route to `addr` (RTM_GETROUTE, as `ip route get` asks it).
+pub(super) fn route(rtnl: &mut Rtnl, addr: IpAddr) -> Result<RouteMessage, NeighborError> {
+    let mut request = RouteMessage::default();
+    request.header.address_family = family(addr);
+    request.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
+    request
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(addr)));
+    let answer = match rtnl.get(RouteNetlinkMessage::GetRoute(request)) {
+        Ok(answer) => answer,
+        Err(e) if is_no_route(&e) => return Err(NeighborError::NoRoute(addr)),
+        Err(e) => return Err(netlink("routing table", e)),
+    };
+    let RouteNetlinkMessage::NewRoute(route) = answer else {
+        return Err(unexpected("routing table"));
+    };
+    Ok(route)
+}
+
 fn family(addr: IpAddr) -> AddressFamily {
     match addr {
         IpAddr::V4(_) => AddressFamily::Inet,
@@ -221,7 +227,7 @@ fn is_no_route(e: &io::Error) -> bool {
     )
 }
 
-fn netlink(what: &'static str, source: io::Error) -> NeighborError {
+pub(super) fn netlink(what: &'static str, source: io::Error) -> NeighborError {
     NeighborError::Netlink { what, source }
 }
 

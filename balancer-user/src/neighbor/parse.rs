@@ -78,6 +78,23 @@ pub(super) fn route_interface(addr: IpAddr, route: &RouteMessage) -> Result<u32,
     oif.ok_or(NeighborError::NoRoute(addr))
 }
 
+/// The source address the kernel prefers for a route answer to `addr`, when the route is
+/// a unicast one (directly connected or through a gateway: a tunnel is routed).
+pub(super) fn route_source(addr: IpAddr, route: &RouteMessage) -> Result<IpAddr, NeighborError> {
+    if route.header.kind != RouteType::Unicast {
+        return Err(NeighborError::NoRoute(addr));
+    }
+    route
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::PrefSource(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+            RouteAttribute::PrefSource(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+            _ => None,
+        })
+        .ok_or(NeighborError::NoSource(addr))
+}
+
 fn route_address(address: &RouteAddress) -> String {
     match address {
         RouteAddress::Inet(a) => a.to_string(),
@@ -251,6 +268,29 @@ mod tests {
         assert!(matches!(
             route_interface(v4(9), &without_interface),
             Err(NeighborError::NoRoute(_))
+        ));
+    }
+
+    #[test]
+    fn a_tunnel_takes_the_preferred_source_of_any_unicast_route() {
+        let source = RouteAttribute::PrefSource(RouteAddress::Inet(Ipv4Addr::new(198, 18, 0, 1)));
+        let gateway = RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(198, 18, 0, 254)));
+        let routed = route(RouteType::Unicast, vec![gateway, source.clone()]);
+        assert_eq!(route_source(v4(9), &routed).unwrap(), v4(1));
+        let direct = route(
+            RouteType::Unicast,
+            vec![RouteAttribute::Oif(3), source.clone()],
+        );
+        assert_eq!(route_source(v4(9), &direct).unwrap(), v4(1));
+        let blackhole = route(RouteType::BlackHole, vec![source]);
+        assert!(matches!(
+            route_source(v4(9), &blackhole),
+            Err(NeighborError::NoRoute(_))
+        ));
+        let sourceless = route(RouteType::Unicast, vec![RouteAttribute::Oif(3)]);
+        assert!(matches!(
+            route_source(v4(9), &sourceless),
+            Err(NeighborError::NoSource(_))
         ));
     }
 

@@ -10,7 +10,9 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{Change, Operation};
 use crate::{
-    api::{Flip, PinRequest, RemoveBackend, SetHealth, SetSplit, SetWeight, StartDrain},
+    api::{
+        Flip, PinRequest, RemoveBackend, SetForward, SetHealth, SetSplit, SetWeight, StartDrain,
+    },
     error::Refused,
     history::{Query, MAX_PAGE},
     state::check_name,
@@ -104,6 +106,11 @@ impl Operation {
                     json(&SetHealth {
                         health: health.clone(),
                     }),
+                ),
+                Change::SetForward { service, forward } => (
+                    Method::PUT,
+                    service_path(service, "/forward"),
+                    json(&SetForward { forward: *forward }),
                 ),
                 Change::RemoveService { service } => {
                     (Method::DELETE, service_path(service, ""), Body::Empty)
@@ -247,6 +254,13 @@ impl Operation {
                 change(Change::SetHealth {
                     service: service(name),
                     health,
+                })
+            }
+            (&Method::PUT, ["services", name, "forward"]) => {
+                let SetForward { forward } = decode(body)?;
+                change(Change::SetForward {
+                    service: service(name),
+                    forward,
                 })
             }
             (&Method::POST, ["services", name, "backends"]) => change(Change::AddBackend {
@@ -424,7 +438,7 @@ mod tests {
             canary::{CanaryAction, CanaryPlan},
             rollout::RolloutPlan,
         },
-        state::{Affinity, CheckKind, HealthCheck},
+        state::{Affinity, CheckKind, Forward, HealthCheck, Mode},
     };
 
     fn every_operation() -> Vec<Operation> {
@@ -446,7 +460,28 @@ mod tests {
                 affinity: Affinity::Client,
                 table_size: Some(251),
                 health: Some(health.clone()),
+                forward: Forward {
+                    mode: Mode::Gue,
+                    source: Some("2001:db8::9".parse().unwrap()),
+                    port: Some(7000),
+                },
             }),
+            Change::AddService(AddService {
+                name: service(),
+                vip: "198.19.0.1:80/tcp".parse().unwrap(),
+                affinity: Affinity::Connection,
+                table_size: None,
+                health: None,
+                forward: Forward::default(),
+            }),
+            Change::SetForward {
+                service: service(),
+                forward: Forward {
+                    mode: Mode::Ipip,
+                    source: None,
+                    port: None,
+                },
+            },
             Change::SetHealth {
                 service: service(),
                 health: Some(health),

@@ -86,6 +86,9 @@ pub struct Executor {
     census: Mutex<Option<Census>>,
     /// Whether the metrics are served (then connection tracking is walked every 5 s).
     metrics: AtomicBool,
+    /// Whether the host's IP forwarding was checked (once: at start or at the first
+    /// tunnelled service).
+    forwarding_checked: AtomicBool,
     /// Backends a timed step waits for, being resolved off the lock.
     resolving: Mutex<HashSet<IpAddr>>,
     /// Where what the controller does is recorded.
@@ -104,6 +107,7 @@ impl Executor {
             unanswered: Mutex::new(Unanswered::default()),
             census: Mutex::new(None),
             metrics: AtomicBool::new(false),
+            forwarding_checked: AtomicBool::new(false),
             controller: Mutex::new(Some(controller)),
             resolving: Mutex::new(HashSet::new()),
             history,
@@ -156,7 +160,10 @@ impl Executor {
                         .await
                     {
                         Err(Error::Unlocated(addrs)) => self.resolve(addrs).await?,
-                        done => return done.map(|_| Reply::Done),
+                        done => {
+                            self.check_forwarding().await;
+                            return done.map(|_| Reply::Done);
+                        }
                     }
                 }
                 Err(Fault::Internal(
@@ -164,6 +171,29 @@ impl Executor {
                 )
                 .into())
             }
+        }
+    }
+
+    /// Once a service forwards through tunnels (at start, or at the first such change),
+    /// warns once, in one line, if the host does not forward IP packets: the data plane's
+    /// route lookup for tunnels needs it. The sysctls are read off the lock.
+    pub async fn check_forwarding(self: &Arc<Self>) {
+        if self.forwarding_checked.load(Ordering::Relaxed) {
+            return;
+        }
+        let tunnelled = |c: &mut Controller| {
+            let state = c.state();
+            Ok(state.services.values().any(|s| s.forward.mode.tunnelled()))
+        };
+        if !matches!(self.with_controller(tunnelled).await, Ok(true))
+            || self.forwarding_checked.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        match tokio::task::spawn_blocking(crate::forwarding::warning).await {
+            Ok(Some(warning)) => tracing::warn!("{warning}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("checking the host's IP forwarding panicked: {e}"),
         }
     }
 

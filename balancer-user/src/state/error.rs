@@ -94,6 +94,9 @@ pub enum StateError {
     /// Invalid split.
     #[error(transparent)]
     Split(#[from] SplitError),
+    /// Invalid forwarding.
+    #[error(transparent)]
+    Forward(#[from] super::ForwardError),
     /// Invalid percentage.
     #[error(transparent)]
     Percent(#[from] BadPercent),

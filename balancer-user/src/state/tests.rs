@@ -308,6 +308,43 @@ fn toml_round_trip_keeps_identity() {
 }
 
 #[test]
+fn toml_carries_the_forwarding_and_changes_it_only_without_backends() {
+    let mut s = sample();
+    let gue = Forward {
+        mode: Mode::Gue,
+        source: Some(ip("2001:db8:ffff::2")),
+        port: Some(7000),
+    };
+    s.services.get_mut("dns").unwrap().forward = gue;
+    let text = Config::from_state(&s).unwrap().to_toml();
+    assert!(
+        text.contains("forward = \"gue\"\ntunnel_source = \"2001:db8:ffff::2\"\ngue_port = 7000"),
+        "{text}"
+    );
+    // Services by DSR say nothing of it: older files stay as they were.
+    assert_eq!(text.matches("forward =").count(), 1, "{text}");
+    let config = Config::parse(&text).unwrap();
+    let mut same = s.clone();
+    config.apply_to(&mut same, 0).unwrap();
+    assert_eq!(same, s);
+    let mut fresh = State::default();
+    config.apply_to(&mut fresh, 0).unwrap();
+    assert_eq!(fresh.services["dns"].forward, gue);
+    // Another mode for a service with backends is refused, in one line.
+    let mut ipip = config.clone();
+    ipip.services.iter_mut().for_each(|svc| {
+        svc.forward = Mode::Ipip;
+        svc.gue_port = None;
+    });
+    let err = ipip.apply_to(&mut s.clone(), 0).unwrap_err().to_string();
+    assert!(
+        err.contains("its forwarding changes only without backends"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+}
+
+#[test]
 fn toml_affinity_change_keeps_backend_identity() {
     let s = sample();
     let mut config = Config::from_state(&s).unwrap();

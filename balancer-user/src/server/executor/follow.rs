@@ -209,6 +209,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tunnelled_backends_are_neither_located_nor_rewritten() {
+        let mut state = sample();
+        let ipip = crate::state::Forward {
+            mode: crate::state::Mode::Ipip,
+            ..Default::default()
+        };
+        let vip = "198.19.0.5:443/tcp".parse().unwrap();
+        let affinity = crate::state::Affinity::Connection;
+        state.add_service("tun", vip, affinity, None).unwrap();
+        state.set_forward("tun", ipip).unwrap();
+        let routed = ip("198.18.0.77");
+        state.add_backend("tun", routed, "main", 100).unwrap();
+        let rig = Rig::new(state);
+        let executor = Executor::new(rig.start(), crate::history::tests::opened("follow-tunnel"));
+        let elsewhere = NextHop {
+            ifindex: 7,
+            src_mac: [2, 0, 0, 0, 0, 7],
+            dst_mac: [2, 0, 0, 0, 0xb0, 1],
+        };
+        rig.neighbors.move_to(routed, elsewhere);
+        let (writes, backends) = {
+            let maps = rig.plane.maps();
+            (maps.writes, maps.backends.clone())
+        };
+        executor.resync(&mut Follower::new()).await.unwrap();
+        let sighting = Sighting::Neighbour {
+            ifindex: 7,
+            mac: elsewhere.dst_mac,
+        };
+        let batch = Batch {
+            sightings: vec![(routed, sighting)],
+            resync: false,
+        };
+        executor
+            .follow_batch(&mut Follower::new(), batch)
+            .await
+            .unwrap();
+        let maps = rig.plane.maps();
+        assert_eq!(maps.writes, writes);
+        assert_eq!(maps.backends, backends);
+    }
+
+    #[tokio::test]
     async fn only_news_reaches_the_data_plane() {
         let rig = Rig::new(sample());
         let executor = Executor::new(rig.start(), crate::history::tests::opened("follow-lost"));
