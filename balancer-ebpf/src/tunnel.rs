@@ -81,9 +81,22 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
         return failed();
     }
     let hash = balancer_common::flow_hash(key, 0).0;
+    let udp = gue.then(|| udp_header(tunnel, hash, UDP_LEN + inner.len));
     let written = match tunnel.family {
-        FAMILY_V4 => write_v4(ctx, tunnel, &inner, gue, hash, &macs),
-        _ => write_v6(ctx, tunnel, &inner, gue, hash, &macs),
+        FAMILY_V4 => write(
+            ctx,
+            &macs,
+            ETH_P_IPV4,
+            &ipv4_header(tunnel, &inner, gue),
+            udp,
+        ),
+        _ => write(
+            ctx,
+            &macs,
+            ETH_P_IPV6,
+            &ipv6_header(tunnel, &inner, gue, hash),
+            udp,
+        ),
     };
     if written.is_none() {
         return failed();
@@ -230,23 +243,11 @@ fn gue_source_port(hash: u64) -> u16 {
     0xc000 | (hash as u16 & 0x3fff)
 }
 
-/// Writes Ethernet, outer IPv4 and (GUE) UDP headers in front of the client's packet.
+/// The outer IPv4 header of the client's packet `inner` (protocol UDP for GUE).
 #[inline(always)]
-fn write_v4(
-    ctx: &XdpContext,
-    tunnel: &Tunnel,
-    inner: &Inner,
-    gue: bool,
-    hash: u64,
-    macs: &[u8; 12],
-) -> Option<()> {
-    let start = ctx.data();
-    if start + ETH_LEN + IPV4_LEN + UDP_LEN > ctx.data_end() {
-        return None;
-    }
+fn ipv4_header(tunnel: &Tunnel, inner: &Inner, gue: bool) -> [u8; IPV4_LEN] {
     let udp_len = if gue { UDP_LEN } else { 0 };
     let total = (IPV4_LEN + udp_len + inner.len) as u16;
-    let proto = if gue { PROTO_UDP } else { PROTO_IPIP };
     let mut ip = [0u8; IPV4_LEN];
     ip[0] = 0x45;
     ip[1] = inner.tos;
@@ -254,61 +255,54 @@ fn write_v4(
     // Don't Fragment: the backend's decapsulation does not reassemble.
     ip[6] = 0x40;
     ip[8] = OUTER_TTL;
-    ip[9] = proto;
+    ip[9] = if gue { PROTO_UDP } else { PROTO_IPIP };
     ip[12..16].copy_from_slice(&first4(&tunnel.src));
     ip[16..20].copy_from_slice(&first4(&tunnel.dst));
     let checksum = ipv4_checksum(&ip);
     ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-    let p = start as *mut u8;
-    // SAFETY: 14 + 20 + 8 bytes were bounds-checked; packet and stack never overlap.
-    unsafe {
-        core::ptr::copy_nonoverlapping(macs.as_ptr(), p, 12);
-        core::ptr::copy_nonoverlapping(ETH_P_IPV4.to_be_bytes().as_ptr(), p.add(12), 2);
-        core::ptr::copy_nonoverlapping(ip.as_ptr(), p.add(ETH_LEN), IPV4_LEN);
-        if gue {
-            let udp = udp_header(tunnel, hash, UDP_LEN + inner.len);
-            core::ptr::copy_nonoverlapping(udp.as_ptr(), p.add(ETH_LEN + IPV4_LEN), UDP_LEN);
-        }
-    }
-    Some(())
+    ip
 }
 
-/// Writes Ethernet, outer IPv6 and (GUE) UDP headers in front of the client's packet.
+/// The outer IPv6 header of the client's packet `inner` (next header UDP for GUE), its flow
+/// label from the flow hash: ECMP and receive-side scaling spread flows.
 #[inline(always)]
-fn write_v6(
-    ctx: &XdpContext,
-    tunnel: &Tunnel,
-    inner: &Inner,
-    gue: bool,
-    hash: u64,
-    macs: &[u8; 12],
-) -> Option<()> {
-    let start = ctx.data();
-    if start + ETH_LEN + IPV6_LEN + UDP_LEN > ctx.data_end() {
-        return None;
-    }
+fn ipv6_header(tunnel: &Tunnel, inner: &Inner, gue: bool, hash: u64) -> [u8; IPV6_LEN] {
     let udp_len = if gue { UDP_LEN } else { 0 };
     let payload = (udp_len + inner.len) as u16;
-    let next = if gue { PROTO_UDP } else { PROTO_IPV6 };
-    // The flow label from the flow hash: ECMP and receive-side scaling spread flows.
     let label = (hash >> 12) as u32 & 0x000f_ffff;
     let mut ip = [0u8; IPV6_LEN];
     let first = (6u32 << 28) | (u32::from(inner.tos) << 20) | label;
     ip[0..4].copy_from_slice(&first.to_be_bytes());
     ip[4..6].copy_from_slice(&payload.to_be_bytes());
-    ip[6] = next;
+    ip[6] = if gue { PROTO_UDP } else { PROTO_IPV6 };
     ip[7] = OUTER_TTL;
     ip[8..24].copy_from_slice(&tunnel.src);
     ip[24..40].copy_from_slice(&tunnel.dst);
+    ip
+}
+
+/// Writes the Ethernet header (`macs`, `ether_type`), the outer IP header `ip` and the UDP
+/// header of GUE in front of the client's packet, where `bpf_xdp_adjust_head` made room.
+#[inline(always)]
+fn write<const N: usize>(
+    ctx: &XdpContext,
+    macs: &[u8; 12],
+    ether_type: u16,
+    ip: &[u8; N],
+    udp: Option<[u8; UDP_LEN]>,
+) -> Option<()> {
+    let start = ctx.data();
+    if start + ETH_LEN + N + UDP_LEN > ctx.data_end() {
+        return None;
+    }
     let p = start as *mut u8;
-    // SAFETY: 14 + 40 + 8 bytes were bounds-checked; packet and stack never overlap.
+    // SAFETY: 14 + N + 8 bytes were bounds-checked; packet and stack never overlap.
     unsafe {
         core::ptr::copy_nonoverlapping(macs.as_ptr(), p, 12);
-        core::ptr::copy_nonoverlapping(ETH_P_IPV6.to_be_bytes().as_ptr(), p.add(12), 2);
-        core::ptr::copy_nonoverlapping(ip.as_ptr(), p.add(ETH_LEN), IPV6_LEN);
-        if gue {
-            let udp = udp_header(tunnel, hash, UDP_LEN + inner.len);
-            core::ptr::copy_nonoverlapping(udp.as_ptr(), p.add(ETH_LEN + IPV6_LEN), UDP_LEN);
+        core::ptr::copy_nonoverlapping(ether_type.to_be_bytes().as_ptr(), p.add(12), 2);
+        core::ptr::copy_nonoverlapping(ip.as_ptr(), p.add(ETH_LEN), N);
+        if let Some(udp) = udp {
+            core::ptr::copy_nonoverlapping(udp.as_ptr(), p.add(ETH_LEN + N), UDP_LEN);
         }
     }
     Some(())

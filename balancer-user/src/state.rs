@@ -239,6 +239,15 @@ impl Service {
 }
 
 impl State {
+    /// The names of the services for which `wants` holds, in name order.
+    pub fn services_where(&self, wants: impl Fn(&Service) -> bool) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, s)| wants(s))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Checks invariants of a state read from disk or built from a config file.
     pub fn validate(&self) -> Result<(), StateError> {
         let mut slots = BTreeMap::new();

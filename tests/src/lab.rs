@@ -136,20 +136,7 @@ impl Lab {
     /// Starts a canary of service `web` from group blue to green with `steps` (e.g.
     /// `"10,50,100"`) every `interval` (e.g. `"1s"`), and `extra` arguments.
     pub fn start_canary(&self, steps: &str, interval: &str, extra: &[&str]) -> Result<String> {
-        let start = [
-            "canary",
-            "start",
-            "web",
-            "--from",
-            "blue",
-            "--to",
-            "green",
-            "--steps",
-            steps,
-            "--interval",
-            interval,
-        ];
-        self.balancer.ok(&[&start[..], extra].concat())
+        self.balancer.ok(&canary_start(steps, interval, extra))
     }
 
     /// Starts a rollout of group `main` of service `web` replacing backend `old` with `new`
@@ -330,4 +317,23 @@ impl Lab {
     pub fn weighted_service(&self, name: &str, v6: bool, weights: &[u16]) -> Result<SocketAddr> {
         self.service(name, v6, &["main"; BACKENDS], weights)
     }
+}
+
+/// The arguments of `canary start web --from blue --to green --steps STEPS --interval
+/// INTERVAL` followed by `extra`.
+pub fn canary_start<'a>(steps: &'a str, interval: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let start = [
+        "canary",
+        "start",
+        "web",
+        "--from",
+        "blue",
+        "--to",
+        "green",
+        "--steps",
+        steps,
+        "--interval",
+        interval,
+    ];
+    [&start[..], extra].concat()
 }

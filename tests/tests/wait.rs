@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use balancer_tests::{
     balancer::{binary, CliOutput},
-    lab::Lab,
+    lab::{canary_start, Lab},
     traffic::NewConnections,
 };
 use balancer_user::{api::Health, release::canary::Outcome};
@@ -115,24 +115,6 @@ fn ensure_failed(out: &CliOutput, code: i32, start: &str) -> Result<()> {
         "expected exit code {code} and one line starting with {start:?}: {out:?}"
     );
     Ok(())
-}
-
-/// `canary start web --from blue --to green --steps STEPS --interval INTERVAL` and `extra`.
-fn canary_start<'a>(steps: &'a str, interval: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let start = [
-        "canary",
-        "start",
-        "web",
-        "--from",
-        "blue",
-        "--to",
-        "green",
-        "--steps",
-        steps,
-        "--interval",
-        interval,
-    ];
-    [&start[..], extra].concat()
 }
 
 #[test]

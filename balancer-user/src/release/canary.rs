@@ -524,12 +524,7 @@ pub fn any_sampling(state: &State, now_ms: u64) -> bool {
 
 /// The services whose canary's analysis needs the counters at `now_ms`.
 pub fn sampling(state: &State, now_ms: u64) -> Vec<String> {
-    state
-        .services
-        .iter()
-        .filter(|(_, s)| s.canary.as_ref().is_some_and(|c| c.wants_sample(now_ms)))
-        .map(|(name, _)| name.clone())
-        .collect()
+    state.services_where(|s| s.canary.as_ref().is_some_and(|c| c.wants_sample(now_ms)))
 }
 
 /// Goes on with the analysis of the canary of `service` given its groups' counters.
@@ -586,12 +581,7 @@ pub fn any_due(state: &State, now_ms: u64) -> bool {
 
 /// Takes every canary step that is due at `now_ms`.
 pub fn step_due(state: &mut State, now_ms: u64) -> Result<(), StateError> {
-    let due: Vec<String> = state
-        .services
-        .iter()
-        .filter(|(_, s)| s.canary.as_ref().is_some_and(|c| c.due(now_ms)))
-        .map(|(name, _)| name.clone())
-        .collect();
+    let due = state.services_where(|s| s.canary.as_ref().is_some_and(|c| c.due(now_ms)));
     for name in due {
         let mut canary = running(state, &name)?;
         let shift = canary.step(now_ms);

@@ -451,12 +451,7 @@ pub fn step_all(
     now_ms: u64,
     healthy: impl Fn(&str, IpAddr) -> bool,
 ) -> Result<(), StateError> {
-    let running: Vec<String> = state
-        .services
-        .iter()
-        .filter(|(_, s)| s.rollout.as_ref().is_some_and(Rollout::running))
-        .map(|(name, _)| name.clone())
-        .collect();
+    let running = state.services_where(|s| s.rollout.as_ref().is_some_and(Rollout::running));
     for name in running {
         let svc = state.service(&name)?;
         let mut rollout = svc.rollout.clone().expect("filtered above");
@@ -468,12 +463,7 @@ pub fn step_all(
 
 /// The services whose rollout's analysis needs the counters at `now_ms`.
 pub fn sampling(state: &State, now_ms: u64) -> Vec<String> {
-    state
-        .services
-        .iter()
-        .filter(|(_, s)| s.rollout.as_ref().is_some_and(|r| r.wants_sample(now_ms)))
-        .map(|(name, _)| name.clone())
-        .collect()
+    state.services_where(|s| s.rollout.as_ref().is_some_and(|r| r.wants_sample(now_ms)))
 }
 
 /// Goes on with the analysis of the rollout of `service` given `sample` (from: the rest of
