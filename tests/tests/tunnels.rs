@@ -34,7 +34,8 @@ fn decapsulate(lab: &RoutedLab, prefix: &str) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Detaches every backend's decapsulator (their namespaces go with the lab).
+/// Detaches every backend's decapsulator and removes its pin directory (their namespaces
+/// go with the lab).
 fn remove_decap(lab: &RoutedLab, dirs: &[PathBuf]) {
     if let Ok(bin) = binary() {
         for (i, dir) in dirs.iter().enumerate() {
@@ -48,7 +49,12 @@ fn remove_decap(lab: &RoutedLab, dirs: &[PathBuf]) {
                 "--remove",
             ];
             netns::run(lab.topology.backend_ns(i), &argv).ok();
+            std::fs::remove_dir(dir).ok();
         }
+    }
+    if let Some(parent) = dirs.first().and_then(|dir| dir.parent()) {
+        // Only when no other test's directory is left in it.
+        std::fs::remove_dir(parent).ok();
     }
 }
 
