@@ -80,7 +80,12 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
         return failed();
     }
-    let hash = balancer_common::flow_hash(key, 0).0;
+    // The flow hash feeds GUE's source port and IPv6's flow label: plain IPv4 IPIP needs
+    // none.
+    let hash = match gue || tunnel.family != FAMILY_V4 {
+        true => balancer_common::flow_hash(key, 0).0,
+        false => 0,
+    };
     let udp = gue.then(|| udp_header(tunnel, hash, UDP_LEN + inner.len));
     let written = match tunnel.family {
         FAMILY_V4 => write(

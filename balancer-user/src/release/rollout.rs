@@ -284,8 +284,20 @@ impl Rollout {
     /// weight); pairs already replaced stay replaced.
     pub fn abort(&mut self, now_ms: u64) -> Vec<RolloutChange> {
         let (old, new) = self.pairs[self.current];
-        self.outcome = Some(RolloutOutcome::Aborted);
         let what = format!("aborted by the operator: removed {new}, {old} serves again");
+        self.undo_pair(RolloutOutcome::Aborted, what, now_ms)
+    }
+
+    /// Ends the rollout with `outcome` (recording `what`) and undoes the pair in progress:
+    /// OLD back at its weight, NEW removed.
+    fn undo_pair(
+        &mut self,
+        outcome: RolloutOutcome,
+        what: String,
+        now_ms: u64,
+    ) -> Vec<RolloutChange> {
+        let (old, new) = self.pairs[self.current];
+        self.outcome = Some(outcome);
         record(&mut self.decisions, now_ms, what);
         vec![
             RolloutChange::Weight {
@@ -327,16 +339,8 @@ impl Rollout {
                 Vec::new()
             }
             Next::RollBack(why) => {
-                self.outcome = Some(RolloutOutcome::Failed);
                 let what = format!("failed: {new}: {why}; removed {new}, {old} keeps serving");
-                record(&mut self.decisions, now_ms, what);
-                vec![
-                    RolloutChange::Weight {
-                        addr: old,
-                        weight: self.target_weight.max(1),
-                    },
-                    RolloutChange::Remove { addr: new },
-                ]
+                self.undo_pair(RolloutOutcome::Failed, what, now_ms)
             }
         }
     }
