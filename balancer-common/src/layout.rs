@@ -153,6 +153,10 @@ pub const FORWARD_IPIP: u32 = 1;
 /// [`Backend::forward`]: GUE variant 1 (the IP packet directly in UDP, the same bytes as
 /// FOU) to the backend's address, the UDP source port from the flow hash.
 pub const FORWARD_GUE: u32 = 2;
+/// [`Backend::forward`]: network address translation — the destination rewritten to the
+/// backend's address and port (`REWRITES`), routed; its replies, which must pass this
+/// host, rewritten back to come from the VIP (`REPLIES`).
+pub const FORWARD_NAT: u32 = 3;
 
 /// The IANA port of GUE, the default destination port of [`FORWARD_GUE`].
 pub const GUE_PORT: u16 = 6080;
@@ -420,6 +424,7 @@ mod pod {
 
     aya_pod!(
         Tunnel,
+        crate::nat::Rewrite,
         VipKey,
         VipInfo,
         ServiceTables,

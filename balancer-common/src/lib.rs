@@ -7,7 +7,9 @@
 mod decap;
 mod hash;
 mod layout;
+mod nat;
 
 pub use decap::*;
 pub use hash::{flow_hash, FlowHash};
 pub use layout::*;
+pub use nat::*;

@@ -1,28 +1,34 @@
-//! The `balancer` XDP program: L4 load balancing with L2 direct server return or tunnels
-//! (IP in IP, GUE) to routed backends.
+//! The `balancer` XDP program: L4 load balancing with L2 direct server return, tunnels
+//! (IP in IP, GUE) to routed backends, or address translation (`nat`).
 //!
 //! For each packet: parse Ethernet (+ one VLAN tag), IPv4/IPv6 and TCP/UDP; keep a flow
 //! recorded in connection tracking on its backend; otherwise, pass anything not addressed
 //! to a configured VIP untouched, and for a VIP packet select a backend (group split, then
 //! weighted Maglev) and record it; then forward by rewriting the MAC addresses, or for a
-//! tunnelled backend by encapsulating the packet and routing it (`tunnel`). A VIP packet
+//! tunnelled backend by encapsulating the packet and routing it (`tunnel`), for a `nat`
+//! backend by rewriting its destination and routing it (`nat`), whose replies are
+//! rewritten back to come from the VIP. A VIP packet
 //! that no backend can take is dropped and reported to the daemon's log (rate-limited); a
 //! new VIP flow from a martian source is dropped. Malformed packets go to the kernel.
 #![no_std]
 #![no_main]
 
+mod checksum;
 mod counters;
 mod events;
+mod fib;
 mod forward;
 mod maps;
 mod martian;
+mod nat;
 mod parse;
 mod select;
 mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
-    FORWARD_DSR, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE,
+    FORWARD_DSR, FORWARD_NAT, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
+    STAT_UNBALANCEABLE,
 };
 
 use crate::{
@@ -48,15 +54,23 @@ fn balancer(ctx: XdpContext) -> u32 {
             count(STAT_UNBALANCEABLE);
             xdp_action::XDP_PASS
         }
+        Parsed::Reply { key } => nat::reply(&ctx, key).unwrap_or_else(|| {
+            count(STAT_PASSED);
+            xdp_action::XDP_PASS
+        }),
         Parsed::Flow {
             key,
             tcp_flags,
             tcp_seq,
         } => match select::backend_for(key, tcp_flags, tcp_seq) {
-            select::Selection::NotVip => {
-                count(STAT_PASSED);
-                xdp_action::XDP_PASS
-            }
+            // A client port that is also a VIP port: maybe a `nat` backend's reply.
+            select::Selection::NotVip => parse::reply_port(key.sport_be, key.proto)
+                .then(|| nat::reply(&ctx, key))
+                .flatten()
+                .unwrap_or_else(|| {
+                    count(STAT_PASSED);
+                    xdp_action::XDP_PASS
+                }),
             select::Selection::Martian => {
                 count(STAT_MARTIAN);
                 xdp_action::XDP_DROP
@@ -82,10 +96,10 @@ fn balancer(ctx: XdpContext) -> u32 {
                 events,
             } => {
                 count_backend(index, ctx.data_end() - ctx.data(), events);
-                if backend.forward == FORWARD_DSR {
-                    forward::l2_dsr(&ctx, backend)
-                } else {
-                    tunnel::forward(&ctx, index, backend, key)
+                match backend.forward {
+                    FORWARD_DSR => forward::l2_dsr(&ctx, backend),
+                    FORWARD_NAT => nat::forward(&ctx, index, key),
+                    _ => tunnel::forward(&ctx, index, backend, key),
                 }
             }
         },

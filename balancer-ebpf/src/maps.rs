@@ -6,9 +6,10 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
-    pending_slots, Backend, BackendStats, ClientPinKey, FlowKey, FlowState, PendingSlot, Ring,
-    ServiceTables, Tunnel, VipInfo, VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS,
-    MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, STAT_COUNT, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
+    pending_slots, Backend, BackendStats, ClientPinKey, Endpoint, FlowKey, FlowState, PendingSlot,
+    Rewrite, Ring, ServiceTables, Tunnel, VipInfo, VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS,
+    MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, NAT_STAT_COUNT, STAT_COUNT,
+    TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 /// VIP (address, port, protocol) -> service slot.
@@ -40,6 +41,20 @@ pub static TUNNELS: Array<Tunnel> = Array::pinned(MAX_BACKENDS, 0);
 /// map keeps the size older data planes pinned).
 #[map]
 pub static TUNNEL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(TUNNEL_STAT_COUNT, 0);
+
+/// Backend index -> the destination a `nat` backend's packets are rewritten to; unused for
+/// other modes.
+#[map]
+pub static REWRITES: Array<Rewrite> = Array::pinned(MAX_BACKENDS, 0);
+
+/// A `nat` backend's endpoint (address, port, protocol) -> the VIP endpoint its replies
+/// are rewritten to come from.
+#[map]
+pub static REPLIES: HashMap<Endpoint, Endpoint> = HashMap::pinned(MAX_BACKENDS, 0);
+
+/// NAT counters, indexed by `NAT_STAT_*`.
+#[map]
+pub static NAT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(NAT_STAT_COUNT, 0);
 
 /// Backend index -> traffic counters.
 #[map]

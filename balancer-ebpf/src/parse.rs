@@ -7,13 +7,16 @@
 //! payload length) within the frame, which may be longer (Ethernet padding); the TCP header
 //! (data offset at least 5) or the UDP length (at least 8) within the datagram. Anything else
 //! is malformed. Checksums are not verified (the backend's kernel does), and IPv4 options
-//! are allowed. A well-formed TCP/UDP packet to a port and protocol that no VIP serves is
-//! not ours (the pre-filter, `VIP_PORTS`): its addresses are not even copied.
+//! are allowed. A well-formed TCP/UDP packet to a port and protocol that no VIP serves, and
+//! from one that no `nat` backend answers from, is not ours (the pre-filter, `VIP_PORTS`):
+//! its addresses are not even copied.
 
 use core::mem::MaybeUninit;
 
 use aya_ebpf::programs::XdpContext;
-use balancer_common::{vip_port_bit, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use balancer_common::{
+    reply_port_bit, vip_port_bit, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP,
+};
 
 use crate::maps::VIP_PORTS;
 
@@ -50,8 +53,14 @@ pub enum Parsed<'a> {
     /// TCP/UDP that cannot be balanced safely per flow (IPv4 fragment, IPv6 extension
     /// headers): passed to the kernel rather than risk a wrong backend.
     Unbalanceable,
-    /// A TCP or UDP flow: its 5-tuple, written into the caller's key, with the TCP header's
-    /// flags and sequence number (0 for UDP).
+    /// A TCP or UDP packet from a port and protocol that only a `nat` backend's reply has
+    /// (not to a VIP's): its 5-tuple (source: the backend), written into the caller's key.
+    Reply {
+        /// The 5-tuple.
+        key: &'a mut FlowKey,
+    },
+    /// A TCP or UDP flow to a VIP port: its 5-tuple, written into the caller's key, with
+    /// the TCP header's flags and sequence number (0 for UDP).
     Flow {
         /// The 5-tuple.
         key: &'a mut FlowKey,
@@ -149,7 +158,7 @@ fn parse_ipv4<'a>(
         return Parsed::Malformed;
     };
     let mut parsed = parse_l4(ctx, offset + header_len, l4_len, (proto, FAMILY_V4), key);
-    if let Parsed::Flow { key, .. } = &mut parsed {
+    if let Parsed::Flow { key, .. } | Parsed::Reply { key } = &mut parsed {
         // SAFETY: source (12..16) and destination (16..20) lie in the checked header.
         unsafe {
             copy_bytes::<4>(hdr, 12, &mut key.src);
@@ -190,7 +199,7 @@ fn parse_ipv6<'a>(
         return Parsed::Malformed;
     }
     let mut parsed = parse_l4(ctx, offset + IPV6_LEN, payload_len, (next, FAMILY_V6), key);
-    if let Parsed::Flow { key, .. } = &mut parsed {
+    if let Parsed::Flow { key, .. } | Parsed::Reply { key } = &mut parsed {
         // SAFETY: source (8..24) and destination (24..40) lie in the checked header.
         unsafe {
             copy_bytes::<16>(hdr, 8, &mut key.src);
@@ -204,9 +213,20 @@ fn parse_ipv6<'a>(
 /// one array read.
 #[inline(always)]
 fn vip_port(port: u16, proto: u8) -> bool {
-    VIP_PORTS
-        .get(u32::from(port))
-        .is_some_and(|bits| bits & vip_port_bit(proto) != 0)
+    port_bits(port) & vip_port_bit(proto) != 0
+}
+
+/// Whether packets of `proto` from source port `port_be` (network byte order) may be the
+/// replies of a `nat` backend: one array read.
+#[inline(always)]
+pub fn reply_port(port_be: u16, proto: u8) -> bool {
+    port_bits(u16::from_be(port_be)) & reply_port_bit(proto) != 0
+}
+
+/// The `VIP_PORTS` entry of `port`.
+#[inline(always)]
+fn port_bits(port: u16) -> u32 {
+    VIP_PORTS.get(u32::from(port)).copied().unwrap_or(0)
 }
 
 /// Whether a datagram of `len` bytes starting at `offset` lies within the frame. The frame
@@ -261,8 +281,10 @@ fn parse_l4<'a>(
     // SAFETY: the first 4 bytes of the (at least 8-byte) L4 header were bounds-checked.
     let (sport, dport) = unsafe { ([*l4, *l4.add(1)], [*l4.add(2), *l4.add(3)]) };
     // The pre-filter: a port and protocol that no VIP serves (nor served, while flows to it
-    // are active) is not ours, before any more work.
-    if !vip_port(u16::from_be_bytes(dport), proto) {
+    // are active), and that no `nat` backend answers from, is not ours, before any more
+    // work.
+    let to_vip = vip_port(u16::from_be_bytes(dport), proto);
+    if !to_vip && !reply_port(u16::from_ne_bytes(sport), proto) {
         return Parsed::Other;
     }
     let key = zeroed(key);
@@ -271,6 +293,9 @@ fn parse_l4<'a>(
     // Ports stay in network byte order, as they are on the wire.
     key.sport_be = u16::from_ne_bytes(sport);
     key.dport_be = u16::from_ne_bytes(dport);
+    if !to_vip {
+        return Parsed::Reply { key };
+    }
     Parsed::Flow {
         key,
         tcp_flags,

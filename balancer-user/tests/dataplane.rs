@@ -2935,3 +2935,6 @@ mod tunnels {
         });
     }
 }
+
+#[path = "dataplane/nat.rs"]
+mod nat;

@@ -11,6 +11,7 @@ pub mod bpffs;
 mod error;
 mod events;
 pub mod link;
+mod nat;
 pub mod object;
 mod pending;
 pub mod pinned;
@@ -27,15 +28,16 @@ use aya::maps::{
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
 };
 use balancer_common::{
-    ring_index, tables_index, vip_port_bit, Backend, BackendStats, ClientPinKey, FlowKey,
-    FlowState, Ring, ServiceTables, Tunnel, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE, GENERATIONS,
-    PROTO_TCP, PROTO_UDP, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
+    ring_index, tables_index, vip_port_bit, Backend, BackendStats, ClientPinKey, Endpoint, FlowKey,
+    FlowState, Rewrite, Ring, ServiceTables, Tunnel, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE,
+    GENERATIONS, PROTO_TCP, PROTO_UDP, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 pub use attach::{AttachOptions, Attachment};
 pub use error::DataPlaneError;
 pub use stats::{
-    monotonic_ns, Census, FlowCounter, FlowCounts, GlobalCounters, TunnelCounters, LINGER,
+    monotonic_ns, Census, FlowCounter, FlowCounts, GlobalCounters, NatCounters, TunnelCounters,
+    LINGER,
 };
 
 /// How long a table generation that just stopped being live is left alone before it is
@@ -90,6 +92,9 @@ pub struct DataPlane {
     backends: Array<MapData, Backend>,
     tunnels: Array<MapData, Tunnel>,
     tunnel_stats: PerCpuArray<MapData, u64>,
+    rewrites: Array<MapData, Rewrite>,
+    replies: HashMap<MapData, Endpoint, Endpoint>,
+    nat_stats: PerCpuArray<MapData, u64>,
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
     conntrack: HashMap<MapData, FlowKey, FlowState>,
@@ -135,6 +140,9 @@ impl DataPlane {
             backends: take(&mut ebpf, "BACKENDS")?,
             tunnels: take(&mut ebpf, "TUNNELS")?,
             tunnel_stats: take(&mut ebpf, "TUNNEL_STATS")?,
+            rewrites: take(&mut ebpf, "REWRITES")?,
+            replies: take(&mut ebpf, "REPLIES")?,
+            nat_stats: take(&mut ebpf, "NAT_STATS")?,
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
             conntrack: take(&mut ebpf, "CONNTRACK")?,
@@ -451,7 +459,7 @@ impl DataPlane {
 
     /// Global counters, summed over CPUs.
     pub fn global_counters(&self) -> Result<GlobalCounters, DataPlaneError> {
-        GlobalCounters::read(&self.global_stats, &self.tunnel_stats)
+        GlobalCounters::read(&self.global_stats, &self.tunnel_stats, &self.nat_stats)
     }
 
     /// A counter of tracked flows that works without this data plane (another handle on

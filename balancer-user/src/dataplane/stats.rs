@@ -7,7 +7,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
-    BackendStats, FlowKey, FlowState, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
+    BackendStats, FlowKey, FlowState, NAT_STAT_FAILED, NAT_STAT_REPLIES, NAT_STAT_UNRESOLVED,
+    NAT_STAT_UNROUTABLE, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
     STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
 };
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,25 @@ pub struct GlobalCounters {
     /// answers of daemons without tunnels: read as 0.
     #[serde(default)]
     pub tunnel: TunnelCounters,
+    /// Packets of `nat` backends (either way). Absent from the answers of daemons without
+    /// NAT: read as 0.
+    #[serde(default)]
+    pub nat: NatCounters,
+}
+
+/// Packets of `nat` backends: replies rewritten, and what the XDP program could not send
+/// out itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatCounters {
+    /// Backend replies rewritten to come from their VIP.
+    pub replies: u64,
+    /// Rewritten packets passed to the kernel to forward: no neighbour entry for the next
+    /// hop yet, or longer than the egress MTU.
+    pub unresolved: u64,
+    /// No route to the backend or the client: dropped.
+    pub unroutable: u64,
+    /// Headers out of reach, or no rewrite entry: dropped.
+    pub failed: u64,
 }
 
 /// Packets to tunnelled backends that the XDP program could not send out itself.
@@ -51,17 +71,15 @@ impl GlobalCounters {
     pub(super) fn read(
         map: &PerCpuArray<MapData, u64>,
         tunnel: &PerCpuArray<MapData, u64>,
+        nat: &PerCpuArray<MapData, u64>,
     ) -> Result<Self, DataPlaneError> {
-        let read = |index: u32| -> Result<u64, DataPlaneError> {
-            let values = map.get(&index, 0).map_err(map_err("read GLOBAL_STATS"))?;
-            Ok(values.iter().sum())
+        let sum = |map: &PerCpuArray<MapData, u64>, index: u32, context: &'static str| {
+            let values = map.get(&index, 0).map_err(map_err(context))?;
+            Ok::<u64, DataPlaneError>(values.iter().sum())
         };
-        let read_tunnel = |index: u32| -> Result<u64, DataPlaneError> {
-            let values = tunnel
-                .get(&index, 0)
-                .map_err(map_err("read TUNNEL_STATS"))?;
-            Ok(values.iter().sum())
-        };
+        let read = |index: u32| sum(map, index, "read GLOBAL_STATS");
+        let read_tunnel = |index: u32| sum(tunnel, index, "read TUNNEL_STATS");
+        let read_nat = |index: u32| sum(nat, index, "read NAT_STATS");
         Ok(Self {
             passed: read(STAT_PASSED)?,
             dropped: read(STAT_DROPPED)?,
@@ -72,6 +90,12 @@ impl GlobalCounters {
                 unresolved: read_tunnel(TUNNEL_STAT_UNRESOLVED)?,
                 unroutable: read_tunnel(TUNNEL_STAT_UNROUTABLE)?,
                 failed: read_tunnel(TUNNEL_STAT_FAILED)?,
+            },
+            nat: NatCounters {
+                replies: read_nat(NAT_STAT_REPLIES)?,
+                unresolved: read_nat(NAT_STAT_UNRESOLVED)?,
+                unroutable: read_nat(NAT_STAT_UNROUTABLE)?,
+                failed: read_nat(NAT_STAT_FAILED)?,
             },
         })
     }

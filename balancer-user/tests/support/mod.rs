@@ -5,5 +5,6 @@ pub mod fixture;
 pub mod kernel_log;
 pub mod packet;
 pub mod plane;
+pub mod routes;
 pub mod tracking;
 pub mod verdict;

@@ -44,7 +44,7 @@ impl TestPlane {
         let _ = std::fs::remove_dir_all(&root);
         let pins = Layout::new(&root, "lo");
         let plane = DataPlane::load_unattached(&pins, conntrack)
-            .unwrap_or_else(|e| panic!("load the data plane for {test}: {e}"));
+            .unwrap_or_else(|e| panic!("load the data plane for {test}: {e:?}"));
         Self {
             plane: Some(plane),
             root,

@@ -1,0 +1,258 @@
+//! The `nat` forwarding mode: a client's packet to VIP:port leaves rewritten to the
+//! backend's address and port, routed by the kernel's tables; the backend's reply, which
+//! its routing sends through this host, leaves rewritten to come from VIP:port. Checksums
+//! are updated incrementally (RFC 1624); an IPv4 UDP datagram without a checksum keeps
+//! none.
+//!
+//! Replies are recognised without per-flow state: the source (address, port, protocol) of
+//! a packet is looked up in `REPLIES`, which the daemon fills with one VIP per `nat`
+//! backend endpoint. A packet from such an endpoint to an address of this host (a health
+//! check's answer) is left alone.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use balancer_common::{
+    Endpoint, FlowKey, FAMILY_V4, NAT_STAT_FAILED, NAT_STAT_REPLIES, NAT_STAT_UNRESOLVED,
+    NAT_STAT_UNROUTABLE, PROTO_TCP, PROTO_UDP,
+};
+
+use crate::{
+    checksum::Change,
+    fib::{self, Hop},
+    maps::{NAT_STATS, REPLIES, REWRITES},
+};
+
+const ETH_LEN: usize = 14;
+const VLAN_LEN: usize = 4;
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+/// Where the TCP checksum is in its header; UDP's.
+const TCP_CHECK: usize = 16;
+const UDP_CHECK: usize = 6;
+
+/// Which end of a packet is rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The destination (a client's packet to its backend).
+    Destination,
+    /// The source (a backend's reply).
+    Source,
+}
+
+/// Where a packet's headers are, from the start of the frame.
+struct Headers {
+    /// The IP header.
+    l3: usize,
+    /// The TCP or UDP header.
+    l4: usize,
+    /// The IP datagram's length.
+    len: usize,
+}
+
+/// Forwards a client's packet of the flow `key` to `nat` backend `index`. A function of
+/// its own in the object (a BPF subprogram): its stack is not the main program's.
+#[inline(never)]
+pub fn forward(ctx: &XdpContext, index: u32, key: &FlowKey) -> u32 {
+    let Some(rewrite) = REWRITES.get(index) else {
+        return failed();
+    };
+    if rewrite.family != key.family {
+        return failed();
+    }
+    let Some(at) = headers(ctx, key.family) else {
+        return failed();
+    };
+    let hop = fib::lookup(ctx, key.family, &key.src, &rewrite.addr, at.len);
+    if matches!(hop, Hop::Local | Hop::Unroutable) {
+        count(NAT_STAT_UNROUTABLE);
+        return xdp_action::XDP_DROP;
+    }
+    let old = (&key.dst, key.dport_be);
+    let new = (&rewrite.addr, rewrite.port_be);
+    if translate(ctx, &at, key, End::Destination, old, new).is_none() {
+        return failed();
+    }
+    send(ctx, hop)
+}
+
+/// Forwards a backend's reply (the flow `key`, from the backend to its client) if its
+/// source is a `nat` backend's endpoint: rewritten to come from the VIP. `None`: not a
+/// reply, the caller goes on. A BPF subprogram, like [`forward`].
+#[inline(never)]
+pub fn reply(ctx: &XdpContext, key: &FlowKey) -> Option<u32> {
+    let backend = Endpoint {
+        addr: key.src,
+        port_be: key.sport_be,
+        proto: key.proto,
+        family: key.family,
+    };
+    // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
+    let vip = unsafe { REPLIES.get(backend) }?;
+    let Some(at) = headers(ctx, key.family) else {
+        return Some(failed());
+    };
+    let hop = fib::lookup(ctx, key.family, &vip.addr, &key.dst, at.len);
+    match hop {
+        // An answer to this host itself (a health check's): not a client's.
+        Hop::Local => return None,
+        Hop::Unroutable => {
+            count(NAT_STAT_UNROUTABLE);
+            return Some(xdp_action::XDP_DROP);
+        }
+        _ => {}
+    }
+    let old = (&key.src, key.sport_be);
+    let new = (&vip.addr, vip.port_be);
+    if translate(ctx, &at, key, End::Source, old, new).is_none() {
+        return Some(failed());
+    }
+    count(NAT_STAT_REPLIES);
+    Some(send(ctx, hop))
+}
+
+/// Sends a rewritten packet to its next hop, or to the kernel to forward.
+#[inline(always)]
+fn send(ctx: &XdpContext, hop: Hop) -> u32 {
+    match hop {
+        Hop::Out {
+            macs,
+            ifindex,
+            back,
+        } => fib::send(ctx, &macs, ifindex, back),
+        _ => {
+            count(NAT_STAT_UNRESOLVED);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Finds the IP and L4 headers of a packet of `family` the parser accepted (Ethernet, at
+/// most one VLAN tag, IPv4 with options or IPv6 without extension headers).
+#[inline(always)]
+fn headers(ctx: &XdpContext, family: u8) -> Option<Headers> {
+    let start = ctx.data();
+    if start + ETH_LEN + VLAN_LEN + IPV4_LEN > ctx.data_end() {
+        return None;
+    }
+    let p = start as *const u8;
+    // SAFETY: bytes 12..14 lie in the checked range.
+    let ether_type = unsafe { u16::from_be_bytes([*p.add(12), *p.add(13)]) };
+    let l3 = match ether_type {
+        ETH_P_8021Q | ETH_P_8021AD => ETH_LEN + VLAN_LEN,
+        _ => ETH_LEN,
+    };
+    let ip = (start + l3) as *const u8;
+    if family == FAMILY_V4 {
+        // SAFETY: the first 20 bytes after at most 18 lie in the checked range.
+        let (first, len) = unsafe { (*ip, u16::from_be_bytes([*ip.add(2), *ip.add(3)])) };
+        return Some(Headers {
+            l3,
+            l4: l3 + usize::from(first & 0x0f) * 4,
+            len: usize::from(len),
+        });
+    }
+    if start + l3 + IPV6_LEN > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: the 40-byte header was bounds-checked.
+    let payload = unsafe { u16::from_be_bytes([*ip.add(4), *ip.add(5)]) };
+    Some(Headers {
+        l3,
+        l4: l3 + IPV6_LEN,
+        len: IPV6_LEN + usize::from(payload),
+    })
+}
+
+/// Rewrites one end of the packet from (address, port) `old` to `new`, with the IPv4
+/// header checksum and the L4 checksum.
+#[inline(always)]
+fn translate(
+    ctx: &XdpContext,
+    at: &Headers,
+    key: &FlowKey,
+    end: End,
+    old: (&[u8; 16], u16),
+    new: (&[u8; 16], u16),
+) -> Option<()> {
+    let mut l4_change = Change::none();
+    if key.family == FAMILY_V4 {
+        let (from, to) = (first4(old.0), first4(new.0));
+        let mut ip_change = Change::none();
+        ip_change.bytes(&from, &to);
+        l4_change.bytes(&from, &to);
+        let offset = if end == End::Source { 12 } else { 16 };
+        write(ctx, at.l3 + offset, &to)?;
+        let check = read_u16(ctx, at.l3 + 10)?;
+        write(ctx, at.l3 + 10, &ip_change.apply(check).to_ne_bytes())?;
+    } else {
+        l4_change.bytes(old.0, new.0);
+        let offset = if end == End::Source { 8 } else { 24 };
+        write(ctx, at.l3 + offset, new.0)?;
+    }
+    l4_change.word(old.1, new.1);
+    let port_at = at.l4 + if end == End::Source { 0 } else { 2 };
+    write(ctx, port_at, &new.1.to_ne_bytes())?;
+    let check_at = at.l4
+        + match key.proto {
+            PROTO_TCP => TCP_CHECK,
+            _ => UDP_CHECK,
+        };
+    let check = read_u16(ctx, check_at)?;
+    // An IPv4 UDP datagram without a checksum (0) keeps none.
+    if key.proto == PROTO_UDP && key.family == FAMILY_V4 && check == 0 {
+        return Some(());
+    }
+    let mut updated = l4_change.apply(check);
+    if key.proto == PROTO_UDP && updated == 0 {
+        // A UDP checksum that computes to 0 is sent as all ones (RFC 768).
+        updated = 0xffff;
+    }
+    write(ctx, check_at, &updated.to_ne_bytes())
+}
+
+/// Writes `bytes` into the packet at `offset`, if they lie within it.
+#[inline(always)]
+fn write<const N: usize>(ctx: &XdpContext, offset: usize, bytes: &[u8; N]) -> Option<()> {
+    let start = ctx.data();
+    if offset > 128 || start + offset + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: the N bytes were bounds-checked; packet and stack never overlap.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (start + offset) as *mut u8, N) };
+    Some(())
+}
+
+/// Reads the 16-bit word at `offset` as it lies in memory, if it lies within the packet.
+#[inline(always)]
+fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
+    let start = ctx.data();
+    if offset > 128 || start + offset + 2 > ctx.data_end() {
+        return None;
+    }
+    let p = (start + offset) as *const u8;
+    // SAFETY: the 2 bytes were bounds-checked.
+    Some(unsafe { u16::from_ne_bytes([*p, *p.add(1)]) })
+}
+
+/// The first four bytes of an address (IPv4 in the first four).
+#[inline(always)]
+fn first4(addr: &[u8; 16]) -> [u8; 4] {
+    [addr[0], addr[1], addr[2], addr[3]]
+}
+
+/// Counts a NAT counter.
+#[inline(always)]
+fn count(stat: u32) {
+    if let Some(counter) = NAT_STATS.get_ptr_mut(stat) {
+        // SAFETY: a per-CPU slot: no other writer runs on this CPU meanwhile.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// A packet that could not be rewritten: counted and dropped.
+#[inline(always)]
+fn failed() -> u32 {
+    count(NAT_STAT_FAILED);
+    xdp_action::XDP_DROP
+}

@@ -1,0 +1,78 @@
+//! The maps of `nat` backends: the destination each one's packets are rewritten to
+//! (`REWRITES`, by backend index), and the VIP its replies are rewritten to come from
+//! (`REPLIES`, by the backend's endpoint), with the pre-filter bit of each reply port.
+
+use std::collections::BTreeSet;
+
+use balancer_common::{reply_port_bit, Endpoint, Rewrite};
+
+use super::{map_err, missing, DataPlane, DataPlaneError};
+
+impl DataPlane {
+    /// Writes the rewrite of a `nat` backend, before the backend entry that names the mode.
+    pub fn set_rewrite(&mut self, index: u32, rewrite: &Rewrite) -> Result<(), DataPlaneError> {
+        self.rewrites
+            .set(index, rewrite, 0)
+            .map_err(map_err("write REWRITES"))
+    }
+
+    /// The rewrite entry of a backend index as the data plane has it.
+    pub fn rewrite(&self, index: u32) -> Result<Rewrite, DataPlaneError> {
+        self.rewrites
+            .get(&index, 0)
+            .map_err(map_err("read REWRITES"))
+    }
+
+    /// Rewrites the replies from `backend` to come from `vip`, and lets packets from the
+    /// backend's port through the pre-filter.
+    pub fn set_reply(&mut self, backend: &Endpoint, vip: &Endpoint) -> Result<(), DataPlaneError> {
+        self.replies
+            .insert(backend, vip, 0)
+            .map_err(map_err("write REPLIES"))?;
+        let port = u32::from(u16::from_be(backend.port_be));
+        let bits = self
+            .vip_ports
+            .get(&port, 0)
+            .map_err(map_err("read VIP_PORTS"))?;
+        let bit = reply_port_bit(backend.proto);
+        if bits & bit == 0 {
+            self.vip_ports
+                .set(port, bits | bit, 0)
+                .map_err(map_err("write VIP_PORTS"))?;
+        }
+        Ok(())
+    }
+
+    /// Stops rewriting the replies from `backend`; its port leaves the pre-filter when no
+    /// other `nat` backend answers from it.
+    pub fn remove_reply(&mut self, backend: &Endpoint) -> Result<(), DataPlaneError> {
+        match self.replies.remove(backend) {
+            Err(e) if !missing(&e) => return Err(map_err("remove from REPLIES")(e)),
+            _ => {}
+        }
+        let shared: BTreeSet<(u16, u8)> = self
+            .replies()?
+            .iter()
+            .map(|(other, _)| (other.port_be, other.proto))
+            .collect();
+        if shared.contains(&(backend.port_be, backend.proto)) {
+            return Ok(());
+        }
+        let port = u32::from(u16::from_be(backend.port_be));
+        let bits = self
+            .vip_ports
+            .get(&port, 0)
+            .map_err(map_err("read VIP_PORTS"))?;
+        self.vip_ports
+            .set(port, bits & !reply_port_bit(backend.proto), 0)
+            .map_err(map_err("write VIP_PORTS"))
+    }
+
+    /// Every (backend endpoint, VIP endpoint) whose replies are rewritten.
+    pub fn replies(&self) -> Result<Vec<(Endpoint, Endpoint)>, DataPlaneError> {
+        self.replies
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("list REPLIES"))
+    }
+}

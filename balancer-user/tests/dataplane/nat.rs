@@ -1,0 +1,309 @@
+//! `nat` forwarding: the program rewrites a client's packet to the backend's address and
+//! port and routes it; a backend's reply is rewritten to come from the VIP. Each test runs
+//! in a namespace of its own with known routes ([`RoutedNetns`]). Every rewritten packet
+//! is compared byte for byte with the packet a sender would have built for the new
+//! addresses — checksums computed from scratch by the frame builder, so the program's
+//! incremental updates are checked against a full recomputation.
+
+use std::net::IpAddr;
+
+use balancer_common::{
+    Endpoint, Rewrite, FAMILY_V4, FAMILY_V6, FORWARD_NAT, NAT_STAT_REPLIES, PROTO_TCP, PROTO_UDP,
+};
+
+use super::*;
+use crate::support::{
+    packet::{FrameBuilder, ETH_LEN, IPV4_LEN},
+    plane::XDP_REDIRECT,
+    routes::{RoutedNetns, NEXT_HOP_MAC, V0_MAC},
+};
+
+/// Clients of these tests: routed via the namespace's neighbour.
+const NAT_CLIENT4: &str = "198.18.201.7";
+const NAT_CLIENT6: &str = "2001:db8:c::7";
+/// The VIP's port, and the backends' (another).
+const VIP_PORT: u16 = 80;
+const BACKEND_PORT: u16 = 8080;
+
+/// An address as the maps keep it.
+fn bytes(text: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    match text.parse::<IpAddr>().expect("address") {
+        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out = v6.octets(),
+    }
+    out
+}
+
+fn family(addr: &str) -> u8 {
+    if addr.contains(':') {
+        FAMILY_V6
+    } else {
+        FAMILY_V4
+    }
+}
+
+/// An endpoint (address, port, protocol) as the reply map keys it.
+fn endpoint(addr: &str, port: u16, proto: u8) -> Endpoint {
+    Endpoint {
+        addr: bytes(addr),
+        port_be: port.to_be(),
+        proto,
+        family: family(addr),
+    }
+}
+
+/// A fixture with service `web` on `vip` (`proto`, port [`VIP_PORT`]) and one `nat`
+/// backend `backend` on [`BACKEND_PORT`], written as the daemon writes it: rewrite, then
+/// the backend entry naming the mode, and its reply entry.
+fn translated(test: &str, vip: &str, backend: &str, proto: u8) -> Fixture {
+    let mut fx = Fixture::new(test);
+    let name = if proto == PROTO_TCP { "tcp" } else { "udp" };
+    let service = match family(vip) {
+        FAMILY_V4 => format!("{vip}:{VIP_PORT}/{name}"),
+        _ => format!("[{vip}]:{VIP_PORT}/{name}"),
+    };
+    fx.add_service("web", &service, Affinity::Connection);
+    let index = fx.add_backend("web", backend, "blue", 100);
+    fx.publish("web");
+    let rewrite = Rewrite {
+        addr: bytes(backend),
+        port_be: BACKEND_PORT.to_be(),
+        family: family(backend),
+        ..Rewrite::default()
+    };
+    fx.plane
+        .set_rewrite(index, &rewrite)
+        .expect("write the rewrite");
+    let mut entry = fx.backend(index);
+    entry.forward = FORWARD_NAT;
+    fx.plane
+        .set_backend(index, &entry, false)
+        .expect("write the backend");
+    fx.plane
+        .set_reply(
+            &endpoint(backend, BACKEND_PORT, proto),
+            &endpoint(vip, VIP_PORT, proto),
+        )
+        .expect("write the reply");
+    fx
+}
+
+fn nat_counter(fx: &Fixture, stat: u32) -> u64 {
+    let nat = fx.plane.global_counters().expect("counters").nat;
+    match stat {
+        NAT_STAT_REPLIES => nat.replies,
+        _ => unreachable!("only replies are read by index"),
+    }
+}
+
+/// Checks that `out` is `expected` sent to the namespace's next hop out of `v0`.
+fn routed_as(out: &[u8], expected: &[u8], what: &str) {
+    assert_eq!(&out[..6], &NEXT_HOP_MAC, "{what}: next hop MAC");
+    assert_eq!(&out[6..12], &V0_MAC, "{what}: v0's MAC");
+    assert_eq!(&out[12..], &expected[12..], "{what}: rewritten packet");
+}
+
+#[test]
+fn a_clients_packet_is_rewritten_to_the_backend_and_routed() {
+    let ns = RoutedNetns::new("nat-fwd");
+    ns.enter(|| {
+        let cases = [
+            (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Tcp),
+            (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Udp),
+            (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Tcp),
+            (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Udp),
+        ];
+        for (i, (vip, client, backend, transport)) in cases.into_iter().enumerate() {
+            let what = format!("{transport:?} to {vip}");
+            let mut fx = translated(&format!("nat-fwd{i}"), vip, backend, transport.number());
+            let flow = Flow::new(transport, client, 40_100, vip, VIP_PORT);
+            let rewritten = Flow::new(transport, client, 40_100, backend, BACKEND_PORT);
+            for flags in [SYN, ACK, ACK | PSH] {
+                let frame = FrameBuilder::new(flow).tcp_flags(flags).build();
+                let run = fx.send(&frame);
+                assert_eq!(run.action, XDP_REDIRECT, "{what}: out of v0");
+                let expected = FrameBuilder::new(rewritten).tcp_flags(flags).build();
+                routed_as(&run.packet, &expected, &what);
+            }
+            // The flow is tracked like any other: its backend took every packet.
+            let index = fx.entry("web", backend.parse().unwrap()).index;
+            assert_eq!(fx.counters(index).packets, 3, "{what}");
+        }
+    });
+}
+
+#[test]
+fn a_backends_reply_comes_from_the_vip() {
+    let ns = RoutedNetns::new("nat-reply");
+    ns.enter(|| {
+        let cases = [
+            (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Tcp),
+            (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Udp),
+            (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Tcp),
+            (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Udp),
+        ];
+        for (i, (vip, client, backend, transport)) in cases.into_iter().enumerate() {
+            let what = format!("{transport:?} from {backend}");
+            let mut fx = translated(&format!("nat-reply{i}"), vip, backend, transport.number());
+            let reply = Flow::new(transport, backend, BACKEND_PORT, client, 40_100);
+            let seen = Flow::new(transport, vip, VIP_PORT, client, 40_100);
+            for (n, flags) in [SYN | ACK, ACK].into_iter().enumerate() {
+                let frame = FrameBuilder::new(reply).tcp_flags(flags).build();
+                let run = fx.send(&frame);
+                assert_eq!(run.action, XDP_REDIRECT, "{what}: out of v0 to the client");
+                let expected = FrameBuilder::new(seen).tcp_flags(flags).build();
+                routed_as(&run.packet, &expected, &what);
+                assert_eq!(nat_counter(&fx, NAT_STAT_REPLIES), n as u64 + 1, "{what}");
+            }
+            // A client port that is also a VIP port: the packet parses as one to a VIP
+            // port, is no VIP's, and is still a reply.
+            let reply = Flow::new(transport, backend, BACKEND_PORT, client, VIP_PORT);
+            let seen = Flow::new(transport, vip, VIP_PORT, client, VIP_PORT);
+            let run = fx.send(&reply.frame_with(ACK));
+            assert_eq!(
+                run.action, XDP_REDIRECT,
+                "{what}: to a client on the VIP port"
+            );
+            routed_as(&run.packet, &seen.frame_with(ACK), &what);
+        }
+    });
+}
+
+#[test]
+fn an_ipv4_udp_datagram_without_checksum_keeps_none() {
+    let ns = RoutedNetns::new("nat-udp0");
+    ns.enter(|| {
+        let mut fx = translated("nat-udp0", VIP4, "198.18.200.10", PROTO_UDP);
+        let flow = Flow::new(Transport::Udp, NAT_CLIENT4, 40_100, VIP4, VIP_PORT);
+        let mut frame = flow.frame();
+        let check = ETH_LEN + IPV4_LEN + 6;
+        frame[check..check + 2].copy_from_slice(&[0, 0]);
+        let run = fx.send(&frame);
+        assert_eq!(run.action, XDP_REDIRECT);
+        let rewritten = Flow::new(Transport::Udp, NAT_CLIENT4, 40_100, "198.18.200.10", 8080);
+        let mut expected = rewritten.frame();
+        expected[check..check + 2].copy_from_slice(&[0, 0]);
+        routed_as(&run.packet, &expected, "UDP without checksum");
+    });
+}
+
+#[test]
+fn what_is_no_clients_reply_is_left_alone() {
+    let ns = RoutedNetns::new("nat-alone");
+    ns.enter(|| {
+        let mut fx = translated("nat-alone", VIP4, "198.18.200.10", PROTO_TCP);
+        let before = fx.plane.global_counters().expect("counters");
+        // A health check's answer: from the backend's port to this host's own address.
+        let to_host = Flow::new(
+            Transport::Tcp,
+            "198.18.200.10",
+            BACKEND_PORT,
+            "198.18.200.1",
+            40_000,
+        );
+        // Another host's packet from the same port; the backend from another port; the
+        // backend's port over UDP, which no UDP service uses.
+        let others = [
+            Flow::new(
+                Transport::Tcp,
+                "198.18.200.12",
+                BACKEND_PORT,
+                NAT_CLIENT4,
+                40_000,
+            ),
+            Flow::new(
+                Transport::Tcp,
+                "198.18.200.10",
+                BACKEND_PORT + 1,
+                NAT_CLIENT4,
+                40_000,
+            ),
+            Flow::new(
+                Transport::Udp,
+                "198.18.200.10",
+                BACKEND_PORT,
+                NAT_CLIENT4,
+                40_000,
+            ),
+        ];
+        for flow in std::iter::once(to_host).chain(others) {
+            let frame = flow.frame_with(ACK);
+            let run = fx.send(&frame);
+            assert_eq!(run.action, XDP_PASS, "{flow:?}");
+            assert_eq!(run.packet, frame, "{flow:?} untouched");
+        }
+        let after = fx.plane.global_counters().expect("counters");
+        assert_eq!(after.nat, before.nat, "nothing counted as NAT");
+        assert_eq!(after.passed, before.passed + 4, "each passed as not ours");
+    });
+}
+
+#[test]
+fn a_removed_reply_entry_closes_its_port_and_replies_pass_untouched() {
+    let ns = RoutedNetns::new("nat-close");
+    ns.enter(|| {
+        let mut fx = translated("nat-close", VIP4, "198.18.200.10", PROTO_TCP);
+        // A second backend on the same port keeps it open while it is there.
+        let second = endpoint("198.18.200.13", BACKEND_PORT, PROTO_TCP);
+        let vip = endpoint(VIP4, VIP_PORT, PROTO_TCP);
+        fx.plane.set_reply(&second, &vip).expect("second reply");
+        let first = endpoint("198.18.200.10", BACKEND_PORT, PROTO_TCP);
+        fx.plane.remove_reply(&first).expect("remove the first");
+        let reply = Flow::new(
+            Transport::Tcp,
+            "198.18.200.13",
+            BACKEND_PORT,
+            NAT_CLIENT4,
+            40_000,
+        );
+        assert_eq!(
+            fx.send(&reply.frame_with(ACK)).action,
+            XDP_REDIRECT,
+            "still open"
+        );
+        let gone = Flow::new(
+            Transport::Tcp,
+            "198.18.200.10",
+            BACKEND_PORT,
+            NAT_CLIENT4,
+            40_000,
+        );
+        let frame = gone.frame_with(ACK);
+        assert_eq!(
+            fx.send(&frame).packet,
+            frame,
+            "a removed entry's replies: untouched"
+        );
+        fx.plane.remove_reply(&second).expect("remove the second");
+        let frame = reply.frame_with(ACK);
+        let run = fx.send(&frame);
+        assert_eq!((run.action, run.packet), (XDP_PASS, frame), "port closed");
+        assert!(fx.plane.replies().expect("replies").is_empty());
+    });
+}
+
+#[test]
+fn an_unresolved_next_hop_goes_to_the_kernel_rewritten_and_no_route_is_dropped() {
+    let ns = RoutedNetns::new("nat-hops");
+    ns.enter(|| {
+        let mut fx = translated("nat-hops1", VIP4, "198.18.200.11", PROTO_TCP);
+        let flow = Flow::new(Transport::Tcp, NAT_CLIENT4, 40_100, VIP4, VIP_PORT);
+        let run = fx.send(&flow.frame());
+        assert_eq!(
+            run.action, XDP_PASS,
+            "to the kernel, which resolves the neighbour"
+        );
+        let rewritten = Flow::new(Transport::Tcp, NAT_CLIENT4, 40_100, "198.18.200.11", 8080);
+        assert_eq!(
+            run.packet,
+            rewritten.frame(),
+            "rewritten, MACs as they came"
+        );
+        assert_eq!(fx.plane.global_counters().unwrap().nat.unresolved, 1);
+
+        let mut fx = translated("nat-hops2", VIP4, "198.18.250.10", PROTO_TCP);
+        assert_eq!(fx.send(&flow.frame()).action, XDP_DROP, "no route");
+        assert_eq!(fx.plane.global_counters().unwrap().nat.unroutable, 1);
+    });
+}

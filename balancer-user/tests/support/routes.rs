@@ -1,0 +1,131 @@
+//! A network namespace with known routes and neighbours, for the tests of forwarding modes
+//! that route with the kernel's tables (`bpf_fib_lookup`): forwarding on; a veth `v0`
+//! (198.18.200.1/24, 2001:db8:200::1/64, MAC [`V0_MAC`]) whose neighbour 198.18.200.10 /
+//! 2001:db8:200::10 has the permanent MAC [`NEXT_HOP_MAC`]; 198.18.200.11 has no neighbour
+//! entry; clients 198.18.201.0/24 and 2001:db8:c::/64 are routed via the neighbour;
+//! 198.18.250.0/24 has no route. Deleted on drop.
+
+use std::{fs::File, os::fd::AsRawFd, process::Command};
+
+/// The neighbour's MAC.
+pub const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x0a];
+/// `v0`'s MAC.
+pub const V0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
+
+/// The namespace; see the module documentation.
+pub struct RoutedNetns(String);
+
+impl RoutedNetns {
+    /// Builds namespace `bdp-{name}` (a leftover of that name is removed first).
+    pub fn new(name: &str) -> Self {
+        let ns = RoutedNetns(format!("bdp-{name}"));
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let n = ns.0.as_str();
+        let steps: [&[&str]; 12] = [
+            &["netns", "add", n],
+            &["-n", n, "link", "set", "lo", "up"],
+            &[
+                "-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+            ],
+            &["-n", n, "link", "set", "v0", "address", "02:00:00:00:01:01"],
+            &["-n", n, "link", "set", "v0", "up"],
+            &["-n", n, "link", "set", "v1", "up"],
+            &["-n", n, "addr", "add", "198.18.200.1/24", "dev", "v0"],
+            &[
+                "-n",
+                n,
+                "addr",
+                "add",
+                "2001:db8:200::1/64",
+                "dev",
+                "v0",
+                "nodad",
+            ],
+            &[
+                "-n",
+                n,
+                "neigh",
+                "add",
+                "198.18.200.10",
+                "lladdr",
+                "02:00:00:00:02:0a",
+                "dev",
+                "v0",
+                "nud",
+                "permanent",
+            ],
+            &[
+                "-n",
+                n,
+                "neigh",
+                "add",
+                "2001:db8:200::10",
+                "lladdr",
+                "02:00:00:00:02:0a",
+                "dev",
+                "v0",
+                "nud",
+                "permanent",
+            ],
+            &[
+                "-n",
+                n,
+                "route",
+                "add",
+                "198.18.201.0/24",
+                "via",
+                "198.18.200.10",
+            ],
+            &[
+                "-n",
+                n,
+                "route",
+                "add",
+                "2001:db8:c::/64",
+                "via",
+                "2001:db8:200::10",
+            ],
+        ];
+        for step in steps {
+            let status = Command::new("ip").args(step).status().expect("run ip");
+            assert!(status.success(), "ip {}", step.join(" "));
+        }
+        for sysctl in [
+            "net.ipv4.conf.all.forwarding=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ] {
+            let status = Command::new("ip")
+                .args(["netns", "exec", n, "sysctl", "-qw", sysctl])
+                .status()
+                .expect("run sysctl");
+            assert!(status.success(), "{sysctl}");
+        }
+        ns
+    }
+
+    /// Runs `f` on a thread inside the namespace.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let file = File::open(format!("/run/netns/{}", self.0)).expect("open the netns");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    // SAFETY: plain syscall on an open namespace file; changes this helper
+                    // thread only.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("the test thread")
+        })
+    }
+}
+
+impl Drop for RoutedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
