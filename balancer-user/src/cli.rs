@@ -381,7 +381,8 @@ impl HealthArgs {
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
     /// dsr: re-address frames to backends on a directly connected network (default); ipip
-    /// or gue: tunnel packets to each backend's address, routed.
+    /// or gue: tunnel packets to each backend's address, routed; nat: rewrite them to each
+    /// backend's address and port, routed (the backends' replies must pass this host).
     #[arg(long, value_enum)]
     pub forward: Option<ModeArg>,
     /// ipip, gue: the outer source address, an address of this host (default: the source
@@ -391,6 +392,9 @@ pub struct ForwardArgs {
     /// gue: the UDP destination port of the tunnel (default 6080).
     #[arg(long, requires = "forward")]
     pub gue_port: Option<u16>,
+    /// nat: the backends' port, where the VIP's port is rewritten to (default: the VIP's).
+    #[arg(long, requires = "forward")]
+    pub backend_port: Option<u16>,
 }
 
 impl ForwardArgs {
@@ -400,6 +404,7 @@ impl ForwardArgs {
             mode: mode.into(),
             source: self.tunnel_source,
             port: self.gue_port,
+            backend_port: self.backend_port,
         })
     }
 }
@@ -413,6 +418,8 @@ pub enum ModeArg {
     Ipip,
     /// GUE (IP in UDP) to the backend's address.
     Gue,
+    /// Address translation to the backend's address and port.
+    Nat,
 }
 
 impl From<ModeArg> for Mode {
@@ -421,6 +428,7 @@ impl From<ModeArg> for Mode {
             ModeArg::Dsr => Mode::Dsr,
             ModeArg::Ipip => Mode::Ipip,
             ModeArg::Gue => Mode::Gue,
+            ModeArg::Nat => Mode::Nat,
         }
     }
 }
@@ -1107,6 +1115,7 @@ mod tests {
             mode,
             source: source.map(|s| s.parse().unwrap()),
             port,
+            backend_port: None,
         }
     }
 
@@ -1128,6 +1137,14 @@ mod tests {
         assert_eq!(added(&port), forward(Mode::Gue, None, Some(7000)));
         let ipip = [&add[..], &["--forward", "ipip"]].concat();
         assert_eq!(added(&ipip), forward(Mode::Ipip, None, None));
+        let nat = [&add[..], &["--forward", "nat", "--backend-port", "8080"]].concat();
+        assert_eq!(
+            added(&nat),
+            Forward {
+                backend_port: Some(8080),
+                ..forward(Mode::Nat, None, None)
+            }
+        );
         // A tunnel source without a mode is a usage error.
         let orphan = [&add[..], &["--tunnel-source", "198.18.0.1"]].concat();
         assert!(operation(&orphan).is_err());

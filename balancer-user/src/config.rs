@@ -6,9 +6,10 @@
 //! name = "web"
 //! vip = "198.19.0.1:80/tcp"
 //! affinity = "client"        # or "connection" (default)
-//! forward = "gue"            # or "dsr" (default), "ipip"
+//! forward = "gue"            # or "dsr" (default), "ipip", "nat"
 //! tunnel_source = "198.18.0.1"   # ipip, gue: outer source (default: the route's)
 //! gue_port = 6080            # gue: UDP port (default 6080)
+//! # backend_port = 8080      # nat: the backends' port (default: the VIP's)
 //!
 //! [[service.group]]
 //! name = "blue"
@@ -64,6 +65,9 @@ pub struct ServiceConfig {
     /// gue: the UDP port; none: 6080.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gue_port: Option<u16>,
+    /// nat: the backends' port; none: the VIP's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_port: Option<u16>,
     /// Groups in order.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -193,6 +197,7 @@ impl Config {
                 forward: s.forward.mode,
                 tunnel_source: s.forward.source,
                 gue_port: s.forward.port,
+                backend_port: s.forward.backend_port,
                 groups: s
                     .groups
                     .iter()
@@ -271,6 +276,7 @@ impl ServiceConfig {
             mode: self.forward,
             source: self.tunnel_source,
             port: self.gue_port,
+            backend_port: self.backend_port,
         }
     }
 }

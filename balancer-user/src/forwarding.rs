@@ -1,8 +1,9 @@
-//! Whether the host forwards IP packets. The data plane routes the outer packets of
-//! tunnelled backends with `bpf_fib_lookup`, which refuses when forwarding is off on the
-//! interface, and the kernel forwards those whose next hop it must resolve first: a host
-//! with a tunnelled service needs `net.ipv4.conf.all.forwarding` (and for IPv6 services
-//! `net.ipv6.conf.all.forwarding`) on.
+//! Whether the host forwards IP packets. The data plane routes the packets of routed
+//! backends (the outer packets of tunnels, the rewritten ones of `nat`) with
+//! `bpf_fib_lookup`, which refuses when forwarding is off on the interface, and the kernel
+//! forwards those whose next hop it must resolve first: a host with a routed service needs
+//! `net.ipv4.conf.all.forwarding` (and for IPv6 services `net.ipv6.conf.all.forwarding`)
+//! on.
 
 use std::path::Path;
 
@@ -40,8 +41,8 @@ fn say(off: &[&str]) -> Option<String> {
         })
         .collect();
     Some(format!(
-        "{families} forwarding is off on this host: tunnelled backends (ipip, gue) of that \
-         family are not reached until it is on (sysctl -w {})",
+        "{families} forwarding is off on this host: routed backends (ipip, gue, nat) of \
+         that family are not reached until it is on (sysctl -w {})",
         sysctls.join(" ")
     ))
 }
@@ -56,7 +57,7 @@ mod tests {
         let both = say(&["IPv4", "IPv6"]).unwrap();
         assert_eq!(
             both,
-            "IPv4 and IPv6 forwarding is off on this host: tunnelled backends (ipip, gue) of \
+            "IPv4 and IPv6 forwarding is off on this host: routed backends (ipip, gue, nat) of \
              that family are not reached until it is on (sysctl -w \
              net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1)"
         );

@@ -26,6 +26,7 @@
 //! | `balancer_conntrack_entries`, `..._capacity` | gauge | label `table`: `established`, `pending` |
 //! | `balancer_packets_total` | counter | label `verdict`: `passed`, `dropped`, `malformed`, `unbalanceable`, `martian` |
 //! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped) |
+//! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped) |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
 
 use std::sync::atomic::AtomicU64;
@@ -469,6 +470,24 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
                 outcome: outcome.into(),
             })
             .inc_by(value);
+    }
+    let nat = Family::<OutcomeLabels, Counter>::default();
+    registry.register(
+        "balancer_nat_packets",
+        "Packets of nat backends: replies rewritten, and packets the XDP program did not send out itself, by outcome",
+        nat.clone(),
+    );
+    let outcomes = [
+        ("replies", globals.nat.replies),
+        ("unresolved", globals.nat.unresolved),
+        ("unroutable", globals.nat.unroutable),
+        ("failed", globals.nat.failed),
+    ];
+    for (outcome, value) in outcomes {
+        nat.get_or_create(&OutcomeLabels {
+            outcome: outcome.into(),
+        })
+        .inc_by(value);
     }
     let build = Family::<BuildLabels, Gauge>::default();
     registry.register(

@@ -6,6 +6,7 @@ use crate::{
     api::Status,
     history::Event,
     release::analysis::{Analysis, Stage},
+    state::Mode,
 };
 
 /// `balancer status` as text.
@@ -23,8 +24,8 @@ pub fn status(status: &Status) -> String {
             s.name,
             s.vip,
             s.affinity,
-            // Tunnel services say how; direct server return is the default.
-            if s.forward.mode.tunnelled() {
+            // Routed services say how; direct server return is the default.
+            if s.forward.mode.routed() {
                 format!("  forward: {}", s.forward)
             } else {
                 String::new()
@@ -138,6 +139,14 @@ pub fn status(status: &Status) -> String {
             out,
             "tunnel packets: unresolved={} unroutable={} failed={}",
             t.unresolved, t.unroutable, t.failed
+        );
+    }
+    if status.services.iter().any(|s| s.forward.mode == Mode::Nat) {
+        let n = &c.nat;
+        let _ = writeln!(
+            out,
+            "nat packets: replies={} unresolved={} unroutable={} failed={}",
+            n.replies, n.unresolved, n.unroutable, n.failed
         );
     }
     out

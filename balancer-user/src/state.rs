@@ -156,6 +156,15 @@ pub struct BackendEntry {
 }
 
 impl Service {
+    /// Where backend `addr` takes this service's packets: its address with the port they
+    /// arrive on (the `nat` backend port, else the VIP's) and the VIP's protocol.
+    pub fn endpoint(&self, addr: IpAddr) -> Vip {
+        Vip {
+            addr: std::net::SocketAddr::new(addr, self.forward.backend_port(self.vip)),
+            protocol: self.vip.protocol,
+        }
+    }
+
     /// The split table.
     pub fn split_table(&self) -> Result<SplitTable, StateError> {
         Ok(SplitTable::from_runs(&self.split, self.groups.len())?)
@@ -253,6 +262,7 @@ impl State {
         let mut slots = BTreeMap::new();
         let mut vips = BTreeMap::new();
         let mut indices = BTreeMap::new();
+        let mut answering = BTreeMap::new();
         for (name, service) in &self.services {
             check_name("service", name)?;
             if service.slot >= MAX_SERVICES || slots.insert(service.slot, name).is_some() {
@@ -296,6 +306,16 @@ impl State {
                 check_backend_addr(service, addr)?;
                 if addrs.insert(addr, ()).is_some() {
                     return Err(StateError::DuplicateBackend(addr, name.clone()));
+                }
+                if service.forward.mode == Mode::Nat {
+                    let endpoint = service.endpoint(addr);
+                    if let Some(other) = answering.insert(endpoint, name) {
+                        return Err(StateError::ReplyInUse(
+                            endpoint,
+                            name.clone(),
+                            other.clone(),
+                        ));
+                    }
                 }
                 if index >= MAX_BACKENDS
                     || epoch == 0

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use balancer_common::{Backend, BackendStats, Tunnel, VipInfo, VipKey};
+use balancer_common::{Backend, BackendStats, Endpoint, Rewrite, Tunnel, VipInfo, VipKey};
 
 use super::{
     ports::{Flows, Neighbors, Plane, Store},
@@ -37,6 +37,9 @@ pub(crate) const RETIRE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub(crate) struct Maps {
     pub(crate) backends: BTreeMap<u32, Backend>,
     pub(crate) tunnels: BTreeMap<u32, Tunnel>,
+    pub(crate) rewrites: BTreeMap<u32, Rewrite>,
+    /// Reply entries: (backend endpoint, VIP endpoint).
+    pub(crate) replies: Vec<(Endpoint, Endpoint)>,
     /// The entries written, in order: ("tunnel" or "backend", index).
     pub(crate) entries_written: Vec<(&'static str, u32)>,
     pub(crate) vips: Vec<(VipKey, VipInfo)>,
@@ -158,6 +161,36 @@ impl Plane for FakePlane {
         let mut maps = self.maps();
         maps.tunnels.insert(index, *tunnel);
         maps.entries_written.push(("tunnel", index));
+        Ok(())
+    }
+    fn rewrite(&self, index: u32) -> Result<Rewrite, DataPlaneError> {
+        Ok(self
+            .maps()
+            .rewrites
+            .get(&index)
+            .copied()
+            .unwrap_or_default())
+    }
+    fn set_rewrite(&mut self, index: u32, rewrite: &Rewrite) -> Result<(), DataPlaneError> {
+        self.write()?;
+        let mut maps = self.maps();
+        maps.rewrites.insert(index, *rewrite);
+        maps.entries_written.push(("rewrite", index));
+        Ok(())
+    }
+    fn replies(&self) -> Result<Vec<(Endpoint, Endpoint)>, DataPlaneError> {
+        Ok(self.maps().replies.clone())
+    }
+    fn set_reply(&mut self, backend: &Endpoint, vip: &Endpoint) -> Result<(), DataPlaneError> {
+        self.write()?;
+        let mut maps = self.maps();
+        maps.replies.retain(|(k, _)| k != backend);
+        maps.replies.push((*backend, *vip));
+        Ok(())
+    }
+    fn remove_reply(&mut self, backend: &Endpoint) -> Result<(), DataPlaneError> {
+        self.write()?;
+        self.maps().replies.retain(|(k, _)| k != backend);
         Ok(())
     }
     fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError> {

@@ -13,10 +13,10 @@ mod drive;
 pub(crate) mod fakes;
 mod neighbours;
 pub mod ports;
+mod routed;
 mod status;
 #[cfg(test)]
 mod tests;
-mod tunnels;
 
 pub use drive::Tick;
 pub use neighbours::Followed;
@@ -28,7 +28,9 @@ use std::{
     time::Duration,
 };
 
-use balancer_common::{Backend, Tunnel, FORWARD_DSR, MAX_BACKENDS};
+use balancer_common::{
+    Backend, Rewrite, Tunnel, FORWARD_GUE, FORWARD_IPIP, FORWARD_NAT, MAX_BACKENDS,
+};
 
 use crate::{
     clock::Clock,
@@ -40,7 +42,7 @@ use crate::{
     state::State,
 };
 use ports::{Flows, Neighbors, Plane, Store};
-use tunnels::{tunnelled, Placement};
+use routed::{routed, Placement};
 
 /// Settings of a controller.
 #[derive(Clone, Debug)]
@@ -198,8 +200,8 @@ impl Controller {
 
     /// Where the backends that `next` adds are, from the tables as they stand.
     fn locate_new(&self, next: &State) -> Result<BTreeMap<BackendId, Placement>, Error> {
-        let (new, tunnelled) = split_tunnelled(new_backends(&self.state, next), next);
-        let placed = self.place_tunnels(&tunnelled);
+        let (new, routed) = split_routed(new_backends(&self.state, next), next);
+        let placed = self.place_routed(&routed);
         if let Some((_, e)) = placed.failed.into_iter().next() {
             return Err(e.into());
         }
@@ -236,10 +238,10 @@ impl Controller {
             .values()
             .flat_map(|s| s.backends().map(|(_, b)| ((b.index, b.epoch), b.addr)))
             .collect();
-        let (serving, tunnelled) = split_tunnelled(serving, &target);
-        let placed = self.place_tunnels(&tunnelled);
+        let (serving, routed) = split_routed(serving, &target);
+        let placed = self.place_routed(&routed);
         let mut hops = placed.found;
-        for (&(index, epoch), (addr, _)) in &tunnelled {
+        for (&(index, epoch), (addr, ..)) in &routed {
             if let Some(e) = placed.failed.get(addr) {
                 // Kept as the data plane has it; written once a route appears (a change).
                 if self.plane.backend(index)?.epoch != epoch {
@@ -286,6 +288,7 @@ impl Controller {
                 self.plane.clear_backend(index)?;
             }
         }
+        self.sync_replies(&target, true)?;
         self.state = target;
         Ok(())
     }
@@ -325,6 +328,7 @@ impl Controller {
             let fresh = existing.epoch != epoch && !old_ids.contains_key(&(index, epoch));
             self.write_placement(index, epoch, placement, fresh)?;
         }
+        self.sync_replies(next, false)?;
         self.write_services(previous, next, compiled)?;
         self.shares
             .retain(|name, _| next.services.contains_key(name));
@@ -336,6 +340,7 @@ impl Controller {
                 self.plane.clear_backend(*index)?;
             }
         }
+        self.sync_replies(next, true)?;
         Ok(())
     }
 
@@ -369,7 +374,7 @@ impl Controller {
         previous: &State,
         next: &State,
         hops: &BTreeMap<BackendId, Placement>,
-    ) -> Result<BTreeMap<u32, (Backend, Tunnel)>, Error> {
+    ) -> Result<BTreeMap<u32, Entries>, Error> {
         let in_use = indices(next);
         let cleared = indices(previous)
             .into_iter()
@@ -378,7 +383,11 @@ impl Controller {
         cleared
             .chain(written)
             .map(|index| {
-                let entries = (self.plane.backend(index)?, self.plane.tunnel(index)?);
+                let entries = Entries {
+                    backend: self.plane.backend(index)?,
+                    tunnel: self.plane.tunnel(index)?,
+                    rewrite: self.plane.rewrite(index)?,
+                };
                 Ok((index, entries))
             })
             .collect()
@@ -387,21 +396,26 @@ impl Controller {
     /// After a failed publish of `failed`: writes the current state back to the data plane
     /// (the backend entries the publish touched, every service's tables, VIPs) and to the
     /// store. Best effort: a fault that persists is logged, and the next restart reconciles.
-    fn restore(&mut self, failed: &State, snapshot: &BTreeMap<u32, (Backend, Tunnel)>) {
+    fn restore(&mut self, failed: &State, snapshot: &BTreeMap<u32, Entries>) {
         let mut attempt = || -> Result<(), Error> {
-            for (index, (backend, tunnel)) in snapshot {
+            for (index, entries) in snapshot {
+                let backend = &entries.backend;
                 if backend.epoch == 0 {
                     self.plane.clear_backend(*index)?;
                     continue;
                 }
-                if backend.forward != FORWARD_DSR {
-                    self.plane.set_tunnel(*index, tunnel)?;
+                match backend.forward {
+                    FORWARD_IPIP | FORWARD_GUE => self.plane.set_tunnel(*index, &entries.tunnel)?,
+                    FORWARD_NAT => self.plane.set_rewrite(*index, &entries.rewrite)?,
+                    _ => {}
                 }
                 self.plane.set_backend(*index, backend, false)?;
             }
             let compiled = self.compile_changed(&self.state, &self.health, true)?;
             let current = self.state.clone();
+            self.sync_replies(&current, false)?;
             self.write_services(failed, &current, compiled)?;
+            self.sync_replies(&current, true)?;
             self.store.save(&current)?;
             Ok(())
         };
@@ -506,27 +520,49 @@ fn new_backends(old: &State, next: &State) -> BTreeMap<BackendId, IpAddr> {
 
 /// Splits `backends` into those reached on L2 and the tunnelled ones (with their service's
 /// forwarding) of `state`.
-fn split_tunnelled(
+/// The data-plane entries of one backend index, as a failed publish may have to write
+/// them back.
+struct Entries {
+    backend: Backend,
+    tunnel: Tunnel,
+    rewrite: Rewrite,
+}
+
+/// Splits `backends` into those reached on L2 and the routed ones, with their service's
+/// forwarding and the port they take its packets on.
+fn split_routed(
     backends: BTreeMap<BackendId, IpAddr>,
     state: &State,
 ) -> (
     BTreeMap<BackendId, IpAddr>,
-    BTreeMap<BackendId, (IpAddr, crate::state::Forward)>,
+    BTreeMap<BackendId, (IpAddr, crate::state::Forward, u16)>,
 ) {
-    let forwards = tunnelled(state);
+    let forwards = routed(state);
+    let ports: BTreeMap<BackendId, u16> = state
+        .services
+        .values()
+        .flat_map(|s| {
+            let port = s.forward.backend_port(s.vip);
+            let retired = s.retired.iter().map(|r| (r.index, r.epoch));
+            s.backends()
+                .map(|(_, b)| (b.index, b.epoch))
+                .chain(retired)
+                .map(move |id| (id, port))
+        })
+        .collect();
     let mut wire = BTreeMap::new();
-    let mut tunnels = BTreeMap::new();
+    let mut routed = BTreeMap::new();
     for (id, addr) in backends {
-        match forwards.get(&id) {
-            Some(forward) => {
-                tunnels.insert(id, (addr, *forward));
+        match (forwards.get(&id), ports.get(&id)) {
+            (Some(forward), Some(port)) => {
+                routed.insert(id, (addr, *forward, *port));
             }
-            None => {
+            _ => {
                 wire.insert(id, addr);
             }
         }
     }
-    (wire, tunnels)
+    (wire, routed)
 }
 
 /// Each address once, in order.

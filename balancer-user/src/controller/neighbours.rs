@@ -10,7 +10,7 @@ use std::{
 
 use balancer_common::Backend;
 
-use super::{backend_ids, tunnels::tunnelled, BackendId, Controller};
+use super::{backend_ids, routed::routed, BackendId, Controller};
 use crate::{
     error::Error,
     neighbor::{
@@ -30,7 +30,7 @@ pub struct Followed {
 
 impl Controller {
     /// The next hop the data plane has for each backend address on L2 (serving or
-    /// retired; tunnelled backends are routed, not followed); `None` when no entry of its
+    /// retired; routed backends are not followed); `None` when no entry of its
     /// own was written yet (it was not located at start).
     pub fn placements(&self) -> Result<BTreeMap<IpAddr, Option<NextHop>>, Error> {
         let mut placements: BTreeMap<IpAddr, Option<NextHop>> = BTreeMap::new();
@@ -46,7 +46,7 @@ impl Controller {
 
     /// Applies what the kernel says about backend addresses: every backend entry of a
     /// sighted address whose next hop moved is rewritten with the same epoch; a backend
-    /// that stopped answering keeps its last MAC and is logged. Tunnelled backends are
+    /// that stopped answering keeps its last MAC and is logged. Routed backends are
     /// never rewritten (that would turn them into L2 ones).
     pub fn follow(&mut self, sightings: &[(IpAddr, Sighting)]) -> Result<Followed, Error> {
         let mut by_addr: BTreeMap<IpAddr, Vec<BackendId>> = BTreeMap::new();
@@ -102,12 +102,12 @@ impl Controller {
     }
 }
 
-/// The backends of `state` reached on L2 (serving or retired): all but the tunnelled.
+/// The backends of `state` reached on L2 (serving or retired): all but the routed.
 fn wire_ids(state: &crate::state::State) -> BTreeMap<BackendId, IpAddr> {
-    let tunnelled = tunnelled(state);
+    let routed = routed(state);
     backend_ids(state)
         .into_iter()
-        .filter(|(id, _)| !tunnelled.contains_key(id))
+        .filter(|(id, _)| !routed.contains_key(id))
         .collect()
 }
 

@@ -3,7 +3,7 @@
 
 use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
-use balancer_common::{Backend, BackendStats, Tunnel, VipInfo, VipKey};
+use balancer_common::{Backend, BackendStats, Endpoint, Rewrite, Tunnel, VipInfo, VipKey};
 
 use crate::{
     dataplane::{
@@ -33,6 +33,16 @@ pub trait Plane: Send {
     /// Writes a tunnelled backend's outer header, before the backend entry that names its
     /// mode.
     fn set_tunnel(&mut self, index: u32, tunnel: &Tunnel) -> Result<(), DataPlaneError>;
+    /// The rewrite entry of a backend index.
+    fn rewrite(&self, index: u32) -> Result<Rewrite, DataPlaneError>;
+    /// Writes a `nat` backend's rewrite, before the backend entry that names its mode.
+    fn set_rewrite(&mut self, index: u32, rewrite: &Rewrite) -> Result<(), DataPlaneError>;
+    /// Every (backend endpoint, VIP endpoint) whose replies are rewritten.
+    fn replies(&self) -> Result<Vec<(Endpoint, Endpoint)>, DataPlaneError>;
+    /// Rewrites the replies from a `nat` backend's endpoint to come from `vip`.
+    fn set_reply(&mut self, backend: &Endpoint, vip: &Endpoint) -> Result<(), DataPlaneError>;
+    /// Stops rewriting the replies from a backend endpoint.
+    fn remove_reply(&mut self, backend: &Endpoint) -> Result<(), DataPlaneError>;
     /// Frees a backend index.
     fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError>;
     /// The VIPs in the data plane.
@@ -81,6 +91,21 @@ impl Plane for DataPlane {
     }
     fn set_tunnel(&mut self, index: u32, tunnel: &Tunnel) -> Result<(), DataPlaneError> {
         DataPlane::set_tunnel(self, index, tunnel)
+    }
+    fn rewrite(&self, index: u32) -> Result<Rewrite, DataPlaneError> {
+        DataPlane::rewrite(self, index)
+    }
+    fn set_rewrite(&mut self, index: u32, rewrite: &Rewrite) -> Result<(), DataPlaneError> {
+        DataPlane::set_rewrite(self, index, rewrite)
+    }
+    fn replies(&self) -> Result<Vec<(Endpoint, Endpoint)>, DataPlaneError> {
+        DataPlane::replies(self)
+    }
+    fn set_reply(&mut self, backend: &Endpoint, vip: &Endpoint) -> Result<(), DataPlaneError> {
+        DataPlane::set_reply(self, backend, vip)
+    }
+    fn remove_reply(&mut self, backend: &Endpoint) -> Result<(), DataPlaneError> {
+        DataPlane::remove_reply(self, backend)
     }
     fn clear_backend(&mut self, index: u32) -> Result<(), DataPlaneError> {
         DataPlane::clear_backend(self, index)
@@ -154,7 +179,7 @@ pub trait Neighbors: Send + Sync {
     fn resolve(&self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NeighborError>>;
     /// Makes the kernel resolve `addrs` again, without waiting.
     fn probe(&self, addrs: &[IpAddr]);
-    /// For tunnelled backends: the source address the kernel prefers for the route to each
+    /// For routed backends: the source address the kernel prefers for the route to each
     /// of `addrs` (a gateway is fine), from the tables as they stand — fit to run under the
     /// controller's lock. No route: [`NeighborError::NoRoute`].
     fn sources(&self, addrs: &[IpAddr]) -> Vec<Result<IpAddr, NeighborError>>;

@@ -88,7 +88,7 @@ impl HealthBoard {
             health.next_check_ms = now_ms + check.interval_ms;
             jobs.push(CheckJob {
                 service: name.clone(),
-                target: SocketAddr::new(*addr, service.vip.addr.port()),
+                target: service.endpoint(*addr).addr,
                 check: check.clone(),
             });
         }

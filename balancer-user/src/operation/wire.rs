@@ -464,6 +464,7 @@ mod tests {
                     mode: Mode::Gue,
                     source: Some("2001:db8::9".parse().unwrap()),
                     port: Some(7000),
+                    backend_port: None,
                 },
             }),
             Change::AddService(AddService {
@@ -480,6 +481,7 @@ mod tests {
                     mode: Mode::Ipip,
                     source: None,
                     port: None,
+                    backend_port: None,
                 },
             },
             Change::SetHealth {

@@ -174,18 +174,18 @@ impl Executor {
         }
     }
 
-    /// Once a service forwards through tunnels (at start, or at the first such change),
-    /// warns once, in one line, if the host does not forward IP packets: the data plane's
-    /// route lookup for tunnels needs it. The sysctls are read off the lock.
+    /// Once a service forwards to routed backends (ipip, gue, nat; at start, or at the first
+    /// such change), warns once, in one line, if the host does not forward IP packets: the
+    /// data plane's route lookup needs it. The sysctls are read off the lock.
     pub async fn check_forwarding(self: &Arc<Self>) {
         if self.forwarding_checked.load(Ordering::Relaxed) {
             return;
         }
-        let tunnelled = |c: &mut Controller| {
+        let routed = |c: &mut Controller| {
             let state = c.state();
-            Ok(state.services.values().any(|s| s.forward.mode.tunnelled()))
+            Ok(state.services.values().any(|s| s.forward.mode.routed()))
         };
-        if !matches!(self.with_controller(tunnelled).await, Ok(true))
+        if !matches!(self.with_controller(routed).await, Ok(true))
             || self.forwarding_checked.swap(true, Ordering::Relaxed)
         {
             return;

@@ -16,6 +16,10 @@ pub enum StateError {
     /// VIP taken.
     #[error("VIP {0} is already served by service {1:?}")]
     VipInUse(Vip, String),
+    /// A `nat` backend endpoint (address, port, protocol) already answering for another
+    /// service: its replies could be rewritten to come from one VIP only.
+    #[error("backend {0} of service {1:?} already answers for nat service {2:?} (serving or retired): its replies can come from one VIP only")]
+    ReplyInUse(Vip, String, String),
     /// All service slots used.
     #[error("no room for another service (at most {max})", max = balancer_common::MAX_SERVICES)]
     TooManyServices,

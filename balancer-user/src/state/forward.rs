@@ -1,10 +1,11 @@
 //! How a service's packets reach its backends: direct server return on L2 (the default),
-//! or a tunnel (IP in IP, GUE) to the backend's address, routed — with its outer source
-//! and, for GUE, its UDP port.
+//! a tunnel (IP in IP, GUE) to the backend's address, routed — with its outer source and,
+//! for GUE, its UDP port — or address translation (`nat`) to the backend's address and
+//! port, routed, its replies translated back on their way through this host.
 
 use std::net::IpAddr;
 
-use balancer_common::{FORWARD_DSR, FORWARD_GUE, FORWARD_IPIP, GUE_PORT};
+use balancer_common::{FORWARD_DSR, FORWARD_GUE, FORWARD_IPIP, FORWARD_NAT, GUE_PORT};
 use serde::{Deserialize, Serialize};
 
 use crate::vip::{is_unicast, Vip};
@@ -21,12 +22,21 @@ pub enum Mode {
     Ipip,
     /// GUE variant 1 (the IP packet directly in UDP) to the backend's address, routed.
     Gue,
+    /// Destination rewritten to the backend's address and port, routed; the backend's
+    /// replies, which must pass this host, rewritten back to come from the VIP.
+    Nat,
 }
 
 impl Mode {
-    /// Whether packets are tunnelled (routed to the backend's address).
-    pub fn tunnelled(self) -> bool {
+    /// Whether packets are routed to the backend's address (every mode but `dsr`): such
+    /// backends are placed by route, not looked for on L2.
+    pub fn routed(self) -> bool {
         self != Mode::Dsr
+    }
+
+    /// Whether packets are tunnelled (`ipip`, `gue`).
+    pub fn tunnelled(self) -> bool {
+        matches!(self, Mode::Ipip | Mode::Gue)
     }
 
     /// The data plane's `Backend::forward` value.
@@ -35,6 +45,7 @@ impl Mode {
             Mode::Dsr => FORWARD_DSR,
             Mode::Ipip => FORWARD_IPIP,
             Mode::Gue => FORWARD_GUE,
+            Mode::Nat => FORWARD_NAT,
         }
     }
 }
@@ -45,11 +56,13 @@ impl std::fmt::Display for Mode {
             Mode::Dsr => "dsr",
             Mode::Ipip => "ipip",
             Mode::Gue => "gue",
+            Mode::Nat => "nat",
         })
     }
 }
 
-/// A service's forwarding: its mode, the outer source and the GUE port.
+/// A service's forwarding: its mode, the outer source and the GUE port of tunnels, the
+/// backends' port of `nat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {
@@ -63,6 +76,10 @@ pub struct Forward {
     /// GUE: the UDP destination port; none: [`GUE_PORT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// `nat`: the port of every backend, where the VIP's port is rewritten to; none: the
+    /// VIP's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_port: Option<u16>,
 }
 
 /// Why a forwarding was refused.
@@ -77,9 +94,9 @@ pub enum ForwardError {
     /// A tunnel source of the other family than the VIP.
     #[error("tunnel source {0} and VIP {1} are of different address families")]
     SourceFamily(IpAddr, Vip),
-    /// GUE port 0.
-    #[error("GUE port 0 is not a port")]
-    ZeroPort,
+    /// Port 0 as a GUE or backend port.
+    #[error("{0} 0 is not a port")]
+    ZeroPort(&'static str),
     /// A change of forwarding while backends (serving or retired) hold flows.
     #[error("service {0:?} has {1} backends (serving or retired): its forwarding changes only without backends, since established flows would be sent another way")]
     InUse(String, usize),
@@ -94,6 +111,15 @@ impl Forward {
     /// The GUE port, the default when none is set.
     pub fn gue_port(&self) -> u16 {
         self.port.unwrap_or(GUE_PORT)
+    }
+
+    /// The port the backends of a service on `vip` take its packets on: the `nat` backend
+    /// port, else the VIP's.
+    pub fn backend_port(&self, vip: Vip) -> u16 {
+        match self.mode {
+            Mode::Nat => self.backend_port.unwrap_or(vip.addr.port()),
+            _ => vip.addr.port(),
+        }
     }
 
     /// Checks that the settings fit the mode and the service's VIP.
@@ -115,9 +141,16 @@ impl Forward {
         }
         match self.port {
             Some(_) if self.mode != Mode::Gue => {
-                Err(ForwardError::Unused("a GUE port", "gue", self.mode))
+                return Err(ForwardError::Unused("a GUE port", "gue", self.mode))
             }
-            Some(0) => Err(ForwardError::ZeroPort),
+            Some(0) => return Err(ForwardError::ZeroPort("GUE port")),
+            _ => {}
+        }
+        match self.backend_port {
+            Some(_) if self.mode != Mode::Nat => {
+                Err(ForwardError::Unused("a backend port", "nat", self.mode))
+            }
+            Some(0) => Err(ForwardError::ZeroPort("backend port")),
             _ => Ok(()),
         }
     }
@@ -128,6 +161,9 @@ impl std::fmt::Display for Forward {
         write!(f, "{}", self.mode)?;
         if self.mode == Mode::Gue {
             write!(f, " port {}", self.gue_port())?;
+        }
+        if let Some(port) = self.backend_port {
+            write!(f, " to backend port {port}")?;
         }
         match (self.mode.tunnelled(), self.source) {
             (true, Some(source)) => write!(f, " from {source}"),
@@ -147,6 +183,7 @@ mod tests {
             mode,
             source: source.map(ip),
             port,
+            backend_port: None,
         }
     }
 
@@ -177,6 +214,27 @@ mod tests {
             .contains("different address families"));
         assert!(refused(forward(Mode::Ipip, Some("127.0.0.1"), None)).contains("unicast"));
         assert!(refused(forward(Mode::Ipip, Some("224.0.0.1"), None)).contains("unicast"));
+        let nat = |backend_port| Forward {
+            backend_port,
+            ..forward(Mode::Nat, None, None)
+        };
+        assert!(nat(None).check(v4).is_ok());
+        assert!(nat(Some(8080)).check(v4).is_ok());
+        assert_eq!(refused(nat(Some(0))), "backend port 0 is not a port");
+        assert_eq!(
+            refused(Forward {
+                backend_port: Some(8080),
+                ..forward(Mode::Gue, None, None)
+            }),
+            "a backend port applies only to nat forwarding (this service forwards by gue)"
+        );
+        assert_eq!(
+            refused(forward(Mode::Nat, Some("198.18.0.1"), None)),
+            "a tunnel source applies only to ipip or gue forwarding (this service forwards by nat)"
+        );
+        assert_eq!(nat(Some(8080)).backend_port(v4), 8080);
+        assert_eq!(nat(None).backend_port(v4), 80);
+        assert_eq!(forward(Mode::Ipip, None, None).backend_port(v4), 80);
     }
 
     #[test]
@@ -218,6 +276,12 @@ mod tests {
             forward(Mode::Ipip, Some("198.18.0.1"), None).to_string(),
             "ipip from 198.18.0.1"
         );
+        let nat = Forward {
+            backend_port: Some(8080),
+            ..forward(Mode::Nat, None, None)
+        };
+        assert_eq!(nat.to_string(), "nat to backend port 8080");
+        assert_eq!(forward(Mode::Nat, None, None).to_string(), "nat");
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! Tunnelled services on fakes: entries with the right outer header, written before the
-//! backend entry; never located on L2 nor followed there; rebuilt identically at a
-//! restart; a backend without a route refused having changed nothing.
+//! Routed services on fakes: tunnel entries with the right outer header and `nat`
+//! rewrites, written before the backend entry; `nat` reply entries for serving and retired
+//! backends, one service per backend endpoint; never located on L2 nor followed there;
+//! rebuilt identically at a restart; a backend without a route refused having changed
+//! nothing.
 
 use std::net::IpAddr;
 
-use balancer_common::{Backend, Tunnel, FAMILY_V4, FAMILY_V6, FORWARD_GUE, FORWARD_IPIP};
+use balancer_common::{
+    Backend, Endpoint, Rewrite, Tunnel, FAMILY_V4, FAMILY_V6, FORWARD_GUE, FORWARD_IPIP,
+    FORWARD_NAT, PROTO_TCP,
+};
 
 use super::super::{
     fakes::{source_of, Rig, ROUTELESS, SILENT},
@@ -35,11 +40,13 @@ fn with_tunnels() -> State {
         mode: Mode::Gue,
         source: None,
         port: Some(7000),
+        backend_port: None,
     };
     let ipip = Forward {
         mode: Mode::Ipip,
         source: Some(ip(SOURCE6)),
         port: None,
+        backend_port: None,
     };
     let services = [
         ("gue", "198.19.0.5:443/tcp", gue, ROUTED),
@@ -232,4 +239,163 @@ fn the_forwarding_of_a_service_with_backends_is_not_changed() {
     assert_eq!(rig.plane.maps().writes, writes);
     assert_eq!(rig.store.saves(), saves);
     assert_eq!(controller.state(), &with_tunnels());
+}
+
+/// The sample plus `api`: `nat` from 198.19.0.6:80/tcp to backend port 8080, with
+/// backends [`ROUTED`] and 198.18.7.7.
+fn with_nat() -> State {
+    let mut state = sample();
+    let vip = "198.19.0.6:80/tcp".parse().unwrap();
+    state
+        .add_service("api", vip, Affinity::Connection, None)
+        .unwrap();
+    let nat = Forward {
+        mode: Mode::Nat,
+        backend_port: Some(8080),
+        ..Forward::default()
+    };
+    state.set_forward("api", nat).unwrap();
+    for backend in [ROUTED, "198.18.7.7"] {
+        state.add_backend("api", ip(backend), "main", 100).unwrap();
+    }
+    state
+}
+
+/// The reply entry of backend `addr` of `api`: its endpoint → the VIP.
+fn reply_of(addr: &str) -> (Endpoint, Endpoint) {
+    let endpoint = |addr: &str, port: u16| Endpoint {
+        addr: bytes(ip(addr)),
+        port_be: port.to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+    };
+    (endpoint(addr, 8080), endpoint("198.19.0.6", 80))
+}
+
+fn replies(rig: &Rig) -> Vec<(Endpoint, Endpoint)> {
+    let mut replies = rig.plane.maps().replies.clone();
+    replies.sort_by_key(|(backend, _)| backend.addr);
+    replies
+}
+
+#[test]
+fn nat_backends_get_their_rewrite_first_and_their_replies_an_entry() {
+    let rig = Rig::new(with_nat());
+    let controller = rig.start();
+    for addr in [ROUTED, "198.18.7.7"] {
+        let (index, epoch) = id(&controller, "api", addr);
+        let maps = rig.plane.maps();
+        assert_eq!(
+            maps.rewrites[&index],
+            Rewrite {
+                addr: bytes(ip(addr)),
+                port_be: 8080u16.to_be(),
+                family: FAMILY_V4,
+                ..Rewrite::default()
+            }
+        );
+        assert_eq!(
+            maps.backends[&index],
+            Backend {
+                epoch,
+                forward: FORWARD_NAT,
+                ..Backend::default()
+            }
+        );
+        let order: Vec<&str> = maps
+            .entries_written
+            .iter()
+            .filter(|(_, i)| *i == index)
+            .map(|(what, _)| *what)
+            .collect();
+        assert_eq!(order, ["rewrite", "backend"]);
+    }
+    assert_eq!(replies(&rig), [reply_of(ROUTED), reply_of("198.18.7.7")]);
+    // Never looked for on L2; no tunnel entries.
+    assert!(!rig.neighbors.resolved().contains(&ip(ROUTED)));
+    assert!(rig.plane.maps().tunnels.is_empty());
+}
+
+#[test]
+fn a_retired_nat_backend_keeps_its_reply_entry_and_a_cut_one_loses_it() {
+    let rig = Rig::new(with_nat());
+    let mut controller = rig.start();
+    let remove = |addr: &str, cut| Change::RemoveBackend {
+        service: "api".into(),
+        addr: ip(addr),
+        cut,
+    };
+    apply(&mut controller, remove(ROUTED, false)).unwrap();
+    assert_eq!(
+        replies(&rig),
+        [reply_of(ROUTED), reply_of("198.18.7.7")],
+        "a retired backend's flows still answer"
+    );
+    apply(&mut controller, remove(ROUTED, true)).unwrap();
+    apply(&mut controller, remove("198.18.7.7", true)).unwrap();
+    assert!(replies(&rig).is_empty());
+}
+
+#[test]
+fn one_backend_endpoint_answers_for_one_nat_service_only() {
+    let rig = Rig::new(with_nat());
+    let mut controller = rig.start();
+    let vip = "198.19.0.7:80/tcp".parse().unwrap();
+    let add_service = Change::AddService(crate::api::AddService {
+        name: "api2".into(),
+        vip,
+        affinity: Affinity::Connection,
+        table_size: None,
+        health: None,
+        forward: Forward {
+            mode: Mode::Nat,
+            backend_port: Some(8080),
+            ..Forward::default()
+        },
+    });
+    apply(&mut controller, add_service).unwrap();
+    let (writes, saves) = (rig.plane.maps().writes, rig.store.saves());
+    let err = apply(&mut controller, add("api2", ROUTED)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "backend {ROUTED}:8080/tcp of service \"api2\" already answers for nat service \
+             \"api\" (serving or retired): its replies can come from one VIP only"
+        )
+    );
+    assert_eq!(rig.plane.maps().writes, writes);
+    assert_eq!(rig.store.saves(), saves);
+    // Another port of the same host is another endpoint.
+    let set = Change::SetForward {
+        service: "api2".into(),
+        forward: Forward {
+            mode: Mode::Nat,
+            backend_port: Some(9090),
+            ..Forward::default()
+        },
+    };
+    apply(&mut controller, set).unwrap();
+    apply(&mut controller, add("api2", ROUTED)).unwrap();
+    assert_eq!(replies(&rig).len(), 3);
+}
+
+#[test]
+fn a_restart_rebuilds_the_nat_entries_and_drops_stray_replies() {
+    let rig = Rig::new(with_nat());
+    let controller = rig.start();
+    let (backends, rewrites) = {
+        let maps = rig.plane.maps();
+        (maps.backends.clone(), maps.rewrites.clone())
+    };
+    let before = replies(&rig);
+    drop(controller);
+    // A reply entry the state does not have (a crash between two writes).
+    rig.plane.maps().replies.push(reply_of("198.18.7.8"));
+    let restarted = rig.start();
+    let maps = rig.plane.maps();
+    assert_eq!(maps.backends, backends);
+    assert_eq!(maps.rewrites, rewrites);
+    drop(maps);
+    assert_eq!(replies(&rig), before);
+    assert_eq!(restarted.state(), &with_nat());
 }

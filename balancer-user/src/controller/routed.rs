@@ -1,0 +1,212 @@
+//! Routed backends (a service forwarding by ipip, gue or nat): they are not looked for on
+//! L2 — no neighbour entry, a gateway is fine — but need a route. A tunnelled backend also
+//! needs an outer source (the service's, or the one the kernel prefers for the route); its
+//! data-plane entry is a `TUNNELS` entry, a `nat` backend's a `REWRITES` entry (its address
+//! and port), each written before the `BACKENDS` entry that names the mode. A `nat`
+//! backend's replies are rewritten by its endpoint's `REPLIES` entry, written before any
+//! table names the backend and removed once no backend of the state answers from it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use balancer_common::{Backend, Endpoint, Rewrite, Tunnel, FAMILY_V4, FAMILY_V6};
+
+use super::{BackendId, Controller};
+use crate::{
+    error::Error,
+    neighbor::{NeighborError, NextHop},
+    state::{Forward, Mode, State},
+};
+
+/// Where a backend's packets go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Placement {
+    /// To its MAC on a directly connected network (direct server return).
+    Wire(NextHop),
+    /// Through a tunnel of `mode` with this outer header.
+    Tunnel(Mode, Tunnel),
+    /// Rewritten to this address and port, routed.
+    Nat(Rewrite),
+}
+
+impl Placement {
+    /// The backend entry of a backend of `epoch` placed so (a routed one also needs its
+    /// [`Tunnel`] or [`Rewrite`], written first).
+    pub(super) fn entry(&self, epoch: u32) -> Backend {
+        let routed = |mode: Mode| Backend {
+            epoch,
+            forward: mode.code(),
+            ..Backend::default()
+        };
+        match self {
+            Placement::Wire(hop) => super::neighbours::entry(hop, epoch),
+            Placement::Tunnel(mode, _) => routed(*mode),
+            Placement::Nat(_) => routed(Mode::Nat),
+        }
+    }
+}
+
+/// The forwarding of every routed backend of `state` (serving or retired), by
+/// (index, epoch).
+pub(super) fn routed(state: &State) -> BTreeMap<BackendId, Forward> {
+    state
+        .services
+        .values()
+        .filter(|s| s.forward.mode.routed())
+        .flat_map(|s| {
+            let retired = s.retired.iter().map(|r| (r.index, r.epoch));
+            s.backends()
+                .map(|(_, b)| (b.index, b.epoch))
+                .chain(retired)
+                .map(|id| (id, s.forward))
+        })
+        .collect()
+}
+
+/// The reply entries `state` needs: for each backend (serving or retired) of a `nat`
+/// service, its endpoint → the service's VIP.
+pub(super) fn replies(state: &State) -> HashMap<Endpoint, Endpoint> {
+    state
+        .services
+        .values()
+        .filter(|s| s.forward.mode == Mode::Nat)
+        .flat_map(|s| {
+            let retired = s.retired.iter().map(|r| r.addr);
+            s.backends()
+                .map(|(_, b)| b.addr)
+                .chain(retired)
+                .map(|addr| (s.endpoint(addr).key(), s.vip.key()))
+        })
+        .collect()
+}
+
+/// The outer header towards `dst` from `src` (of `dst`'s family: both are checked to be
+/// the VIP's) for `forward`.
+fn header(forward: &Forward, dst: IpAddr, src: IpAddr) -> Tunnel {
+    Tunnel {
+        dst: octets(dst),
+        src: octets(src),
+        family: family(dst),
+        port_be: match forward.mode {
+            Mode::Gue => forward.gue_port().to_be(),
+            _ => 0,
+        },
+        ..Tunnel::default()
+    }
+}
+
+/// An address as the data plane keeps it: IPv4 in the first four bytes.
+fn octets(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(a) => {
+            let mut bytes = [0; 16];
+            bytes[..4].copy_from_slice(&a.octets());
+            bytes
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+fn family(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    }
+}
+
+/// Routed placements: those found, and why each address without one has none.
+pub(super) struct Placed {
+    /// Placements by (index, epoch).
+    pub(super) found: BTreeMap<BackendId, Placement>,
+    /// Refusals by address.
+    pub(super) failed: BTreeMap<IpAddr, NeighborError>,
+}
+
+impl Controller {
+    /// The placements of routed `backends` ((index, epoch) → address, forwarding): a route
+    /// to each is needed; a tunnel's outer source is the one the service gives or the
+    /// kernel prefers. Reads the routing table as it stands (no wait).
+    pub(super) fn place_routed(
+        &self,
+        backends: &BTreeMap<BackendId, (IpAddr, Forward, u16)>,
+    ) -> Placed {
+        let addrs = super::distinct(backends.values().map(|(addr, ..)| addr));
+        let mut sources = BTreeMap::new();
+        let mut failed = BTreeMap::new();
+        for (addr, source) in addrs.iter().zip(self.neighbors.sources(&addrs)) {
+            match source {
+                Ok(source) => {
+                    sources.insert(*addr, source);
+                }
+                Err(e) => {
+                    failed.insert(*addr, e);
+                }
+            }
+        }
+        let found = backends
+            .iter()
+            .filter_map(|(id, (addr, forward, port))| {
+                let preferred = *sources.get(addr)?;
+                let placement = match forward.mode {
+                    Mode::Nat => Placement::Nat(Rewrite {
+                        addr: octets(*addr),
+                        port_be: port.to_be(),
+                        family: family(*addr),
+                        ..Rewrite::default()
+                    }),
+                    mode => {
+                        let src = forward.source.unwrap_or(preferred);
+                        Placement::Tunnel(mode, header(forward, *addr, src))
+                    }
+                };
+                Some((*id, placement))
+            })
+            .collect();
+        Placed { found, failed }
+    }
+
+    /// Writes a backend's entries: a routed one's tunnel or rewrite, then the backend
+    /// entry that names the mode.
+    pub(super) fn write_placement(
+        &mut self,
+        index: u32,
+        epoch: u32,
+        placement: &Placement,
+        fresh: bool,
+    ) -> Result<(), Error> {
+        match placement {
+            Placement::Tunnel(_, tunnel) => self.plane.set_tunnel(index, tunnel)?,
+            Placement::Nat(rewrite) => self.plane.set_rewrite(index, rewrite)?,
+            Placement::Wire(_) => {}
+        }
+        self.plane
+            .set_backend(index, &placement.entry(epoch), fresh)?;
+        Ok(())
+    }
+
+    /// Writes the reply entries that `next` needs and the data plane lacks (before the
+    /// tables that name new `nat` backends), or — `prune` — removes those it no longer needs
+    /// (after no table names their backends).
+    pub(super) fn sync_replies(&mut self, next: &State, prune: bool) -> Result<(), Error> {
+        let wanted = replies(next);
+        let present: HashMap<Endpoint, Endpoint> = self.plane.replies()?.into_iter().collect();
+        if prune {
+            for backend in present.keys().filter(|k| !wanted.contains_key(k)) {
+                self.plane.remove_reply(backend)?;
+            }
+        } else {
+            for (backend, vip) in &wanted {
+                if present.get(backend) != Some(vip) {
+                    self.plane.set_reply(backend, vip)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
