@@ -14,6 +14,7 @@
 mod counters;
 mod events;
 mod forward;
+mod icmp;
 mod maps;
 mod martian;
 mod parse;

@@ -25,7 +25,7 @@
 //! | `balancer_retired_backends` | gauge | backends out of the tables whose flows still reach them |
 //! | `balancer_conntrack_entries`, `..._capacity` | gauge | label `table`: `established`, `pending` |
 //! | `balancer_packets_total` | counter | label `verdict`: `passed`, `dropped`, `malformed`, `unbalanceable`, `martian` |
-//! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped) |
+//! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped), `too_big` (answered with ICMP fragmentation needed / packet too big) |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
 
 use std::sync::atomic::AtomicU64;
@@ -462,6 +462,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         ("unresolved", globals.tunnel.unresolved),
         ("unroutable", globals.tunnel.unroutable),
         ("failed", globals.tunnel.failed),
+        ("too_big", globals.tunnel.too_big),
     ];
     for (outcome, value) in outcomes {
         tunnel

@@ -8,7 +8,8 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
     BackendStats, FlowKey, FlowState, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
-    STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
+    STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_TOO_BIG, TUNNEL_STAT_UNRESOLVED,
+    TUNNEL_STAT_UNROUTABLE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,11 @@ pub struct TunnelCounters {
     pub unroutable: u64,
     /// No room for the outer headers, or no tunnel entry: dropped.
     pub failed: u64,
+    /// Longer than the route's MTU once encapsulated: answered with ICMP "fragmentation
+    /// needed" / ICMPv6 "packet too big" (an IPv4 packet without Don't Fragment: dropped).
+    /// Absent from the answers of daemons that did not count them: read as 0.
+    #[serde(default)]
+    pub too_big: u64,
 }
 
 impl GlobalCounters {
@@ -56,12 +62,7 @@ impl GlobalCounters {
             let values = map.get(&index, 0).map_err(map_err("read GLOBAL_STATS"))?;
             Ok(values.iter().sum())
         };
-        let read_tunnel = |index: u32| -> Result<u64, DataPlaneError> {
-            let values = tunnel
-                .get(&index, 0)
-                .map_err(map_err("read TUNNEL_STATS"))?;
-            Ok(values.iter().sum())
-        };
+        let read_tunnel = |index: u32| tunnel_counter(tunnel, index);
         Ok(Self {
             passed: read(STAT_PASSED)?,
             dropped: read(STAT_DROPPED)?,
@@ -72,8 +73,23 @@ impl GlobalCounters {
                 unresolved: read_tunnel(TUNNEL_STAT_UNRESOLVED)?,
                 unroutable: read_tunnel(TUNNEL_STAT_UNROUTABLE)?,
                 failed: read_tunnel(TUNNEL_STAT_FAILED)?,
+                too_big: read_tunnel(TUNNEL_STAT_TOO_BIG)?,
             },
         })
+    }
+}
+
+/// Tunnel counter `index` (`TUNNEL_STAT_*`), summed over CPUs. A data plane pinned by an
+/// older build keeps its smaller `TUNNEL_STATS` map (pinned maps are reused as they are):
+/// a counter it has no entry for reads as 0.
+pub(super) fn tunnel_counter(
+    map: &PerCpuArray<MapData, u64>,
+    index: u32,
+) -> Result<u64, DataPlaneError> {
+    match map.get(&index, 0) {
+        Ok(values) => Ok(values.iter().sum()),
+        Err(e) if super::missing(&e) => Ok(0),
+        Err(e) => Err(map_err("read TUNNEL_STATS")(e)),
     }
 }
 
