@@ -487,3 +487,40 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     prometheus_text::encode(&mut text, &registry)?;
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{GlobalCounters, TunnelCounters};
+
+    #[test]
+    fn tunnel_packets_are_one_counter_per_outcome() {
+        let counters = GlobalCounters {
+            tunnel: TunnelCounters {
+                unresolved: 1,
+                unroutable: 2,
+                failed: 3,
+                too_big: 4,
+            },
+            ..GlobalCounters::default()
+        };
+        let status = Status {
+            services: Vec::new(),
+            counters,
+        };
+        let text = render(&Snapshot {
+            status,
+            census: None,
+        })
+        .unwrap();
+        for (outcome, value) in [
+            ("unresolved", 1),
+            ("unroutable", 2),
+            ("failed", 3),
+            ("too_big", 4),
+        ] {
+            let line = format!("balancer_tunnel_packets_total{{outcome=\"{outcome}\"}} {value}\n");
+            assert!(text.contains(&line), "{line:?} in:\n{text}");
+        }
+    }
+}

@@ -226,6 +226,14 @@ fn a_packet_too_big_once_encapsulated_teaches_the_client_the_path_mtu() -> Resul
             // Traffic that fits still goes through the tunnel.
             spread(&lab, service)?;
         }
+        // The status text shows the counter with the others.
+        let counted = too_big(&lab)?;
+        let text = lab.balancer.ok(&["status"])?;
+        ensure!(
+            text.lines().any(|line| line.starts_with("tunnel packets:")
+                && line.ends_with(&format!(" too_big={counted}"))),
+            "status shows too_big={counted}: {text}"
+        );
         Ok(())
     })();
     remove_decap(&lab, &dirs);

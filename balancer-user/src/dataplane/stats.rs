@@ -363,4 +363,17 @@ mod tests {
         assert!(!active(&flow(997, None), true, now, idle));
         assert!(!active(&flow(997, Some(997)), true, now, idle));
     }
+
+    #[test]
+    fn an_answer_without_the_too_big_counter_reads_it_as_zero() {
+        let older: TunnelCounters =
+            serde_json::from_str(r#"{"unresolved":1,"unroutable":2,"failed":3}"#).unwrap();
+        let expected = TunnelCounters {
+            unresolved: 1,
+            unroutable: 2,
+            failed: 3,
+            too_big: 0,
+        };
+        assert_eq!(older, expected);
+    }
 }
