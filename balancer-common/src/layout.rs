@@ -170,8 +170,13 @@ pub const TUNNEL_STAT_UNROUTABLE: u32 = 1;
 /// Index in the tunnel counters: tunnelled packets that did not fit (room for the outer
 /// headers, or a backend without its tunnel entry), dropped.
 pub const TUNNEL_STAT_FAILED: u32 = 2;
+/// Index in the tunnel counters: tunnelled packets longer than the route's MTU once
+/// encapsulated, answered with ICMP "fragmentation needed" / ICMPv6 "packet too big" to the
+/// client (an IPv4 packet without Don't Fragment: dropped). A data plane pinned by an older
+/// build has no such entry: it reads as 0.
+pub const TUNNEL_STAT_TOO_BIG: u32 = 3;
 /// Number of tunnel counters.
-pub const TUNNEL_STAT_COUNT: u32 = 3;
+pub const TUNNEL_STAT_COUNT: u32 = 4;
 
 /// The outer header of a tunnelled backend, indexed like the backend map.
 #[repr(C)]

@@ -18,6 +18,7 @@ mod counters;
 mod events;
 mod fib;
 mod forward;
+mod icmp;
 mod maps;
 mod martian;
 mod nat;

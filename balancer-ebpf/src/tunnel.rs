@@ -3,22 +3,27 @@
 //! the IP packet directly in UDP), addressed from the LB to the backend's own address and
 //! routed by the kernel's tables (`bpf_fib_lookup`): out of the interface it came in
 //! (`XDP_TX`) or redirected to another. A next hop the kernel has no neighbour entry for
-//! yet: the encapsulated packet goes to the kernel, which resolves it and forwards it.
+//! yet: the encapsulated packet goes to the kernel, which resolves it and forwards it. An
+//! outer packet longer than the route's MTU: the client gets "fragmentation needed" or
+//! "packet too big" instead (`icmp`), with the MTU that leaves room for the outer headers.
 
 use aya_ebpf::{
     bindings::{
-        bpf_fib_lookup as FibLookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup as FibLookup, xdp_action, xdp_md, BPF_FIB_LKUP_RET_FRAG_NEEDED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
     },
     helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use balancer_common::{
     Backend, FlowKey, Tunnel, FAMILY_V4, FORWARD_GUE, PROTO_UDP, TUNNEL_STAT_FAILED,
-    TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
+    TUNNEL_STAT_TOO_BIG, TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
 };
 
-use crate::maps::{TUNNELS, TUNNEL_STATS};
+use crate::{
+    icmp::{self, Answer},
+    maps::{TUNNELS, TUNNEL_STATS},
+};
 
 const ETH_LEN: usize = 14;
 const VLAN_LEN: usize = 4;
@@ -66,9 +71,13 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
     };
     let outer_len = ip_len + if gue { UDP_LEN } else { 0 };
     // Ask for the route while the packet is untouched.
-    let Some(route) = route(ctx, tunnel, outer_len + inner.len) else {
-        count(TUNNEL_STAT_UNROUTABLE);
-        return xdp_action::XDP_DROP;
+    let route = match route(ctx, tunnel, outer_len + inner.len) {
+        Lookup::Route(route) => route,
+        Lookup::TooBig(mtu) => return too_big(ctx.ctx, tunnel.family, mtu, outer_len),
+        Lookup::Unroutable => {
+            count(TUNNEL_STAT_UNROUTABLE);
+            return xdp_action::XDP_DROP;
+        }
     };
     let Some(macs) = route.macs.or_else(|| arrived_macs(ctx)) else {
         return failed();
@@ -117,6 +126,37 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
     }
 }
 
+/// The client's packet did not fit the route's `mtu` once encapsulated (`outer_len` bytes
+/// of outer headers): it becomes the ICMP error telling the client the MTU that fits. A
+/// BPF subprogram of its own (`inline(never)`), called only on this path: its stack is not
+/// added to the packet path's.
+#[inline(never)]
+fn too_big(ctx: *mut xdp_md, family: u8, mtu: u16, outer_len: usize) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let fits = mtu.saturating_sub(outer_len as u16);
+    let answer = match family {
+        FAMILY_V4 => icmp::fragmentation_needed(&ctx, fits),
+        _ => icmp::packet_too_big(&ctx, u32::from(fits)),
+    };
+    match answer {
+        Answer::Failed => failed(),
+        answer => {
+            count(TUNNEL_STAT_TOO_BIG);
+            answer.action()
+        }
+    }
+}
+
+/// What the kernel's tables answer for the outer packet.
+enum Lookup {
+    /// Where to send it.
+    Route(Route),
+    /// It is longer than the route's MTU (given).
+    TooBig(u16),
+    /// No route (or a blackhole, unreachable, prohibit route).
+    Unroutable,
+}
+
 /// Where the kernel's tables send the outer packet.
 struct Route {
     /// (destination, source) MACs of the next hop; none when the kernel has no neighbour
@@ -126,13 +166,15 @@ struct Route {
     ifindex: Option<u32>,
 }
 
-/// Looks up the route of an outer packet of `tot_len` bytes to the tunnel's backend.
+/// Looks up the route of an outer packet of `tot_len` bytes to the tunnel's backend; the
+/// kernel compares that length with the route's MTU (asked as at most 65535, the longest IP
+/// packet: no XDP frame is that long).
 #[inline(always)]
-fn route(ctx: &XdpContext, tunnel: &Tunnel, tot_len: usize) -> Option<Route> {
+fn route(ctx: &XdpContext, tunnel: &Tunnel, tot_len: usize) -> Lookup {
     // SAFETY: a plain-data struct of integers and unions of integers; all zero is valid.
     let mut fib: FibLookup = unsafe { core::mem::zeroed() };
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    fib.__bindgen_anon_1.tot_len = tot_len as u16;
+    fib.__bindgen_anon_1.tot_len = u16::try_from(tot_len).unwrap_or(u16::MAX);
     if tunnel.family == FAMILY_V4 {
         fib.family = AF_INET;
         fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(first4(&tunnel.src));
@@ -156,16 +198,18 @@ fn route(ctx: &XdpContext, tunnel: &Tunnel, tot_len: usize) -> Option<Route> {
             let mut macs = [0u8; 12];
             macs[..6].copy_from_slice(&fib.dmac);
             macs[6..].copy_from_slice(&fib.smac);
-            Some(Route {
+            Lookup::Route(Route {
                 macs: Some(macs),
                 ifindex: Some(fib.ifindex),
             })
         }
-        BPF_FIB_LKUP_RET_NO_NEIGH => Some(Route {
+        BPF_FIB_LKUP_RET_NO_NEIGH => Lookup::Route(Route {
             macs: None,
             ifindex: None,
         }),
-        _ => None,
+        // SAFETY: the kernel wrote the route's MTU over the length it was asked about.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Lookup::TooBig(unsafe { fib.__bindgen_anon_1.mtu_result }),
+        _ => Lookup::Unroutable,
     }
 }
 

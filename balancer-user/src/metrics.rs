@@ -25,7 +25,7 @@
 //! | `balancer_retired_backends` | gauge | backends out of the tables whose flows still reach them |
 //! | `balancer_conntrack_entries`, `..._capacity` | gauge | label `table`: `established`, `pending` |
 //! | `balancer_packets_total` | counter | label `verdict`: `passed`, `dropped`, `malformed`, `unbalanceable`, `martian` |
-//! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped) |
+//! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped), `too_big` (answered with ICMP fragmentation needed / packet too big) |
 //! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped) |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
 
@@ -463,6 +463,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         ("unresolved", globals.tunnel.unresolved),
         ("unroutable", globals.tunnel.unroutable),
         ("failed", globals.tunnel.failed),
+        ("too_big", globals.tunnel.too_big),
     ];
     for (outcome, value) in outcomes {
         tunnel
@@ -504,4 +505,41 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     let mut text = String::new();
     prometheus_text::encode(&mut text, &registry)?;
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{GlobalCounters, TunnelCounters};
+
+    #[test]
+    fn tunnel_packets_are_one_counter_per_outcome() {
+        let counters = GlobalCounters {
+            tunnel: TunnelCounters {
+                unresolved: 1,
+                unroutable: 2,
+                failed: 3,
+                too_big: 4,
+            },
+            ..GlobalCounters::default()
+        };
+        let status = Status {
+            services: Vec::new(),
+            counters,
+        };
+        let text = render(&Snapshot {
+            status,
+            census: None,
+        })
+        .unwrap();
+        for (outcome, value) in [
+            ("unresolved", 1),
+            ("unroutable", 2),
+            ("failed", 3),
+            ("too_big", 4),
+        ] {
+            let line = format!("balancer_tunnel_packets_total{{outcome=\"{outcome}\"}} {value}\n");
+            assert!(text.contains(&line), "{line:?} in:\n{text}");
+        }
+    }
 }

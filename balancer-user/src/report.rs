@@ -137,8 +137,8 @@ pub fn status(status: &Status) -> String {
         let t = &c.tunnel;
         let _ = writeln!(
             out,
-            "tunnel packets: unresolved={} unroutable={} failed={}",
-            t.unresolved, t.unroutable, t.failed
+            "tunnel packets: unresolved={} unroutable={} failed={} too_big={}",
+            t.unresolved, t.unroutable, t.failed, t.too_big
         );
     }
     if status.services.iter().any(|s| s.forward.mode == Mode::Nat) {

@@ -2602,19 +2602,23 @@ mod kernel_log {
 /// backend's address and routes it with the kernel's tables. Each test runs in a network
 /// namespace of its own (so the route lookups have known answers): forwarding on, a veth
 /// `v0` (198.18.200.1/24, 2001:db8:200::1/64) with a permanent neighbour 198.18.200.10 /
-/// 2001:db8:200::10; 198.18.200.11 has no neighbour entry, 198.18.250.0/24 no route.
+/// 2001:db8:200::10; 198.18.200.11 has no neighbour entry, 198.18.250.0/24 no route. Tests
+/// of packets too big for the route once encapsulated lower `v0`'s MTU; the answers they
+/// expect are built here byte by byte, checksums computed by the test's own code.
 mod tunnels {
     use std::{fs::File, net::IpAddr, os::fd::AsRawFd, process::Command};
 
+    use balancer_user::dataplane::TestRun;
+
     use balancer_common::{
-        Tunnel, FAMILY_V4, FAMILY_V6, FORWARD_GUE, FORWARD_IPIP, GUE_PORT, TUNNEL_STAT_UNRESOLVED,
-        TUNNEL_STAT_UNROUTABLE,
+        Tunnel, FAMILY_V4, FAMILY_V6, FORWARD_GUE, FORWARD_IPIP, GUE_PORT, TUNNEL_STAT_FAILED,
+        TUNNEL_STAT_TOO_BIG, TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
     };
 
     use super::*;
     use crate::support::{
         packet::{FrameBuilder, ACK},
-        plane::XDP_REDIRECT,
+        plane::{TestPlane, CONNTRACK_ENTRIES, XDP_REDIRECT},
     };
 
     /// The neighbour's MAC and `v0`'s.
@@ -2747,7 +2751,17 @@ mod tunnels {
         forward: u32,
         outer: (&str, &str),
     ) -> Fixture {
-        let mut fx = Fixture::new(test);
+        tunnelled_on(Fixture::new(test), vip, backend, forward, outer)
+    }
+
+    /// [`tunnelled`] on the data plane of `fx`.
+    fn tunnelled_on(
+        mut fx: Fixture,
+        vip: &str,
+        backend: &str,
+        forward: u32,
+        outer: (&str, &str),
+    ) -> Fixture {
         fx.add_service("web", vip, Affinity::Connection);
         let index = fx.add_backend("web", backend, "blue", 100);
         fx.publish("web");
@@ -2782,11 +2796,13 @@ mod tunnels {
         fx
     }
 
-    /// The IPv4 header checksum over `header` (0 when it is right).
-    fn ipv4_sum(header: &[u8]) -> u16 {
-        let mut sum: u32 = header
+    /// The Internet checksum (RFC 1071) over `bytes`, an odd last byte padded with a zero:
+    /// what a checksum field must hold when it was zero while summing, and 0 over bytes
+    /// whose checksum field is right.
+    fn checksum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = bytes
             .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w.get(1).copied().unwrap_or(0)])))
             .sum();
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
@@ -2825,7 +2841,7 @@ mod tunnels {
                     let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
                     assert_eq!(total, 20 + extra + inner.len());
                     assert_eq!(&ip[6..10], &[0x40, 0, 64, proto], "DF, TTL 64, protocol");
-                    assert_eq!(ipv4_sum(ip), 0, "header checksum");
+                    assert_eq!(checksum(ip), 0, "header checksum");
                     assert_eq!(&ip[12..16], &[198, 18, 200, 1]);
                     assert_eq!(&ip[16..20], &[198, 18, 200, 10]);
                     if mode == FORWARD_GUE {
@@ -2932,6 +2948,295 @@ mod tunnels {
             assert_eq!(run.action, XDP_DROP);
             let counted = fx.plane.tunnel_counters().expect("counters");
             assert_eq!(counted[TUNNEL_STAT_UNROUTABLE as usize], 1);
+        });
+    }
+
+    /// Sets the MTU of `v0`, the route's egress, in the namespace.
+    fn set_mtu(ns: &Netns, mtu: u32) {
+        let mtu = mtu.to_string();
+        let status = Command::new("ip")
+            .args(["-n", &ns.0, "link", "set", "v0", "mtu", &mtu])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip link set v0 mtu {mtu}");
+    }
+
+    /// A TCP segment of `flow` whose IP packet is `len` bytes long (`options` bytes of IPv4
+    /// options), built by `build` from a builder with the payload that makes it so.
+    fn sized(
+        flow: Flow,
+        len: usize,
+        options: usize,
+        build: impl FnOnce(FrameBuilder) -> FrameBuilder,
+    ) -> Vec<u8> {
+        let ip = if flow.src.is_ipv4() { 20 + options } else { 40 };
+        let payload: Vec<u8> = (0..len - ip - 20).map(|i| (i * 7 + 3) as u8).collect();
+        let frame = build(FrameBuilder::new(flow).tcp_flags(ACK).payload(&payload)).build();
+        assert_eq!(frame.len() - link_len(&frame), len, "the packet's length");
+        frame
+    }
+
+    /// The length of a frame's link-layer header: 14, or 18 with a VLAN tag.
+    fn link_len(frame: &[u8]) -> usize {
+        match u16::from_be_bytes([frame[12], frame[13]]) {
+            0x8100 | 0x88a8 => 18,
+            _ => 14,
+        }
+    }
+
+    /// The link-layer header of the answer to `frame`: the MACs swapped, a VLAN tag and the
+    /// EtherType as they came.
+    fn reversed_link(frame: &[u8]) -> Vec<u8> {
+        let l2 = link_len(frame);
+        [&frame[6..12], &frame[0..6], &frame[12..l2]].concat()
+    }
+
+    /// The frame the program must answer the IPv4 `frame` with: "fragmentation needed"
+    /// (type 3, code 4) with next-hop MTU `mtu`, from the client's destination to the
+    /// client, TTL 64, precedence "internetwork control", quoting the client's IP header and
+    /// the 8 bytes after it.
+    fn fragmentation_needed(frame: &[u8], mtu: u16) -> Vec<u8> {
+        let client = &frame[link_len(frame)..];
+        let quote = &client[..usize::from(client[0] & 0x0f) * 4 + 8];
+        let mut icmp = vec![3, 4, 0, 0, 0, 0];
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+        icmp.extend_from_slice(quote);
+        let sum = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        let total = (20 + icmp.len()) as u16;
+        let mut ip = vec![0x45, 0xc0];
+        ip.extend_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+        ip.extend_from_slice(&client[16..20]);
+        ip.extend_from_slice(&client[12..16]);
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        [reversed_link(frame), ip, icmp].concat()
+    }
+
+    /// The frame the program must answer the IPv6 `frame` with: "packet too big" (type 2)
+    /// with MTU `mtu`, from the client's destination to the client, hop limit 64, quoting
+    /// the client's packet up to 1232 bytes (the error within 1280), its checksum over the
+    /// pseudo-header.
+    fn packet_too_big(frame: &[u8], mtu: u32) -> Vec<u8> {
+        let client = &frame[link_len(frame)..];
+        let quote = &client[..client.len().min(1232)];
+        let mut icmp = vec![2, 0, 0, 0];
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+        icmp.extend_from_slice(quote);
+        let (src, dst) = (&client[24..40], &client[8..24]);
+        let length = (icmp.len() as u32).to_be_bytes();
+        let pseudo = [src, dst, &length, &[0, 0, 0, 58], &icmp].concat();
+        let sum = checksum(&pseudo);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        let mut ip = vec![0x60, 0, 0, 0];
+        ip.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+        ip.extend_from_slice(&[58, 64]);
+        ip.extend_from_slice(src);
+        ip.extend_from_slice(dst);
+        [reversed_link(frame), ip, icmp].concat()
+    }
+
+    /// Asserts that `run` answered with `expected`, an ICMP error, out of the interface the
+    /// frame came in: readable checks of the fields first, then every byte.
+    fn assert_answered(run: &TestRun, expected: &[u8], what: &str) {
+        assert_eq!(run.action, XDP_TX, "{what}: sent back where it came from");
+        let l2 = link_len(expected);
+        let (got, want) = (&run.packet, expected);
+        assert_eq!(got.len(), want.len(), "{what}: length of the error");
+        assert_eq!(got[..l2], want[..l2], "{what}: link-layer header");
+        let ip = if want[l2] >> 4 == 4 { 20 } else { 40 };
+        assert_eq!(got[l2..l2 + ip], want[l2..l2 + ip], "{what}: IP header");
+        let icmp = l2 + ip;
+        assert_eq!(
+            got[icmp..icmp + 8],
+            want[icmp..icmp + 8],
+            "{what}: ICMP header"
+        );
+        assert_eq!(got[icmp + 8..], want[icmp + 8..], "{what}: the quote");
+    }
+
+    /// The tunnel counters of `fx`'s data plane.
+    fn tunnel_counted(fx: &Fixture) -> [u64; 4] {
+        let counted = fx.plane.tunnel_counters().expect("counters");
+        [
+            counted[TUNNEL_STAT_TOO_BIG as usize],
+            counted[TUNNEL_STAT_FAILED as usize],
+            counted[TUNNEL_STAT_UNROUTABLE as usize],
+            counted[TUNNEL_STAT_UNRESOLVED as usize],
+        ]
+    }
+
+    #[test]
+    fn an_ipv4_packet_too_big_once_encapsulated_gets_fragmentation_needed() {
+        let ns = Netns::new("mtu4");
+        set_mtu(&ns, 1300);
+        ns.enter(|| {
+            for (mode, overhead) in [(FORWARD_IPIP, 20usize), (FORWARD_GUE, 28)] {
+                let what = |case: &str| format!("mode {mode}, {case}");
+                let mut fx = tunnelled(
+                    &format!("mtu4-{mode}"),
+                    &format!("{VIP4}:80/tcp"),
+                    "198.18.200.10",
+                    mode,
+                    ("198.18.200.1", "198.18.200.10"),
+                );
+                let fits = 1300 - overhead;
+                let flow = Flow::new(Transport::Tcp, CLIENT4, 40_400, VIP4, 80);
+                // Exactly the MTU once encapsulated: encapsulated as always.
+                let frame = sized(flow, fits, 0, |b| b);
+                let run = fx.send(&frame);
+                assert_eq!(run.action, XDP_REDIRECT, "{}", what("fits"));
+                assert_eq!(run.packet.len(), 14 + 1300, "{}", what("fits"));
+                assert_eq!(
+                    &run.packet[14 + overhead..],
+                    &frame[14..],
+                    "{}",
+                    what("fits")
+                );
+                // One byte more: "fragmentation needed", the MTU that leaves room for the
+                // outer headers.
+                let frame = sized(flow, fits + 1, 0, |b| b);
+                let run = fx.send(&frame);
+                let expected = fragmentation_needed(&frame, fits as u16);
+                assert_answered(&run, &expected, &what("one byte too big"));
+                assert_eq!(tunnel_counted(&fx), [1, 0, 0, 0], "{}", what("counted"));
+                // A VLAN tag is kept; IPv4 options are quoted with the header.
+                let tagged = Flow::new(Transport::Tcp, CLIENT4, 40_401, VIP4, 80);
+                let frame = sized(tagged, 1400, 4, |b| {
+                    b.tag(0x8100, 7).ipv4_options(&[1, 1, 1, 1])
+                });
+                let run = fx.send(&frame);
+                assert_answered(
+                    &run,
+                    &fragmentation_needed(&frame, fits as u16),
+                    &what("tagged, with options"),
+                );
+                assert_eq!(&run.packet[12..18], &frame[12..18], "{}", what("the tag"));
+                assert_eq!(run.packet.len(), 18 + 20 + 8 + 24 + 8);
+                assert_eq!(tunnel_counted(&fx), [2, 0, 0, 0], "{}", what("counted"));
+                // Without Don't Fragment the client must not get the error (RFC 1191), and
+                // the packet cannot be fragmented here: dropped, counted.
+                let loose = Flow::new(Transport::Tcp, CLIENT4, 40_402, VIP4, 80);
+                let frame = sized(loose, fits + 1, 0, |b| b.ipv4_flags_fragment(0));
+                let run = fx.send(&frame);
+                assert_eq!(run.action, XDP_DROP, "{}", what("no DF"));
+                assert_eq!(tunnel_counted(&fx), [3, 0, 0, 0], "{}", what("counted"));
+            }
+        });
+    }
+
+    #[test]
+    fn an_ipv6_packet_too_big_once_encapsulated_gets_packet_too_big() {
+        let ns = Netns::new("mtu6");
+        set_mtu(&ns, 1400);
+        ns.enter(|| {
+            for (mode, overhead) in [(FORWARD_IPIP, 40usize), (FORWARD_GUE, 48)] {
+                let what = |case: &str| format!("mode {mode}, {case}");
+                let mut fx = tunnelled(
+                    &format!("mtu6-{mode}"),
+                    &format!("[{VIP6}]:80/tcp"),
+                    "2001:db8:200::10",
+                    mode,
+                    ("2001:db8:200::1", "2001:db8:200::10"),
+                );
+                let fits = 1400 - overhead;
+                let flow = Flow::new(Transport::Tcp, CLIENT6, 40_500, VIP6, 80);
+                let frame = sized(flow, fits, 0, |b| b);
+                let run = fx.send(&frame);
+                assert_eq!(run.action, XDP_REDIRECT, "{}", what("fits"));
+                assert_eq!(run.packet.len(), 14 + 1400, "{}", what("fits"));
+                assert_eq!(
+                    &run.packet[14 + overhead..],
+                    &frame[14..],
+                    "{}",
+                    what("fits")
+                );
+                // One byte more: "packet too big", quoting 1232 bytes of it.
+                let frame = sized(flow, fits + 1, 0, |b| b);
+                let run = fx.send(&frame);
+                assert_answered(
+                    &run,
+                    &packet_too_big(&frame, fits as u32),
+                    &what("one byte too big"),
+                );
+                assert_eq!(run.packet.len(), 14 + 1280, "{}", what("within 1280"));
+                let tagged = Flow::new(Transport::Tcp, CLIENT6, 40_501, VIP6, 80);
+                let frame = sized(tagged, 1500, 0, |b| b.tag(0x88a8, 9));
+                let run = fx.send(&frame);
+                assert_answered(&run, &packet_too_big(&frame, fits as u32), &what("tagged"));
+                assert_eq!(tunnel_counted(&fx), [2, 0, 0, 0], "{}", what("counted"));
+            }
+        });
+        // A route whose MTU is below IPv6's minimum (a locked metric): the whole packet fits
+        // in the error and is quoted, its odd length summed with a zero byte after it.
+        let status = Command::new("ip")
+            .args(["-n", &ns.0, "-6", "route", "add", "2001:db8:200::10/128"])
+            .args(["dev", "v0", "mtu", "lock", "1000"])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "the route with MTU 1000");
+        ns.enter(|| {
+            let mut fx = tunnelled(
+                "mtu6-short",
+                &format!("[{VIP6}]:80/tcp"),
+                "2001:db8:200::10",
+                FORWARD_IPIP,
+                ("2001:db8:200::1", "2001:db8:200::10"),
+            );
+            let flow = Flow::new(Transport::Tcp, CLIENT6, 40_502, VIP6, 80);
+            let frame = sized(flow, 963, 0, |b| b);
+            let run = fx.send(&frame);
+            assert_answered(&run, &packet_too_big(&frame, 960), "MTU 1000, quoted whole");
+            assert_eq!(run.packet.len(), 14 + 48 + 963);
+        });
+    }
+
+    /// A data plane pinned by a build with three tunnel counters: the program takes its map
+    /// over as it is, the error is still sent, and the counter it has no entry for reads as
+    /// 0 without failing the reads of the others.
+    #[test]
+    fn an_older_data_planes_three_tunnel_counters_are_taken_over() {
+        use aya::maps::MapData;
+        use balancer_user::dataplane::object::OBJECT;
+
+        let ns = Netns::new("mtuold");
+        set_mtu(&ns, 1300);
+        ns.enter(|| {
+            let plane = TestPlane::load_over("mtu-older", CONNTRACK_ENTRIES, |pins| {
+                std::fs::create_dir_all(pins.maps()).expect("the pin directory");
+                aya::EbpfLoader::new()
+                    .default_map_pin_directory(pins.maps())
+                    .map_max_entries("TUNNEL_STATS", 3)
+                    .load(OBJECT)
+                    .expect("pin the maps as an older build did");
+            });
+            let pinned = MapData::from_pin(plane.maps_dir().join("TUNNEL_STATS"))
+                .expect("the pinned counters");
+            assert_eq!(pinned.info().expect("map info").max_entries(), 3);
+            let mut fx = tunnelled_on(
+                Fixture::on(plane, CONNTRACK_ENTRIES),
+                &format!("{VIP4}:80/tcp"),
+                "198.18.200.10",
+                FORWARD_IPIP,
+                ("198.18.200.1", "198.18.200.10"),
+            );
+            let flow = Flow::new(Transport::Tcp, CLIENT4, 40_600, VIP4, 80);
+            let frame = sized(flow, 1281, 0, |b| b);
+            let run = fx.send(&frame);
+            assert_answered(&run, &fragmentation_needed(&frame, 1280), "older map");
+            assert_eq!(tunnel_counted(&fx), [0, 0, 0, 0]);
+            let globals = fx.plane.global_counters().expect("the global counters");
+            assert_eq!(globals.tunnel.too_big, 0);
+            // The counters it has still count: the backend's route turned into a blackhole.
+            let status = Command::new("ip")
+                .args(["-n", &ns.0, "route", "add", "blackhole", "198.18.200.10/32"])
+                .status()
+                .expect("run ip");
+            assert!(status.success(), "the blackhole route");
+            let run = fx.send(&sized(flow, 100, 0, |b| b));
+            assert_eq!(run.action, XDP_DROP);
+            assert_eq!(tunnel_counted(&fx), [0, 0, 1, 0]);
         });
     }
 }

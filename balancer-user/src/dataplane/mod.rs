@@ -421,15 +421,12 @@ impl DataPlane {
         self.tunnels.get(&index, 0).map_err(map_err("read TUNNELS"))
     }
 
-    /// The tunnel counters (`TUNNEL_STAT_*`), summed over CPUs.
+    /// The tunnel counters (`TUNNEL_STAT_*`), summed over CPUs; one an older pinned map has
+    /// no entry for reads as 0.
     pub fn tunnel_counters(&self) -> Result<[u64; TUNNEL_STAT_COUNT as usize], DataPlaneError> {
         let mut counters = [0u64; TUNNEL_STAT_COUNT as usize];
         for (i, counter) in counters.iter_mut().enumerate() {
-            let values = self
-                .tunnel_stats
-                .get(&(i as u32), 0)
-                .map_err(map_err("read TUNNEL_STATS"))?;
-            *counter = values.iter().sum();
+            *counter = stats::tunnel_counter(&self.tunnel_stats, i as u32)?;
         }
         Ok(counters)
     }

@@ -9,7 +9,8 @@ use aya::maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues}
 use balancer_common::{
     BackendStats, FlowKey, FlowState, NAT_STAT_FAILED, NAT_STAT_REPLIES, NAT_STAT_UNRESOLVED,
     NAT_STAT_UNROUTABLE, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
-    STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
+    STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_TOO_BIG, TUNNEL_STAT_UNRESOLVED,
+    TUNNEL_STAT_UNROUTABLE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,11 @@ pub struct TunnelCounters {
     pub unroutable: u64,
     /// No room for the outer headers, or no tunnel entry: dropped.
     pub failed: u64,
+    /// Longer than the route's MTU once encapsulated: answered with ICMP "fragmentation
+    /// needed" / ICMPv6 "packet too big" (an IPv4 packet without Don't Fragment: dropped).
+    /// Absent from the answers of daemons that did not count them: read as 0.
+    #[serde(default)]
+    pub too_big: u64,
 }
 
 impl GlobalCounters {
@@ -78,7 +84,7 @@ impl GlobalCounters {
             Ok::<u64, DataPlaneError>(values.iter().sum())
         };
         let read = |index: u32| sum(map, index, "read GLOBAL_STATS");
-        let read_tunnel = |index: u32| sum(tunnel, index, "read TUNNEL_STATS");
+        let read_tunnel = |index: u32| tunnel_counter(tunnel, index);
         let read_nat = |index: u32| sum(nat, index, "read NAT_STATS");
         Ok(Self {
             passed: read(STAT_PASSED)?,
@@ -90,6 +96,7 @@ impl GlobalCounters {
                 unresolved: read_tunnel(TUNNEL_STAT_UNRESOLVED)?,
                 unroutable: read_tunnel(TUNNEL_STAT_UNROUTABLE)?,
                 failed: read_tunnel(TUNNEL_STAT_FAILED)?,
+                too_big: read_tunnel(TUNNEL_STAT_TOO_BIG)?,
             },
             nat: NatCounters {
                 replies: read_nat(NAT_STAT_REPLIES)?,
@@ -98,6 +105,20 @@ impl GlobalCounters {
                 failed: read_nat(NAT_STAT_FAILED)?,
             },
         })
+    }
+}
+
+/// Tunnel counter `index` (`TUNNEL_STAT_*`), summed over CPUs. A data plane pinned by an
+/// older build keeps its smaller `TUNNEL_STATS` map (pinned maps are reused as they are):
+/// a counter it has no entry for reads as 0.
+pub(super) fn tunnel_counter(
+    map: &PerCpuArray<MapData, u64>,
+    index: u32,
+) -> Result<u64, DataPlaneError> {
+    match map.get(&index, 0) {
+        Ok(values) => Ok(values.iter().sum()),
+        Err(e) if super::missing(&e) => Ok(0),
+        Err(e) => Err(map_err("read TUNNEL_STATS")(e)),
     }
 }
 
@@ -370,5 +391,18 @@ mod tests {
         assert!(active(&flow(998, None), true, now, idle));
         assert!(!active(&flow(997, None), true, now, idle));
         assert!(!active(&flow(997, Some(997)), true, now, idle));
+    }
+
+    #[test]
+    fn an_answer_without_the_too_big_counter_reads_it_as_zero() {
+        let older: TunnelCounters =
+            serde_json::from_str(r#"{"unresolved":1,"unroutable":2,"failed":3}"#).unwrap();
+        let expected = TunnelCounters {
+            unresolved: 1,
+            unroutable: 2,
+            failed: 3,
+            too_big: 0,
+        };
+        assert_eq!(older, expected);
     }
 }

@@ -62,8 +62,13 @@ impl Fixture {
     /// [`Fixture::new`] with `conntrack` connection-tracking entries (the pending table
     /// gets `pending_slots` of it).
     pub fn with_conntrack(test: &str, conntrack: u32) -> Self {
+        Self::on(TestPlane::load_sized(test, conntrack), conntrack)
+    }
+
+    /// An empty state on `plane`, loaded with `conntrack` connection-tracking entries.
+    pub fn on(plane: TestPlane, conntrack: u32) -> Self {
         Self {
-            plane: TestPlane::load_sized(test, conntrack),
+            plane,
             state: State::default(),
             images: BTreeMap::new(),
             backends: BTreeMap::new(),

@@ -36,6 +36,12 @@ impl TestPlane {
     /// Loads the program with fresh maps (`conntrack` connection-tracking entries) pinned
     /// under `/sys/fs/bpf/balancer-dptest-<pid>-<test>`, a directory of this test alone.
     pub fn load_sized(test: &str, conntrack: u32) -> Self {
+        Self::load_over(test, conntrack, |_| {})
+    }
+
+    /// [`TestPlane::load_sized`], with `pin` run on the empty pin layout first: maps it pins
+    /// there (as an older build left them) are the ones the program takes over.
+    pub fn load_over(test: &str, conntrack: u32, pin: impl FnOnce(&Layout)) -> Self {
         let root = PathBuf::from(format!(
             "/sys/fs/bpf/balancer-dptest-{}-{test}",
             std::process::id()
@@ -43,6 +49,7 @@ impl TestPlane {
         // A leftover of an earlier process with the same pid would hand us its maps.
         let _ = std::fs::remove_dir_all(&root);
         let pins = Layout::new(&root, "lo");
+        pin(&pins);
         let plane = DataPlane::load_unattached(&pins, conntrack)
             .unwrap_or_else(|e| panic!("load the data plane for {test}: {e:?}"));
         Self {
