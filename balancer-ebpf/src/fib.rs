@@ -23,9 +23,11 @@ pub enum Hop {
         ifindex: u32,
         back: bool,
     },
-    /// To the kernel, which forwards it: no neighbour entry for the next hop yet (the
-    /// kernel resolves it), or longer than the egress MTU (the kernel answers).
-    Kernel,
+    /// No neighbour entry for the next hop yet: to the kernel, which resolves it and
+    /// forwards the packet.
+    Unresolved,
+    /// Longer than the route's MTU (given).
+    TooBig(u16),
     /// Not forwarded: an address of this host (or broadcast, multicast).
     Local,
     /// No route (or a blackhole, unreachable, prohibit route; or forwarding is off).
@@ -34,14 +36,15 @@ pub enum Hop {
 
 /// Looks up the route of a packet of `family` from `src` to `dst` (IPv4 in the first four
 /// bytes), `tot_len` bytes long (from its IP header), as if it arrived on the ingress
-/// interface.
+/// interface; the kernel compares that length with the route's MTU (asked as at most
+/// 65535, the longest IP packet: no XDP frame is that long).
 #[inline(always)]
 pub fn lookup(ctx: &XdpContext, family: u8, src: &[u8; 16], dst: &[u8; 16], tot_len: usize) -> Hop {
     // SAFETY: a plain-data struct of integers and unions of integers; all zero is valid.
     let mut fib: FibLookup = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
     fib.ifindex = ingress;
-    fib.__bindgen_anon_1.tot_len = tot_len as u16;
+    fib.__bindgen_anon_1.tot_len = u16::try_from(tot_len).unwrap_or(u16::MAX);
     if family == FAMILY_V4 {
         fib.family = AF_INET;
         fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(first4(src));
@@ -71,7 +74,9 @@ pub fn lookup(ctx: &XdpContext, family: u8, src: &[u8; 16], dst: &[u8; 16], tot_
                 back: fib.ifindex == ingress,
             }
         }
-        BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FRAG_NEEDED => Hop::Kernel,
+        BPF_FIB_LKUP_RET_NO_NEIGH => Hop::Unresolved,
+        // SAFETY: the kernel wrote the route's MTU over the length it was asked about.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Hop::TooBig(unsafe { fib.__bindgen_anon_1.mtu_result }),
         BPF_FIB_LKUP_RET_NOT_FWDED => Hop::Local,
         _ => Hop::Unroutable,
     }
@@ -87,6 +92,13 @@ pub fn send(ctx: &XdpContext, macs: &[u8; 12], ifindex: u32, back: bool) -> u32 
     }
     // SAFETY: the 12 bytes were bounds-checked; packet and stack never overlap.
     unsafe { core::ptr::copy_nonoverlapping(macs.as_ptr(), start as *mut u8, 12) };
+    leave(ifindex, back)
+}
+
+/// Sends the frame, its Ethernet addresses written, out of `ifindex`: `XDP_TX` when that is
+/// the interface it came in (`back`), else a redirect.
+#[inline(always)]
+pub fn leave(ifindex: u32, back: bool) -> u32 {
     if back {
         xdp_action::XDP_TX
     } else {
@@ -97,7 +109,7 @@ pub fn send(ctx: &XdpContext, macs: &[u8; 12], ifindex: u32, back: bool) -> u32 
 
 /// The first four bytes of an address (IPv4 in the first four).
 #[inline(always)]
-fn first4(addr: &[u8; 16]) -> [u8; 4] {
+pub fn first4(addr: &[u8; 16]) -> [u8; 4] {
     [addr[0], addr[1], addr[2], addr[3]]
 }
 

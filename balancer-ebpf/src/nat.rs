@@ -111,7 +111,8 @@ pub fn reply(ctx: &XdpContext, key: &FlowKey) -> Option<u32> {
     Some(send(ctx, hop))
 }
 
-/// Sends a rewritten packet to its next hop, or to the kernel to forward.
+/// Sends a rewritten packet to its next hop, or to the kernel to forward (it resolves the
+/// next hop, or answers a packet longer than the route's MTU itself).
 #[inline(always)]
 fn send(ctx: &XdpContext, hop: Hop) -> u32 {
     match hop {
@@ -177,7 +178,7 @@ fn translate(
 ) -> Option<()> {
     let mut l4_change = Change::none();
     if key.family == FAMILY_V4 {
-        let (from, to) = (first4(old.0), first4(new.0));
+        let (from, to) = (fib::first4(old.0), fib::first4(new.0));
         let mut ip_change = Change::none();
         ip_change.bytes(&from, &to);
         l4_change.bytes(&from, &to);
@@ -233,12 +234,6 @@ fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     let p = (start + offset) as *const u8;
     // SAFETY: the 2 bytes were bounds-checked.
     Some(unsafe { u16::from_ne_bytes([*p, *p.add(1)]) })
-}
-
-/// The first four bytes of an address (IPv4 in the first four).
-#[inline(always)]
-fn first4(addr: &[u8; 16]) -> [u8; 4] {
-    [addr[0], addr[1], addr[2], addr[3]]
 }
 
 /// Counts a NAT counter.

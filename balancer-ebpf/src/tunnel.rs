@@ -8,11 +8,8 @@
 //! "packet too big" instead (`icmp`), with the MTU that leaves room for the outer headers.
 
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup as FibLookup, xdp_action, xdp_md, BPF_FIB_LKUP_RET_FRAG_NEEDED,
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-    },
-    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
+    bindings::{xdp_action, xdp_md},
+    helpers::generated::bpf_xdp_adjust_head,
     programs::XdpContext,
 };
 use balancer_common::{
@@ -21,6 +18,7 @@ use balancer_common::{
 };
 
 use crate::{
+    fib::{self, Hop},
     icmp::{self, Answer},
     maps::{TUNNELS, TUNNEL_STATS},
 };
@@ -37,8 +35,6 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// IP protocol numbers of the outer header: IPv4 inside, IPv6 inside.
 const PROTO_IPIP: u8 = 4;
 const PROTO_IPV6: u8 = 41;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
 /// Hop limit of the outer header.
 const OUTER_TTL: u8 = 64;
 
@@ -70,17 +66,29 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
         IPV6_LEN
     };
     let outer_len = ip_len + if gue { UDP_LEN } else { 0 };
-    // Ask for the route while the packet is untouched.
-    let route = match route(ctx, tunnel, outer_len + inner.len) {
-        Lookup::Route(route) => route,
-        Lookup::TooBig(mtu) => return too_big(ctx.ctx, tunnel.family, mtu, outer_len),
-        Lookup::Unroutable => {
+    // Ask for the route while the packet is untouched. The egress: `None` is the kernel.
+    let hop = fib::lookup(
+        ctx,
+        tunnel.family,
+        &tunnel.src,
+        &tunnel.dst,
+        outer_len + inner.len,
+    );
+    let (macs, egress) = match hop {
+        Hop::Out {
+            macs,
+            ifindex,
+            back,
+        } => (macs, Some((ifindex, back))),
+        Hop::Unresolved => match arrived_macs(ctx) {
+            Some(macs) => (macs, None),
+            None => return failed(),
+        },
+        Hop::TooBig(mtu) => return too_big(ctx.ctx, tunnel.family, mtu, outer_len),
+        Hop::Local | Hop::Unroutable => {
             count(TUNNEL_STAT_UNROUTABLE);
             return xdp_action::XDP_DROP;
         }
-    };
-    let Some(macs) = route.macs.or_else(|| arrived_macs(ctx)) else {
-        return failed();
     };
     // Room for the outer headers between a new Ethernet header and the client's IP header
     // (a VLAN tag is not kept: the routed egress decides).
@@ -115,14 +123,12 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
     if written.is_none() {
         return failed();
     }
-    match route.ifindex {
+    match egress {
         None => {
             count(TUNNEL_STAT_UNRESOLVED);
             xdp_action::XDP_PASS
         }
-        Some(ifindex) if ifindex == ctx.ingress_ifindex() as u32 => xdp_action::XDP_TX,
-        // SAFETY: plain helper call; returns XDP_REDIRECT or XDP_ABORTED.
-        Some(ifindex) => unsafe { bpf_redirect(ifindex, 0) as u32 },
+        Some((ifindex, back)) => fib::leave(ifindex, back),
     }
 }
 
@@ -145,85 +151,6 @@ fn too_big(ctx: *mut xdp_md, family: u8, mtu: u16, outer_len: usize) -> u32 {
             answer.action()
         }
     }
-}
-
-/// What the kernel's tables answer for the outer packet.
-enum Lookup {
-    /// Where to send it.
-    Route(Route),
-    /// It is longer than the route's MTU (given).
-    TooBig(u16),
-    /// No route (or a blackhole, unreachable, prohibit route).
-    Unroutable,
-}
-
-/// Where the kernel's tables send the outer packet.
-struct Route {
-    /// (destination, source) MACs of the next hop; none when the kernel has no neighbour
-    /// entry for it yet.
-    macs: Option<[u8; 12]>,
-    /// The egress interface; none: pass to the kernel (it resolves the neighbour).
-    ifindex: Option<u32>,
-}
-
-/// Looks up the route of an outer packet of `tot_len` bytes to the tunnel's backend; the
-/// kernel compares that length with the route's MTU (asked as at most 65535, the longest IP
-/// packet: no XDP frame is that long).
-#[inline(always)]
-fn route(ctx: &XdpContext, tunnel: &Tunnel, tot_len: usize) -> Lookup {
-    // SAFETY: a plain-data struct of integers and unions of integers; all zero is valid.
-    let mut fib: FibLookup = unsafe { core::mem::zeroed() };
-    fib.ifindex = ctx.ingress_ifindex() as u32;
-    fib.__bindgen_anon_1.tot_len = u16::try_from(tot_len).unwrap_or(u16::MAX);
-    if tunnel.family == FAMILY_V4 {
-        fib.family = AF_INET;
-        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(first4(&tunnel.src));
-        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(first4(&tunnel.dst));
-    } else {
-        fib.family = AF_INET6;
-        fib.__bindgen_anon_3.ipv6_src = words(&tunnel.src);
-        fib.__bindgen_anon_4.ipv6_dst = words(&tunnel.dst);
-    }
-    // SAFETY: plain helper call with a pointer to a struct of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx.cast(),
-            &mut fib,
-            core::mem::size_of::<FibLookup>() as i32,
-            0,
-        )
-    };
-    match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => {
-            let mut macs = [0u8; 12];
-            macs[..6].copy_from_slice(&fib.dmac);
-            macs[6..].copy_from_slice(&fib.smac);
-            Lookup::Route(Route {
-                macs: Some(macs),
-                ifindex: Some(fib.ifindex),
-            })
-        }
-        BPF_FIB_LKUP_RET_NO_NEIGH => Lookup::Route(Route {
-            macs: None,
-            ifindex: None,
-        }),
-        // SAFETY: the kernel wrote the route's MTU over the length it was asked about.
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Lookup::TooBig(unsafe { fib.__bindgen_anon_1.mtu_result }),
-        _ => Lookup::Unroutable,
-    }
-}
-
-/// The first four bytes of an address (IPv4 in the first four).
-#[inline(always)]
-fn first4(addr: &[u8; 16]) -> [u8; 4] {
-    [addr[0], addr[1], addr[2], addr[3]]
-}
-
-/// An IPv6 address as four words in network byte order, as the lookup takes it.
-#[inline(always)]
-fn words(addr: &[u8; 16]) -> [u32; 4] {
-    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
-    [w(0), w(4), w(8), w(12)]
 }
 
 /// The MACs the frame arrived with (destination: this host), for a packet passed to the
@@ -305,8 +232,8 @@ fn ipv4_header(tunnel: &Tunnel, inner: &Inner, gue: bool) -> [u8; IPV4_LEN] {
     ip[6] = 0x40;
     ip[8] = OUTER_TTL;
     ip[9] = if gue { PROTO_UDP } else { PROTO_IPIP };
-    ip[12..16].copy_from_slice(&first4(&tunnel.src));
-    ip[16..20].copy_from_slice(&first4(&tunnel.dst));
+    ip[12..16].copy_from_slice(&fib::first4(&tunnel.src));
+    ip[16..20].copy_from_slice(&fib::first4(&tunnel.dst));
     let checksum = ipv4_checksum(&ip);
     ip[10..12].copy_from_slice(&checksum.to_be_bytes());
     ip

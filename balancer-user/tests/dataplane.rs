@@ -2600,13 +2600,10 @@ mod kernel_log {
 
 /// Tunnel forwarding (`ipip`, `gue`): the program encapsulates the client's packet to the
 /// backend's address and routes it with the kernel's tables. Each test runs in a network
-/// namespace of its own (so the route lookups have known answers): forwarding on, a veth
-/// `v0` (198.18.200.1/24, 2001:db8:200::1/64) with a permanent neighbour 198.18.200.10 /
-/// 2001:db8:200::10; 198.18.200.11 has no neighbour entry, 198.18.250.0/24 no route. Tests
-/// of packets too big for the route once encapsulated lower `v0`'s MTU; the answers they
+/// namespace of its own with known routes ([`RoutedNetns`]). Tests of packets too big for the route once encapsulated lower `v0`'s MTU; the answers they
 /// expect are built here byte by byte, checksums computed by the test's own code.
 mod tunnels {
-    use std::{fs::File, net::IpAddr, os::fd::AsRawFd, process::Command};
+    use std::{net::IpAddr, process::Command};
 
     use balancer_user::dataplane::TestRun;
 
@@ -2619,122 +2616,13 @@ mod tunnels {
     use crate::support::{
         packet::{FrameBuilder, ACK},
         plane::{TestPlane, CONNTRACK_ENTRIES, XDP_REDIRECT},
+        routes::{RoutedNetns, NEXT_HOP_MAC, V0_MAC},
     };
 
-    /// The neighbour's MAC and `v0`'s.
-    const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x0a];
-    const V0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
-
-    /// A network namespace set up as the module says; deleted on drop.
-    struct Netns(String);
-
-    impl Netns {
-        fn new(name: &str) -> Self {
-            let ns = Netns(format!("bdp-{name}"));
-            let _ = Command::new("ip")
-                .args(["netns", "del", &ns.0])
-                .stderr(std::process::Stdio::null())
-                .status();
-            let steps: [&[&str]; 10] = [
-                &["netns", "add", &ns.0],
-                &["-n", &ns.0, "link", "set", "lo", "up"],
-                &[
-                    "-n", &ns.0, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-                ],
-                &[
-                    "-n",
-                    &ns.0,
-                    "link",
-                    "set",
-                    "v0",
-                    "address",
-                    "02:00:00:00:01:01",
-                ],
-                &["-n", &ns.0, "link", "set", "v0", "up"],
-                &["-n", &ns.0, "link", "set", "v1", "up"],
-                &["-n", &ns.0, "addr", "add", "198.18.200.1/24", "dev", "v0"],
-                &[
-                    "-n",
-                    &ns.0,
-                    "addr",
-                    "add",
-                    "2001:db8:200::1/64",
-                    "dev",
-                    "v0",
-                    "nodad",
-                ],
-                &[
-                    "-n",
-                    &ns.0,
-                    "neigh",
-                    "add",
-                    "198.18.200.10",
-                    "lladdr",
-                    "02:00:00:00:02:0a",
-                    "dev",
-                    "v0",
-                    "nud",
-                    "permanent",
-                ],
-                &[
-                    "-n",
-                    &ns.0,
-                    "neigh",
-                    "add",
-                    "2001:db8:200::10",
-                    "lladdr",
-                    "02:00:00:00:02:0a",
-                    "dev",
-                    "v0",
-                    "nud",
-                    "permanent",
-                ],
-            ];
-            for step in steps {
-                let status = Command::new("ip").args(step).status().expect("run ip");
-                assert!(status.success(), "ip {}", step.join(" "));
-            }
-            for sysctl in [
-                "net.ipv4.conf.all.forwarding=1",
-                "net.ipv6.conf.all.forwarding=1",
-            ] {
-                let status = Command::new("ip")
-                    .args(["netns", "exec", &ns.0, "sysctl", "-qw", sysctl])
-                    .status()
-                    .expect("run sysctl");
-                assert!(status.success(), "{sysctl}");
-            }
-            ns
-        }
-
-        /// Runs `f` on a thread inside the namespace.
-        fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-            let file = File::open(format!("/run/netns/{}", self.0)).expect("open the netns");
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(move || {
-                        // SAFETY: plain syscall on an open namespace file; changes this
-                        // helper thread only.
-                        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                        f()
-                    })
-                    .join()
-                    .expect("the test thread")
-            })
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-
     /// `v0`'s interface index in the namespace.
-    fn v0_index(ns: &Netns) -> u32 {
+    fn v0_index(ns: &RoutedNetns) -> u32 {
         let out = Command::new("ip")
-            .args(["-n", &ns.0, "-j", "link", "show", "v0"])
+            .args(["-n", ns.name(), "-j", "link", "show", "v0"])
             .output()
             .expect("ip link");
         let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -2812,7 +2700,7 @@ mod tunnels {
 
     #[test]
     fn ipip_and_gue_over_ipv4_wrap_the_packet_unchanged_and_route_it() {
-        let ns = Netns::new("tun4");
+        let ns = RoutedNetns::new("tun4");
         let v0 = v0_index(&ns);
         ns.enter(|| {
             for (mode, proto, extra) in [(FORWARD_IPIP, 4u8, 0usize), (FORWARD_GUE, 17, 8)] {
@@ -2868,7 +2756,7 @@ mod tunnels {
 
     #[test]
     fn ipip_over_ipv6_sets_the_flow_label_from_the_flow() {
-        let ns = Netns::new("tun6");
+        let ns = RoutedNetns::new("tun6");
         ns.enter(|| {
             let vip = format!("[{VIP6}]:80/tcp");
             let mut fx = tunnelled(
@@ -2915,7 +2803,7 @@ mod tunnels {
 
     #[test]
     fn an_unresolved_next_hop_goes_to_the_kernel_encapsulated_and_no_route_is_dropped() {
-        let ns = Netns::new("tunx");
+        let ns = RoutedNetns::new("tunx");
         ns.enter(|| {
             let vip = format!("{VIP4}:80/tcp");
             let flow = Flow::new(Transport::Tcp, CLIENT4, 40_300, VIP4, 80);
@@ -2952,10 +2840,10 @@ mod tunnels {
     }
 
     /// Sets the MTU of `v0`, the route's egress, in the namespace.
-    fn set_mtu(ns: &Netns, mtu: u32) {
+    fn set_mtu(ns: &RoutedNetns, mtu: u32) {
         let mtu = mtu.to_string();
         let status = Command::new("ip")
-            .args(["-n", &ns.0, "link", "set", "v0", "mtu", &mtu])
+            .args(["-n", ns.name(), "link", "set", "v0", "mtu", &mtu])
             .status()
             .expect("run ip");
         assert!(status.success(), "ip link set v0 mtu {mtu}");
@@ -3069,7 +2957,7 @@ mod tunnels {
 
     #[test]
     fn an_ipv4_packet_too_big_once_encapsulated_gets_fragmentation_needed() {
-        let ns = Netns::new("mtu4");
+        let ns = RoutedNetns::new("mtu4");
         set_mtu(&ns, 1300);
         ns.enter(|| {
             for (mode, overhead) in [(FORWARD_IPIP, 20usize), (FORWARD_GUE, 28)] {
@@ -3128,7 +3016,7 @@ mod tunnels {
 
     #[test]
     fn an_ipv6_packet_too_big_once_encapsulated_gets_packet_too_big() {
-        let ns = Netns::new("mtu6");
+        let ns = RoutedNetns::new("mtu6");
         set_mtu(&ns, 1400);
         ns.enter(|| {
             for (mode, overhead) in [(FORWARD_IPIP, 40usize), (FORWARD_GUE, 48)] {
@@ -3171,7 +3059,14 @@ mod tunnels {
         // A route whose MTU is below IPv6's minimum (a locked metric): the whole packet fits
         // in the error and is quoted, its odd length summed with a zero byte after it.
         let status = Command::new("ip")
-            .args(["-n", &ns.0, "-6", "route", "add", "2001:db8:200::10/128"])
+            .args([
+                "-n",
+                ns.name(),
+                "-6",
+                "route",
+                "add",
+                "2001:db8:200::10/128",
+            ])
             .args(["dev", "v0", "mtu", "lock", "1000"])
             .status()
             .expect("run ip");
@@ -3200,7 +3095,7 @@ mod tunnels {
         use aya::maps::MapData;
         use balancer_user::dataplane::object::OBJECT;
 
-        let ns = Netns::new("mtuold");
+        let ns = RoutedNetns::new("mtuold");
         set_mtu(&ns, 1300);
         ns.enter(|| {
             let plane = TestPlane::load_over("mtu-older", CONNTRACK_ENTRIES, |pins| {
@@ -3230,7 +3125,14 @@ mod tunnels {
             assert_eq!(globals.tunnel.too_big, 0);
             // The counters it has still count: the backend's route turned into a blackhole.
             let status = Command::new("ip")
-                .args(["-n", &ns.0, "route", "add", "blackhole", "198.18.200.10/32"])
+                .args([
+                    "-n",
+                    ns.name(),
+                    "route",
+                    "add",
+                    "blackhole",
+                    "198.18.200.10/32",
+                ])
                 .status()
                 .expect("run ip");
             assert!(status.success(), "the blackhole route");

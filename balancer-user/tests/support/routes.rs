@@ -106,6 +106,11 @@ impl RoutedNetns {
         ns
     }
 
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
     /// Runs `f` on a thread inside the namespace.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = File::open(format!("/run/netns/{}", self.0)).expect("open the netns");
