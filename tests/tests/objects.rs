@@ -8,7 +8,7 @@ use aya_obj::Object;
 
 /// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, and the log ring and
 /// rate limiter of `balancer-ebpf/src/events.rs`).
-const BALANCER_MAPS: [&str; 15] = [
+const BALANCER_MAPS: [&str; 18] = [
     "AYA_LOGS",
     "BACKENDS",
     "BACKEND_STATS",
@@ -17,7 +17,10 @@ const BALANCER_MAPS: [&str; 15] = [
     "GENERATION",
     "GLOBAL_STATS",
     "CLIENT_PINS",
+    "NAT_STATS",
     "PENDING",
+    "REPLIES",
+    "REWRITES",
     "RINGS",
     "TABLES",
     "TUNNELS",
