@@ -42,7 +42,7 @@ use crate::{
     state::State,
 };
 use ports::{Flows, Neighbors, Plane, Store};
-use routed::{routed, Placement};
+use routed::{routed, Destination, Placement};
 
 /// Settings of a controller.
 #[derive(Clone, Debug)]
@@ -241,7 +241,7 @@ impl Controller {
         let (serving, routed) = split_routed(serving, &target);
         let placed = self.place_routed(&routed);
         let mut hops = placed.found;
-        for (&(index, epoch), (addr, ..)) in &routed {
+        for (&(index, epoch), Destination { addr, .. }) in &routed {
             if let Some(e) = placed.failed.get(addr) {
                 // Kept as the data plane has it; written once a route appears (a change).
                 if self.plane.backend(index)?.epoch != epoch {
@@ -535,7 +535,7 @@ fn split_routed(
     state: &State,
 ) -> (
     BTreeMap<BackendId, IpAddr>,
-    BTreeMap<BackendId, (IpAddr, crate::state::Forward, u16)>,
+    BTreeMap<BackendId, Destination>,
 ) {
     let forwards = routed(state);
     let ports: BTreeMap<BackendId, u16> = state
@@ -555,7 +555,15 @@ fn split_routed(
     for (id, addr) in backends {
         match (forwards.get(&id), ports.get(&id)) {
             (Some(forward), Some(port)) => {
-                routed.insert(id, (addr, *forward, *port));
+                let forward = *forward;
+                routed.insert(
+                    id,
+                    Destination {
+                        addr,
+                        forward,
+                        port: *port,
+                    },
+                );
             }
             _ => {
                 wire.insert(id, addr);

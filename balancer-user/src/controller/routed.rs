@@ -117,6 +117,15 @@ fn family(addr: IpAddr) -> u8 {
     }
 }
 
+/// A routed backend to place: its address, its service's forwarding, and the port it takes
+/// the service's packets on.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Destination {
+    pub(super) addr: IpAddr,
+    pub(super) forward: Forward,
+    pub(super) port: u16,
+}
+
 /// Routed placements: those found, and why each address without one has none.
 pub(super) struct Placed {
     /// Placements by (index, epoch).
@@ -129,11 +138,8 @@ impl Controller {
     /// The placements of routed `backends` ((index, epoch) → address, forwarding): a route
     /// to each is needed; a tunnel's outer source is the one the service gives or the
     /// kernel prefers. Reads the routing table as it stands (no wait).
-    pub(super) fn place_routed(
-        &self,
-        backends: &BTreeMap<BackendId, (IpAddr, Forward, u16)>,
-    ) -> Placed {
-        let addrs = super::distinct(backends.values().map(|(addr, ..)| addr));
+    pub(super) fn place_routed(&self, backends: &BTreeMap<BackendId, Destination>) -> Placed {
+        let addrs = super::distinct(backends.values().map(|d| &d.addr));
         let mut sources = BTreeMap::new();
         let mut failed = BTreeMap::new();
         for (addr, source) in addrs.iter().zip(self.neighbors.sources(&addrs)) {
@@ -148,18 +154,18 @@ impl Controller {
         }
         let found = backends
             .iter()
-            .filter_map(|(id, (addr, forward, port))| {
-                let preferred = *sources.get(addr)?;
-                let placement = match forward.mode {
+            .filter_map(|(id, to)| {
+                let preferred = *sources.get(&to.addr)?;
+                let placement = match to.forward.mode {
                     Mode::Nat => Placement::Nat(Rewrite {
-                        addr: octets(*addr),
-                        port_be: port.to_be(),
-                        family: family(*addr),
+                        addr: octets(to.addr),
+                        port_be: to.port.to_be(),
+                        family: family(to.addr),
                         ..Rewrite::default()
                     }),
                     mode => {
-                        let src = forward.source.unwrap_or(preferred);
-                        Placement::Tunnel(mode, header(forward, *addr, src))
+                        let src = to.forward.source.unwrap_or(preferred);
+                        Placement::Tunnel(mode, header(&to.forward, to.addr, src))
                     }
                 };
                 Some((*id, placement))
