@@ -53,8 +53,11 @@ pub const NAT_STAT_UNROUTABLE: u32 = 2;
 /// Index in the NAT counters: packets that could not be rewritten (headers out of reach,
 /// a backend without its rewrite entry), dropped.
 pub const NAT_STAT_FAILED: u32 = 3;
+/// Index in the NAT counters: ICMP errors about `nat` flows (port unreachable, packet too
+/// big, ...) rewritten to quote the packet as the client sent it.
+pub const NAT_STAT_ERRORS: u32 = 4;
 /// Number of NAT counters.
-pub const NAT_STAT_COUNT: u32 = 4;
+pub const NAT_STAT_COUNT: u32 = 5;
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,8 @@ mod icmp;
 mod maps;
 mod martian;
 mod nat;
+mod nat_icmp;
+mod packet;
 mod parse;
 mod select;
 mod tunnel;
@@ -55,6 +57,10 @@ fn balancer(ctx: XdpContext) -> u32 {
             count(STAT_UNBALANCEABLE);
             xdp_action::XDP_PASS
         }
+        Parsed::Icmp { family, l3 } => nat_icmp::error(ctx.ctx, family, l3).unwrap_or_else(|| {
+            count(STAT_PASSED);
+            xdp_action::XDP_PASS
+        }),
         Parsed::Reply { key } => nat::reply(&ctx, key).unwrap_or_else(|| {
             count(STAT_PASSED);
             xdp_action::XDP_PASS

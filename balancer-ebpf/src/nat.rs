@@ -19,6 +19,7 @@ use crate::{
     checksum::Change,
     fib::{self, Hop},
     maps::{NAT_STATS, REPLIES, REWRITES},
+    packet::{read_u16, write},
 };
 
 const ETH_LEN: usize = 14;
@@ -114,7 +115,7 @@ pub fn reply(ctx: &XdpContext, key: &FlowKey) -> Option<u32> {
 /// Sends a rewritten packet to its next hop, or to the kernel to forward (it resolves the
 /// next hop, or answers a packet longer than the route's MTU itself).
 #[inline(always)]
-fn send(ctx: &XdpContext, hop: Hop) -> u32 {
+pub fn send(ctx: &XdpContext, hop: Hop) -> u32 {
     match hop {
         Hop::Out {
             macs,
@@ -212,33 +213,9 @@ fn translate(
     write(ctx, check_at, &updated.to_ne_bytes())
 }
 
-/// Writes `bytes` into the packet at `offset`, if they lie within it.
-#[inline(always)]
-fn write<const N: usize>(ctx: &XdpContext, offset: usize, bytes: &[u8; N]) -> Option<()> {
-    let start = ctx.data();
-    if offset > 128 || start + offset + N > ctx.data_end() {
-        return None;
-    }
-    // SAFETY: the N bytes were bounds-checked; packet and stack never overlap.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (start + offset) as *mut u8, N) };
-    Some(())
-}
-
-/// Reads the 16-bit word at `offset` as it lies in memory, if it lies within the packet.
-#[inline(always)]
-fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
-    let start = ctx.data();
-    if offset > 128 || start + offset + 2 > ctx.data_end() {
-        return None;
-    }
-    let p = (start + offset) as *const u8;
-    // SAFETY: the 2 bytes were bounds-checked.
-    Some(unsafe { u16::from_ne_bytes([*p, *p.add(1)]) })
-}
-
 /// Counts a NAT counter.
 #[inline(always)]
-fn count(stat: u32) {
+pub fn count(stat: u32) {
     if let Some(counter) = NAT_STATS.get_ptr_mut(stat) {
         // SAFETY: a per-CPU slot: no other writer runs on this CPU meanwhile.
         unsafe { *counter += 1 };
@@ -247,7 +224,7 @@ fn count(stat: u32) {
 
 /// A packet that could not be rewritten: counted and dropped.
 #[inline(always)]
-fn failed() -> u32 {
+pub fn failed() -> u32 {
     count(NAT_STAT_FAILED);
     xdp_action::XDP_DROP
 }

@@ -34,6 +34,10 @@ const UDP_LEN: usize = 8;
 /// destination options, AH, ESP, mobility, HIP, shim6).
 const IPV6_EXTENSION_HEADERS: [u8; 9] = [0, 43, 44, 60, 51, 50, 135, 139, 140];
 
+/// IP protocol numbers of ICMP and ICMPv6.
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+
 /// Ethernet header.
 #[repr(C)]
 pub struct EthHdr {
@@ -53,6 +57,14 @@ pub enum Parsed<'a> {
     /// TCP/UDP that cannot be balanced safely per flow (IPv4 fragment, IPv6 extension
     /// headers): passed to the kernel rather than risk a wrong backend.
     Unbalanceable,
+    /// An ICMP (IPv4) or ICMPv6 packet, whole and not a fragment: maybe an error about a
+    /// `nat` flow, to translate. Its IP header starts at `l3`.
+    Icmp {
+        /// [`FAMILY_V4`] or [`FAMILY_V6`].
+        family: u8,
+        /// Offset of the IP header in the frame.
+        l3: usize,
+    },
     /// A TCP or UDP packet from a port and protocol that only a `nat` backend's reply has
     /// (not to a VIP's): its 5-tuple (source: the backend), written into the caller's key.
     Reply {
@@ -144,6 +156,9 @@ fn parse_ipv4<'a>(
     if first >> 4 != 4 || header_len < IPV4_MIN_LEN {
         return Parsed::Malformed;
     }
+    if proto == PROTO_ICMP {
+        return icmp(ctx, offset, total_len, FAMILY_V4, u16::from_be_bytes(frag));
+    }
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Parsed::Other;
     }
@@ -189,6 +204,9 @@ fn parse_ipv6<'a>(
     if first >> 4 != 6 {
         return Parsed::Malformed;
     }
+    if next == PROTO_ICMPV6 {
+        return icmp(ctx, offset, IPV6_LEN + payload_len, FAMILY_V6, 0);
+    }
     if next != PROTO_TCP && next != PROTO_UDP {
         if IPV6_EXTENSION_HEADERS.contains(&next) {
             return Parsed::Unbalanceable;
@@ -207,6 +225,17 @@ fn parse_ipv6<'a>(
         }
     }
     parsed
+}
+
+/// An ICMP packet of `family` whose IP header at `offset` says it is `len` bytes long
+/// (`frag`: IPv4's flags and fragment offset): whole, not a fragment, and within the frame;
+/// anything else is not ours.
+#[inline(always)]
+fn icmp<'a>(ctx: &XdpContext, offset: usize, len: usize, family: u8, frag: u16) -> Parsed<'a> {
+    if frag & 0x3fff != 0 || !datagram_fits(ctx, offset, len) {
+        return Parsed::Other;
+    }
+    Parsed::Icmp { family, l3: offset }
 }
 
 /// Whether `VIP_PORTS` lets packets to destination port `port` of protocol `proto` through:

@@ -26,7 +26,7 @@
 //! | `balancer_conntrack_entries`, `..._capacity` | gauge | label `table`: `established`, `pending` |
 //! | `balancer_packets_total` | counter | label `verdict`: `passed`, `dropped`, `malformed`, `unbalanceable`, `martian` |
 //! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped), `too_big` (answered with ICMP fragmentation needed / packet too big) |
-//! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped) |
+//! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `errors` (ICMP errors about nat flows translated back), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped) |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
 
 use std::sync::atomic::AtomicU64;
@@ -480,6 +480,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     );
     let outcomes = [
         ("replies", globals.nat.replies),
+        ("errors", globals.nat.errors),
         ("unresolved", globals.nat.unresolved),
         ("unroutable", globals.nat.unroutable),
         ("failed", globals.nat.failed),

@@ -7,10 +7,10 @@ use std::{
 
 use aya::maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
-    BackendStats, FlowKey, FlowState, NAT_STAT_FAILED, NAT_STAT_REPLIES, NAT_STAT_UNRESOLVED,
-    NAT_STAT_UNROUTABLE, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
-    STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_TOO_BIG, TUNNEL_STAT_UNRESOLVED,
-    TUNNEL_STAT_UNROUTABLE,
+    BackendStats, FlowKey, FlowState, NAT_STAT_ERRORS, NAT_STAT_FAILED, NAT_STAT_REPLIES,
+    NAT_STAT_UNRESOLVED, NAT_STAT_UNROUTABLE, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN,
+    STAT_PASSED, STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_TOO_BIG,
+    TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,10 @@ pub struct NatCounters {
     pub unroutable: u64,
     /// Headers out of reach, or no rewrite entry: dropped.
     pub failed: u64,
+    /// ICMP errors about `nat` flows rewritten to quote the packet as the client sent it.
+    /// Absent from the answers of daemons that did not translate them: read as 0.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 /// Packets to tunnelled backends that the XDP program could not send out itself.
@@ -103,6 +107,7 @@ impl GlobalCounters {
                 unresolved: read_nat(NAT_STAT_UNRESOLVED)?,
                 unroutable: read_nat(NAT_STAT_UNROUTABLE)?,
                 failed: read_nat(NAT_STAT_FAILED)?,
+                errors: read_nat(NAT_STAT_ERRORS)?,
             },
         })
     }

@@ -13,7 +13,7 @@ use balancer_common::{
 
 use super::*;
 use crate::support::{
-    packet::{FrameBuilder, ETH_LEN, IPV4_LEN},
+    packet::{icmp_error, FrameBuilder, ETH_LEN, IPV4_LEN},
     plane::XDP_REDIRECT,
     routes::{RoutedNetns, NEXT_HOP_MAC, V0_MAC},
 };
@@ -305,5 +305,124 @@ fn an_unresolved_next_hop_goes_to_the_kernel_rewritten_and_no_route_is_dropped()
         let mut fx = translated("nat-hops2", VIP4, "198.18.250.10", PROTO_TCP);
         assert_eq!(fx.send(&flow.frame()).action, XDP_DROP, "no route");
         assert_eq!(fx.plane.global_counters().unwrap().nat.unroutable, 1);
+    });
+}
+
+/// The ICMP error `kind`/`code` from `from` to `client`, quoting the client's packet `flow`
+/// (first `cut` bytes of its IP packet, all when `None`).
+fn error_about(
+    from: &str,
+    client: &str,
+    kind: u8,
+    code: u8,
+    flow: Flow,
+    cut: Option<usize>,
+) -> Vec<u8> {
+    let packet = flow.frame_with(ACK)[ETH_LEN..].to_vec();
+    let quote = &packet[..cut.unwrap_or(packet.len()).min(packet.len())];
+    icmp_error(
+        from.parse().unwrap(),
+        client.parse().unwrap(),
+        kind,
+        code,
+        [0, 0, 0x05, 0x00],
+        quote,
+    )
+}
+
+#[test]
+fn an_icmp_error_from_a_backend_reaches_the_client_about_the_vip() {
+    let ns = RoutedNetns::new("nat-icmp");
+    ns.enter(|| {
+        // (VIP, client, backend, protocol, ICMP type/code: port unreachable, packet too
+        // big, and a quote cut after 8 bytes of TCP)
+        let cases = [
+            (
+                VIP4,
+                NAT_CLIENT4,
+                "198.18.200.10",
+                Transport::Udp,
+                (3, 3),
+                None,
+            ),
+            (
+                VIP4,
+                NAT_CLIENT4,
+                "198.18.200.10",
+                Transport::Tcp,
+                (3, 4),
+                Some(IPV4_LEN + 8),
+            ),
+            (
+                VIP6,
+                NAT_CLIENT6,
+                "2001:db8:200::10",
+                Transport::Udp,
+                (1, 4),
+                None,
+            ),
+            (
+                VIP6,
+                NAT_CLIENT6,
+                "2001:db8:200::10",
+                Transport::Tcp,
+                (2, 0),
+                None,
+            ),
+        ];
+        for (i, (vip, client, backend, transport, (kind, code), cut)) in
+            cases.into_iter().enumerate()
+        {
+            let what = format!("ICMP {kind}/{code} about {transport:?} to {backend}");
+            let mut fx = translated(&format!("nat-icmp{i}"), vip, backend, transport.number());
+            let sent = Flow::new(transport, client, 40_100, backend, BACKEND_PORT);
+            let seen = Flow::new(transport, client, 40_100, vip, VIP_PORT);
+            let frame = error_about(backend, client, kind, code, sent, cut);
+            let run = fx.send(&frame);
+            assert_eq!(run.action, XDP_PASS, "{what}: to the kernel, which forwards it");
+            let expected = error_about(vip, client, kind, code, seen, cut);
+            assert_eq!(run.packet, expected, "{what}: rewritten");
+            assert_eq!(fx.plane.global_counters().unwrap().nat.errors, 1, "{what}");
+        }
+    });
+}
+
+#[test]
+fn an_icmp_error_from_a_router_keeps_its_source_and_others_pass() {
+    let ns = RoutedNetns::new("nat-router");
+    ns.enter(|| {
+        let mut fx = translated("nat-router", VIP4, "198.18.200.10", PROTO_UDP);
+        let sent = Flow::new(
+            Transport::Udp,
+            NAT_CLIENT4,
+            40_100,
+            "198.18.200.10",
+            BACKEND_PORT,
+        );
+        let seen = Flow::new(Transport::Udp, NAT_CLIENT4, 40_100, VIP4, VIP_PORT);
+        // Time exceeded from a router on the way: the quote is the client's again, the
+        // router stays the source.
+        let frame = error_about("198.18.200.99", NAT_CLIENT4, 11, 0, sent, None);
+        let run = fx.send(&frame);
+        assert_eq!(run.action, XDP_PASS);
+        let expected = error_about("198.18.200.99", NAT_CLIENT4, 11, 0, seen, None);
+        assert_eq!(run.packet, expected, "time exceeded from a router");
+        // Untouched: an error about another port of the backend, an echo request.
+        let other = Flow::new(
+            Transport::Udp,
+            NAT_CLIENT4,
+            40_100,
+            "198.18.200.10",
+            BACKEND_PORT + 1,
+        );
+        let untouched = [
+            error_about("198.18.200.10", NAT_CLIENT4, 3, 3, other, None),
+            error_about("198.18.200.10", NAT_CLIENT4, 8, 0, sent, None),
+        ];
+        for frame in untouched {
+            let run = fx.send(&frame);
+            assert_eq!((run.action, &run.packet), (XDP_PASS, &frame));
+        }
+        assert_eq!(fx.plane.global_counters().unwrap().nat.errors, 1);
     });
 }

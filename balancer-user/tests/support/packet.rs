@@ -438,3 +438,48 @@ pub fn icmp_echo(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     frame.extend_from_slice(&icmp);
     frame
 }
+
+/// An ICMP (IPv4) or ICMPv6 error frame from `src` to `dst`: type `kind`, `code`, the four
+/// bytes after the checksum (`rest`: unused, or the MTU), quoting `quote` (the offending
+/// packet from its IP header on), with the IP and ICMP checksums (ICMPv6's over the
+/// pseudo-header).
+pub fn icmp_error(
+    src: IpAddr,
+    dst: IpAddr,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut message = vec![kind, code, 0, 0];
+    message.extend_from_slice(&rest);
+    message.extend_from_slice(quote);
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let checksum = internet_checksum(&message);
+            message[2..4].copy_from_slice(&checksum.to_be_bytes());
+            let header = ipv4_header(&Ipv4Fields {
+                src: src.octets(),
+                dst: dst.octets(),
+                protocol: 1,
+                flags_fragment: 0,
+                options: &[],
+                payload_len: message.len(),
+            });
+            [ethernet_header(ETHERTYPE_IPV4), header, message].concat()
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let mut pseudo = Vec::new();
+            pseudo.extend_from_slice(&src.octets());
+            pseudo.extend_from_slice(&dst.octets());
+            pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 58]);
+            pseudo.extend_from_slice(&message);
+            let checksum = internet_checksum(&pseudo);
+            message[2..4].copy_from_slice(&checksum.to_be_bytes());
+            let header = ipv6_header(src.octets(), dst.octets(), 58, message.len());
+            [ethernet_header(ETHERTYPE_IPV6), header, message].concat()
+        }
+        _ => panic!("mixed address families"),
+    }
+}

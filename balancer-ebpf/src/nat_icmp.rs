@@ -1,0 +1,219 @@
+//! ICMP errors about `nat` flows, translated back for the client. A backend (or a router on
+//! the way to it) answers a client's packet it cannot take — port unreachable, fragmentation
+//! needed / packet too big, time exceeded — with an ICMP error to the client that quotes the
+//! packet as the backend got it: to the backend's address and port. Quoted so, the client
+//! would match it to no connection of its own. When the quoted destination is a `nat`
+//! backend's endpoint (`REPLIES`), the quote is rewritten to the VIP's address and port
+//! (with the quoted IPv4 header's checksum and the quoted UDP/TCP checksum where quoted),
+//! the error's own source too if the backend sent it, and the ICMP checksum; then the kernel
+//! forwards it to the client (errors are rare: they need no fast path, and this keeps the
+//! route lookup's stack off this path).
+
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    programs::XdpContext,
+};
+use balancer_common::{Endpoint, FAMILY_V4, NAT_STAT_ERRORS, PROTO_TCP, PROTO_UDP};
+
+use crate::{
+    checksum::Change,
+    fib,
+    maps::REPLIES,
+    nat::{count, failed},
+    packet::{read, read_u16, write},
+};
+
+/// ICMP types of errors that quote a packet: destination unreachable, time exceeded.
+const ICMP_UNREACHABLE: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+/// ICMPv6 types of errors that quote a packet: destination unreachable, packet too big,
+/// time exceeded.
+const ICMPV6_UNREACHABLE: u8 = 1;
+const ICMPV6_TOO_BIG: u8 = 2;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+/// Length of the ICMP header before the quoted packet.
+const ICMP_LEN: usize = 8;
+const IPV6_LEN: usize = 40;
+/// Where the TCP checksum is in its header; UDP's.
+const TCP_CHECK: usize = 16;
+const UDP_CHECK: usize = 6;
+
+/// Translates the ICMP packet of `family` whose IP header starts at `l3` if it is an error
+/// quoting a packet to a `nat` backend's endpoint, and passes it to the kernel to forward.
+/// `None`: not such an error, the caller passes it untouched. A BPF subprogram of its own:
+/// its stack is not the packet path's.
+#[inline(never)]
+pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
+    let ctx = XdpContext::new(ctx);
+    let v4 = family == FAMILY_V4;
+    let icmp = if v4 {
+        let [first, _tos] = read::<2>(&ctx, l3)?;
+        l3 + usize::from(first & 0x0f) * 4
+    } else {
+        l3 + IPV6_LEN
+    };
+    let [kind, _code] = read::<2>(&ctx, icmp)?;
+    let quotes = if v4 {
+        kind == ICMP_UNREACHABLE || kind == ICMP_TIME_EXCEEDED
+    } else {
+        kind == ICMPV6_UNREACHABLE || kind == ICMPV6_TOO_BIG || kind == ICMPV6_TIME_EXCEEDED
+    };
+    if !quotes {
+        return None;
+    }
+    // The quoted packet: the client's, to the backend.
+    let quote = icmp + ICMP_LEN;
+    let (quoted_l4, proto, dst_at) = if v4 {
+        let [first, _tos] = read::<2>(&ctx, quote)?;
+        let [_ttl, proto] = read::<2>(&ctx, quote + 8)?;
+        if first >> 4 != 4 || first & 0x0f < 5 {
+            return None;
+        }
+        (quote + usize::from(first & 0x0f) * 4, proto, quote + 16)
+    } else {
+        let [first, _class] = read::<2>(&ctx, quote)?;
+        let [next, _hops] = read::<2>(&ctx, quote + 6)?;
+        if first >> 4 != 6 {
+            return None;
+        }
+        (quote + IPV6_LEN, next, quote + 24)
+    };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let ports = read::<4>(&ctx, quoted_l4)?;
+    let endpoint = Endpoint {
+        addr: address(&ctx, dst_at, v4)?,
+        port_be: u16::from_ne_bytes([ports[2], ports[3]]),
+        proto,
+        family,
+    };
+    // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
+    let vip = unsafe { REPLIES.get(endpoint) }?;
+    let source_at = if v4 { l3 + 12 } else { l3 + 8 };
+    // The error's own source is the VIP's when the backend sent it (a router on the way
+    // keeps its own).
+    let from_backend = same(&address(&ctx, source_at, v4)?, &endpoint.addr, v4);
+    let rewritten = Rewritten {
+        quote,
+        quoted_l4,
+        proto,
+        dst_at,
+        source_at,
+        icmp,
+        from_backend,
+    };
+    let old = (&endpoint.addr, endpoint.port_be);
+    if rewritten
+        .apply(&ctx, v4, old, (&vip.addr, vip.port_be))
+        .is_none()
+    {
+        return Some(failed());
+    }
+    count(NAT_STAT_ERRORS);
+    Some(xdp_action::XDP_PASS)
+}
+
+/// Where an error's fields are, and whether its own source changes too.
+struct Rewritten {
+    quote: usize,
+    quoted_l4: usize,
+    proto: u8,
+    dst_at: usize,
+    source_at: usize,
+    icmp: usize,
+    from_backend: bool,
+}
+
+impl Rewritten {
+    /// Rewrites the quoted destination from the backend's (address, port) `old` to the
+    /// VIP's `new`, the error's source if the backend sent it, and every checksum that
+    /// covers them.
+    #[inline(always)]
+    fn apply(
+        &self,
+        ctx: &XdpContext,
+        v4: bool,
+        old: (&[u8; 16], u16),
+        new: (&[u8; 16], u16),
+    ) -> Option<()> {
+        let mut addr = Change::none();
+        if v4 {
+            addr.bytes(&fib::first4(old.0), &fib::first4(new.0));
+            write(ctx, self.dst_at, &fib::first4(new.0))?;
+        } else {
+            addr.bytes(old.0, new.0);
+            write(ctx, self.dst_at, new.0)?;
+        }
+        let mut l4 = addr;
+        l4.word(old.1, new.1);
+        write(ctx, self.quoted_l4 + 2, &new.1.to_ne_bytes())?;
+        // The ICMP checksum covers the quoted bytes: addresses, port and the quoted
+        // checksums below.
+        let mut icmp = l4;
+        if v4 {
+            let at = self.quote + 10;
+            let check = read_u16(ctx, at)?;
+            let updated = addr.apply(check);
+            write(ctx, at, &updated.to_ne_bytes())?;
+            icmp.word(check, updated);
+        }
+        let check_at = self.quoted_l4
+            + match self.proto {
+                PROTO_TCP => TCP_CHECK,
+                _ => UDP_CHECK,
+            };
+        // A quote cut before its checksum (TCP quoted by 8 bytes), or UDP without one,
+        // keeps it as it is.
+        if let Some(check) = read_u16(ctx, check_at) {
+            if !(self.proto == PROTO_UDP && check == 0) {
+                let mut updated = l4.apply(check);
+                if self.proto == PROTO_UDP && updated == 0 {
+                    updated = 0xffff;
+                }
+                write(ctx, check_at, &updated.to_ne_bytes())?;
+                icmp.word(check, updated);
+            }
+        }
+        if self.from_backend {
+            let mut source = Change::none();
+            if v4 {
+                source.bytes(&fib::first4(old.0), &fib::first4(new.0));
+                write(ctx, self.source_at, &fib::first4(new.0))?;
+                let at = self.source_at - 2;
+                let check = read_u16(ctx, at)?;
+                write(ctx, at, &source.apply(check).to_ne_bytes())?;
+            } else {
+                // ICMPv6's checksum covers the pseudo-header: the error's source too.
+                icmp.bytes(old.0, new.0);
+                write(ctx, self.source_at, new.0)?;
+            }
+        }
+        let at = self.icmp + 2;
+        let check = read_u16(ctx, at)?;
+        write(ctx, at, &icmp.apply(check).to_ne_bytes())
+    }
+}
+
+/// The address at `at` (IPv4: four bytes, kept in the first four).
+#[inline(always)]
+fn address(ctx: &XdpContext, at: usize, v4: bool) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    if v4 {
+        out[..4].copy_from_slice(&read::<4>(ctx, at)?);
+    } else {
+        out = read::<16>(ctx, at)?;
+    }
+    Some(out)
+}
+
+/// Whether two addresses are the same (IPv4: the first four bytes).
+#[inline(always)]
+fn same(a: &[u8; 16], b: &[u8; 16], v4: bool) -> bool {
+    let n = if v4 { 4 } else { 16 };
+    let mut differ = 0;
+    for i in 0..n {
+        differ |= a[i] ^ b[i];
+    }
+    differ == 0
+}
