@@ -379,7 +379,10 @@ fn an_icmp_error_from_a_backend_reaches_the_client_about_the_vip() {
             let seen = Flow::new(transport, client, 40_100, vip, VIP_PORT);
             let frame = error_about(backend, client, kind, code, sent, cut);
             let run = fx.send(&frame);
-            assert_eq!(run.action, XDP_PASS, "{what}: to the kernel, which forwards it");
+            assert_eq!(
+                run.action, XDP_PASS,
+                "{what}: to the kernel, which forwards it"
+            );
             let expected = error_about(vip, client, kind, code, seen, cut);
             assert_eq!(run.packet, expected, "{what}: rewritten");
             assert_eq!(fx.plane.global_counters().unwrap().nat.errors, 1, "{what}");
