@@ -430,6 +430,8 @@ mod pod {
     aya_pod!(
         Tunnel,
         crate::nat::Rewrite,
+        crate::nat::Reply,
+        crate::nat::ReplyStats,
         VipKey,
         VipInfo,
         ServiceTables,

@@ -27,10 +27,72 @@ pub struct Rewrite {
     pub reserved2: u32,
 }
 
-/// A backend's endpoint (address, port, protocol, family) as the key of the reply map,
-/// whose value is the VIP endpoint its replies are rewritten to come from: the same shape
-/// as a VIP.
+/// A backend's endpoint (address, port, protocol, family) as the key of the reply map: the
+/// same shape as a VIP.
 pub type Endpoint = VipKey;
+
+/// The value of the reply map: the VIP endpoint a backend endpoint's replies are rewritten
+/// to come from, and the backend's index (whose reply counters they go to).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Reply {
+    /// The VIP's endpoint.
+    pub vip: Endpoint,
+    /// The backend's index in the backend map.
+    pub backend: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+/// Upper bounds of the handshake-time buckets, nanoseconds (the last bucket takes the
+/// rest): from a SYN the LB forwarded to the backend's SYN-ACK.
+pub const HANDSHAKE_BOUNDS_NS: [u64; 12] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// Number of handshake-time buckets: one per bound and one above the last.
+pub const HANDSHAKE_BUCKETS: usize = HANDSHAKE_BOUNDS_NS.len() + 1;
+
+/// What a `nat` backend's replies say, per backend index (one per CPU, summed in
+/// userspace): only a mode whose replies pass the LB can count them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ReplyStats {
+    /// Reply packets rewritten.
+    pub packets: u64,
+    /// Their bytes (frames as they arrived).
+    pub bytes: u64,
+    /// Replies with RST: the backend reset a connection (or refused one).
+    pub resets: u64,
+    /// SYN-ACKs of flows the LB sent a SYN for and has not seen complete: handshakes
+    /// timed.
+    pub handshakes: u64,
+    /// Their times summed, nanoseconds.
+    pub handshake_ns: u64,
+    /// Their times by bucket of [`HANDSHAKE_BOUNDS_NS`] (not cumulative).
+    pub buckets: [u64; HANDSHAKE_BUCKETS],
+}
+
+/// The bucket of a handshake of `ns` nanoseconds.
+#[inline(always)]
+pub fn handshake_bucket(ns: u64) -> usize {
+    let mut bucket = 0;
+    while bucket < HANDSHAKE_BOUNDS_NS.len() && ns > HANDSHAKE_BOUNDS_NS[bucket] {
+        bucket += 1;
+    }
+    bucket
+}
 
 /// The bit of the VIP port filter's value that stands for replies of `proto` from this
 /// source port (bit 7 for TCP, 18 for UDP): a packet can only be the reply of a `nat`
@@ -63,6 +125,15 @@ pub const NAT_STAT_COUNT: u32 = 5;
 mod tests {
     use super::*;
     use crate::{vip_port_bit, PROTO_TCP, PROTO_UDP};
+
+    #[test]
+    fn handshakes_fall_in_the_bucket_of_their_bound() {
+        assert_eq!(handshake_bucket(0), 0);
+        assert_eq!(handshake_bucket(100_000), 0);
+        assert_eq!(handshake_bucket(100_001), 1);
+        assert_eq!(handshake_bucket(1_000_000_000), 11);
+        assert_eq!(handshake_bucket(u64::MAX), HANDSHAKE_BUCKETS - 1);
+    }
 
     #[test]
     fn reply_bits_are_apart_from_vip_bits() {

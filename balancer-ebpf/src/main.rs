@@ -13,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+mod answers;
 mod checksum;
 mod counters;
 mod events;
@@ -30,7 +31,7 @@ mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
-    FORWARD_DSR, FORWARD_NAT, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
+    FlowKey, FORWARD_DSR, FORWARD_NAT, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
     STAT_UNBALANCEABLE,
 };
 
@@ -61,23 +62,20 @@ fn balancer(ctx: XdpContext) -> u32 {
             count(STAT_PASSED);
             xdp_action::XDP_PASS
         }),
-        Parsed::Reply { key } => nat::reply(&ctx, key).unwrap_or_else(|| {
-            count(STAT_PASSED);
-            xdp_action::XDP_PASS
-        }),
+        Parsed::Reply { key, tcp_flags } => replied(&ctx, key, tcp_flags),
         Parsed::Flow {
             key,
             tcp_flags,
             tcp_seq,
         } => match select::backend_for(key, tcp_flags, tcp_seq) {
             // A client port that is also a VIP port: maybe a `nat` backend's reply.
-            select::Selection::NotVip => parse::reply_port(key.sport_be, key.proto)
-                .then(|| nat::reply(&ctx, key))
-                .flatten()
-                .unwrap_or_else(|| {
-                    count(STAT_PASSED);
-                    xdp_action::XDP_PASS
-                }),
+            select::Selection::NotVip if parse::reply_port(key.sport_be, key.proto) => {
+                replied(&ctx, key, tcp_flags)
+            }
+            select::Selection::NotVip => {
+                count(STAT_PASSED);
+                xdp_action::XDP_PASS
+            }
             select::Selection::Martian => {
                 count(STAT_MARTIAN);
                 xdp_action::XDP_DROP
@@ -110,6 +108,25 @@ fn balancer(ctx: XdpContext) -> u32 {
                 }
             }
         },
+    }
+}
+
+/// A packet from a `nat` backend's port (the flow `key`, with `tcp_flags`): rewritten to
+/// come from the VIP and counted for its backend if it is a `nat` backend's reply, passed
+/// untouched otherwise.
+#[inline(always)]
+fn replied(ctx: &XdpContext, key: &FlowKey, tcp_flags: u8) -> u32 {
+    match nat::reply(ctx, key) {
+        Some(action) => {
+            if action != xdp_action::XDP_DROP {
+                answers::count(key, tcp_flags, (ctx.data_end() - ctx.data()) as u32);
+            }
+            action
+        }
+        None => {
+            count(STAT_PASSED);
+            xdp_action::XDP_PASS
+        }
     }
 }
 

@@ -7,9 +7,9 @@ use aya_ebpf::{
 };
 use balancer_common::{
     pending_slots, Backend, BackendStats, ClientPinKey, Endpoint, FlowKey, FlowState, PendingSlot,
-    Rewrite, Ring, ServiceTables, Tunnel, VipInfo, VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS,
-    MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, NAT_STAT_COUNT, STAT_COUNT,
-    TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
+    Reply, ReplyStats, Rewrite, Ring, ServiceTables, Tunnel, VipInfo, VipKey,
+    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS,
+    MAX_SERVICES, NAT_STAT_COUNT, STAT_COUNT, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 /// VIP (address, port, protocol) -> service slot.
@@ -48,9 +48,13 @@ pub static TUNNEL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(TUNNEL_STAT_COUN
 pub static REWRITES: Array<Rewrite> = Array::pinned(MAX_BACKENDS, 0);
 
 /// A `nat` backend's endpoint (address, port, protocol) -> the VIP endpoint its replies
-/// are rewritten to come from.
+/// are rewritten to come from, and the backend's index.
 #[map]
-pub static REPLIES: HashMap<Endpoint, Endpoint> = HashMap::pinned(MAX_BACKENDS, 0);
+pub static REPLIES: HashMap<Endpoint, Reply> = HashMap::pinned(MAX_BACKENDS, 0);
+
+/// Backend index -> what its replies said (`nat` backends only).
+#[map]
+pub static REPLY_STATS: PerCpuArray<ReplyStats> = PerCpuArray::pinned(MAX_BACKENDS, 0);
 
 /// NAT counters, indexed by `NAT_STAT_*`.
 #[map]

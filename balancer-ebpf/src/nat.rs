@@ -89,7 +89,7 @@ pub fn reply(ctx: &XdpContext, key: &FlowKey) -> Option<u32> {
         family: key.family,
     };
     // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
-    let vip = unsafe { REPLIES.get(backend) }?;
+    let vip = &unsafe { REPLIES.get(backend) }?.vip;
     let Some(at) = headers(ctx, key.family) else {
         return Some(failed());
     };

@@ -89,7 +89,7 @@ pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
         family,
     };
     // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
-    let vip = unsafe { REPLIES.get(endpoint) }?;
+    let vip = &unsafe { REPLIES.get(endpoint) }?.vip;
     let source_at = if v4 { l3 + 12 } else { l3 + 8 };
     // The error's own source is the VIP's when the backend sent it (a router on the way
     // keeps its own).

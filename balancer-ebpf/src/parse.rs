@@ -70,6 +70,8 @@ pub enum Parsed<'a> {
     Reply {
         /// The 5-tuple.
         key: &'a mut FlowKey,
+        /// TCP flags.
+        tcp_flags: u8,
     },
     /// A TCP or UDP flow to a VIP port: its 5-tuple, written into the caller's key, with
     /// the TCP header's flags and sequence number (0 for UDP).
@@ -173,7 +175,7 @@ fn parse_ipv4<'a>(
         return Parsed::Malformed;
     };
     let mut parsed = parse_l4(ctx, offset + header_len, l4_len, (proto, FAMILY_V4), key);
-    if let Parsed::Flow { key, .. } | Parsed::Reply { key } = &mut parsed {
+    if let Parsed::Flow { key, .. } | Parsed::Reply { key, .. } = &mut parsed {
         // SAFETY: source (12..16) and destination (16..20) lie in the checked header.
         unsafe {
             copy_bytes::<4>(hdr, 12, &mut key.src);
@@ -217,7 +219,7 @@ fn parse_ipv6<'a>(
         return Parsed::Malformed;
     }
     let mut parsed = parse_l4(ctx, offset + IPV6_LEN, payload_len, (next, FAMILY_V6), key);
-    if let Parsed::Flow { key, .. } | Parsed::Reply { key } = &mut parsed {
+    if let Parsed::Flow { key, .. } | Parsed::Reply { key, .. } = &mut parsed {
         // SAFETY: source (8..24) and destination (24..40) lie in the checked header.
         unsafe {
             copy_bytes::<16>(hdr, 8, &mut key.src);
@@ -323,7 +325,7 @@ fn parse_l4<'a>(
     key.sport_be = u16::from_ne_bytes(sport);
     key.dport_be = u16::from_ne_bytes(dport);
     if !to_vip {
-        return Parsed::Reply { key };
+        return Parsed::Reply { key, tcp_flags };
     }
     Parsed::Flow {
         key,

@@ -1,12 +1,12 @@
 //! Backend selection: connection tracking first, then group split and weighted Maglev.
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use balancer_common::{
     flow_hash,
     packet_events::{FIN_CLOSE, NEW_FLOW, RESET, SYN_RETRANSMIT},
     pending_check, pending_hash, ring_index, tables_index, Backend, FlowKey, FlowState,
     PendingSlot, VipKey, CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS,
-    MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    FORWARD_NAT, MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -369,7 +369,12 @@ fn balance(
             }
         }
     };
-    let now = now();
+    // A `nat` backend's SYN is stamped precisely: its SYN-ACK passes here and is timed.
+    let now = if signals.syn && backend.forward == FORWARD_NAT {
+        precise_now()
+    } else {
+        now()
+    };
     let state = FlowState {
         backend: index,
         epoch: backend.epoch,
@@ -430,6 +435,32 @@ fn ring_slot(service: u32, key: &FlowKey) -> Option<(u32, u32, u32)> {
         return None;
     }
     Some((generation, group, index))
+}
+
+/// How long ago the SYN that opened the pending flow `key` (client to VIP) was balanced,
+/// when that flow is pending and open, its backend's stamp taken with [`precise_now`] (a
+/// `nat` backend's: see `balance`). For a backend's SYN-ACK: the handshake's time.
+#[inline(always)]
+pub fn since_syn(key: &FlowKey) -> Option<u64> {
+    let hash = pending_hash(key);
+    let pair = hash as u32 & pending_mask() & !1;
+    let first = PENDING.get_ptr_mut(pair)?;
+    let second = PENDING.get_ptr_mut(pair | 1)?;
+    let state = pending_state(first, key, hash).or_else(|| pending_state(second, key, hash))?;
+    // SAFETY: the slot stays valid during this program run; plain data.
+    let (opened, closed_by, syn_seq) =
+        unsafe { ((*state).last_seen_ns, (*state).closed_by, (*state).syn_seq) };
+    if closed_by != 0 || syn_seq == 0 {
+        return None;
+    }
+    Some(precise_now().saturating_sub(opened))
+}
+
+/// The precise time (CLOCK_MONOTONIC): stamps that time a handshake.
+#[inline(always)]
+fn precise_now() -> u64 {
+    // SAFETY: plain helper call without arguments.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// The time for last-seen stamps, read only for flows that are forwarded. The coarse clock

@@ -264,6 +264,9 @@ pub struct BackendStatus {
     /// of one datagram.
     #[serde(default)]
     pub unanswered_flows: u64,
+    /// What the backend's replies said: `nat` services only (their replies pass the LB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Answers>,
     /// Up or down, when the service has health checks.
     pub health: Option<Health>,
     /// When the health last changed (Unix milliseconds), if since the daemon started.
@@ -322,5 +325,46 @@ impl Status {
                 })
             })
             .collect()
+    }
+}
+
+/// What a `nat` backend's replies said, counted by the data plane as they passed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Answers {
+    /// Reply packets.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Replies with RST: connections the backend reset or refused.
+    pub resets: u64,
+    /// Handshakes timed: SYN-ACKs of flows whose SYN the LB forwarded.
+    pub handshakes: u64,
+    /// Their times summed, seconds.
+    pub handshake_seconds: f64,
+    /// Handshakes by time: (upper bound in seconds, count in that bucket, not cumulative);
+    /// the last bucket's bound is none: it takes the rest.
+    pub handshake_buckets: Vec<(Option<f64>, u64)>,
+}
+
+impl Answers {
+    /// The counters of the data plane, in seconds.
+    pub fn from_stats(stats: &balancer_common::ReplyStats) -> Self {
+        let bounds = balancer_common::HANDSHAKE_BOUNDS_NS
+            .iter()
+            .map(|ns| Some(*ns as f64 / 1e9))
+            .chain(std::iter::once(None));
+        Self {
+            packets: stats.packets,
+            bytes: stats.bytes,
+            resets: stats.resets,
+            handshakes: stats.handshakes,
+            handshake_seconds: stats.handshake_ns as f64 / 1e9,
+            handshake_buckets: bounds.zip(stats.buckets).collect(),
+        }
+    }
+
+    /// The mean handshake time, seconds (none without handshakes).
+    pub fn handshake_mean(&self) -> Option<f64> {
+        (self.handshakes > 0).then(|| self.handshake_seconds / self.handshakes as f64)
     }
 }

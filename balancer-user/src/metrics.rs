@@ -15,6 +15,9 @@
 //! | `balancer_backend_syn_retransmits_total` | counter | SYNs repeated before anything else |
 //! | `balancer_backend_handshake_failures_total` | counter | TCP services: handshakes not completed within 5 s |
 //! | `balancer_backend_single_packet_flows_total` | counter | UDP services: flows of one datagram |
+//! | `balancer_backend_reply_packets_total`, `..._reply_bytes_total` | counter | `nat` services: the backend's replies |
+//! | `balancer_backend_reply_resets_total` | counter | `nat` services: replies with RST (connections the backend reset or refused) |
+//! | `balancer_backend_handshake_seconds` | histogram | `nat` services: from the SYN the LB forwarded to the backend's SYN-ACK |
 //! | `balancer_backend_active_flows` | gauge | active tracked flows, at the latest pass |
 //! | `balancer_backend_weight` | gauge | configured weight |
 //! | `balancer_backend_share` | gauge | share of the service's new flows it gets now (0..1) |
@@ -36,6 +39,10 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+mod counted;
+
+use counted::Counted;
 
 use crate::{
     api::{BackendStatus, Health, ServiceStatus, Status},
@@ -143,6 +150,10 @@ struct Backends {
     syn_retransmits: Family<BackendLabels, Counter>,
     handshake_failures: Family<BackendLabels, Counter>,
     single_packet_flows: Family<BackendLabels, Counter>,
+    reply_packets: Family<BackendLabels, Counter>,
+    reply_bytes: Family<BackendLabels, Counter>,
+    reply_resets: Family<BackendLabels, Counter>,
+    handshakes: Family<BackendLabels, Counted>,
     active_flows: Family<BackendLabels, Gauge>,
     weight: Family<BackendLabels, Gauge>,
     share: Family<BackendLabels, Ratio>,
@@ -188,10 +199,30 @@ impl Backends {
                 "UDP flows that sent one datagram and nothing within 5 s",
                 &self.single_packet_flows,
             ),
+            (
+                "reply_packets",
+                "Reply packets of the backend (nat services)",
+                &self.reply_packets,
+            ),
+            (
+                "reply_bytes",
+                "Reply bytes of the backend (nat services)",
+                &self.reply_bytes,
+            ),
+            (
+                "reply_resets",
+                "Replies with RST: connections the backend reset or refused (nat services)",
+                &self.reply_resets,
+            ),
         ];
         for (name, help, family) in counters {
             registry.register(format!("balancer_backend_{name}"), help, family.clone());
         }
+        registry.register(
+            "balancer_backend_handshake_seconds",
+            "Time from the SYN the LB forwarded to the backend's SYN-ACK (nat services)",
+            self.handshakes.clone(),
+        );
         registry.register(
             "balancer_backend_active_flows",
             "Active tracked flows at the daemon's latest pass",
@@ -232,6 +263,20 @@ impl Backends {
         match service.vip.protocol {
             Protocol::Tcp => count(&self.handshake_failures, b.unanswered_flows),
             Protocol::Udp => count(&self.single_packet_flows, b.unanswered_flows),
+        }
+        if let Some(answers) = &b.answers {
+            count(&self.reply_packets, answers.packets);
+            count(&self.reply_bytes, answers.bytes);
+            count(&self.reply_resets, answers.resets);
+            self.handshakes.get_or_create(&labels).set(
+                answers.handshake_seconds,
+                answers.handshakes,
+                answers
+                    .handshake_buckets
+                    .iter()
+                    .map(|(le, count)| (le.unwrap_or(f64::INFINITY), *count))
+                    .collect(),
+            );
         }
         let set = |family: &Family<BackendLabels, Gauge>, value: u64| {
             family.get_or_create(&labels).set(gauge(value));

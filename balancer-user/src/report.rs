@@ -75,6 +75,16 @@ pub fn status(status: &Status) -> String {
                 b.unanswered_flows,
                 health
             );
+            if let Some(a) = &b.answers {
+                let mean = a
+                    .handshake_mean()
+                    .map_or("-".to_string(), |s| format!("{:.2}ms", s * 1000.0));
+                let _ = writeln!(
+                    out,
+                    "    answers: {} packets, {} bytes, {} resets, {} handshakes, mean {mean}",
+                    a.packets, a.bytes, a.resets, a.handshakes
+                );
+            }
         }
         for r in &s.retired {
             let since = time(r.since_ms);

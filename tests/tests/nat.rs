@@ -168,6 +168,31 @@ fn nat_splits_by_weight_translates_replies_and_keeps_connections() -> Result<()>
     all_up(&lab, "web6")?;
     split_by_weight(&lab, web, &weights)?;
     split_by_weight(&lab, web6, &weights)?;
+    // Every connection's SYN-ACK passed the LB and was timed (the health checks' were to
+    // the LB itself: not counted).
+    for service in lab.balancer.status()?.services {
+        let new_flows: u64 = service.backends.iter().map(|b| b.new_flows).sum();
+        let answers: Vec<_> = service
+            .backends
+            .iter()
+            .filter_map(|b| b.answers.clone())
+            .collect();
+        let handshakes: u64 = answers.iter().map(|a| a.handshakes).sum();
+        ensure!(
+            answers.len() == 4 && handshakes >= 1990 && handshakes <= new_flows,
+            "{}: {handshakes} handshakes timed of {new_flows} new flows: {answers:?}",
+            service.name
+        );
+        let slowest = answers
+            .iter()
+            .filter_map(|a| a.handshake_mean())
+            .fold(0.0, f64::max);
+        ensure!(
+            slowest < 0.5,
+            "{}: mean handshake {slowest} s",
+            service.name
+        );
+    }
 
     // The backends see the client's own address.
     let mut long = LongLived::open(&lab.client, web, 50, &[])?;
@@ -275,5 +300,40 @@ fn a_backends_port_unreachable_reaches_the_client_about_the_vip() -> Result<()> 
     }
     let nat = lab.balancer.status()?.counters.nat;
     ensure!(nat.errors >= 2, "errors translated: {nat:?}");
+
+    // Over TCP the backend refuses with a reset, which the client gets as one from the VIP
+    // and the LB counts for the backend.
+    let vip = SocketAddr::new(Lab::vip(false).ip(), VIP_PORT + 1);
+    let spec = format!("{vip}/tcp");
+    lab.balancer.ok(&[
+        "service",
+        "add",
+        "refusing",
+        "--vip",
+        &spec,
+        "--forward",
+        "nat",
+        "--backend-port",
+        "9",
+    ])?;
+    let addr = lab.topology.backend_addr(0, false).to_string();
+    lab.balancer
+        .ok(&["backend", "add", "refusing", &addr, "--group", "main"])?;
+    let refused = lab.client.ask_once(vip, None);
+    ensure!(
+        refused.is_err(),
+        "a connection to a closed port was answered"
+    );
+    let status = lab.balancer.status()?;
+    let answers = status
+        .services
+        .iter()
+        .find(|s| s.name == "refusing")
+        .and_then(|s| s.backends[0].answers.clone())
+        .context("answers of the refusing backend")?;
+    ensure!(
+        answers.resets >= 1,
+        "the backend's reset counted: {answers:?}"
+    );
     Ok(())
 }

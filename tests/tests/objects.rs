@@ -8,7 +8,7 @@ use aya_obj::Object;
 
 /// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, and the log ring and
 /// rate limiter of `balancer-ebpf/src/events.rs`).
-const BALANCER_MAPS: [&str; 18] = [
+const BALANCER_MAPS: [&str; 19] = [
     "AYA_LOGS",
     "BACKENDS",
     "BACKEND_STATS",
@@ -20,6 +20,7 @@ const BALANCER_MAPS: [&str; 18] = [
     "NAT_STATS",
     "PENDING",
     "REPLIES",
+    "REPLY_STATS",
     "REWRITES",
     "RINGS",
     "TABLES",

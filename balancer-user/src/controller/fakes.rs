@@ -9,7 +9,9 @@ use std::{
     time::Duration,
 };
 
-use balancer_common::{Backend, BackendStats, Endpoint, Rewrite, Tunnel, VipInfo, VipKey};
+use balancer_common::{
+    Backend, BackendStats, Endpoint, Reply, ReplyStats, Rewrite, Tunnel, VipInfo, VipKey,
+};
 
 use super::{
     ports::{Flows, Neighbors, Plane, Store},
@@ -38,8 +40,8 @@ pub(crate) struct Maps {
     pub(crate) backends: BTreeMap<u32, Backend>,
     pub(crate) tunnels: BTreeMap<u32, Tunnel>,
     pub(crate) rewrites: BTreeMap<u32, Rewrite>,
-    /// Reply entries: (backend endpoint, VIP endpoint).
-    pub(crate) replies: Vec<(Endpoint, Endpoint)>,
+    /// Reply entries: (backend endpoint, entry).
+    pub(crate) replies: Vec<(Endpoint, Reply)>,
     /// The entries written, in order: ("tunnel" or "backend", index).
     pub(crate) entries_written: Vec<(&'static str, u32)>,
     pub(crate) vips: Vec<(VipKey, VipInfo)>,
@@ -178,15 +180,18 @@ impl Plane for FakePlane {
         maps.entries_written.push(("rewrite", index));
         Ok(())
     }
-    fn replies(&self) -> Result<Vec<(Endpoint, Endpoint)>, DataPlaneError> {
+    fn replies(&self) -> Result<Vec<(Endpoint, Reply)>, DataPlaneError> {
         Ok(self.maps().replies.clone())
     }
-    fn set_reply(&mut self, backend: &Endpoint, vip: &Endpoint) -> Result<(), DataPlaneError> {
+    fn set_reply(&mut self, backend: &Endpoint, reply: &Reply) -> Result<(), DataPlaneError> {
         self.write()?;
         let mut maps = self.maps();
         maps.replies.retain(|(k, _)| k != backend);
-        maps.replies.push((*backend, *vip));
+        maps.replies.push((*backend, *reply));
         Ok(())
+    }
+    fn reply_counters(&self, _: u32) -> Result<ReplyStats, DataPlaneError> {
+        Ok(ReplyStats::default())
     }
     fn remove_reply(&mut self, backend: &Endpoint) -> Result<(), DataPlaneError> {
         self.write()?;

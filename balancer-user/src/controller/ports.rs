@@ -3,7 +3,9 @@
 
 use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
-use balancer_common::{Backend, BackendStats, Endpoint, Rewrite, Tunnel, VipInfo, VipKey};
+use balancer_common::{
+    Backend, BackendStats, Endpoint, Reply, ReplyStats, Rewrite, Tunnel, VipInfo, VipKey,
+};
 
 use crate::{
     dataplane::{
@@ -37,10 +39,12 @@ pub trait Plane: Send {
     fn rewrite(&self, index: u32) -> Result<Rewrite, DataPlaneError>;
     /// Writes a `nat` backend's rewrite, before the backend entry that names its mode.
     fn set_rewrite(&mut self, index: u32, rewrite: &Rewrite) -> Result<(), DataPlaneError>;
-    /// Every (backend endpoint, VIP endpoint) whose replies are rewritten.
-    fn replies(&self) -> Result<Vec<(Endpoint, Endpoint)>, DataPlaneError>;
-    /// Rewrites the replies from a `nat` backend's endpoint to come from `vip`.
-    fn set_reply(&mut self, backend: &Endpoint, vip: &Endpoint) -> Result<(), DataPlaneError>;
+    /// Every backend endpoint whose replies are rewritten, with its reply entry.
+    fn replies(&self) -> Result<Vec<(Endpoint, Reply)>, DataPlaneError>;
+    /// Rewrites the replies from a `nat` backend's endpoint as `reply` says.
+    fn set_reply(&mut self, backend: &Endpoint, reply: &Reply) -> Result<(), DataPlaneError>;
+    /// What the replies of a backend index said.
+    fn reply_counters(&self, index: u32) -> Result<ReplyStats, DataPlaneError>;
     /// Stops rewriting the replies from a backend endpoint.
     fn remove_reply(&mut self, backend: &Endpoint) -> Result<(), DataPlaneError>;
     /// Frees a backend index.
@@ -98,11 +102,14 @@ impl Plane for DataPlane {
     fn set_rewrite(&mut self, index: u32, rewrite: &Rewrite) -> Result<(), DataPlaneError> {
         DataPlane::set_rewrite(self, index, rewrite)
     }
-    fn replies(&self) -> Result<Vec<(Endpoint, Endpoint)>, DataPlaneError> {
+    fn replies(&self) -> Result<Vec<(Endpoint, Reply)>, DataPlaneError> {
         DataPlane::replies(self)
     }
-    fn set_reply(&mut self, backend: &Endpoint, vip: &Endpoint) -> Result<(), DataPlaneError> {
-        DataPlane::set_reply(self, backend, vip)
+    fn set_reply(&mut self, backend: &Endpoint, reply: &Reply) -> Result<(), DataPlaneError> {
+        DataPlane::set_reply(self, backend, reply)
+    }
+    fn reply_counters(&self, index: u32) -> Result<ReplyStats, DataPlaneError> {
+        DataPlane::reply_counters(self, index)
     }
     fn remove_reply(&mut self, backend: &Endpoint) -> Result<(), DataPlaneError> {
         DataPlane::remove_reply(self, backend)

@@ -11,7 +11,7 @@ use std::{
     net::IpAddr,
 };
 
-use balancer_common::{Backend, Endpoint, Rewrite, Tunnel, FAMILY_V4, FAMILY_V6};
+use balancer_common::{Backend, Endpoint, Reply, Rewrite, Tunnel, FAMILY_V4, FAMILY_V6};
 
 use super::{BackendId, Controller};
 use crate::{
@@ -66,18 +66,25 @@ pub(super) fn routed(state: &State) -> BTreeMap<BackendId, Forward> {
 }
 
 /// The reply entries `state` needs: for each backend (serving or retired) of a `nat`
-/// service, its endpoint → the service's VIP.
-pub(super) fn replies(state: &State) -> HashMap<Endpoint, Endpoint> {
+/// service, its endpoint → the service's VIP and the backend's index.
+pub(super) fn replies(state: &State) -> HashMap<Endpoint, Reply> {
     state
         .services
         .values()
         .filter(|s| s.forward.mode == Mode::Nat)
         .flat_map(|s| {
-            let retired = s.retired.iter().map(|r| r.addr);
+            let retired = s.retired.iter().map(|r| (r.addr, r.index));
             s.backends()
-                .map(|(_, b)| b.addr)
+                .map(|(_, b)| (b.addr, b.index))
                 .chain(retired)
-                .map(|addr| (s.endpoint(addr).key(), s.vip.key()))
+                .map(|(addr, backend)| {
+                    let reply = Reply {
+                        vip: s.vip.key(),
+                        backend,
+                        ..Reply::default()
+                    };
+                    (s.endpoint(addr).key(), reply)
+                })
         })
         .collect()
 }
@@ -198,15 +205,15 @@ impl Controller {
     /// (after no table names their backends).
     pub(super) fn sync_replies(&mut self, next: &State, prune: bool) -> Result<(), Error> {
         let wanted = replies(next);
-        let present: HashMap<Endpoint, Endpoint> = self.plane.replies()?.into_iter().collect();
+        let present: HashMap<Endpoint, Reply> = self.plane.replies()?.into_iter().collect();
         if prune {
             for backend in present.keys().filter(|k| !wanted.contains_key(k)) {
                 self.plane.remove_reply(backend)?;
             }
         } else {
-            for (backend, vip) in &wanted {
-                if present.get(backend) != Some(vip) {
-                    self.plane.set_reply(backend, vip)?;
+            for (backend, reply) in &wanted {
+                if present.get(backend) != Some(reply) {
+                    self.plane.set_reply(backend, reply)?;
                 }
             }
         }

@@ -2,9 +2,12 @@
 
 use super::Controller;
 use crate::{
-    api::{BackendStatus, GroupShare, Health, PinStatus, RetiredStatus, ServiceStatus, Status},
+    api::{
+        Answers, BackendStatus, GroupShare, Health, PinStatus, RetiredStatus, ServiceStatus, Status,
+    },
     dataplane::FlowCounts,
     error::Error,
+    state::Mode,
 };
 
 impl Controller {
@@ -51,7 +54,12 @@ impl Controller {
                     .copied()
                     .unwrap_or(0.0);
                 let health = self.health.get(name, b.addr);
+                let answers = match service.forward.mode {
+                    Mode::Nat => Some(Answers::from_stats(&self.plane.reply_counters(b.index)?)),
+                    _ => None,
+                };
                 backends.push(BackendStatus {
+                    answers,
                     drain: b.drain,
                     health: health.map(|h| if h.healthy { Health::Up } else { Health::Down }),
                     health_changed_at_ms: health.and_then(|h| h.last_change_ms),

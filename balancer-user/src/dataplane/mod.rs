@@ -29,8 +29,8 @@ use aya::maps::{
 };
 use balancer_common::{
     ring_index, tables_index, vip_port_bit, Backend, BackendStats, ClientPinKey, Endpoint, FlowKey,
-    FlowState, Rewrite, Ring, ServiceTables, Tunnel, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE,
-    GENERATIONS, PROTO_TCP, PROTO_UDP, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
+    FlowState, Reply, ReplyStats, Rewrite, Ring, ServiceTables, Tunnel, VipInfo, VipKey,
+    CLIENT_PIN_PREFIX_BASE, GENERATIONS, PROTO_TCP, PROTO_UDP, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 pub use attach::{AttachOptions, Attachment};
@@ -93,7 +93,8 @@ pub struct DataPlane {
     tunnels: Array<MapData, Tunnel>,
     tunnel_stats: PerCpuArray<MapData, u64>,
     rewrites: Array<MapData, Rewrite>,
-    replies: HashMap<MapData, Endpoint, Endpoint>,
+    replies: HashMap<MapData, Endpoint, Reply>,
+    reply_stats: PerCpuArray<MapData, ReplyStats>,
     nat_stats: PerCpuArray<MapData, u64>,
     backend_stats: PerCpuArray<MapData, BackendStats>,
     global_stats: PerCpuArray<MapData, u64>,
@@ -142,6 +143,7 @@ impl DataPlane {
             tunnel_stats: take(&mut ebpf, "TUNNEL_STATS")?,
             rewrites: take(&mut ebpf, "REWRITES")?,
             replies: take(&mut ebpf, "REPLIES")?,
+            reply_stats: take(&mut ebpf, "REPLY_STATS")?,
             nat_stats: take(&mut ebpf, "NAT_STATS")?,
             backend_stats: take(&mut ebpf, "BACKEND_STATS")?,
             global_stats: take(&mut ebpf, "GLOBAL_STATS")?,
@@ -402,6 +404,15 @@ impl DataPlane {
             self.backend_stats
                 .set(index, zero, 0)
                 .map_err(map_err("reset BACKEND_STATS"))?;
+            let zero = PerCpuValues::try_from(vec![ReplyStats::default(); cpus]).map_err(|e| {
+                DataPlaneError::Io {
+                    context: "build per-CPU values".into(),
+                    source: e,
+                }
+            })?;
+            self.reply_stats
+                .set(index, zero, 0)
+                .map_err(map_err("reset REPLY_STATS"))?;
         }
         self.backends
             .set(index, backend, 0)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use balancer_common::{reply_port_bit, Endpoint, Rewrite};
+use balancer_common::{reply_port_bit, Endpoint, Reply, ReplyStats, Rewrite};
 
 use super::{map_err, missing, DataPlane, DataPlaneError};
 
@@ -23,11 +23,12 @@ impl DataPlane {
             .map_err(map_err("read REWRITES"))
     }
 
-    /// Rewrites the replies from `backend` to come from `vip`, and lets packets from the
-    /// backend's port through the pre-filter.
-    pub fn set_reply(&mut self, backend: &Endpoint, vip: &Endpoint) -> Result<(), DataPlaneError> {
+    /// Rewrites the replies from `backend` as `reply` says (to come from its VIP, counted
+    /// for its backend index), and lets packets from the backend's port through the
+    /// pre-filter.
+    pub fn set_reply(&mut self, backend: &Endpoint, reply: &Reply) -> Result<(), DataPlaneError> {
         self.replies
-            .insert(backend, vip, 0)
+            .insert(backend, reply, 0)
             .map_err(map_err("write REPLIES"))?;
         let port = u32::from(u16::from_be(backend.port_be));
         let bits = self
@@ -68,8 +69,27 @@ impl DataPlane {
             .map_err(map_err("write VIP_PORTS"))
     }
 
-    /// Every (backend endpoint, VIP endpoint) whose replies are rewritten.
-    pub fn replies(&self) -> Result<Vec<(Endpoint, Endpoint)>, DataPlaneError> {
+    /// What the replies of backend index `index` said, summed over CPUs.
+    pub fn reply_counters(&self, index: u32) -> Result<ReplyStats, DataPlaneError> {
+        let values = self
+            .reply_stats
+            .get(&index, 0)
+            .map_err(map_err("read REPLY_STATS"))?;
+        Ok(values.iter().fold(ReplyStats::default(), |mut sum, cpu| {
+            sum.packets += cpu.packets;
+            sum.bytes += cpu.bytes;
+            sum.resets += cpu.resets;
+            sum.handshakes += cpu.handshakes;
+            sum.handshake_ns += cpu.handshake_ns;
+            for (total, count) in sum.buckets.iter_mut().zip(cpu.buckets) {
+                *total += count;
+            }
+            sum
+        }))
+    }
+
+    /// Every backend endpoint whose replies are rewritten, with its reply entry.
+    pub fn replies(&self) -> Result<Vec<(Endpoint, Reply)>, DataPlaneError> {
         self.replies
             .iter()
             .collect::<Result<Vec<_>, _>>()

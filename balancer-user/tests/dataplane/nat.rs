@@ -8,12 +8,13 @@
 use std::net::IpAddr;
 
 use balancer_common::{
-    Endpoint, Rewrite, FAMILY_V4, FAMILY_V6, FORWARD_NAT, NAT_STAT_REPLIES, PROTO_TCP, PROTO_UDP,
+    Endpoint, Reply, Rewrite, FAMILY_V4, FAMILY_V6, FORWARD_NAT, NAT_STAT_REPLIES, PROTO_TCP,
+    PROTO_UDP,
 };
 
 use super::*;
 use crate::support::{
-    packet::{icmp_error, FrameBuilder, ETH_LEN, IPV4_LEN},
+    packet::{icmp_error, FrameBuilder, ETH_LEN, IPV4_LEN, RST},
     plane::XDP_REDIRECT,
     routes::{RoutedNetns, NEXT_HOP_MAC, V0_MAC},
 };
@@ -80,11 +81,13 @@ fn translated(test: &str, vip: &str, backend: &str, proto: u8) -> Fixture {
     fx.plane
         .set_backend(index, &entry, false)
         .expect("write the backend");
+    let reply = Reply {
+        vip: endpoint(vip, VIP_PORT, proto),
+        backend: index,
+        ..Reply::default()
+    };
     fx.plane
-        .set_reply(
-            &endpoint(backend, BACKEND_PORT, proto),
-            &endpoint(vip, VIP_PORT, proto),
-        )
+        .set_reply(&endpoint(backend, BACKEND_PORT, proto), &reply)
         .expect("write the reply");
     fx
 }
@@ -246,8 +249,12 @@ fn a_removed_reply_entry_closes_its_port_and_replies_pass_untouched() {
         let mut fx = translated("nat-close", VIP4, "198.18.200.10", PROTO_TCP);
         // A second backend on the same port keeps it open while it is there.
         let second = endpoint("198.18.200.13", BACKEND_PORT, PROTO_TCP);
-        let vip = endpoint(VIP4, VIP_PORT, PROTO_TCP);
-        fx.plane.set_reply(&second, &vip).expect("second reply");
+        let reply = Reply {
+            vip: endpoint(VIP4, VIP_PORT, PROTO_TCP),
+            backend: 7,
+            ..Reply::default()
+        };
+        fx.plane.set_reply(&second, &reply).expect("second reply");
         let first = endpoint("198.18.200.10", BACKEND_PORT, PROTO_TCP);
         fx.plane.remove_reply(&first).expect("remove the first");
         let reply = Flow::new(
@@ -427,5 +434,51 @@ fn an_icmp_error_from_a_router_keeps_its_source_and_others_pass() {
             assert_eq!((run.action, &run.packet), (XDP_PASS, &frame));
         }
         assert_eq!(fx.plane.global_counters().unwrap().nat.errors, 1);
+    });
+}
+
+#[test]
+fn a_backends_replies_are_counted_and_its_handshakes_timed() {
+    let ns = RoutedNetns::new("nat-answers");
+    ns.enter(|| {
+        let mut fx = translated("nat-answers", VIP4, "198.18.200.10", PROTO_TCP);
+        let index = fx.entry("web", "198.18.200.10".parse().unwrap()).index;
+        let to_vip = Flow::new(Transport::Tcp, NAT_CLIENT4, 40_100, VIP4, VIP_PORT);
+        let reply = Flow::new(
+            Transport::Tcp,
+            "198.18.200.10",
+            BACKEND_PORT,
+            NAT_CLIENT4,
+            40_100,
+        );
+        fx.send(&to_vip.frame_with(SYN));
+        let syn_ack = reply.frame_with(SYN | ACK);
+        assert_eq!(fx.send(&syn_ack).action, XDP_REDIRECT);
+        let stats = fx.plane.reply_counters(index).expect("reply counters");
+        assert_eq!((stats.packets, stats.bytes), (1, syn_ack.len() as u64));
+        assert_eq!(stats.handshakes, 1, "the SYN-ACK of a SYN the LB forwarded");
+        assert!(
+            stats.handshake_ns > 0 && stats.handshake_ns < 1_000_000_000,
+            "timed: {} ns",
+            stats.handshake_ns
+        );
+        assert_eq!(stats.buckets.iter().sum::<u64>(), 1);
+        // Once the client's ACK completed the handshake, a SYN-ACK is not timed again; a
+        // SYN-ACK of a flow the LB never saw is not timed either.
+        fx.send(&to_vip.frame_with(ACK));
+        fx.send(&syn_ack);
+        fx.send(
+            &Flow {
+                dport: 40_101,
+                ..reply
+            }
+            .frame_with(SYN | ACK),
+        );
+        // A reset from the backend.
+        fx.send(&reply.frame_with(RST | ACK));
+        let stats = fx.plane.reply_counters(index).expect("reply counters");
+        assert_eq!(stats.packets, 4);
+        assert_eq!(stats.handshakes, 1);
+        assert_eq!(stats.resets, 1);
     });
 }

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use balancer_common::{
-    Backend, Endpoint, Rewrite, Tunnel, FAMILY_V4, FAMILY_V6, FORWARD_GUE, FORWARD_IPIP,
+    Backend, Endpoint, Reply, Rewrite, Tunnel, FAMILY_V4, FAMILY_V6, FORWARD_GUE, FORWARD_IPIP,
     FORWARD_NAT, PROTO_TCP,
 };
 
@@ -261,18 +261,29 @@ fn with_nat() -> State {
     state
 }
 
-/// The reply entry of backend `addr` of `api`: its endpoint → the VIP.
-fn reply_of(addr: &str) -> (Endpoint, Endpoint) {
+/// The reply entry of backend `addr` (index `backend`) of `api`: its endpoint → the VIP
+/// and its index.
+fn reply_of(addr: &str, backend: u32) -> (Endpoint, Reply) {
     let endpoint = |addr: &str, port: u16| Endpoint {
         addr: bytes(ip(addr)),
         port_be: port.to_be(),
         proto: PROTO_TCP,
         family: FAMILY_V4,
     };
-    (endpoint(addr, 8080), endpoint("198.19.0.6", 80))
+    let reply = Reply {
+        vip: endpoint("198.19.0.6", 80),
+        backend,
+        ..Reply::default()
+    };
+    (endpoint(addr, 8080), reply)
 }
 
-fn replies(rig: &Rig) -> Vec<(Endpoint, Endpoint)> {
+/// The reply entries of `api`'s two backends as `controller` placed them.
+fn both_replies(controller: &Controller) -> [(Endpoint, Reply); 2] {
+    [ROUTED, "198.18.7.7"].map(|addr| reply_of(addr, id(controller, "api", addr).0))
+}
+
+fn replies(rig: &Rig) -> Vec<(Endpoint, Reply)> {
     let mut replies = rig.plane.maps().replies.clone();
     replies.sort_by_key(|(backend, _)| backend.addr);
     replies
@@ -310,7 +321,7 @@ fn nat_backends_get_their_rewrite_first_and_their_replies_an_entry() {
             .collect();
         assert_eq!(order, ["rewrite", "backend"]);
     }
-    assert_eq!(replies(&rig), [reply_of(ROUTED), reply_of("198.18.7.7")]);
+    assert_eq!(replies(&rig), both_replies(&controller));
     // Never looked for on L2; no tunnel entries.
     assert!(!rig.neighbors.resolved().contains(&ip(ROUTED)));
     assert!(rig.plane.maps().tunnels.is_empty());
@@ -320,6 +331,7 @@ fn nat_backends_get_their_rewrite_first_and_their_replies_an_entry() {
 fn a_retired_nat_backend_keeps_its_reply_entry_and_a_cut_one_loses_it() {
     let rig = Rig::new(with_nat());
     let mut controller = rig.start();
+    let both = both_replies(&controller);
     let remove = |addr: &str, cut| Change::RemoveBackend {
         service: "api".into(),
         addr: ip(addr),
@@ -328,7 +340,7 @@ fn a_retired_nat_backend_keeps_its_reply_entry_and_a_cut_one_loses_it() {
     apply(&mut controller, remove(ROUTED, false)).unwrap();
     assert_eq!(
         replies(&rig),
-        [reply_of(ROUTED), reply_of("198.18.7.7")],
+        both,
         "a retired backend's flows still answer"
     );
     apply(&mut controller, remove(ROUTED, true)).unwrap();
@@ -390,7 +402,7 @@ fn a_restart_rebuilds_the_nat_entries_and_drops_stray_replies() {
     let before = replies(&rig);
     drop(controller);
     // A reply entry the state does not have (a crash between two writes).
-    rig.plane.maps().replies.push(reply_of("198.18.7.8"));
+    rig.plane.maps().replies.push(reply_of("198.18.7.8", 99));
     let restarted = rig.start();
     let maps = rig.plane.maps();
     assert_eq!(maps.backends, backends);
