@@ -44,6 +44,11 @@ impl Plane {
         self.dp.as_mut().expect("loaded until dropped")
     }
 
+    /// Where its maps are pinned.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// The destination MACs written for direct-server-return backends: a frame forwarded
     /// to one of them carries one of these.
     pub fn backend_macs(&self) -> &BTreeSet<[u8; 6]> {

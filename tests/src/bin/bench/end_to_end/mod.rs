@@ -5,6 +5,7 @@
 mod balancers;
 mod connections;
 mod generator;
+pub mod nat;
 mod programs;
 mod responder;
 mod socket_option;
