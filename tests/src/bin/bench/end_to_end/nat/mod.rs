@@ -1,8 +1,9 @@
-//! Section 1c: `nat` end to end against nftables DNAT doing the same job on the routed lab
-//! of the namespace tests: both rewrite the destination of the client's packets to a
-//! backend, and the backends' replies come back through the LB host. The same generator,
-//! sinks and connection test as the bridged section carry traffic through one and then the
-//! other in every round, so their ratios compare measurements taken side by side.
+//! The section `nat`: `nat` end to end against nftables DNAT doing the same job on the
+//! routed lab of the namespace tests: both rewrite the destination of the client's packets
+//! to a backend, and the backends' replies come back through the LB host. The same
+//! generator, sinks and connection test as the bridged section carry traffic through one
+//! and then the other in every round, so their ratios compare measurements taken side by
+//! side.
 
 mod contenders;
 mod lab;
