@@ -140,6 +140,20 @@ impl RoutedTopology {
         setup::ROUTER_LB_PORT
     }
 
+    /// The router's interface facing the client (the peer of the client's `eth0`).
+    pub fn router_client_port(&self) -> &str {
+        setup::ROUTER_CLIENT_PORT
+    }
+
+    /// Makes the LB the path of every packet from the backends, as `nat` needs: a rule on
+    /// the router sends what arrives on the backends' bridge to a table whose default route
+    /// is the LB; forwarding is turned on on the LB host (its route lookups need it, and it
+    /// forwards what its program passes); the VIPs are taken off the backends' loopbacks
+    /// (`nat` backends need none).
+    pub fn backends_through_lb(&self) -> Result<()> {
+        setup::backends_through_lb(&self.router_ns, &self.lb_ns, &self.backend_ns)
+    }
+
     /// Number of backends.
     pub fn backend_count(&self) -> usize {
         self.backend_ns.len()

@@ -14,53 +14,6 @@ use balancer_user::api::Health;
 
 /// The VIPs' port; the backends serve on 80.
 const VIP_PORT: u16 = 8080;
-/// The routing table the router sends the backends' packets to the LB with.
-const THROUGH_LB: &str = "100";
-
-/// Makes the LB the path of every packet from the backends (a rule on the router for what
-/// arrives on the backends' bridge, a table whose default route is the LB), turns on
-/// forwarding on the LB host (its route lookups need it), and takes the VIPs off the
-/// backends' loopbacks: `nat` backends need none.
-fn through_lb(lab: &RoutedLab) -> Result<()> {
-    let t = &lab.topology;
-    for v6 in [false, true] {
-        let family = if v6 { "-6" } else { "-4" };
-        let lb = t.lb_addr(v6).to_string();
-        netns::run(
-            t.router_ns(),
-            &[
-                "ip", family, "rule", "add", "iif", "br0", "lookup", THROUGH_LB, "pref", "100",
-            ],
-        )?;
-        netns::run(
-            t.router_ns(),
-            &[
-                "ip", family, "route", "add", "default", "via", &lb, "table", THROUGH_LB,
-            ],
-        )?;
-    }
-    for sysctl in [
-        "net.ipv4.conf.all.forwarding=1",
-        "net.ipv6.conf.all.forwarding=1",
-    ] {
-        netns::run(t.lb_ns(), &["sysctl", "-qw", sysctl])?;
-    }
-    for i in 0..t.backend_count() {
-        netns::run(
-            t.backend_ns(i),
-            &[
-                "ip", "-4", "address", "flush", "dev", "lo", "scope", "global",
-            ],
-        )?;
-        netns::run(
-            t.backend_ns(i),
-            &[
-                "ip", "-6", "address", "flush", "dev", "lo", "scope", "global",
-            ],
-        )?;
-    }
-    Ok(())
-}
 
 /// Adds service `name` (`proto`) on the VIP's port [`VIP_PORT`], forwarding by `nat` to
 /// port 80, with backend `i` at weight `weights[i]`; returns its address.
@@ -160,7 +113,7 @@ fn all_up(lab: &RoutedLab, service: &str) -> Result<()> {
 #[test]
 fn nat_splits_by_weight_translates_replies_and_keeps_connections() -> Result<()> {
     let mut lab = RoutedLab::new("bnat1")?;
-    through_lb(&lab)?;
+    lab.topology.backends_through_lb()?;
     let weights = [100, 100, 100, 300];
     let web = nat_service(&lab, "web", false, "tcp", &weights)?;
     let web6 = nat_service(&lab, "web6", true, "tcp", &weights)?;
@@ -243,7 +196,7 @@ fn nat_splits_by_weight_translates_replies_and_keeps_connections() -> Result<()>
 #[test]
 fn nat_carries_udp_both_ways() -> Result<()> {
     let lab = RoutedLab::new("bnat2")?;
-    through_lb(&lab)?;
+    lab.topology.backends_through_lb()?;
     for v6 in [false, true] {
         let name = if v6 { "dns6" } else { "dns" };
         let service = nat_service(&lab, name, v6, "udp", &[100, 100, 100, 100])?;

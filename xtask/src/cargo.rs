@@ -100,10 +100,11 @@ fn use_balancer(step: &mut Command, profile: &str) {
 }
 
 /// Builds the daemon and runs the benchmark (both release builds), which writes
-/// `bench/REPORT.md`, or with `quick` a report in a temporary directory (it prints where),
-/// so the smoke run leaves the committed report alone. The benchmark's control-plane
-/// section drives the release daemon (`$BALANCER_BIN`, unless the caller set it).
-pub fn bench(quick: bool) -> Result<()> {
+/// `bench/REPORT.md`, or with `quick` or `only` (some sections, comma-separated) a report
+/// in a temporary directory (it prints where), so a smoke or partial run leaves the
+/// committed report alone. The benchmark's sections that run the daemon drive the release
+/// build (`$BALANCER_BIN`, unless the caller set it).
+pub fn bench(quick: bool, only: Option<&str>) -> Result<()> {
     run_steps(&[&["build", "--release", "-p", "balancer-user"]])?;
     let mut args = vec![
         "run",
@@ -116,6 +117,9 @@ pub fn bench(quick: bool) -> Result<()> {
     ];
     if quick {
         args.push("--quick");
+    }
+    if let Some(sections) = only {
+        args.extend(["--only", sections]);
     }
     let mut step = cargo(&args);
     use_balancer(&mut step, "release");

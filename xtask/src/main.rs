@@ -40,6 +40,10 @@ enum Task {
         /// to a temporary directory instead of bench/.
         #[arg(long)]
         quick: bool,
+        /// Only these sections, comma-separated (per-packet, end-to-end, nat, tables,
+        /// control-plane, memory); the report then goes to a temporary directory too.
+        #[arg(long, value_name = "SECTIONS")]
+        only: Option<String>,
     },
     /// Setup, then fuzz the XDP program: seeded random and mutated frames through
     /// BPF_PROG_TEST_RUN, each checked against the tests' model (the long run of the
@@ -72,7 +76,7 @@ fn run(task: Task) -> Result<()> {
         Task::Test => cargo::test(),
         Task::Demo => cargo::demo(),
         Task::Build => cargo::build_release(),
-        Task::Bench { quick } => cargo::bench(quick),
+        Task::Bench { quick, only } => cargo::bench(quick, only.as_deref()),
         Task::Fuzz { frames, seed } => cargo::fuzz(frames, seed.as_deref()),
     }
 }

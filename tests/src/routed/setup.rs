@@ -63,6 +63,44 @@ pub(crate) fn configure_router(
     ip_batch(router_ns, &batch)
 }
 
+/// The routing table of the router that sends the backends' packets to the LB.
+const THROUGH_LB: &str = "100";
+
+/// See [`super::RoutedTopology::backends_through_lb`].
+pub(crate) fn backends_through_lb(router_ns: &str, lb_ns: &str, backends: &[String]) -> Result<()> {
+    for v6 in [false, true] {
+        let family = if v6 { "-6" } else { "-4" };
+        let lb = addresses::lb(v6).to_string();
+        netns::run(
+            router_ns,
+            &[
+                "ip", family, "rule", "add", "iif", BRIDGE, "lookup", THROUGH_LB, "pref", "100",
+            ],
+        )?;
+        netns::run(
+            router_ns,
+            &[
+                "ip", family, "route", "add", "default", "via", &lb, "table", THROUGH_LB,
+            ],
+        )?;
+        for ns in backends {
+            netns::run(
+                ns,
+                &[
+                    "ip", family, "address", "flush", "dev", "lo", "scope", "global",
+                ],
+            )?;
+        }
+    }
+    set_sysctls(
+        lb_ns,
+        &[
+            ("net/ipv4/conf/all/forwarding".to_owned(), "1"),
+            ("net/ipv6/conf/all/forwarding".to_owned(), "1"),
+        ],
+    )
+}
+
 /// The client: its address, the router as its default gateway, and tx checksum offload off
 /// (its packets reach the LB's XDP program, which forwards them whole: an unfinished
 /// checksum would reach the backend unfinished).

@@ -1,7 +1,12 @@
-//! `cargo xtask bench [--quick]`: what the data plane and the control plane cost, measured
-//! side by side in one run and written to a markdown report with PNG charts next to it:
-//! `bench/REPORT.md` for the full run, a temporary directory for the quick one (so a smoke
-//! run never overwrites the committed report), or `--report PATH`.
+//! `cargo xtask bench [--quick] [--only SECTIONS]`: what the data plane and the control
+//! plane cost, measured side by side in one run and written to a markdown report with PNG
+//! charts next to it: `bench/REPORT.md` for the full run of every section, a temporary
+//! directory for a quick one or one of some sections (so a smoke or partial run never
+//! overwrites the committed report), or `--report PATH`.
+//!
+//! `--only` takes a comma-separated list of sections: `per-packet`, `end-to-end`, `nat`,
+//! `tables`, `control-plane`, `memory`. The `end-to-end`, `nat` and `control-plane`
+//! sections run the daemon: `$BALANCER_BIN` (`cargo xtask bench` sets it).
 //!
 //! Every figure is a median over rounds with min and max, or a ratio to a baseline measured
 //! in the same run: numbers on a shared VM are noisy. Timings are never asserted, but a
@@ -12,10 +17,12 @@
 mod control_plane;
 mod end_to_end;
 mod frames;
+mod memory;
 mod per_packet;
 mod plane;
 mod plots;
 mod report;
+mod sections;
 mod stats;
 mod tables;
 
@@ -24,6 +31,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context, Result};
 
 use report::Report;
+use sections::Section;
 
 /// Sizes of one run.
 pub struct Plan {
@@ -41,15 +49,31 @@ pub struct Plan {
     pub control_changes: usize,
     /// Length of each end-to-end flood and connection test.
     pub forwarding_time: Duration,
+    /// Length of each flood and connection test of `nat` against nftables.
+    pub nat_time: Duration,
     /// Length of each window of the live view's CPU row (idle, then watched).
     pub watch_window: Duration,
     /// Pairs of windows of that row.
     pub watch_rounds: usize,
 }
 
+/// What `--help` prints.
+fn usage() -> String {
+    format!(
+        "usage: bench [--quick] [--only SECTIONS] [--report PATH]\n\
+         \n  --quick          fewer repetitions and rounds: a smoke run\
+         \n  --only SECTIONS  only these sections, comma-separated: {}\
+         \n  --report PATH    where to write the report (default: bench/REPORT.md for a full\
+         \n                   run of every section, else $TMPDIR/balancer-bench-quick/REPORT.md)\
+         \n\nThe end-to-end, nat and control-plane sections run the daemon $BALANCER_BIN.\n",
+        Section::names()
+    )
+}
+
 fn main() -> Result<()> {
     let mut quick = false;
     let mut report_path = None;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -57,9 +81,19 @@ fn main() -> Result<()> {
             "--report" => {
                 report_path = Some(PathBuf::from(args.next().context("--report needs a path")?))
             }
-            other => bail!("unknown argument {other:?} (use --quick, --report PATH)"),
+            "--help" | "-h" => {
+                print!("{}", usage());
+                return Ok(());
+            }
+            "--only" => {
+                let list = args.next().context("--only needs a list of sections")?;
+                only = Some(Section::parse_list(&list)?);
+            }
+            other => bail!("unknown argument {other:?}\n{}", usage()),
         }
     }
+    let partial = only.is_some();
+    let sections = only.unwrap_or(Section::ALL.to_vec());
     let plan = if quick {
         Plan {
             quick,
@@ -69,6 +103,7 @@ fn main() -> Result<()> {
             conntrack_fill: 100_000,
             control_changes: 100,
             forwarding_time: Duration::from_secs(2),
+            nat_time: Duration::from_secs(1),
             watch_window: Duration::from_secs(3),
             watch_rounds: 1,
         }
@@ -81,23 +116,32 @@ fn main() -> Result<()> {
             conntrack_fill: 1_000_000,
             control_changes: 300,
             forwarding_time: Duration::from_secs(5),
+            nat_time: Duration::from_secs(3),
             watch_window: Duration::from_secs(10),
             watch_rounds: 3,
         }
     };
-    let report_path = report_path.unwrap_or_else(|| match quick {
+    let report_path = report_path.unwrap_or_else(|| match quick || partial {
         true => std::env::temp_dir()
             .join("balancer-bench-quick")
             .join("REPORT.md"),
         false => PathBuf::from("bench/REPORT.md"),
     });
     let mut report = Report::default();
-    header(&mut report, &plan)?;
-    per_packet::run(&mut report, &plan)?;
-    end_to_end::run(&mut report, &plan)?;
-    tables::build_times(&mut report, &plan)?;
-    tables::disruption(&mut report)?;
-    control_plane::run(&mut report, &plan)?;
+    header(&mut report, &plan, partial.then_some(&sections[..]))?;
+    for section in sections {
+        match section {
+            Section::PerPacket => per_packet::run(&mut report, &plan)?,
+            Section::EndToEnd => end_to_end::run(&mut report, &plan)?,
+            Section::Nat => end_to_end::nat::run(&mut report, &plan)?,
+            Section::Tables => {
+                tables::build_times(&mut report, &plan)?;
+                tables::disruption(&mut report)?;
+            }
+            Section::ControlPlane => control_plane::run(&mut report, &plan)?,
+            Section::Memory => memory::run(&mut report)?,
+        }
+    }
     let dir = report_path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -113,7 +157,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn header(report: &mut Report, plan: &Plan) -> Result<()> {
+/// The report's title, the machine, and the run's sizes; `only` names the sections of a
+/// partial run.
+fn header(report: &mut Report, plan: &Plan, only: Option<&[Section]>) -> Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
     let model = cpuinfo
@@ -128,11 +174,20 @@ fn header(report: &mut Report, plan: &Plan) -> Result<()> {
         .filter(|l| l.starts_with("processor"))
         .count();
     report.line("# balancer benchmark report\n");
+    let only = only.map(|sections| {
+        let names: Vec<&str> = sections.iter().map(|s| s.name()).collect();
+        names.join(",")
+    });
     report.line(format!(
-        "Machine: {cores} × {model}; kernel {}; mode: {}. Regenerate with `cargo xtask bench{}`.\n",
+        "Machine: {cores} × {model}; kernel {}; mode: {}{}. Regenerate with `cargo xtask \
+         bench{}{}`.\n",
         kernel.trim(),
         if plan.quick { "quick" } else { "full" },
-        if plan.quick { " --quick" } else { "" }
+        only.as_ref()
+            .map_or(String::new(), |names| format!(", sections {names} only")),
+        if plan.quick { " --quick" } else { "" },
+        only.as_ref()
+            .map_or(String::new(), |names| format!(" --only {names}")),
     ));
     report.line(
         "Each section states its targets and whether this run met them. What was changed to \

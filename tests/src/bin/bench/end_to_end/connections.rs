@@ -10,11 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use balancer_tests::netns::in_netns;
 
-use super::{
-    responder::TCP_PORT,
-    topology::{CLIENT_NS, VIP},
-};
-
 /// Timeout of each connect, read and write.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most connections one thread opens per second of test, a bound besides time.
@@ -119,20 +114,25 @@ pub struct Opened {
     pub seconds: f64,
 }
 
-/// The TCP service on the VIP.
-fn service() -> SocketAddr {
-    SocketAddr::from((VIP, TCP_PORT))
+/// Who connects to what: the client's namespace and the TCP service on the VIP.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The client's namespace.
+    pub ns: String,
+    /// The service.
+    pub service: SocketAddr,
 }
 
-/// Opens connections from `threads` threads for `duration`.
-pub fn open(threads: usize, duration: Duration) -> Result<Opened> {
+/// Opens connections to `target` from `threads` threads for `duration`.
+pub fn open(target: &Target, threads: usize, duration: Duration) -> Result<Opened> {
     let max_per_thread = (duration.as_secs_f64() * MAX_RATE_PER_THREAD) as u64;
     let start = Instant::now();
     let deadline = start + duration;
-    let (answered, failed) = in_netns(CLIENT_NS, || {
+    let service = target.service;
+    let (answered, failed) = in_netns(&target.ns, || {
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
-                .map(|_| scope.spawn(move || open_until(deadline, max_per_thread)))
+                .map(|_| scope.spawn(move || open_until(service, deadline, max_per_thread)))
                 .collect();
             let mut total = (0, Failures::default());
             for worker in workers {
@@ -150,12 +150,12 @@ pub fn open(threads: usize, duration: Duration) -> Result<Opened> {
     })
 }
 
-/// Opens connections one after another until `deadline` or `max`; returns the answered
-/// ones and the failures.
-fn open_until(deadline: Instant, max: u64) -> (u64, Failures) {
+/// Opens connections to `service` one after another until `deadline` or `max`; returns the
+/// answered ones and the failures.
+fn open_until(service: SocketAddr, deadline: Instant, max: u64) -> (u64, Failures) {
     let (mut answered, mut failed) = (0, Failures::default());
     while answered + failed.total() < max && Instant::now() < deadline {
-        match exchange() {
+        match exchange(service) {
             Ok(()) => answered += 1,
             Err(kind) => failed.add(kind),
         }
@@ -163,9 +163,9 @@ fn open_until(deadline: Instant, max: u64) -> (u64, Failures) {
     (answered, failed)
 }
 
-/// One connection: connect, request, answer, close.
-fn exchange() -> Result<(), Failure> {
-    let mut stream = TcpStream::connect_timeout(&service(), IO_TIMEOUT)
+/// One connection to `service`: connect, request, answer, close.
+fn exchange(service: SocketAddr) -> Result<(), Failure> {
+    let mut stream = TcpStream::connect_timeout(&service, IO_TIMEOUT)
         .map_err(|error| Failure::of_connect(&error))?;
     let exchange = |stream: &mut TcpStream| -> io::Result<Vec<u8>> {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -182,19 +182,16 @@ fn exchange() -> Result<(), Failure> {
     }
 }
 
-/// Waits up to `limit` until one connection to the VIP is answered: the balancer under
+/// Waits up to `limit` until one connection to `target` is answered: the balancer under
 /// test is in place.
-pub fn wait_answering(limit: Duration) -> Result<()> {
+pub fn wait_answering(target: &Target, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
+    let service = target.service;
     loop {
-        match in_netns(CLIENT_NS, exchange)? {
+        match in_netns(&target.ns, || exchange(service))? {
             Ok(()) => return Ok(()),
             Err(kind) if Instant::now() > deadline => {
-                bail!(
-                    "no answer from {} within {limit:?}: {}",
-                    service(),
-                    kind.name()
-                )
+                bail!("no answer from {service} within {limit:?}: {}", kind.name())
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }

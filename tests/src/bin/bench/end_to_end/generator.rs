@@ -4,6 +4,7 @@
 //! `sendmmsg`. The client's kernel transmits them through the veth into the LB's `eth0`,
 //! as a host's stack would. Each thread is bounded by time and by count.
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -11,7 +12,7 @@ use balancer_tests::netns::in_netns;
 use balancer_tests::traffic::{Qdisc, RawSender};
 use etherparse::PacketBuilder;
 
-use super::topology::{CLIENT, CLIENT_MAC, CLIENT_NS, IFACE, LB_MAC, VIP};
+use super::topology::IFACE;
 
 /// UDP destination port of the flood; the backends' sink drops these datagrams.
 pub const FLOOD_PORT: u16 = 9;
@@ -34,16 +35,35 @@ pub struct Offered {
     pub seconds: f64,
 }
 
+/// Where the flood leaves from and what its frames are addressed to.
+#[derive(Clone, Debug)]
+pub struct Wire {
+    /// The client's namespace: the flood leaves its [`IFACE`].
+    pub ns: String,
+    /// The frames' source MAC, the client's.
+    pub src_mac: [u8; 6],
+    /// The frames' destination MAC, the client's next hop's.
+    pub dst_mac: [u8; 6],
+    /// The client's address.
+    pub src: Ipv4Addr,
+    /// The VIP.
+    pub dst: Ipv4Addr,
+}
+
 /// The generator: the flood's frames, built once.
 pub struct Generator {
+    ns: String,
     frames: Vec<Vec<u8>>,
 }
 
 impl Generator {
-    /// Builds the [`FLOWS`] frames of the flood.
-    pub fn new() -> Self {
+    /// Builds the [`FLOWS`] frames of the flood on `wire`.
+    pub fn new(wire: &Wire) -> Self {
         Self {
-            frames: (0..FLOWS).map(|flow| frame(FIRST_PORT + flow)).collect(),
+            ns: wire.ns.clone(),
+            frames: (0..FLOWS)
+                .map(|flow| frame(wire, FIRST_PORT + flow))
+                .collect(),
         }
     }
 
@@ -54,7 +74,7 @@ impl Generator {
         let frames = &self.frames;
         let start = Instant::now();
         let deadline = start + duration;
-        let packets = in_netns(CLIENT_NS, || -> Result<u64> {
+        let packets = in_netns(&self.ns, || -> Result<u64> {
             std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..threads)
                     .map(|cpu| {
@@ -78,12 +98,12 @@ impl Generator {
     }
 }
 
-/// One frame of the flood: client → VIP:[`FLOOD_PORT`] from UDP port `source`, IPv4 and
-/// UDP checksums complete.
-fn frame(source: u16) -> Vec<u8> {
+/// One frame of the flood on `wire`: client → VIP:[`FLOOD_PORT`] from UDP port `source`,
+/// IPv4 and UDP checksums complete.
+fn frame(wire: &Wire, source: u16) -> Vec<u8> {
     let mut frame = Vec::with_capacity(FRAME_LEN);
-    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv4(CLIENT.octets(), VIP.octets(), 64)
+    PacketBuilder::ethernet2(wire.src_mac, wire.dst_mac)
+        .ipv4(wire.src.octets(), wire.dst.octets(), 64)
         .udp(source, FLOOD_PORT)
         .write(&mut frame, &[0u8; FRAME_LEN - HEADER_LEN])
         .expect("frame");
@@ -108,7 +128,7 @@ mod tests {
 
     #[test]
     fn frames_are_one_per_source_port_with_valid_checksums() {
-        let generator = Generator::new();
+        let generator = Generator::new(&crate::end_to_end::topology::wire());
         assert_eq!(generator.frames.len(), usize::from(FLOWS));
         for (flow, frame) in (0..FLOWS).zip(&generator.frames) {
             assert_eq!(frame.len(), FRAME_LEN);

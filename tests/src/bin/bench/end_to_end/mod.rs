@@ -5,12 +5,14 @@
 mod balancers;
 mod connections;
 mod generator;
+pub mod nat;
 mod programs;
 mod responder;
 mod socket_option;
 mod summary;
 mod topology;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,9 +20,10 @@ use anyhow::Result;
 
 use crate::{report::Report, Plan};
 use balancers::Kind;
+use connections::Target;
 use generator::Generator;
 use programs::{DropAtLb, Sinks};
-use responder::Responders;
+use responder::{Responders, TCP_PORT};
 use summary::{Conns, Flood, Sample, Samples};
 use topology::Topology;
 
@@ -99,9 +102,14 @@ fn check(report: &mut Report, samples: &Samples) {
 /// Builds the topology (removed again on return, error or panic) and runs the rounds.
 fn measure(plan: &Plan, cpus: usize, scratch: &Path) -> Result<Samples> {
     let _topology = Topology::build(cpus)?;
-    let sinks = Sinks::attach()?;
-    let generator = Generator::new();
-    let _responders = Responders::start(RESPONDER_THREADS)?;
+    let backends = topology::backend_namespaces();
+    let sinks = Sinks::attach(&backends)?;
+    let generator = Generator::new(&topology::wire());
+    let _responders = Responders::start(&backends, RESPONDER_THREADS)?;
+    let target = Target {
+        ns: topology::CLIENT_NS.to_string(),
+        service: SocketAddr::from((topology::VIP, TCP_PORT)),
+    };
     let mut samples = Samples::default();
     for round in 1..=plan.rounds {
         eprintln!(
@@ -116,7 +124,7 @@ fn measure(plan: &Plan, cpus: usize, scratch: &Path) -> Result<Samples> {
         samples.ceiling.push(ceiling);
         for kind in Kind::ALL {
             let sample = kind.while_active(cpus, scratch, || {
-                connections::wait_answering(READY_TIMEOUT)?;
+                connections::wait_answering(&target, READY_TIMEOUT)?;
                 let flood = match kind.forwards_udp() {
                     true => Some(flood(
                         &generator,
@@ -127,7 +135,7 @@ fn measure(plan: &Plan, cpus: usize, scratch: &Path) -> Result<Samples> {
                     )?),
                     false => None,
                 };
-                let conns = conns(&sinks, cpus, plan.forwarding_time)?;
+                let conns = conns(&target, &sinks, cpus, plan.forwarding_time)?;
                 Ok(Sample { flood, conns })
             })?;
             samples.of_mut(kind).push(sample);
@@ -156,11 +164,11 @@ fn flood(
     })
 }
 
-/// One connection test through the active balancer: connections/s, failures, and
-/// packets/s that reached the backends meanwhile.
-fn conns(sinks: &Sinks, cpus: usize, time: Duration) -> Result<Conns> {
+/// One connection test to `target` through the active balancer: connections/s, failures,
+/// and packets/s that reached the backends meanwhile.
+fn conns(target: &Target, sinks: &Sinks, cpus: usize, time: Duration) -> Result<Conns> {
     let before = sinks.packets()?;
-    let opened = connections::open(2 * cpus, time)?;
+    let opened = connections::open(target, 2 * cpus, time)?;
     let delivered = sinks.packets()? - before;
     Ok(Conns {
         per_second: opened.answered as f64 / opened.seconds,

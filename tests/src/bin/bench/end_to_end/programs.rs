@@ -11,7 +11,7 @@ use aya::{
 use balancer_tests::netns::in_netns;
 use balancer_tests::test_programs::OBJECT;
 
-use super::topology::{backend_ns, BACKENDS, IFACE, LB_NS};
+use super::topology::{IFACE, LB_NS};
 
 /// Loads the test programs' object and attaches its program `name` in native mode to `eth0` in
 /// namespace `ns`; detached when the returned object drops.
@@ -32,25 +32,27 @@ fn attach(ns: &str, name: &str) -> Result<Ebpf> {
     })?
 }
 
-/// The sinks on every backend's `eth0`. Besides counting, a native XDP program on the
-/// receiving veth is what makes the kernel deliver frames that XDP redirects into it.
+/// Sinks on the `eth0` of hosts (the backends, or the LB for what reaches it). Besides
+/// counting, a native XDP program on the receiving veth is what makes the kernel deliver
+/// frames that XDP redirects into it.
 pub struct Sinks {
-    backends: Vec<Ebpf>,
+    hosts: Vec<Ebpf>,
 }
 
 impl Sinks {
-    /// Attaches a sink to each backend.
-    pub fn attach() -> Result<Self> {
-        let backends = (0..BACKENDS)
-            .map(|index| attach(&backend_ns(index), "sink"))
+    /// Attaches a sink in each of the namespaces `hosts`.
+    pub fn attach(hosts: &[String]) -> Result<Self> {
+        let hosts = hosts
+            .iter()
+            .map(|ns| attach(ns, "sink"))
             .collect::<Result<_>>()?;
-        Ok(Self { backends })
+        Ok(Self { hosts })
     }
 
-    /// Packets that reached any backend so far.
+    /// Packets that reached any of the hosts so far.
     pub fn packets(&self) -> Result<u64> {
         let mut total = 0;
-        for ebpf in &self.backends {
+        for ebpf in &self.hosts {
             let counter: PerCpuArray<_, u64> =
                 PerCpuArray::try_from(ebpf.map("SINK_PACKETS").context("sink counter")?)?;
             total += counter.get(&0, 0)?.iter().sum::<u64>();

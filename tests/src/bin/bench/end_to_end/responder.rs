@@ -13,10 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use balancer_tests::netns::in_netns;
 
-use super::{
-    socket_option::set_option,
-    topology::{backend_ns, BACKENDS},
-};
+use super::socket_option::set_option;
 
 /// TCP port of the connection test.
 pub const TCP_PORT: u16 = 80;
@@ -30,15 +27,16 @@ pub struct Responders {
 }
 
 impl Responders {
-    /// Starts `threads_per_backend` accepting threads on every backend.
-    pub fn start(threads_per_backend: usize) -> Result<Self> {
+    /// Starts `threads_per_backend` accepting threads in each of the backends' namespaces
+    /// `backends`.
+    pub fn start(backends: &[String], threads_per_backend: usize) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut responders = Responders {
             stop: stop.clone(),
             threads: Vec::new(),
         };
-        for index in 0..BACKENDS {
-            let listener = Arc::new(in_netns(&backend_ns(index), || {
+        for ns in backends {
+            let listener = Arc::new(in_netns(ns, || {
                 TcpListener::bind((Ipv4Addr::UNSPECIFIED, TCP_PORT))
             })??);
             set_accept_timeout(&listener)?;

@@ -135,7 +135,7 @@ fn backend_packets(s: &Sample) -> Option<f64> {
 }
 
 /// Packets/s in thousands, with spread.
-fn kpps(spread: Option<Spread>, missing: &str) -> String {
+pub(super) fn kpps(spread: Option<Spread>, missing: &str) -> String {
     spread.map_or(missing.to_string(), |s| {
         Spread {
             median: s.median / 1e3,
@@ -147,14 +147,14 @@ fn kpps(spread: Option<Spread>, missing: &str) -> String {
 }
 
 /// A ratio with spread, as `2.31× [2.10–2.50]`.
-fn times(spread: Option<Spread>, missing: &str) -> String {
+pub(super) fn times(spread: Option<Spread>, missing: &str) -> String {
     spread.map_or(missing.to_string(), |s| {
         format!("{:.2}× [{:.2}–{:.2}]", s.median, s.min, s.max)
     })
 }
 
 /// `failed` of all connections, and how they failed: `2 of 1000 (connect timeout 2)`.
-fn failures(failed: Failures, answered: u64) -> String {
+pub(super) fn failures(failed: Failures, answered: u64) -> String {
     let total = failed.total();
     let kinds: Vec<String> = Failure::ALL
         .into_iter()

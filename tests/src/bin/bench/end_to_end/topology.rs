@@ -8,6 +8,8 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use balancer_tests::netns;
 
+use super::generator::Wire;
+
 /// Prefix of every namespace of this section.
 const PREFIX: &str = "bbe2e-";
 /// The client's namespace.
@@ -22,13 +24,29 @@ pub const IFACE: &str = "eth0";
 /// The virtual IP every balancer serves.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 1);
 /// The client's address.
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
 /// The LB's address towards the client.
 const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
 /// The client's `eth0` MAC, the source of generated frames.
-pub const CLIENT_MAC: [u8; 6] = [2, 0xe2, 0xe0, 0, 0, 1];
+const CLIENT_MAC: [u8; 6] = [2, 0xe2, 0xe0, 0, 0, 1];
 /// The LB's `eth0` MAC, the destination of generated frames.
-pub const LB_MAC: [u8; 6] = [2, 0xe2, 0xe0, 0, 0, 2];
+const LB_MAC: [u8; 6] = [2, 0xe2, 0xe0, 0, 0, 2];
+
+/// The flood's wire: from the client's `eth0` to the LB's, client → VIP.
+pub fn wire() -> Wire {
+    Wire {
+        ns: CLIENT_NS.to_string(),
+        src_mac: CLIENT_MAC,
+        dst_mac: LB_MAC,
+        src: CLIENT,
+        dst: VIP,
+    }
+}
+
+/// The namespaces of the backends.
+pub fn backend_namespaces() -> Vec<String> {
+    (0..BACKENDS).map(backend_ns).collect()
+}
 
 /// Backend `index`'s namespace.
 pub fn backend_ns(index: usize) -> String {

@@ -1,10 +1,23 @@
 //! The balancers compared, one active at a time on the same topology.
 
 mod haproxy;
-mod nftables;
+pub(super) mod nftables;
 mod xdp;
 
 use anyhow::Result;
+
+use super::topology::{backend_addr, BACKENDS, LB_NS, VIP};
+use nftables::Dnat;
+
+/// The nftables DNAT of this topology.
+fn dnat() -> Dnat {
+    Dnat {
+        ns: LB_NS.to_string(),
+        table: "bbe2e".to_string(),
+        vip: VIP,
+        backends: (0..BACKENDS).map(backend_addr).collect(),
+    }
+}
 
 /// A load balancer under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +47,7 @@ impl Kind {
     pub fn config(self, cpus: usize) -> String {
         match self {
             Kind::Xdp => xdp::describe(),
-            Kind::Nftables => nftables::describe(),
+            Kind::Nftables => dnat().describe(),
             Kind::Haproxy => haproxy::describe(cpus),
         }
     }
@@ -58,7 +71,7 @@ impl Kind {
                 measure()
             }
             Kind::Nftables => {
-                let _table = nftables::Table::add(scratch)?;
+                let _table = nftables::Table::add(&dnat(), scratch)?;
                 measure()
             }
             Kind::Haproxy => {

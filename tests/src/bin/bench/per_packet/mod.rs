@@ -1,286 +1,30 @@
 //! Section 1a: in-kernel per-packet cost of every path, against baselines. Before a row
 //! is timed, its packet is run once and the XDP action (and, when forwarded, the backend's
-//! MAC) is checked against the path the row names: a mismatch fails the bench.
+//! MAC, or for a routed mode the next hop's and the packet's shape) is checked against the
+//! path the row names: a mismatch fails the bench.
 
-use std::collections::BTreeSet;
+mod baselines;
+mod expect;
+mod routed;
+mod routes;
+mod runs;
 
-use anyhow::{bail, Context, Result};
-use aya::{
-    programs::{TestRun, TestRunOptions, Xdp},
-    Ebpf, EbpfLoader,
-};
+use anyhow::Result;
 use balancer_common::pending_slots;
-use balancer_tests::test_programs::OBJECT;
-use balancer_user::dataplane::{DataPlane, TestRun as Run};
 
 use crate::{
-    frames::{tcp_v4, tcp_v6, Segment, VIP4, VIP6},
+    frames::{tcp_v4, tcp_v6, Flows, Segment, VIP4, VIP6},
     plane::plane,
     report::{Bar, Chart, Report},
     stats::Spread,
     Plan,
 };
+use baselines::Baselines;
+use expect::{Expect, XDP_DROP, XDP_TX};
+use runs::{fill, repeated, single_rounds, Fresh, Single};
 
 /// The section's name in failures.
 const SECTION: &str = "per-packet";
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
-
-/// An XDP action's name.
-fn action_name(action: u32) -> String {
-    match action {
-        0 => "XDP_ABORTED".into(),
-        XDP_DROP => "XDP_DROP".into(),
-        XDP_PASS => "XDP_PASS".into(),
-        XDP_TX => "XDP_TX".into(),
-        XDP_REDIRECT => "XDP_REDIRECT".into(),
-        other => format!("XDP action {other}"),
-    }
-}
-
-/// The path a row of the balancer names.
-#[derive(Clone, Copy)]
-enum Path {
-    /// Handed to the kernel untouched: XDP_PASS.
-    Pass,
-    /// Sent to a backend: XDP_TX (or XDP_REDIRECT), addressed to one of `macs`.
-    Forward,
-}
-
-/// What the balancer's packets must come back as, and the backends' MACs the bench wrote.
-struct Expect<'a> {
-    path: Path,
-    macs: &'a BTreeSet<[u8; 6]>,
-}
-
-impl Expect<'_> {
-    /// Fails, naming `row`, unless `run` took this path.
-    fn check(&self, row: &str, run: &Run) -> Result<()> {
-        match self.path {
-            Path::Pass if run.action != XDP_PASS => bail!(
-                "{SECTION}: row \"{row}\" returned {}, expected XDP_PASS",
-                action_name(run.action)
-            ),
-            Path::Forward if !matches!(run.action, XDP_TX | XDP_REDIRECT) => bail!(
-                "{SECTION}: row \"{row}\" returned {}, expected XDP_TX or XDP_REDIRECT",
-                action_name(run.action)
-            ),
-            Path::Forward => {
-                let dst = run.packet.get(..6).unwrap_or_default();
-                if !self.macs.iter().any(|mac| mac == dst) {
-                    bail!("{SECTION}: row \"{row}\" forwarded to MAC {dst:02x?}, not a backend's");
-                }
-                Ok(())
-            }
-            Path::Pass => Ok(()),
-        }
-    }
-}
-
-/// Mean ns per run of `frame`, `repeat` times, over `rounds` rounds, after one run checked
-/// against `expect`.
-fn run_balancer(
-    dp: &mut DataPlane,
-    row: &str,
-    expect: &Expect,
-    frame: &[u8],
-    repeat: u32,
-    rounds: usize,
-) -> Result<Spread> {
-    expect.check(row, &dp.test_run(frame, 1)?)?;
-    let runs = (0..rounds)
-        .map(|_| Ok(dp.test_run(frame, repeat)?.duration.as_nanos() as f64))
-        .collect::<Result<_>>()?;
-    timed(row, Spread::of(runs))
-}
-
-/// `cost`, unless it is no time at all: then the row measured nothing and the bench fails.
-fn timed(row: &str, cost: Spread) -> Result<Spread> {
-    if cost.median.is_nan() || cost.median <= 0.0 {
-        bail!("{SECTION}: row \"{row}\" measured no time");
-    }
-    Ok(cost)
-}
-
-/// The SYN (or ACK) of bench flow `i`: client 198.18.x.y, a port from 1024, to the IPv4
-/// VIP's port 80. Flows of different `i` have different 5-tuples.
-fn flow_frame(i: u32, segment: Segment) -> Vec<u8> {
-    tcp_v4(
-        [198, 18, (i >> 8) as u8, i as u8],
-        1024 + (i >> 16) as u16,
-        VIP4,
-        80,
-        segment,
-    )
-}
-
-/// A row measured one run per call: the first packet of a flow can only be sent once.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Single {
-    /// A new flow's SYN: the established miss, the pending slots, selection, the pending
-    /// write.
-    NewFlow,
-    /// The ACK after a SYN: the established miss, the pending hit, the established insert,
-    /// the pending slot emptied (its SYN is sent just before, untimed).
-    Promotion,
-}
-
-/// Mean ns of the timed packet of `count` distinct flows (see [`Single`]), numbered from
-/// `first`; every timed run must be forwarded to a backend in `macs`.
-fn single_run_cost(
-    dp: &mut DataPlane,
-    row: &str,
-    macs: &BTreeSet<[u8; 6]>,
-    kind: Single,
-    count: u32,
-    first: u32,
-) -> Result<f64> {
-    let expect = Expect {
-        path: Path::Forward,
-        macs,
-    };
-    let mut total = 0.0;
-    for i in first..first + count {
-        if kind == Single::Promotion {
-            expect.check(row, &dp.test_run(&flow_frame(i, Segment::Syn), 1)?)?;
-        }
-        let segment = match kind {
-            Single::NewFlow => Segment::Syn,
-            Single::Promotion => Segment::Ack,
-        };
-        let run = dp.test_run(&flow_frame(i, segment), 1)?;
-        expect.check(row, &run)?;
-        total += run.duration.as_nanos() as f64;
-    }
-    if total <= 0.0 {
-        bail!("{SECTION}: row \"{row}\" measured no time");
-    }
-    Ok(total / f64::from(count))
-}
-
-/// Sends flows `first..first + count` their SYN and, with `establish`, their ACK (untimed):
-/// fills the pending or the established table.
-fn fill(
-    dp: &mut DataPlane,
-    row: &str,
-    macs: &BTreeSet<[u8; 6]>,
-    establish: bool,
-    count: u32,
-    first: u32,
-) -> Result<()> {
-    let expect = Expect {
-        path: Path::Forward,
-        macs,
-    };
-    for i in first..first + count {
-        let run = dp.test_run(&flow_frame(i, Segment::Syn), 1)?;
-        if establish {
-            dp.test_run(&flow_frame(i, Segment::Ack), 1)?;
-        }
-        if i == first {
-            expect.check(row, &run)?;
-        }
-    }
-    Ok(())
-}
-
-/// One round per `plan.rounds` of a [`Single`] row, each on `plan.new_flows` fresh flows from
-/// `first`, less the per-call overhead.
-fn single_rounds(
-    dp: &mut DataPlane,
-    row: &str,
-    macs: &BTreeSet<[u8; 6]>,
-    kind: Single,
-    plan: &Plan,
-    first: u32,
-    overhead: f64,
-) -> Result<Spread> {
-    let costs = (0..plan.rounds as u32)
-        .map(|r| {
-            single_run_cost(
-                dp,
-                row,
-                macs,
-                kind,
-                plan.new_flows,
-                first + r * plan.new_flows,
-            )
-            .map(|ns| ns - overhead)
-        })
-        .collect::<Result<_>>()?;
-    Ok(Spread::of(costs))
-}
-
-/// The baseline programs, loaded.
-struct Baselines {
-    ebpf: Ebpf,
-}
-
-impl Baselines {
-    fn load() -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
-            .load(OBJECT)
-            .context("load the test programs")?;
-        for name in ["baseline_drop", "baseline_macswap"] {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .context("baseline missing")?
-                .try_into()?;
-            program.load()?;
-        }
-        Ok(Self { ebpf })
-    }
-
-    /// Mean ns per run of program `name` on `frame`: `calls` calls of `repeat` runs each,
-    /// over `rounds` rounds, after one run that must return `action`.
-    fn cost(
-        &mut self,
-        name: &str,
-        action: u32,
-        frame: &[u8],
-        repeat: u32,
-        calls: u32,
-        rounds: usize,
-    ) -> Result<Spread> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .context("baseline missing")?
-            .try_into()?;
-        let returned = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: 1,
-                ..Default::default()
-            })?
-            .return_value;
-        if returned != action {
-            bail!(
-                "{SECTION}: baseline {name} returned {}, expected {}",
-                action_name(returned),
-                action_name(action)
-            );
-        }
-        let runs = (0..rounds)
-            .map(|_| {
-                let mut total = 0.0;
-                for _ in 0..calls {
-                    let result = program.test_run(TestRunOptions {
-                        data_in: Some(frame),
-                        repeat,
-                        ..Default::default()
-                    })?;
-                    total += result.duration.as_nanos() as f64;
-                }
-                Ok(total / f64::from(calls))
-            })
-            .collect::<Result<_>>()?;
-        timed(&format!("baseline {name}"), Spread::of(runs))
-    }
-}
 
 /// Rows of the section's table, with the baselines to divide by.
 struct Rows {
@@ -375,7 +119,10 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     // Established flows: conntrack_fill; pending flows: a quarter of it.
     let conntrack = plan.conntrack_fill;
     let pending = pending_slots(conntrack);
-    // Flow numbers of each use, far apart (see `flow_frame`).
+    // Flow numbers of each use, far apart (see `Flows::client`).
+    let flows = Flows {
+        vip: (VIP4, 80).into(),
+    };
     let (new_first, promoted_first, fill_first) = (0, 1 << 21, 1 << 22);
     let (full_new_first, full_promoted_first) = (1 << 24, (1 << 24) + (1 << 21));
     for backends in [2u32, 100, 1000] {
@@ -384,22 +131,20 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
         let dp = plane.dp();
         let n = backends.to_string();
         let row = |path: &str| format!("{path} ({n} backends)");
-        let pass_path = Expect {
-            path: Path::Pass,
-            macs: &macs,
-        };
-        let forward = Expect {
-            path: Path::Forward,
-            macs: &macs,
+        let forward = Expect::Forward(&macs);
+        let fresh = |kind| Fresh {
+            flows,
+            kind,
+            expect: Expect::Forward(&macs),
         };
         rows.add(
             "not a VIP port (XDP_PASS)",
             &n,
             "empty",
-            run_balancer(
+            repeated(
                 dp,
                 &row("not a VIP port"),
-                &pass_path,
+                &Expect::Pass,
                 &other_port,
                 plan.repeat,
                 plan.rounds,
@@ -409,10 +154,10 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             "VIP port, not a VIP (XDP_PASS)",
             &n,
             "empty",
-            run_balancer(
+            repeated(
                 dp,
                 &row("VIP port, not a VIP"),
-                &pass_path,
+                &Expect::Pass,
                 &vip_port,
                 plan.repeat,
                 plan.rounds,
@@ -425,8 +170,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             single_rounds(
                 dp,
                 &row("new flow"),
-                &macs,
-                Single::NewFlow,
+                &fresh(Single::NewFlow),
                 plan,
                 new_first,
                 single_run_overhead,
@@ -439,8 +183,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             single_rounds(
                 dp,
                 &row("promotion"),
-                &macs,
-                Single::Promotion,
+                &fresh(Single::Promotion),
                 plan,
                 promoted_first,
                 single_run_overhead,
@@ -454,17 +197,17 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
                 &path,
                 &n,
                 "small",
-                run_balancer(dp, &row(&path), &forward, ack, plan.repeat, plan.rounds)?,
+                repeated(dp, &row(&path), &forward, ack, plan.repeat, plan.rounds)?,
             );
         }
         rows.add(
             "malformed (truncated TCP)",
             &n,
             "small",
-            run_balancer(
+            repeated(
                 dp,
                 &row("malformed"),
-                &pass_path,
+                &Expect::Pass,
                 &truncated,
                 plan.repeat,
                 plan.rounds,
@@ -476,7 +219,8 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             fill(
                 dp,
                 &row("established fill"),
-                &macs,
+                &forward,
+                flows,
                 true,
                 conntrack,
                 fill_first,
@@ -484,7 +228,8 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             fill(
                 dp,
                 &row("pending fill"),
-                &macs,
+                &forward,
+                flows,
                 false,
                 pending + pending / 4,
                 fill_first + conntrack,
@@ -494,7 +239,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
                 "established flow, IPv4",
                 &n,
                 &full,
-                run_balancer(
+                repeated(
                     dp,
                     &row("established flow, IPv4, tables full"),
                     &forward,
@@ -510,8 +255,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
                 single_rounds(
                     dp,
                     &row("new flow, tables full"),
-                    &macs,
-                    Single::NewFlow,
+                    &fresh(Single::NewFlow),
                     plan,
                     full_new_first,
                     single_run_overhead,
@@ -524,8 +268,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
                 single_rounds(
                     dp,
                     &row("promotion, tables full"),
-                    &macs,
-                    Single::Promotion,
+                    &fresh(Single::Promotion),
                     plan,
                     full_promoted_first,
                     single_run_overhead,
@@ -533,6 +276,7 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             );
         }
     }
+    let routed = routed::measure(plan, single_run_overhead)?;
 
     report.line("## Per-packet cost (BPF_PROG_TEST_RUN)\n");
     report.table(
@@ -565,6 +309,15 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
         unit: "ns/packet".into(),
         bars: rows.bars,
     });
+    let dsr = |v6: bool| {
+        rows.established
+            .iter()
+            .find(|(family, backends, conntrack, _)| {
+                *family == v6 && backends == "2" && conntrack == "small"
+            })
+            .map(|(_, _, _, ns)| *ns)
+    };
+    routed::write(report, &routed, plan.new_flows, [dsr(false), dsr(true)]);
     Ok(())
 }
 
