@@ -220,7 +220,7 @@ fn nat_carries_udp_both_ways() -> Result<()> {
 #[test]
 fn a_backends_port_unreachable_reaches_the_client_about_the_vip() -> Result<()> {
     let lab = RoutedLab::new("bnat3")?;
-    through_lb(&lab)?;
+    lab.topology.backends_through_lb()?;
     for v6 in [false, true] {
         // Nothing listens on the backends' port 9.
         let name = if v6 { "closed6" } else { "closed" };

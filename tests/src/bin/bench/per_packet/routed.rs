@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use balancer_common::{Backend, Rewrite, Tunnel, GUE_PORT};
+use balancer_common::{Backend, Reply, Rewrite, Tunnel, GUE_PORT};
 use balancer_user::{
     dataplane::DataPlane,
     state::{BackendEntry, Forward, Mode, Service},
@@ -192,7 +192,12 @@ fn place(dp: &mut DataPlane, service: &Service, backend: &BackendEntry) -> Resul
                 ..Rewrite::default()
             };
             dp.set_rewrite(backend.index, &rewrite)?;
-            dp.set_reply(&endpoint.key(), &service.vip.key())?;
+            let reply = Reply {
+                vip: service.vip.key(),
+                backend: backend.index,
+                ..Reply::default()
+            };
+            dp.set_reply(&endpoint.key(), &reply)?;
         }
         _ => {
             let source = forward
