@@ -32,6 +32,11 @@
 //!   installs; with it off, a backend takes what reaches its address. It is off on the
 //!   router too: the backends' direct replies come from the VIP, which the router routes
 //!   to the LB, not to the backends' link.
+//! * A lab for a forwarding mode ([`RoutedLab::for_mode`], [`Mode`]) turns IP forwarding on
+//!   on the LB host, and then for `ipip` and `gue` attaches `balancer decap` to every
+//!   backend's `eth0` ([`Decapsulators`]); for `nat` (`replies`) it takes the VIPs off the
+//!   backends' loopbacks and adds a policy route on the router — what arrives on `br0`
+//!   goes to the LB (table 100) — so that the LB sees and rewrites every reply.
 //! * Veth artefacts: native XDP_TX or a redirect out of the LB's `eth0` is delivered only
 //!   when its peer — the router's `lb` — runs an XDP program: [`crate::balancer::Balancer`]
 //!   attaches the XDP_PASS helper there ([`crate::balancer::Site`]). The client and the
@@ -42,14 +47,19 @@
 //! namespaces and deletes them.
 
 mod addresses;
+mod decap;
 mod lab;
+mod mode;
+mod replies;
 mod setup;
 
 use std::net::IpAddr;
 
 use anyhow::Result;
 
+pub use decap::Decapsulators;
 pub use lab::RoutedLab;
+pub use mode::{Mode, NAT_VIP_PORT};
 
 use crate::balancer::Site;
 use crate::netns;

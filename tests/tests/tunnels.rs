@@ -10,61 +10,19 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpStream},
-    path::PathBuf,
     time::Duration,
 };
 
 use anyhow::{ensure, Context, Result};
-use balancer_tests::{balancer::binary, netns, routed::RoutedLab, traffic::LongLived};
+use balancer_tests::{
+    lab::BACKENDS,
+    netns,
+    routed::{Mode, RoutedLab},
+    traffic::LongLived,
+};
 
-/// Attaches `balancer decap` to `eth0` of every backend of `lab`, each with a pin
-/// directory of its own (every backend's interface is called `eth0`), and turns on
-/// forwarding on the LB host (the data plane's route lookup needs it).
-fn decapsulate(lab: &RoutedLab, prefix: &str) -> Result<Vec<PathBuf>> {
-    let bin = binary()?;
-    let bin = bin.to_str().context("binary path")?;
-    for sysctl in [
-        "net.ipv4.conf.all.forwarding=1",
-        "net.ipv6.conf.all.forwarding=1",
-    ] {
-        netns::run(lab.topology.lb_ns(), &["sysctl", "-qw", sysctl])?;
-    }
-    let mut dirs = Vec::new();
-    for i in 0..lab.topology.backend_count() {
-        let dir = PathBuf::from(format!("/sys/fs/bpf/balancer-test-decap/{prefix}-b{i}"));
-        let pins = dir.to_str().context("pin dir")?;
-        netns::run(
-            lab.topology.backend_ns(i),
-            &[bin, "decap", "--iface", "eth0", "--pin-dir", pins],
-        )?;
-        dirs.push(dir);
-    }
-    Ok(dirs)
-}
-
-/// Detaches every backend's decapsulator and removes its pin directory (their namespaces
-/// go with the lab).
-fn remove_decap(lab: &RoutedLab, dirs: &[PathBuf]) {
-    if let Ok(bin) = binary() {
-        for (i, dir) in dirs.iter().enumerate() {
-            let argv = [
-                bin.to_str().unwrap_or("balancer"),
-                "decap",
-                "--iface",
-                "eth0",
-                "--pin-dir",
-                dir.to_str().unwrap_or(""),
-                "--remove",
-            ];
-            netns::run(lab.topology.backend_ns(i), &argv).ok();
-            std::fs::remove_dir(dir).ok();
-        }
-    }
-    if let Some(parent) = dirs.first().and_then(|dir| dir.parent()) {
-        // Only when no other test's directory is left in it.
-        std::fs::remove_dir(parent).ok();
-    }
-}
+/// The backends of every service here: the lab's four in group `main`, weight 100.
+const MAIN: [(&str, u16); BACKENDS] = [("main", 100); BACKENDS];
 
 /// Asks the service 40 times and requires answers from at least three backends.
 fn spread(lab: &RoutedLab, service: std::net::SocketAddr) -> Result<()> {
@@ -78,56 +36,40 @@ fn spread(lab: &RoutedLab, service: std::net::SocketAddr) -> Result<()> {
 
 #[test]
 fn ipip_and_gue_reach_backends_behind_a_router_and_keep_connections() -> Result<()> {
-    let lab = RoutedLab::new("btn1")?;
-    let dirs = decapsulate(&lab, "btn1")?;
-    let result = (|| -> Result<()> {
-        let groups = ["main"; 4];
-        let web = lab.service("web", false, &groups, &["--forward", "ipip"])?;
-        spread(&lab, web)?;
-        let web6 = lab.service("web6", true, &groups, &["--forward", "gue"])?;
-        spread(&lab, web6)?;
-        // Long-lived connections through the tunnel keep their backend across a weight
-        // change that moves new flows.
-        let mut long = LongLived::open(&lab.client, web, 20, &[])?;
-        let first = long.original_backends().to_vec();
-        let addr = lab.topology.backend_addr(0, false).to_string();
-        lab.balancer
-            .ok(&["backend", "set-weight", "web", &addr, "0"])?;
-        let now = long.ping_all()?;
-        ensure!(now == first, "connections moved: {first:?} -> {now:?}");
-        let status = lab.balancer.status()?;
-        let json = serde_json::to_string(&status)?;
-        ensure!(
-            json.contains("ipip") && json.contains("gue"),
-            "status shows the modes: {json}"
-        );
-        // Every packet went through a decapsulator: the backends counted them.
-        let bin = binary()?;
-        let bin = bin.to_str().context("binary path")?;
-        let mut decapsulated = Vec::new();
-        for (i, dir) in dirs.iter().enumerate() {
-            let argv = [
-                bin,
-                "decap",
-                "--iface",
-                "eth0",
-                "--pin-dir",
-                dir.to_str().context("dir")?,
-                "--status",
-                "--json",
-            ];
-            let counters: serde_json::Value =
-                serde_json::from_str(&netns::run(lab.topology.backend_ns(i), &argv)?)?;
-            decapsulated.push(counters["decapsulated"].as_u64().context("decapsulated")?);
-        }
-        ensure!(
-            decapsulated.iter().filter(|&&n| n > 0).count() >= 3,
-            "backends decapsulated: {decapsulated:?}"
-        );
-        Ok(())
-    })();
-    remove_decap(&lab, &dirs);
-    result
+    // One decapsulator on each backend takes both tunnels.
+    let lab = RoutedLab::for_mode("btn1", Mode::Ipip, BACKENDS)?;
+    let web = lab.mode_service(Mode::Ipip, "web", false, "tcp", &[], &MAIN)?;
+    spread(&lab, web)?;
+    let web6 = lab.mode_service(Mode::Gue, "web6", true, "tcp", &[], &MAIN)?;
+    spread(&lab, web6)?;
+    // Long-lived connections through the tunnel keep their backend across a weight
+    // change that moves new flows.
+    let mut long = LongLived::open(&lab.client, web, 20, &[])?;
+    let first = long.original_backends().to_vec();
+    let addr = lab.topology.backend_addr(0, false).to_string();
+    lab.balancer
+        .ok(&["backend", "set-weight", "web", &addr, "0"])?;
+    let now = long.ping_all()?;
+    ensure!(now == first, "connections moved: {first:?} -> {now:?}");
+    let status = lab.balancer.status()?;
+    let json = serde_json::to_string(&status)?;
+    ensure!(
+        json.contains("ipip") && json.contains("gue"),
+        "status shows the modes: {json}"
+    );
+    // Every packet went through a decapsulator: the backends counted them.
+    let decapsulated = (0..lab.topology.backend_count())
+        .map(|i| {
+            lab.decap_counters(i)?["decapsulated"]
+                .as_u64()
+                .context("decapsulated")
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    ensure!(
+        decapsulated.iter().filter(|&&n| n > 0).count() >= 3,
+        "backends decapsulated: {decapsulated:?}"
+    );
+    Ok(())
 }
 
 /// MTU of the link between the LB and the router in the path MTU test: a client packet that
@@ -175,67 +117,61 @@ fn too_big(lab: &RoutedLab) -> Result<u64> {
 
 #[test]
 fn a_packet_too_big_once_encapsulated_teaches_the_client_the_path_mtu() -> Result<()> {
-    let lab = RoutedLab::new("btn2")?;
-    let dirs = decapsulate(&lab, "btn2")?;
-    let result = (|| -> Result<()> {
-        let groups = ["main"; 4];
-        let web = lab.service("web", false, &groups, &["--forward", "ipip"])?;
-        let web6 = lab.service("web6", true, &groups, &["--forward", "gue"])?;
-        // Both ends of the LB's link to the router: what crosses it whole from the client
-        // does not fit it back out once encapsulated.
-        let mtu = LB_LINK_MTU.to_string();
-        netns::run(
-            lab.topology.lb_ns(),
-            &["ip", "link", "set", "eth0", "mtu", &mtu],
-        )?;
-        netns::run(
-            lab.topology.router_ns(),
-            &[
-                "ip",
-                "link",
-                "set",
-                lab.topology.router_lb_port(),
-                "mtu",
-                &mtu,
-            ],
-        )?;
-        let serving = lab.serving();
-        for (service, overhead) in [(web, 20), (web6, 48)] {
-            ensure!(
-                client_path_mtu(&lab, service.ip())?.is_none(),
-                "the client knew a path MTU for {} before sending",
-                service.ip()
-            );
-            let counted = too_big(&lab)?;
-            // Full-size segments: the router tells the client its link's MTU, the LB the
-            // MTU that fits once encapsulated; the transfer then completes.
-            let answer = transfer(&lab, service, 300 * 1024)?;
-            ensure!(
-                serving.contains(&answer.as_str()),
-                "300 KiB to {service}: answered {answer:?}"
-            );
-            let learned = client_path_mtu(&lab, service.ip())?;
-            ensure!(
-                learned == Some(LB_LINK_MTU - overhead),
-                "the client's path MTU for {}: {learned:?}, not {}",
-                service.ip(),
-                LB_LINK_MTU - overhead
-            );
-            let now = too_big(&lab)?;
-            ensure!(now > counted, "too_big counted {counted} then {now}");
-            // Traffic that fits still goes through the tunnel.
-            spread(&lab, service)?;
-        }
-        // The status text shows the counter with the others.
-        let counted = too_big(&lab)?;
-        let text = lab.balancer.ok(&["status"])?;
+    let lab = RoutedLab::for_mode("btn2", Mode::Ipip, BACKENDS)?;
+    let web = lab.mode_service(Mode::Ipip, "web", false, "tcp", &[], &MAIN)?;
+    let web6 = lab.mode_service(Mode::Gue, "web6", true, "tcp", &[], &MAIN)?;
+    // Both ends of the LB's link to the router: what crosses it whole from the client
+    // does not fit it back out once encapsulated.
+    let mtu = LB_LINK_MTU.to_string();
+    netns::run(
+        lab.topology.lb_ns(),
+        &["ip", "link", "set", "eth0", "mtu", &mtu],
+    )?;
+    netns::run(
+        lab.topology.router_ns(),
+        &[
+            "ip",
+            "link",
+            "set",
+            lab.topology.router_lb_port(),
+            "mtu",
+            &mtu,
+        ],
+    )?;
+    let serving = lab.serving();
+    for (service, overhead) in [(web, 20), (web6, 48)] {
         ensure!(
-            text.lines().any(|line| line.starts_with("tunnel packets:")
-                && line.ends_with(&format!(" too_big={counted}"))),
-            "status shows too_big={counted}: {text}"
+            client_path_mtu(&lab, service.ip())?.is_none(),
+            "the client knew a path MTU for {} before sending",
+            service.ip()
         );
-        Ok(())
-    })();
-    remove_decap(&lab, &dirs);
-    result
+        let counted = too_big(&lab)?;
+        // Full-size segments: the router tells the client its link's MTU, the LB the
+        // MTU that fits once encapsulated; the transfer then completes.
+        let answer = transfer(&lab, service, 300 * 1024)?;
+        ensure!(
+            serving.contains(&answer.as_str()),
+            "300 KiB to {service}: answered {answer:?}"
+        );
+        let learned = client_path_mtu(&lab, service.ip())?;
+        ensure!(
+            learned == Some(LB_LINK_MTU - overhead),
+            "the client's path MTU for {}: {learned:?}, not {}",
+            service.ip(),
+            LB_LINK_MTU - overhead
+        );
+        let now = too_big(&lab)?;
+        ensure!(now > counted, "too_big counted {counted} then {now}");
+        // Traffic that fits still goes through the tunnel.
+        spread(&lab, service)?;
+    }
+    // The status text shows the counter with the others.
+    let counted = too_big(&lab)?;
+    let text = lab.balancer.ok(&["status"])?;
+    ensure!(
+        text.lines().any(|line| line.starts_with("tunnel packets:")
+            && line.ends_with(&format!(" too_big={counted}"))),
+        "status shows too_big={counted}: {text}"
+    );
+    Ok(())
 }

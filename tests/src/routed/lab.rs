@@ -1,27 +1,31 @@
 //! A ready routed bench: [`RoutedTopology`] with serving backends `b0`, `b1`, ... and a
 //! running daemon in the LB's namespace.
 //!
-//! A forwarding mode is an option of [`RoutedLab::service`] (e.g. `--forward ipip`); a
-//! decapsulator runs in each backend's namespace ([`RoutedTopology::backend_ns`]) on its
-//! `eth0`, next to the servers.
+//! [`RoutedLab::for_mode`] makes the hosts ready for a forwarding mode — a decapsulator in
+//! each backend's namespace ([`RoutedTopology::backend_ns`]) on its `eth0`, next to the
+//! servers, for the tunnels; the backends' traffic routed through the LB for `nat` — and
+//! [`RoutedLab::mode_service`] adds services forwarding by it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::RoutedTopology;
+use super::{decap::Decapsulators, replies, Mode, RoutedTopology};
 use crate::{
     balancer::{Balancer, DaemonOptions},
     lab::{Lab, BACKENDS},
-    traffic::{BackendServer, Client},
+    netns,
+    traffic::{BackendServer, Client, SERVICE_PORT},
 };
 
-/// A routed topology with servers and a running daemon. Fields drop in order: daemon and
-/// servers before the namespaces they live in.
+/// A routed topology with servers and a running daemon. Fields drop in order: daemon,
+/// servers and decapsulators before the namespaces they live in.
 pub struct RoutedLab {
     /// The daemon and its CLI.
     pub balancer: Balancer,
     servers: Vec<BackendServer>,
+    /// The backends' decapsulators, in a lab made for a tunnel mode.
+    decapsulators: Option<Decapsulators>,
     /// The namespaces.
     pub topology: RoutedTopology,
     /// A client in the client namespace.
@@ -47,9 +51,32 @@ impl RoutedLab {
         Ok(Self {
             balancer,
             servers,
+            decapsulators: None,
             topology,
             client,
         })
+    }
+
+    /// A lab of `backends` backends ready for services of `mode`. IP forwarding is on on the
+    /// LB host (the data plane's route lookups need it). For `ipip` and `gue` (the same
+    /// decapsulator takes both), `balancer decap` runs on every backend's `eth0`, each with
+    /// a pin directory of its own, removed with the lab. For `nat`, the router sends
+    /// everything the backends send through the LB and the backends hold no VIP.
+    pub fn for_mode(prefix: &str, mode: Mode, backends: usize) -> Result<Self> {
+        let mut lab = Self::build(prefix, backends, DaemonOptions::default())?;
+        for sysctl in [
+            "net.ipv4.conf.all.forwarding=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ] {
+            netns::run(lab.topology.lb_ns(), &["sysctl", "-qw", sysctl])?;
+        }
+        if mode.tunnels() {
+            let namespaces = (0..backends).map(|i| lab.topology.backend_ns(i));
+            lab.decapsulators = Some(Decapsulators::attach(namespaces)?);
+        } else {
+            replies::through_lb(&lab.topology)?;
+        }
+        Ok(lab)
     }
 
     /// The names of the backends whose servers run, in index order.
@@ -57,25 +84,61 @@ impl RoutedLab {
         self.servers.iter().map(BackendServer::name).collect()
     }
 
-    /// Adds TCP service `name` on the VIP ([`Lab::vip`]) with `options` for `service add`
-    /// (e.g. a forwarding mode), then backend `i` in group `groups[i]` with weight 100, by
-    /// its own address; returns the service's address.
-    pub fn service(
+    /// Adds service `name` of `mode` over `protocol` (`tcp`, `udp`) on the VIP of the
+    /// family and the mode's port ([`Mode::vip_port`]), with `options` for `service add`
+    /// after the mode's own, then backend `i` with the group and weight `backends[i]`;
+    /// returns the service's address.
+    pub fn mode_service(
         &self,
+        mode: Mode,
         name: &str,
         v6: bool,
-        groups: &[&str],
+        protocol: &str,
         options: &[&str],
+        backends: &[(&str, u16)],
     ) -> Result<SocketAddr> {
-        let service = Lab::vip(v6);
-        let vip = format!("{service}/tcp");
-        let add = ["service", "add", name, "--vip", &vip];
-        self.balancer.ok(&[&add[..], options].concat())?;
-        for (i, group) in groups.iter().enumerate() {
+        let vip = SocketAddr::new(Lab::vip(v6).ip(), mode.vip_port());
+        let spec = format!("{vip}/{protocol}");
+        let own = mode.options();
+        let own: Vec<&str> = own.iter().map(String::as_str).collect();
+        let add = ["service", "add", name, "--vip", &spec];
+        self.balancer.ok(&[&add[..], &own, options].concat())?;
+        for (i, (group, weight)) in backends.iter().enumerate() {
             let addr = self.topology.backend_addr(i, v6).to_string();
-            self.balancer
-                .ok(&["backend", "add", name, &addr, "--group", group])?;
+            let weight = weight.to_string();
+            self.balancer.ok(&[
+                "backend", "add", name, &addr, "--group", group, "--weight", &weight,
+            ])?;
         }
-        Ok(service)
+        Ok(vip)
+    }
+
+    /// The peers of the established TCP connections to backend `index`'s servers (port
+    /// [`SERVICE_PORT`]), IPv4 peers as IPv4 addresses.
+    pub fn peers(&self, index: usize) -> Result<Vec<IpAddr>> {
+        let filter = format!("( sport = :{SERVICE_PORT} )");
+        let out = netns::run(
+            self.topology.backend_ns(index),
+            &["ss", "-Htn", "state", "established", &filter],
+        )?;
+        out.lines()
+            .filter_map(|line| line.split_whitespace().last())
+            .map(|peer| {
+                let host = peer.rsplit_once(':').context("peer address")?.0;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let addr: IpAddr = host.parse().with_context(|| format!("peer {peer}"))?;
+                // The servers listen on both families: IPv4 peers show as mapped addresses.
+                Ok(addr.to_canonical())
+            })
+            .collect()
+    }
+
+    /// The counters of backend `index`'s decapsulator (`balancer decap --status --json`)
+    /// in a lab made for a tunnel mode.
+    pub fn decap_counters(&self, index: usize) -> Result<serde_json::Value> {
+        self.decapsulators
+            .as_ref()
+            .context("the lab was not made for a tunnel mode: no decapsulators")?
+            .counters(index)
     }
 }

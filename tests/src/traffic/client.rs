@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use super::{protocol, sockets, IO_TIMEOUT};
 use crate::netns;
@@ -26,6 +26,29 @@ impl Distribution {
     /// Number of asks that were answered: what shares are computed over.
     pub fn answered(&self) -> usize {
         self.counts.values().sum()
+    }
+
+    /// Requires every backend of `expected` (name, percent) to have answered its percent
+    /// of the asks within `points` percentage points, and no other backend to have
+    /// answered.
+    pub fn ensure_shares(&self, expected: &[(&str, f64)], points: f64) -> Result<()> {
+        let answered = self.answered() as f64;
+        for (backend, want) in expected {
+            let got = *self.counts.get(*backend).unwrap_or(&0) as f64 * 100.0 / answered;
+            ensure!(
+                (got - want).abs() <= points,
+                "{backend} answered {got:.1}% of {answered} asks, not {want:.1}% ± {points} \
+                 ({:?})",
+                self.counts
+            );
+        }
+        let others: Vec<&String> = self
+            .counts
+            .keys()
+            .filter(|name| !expected.iter().any(|(backend, _)| backend == name))
+            .collect();
+        ensure!(others.is_empty(), "{others:?} answered: {:?}", self.counts);
+        Ok(())
     }
 }
 

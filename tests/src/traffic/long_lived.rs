@@ -4,6 +4,7 @@
 //! backend, so `moved` is the failure to look for.
 
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::ops::Range;
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,7 +59,8 @@ impl LongLived {
         count: usize,
         sources: &[IpAddr],
     ) -> Result<LongLived> {
-        Self::start(service, count, sources, |source| {
+        Self::start(service, count, |index| {
+            let source = (!sources.is_empty()).then(|| sources[index % sources.len()]);
             Ok(Conversation::Tcp(client.connect(service, source)?))
         })
     }
@@ -71,22 +73,42 @@ impl LongLived {
         count: usize,
         sources: &[IpAddr],
     ) -> Result<LongLived> {
-        Self::start(service, count, sources, |source| {
+        Self::start(service, count, |index| {
+            let source = (!sources.is_empty()).then(|| sources[index % sources.len()]);
             Ok(Conversation::Udp(client.udp_socket(service, source, 0)?))
         })
     }
 
+    /// Like [`LongLived::open_udp`] from the default source address, one flow from each
+    /// client port of `ports`: flows of 5-tuples the caller chose, so that each is new to
+    /// the balancer (a kernel-chosen port may repeat one of an earlier flow, which
+    /// connection tracking still holds: a UDP flow has no end).
+    pub fn open_udp_from_ports(
+        client: &Client,
+        service: SocketAddr,
+        ports: Range<u16>,
+    ) -> Result<LongLived> {
+        let ports: Vec<u16> = ports.collect();
+        Self::start(service, ports.len(), |index| {
+            Ok(Conversation::Udp(client.udp_socket(
+                service,
+                None,
+                ports[index],
+            )?))
+        })
+    }
+
+    /// Opens `count` conversations with `open` (given each one's index) and records each
+    /// one's first answer.
     fn start(
         service: SocketAddr,
         count: usize,
-        sources: &[IpAddr],
-        open: impl Fn(Option<IpAddr>) -> Result<Conversation>,
+        open: impl Fn(usize) -> Result<Conversation>,
     ) -> Result<LongLived> {
         let mut connections = Vec::with_capacity(count);
         let mut original_backends = Vec::with_capacity(count);
         for index in 0..count {
-            let source = (!sources.is_empty()).then(|| sources[index % sources.len()]);
-            let mut conversation = open(source)?;
+            let mut conversation = open(index)?;
             let backend = conversation
                 .exchange()
                 .with_context(|| format!("first exchange on flow {index} to {service}"))?;
