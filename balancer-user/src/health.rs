@@ -5,6 +5,6 @@ mod board;
 mod check;
 mod record;
 
-pub use board::{BackendHealth, CheckJob, HealthBoard};
+pub use board::{BackendHealth, CheckJob, HealthBoard, Serving};
 pub use check::run;
 pub use record::{HealthRecord, Observed};

@@ -234,3 +234,34 @@ fn a_restarted_daemon_starts_from_the_stored_health() -> Result<()> {
     ensure!(!dist.counts.contains_key("b1"), "{dist:?}");
     Ok(())
 }
+
+#[test]
+fn checks_turned_on_for_a_serving_service_take_no_backend_out_until_it_fails() -> Result<()> {
+    let lab = Lab::new("blh5")?;
+    let service = lab.service("web", false, &["main"; 4], &[100; 4])?;
+    // Slow checks: a backend that started down would stay out for seconds.
+    lab.balancer.ok(&[
+        "service",
+        "set",
+        "web",
+        "--health",
+        "tcp",
+        "--health-interval",
+        "3s",
+        "--rise",
+        "2",
+    ])?;
+    let status = lab.balancer.status()?;
+    ensure!(
+        all_up(&status.services[0]),
+        "{:?}",
+        status.services[0].backends
+    );
+    let dist = lab.client.distribution(service, 40, &[])?;
+    ensure!(
+        dist.counts.len() == 4,
+        "new connections reach every backend: {dist:?}"
+    );
+    ensure!(lab.balancer.status()?.counters.dropped == 0, "none dropped");
+    Ok(())
+}

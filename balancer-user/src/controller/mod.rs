@@ -36,7 +36,7 @@ use crate::{
     clock::Clock,
     compile::{compile, Compiled},
     error::{one_line, Error},
-    health::{CheckJob, HealthBoard},
+    health::{CheckJob, HealthBoard, Serving},
     history::{Happening, Touched},
     neighbor::{NeighborError, NextHop},
     state::State,
@@ -97,7 +97,7 @@ impl Controller {
         let mut health = HealthBoard::default();
         // Backends start as they were last seen; those never seen (no record, or a record
         // that does not load) keep serving until checks say otherwise.
-        health.sync(&state, ports.clock.now_ms(), true);
+        health.sync(&state, ports.clock.now_ms(), Serving::All);
         match ports.store.load_health() {
             Ok(record) => health.restore(&record),
             Err(e) => tracing::warn!(
@@ -169,7 +169,7 @@ impl Controller {
         let out = change(&mut next, now_ms).map_err(Into::into)?;
         next.validate()?;
         let mut health = self.health.clone();
-        health.sync(&next, now_ms, false);
+        health.sync(&next, now_ms, Serving::In(&self.state));
         let hops = self.locate_new(&next)?;
         let compiled = self.compile_changed(&next, &health, false)?;
         // Read before anything is written, so that a failure here changes nothing.

@@ -42,11 +42,34 @@ pub struct HealthBoard {
     entries: BTreeMap<(String, IpAddr), BackendHealth>,
 }
 
+/// Which backends that are new to the board were serving already: they start up (checks
+/// take them out if they fail); the others start down until `rise` checks pass.
+#[derive(Clone, Copy, Debug)]
+pub enum Serving<'a> {
+    /// Every one (a daemon start: they were serving before the restart).
+    All,
+    /// Those in the tables of this state (a change: checks turned on for a service that was
+    /// serving must not take its backends out until they pass).
+    In(&'a State),
+}
+
+impl Serving<'_> {
+    fn includes(&self, service: &str, addr: IpAddr) -> bool {
+        match self {
+            Serving::All => true,
+            Serving::In(state) => state
+                .services
+                .get(service)
+                .is_some_and(|s| s.backends().any(|(_, b)| b.addr == addr)),
+        }
+    }
+}
+
 impl HealthBoard {
     /// Brings the board in line with `state`: entries of backends that are gone, or whose
-    /// service has no checks, are dropped; new backends start down until `rise` checks pass —
-    /// except when `assume_up` (daemon start: they were serving before the restart).
-    pub fn sync(&mut self, state: &State, now_ms: u64, assume_up: bool) {
+    /// service has no checks, are dropped; new entries start up for backends that were
+    /// `serving`, down until `rise` checks pass for the others (backends being added).
+    pub fn sync(&mut self, state: &State, now_ms: u64, serving: Serving<'_>) {
         let mut wanted = BTreeSet::new();
         for (name, service) in &state.services {
             if service.health.is_none() {
@@ -58,8 +81,9 @@ impl HealthBoard {
             for addr in service.backends().map(|(_, b)| b.addr).chain(retired) {
                 let key = (name.clone(), addr);
                 wanted.insert(key.clone());
+                let healthy = serving.includes(name, addr);
                 self.entries.entry(key).or_insert(BackendHealth {
-                    healthy: assume_up,
+                    healthy,
                     streak: 0,
                     last_change_ms: None,
                     last_error: None,
@@ -209,7 +233,7 @@ mod tests {
         let s = checked_state();
         let addr: IpAddr = "198.18.0.101".parse().unwrap();
         let mut board = HealthBoard::default();
-        board.sync(&s, 0, false);
+        board.sync(&s, 0, Serving::In(&State::default()));
         assert!(board.down("web").contains(&addr), "new backends start down");
         assert_eq!(board.due(&s, 0).len(), 1);
         assert!(board.due(&s, 0).is_empty(), "in flight: not due again");
@@ -239,7 +263,7 @@ mod tests {
         let s = checked_state();
         let addr: IpAddr = "198.18.0.101".parse().unwrap();
         let mut before = HealthBoard::default();
-        before.sync(&s, 0, false);
+        before.sync(&s, 0, Serving::In(&State::default()));
         let mut record = before.record();
         assert_eq!(
             record.services["web"][&addr],
@@ -261,7 +285,7 @@ mod tests {
         );
         // A restarted board assumes up, then takes the record.
         let mut after = HealthBoard::default();
-        after.sync(&s, 100, true);
+        after.sync(&s, 100, Serving::All);
         after.restore(&record);
         let health = after.get("web", addr).unwrap();
         assert_eq!((health.healthy, health.last_change_ms), (false, Some(42)));
@@ -272,10 +296,27 @@ mod tests {
     fn restart_assumes_up_and_unchecked_services_have_no_entries() {
         let mut s = checked_state();
         let mut board = HealthBoard::default();
-        board.sync(&s, 0, true);
+        board.sync(&s, 0, Serving::All);
         assert!(board.down("web").is_empty());
         s.set_health("web", None).unwrap();
-        board.sync(&s, 0, false);
+        board.sync(&s, 0, Serving::In(&State::default()));
         assert!(board.get("web", "198.18.0.101".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn checks_turned_on_for_a_serving_service_keep_its_backends_up() {
+        let mut before = checked_state();
+        before.set_health("web", None).unwrap();
+        let mut board = HealthBoard::default();
+        board.sync(&before, 0, Serving::In(&before));
+        let mut after = checked_state();
+        let added: IpAddr = "198.18.0.109".parse().unwrap();
+        after.add_backend("web", added, "blue", 100).unwrap();
+        board.sync(&after, 0, Serving::In(&before));
+        assert_eq!(
+            board.down("web").into_iter().collect::<Vec<_>>(),
+            [added],
+            "only the backend added with the change starts down"
+        );
     }
 }

@@ -543,8 +543,9 @@ mod tests {
             target: "198.18.0.101:80".parse().unwrap(),
             check,
         };
+        // Checks turned on for a serving backend keep it up until one fails.
         executor
-            .with_controller(move |c| c.report_check(&job, Ok(())))
+            .with_controller(move |c| c.report_check(&job, Err("refused".into())))
             .await
             .unwrap();
         executor.run(Operation::Teardown, operator).await.unwrap();
@@ -561,7 +562,7 @@ mod tests {
             ),
             ("canary: completed: every step done", Who::Daemon),
             ("health checks set (tcp)", operator),
-            ("backend 198.18.0.101 up", Who::Daemon),
+            ("backend 198.18.0.101 down: refused", Who::Daemon),
             ("torn down: data plane detached, pins removed", operator),
         ]
         .map(|(what, who)| (what.to_string(), who));
