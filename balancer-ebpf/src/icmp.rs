@@ -16,28 +16,19 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-const ETH_LEN: usize = 14;
-const VLAN_LEN: usize = 4;
+use crate::wire::{
+    ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ICMPV6_TOO_BIG, ICMP_LEN, ICMP_UNREACHABLE, IPV4_LEN,
+    IPV6_LEN, PROTO_ICMP, PROTO_ICMPV6, VLAN_LEN,
+};
+
 /// The longest link-layer header: Ethernet with one VLAN tag.
 const LINK_MAX: usize = ETH_LEN + VLAN_LEN;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-/// Type, code, checksum and four bytes of the type's own (the next-hop MTU): both ICMPs.
-const ICMP_LEN: usize = 8;
 /// Bytes after the client's IPv4 header that the error quotes (RFC 792).
 const IPV4_QUOTED_PAYLOAD: usize = 8;
 /// Most of the client's IPv6 packet the error quotes: the error fits the IPv6 minimum MTU.
 const IPV6_QUOTE_MAX: usize = 1280 - IPV6_LEN - ICMP_LEN;
-/// IP protocol numbers of ICMP and ICMPv6.
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
-/// ICMPv4 "destination unreachable", code "fragmentation needed and DF set".
-const ICMP_UNREACHABLE: u8 = 3;
+/// ICMPv4 "destination unreachable" code "fragmentation needed and DF set".
 const ICMP_FRAGMENTATION_NEEDED: u8 = 4;
-/// ICMPv6 "packet too big".
-const ICMPV6_TOO_BIG: u8 = 2;
 /// The IPv4 Don't Fragment flag, in byte 6 of the header.
 const DONT_FRAGMENT: u8 = 0x40;
 /// Precedence "internetwork control" (RFC 1812 §4.3.2.5): the traffic class of ICMPv4

@@ -28,6 +28,7 @@ mod packet;
 mod parse;
 mod select;
 mod tunnel;
+mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{

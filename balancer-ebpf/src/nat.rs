@@ -20,17 +20,10 @@ use crate::{
     fib::{self, Hop},
     maps::{NAT_STATS, REPLIES, REWRITES},
     packet::{read_u16, write},
+    wire::{
+        ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, IPV4_LEN, IPV6_LEN, TCP_CHECK, UDP_CHECK, VLAN_LEN,
+    },
 };
-
-const ETH_LEN: usize = 14;
-const VLAN_LEN: usize = 4;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-/// Where the TCP checksum is in its header; UDP's.
-const TCP_CHECK: usize = 16;
-const UDP_CHECK: usize = 6;
 
 /// Which end of a packet is rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]

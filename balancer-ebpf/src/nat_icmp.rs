@@ -21,22 +21,16 @@ use crate::{
     maps::REPLIES,
     nat::{count, failed},
     packet::{read, read_u16, write},
+    wire::{ICMPV6_TOO_BIG, ICMP_LEN, ICMP_UNREACHABLE, IPV6_LEN, TCP_CHECK, UDP_CHECK},
 };
 
-/// ICMP types of errors that quote a packet: destination unreachable, time exceeded.
-const ICMP_UNREACHABLE: u8 = 3;
+/// ICMP types of errors that quote a packet besides destination unreachable: time
+/// exceeded.
 const ICMP_TIME_EXCEEDED: u8 = 11;
-/// ICMPv6 types of errors that quote a packet: destination unreachable, packet too big,
-/// time exceeded.
+/// ICMPv6 types of errors that quote a packet besides packet too big: destination
+/// unreachable, time exceeded.
 const ICMPV6_UNREACHABLE: u8 = 1;
-const ICMPV6_TOO_BIG: u8 = 2;
 const ICMPV6_TIME_EXCEEDED: u8 = 3;
-/// Length of the ICMP header before the quoted packet.
-const ICMP_LEN: usize = 8;
-const IPV6_LEN: usize = 40;
-/// Where the TCP checksum is in its header; UDP's.
-const TCP_CHECK: usize = 16;
-const UDP_CHECK: usize = 6;
 
 /// Translates the ICMP packet of `family` whose IP header starts at `l3` if it is an error
 /// quoting a packet to a `nat` backend's endpoint, and passes it to the kernel to forward.

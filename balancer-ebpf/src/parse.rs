@@ -18,25 +18,20 @@ use balancer_common::{
     reply_port_bit, vip_port_bit, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP,
 };
 
-use crate::maps::VIP_PORTS;
-
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
+use crate::{
+    maps::VIP_PORTS,
+    wire::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPV6_LEN, PROTO_ICMP, PROTO_ICMPV6,
+        UDP_LEN,
+    },
+};
 
 const IPV4_MIN_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
 const TCP_MIN_LEN: usize = 20;
-const UDP_LEN: usize = 8;
 
 /// IPv6 next-header values of extension headers (hop-by-hop, routing, fragment,
 /// destination options, AH, ESP, mobility, HIP, shim6).
 const IPV6_EXTENSION_HEADERS: [u8; 9] = [0, 43, 44, 60, 51, 50, 135, 139, 140];
-
-/// IP protocol numbers of ICMP and ICMPv6.
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
 
 /// Ethernet header.
 #[repr(C)]

@@ -21,17 +21,12 @@ use crate::{
     fib::{self, Hop},
     icmp::{self, Answer},
     maps::{TUNNELS, TUNNEL_STATS},
+    wire::{
+        ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPV4_LEN, IPV6_LEN, UDP_LEN,
+        VLAN_LEN,
+    },
 };
 
-const ETH_LEN: usize = 14;
-const VLAN_LEN: usize = 4;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
-const UDP_LEN: usize = 8;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 /// IP protocol numbers of the outer header: IPv4 inside, IPv6 inside.
 const PROTO_IPIP: u8 = 4;
 const PROTO_IPV6: u8 = 41;

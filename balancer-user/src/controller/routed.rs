@@ -11,13 +11,14 @@ use std::{
     net::IpAddr,
 };
 
-use balancer_common::{Backend, Endpoint, Reply, Rewrite, Tunnel, FAMILY_V4, FAMILY_V6};
+use balancer_common::{Backend, Endpoint, Reply, Rewrite, Tunnel};
 
 use super::{BackendId, Controller};
 use crate::{
     error::Error,
     neighbor::{NeighborError, NextHop},
     state::{Forward, Mode, State},
+    vip::{addr_bytes, family},
 };
 
 /// Where a backend's packets go.
@@ -93,34 +94,14 @@ pub(super) fn replies(state: &State) -> HashMap<Endpoint, Reply> {
 /// the VIP's) for `forward`.
 fn header(forward: &Forward, dst: IpAddr, src: IpAddr) -> Tunnel {
     Tunnel {
-        dst: octets(dst),
-        src: octets(src),
+        dst: addr_bytes(dst),
+        src: addr_bytes(src),
         family: family(dst),
         port_be: match forward.mode {
             Mode::Gue => forward.gue_port().to_be(),
             _ => 0,
         },
         ..Tunnel::default()
-    }
-}
-
-/// An address as the data plane keeps it: IPv4 in the first four bytes.
-fn octets(addr: IpAddr) -> [u8; 16] {
-    match addr {
-        IpAddr::V4(a) => {
-            let mut bytes = [0; 16];
-            bytes[..4].copy_from_slice(&a.octets());
-            bytes
-        }
-        IpAddr::V6(a) => a.octets(),
-    }
-}
-
-fn family(addr: IpAddr) -> u8 {
-    if addr.is_ipv4() {
-        FAMILY_V4
-    } else {
-        FAMILY_V6
     }
 }
 
@@ -165,7 +146,7 @@ impl Controller {
                 let preferred = *sources.get(&to.addr)?;
                 let placement = match to.forward.mode {
                     Mode::Nat => Placement::Nat(Rewrite {
-                        addr: octets(to.addr),
+                        addr: addr_bytes(to.addr),
                         port_be: to.port.to_be(),
                         family: family(to.addr),
                         ..Rewrite::default()

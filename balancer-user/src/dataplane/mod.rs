@@ -302,15 +302,21 @@ impl DataPlane {
 
     /// Sets the pre-filter bit of a VIP's port and protocol.
     fn open_vip_port(&mut self, vip: &VipKey) -> Result<(), DataPlaneError> {
-        let port = u32::from(u16::from_be(vip.port_be));
+        self.mark_port(u16::from_be(vip.port_be), vip_port_bit(vip.proto), true)
+    }
+
+    /// Sets (`on`) or clears `bit` in the pre-filter entry of `port`; written only when
+    /// that changes it.
+    fn mark_port(&mut self, port: u16, bit: u32, on: bool) -> Result<(), DataPlaneError> {
+        let index = u32::from(port);
         let bits = self
             .vip_ports
-            .get(&port, 0)
+            .get(&index, 0)
             .map_err(map_err("read VIP_PORTS"))?;
-        let bit = vip_port_bit(vip.proto);
-        if bits & bit == 0 {
+        let marked = if on { bits | bit } else { bits & !bit };
+        if marked != bits {
             self.vip_ports
-                .set(port, bits | bit, 0)
+                .set(index, marked, 0)
                 .map_err(map_err("write VIP_PORTS"))?;
         }
         Ok(())
@@ -340,14 +346,7 @@ impl DataPlane {
             // Pending first: a flow promoted during the walk is then seen in CONNTRACK.
             let used = self.tracking().active_ports(idle)?;
             for &(port, proto) in lingering.difference(&used) {
-                let index = u32::from(port);
-                let bits = self
-                    .vip_ports
-                    .get(&index, 0)
-                    .map_err(map_err("read VIP_PORTS"))?;
-                self.vip_ports
-                    .set(index, bits & !vip_port_bit(proto), 0)
-                    .map_err(map_err("write VIP_PORTS"))?;
+                self.mark_port(port, vip_port_bit(proto), false)?;
                 closed.push((port, proto));
             }
             lingering.retain(|p| !closed.contains(p));

@@ -30,18 +30,11 @@ impl DataPlane {
         self.replies
             .insert(backend, reply, 0)
             .map_err(map_err("write REPLIES"))?;
-        let port = u32::from(u16::from_be(backend.port_be));
-        let bits = self
-            .vip_ports
-            .get(&port, 0)
-            .map_err(map_err("read VIP_PORTS"))?;
-        let bit = reply_port_bit(backend.proto);
-        if bits & bit == 0 {
-            self.vip_ports
-                .set(port, bits | bit, 0)
-                .map_err(map_err("write VIP_PORTS"))?;
-        }
-        Ok(())
+        self.mark_port(
+            u16::from_be(backend.port_be),
+            reply_port_bit(backend.proto),
+            true,
+        )
     }
 
     /// Stops rewriting the replies from `backend`; its port leaves the pre-filter when no
@@ -59,14 +52,11 @@ impl DataPlane {
         if shared.contains(&(backend.port_be, backend.proto)) {
             return Ok(());
         }
-        let port = u32::from(u16::from_be(backend.port_be));
-        let bits = self
-            .vip_ports
-            .get(&port, 0)
-            .map_err(map_err("read VIP_PORTS"))?;
-        self.vip_ports
-            .set(port, bits & !reply_port_bit(backend.proto), 0)
-            .map_err(map_err("write VIP_PORTS"))
+        self.mark_port(
+            u16::from_be(backend.port_be),
+            reply_port_bit(backend.proto),
+            false,
+        )
     }
 
     /// What the replies of backend index `index` said, summed over CPUs.

@@ -100,6 +100,14 @@ fn nat_counter(fx: &Fixture, stat: u32) -> u64 {
     }
 }
 
+/// (VIP, client, backend, protocol) of each family and protocol.
+const FAMILIES: [(&str, &str, &str, Transport); 4] = [
+    (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Tcp),
+    (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Udp),
+    (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Tcp),
+    (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Udp),
+];
+
 /// Checks that `out` is `expected` sent to the namespace's next hop out of `v0`.
 fn routed_as(out: &[u8], expected: &[u8], what: &str) {
     assert_eq!(&out[..6], &NEXT_HOP_MAC, "{what}: next hop MAC");
@@ -111,13 +119,7 @@ fn routed_as(out: &[u8], expected: &[u8], what: &str) {
 fn a_clients_packet_is_rewritten_to_the_backend_and_routed() {
     let ns = RoutedNetns::new("nat-fwd");
     ns.enter(|| {
-        let cases = [
-            (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Tcp),
-            (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Udp),
-            (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Tcp),
-            (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Udp),
-        ];
-        for (i, (vip, client, backend, transport)) in cases.into_iter().enumerate() {
+        for (i, (vip, client, backend, transport)) in FAMILIES.into_iter().enumerate() {
             let what = format!("{transport:?} to {vip}");
             let mut fx = translated(&format!("nat-fwd{i}"), vip, backend, transport.number());
             let flow = Flow::new(transport, client, 40_100, vip, VIP_PORT);
@@ -140,13 +142,7 @@ fn a_clients_packet_is_rewritten_to_the_backend_and_routed() {
 fn a_backends_reply_comes_from_the_vip() {
     let ns = RoutedNetns::new("nat-reply");
     ns.enter(|| {
-        let cases = [
-            (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Tcp),
-            (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Udp),
-            (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Tcp),
-            (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Udp),
-        ];
-        for (i, (vip, client, backend, transport)) in cases.into_iter().enumerate() {
+        for (i, (vip, client, backend, transport)) in FAMILIES.into_iter().enumerate() {
             let what = format!("{transport:?} from {backend}");
             let mut fx = translated(&format!("nat-reply{i}"), vip, backend, transport.number());
             let reply = Flow::new(transport, backend, BACKEND_PORT, client, 40_100);

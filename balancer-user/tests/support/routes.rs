@@ -24,75 +24,34 @@ impl RoutedNetns {
             .stderr(std::process::Stdio::null())
             .status();
         let n = ns.0.as_str();
-        let steps: [&[&str]; 12] = [
-            &["netns", "add", n],
-            &["-n", n, "link", "set", "lo", "up"],
-            &[
-                "-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-            ],
-            &["-n", n, "link", "set", "v0", "address", "02:00:00:00:01:01"],
-            &["-n", n, "link", "set", "v0", "up"],
-            &["-n", n, "link", "set", "v1", "up"],
-            &["-n", n, "addr", "add", "198.18.200.1/24", "dev", "v0"],
-            &[
-                "-n",
-                n,
-                "addr",
-                "add",
-                "2001:db8:200::1/64",
-                "dev",
-                "v0",
-                "nodad",
-            ],
-            &[
-                "-n",
-                n,
-                "neigh",
-                "add",
-                "198.18.200.10",
-                "lladdr",
-                "02:00:00:00:02:0a",
-                "dev",
-                "v0",
-                "nud",
-                "permanent",
-            ],
-            &[
-                "-n",
-                n,
-                "neigh",
-                "add",
-                "2001:db8:200::10",
-                "lladdr",
-                "02:00:00:00:02:0a",
-                "dev",
-                "v0",
-                "nud",
-                "permanent",
-            ],
-            &[
-                "-n",
-                n,
-                "route",
-                "add",
-                "198.18.201.0/24",
-                "via",
-                "198.18.200.10",
-            ],
-            &[
-                "-n",
-                n,
-                "route",
-                "add",
-                "2001:db8:c::/64",
-                "via",
-                "2001:db8:200::10",
-            ],
-        ];
-        for step in steps {
-            let status = Command::new("ip").args(step).status().expect("run ip");
-            assert!(status.success(), "ip {}", step.join(" "));
-        }
+        let status = Command::new("ip")
+            .args(["netns", "add", n])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip netns add {n}");
+        let batch = "link set lo up\n\
+            link add v0 type veth peer name v1\n\
+            link set v0 address 02:00:00:00:01:01\n\
+            link set v0 up\n\
+            link set v1 up\n\
+            addr add 198.18.200.1/24 dev v0\n\
+            addr add 2001:db8:200::1/64 dev v0 nodad\n\
+            neigh add 198.18.200.10 lladdr 02:00:00:00:02:0a dev v0 nud permanent\n\
+            neigh add 2001:db8:200::10 lladdr 02:00:00:00:02:0a dev v0 nud permanent\n\
+            route add 198.18.201.0/24 via 198.18.200.10\n\
+            route add 2001:db8:c::/64 via 2001:db8:200::10\n";
+        let mut ip = Command::new("ip")
+            .args(["-n", n, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run ip -batch");
+        std::io::Write::write_all(ip.stdin.as_mut().expect("stdin"), batch.as_bytes())
+            .expect("write the batch");
+        drop(ip.stdin.take());
+        assert!(
+            ip.wait().expect("wait for ip").success(),
+            "ip -batch in {n}"
+        );
         for sysctl in [
             "net.ipv4.conf.all.forwarding=1",
             "net.ipv6.conf.all.forwarding=1",
