@@ -2955,6 +2955,21 @@ mod tunnels {
         ]
     }
 
+    /// Sends a packet of `flow` that fills the route's MTU exactly once encapsulated (`mtu`,
+    /// `overhead`): it is encapsulated as always.
+    fn encapsulated_whole(
+        fx: &mut Fixture,
+        flow: Flow,
+        (mtu, overhead): (usize, usize),
+        what: &str,
+    ) {
+        let frame = sized(flow, mtu - overhead, 0, |b| b);
+        let run = fx.send(&frame);
+        assert_eq!(run.action, XDP_REDIRECT, "{what}");
+        assert_eq!(run.packet.len(), 14 + mtu, "{what}");
+        assert_eq!(&run.packet[14 + overhead..], &frame[14..], "{what}");
+    }
+
     #[test]
     fn an_ipv4_packet_too_big_once_encapsulated_gets_fragmentation_needed() {
         let ns = RoutedNetns::new("mtu4");
@@ -2972,16 +2987,7 @@ mod tunnels {
                 let fits = 1300 - overhead;
                 let flow = Flow::new(Transport::Tcp, CLIENT4, 40_400, VIP4, 80);
                 // Exactly the MTU once encapsulated: encapsulated as always.
-                let frame = sized(flow, fits, 0, |b| b);
-                let run = fx.send(&frame);
-                assert_eq!(run.action, XDP_REDIRECT, "{}", what("fits"));
-                assert_eq!(run.packet.len(), 14 + 1300, "{}", what("fits"));
-                assert_eq!(
-                    &run.packet[14 + overhead..],
-                    &frame[14..],
-                    "{}",
-                    what("fits")
-                );
+                encapsulated_whole(&mut fx, flow, (1300, overhead), &what("fits"));
                 // One byte more: "fragmentation needed", the MTU that leaves room for the
                 // outer headers.
                 let frame = sized(flow, fits + 1, 0, |b| b);
@@ -3030,16 +3036,7 @@ mod tunnels {
                 );
                 let fits = 1400 - overhead;
                 let flow = Flow::new(Transport::Tcp, CLIENT6, 40_500, VIP6, 80);
-                let frame = sized(flow, fits, 0, |b| b);
-                let run = fx.send(&frame);
-                assert_eq!(run.action, XDP_REDIRECT, "{}", what("fits"));
-                assert_eq!(run.packet.len(), 14 + 1400, "{}", what("fits"));
-                assert_eq!(
-                    &run.packet[14 + overhead..],
-                    &frame[14..],
-                    "{}",
-                    what("fits")
-                );
+                encapsulated_whole(&mut fx, flow, (1400, overhead), &what("fits"));
                 // One byte more: "packet too big", quoting 1232 bytes of it.
                 let frame = sized(flow, fits + 1, 0, |b| b);
                 let run = fx.send(&frame);

@@ -12,7 +12,7 @@ use balancer_common::{
 };
 
 use super::super::{
-    fakes::{source_of, Rig, ROUTELESS, SILENT},
+    fakes::{source_of, Maps, Rig, ROUTELESS, SILENT},
     Controller,
 };
 use crate::{
@@ -85,6 +85,15 @@ fn bytes(addr: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The entries written for backend index `index`, in order.
+fn written(maps: &Maps, index: u32) -> Vec<&'static str> {
+    maps.entries_written
+        .iter()
+        .filter(|(_, i)| *i == index)
+        .map(|(what, _)| *what)
+        .collect()
+}
+
 fn add(service: &str, addr: &str) -> Change {
     Change::AddBackend {
         service: service.into(),
@@ -134,13 +143,7 @@ fn tunnelled_backends_get_their_outer_header_before_the_entry_that_names_it() {
     assert_eq!(maps.backends[&gue], entry(FORWARD_GUE, gue_epoch));
     assert_eq!(maps.backends[&ipip], entry(FORWARD_IPIP, ipip_epoch));
     for index in [gue, ipip] {
-        let order: Vec<&str> = maps
-            .entries_written
-            .iter()
-            .filter(|(_, i)| *i == index)
-            .map(|(what, _)| *what)
-            .collect();
-        assert_eq!(order, ["tunnel", "backend"]);
+        assert_eq!(written(&maps, index), ["tunnel", "backend"]);
     }
     // Never looked for on L2 (the fake would never find ROUTED there).
     assert!(!rig.neighbors.resolved().contains(&ip(ROUTED)));
@@ -313,13 +316,7 @@ fn nat_backends_get_their_rewrite_first_and_their_replies_an_entry() {
                 ..Backend::default()
             }
         );
-        let order: Vec<&str> = maps
-            .entries_written
-            .iter()
-            .filter(|(_, i)| *i == index)
-            .map(|(what, _)| *what)
-            .collect();
-        assert_eq!(order, ["rewrite", "backend"]);
+        assert_eq!(written(&maps, index), ["rewrite", "backend"]);
     }
     assert_eq!(replies(&rig), both_replies(&controller));
     // Never looked for on L2; no tunnel entries.

@@ -110,27 +110,33 @@ impl Samples {
     }
 }
 
-fn offered(s: &Sample) -> Option<f64> {
+/// Packets/s the flood offered (none without a flood).
+pub fn offered(s: &Sample) -> Option<f64> {
     s.flood.as_ref().map(|f| f.offered)
 }
 
-fn delivered(s: &Sample) -> Option<f64> {
+/// Packets/s the flood delivered to the backends (none without a flood).
+pub fn delivered(s: &Sample) -> Option<f64> {
     s.flood.as_ref().map(|f| f.delivered)
 }
 
-fn forwarding_cpu(s: &Sample) -> Option<f64> {
+/// CPU nanoseconds a delivered packet cost beyond the ceiling (none without a flood).
+pub fn forwarding_cpu(s: &Sample) -> Option<f64> {
     s.flood.as_ref().and_then(|f| f.forwarding_ns)
 }
 
-fn delivered_share(s: &Sample) -> Option<f64> {
+/// Delivered over offered (none without a flood).
+pub fn delivered_share(s: &Sample) -> Option<f64> {
     s.flood.as_ref().map(|f| f.delivered / f.offered)
 }
 
-fn conns_per_second(s: &Sample) -> Option<f64> {
+/// New connections per second.
+pub fn conns_per_second(s: &Sample) -> Option<f64> {
     Some(s.conns.per_second)
 }
 
-fn backend_packets(s: &Sample) -> Option<f64> {
+/// Packets/s the backends received in the connection test.
+pub fn backend_packets(s: &Sample) -> Option<f64> {
     Some(s.conns.backend_packets)
 }
 

@@ -9,7 +9,10 @@ use crate::{
         connections::{Failures, IO_TIMEOUT},
         generator::{FLOOD_PORT, FLOWS, FRAME_LEN},
         responder::TCP_PORT,
-        summary::{failures, kpps, times, Sample},
+        summary::{
+            backend_packets, conns_per_second, delivered, delivered_share, failures,
+            forwarding_cpu, kpps, offered, times, Sample,
+        },
     },
     report::{Bar, Chart, Report},
     stats::Spread,
@@ -38,30 +41,6 @@ impl Round {
             .expect("every contender is in ALL");
         &self.samples[index]
     }
-}
-
-fn delivered(s: &Sample) -> Option<f64> {
-    s.flood.as_ref().map(|f| f.delivered)
-}
-
-fn offered(s: &Sample) -> Option<f64> {
-    s.flood.as_ref().map(|f| f.offered)
-}
-
-fn delivered_share(s: &Sample) -> Option<f64> {
-    s.flood.as_ref().map(|f| f.delivered / f.offered)
-}
-
-fn forwarding_cpu(s: &Sample) -> Option<f64> {
-    s.flood.as_ref().and_then(|f| f.forwarding_ns)
-}
-
-fn conns_per_second(s: &Sample) -> Option<f64> {
-    Some(s.conns.per_second)
-}
-
-fn backend_packets(s: &Sample) -> Option<f64> {
-    Some(s.conns.backend_packets)
 }
 
 /// The spread over rounds of `figure` of `contender`, if every round has it.
