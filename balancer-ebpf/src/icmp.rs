@@ -16,13 +16,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
+use crate::packet::{self, LINK_MAX};
 use crate::wire::{
-    ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ICMPV6_TOO_BIG, ICMP_LEN, ICMP_UNREACHABLE, IPV4_LEN,
-    IPV6_LEN, PROTO_ICMP, PROTO_ICMPV6, VLAN_LEN,
+    ICMPV6_TOO_BIG, ICMP_LEN, ICMP_UNREACHABLE, IPV4_LEN, IPV6_LEN, PROTO_ICMP, PROTO_ICMPV6,
 };
 
-/// The longest link-layer header: Ethernet with one VLAN tag.
-const LINK_MAX: usize = ETH_LEN + VLAN_LEN;
 /// Bytes after the client's IPv4 header that the error quotes (RFC 792).
 const IPV4_QUOTED_PAYLOAD: usize = 8;
 /// Most of the client's IPv6 packet the error quotes: the error fits the IPv6 minimum MTU.
@@ -65,30 +63,11 @@ impl Answer {
     }
 }
 
-/// The length of the frame's link-layer header (14, or 18 with a VLAN tag), the frame being
-/// at least `LINK_MAX + ip` bytes long (the longest header and the `ip` bytes of the IP
-/// header the caller reads).
-#[inline(always)]
-fn link_len(ctx: &XdpContext, ip: usize) -> Option<usize> {
-    let start = ctx.data();
-    if start + LINK_MAX + ip > ctx.data_end() {
-        return None;
-    }
-    let p = start as *const u8;
-    // SAFETY: bytes 12 and 13 lie in the checked range.
-    let ether_type = unsafe { u16::from_be_bytes([*p.add(12), *p.add(13)]) };
-    Some(if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        ETH_LEN + VLAN_LEN
-    } else {
-        ETH_LEN
-    })
-}
-
 /// Turns the client's IPv4 packet into "fragmentation needed" with next-hop MTU `mtu`.
 #[inline(always)]
 pub fn fragmentation_needed(ctx: &XdpContext, mtu: u16) -> Answer {
     const HEADERS: usize = IPV4_LEN + ICMP_LEN;
-    let Some(link) = link_len(ctx, IPV4_LEN) else {
+    let Some(link) = packet::link_len(ctx, IPV4_LEN) else {
         return Answer::Failed;
     };
     let ip = (ctx.data() + link) as *const u8;
@@ -139,7 +118,7 @@ pub fn fragmentation_needed(ctx: &XdpContext, mtu: u16) -> Answer {
 #[inline(always)]
 pub fn packet_too_big(ctx: &XdpContext, mtu: u32) -> Answer {
     const HEADERS: usize = IPV6_LEN + ICMP_LEN;
-    let Some(link) = link_len(ctx, IPV6_LEN) else {
+    let Some(link) = packet::link_len(ctx, IPV6_LEN) else {
         return Answer::Failed;
     };
     let ip = (ctx.data() + link) as *const u8;

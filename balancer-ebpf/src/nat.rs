@@ -19,10 +19,8 @@ use crate::{
     checksum::Change,
     fib::{self, Hop},
     maps::{NAT_STATS, REPLIES, REWRITES},
-    packet::{read_u16, write},
-    wire::{
-        ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, IPV4_LEN, IPV6_LEN, TCP_CHECK, UDP_CHECK, VLAN_LEN,
-    },
+    packet::{self, read_u16, write},
+    wire::{IPV4_LEN, IPV6_LEN, TCP_CHECK, UDP_CHECK},
 };
 
 /// Which end of a packet is rewritten.
@@ -127,16 +125,7 @@ pub fn send(ctx: &XdpContext, hop: Hop) -> u32 {
 #[inline(always)]
 fn headers(ctx: &XdpContext, family: u8) -> Option<Headers> {
     let start = ctx.data();
-    if start + ETH_LEN + VLAN_LEN + IPV4_LEN > ctx.data_end() {
-        return None;
-    }
-    let p = start as *const u8;
-    // SAFETY: bytes 12..14 lie in the checked range.
-    let ether_type = unsafe { u16::from_be_bytes([*p.add(12), *p.add(13)]) };
-    let l3 = match ether_type {
-        ETH_P_8021Q | ETH_P_8021AD => ETH_LEN + VLAN_LEN,
-        _ => ETH_LEN,
-    };
+    let l3 = packet::link_len(ctx, IPV4_LEN)?;
     let ip = (start + l3) as *const u8;
     if family == FAMILY_V4 {
         // SAFETY: the first 20 bytes after at most 18 lie in the checked range.

@@ -3,6 +3,11 @@
 
 use aya_ebpf::programs::XdpContext;
 
+use crate::wire::{ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, VLAN_LEN};
+
+/// The longest link-layer header: Ethernet with one VLAN tag.
+pub const LINK_MAX: usize = ETH_LEN + VLAN_LEN;
+
 /// The largest offset read or written: Ethernet, a VLAN tag, two IP headers with options,
 /// ICMP and a TCP header's checksum fit well below it.
 const MAX_OFFSET: usize = 256;
@@ -37,4 +42,23 @@ pub fn read<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> 
 #[inline(always)]
 pub fn read_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     read::<2>(ctx, offset).map(u16::from_ne_bytes)
+}
+
+/// The length of the frame's link-layer header (14, or 18 with a VLAN tag), the frame being
+/// at least `LINK_MAX + ip` bytes long (the longest header and the `ip` bytes of the IP
+/// header the caller reads).
+#[inline(always)]
+pub fn link_len(ctx: &XdpContext, ip: usize) -> Option<usize> {
+    let start = ctx.data();
+    if start + LINK_MAX + ip > ctx.data_end() {
+        return None;
+    }
+    let p = start as *const u8;
+    // SAFETY: bytes 12 and 13 lie in the checked range.
+    let ether_type = unsafe { u16::from_be_bytes([*p.add(12), *p.add(13)]) };
+    Some(if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        ETH_LEN + VLAN_LEN
+    } else {
+        ETH_LEN
+    })
 }

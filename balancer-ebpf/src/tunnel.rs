@@ -21,10 +21,8 @@ use crate::{
     fib::{self, Hop},
     icmp::{self, Answer},
     maps::{TUNNELS, TUNNEL_STATS},
-    wire::{
-        ETH_LEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPV4_LEN, IPV6_LEN, UDP_LEN,
-        VLAN_LEN,
-    },
+    packet,
+    wire::{ETH_LEN, ETH_P_IPV4, ETH_P_IPV6, IPV4_LEN, IPV6_LEN, UDP_LEN},
 };
 
 /// IP protocol numbers of the outer header: IPv4 inside, IPv6 inside.
@@ -75,7 +73,7 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
             ifindex,
             back,
         } => (macs, Some((ifindex, back))),
-        Hop::Unresolved => match arrived_macs(ctx) {
+        Hop::Unresolved => match packet::read::<12>(ctx, 0) {
             Some(macs) => (macs, None),
             None => return failed(),
         },
@@ -148,37 +146,13 @@ fn too_big(ctx: *mut xdp_md, family: u8, mtu: u16, outer_len: usize) -> u32 {
     }
 }
 
-/// The MACs the frame arrived with (destination: this host), for a packet passed to the
-/// kernel to route.
-#[inline(always)]
-fn arrived_macs(ctx: &XdpContext) -> Option<[u8; 12]> {
-    let start = ctx.data();
-    if start + 12 > ctx.data_end() {
-        return None;
-    }
-    let mut macs = [0u8; 12];
-    // SAFETY: the 12 bytes were bounds-checked; packet and stack never overlap.
-    unsafe { core::ptr::copy_nonoverlapping(start as *const u8, macs.as_mut_ptr(), 12) };
-    Some(macs)
-}
-
 /// Finds the client's IP header (after Ethernet and at most one VLAN tag) of `family`, and
 /// reads its length and traffic class.
 #[inline(always)]
 fn inner(ctx: &XdpContext, family: u8) -> Option<Inner> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + ETH_LEN + VLAN_LEN + IPV4_LEN > end {
-        return None;
-    }
-    let p = start as *const u8;
-    // SAFETY: bytes 12..16 lie in the checked range.
-    let ether_type = unsafe { u16::from_be_bytes([*p.add(12), *p.add(13)]) };
-    let l3 = if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        ETH_LEN + VLAN_LEN
-    } else {
-        ETH_LEN
-    };
+    let l3 = packet::link_len(ctx, IPV4_LEN)?;
     let ip = (start + l3) as *const u8;
     if family == FAMILY_V4 {
         // SAFETY: the first 20 bytes after at most 18 lie in the checked range.
