@@ -157,6 +157,10 @@ pub const FORWARD_GUE: u32 = 2;
 /// backend's address and port (`REWRITES`), routed; its replies, which must pass this
 /// host, rewritten back to come from the VIP (`REPLIES`).
 pub const FORWARD_NAT: u32 = 3;
+/// [`Backend::forward`]: full NAT — `nat`, and the source rewritten to an address and port
+/// of the service's pool (`REWRITES` holds both), allocated per flow (`TRANSLATIONS`,
+/// `ALLOCATIONS`), so replies come back to this host by ordinary routing.
+pub const FORWARD_FULLNAT: u32 = 4;
 
 /// The IANA port of GUE, the default destination port of [`FORWARD_GUE`].
 pub const GUE_PORT: u16 = 6080;
@@ -432,6 +436,8 @@ mod pod {
         crate::nat::Rewrite,
         crate::nat::Reply,
         crate::nat::ReplyStats,
+        crate::nat::Translation,
+        crate::nat::Allocation,
         VipKey,
         VipInfo,
         ServiceTables,

@@ -6,6 +6,12 @@
 //! source — the backend's address, port and protocol, a key of the reply map — and
 //! rewritten back to come from the VIP. The reply map holds one VIP per backend address,
 //! port and protocol: the translation back needs no per-flow state.
+//!
+//! Full NAT (`fullnat`) rewrites the source too, to an address and port of the service's
+//! pool: the flow's [`Translation`] (by its client-side key) says which, and the
+//! [`Allocation`] of that pool port towards that backend endpoint gives the flow's
+//! client-side key back when a reply arrives. Both are written by the program when a flow begins
+//! and removed by the daemon when it ends.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -23,8 +29,10 @@ pub struct Rewrite {
     pub family: u8,
     /// Reserved, zero.
     pub reserved: u8,
-    /// Reserved, zero.
-    pub reserved2: u32,
+    /// `fullnat`: the first and last port of the pool (host byte order); zero otherwise.
+    pub ports: [u16; 2],
+    /// `fullnat`: the pool's address, the source of rewritten packets; zero otherwise.
+    pub source: [u8; 16],
 }
 
 /// A backend's endpoint (address, port, protocol, family) as the key of the reply map: the
@@ -40,8 +48,77 @@ pub struct Reply {
     pub vip: Endpoint,
     /// The backend's index in the backend map.
     pub backend: u32,
+    /// `REPLY_*` bits.
+    pub flags: u32,
+}
+
+/// [`Reply::flags`] bit: the backend's service forwards by full NAT, so a reply goes to the
+/// pool address and port its flow was given ([`Allocation`]), not to the client.
+pub const REPLY_FULLNAT: u32 = 1;
+
+/// The source a full-NAT flow's packets leave with: a pool address and port, towards one
+/// backend. Value of `TRANSLATIONS`, keyed by the flow's client-side key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Translation {
+    /// The pool address (IPv4 in the first four bytes).
+    pub addr: [u8; 16],
+    /// The pool port, network byte order.
+    pub port_be: u16,
+    /// The backend's port, network byte order.
+    pub backend_port_be: u16,
+    /// The backend (index in the backend map) the port was allocated towards.
+    pub backend: u32,
+    /// That backend's address: with the pool address and ports, the flow's [`Allocation`].
+    pub backend_addr: [u8; 16],
+    /// `bpf_ktime_get_coarse_ns()` of the client's last packet, refreshed at most once a
+    /// second.
+    pub seen_ns: u64,
+    /// `bpf_ktime_get_coarse_ns()` of the client's first FIN or RST; 0 while open.
+    pub closed_ns: u64,
+}
+
+/// One pool port in use towards one backend endpoint: the key of `ALLOCATIONS` (whose value
+/// is the flow's client-side key), the 4-tuple (and protocol) of the backend's side of a
+/// full-NAT flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Allocation {
+    /// The pool address.
+    pub pool: [u8; 16],
+    /// The backend's address.
+    pub backend: [u8; 16],
+    /// The pool port, network byte order.
+    pub pool_port_be: u16,
+    /// The backend's port, network byte order.
+    pub backend_port_be: u16,
+    /// [`crate::PROTO_TCP`] or [`crate::PROTO_UDP`].
+    pub proto: u8,
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
     /// Reserved, zero.
-    pub reserved: u32,
+    pub reserved: [u8; 2],
+}
+
+/// Pool ports a full-NAT flow tries, one after another, before it is refused (each try
+/// is one insertion that fails when the port is taken towards that backend endpoint).
+pub const ALLOCATION_TRIES: u32 = 8;
+
+/// The pool port of try `attempt` for a flow of hash `hash` in the pool `ports` (first,
+/// last; host byte order); `None` for an empty pool. Each try hashes anew, so the tries of
+/// one flow are spread over the pool rather than crowding one stretch of it.
+#[inline(always)]
+pub const fn pool_port(ports: [u16; 2], hash: u32, attempt: u32) -> Option<u16> {
+    let [first, last] = ports;
+    if first == 0 || last < first {
+        return None;
+    }
+    let size = (last - first) as u32 + 1;
+    let mut h = hash ^ attempt.wrapping_mul(0x9e37_79b9);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    Some(first + (h % size) as u16)
 }
 
 /// Upper bounds of the handshake-time buckets, nanoseconds (the last bucket takes the
@@ -118,13 +195,35 @@ pub const NAT_STAT_FAILED: u32 = 3;
 /// Index in the NAT counters: ICMP errors about `nat` flows (port unreachable, packet too
 /// big, ...) rewritten to quote the packet as the client sent it.
 pub const NAT_STAT_ERRORS: u32 = 4;
+/// Index in the NAT counters: new full-NAT flows dropped because no pool port was free
+/// towards their backend within [`ALLOCATION_TRIES`] tries (or the translation maps were
+/// full).
+pub const NAT_STAT_EXHAUSTED: u32 = 5;
 /// Number of NAT counters.
-pub const NAT_STAT_COUNT: u32 = 5;
+pub const NAT_STAT_COUNT: u32 = 6;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{vip_port_bit, PROTO_TCP, PROTO_UDP};
+
+    #[test]
+    fn pool_ports_stay_in_the_pool_and_tries_differ() {
+        assert_eq!(pool_port([0, 0], 7, 0), None);
+        assert_eq!(pool_port([2000, 1000], 7, 0), None);
+        assert_eq!(pool_port([5000, 5000], 7, 3), Some(5000));
+        for hash in [0, 1, 0xdead_beef, u32::MAX] {
+            let mut tries = [0u16; ALLOCATION_TRIES as usize];
+            for (attempt, port) in tries.iter_mut().enumerate() {
+                *port = pool_port([1024, 65535], hash, attempt as u32).unwrap();
+            }
+            assert!(tries.iter().all(|p| *p >= 1024));
+            let mut distinct = tries;
+            distinct.sort_unstable();
+            let kinds = 1 + distinct.windows(2).filter(|w| w[0] != w[1]).count();
+            assert!(kinds >= 7, "{tries:?}");
+        }
+    }
 
     #[test]
     fn handshakes_fall_in_the_bucket_of_their_bound() {

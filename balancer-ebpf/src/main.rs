@@ -19,6 +19,7 @@ mod counters;
 mod events;
 mod fib;
 mod forward;
+mod fullnat;
 mod icmp;
 mod maps;
 mod martian;
@@ -32,8 +33,8 @@ mod wire;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer_common::{
-    FlowKey, FORWARD_DSR, FORWARD_NAT, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED,
-    STAT_UNBALANCEABLE,
+    FlowKey, FORWARD_DSR, FORWARD_FULLNAT, FORWARD_NAT, NAT_STAT_EXHAUSTED, STAT_DROPPED,
+    STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE,
 };
 
 use crate::{
@@ -104,7 +105,14 @@ fn balancer(ctx: XdpContext) -> u32 {
                 count_backend(index, ctx.data_end() - ctx.data(), events);
                 match backend.forward {
                     FORWARD_DSR => forward::l2_dsr(&ctx, backend),
-                    FORWARD_NAT => nat::forward(&ctx, index, key),
+                    FORWARD_NAT => nat::forward(&ctx, index, key, None),
+                    FORWARD_FULLNAT => match fullnat::translation(key, index, tcp_flags) {
+                        Some(translation) => nat::forward(&ctx, index, key, Some(translation)),
+                        None => {
+                            nat::count(NAT_STAT_EXHAUSTED);
+                            xdp_action::XDP_DROP
+                        }
+                    },
                     _ => tunnel::forward(&ctx, index, backend, key),
                 }
             }
@@ -113,13 +121,19 @@ fn balancer(ctx: XdpContext) -> u32 {
 }
 
 /// A packet from a `nat` backend's port (the flow `key`, with `tcp_flags`): rewritten to
-/// come from the VIP and counted for its backend if it is a `nat` backend's reply, passed
-/// untouched otherwise.
+/// come from the VIP (a full-NAT reply: and to go to its client) and counted for its
+/// backend if it is a `nat` backend's reply, passed untouched otherwise.
 #[inline(always)]
-fn replied(ctx: &XdpContext, key: &FlowKey, tcp_flags: u8) -> u32 {
-    match nat::reply(ctx, key) {
+fn replied(ctx: &XdpContext, key: &mut FlowKey, tcp_flags: u8) -> u32 {
+    let origin = fullnat::origin(key);
+    match nat::reply(ctx, key, origin) {
         Some(action) => {
             if action != xdp_action::XDP_DROP {
+                if let Some(o) = origin {
+                    // Counted as the reply to the client it is now.
+                    key.dst = o.src;
+                    key.dport_be = o.sport_be;
+                }
                 answers::count(key, tcp_flags, (ctx.data_end() - ctx.data()) as u32);
             }
             action

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
-    pending_slots, Backend, BackendStats, ClientPinKey, Endpoint, FlowKey, FlowState, PendingSlot,
-    Reply, ReplyStats, Rewrite, Ring, ServiceTables, Tunnel, VipInfo, VipKey,
-    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS,
+    pending_slots, Allocation, Backend, BackendStats, ClientPinKey, Endpoint, FlowKey, FlowState,
+    PendingSlot, Reply, ReplyStats, Rewrite, Ring, ServiceTables, Translation, Tunnel, VipInfo,
+    VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS,
     MAX_SERVICES, NAT_STAT_COUNT, STAT_COUNT, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
@@ -79,6 +79,23 @@ pub static VIP_PORTS: Array<u32> = Array::pinned(VIP_PORT_ENTRIES, 0);
 #[map]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowState> =
     LruHashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, 0);
+
+/// Full NAT: a flow's client-side key -> the pool address and port its packets leave
+/// with. Written by the program when the flow begins, removed by the daemon when it ends;
+/// allocated as used (`BPF_F_NO_PREALLOC`), sized like `CONNTRACK` by the daemon.
+#[map]
+pub static TRANSLATIONS: HashMap<FlowKey, Translation> =
+    HashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Full NAT: a pool port in use towards a backend endpoint -> the client-side key of the
+/// flow it was allocated for (how a reply finds its client). Inserted only where absent, so two flows never share
+/// one; written, removed and sized with `TRANSLATIONS`.
+#[map]
+pub static ALLOCATIONS: HashMap<Allocation, FlowKey> =
+    HashMap::pinned(DEFAULT_CONNTRACK_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// `BPF_F_NO_PREALLOC`: a hash map's entries are allocated when inserted.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// The pending table: flows that sent only their first packet (a SYN and its
 /// retransmits, one datagram), each in one of the two slots its 5-tuple hashes to (see

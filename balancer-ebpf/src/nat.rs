@@ -8,11 +8,15 @@
 //! a packet is looked up in `REPLIES`, which the daemon fills with one VIP per `nat`
 //! backend endpoint. A packet from such an endpoint to an address of this host (a health
 //! check's answer) is left alone.
+//!
+//! Full NAT (`fullnat`) uses the same rewriting for both ends: a client's packet also
+//! leaves from its flow's pool address and port (`fullnat::translation`), and a reply to a
+//! pool address and port goes to the client it was allocated for (`fullnat::origin`).
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use balancer_common::{
-    Endpoint, FlowKey, FAMILY_V4, NAT_STAT_FAILED, NAT_STAT_REPLIES, NAT_STAT_UNRESOLVED,
-    NAT_STAT_UNROUTABLE, PROTO_TCP, PROTO_UDP,
+    Endpoint, FlowKey, Translation, FAMILY_V4, NAT_STAT_FAILED, NAT_STAT_REPLIES,
+    NAT_STAT_UNRESOLVED, NAT_STAT_UNROUTABLE, PROTO_TCP, PROTO_UDP, REPLY_FULLNAT,
 };
 
 use crate::{
@@ -42,10 +46,16 @@ struct Headers {
     len: usize,
 }
 
-/// Forwards a client's packet of the flow `key` to `nat` backend `index`. A function of
-/// its own in the object (a BPF subprogram): its stack is not the main program's.
+/// Forwards a client's packet of the flow `key` to `nat` backend `index` — for full NAT,
+/// from the pool address and port of its `translation`. A function of its own in the object
+/// (a BPF subprogram): its stack is not the main program's.
 #[inline(never)]
-pub fn forward(ctx: &XdpContext, index: u32, key: &FlowKey) -> u32 {
+pub fn forward(
+    ctx: &XdpContext,
+    index: u32,
+    key: &FlowKey,
+    translation: Option<&Translation>,
+) -> u32 {
     let Some(rewrite) = REWRITES.get(index) else {
         return failed();
     };
@@ -55,7 +65,11 @@ pub fn forward(ctx: &XdpContext, index: u32, key: &FlowKey) -> u32 {
     let Some(at) = headers(ctx, key.family) else {
         return failed();
     };
-    let hop = fib::lookup(ctx, key.family, &key.src, &rewrite.addr, at.len);
+    let source = match translation {
+        Some(t) => &t.addr,
+        None => &key.src,
+    };
+    let hop = fib::lookup(ctx, key.family, source, &rewrite.addr, at.len);
     if matches!(hop, Hop::Local | Hop::Unroutable) {
         count(NAT_STAT_UNROUTABLE);
         return xdp_action::XDP_DROP;
@@ -65,14 +79,21 @@ pub fn forward(ctx: &XdpContext, index: u32, key: &FlowKey) -> u32 {
     if translate(ctx, &at, key, End::Destination, old, new).is_none() {
         return failed();
     }
+    if let Some(t) = translation {
+        let old = (&key.src, key.sport_be);
+        if translate(ctx, &at, key, End::Source, old, (&t.addr, t.port_be)).is_none() {
+            return failed();
+        }
+    }
     send(ctx, hop)
 }
 
-/// Forwards a backend's reply (the flow `key`, from the backend to its client) if its
-/// source is a `nat` backend's endpoint: rewritten to come from the VIP. `None`: not a
-/// reply, the caller goes on. A BPF subprogram, like [`forward`].
+/// Forwards a backend's reply (the flow `key`, from the backend to its client — for full
+/// NAT, to the pool address and port of the client's `origin`) if its source is a `nat`
+/// backend's endpoint: rewritten to come from the VIP (and to go to the client). `None`:
+/// not a reply, the caller goes on. A BPF subprogram, like [`forward`].
 #[inline(never)]
-pub fn reply(ctx: &XdpContext, key: &FlowKey) -> Option<u32> {
+pub fn reply(ctx: &XdpContext, key: &FlowKey, origin: Option<&FlowKey>) -> Option<u32> {
     let backend = Endpoint {
         addr: key.src,
         port_be: key.sport_be,
@@ -80,11 +101,20 @@ pub fn reply(ctx: &XdpContext, key: &FlowKey) -> Option<u32> {
         family: key.family,
     };
     // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
-    let vip = &unsafe { REPLIES.get(backend) }?.vip;
+    let reply = unsafe { REPLIES.get(backend) }?;
+    // A full-NAT backend's packet to no allocated pool port: none of its flows'.
+    if reply.flags & REPLY_FULLNAT != 0 && origin.is_none() {
+        return None;
+    }
+    let vip = &reply.vip;
     let Some(at) = headers(ctx, key.family) else {
         return Some(failed());
     };
-    let hop = fib::lookup(ctx, key.family, &vip.addr, &key.dst, at.len);
+    let client = match origin {
+        Some(o) => &o.src,
+        None => &key.dst,
+    };
+    let hop = fib::lookup(ctx, key.family, &vip.addr, client, at.len);
     match hop {
         // An answer to this host itself (a health check's): not a client's.
         Hop::Local => return None,
@@ -98,6 +128,12 @@ pub fn reply(ctx: &XdpContext, key: &FlowKey) -> Option<u32> {
     let new = (&vip.addr, vip.port_be);
     if translate(ctx, &at, key, End::Source, old, new).is_none() {
         return Some(failed());
+    }
+    if let Some(o) = origin {
+        let old = (&key.dst, key.dport_be);
+        if translate(ctx, &at, key, End::Destination, old, (&o.src, o.sport_be)).is_none() {
+            return Some(failed());
+        }
     }
     count(NAT_STAT_REPLIES);
     Some(send(ctx, hop))

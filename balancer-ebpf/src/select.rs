@@ -6,7 +6,7 @@ use balancer_common::{
     packet_events::{FIN_CLOSE, NEW_FLOW, RESET, SYN_RETRANSMIT},
     pending_check, pending_hash, ring_index, tables_index, Backend, FlowKey, FlowState,
     PendingSlot, VipKey, CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS,
-    FORWARD_NAT, MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    FORWARD_FULLNAT, FORWARD_NAT, MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -370,11 +370,12 @@ fn balance(
         }
     };
     // A `nat` backend's SYN is stamped precisely: its SYN-ACK passes here and is timed.
-    let now = if signals.syn && backend.forward == FORWARD_NAT {
-        precise_now()
-    } else {
-        now()
-    };
+    let now =
+        if signals.syn && (backend.forward == FORWARD_NAT || backend.forward == FORWARD_FULLNAT) {
+            precise_now()
+        } else {
+            now()
+        };
     let state = FlowState {
         backend: index,
         epoch: backend.epoch,

@@ -14,7 +14,7 @@ use crate::{
         canary::{CanaryAction, CanaryPlan, Preset},
         rollout::RolloutPlan,
     },
-    state::{Affinity, CheckKind, Forward, HealthCheck, Mode, StateError},
+    state::{Affinity, CheckKind, Forward, HealthCheck, Mode, PoolPorts, StateError},
     vip::Vip,
     wait::{track::Kind, Waiting},
 };
@@ -382,17 +382,29 @@ impl HealthArgs {
 pub struct ForwardArgs {
     /// dsr: re-address frames to backends on a directly connected network (default); ipip
     /// or gue: tunnel packets to each backend's address, routed; nat: rewrite them to each
-    /// backend's address and port, routed (the backends' replies must pass this host).
+    /// backend's address and port, routed (the backends' replies must pass this host);
+    /// fullnat: nat, and the source rewritten to a pool address and port, so replies come
+    /// back by ordinary routing (the backends see the pool address, not the client's).
     #[arg(long, value_enum)]
     pub forward: Option<ModeArg>,
     /// ipip, gue: the outer source address, an address of this host (default: the source
     /// the kernel prefers for the route to each backend).
     #[arg(long, requires = "forward")]
     pub tunnel_source: Option<IpAddr>,
+    /// fullnat: the pool address, an address of this host or routed to it (default: the
+    /// source the kernel prefers for the route to each backend). The same setting as
+    /// --tunnel-source, named for full NAT.
+    #[arg(long, requires = "forward", conflicts_with = "tunnel_source")]
+    pub pool: Option<IpAddr>,
+    /// fullnat: the pool's ports, FIRST-LAST (default 1024-32767, below the kernel's
+    /// ephemeral ports).
+    #[arg(long, requires = "forward")]
+    pub pool_ports: Option<PoolPorts>,
     /// gue: the UDP destination port of the tunnel (default 6080).
     #[arg(long, requires = "forward")]
     pub gue_port: Option<u16>,
-    /// nat: the backends' port, where the VIP's port is rewritten to (default: the VIP's).
+    /// nat, fullnat: the backends' port, where the VIP's port is rewritten to (default: the
+    /// VIP's).
     #[arg(long, requires = "forward")]
     pub backend_port: Option<u16>,
 }
@@ -402,9 +414,10 @@ impl ForwardArgs {
     pub fn forward(&self) -> Option<Forward> {
         self.forward.map(|mode| Forward {
             mode: mode.into(),
-            source: self.tunnel_source,
+            source: self.tunnel_source.or(self.pool),
             port: self.gue_port,
             backend_port: self.backend_port,
+            source_ports: self.pool_ports,
         })
     }
 }
@@ -420,6 +433,8 @@ pub enum ModeArg {
     Gue,
     /// Address translation to the backend's address and port.
     Nat,
+    /// Address translation of both ends: to the backend, from a pool address and port.
+    Fullnat,
 }
 
 impl From<ModeArg> for Mode {
@@ -429,6 +444,7 @@ impl From<ModeArg> for Mode {
             ModeArg::Ipip => Mode::Ipip,
             ModeArg::Gue => Mode::Gue,
             ModeArg::Nat => Mode::Nat,
+            ModeArg::Fullnat => Mode::Fullnat,
         }
     }
 }
@@ -1116,6 +1132,7 @@ mod tests {
             source: source.map(|s| s.parse().unwrap()),
             port,
             backend_port: None,
+            source_ports: None,
         }
     }
 
@@ -1142,6 +1159,7 @@ mod tests {
             added(&nat),
             Forward {
                 backend_port: Some(8080),
+                source_ports: None,
                 ..forward(Mode::Nat, None, None)
             }
         );

@@ -6,10 +6,12 @@
 //! name = "web"
 //! vip = "198.19.0.1:80/tcp"
 //! affinity = "client"        # or "connection" (default)
-//! forward = "gue"            # or "dsr" (default), "ipip", "nat"
+//! forward = "gue"            # or "dsr" (default), "ipip", "nat", "fullnat"
 //! tunnel_source = "198.18.0.1"   # ipip, gue: outer source (default: the route's)
 //! gue_port = 6080            # gue: UDP port (default 6080)
-//! # backend_port = 8080      # nat: the backends' port (default: the VIP's)
+//! # backend_port = 8080      # nat, fullnat: the backends' port (default: the VIP's)
+//! # pool = "198.18.0.2"      # fullnat: the pool address (default: the route's source)
+//! # pool_ports = "1024-32767"  # fullnat: the pool's ports (default 1024-32767)
 //!
 //! [[service.group]]
 //! name = "blue"
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     basis_points::BasisPoints,
     maglev::DEFAULT_TABLE_SIZE,
-    state::{Affinity, Forward, HealthCheck, Mode, State, StateError, DEFAULT_WEIGHT},
+    state::{Affinity, Forward, HealthCheck, Mode, PoolPorts, State, StateError, DEFAULT_WEIGHT},
     vip::Vip,
 };
 
@@ -65,9 +67,15 @@ pub struct ServiceConfig {
     /// gue: the UDP port; none: 6080.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gue_port: Option<u16>,
-    /// nat: the backends' port; none: the VIP's.
+    /// nat, fullnat: the backends' port; none: the VIP's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_port: Option<u16>,
+    /// fullnat: the pool address; none: the route's preferred source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<IpAddr>,
+    /// fullnat: the pool's ports; none: 1024-32767.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_ports: Option<PoolPorts>,
     /// Groups in order.
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -195,9 +203,11 @@ impl Config {
                 affinity: s.affinity,
                 table_size: s.table_size,
                 forward: s.forward.mode,
-                tunnel_source: s.forward.source,
+                tunnel_source: s.forward.source.filter(|_| s.forward.mode.tunnelled()),
                 gue_port: s.forward.port,
                 backend_port: s.forward.backend_port,
+                pool: s.forward.source.filter(|_| s.forward.mode == Mode::Fullnat),
+                pool_ports: s.forward.source_ports,
                 groups: s
                     .groups
                     .iter()
@@ -274,9 +284,10 @@ impl ServiceConfig {
     fn forwarding(&self) -> Forward {
         Forward {
             mode: self.forward,
-            source: self.tunnel_source,
+            source: self.tunnel_source.or(self.pool),
             port: self.gue_port,
             backend_port: self.backend_port,
+            source_ports: self.pool_ports,
         }
     }
 }

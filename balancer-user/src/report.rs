@@ -6,7 +6,6 @@ use crate::{
     api::Status,
     history::Event,
     release::analysis::{Analysis, Stage},
-    state::Mode,
 };
 
 /// `balancer status` as text.
@@ -151,7 +150,7 @@ pub fn status(status: &Status) -> String {
             t.unresolved, t.unroutable, t.failed, t.too_big
         );
     }
-    if status.services.iter().any(|s| s.forward.mode == Mode::Nat) {
+    if status.services.iter().any(|s| s.forward.mode.translated()) {
         let n = &c.nat;
         let _ = writeln!(
             out,

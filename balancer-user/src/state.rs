@@ -18,7 +18,7 @@ use balancer_common::{MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS, MAX_SERVICES, R
 use serde::{Deserialize, Serialize};
 
 pub use error::StateError;
-pub use forward::{Forward, ForwardError, Mode};
+pub use forward::{Forward, ForwardError, Mode, PoolPorts, DEFAULT_POOL_PORTS};
 pub use health::{CheckKind, HealthCheck};
 pub use retired::{Farewell, Retired};
 pub use store::{FileStore, StoreError};
@@ -307,7 +307,7 @@ impl State {
                 if addrs.insert(addr, ()).is_some() {
                     return Err(StateError::DuplicateBackend(addr, name.clone()));
                 }
-                if service.forward.mode == Mode::Nat {
+                if service.forward.mode.translated() {
                     let endpoint = service.endpoint(addr);
                     if let Some(other) = answering.insert(endpoint, name) {
                         return Err(StateError::ReplyInUse(

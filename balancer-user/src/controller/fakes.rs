@@ -21,7 +21,9 @@ use crate::{
     clock::ManualClock,
     compile::compile,
     dataplane::{
-        unanswered::PendingFlow, Census, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage,
+        fullnat::{Ending, Swept},
+        unanswered::PendingFlow,
+        Census, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage,
     },
     health::HealthRecord,
     neighbor::{NeighborError, NextHop},
@@ -130,6 +132,9 @@ impl Flows for FakePlane {
             established_capacity: 1024,
             pending_capacity: 256,
         })
+    }
+    fn sweep(&self, _: Ending) -> Result<Swept, DataPlaneError> {
+        Ok(Swept::default())
     }
     fn pending(&self, _: Duration) -> Vec<PendingFlow> {
         self.maps().pending.clone()

@@ -29,7 +29,7 @@ use std::{
 };
 
 use balancer_common::{
-    Backend, Rewrite, Tunnel, FORWARD_GUE, FORWARD_IPIP, FORWARD_NAT, MAX_BACKENDS,
+    Backend, Rewrite, Tunnel, FORWARD_FULLNAT, FORWARD_GUE, FORWARD_IPIP, FORWARD_NAT, MAX_BACKENDS,
 };
 
 use crate::{
@@ -406,7 +406,9 @@ impl Controller {
                 }
                 match backend.forward {
                     FORWARD_IPIP | FORWARD_GUE => self.plane.set_tunnel(*index, &entries.tunnel)?,
-                    FORWARD_NAT => self.plane.set_rewrite(*index, &entries.rewrite)?,
+                    FORWARD_NAT | FORWARD_FULLNAT => {
+                        self.plane.set_rewrite(*index, &entries.rewrite)?
+                    }
                     _ => {}
                 }
                 self.plane.set_backend(*index, backend, false)?;

@@ -9,8 +9,9 @@ use balancer_common::{
 
 use crate::{
     dataplane::{
-        unanswered::PendingFlow, Census, DataPlane, DataPlaneError, FlowCounter, FlowCounts,
-        GlobalCounters, ServiceImage,
+        fullnat::{Ending, Swept},
+        unanswered::PendingFlow,
+        Census, DataPlane, DataPlaneError, FlowCounter, FlowCounts, GlobalCounters, ServiceImage,
     },
     health::HealthRecord,
     neighbor::{self, NeighborError, NextHop},
@@ -164,6 +165,8 @@ pub trait Flows: Send + Sync {
     /// Every flow of the pending table, expired when `window` has passed since its last
     /// packet.
     fn pending(&self, window: Duration) -> Vec<PendingFlow>;
+    /// Frees the full-NAT translations of the flows that have ended by `ending`.
+    fn sweep(&self, ending: Ending) -> Result<Swept, DataPlaneError>;
 }
 
 impl Flows for FlowCounter {
@@ -172,6 +175,9 @@ impl Flows for FlowCounter {
     }
     fn pending(&self, window: Duration) -> Vec<PendingFlow> {
         FlowCounter::pending(self, window)
+    }
+    fn sweep(&self, ending: Ending) -> Result<Swept, DataPlaneError> {
+        FlowCounter::sweep(self, ending)
     }
 }
 

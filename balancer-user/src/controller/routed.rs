@@ -11,7 +11,7 @@ use std::{
     net::IpAddr,
 };
 
-use balancer_common::{Backend, Endpoint, Reply, Rewrite, Tunnel};
+use balancer_common::{Backend, Endpoint, Reply, Rewrite, Tunnel, REPLY_FULLNAT};
 
 use super::{BackendId, Controller};
 use crate::{
@@ -28,8 +28,9 @@ pub(super) enum Placement {
     Wire(NextHop),
     /// Through a tunnel of `mode` with this outer header.
     Tunnel(Mode, Tunnel),
-    /// Rewritten to this address and port, routed.
-    Nat(Rewrite),
+    /// Rewritten to this address and port (`nat`; `fullnat`: from the pool it names too),
+    /// routed.
+    Nat(Mode, Rewrite),
 }
 
 impl Placement {
@@ -44,7 +45,7 @@ impl Placement {
         match self {
             Placement::Wire(hop) => super::neighbours::entry(hop, epoch),
             Placement::Tunnel(mode, _) => routed(*mode),
-            Placement::Nat(_) => routed(Mode::Nat),
+            Placement::Nat(mode, _) => routed(*mode),
         }
     }
 }
@@ -66,13 +67,14 @@ pub(super) fn routed(state: &State) -> BTreeMap<BackendId, Forward> {
         .collect()
 }
 
-/// The reply entries `state` needs: for each backend (serving or retired) of a `nat`
-/// service, its endpoint → the service's VIP and the backend's index.
+/// The reply entries `state` needs: for each backend (serving or retired) of a `nat` or
+/// `fullnat` service, its endpoint → the service's VIP and the backend's index (and for
+/// `fullnat`, that replies go to a pool port's client).
 pub(super) fn replies(state: &State) -> HashMap<Endpoint, Reply> {
     state
         .services
         .values()
-        .filter(|s| s.forward.mode == Mode::Nat)
+        .filter(|s| s.forward.mode.translated())
         .flat_map(|s| {
             let retired = s.retired.iter().map(|r| (r.addr, r.index));
             s.backends()
@@ -82,7 +84,10 @@ pub(super) fn replies(state: &State) -> HashMap<Endpoint, Reply> {
                     let reply = Reply {
                         vip: s.vip.key(),
                         backend,
-                        ..Reply::default()
+                        flags: match s.forward.mode {
+                            Mode::Fullnat => REPLY_FULLNAT,
+                            _ => 0,
+                        },
                     };
                     (s.endpoint(addr).key(), reply)
                 })
@@ -102,6 +107,16 @@ fn header(forward: &Forward, dst: IpAddr, src: IpAddr) -> Tunnel {
             _ => 0,
         },
         ..Tunnel::default()
+    }
+}
+
+/// The destination a translated backend's packets are rewritten to.
+fn rewrite(to: &Destination) -> Rewrite {
+    Rewrite {
+        addr: addr_bytes(to.addr),
+        port_be: to.port.to_be(),
+        family: family(to.addr),
+        ..Rewrite::default()
     }
 }
 
@@ -145,12 +160,18 @@ impl Controller {
             .filter_map(|(id, to)| {
                 let preferred = *sources.get(&to.addr)?;
                 let placement = match to.forward.mode {
-                    Mode::Nat => Placement::Nat(Rewrite {
-                        addr: addr_bytes(to.addr),
-                        port_be: to.port.to_be(),
-                        family: family(to.addr),
-                        ..Rewrite::default()
-                    }),
+                    Mode::Nat => Placement::Nat(Mode::Nat, rewrite(to)),
+                    Mode::Fullnat => {
+                        let pool = to.forward.pool_ports();
+                        Placement::Nat(
+                            Mode::Fullnat,
+                            Rewrite {
+                                source: addr_bytes(to.forward.source.unwrap_or(preferred)),
+                                ports: [pool.first, pool.last],
+                                ..rewrite(to)
+                            },
+                        )
+                    }
                     mode => {
                         let src = to.forward.source.unwrap_or(preferred);
                         Placement::Tunnel(mode, header(&to.forward, to.addr, src))
@@ -173,7 +194,7 @@ impl Controller {
     ) -> Result<(), Error> {
         match placement {
             Placement::Tunnel(_, tunnel) => self.plane.set_tunnel(index, tunnel)?,
-            Placement::Nat(rewrite) => self.plane.set_rewrite(index, rewrite)?,
+            Placement::Nat(_, rewrite) => self.plane.set_rewrite(index, rewrite)?,
             Placement::Wire(_) => {}
         }
         self.plane

@@ -55,7 +55,9 @@ impl Controller {
                     .unwrap_or(0.0);
                 let health = self.health.get(name, b.addr);
                 let answers = match service.forward.mode {
-                    Mode::Nat => Some(Answers::from_stats(&self.plane.reply_counters(b.index)?)),
+                    Mode::Nat | Mode::Fullnat => {
+                        Some(Answers::from_stats(&self.plane.reply_counters(b.index)?))
+                    }
                     _ => None,
                 };
                 backends.push(BackendStatus {

@@ -57,6 +57,8 @@ pub(super) fn load(bpffs: &Layout, conntrack_entries: u32) -> Result<Ebpf, DataP
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
         .map_max_entries("CONNTRACK", conntrack_entries)
+        .map_max_entries("TRANSLATIONS", conntrack_entries)
+        .map_max_entries("ALLOCATIONS", conntrack_entries)
         .map_max_entries("PENDING", pending)
         .override_global("PENDING_MASK", &pending_mask, true)
         .load(OBJECT)?;

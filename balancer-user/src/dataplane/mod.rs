@@ -10,6 +10,7 @@ mod attach;
 pub mod bpffs;
 mod error;
 mod events;
+pub mod fullnat;
 pub mod link;
 mod nat;
 pub mod object;

@@ -151,6 +151,8 @@ pub struct FlowCounter {
     pending: PendingTable,
     /// Entries `conntrack` holds at most (fixed when the map was created).
     conntrack_capacity: u64,
+    /// Full NAT's translations, swept by the same thread that counts.
+    pool: std::sync::Mutex<super::fullnat::Pool>,
 }
 
 impl FlowCounter {
@@ -174,7 +176,19 @@ impl FlowCounter {
             conntrack,
             pending: PendingTable::map(pending)?,
             conntrack_capacity: u64::from(info.max_entries()),
+            pool: std::sync::Mutex::new(super::fullnat::Pool::open(maps)?),
         })
+    }
+
+    /// Frees the full-NAT translations of ended flows (see [`super::fullnat::Pool::sweep`]).
+    pub fn sweep(
+        &self,
+        ending: super::fullnat::Ending,
+    ) -> Result<super::fullnat::Swept, DataPlaneError> {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sweep(ending)
     }
 
     /// Every flow of the pending table, expired when `window` has passed since its last

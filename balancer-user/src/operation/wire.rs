@@ -465,6 +465,7 @@ mod tests {
                     source: Some("2001:db8::9".parse().unwrap()),
                     port: Some(7000),
                     backend_port: None,
+                    source_ports: None,
                 },
             }),
             Change::AddService(AddService {
@@ -482,6 +483,7 @@ mod tests {
                     source: None,
                     port: None,
                     backend_port: None,
+                    source_ports: None,
                 },
             },
             Change::SetHealth {

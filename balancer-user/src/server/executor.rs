@@ -33,6 +33,7 @@ use crate::{
         Controller,
     },
     dataplane::{
+        fullnat::{Ending, Swept},
         unanswered::{Unanswered, HANDSHAKE_WINDOW},
         Census, FlowCounts,
     },
@@ -51,7 +52,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// Ticks between two passes over the pending table (see [`Unanswered`]): one a second.
 const UNANSWERED_EVERY: u32 = 10;
 
-/// Ticks between two walks of connection tracking for the metrics: one every 5 s.
+/// Ticks between two walks of connection tracking for the metrics, and between two sweeps
+/// of full NAT's translations: one every 5 s.
 const CENSUS_EVERY: u32 = 50;
 
 /// How often a change is tried again after resolving the backends it adds (each round
@@ -84,6 +86,8 @@ pub struct Executor {
     unanswered: Mutex<Unanswered>,
     /// The latest walk of connection tracking for the metrics, once they are served.
     census: Mutex<Option<Census>>,
+    /// Full NAT's translations: active at the latest sweep, freed since the start.
+    swept: Mutex<Swept>,
     /// Whether the metrics are served (then connection tracking is walked every 5 s).
     metrics: AtomicBool,
     /// Whether the host's IP forwarding was checked (once: at start or at the first
@@ -106,6 +110,7 @@ impl Executor {
             flow_idle,
             unanswered: Mutex::new(Unanswered::default()),
             census: Mutex::new(None),
+            swept: Mutex::new(Swept::default()),
             metrics: AtomicBool::new(false),
             forwarding_checked: AtomicBool::new(false),
             controller: Mutex::new(Some(controller)),
@@ -242,6 +247,28 @@ impl Executor {
         }
     }
 
+    /// One sweep of full NAT's translations on a blocking thread, without the controller's
+    /// lock: the pool ports of ended flows are freed.
+    async fn sweep(self: &Arc<Self>) {
+        let flows = self.flows.clone();
+        let ending = Ending {
+            udp_idle: self.flow_idle,
+        };
+        match tokio::task::spawn_blocking(move || flows.sweep(ending)).await {
+            Ok(Ok(swept)) => {
+                let mut total = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+                *total = total.then(swept);
+            }
+            Ok(Err(e)) => tracing::warn!("sweeping full-NAT translations failed: {}", one_line(&e)),
+            Err(e) => tracing::warn!("sweeping full-NAT translations panicked: {e}"),
+        }
+    }
+
+    /// Full NAT's translations: active at the latest sweep, freed since the daemon started.
+    pub fn swept(&self) -> Swept {
+        *self.swept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The metrics in the Prometheus text format: the status with the latest walk's active
     /// flows (no walk here) and the unanswered flows counted so far.
     pub async fn metrics(self: &Arc<Self>) -> Result<String, Error> {
@@ -316,8 +343,11 @@ impl Executor {
             if ticks.is_multiple_of(UNANSWERED_EVERY) {
                 self.count_unanswered().await;
             }
-            if ticks.is_multiple_of(CENSUS_EVERY) && self.metrics.load(Ordering::Relaxed) {
-                self.take_census().await;
+            if ticks.is_multiple_of(CENSUS_EVERY) {
+                if self.metrics.load(Ordering::Relaxed) {
+                    self.take_census().await;
+                }
+                self.sweep().await;
             }
             // Drains and retired backends need the active flows (counted without the
             // lock), analysis windows the unanswered flows.

@@ -1,11 +1,15 @@
 //! How a service's packets reach its backends: direct server return on L2 (the default),
 //! a tunnel (IP in IP, GUE) to the backend's address, routed — with its outer source and,
 //! for GUE, its UDP port — or address translation (`nat`) to the backend's address and
-//! port, routed, its replies translated back on their way through this host.
+//! port, routed, its replies translated back on their way through this host — with the
+//! source translated too (`fullnat`: to a pool address and port of this host's), so the
+//! replies come back by ordinary routing.
 
 use std::net::IpAddr;
 
-use balancer_common::{FORWARD_DSR, FORWARD_GUE, FORWARD_IPIP, FORWARD_NAT, GUE_PORT};
+use balancer_common::{
+    FORWARD_DSR, FORWARD_FULLNAT, FORWARD_GUE, FORWARD_IPIP, FORWARD_NAT, GUE_PORT,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::vip::{is_unicast, Vip};
@@ -25,6 +29,10 @@ pub enum Mode {
     /// Destination rewritten to the backend's address and port, routed; the backend's
     /// replies, which must pass this host, rewritten back to come from the VIP.
     Nat,
+    /// `nat`, and the source rewritten to an address and port of the service's pool, given
+    /// per flow: the replies come back to the pool address by ordinary routing. The
+    /// backends see the pool address, not the client's.
+    Fullnat,
 }
 
 impl Mode {
@@ -39,6 +47,17 @@ impl Mode {
         matches!(self, Mode::Ipip | Mode::Gue)
     }
 
+    /// Whether addresses are translated and the replies pass this host (`nat`, `fullnat`).
+    pub fn translated(self) -> bool {
+        matches!(self, Mode::Nat | Mode::Fullnat)
+    }
+
+    /// Whether packets leave from an address the service gives or the route prefers
+    /// (`ipip`, `gue`: the outer source; `fullnat`: the pool address).
+    pub fn sourced(self) -> bool {
+        self.tunnelled() || self == Mode::Fullnat
+    }
+
     /// The data plane's `Backend::forward` value.
     pub fn code(self) -> u32 {
         match self {
@@ -46,6 +65,7 @@ impl Mode {
             Mode::Ipip => FORWARD_IPIP,
             Mode::Gue => FORWARD_GUE,
             Mode::Nat => FORWARD_NAT,
+            Mode::Fullnat => FORWARD_FULLNAT,
         }
     }
 }
@@ -57,29 +77,89 @@ impl std::fmt::Display for Mode {
             Mode::Ipip => "ipip",
             Mode::Gue => "gue",
             Mode::Nat => "nat",
+            Mode::Fullnat => "fullnat",
         })
     }
 }
 
+/// The ports of a full-NAT pool, first to last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PoolPorts {
+    /// The first port.
+    pub first: u16,
+    /// The last port.
+    pub last: u16,
+}
+
+/// The pool ports when a `fullnat` service names none: below the kernel's default range of
+/// ephemeral ports (32768–60999), so a pool address that is also the host's own never
+/// hands out a port the host's own connections (health checks) use.
+pub const DEFAULT_POOL_PORTS: PoolPorts = PoolPorts {
+    first: 1024,
+    last: 32767,
+};
+
+impl std::str::FromStr for PoolPorts {
+    type Err = ForwardError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || ForwardError::BadPorts(text.to_string());
+        let (first, last) = text.split_once('-').ok_or_else(bad)?;
+        let ports = PoolPorts {
+            first: first.trim().parse().map_err(|_| bad())?,
+            last: last.trim().parse().map_err(|_| bad())?,
+        };
+        if ports.first == 0 || ports.last < ports.first {
+            return Err(bad());
+        }
+        Ok(ports)
+    }
+}
+
+impl TryFrom<String> for PoolPorts {
+    type Error = ForwardError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<PoolPorts> for String {
+    fn from(ports: PoolPorts) -> String {
+        ports.to_string()
+    }
+}
+
+impl std::fmt::Display for PoolPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
 /// A service's forwarding: its mode, the outer source and the GUE port of tunnels, the
-/// backends' port of `nat`.
+/// backends' port of `nat` and `fullnat`, the pool of `fullnat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {
     /// The mode.
     #[serde(default)]
     pub mode: Mode,
-    /// Tunnels: the outer source address (an address of this host, of the VIP's family);
-    /// none: the source the kernel prefers for the route to each backend.
+    /// Tunnels: the outer source address; `fullnat`: the pool address (an address of this
+    /// host, or routed to it, of the VIP's family); none: the source the kernel prefers for
+    /// the route to each backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<IpAddr>,
     /// GUE: the UDP destination port; none: [`GUE_PORT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// `nat`: the port of every backend, where the VIP's port is rewritten to; none: the
-    /// VIP's port.
+    /// `nat`, `fullnat`: the port of every backend, where the VIP's port is rewritten to;
+    /// none: the VIP's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_port: Option<u16>,
+    /// `fullnat`: the pool's ports; none: [`DEFAULT_POOL_PORTS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ports: Option<PoolPorts>,
 }
 
 /// Why a forwarding was refused.
@@ -97,6 +177,9 @@ pub enum ForwardError {
     /// Port 0 as a GUE or backend port.
     #[error("{0} 0 is not a port")]
     ZeroPort(&'static str),
+    /// Pool ports that are no range.
+    #[error("source ports {0:?} are not FIRST-LAST with 1 <= FIRST <= LAST <= 65535")]
+    BadPorts(String),
     /// A change of forwarding while backends (serving or retired) hold flows.
     #[error("service {0:?} has {1} backends (serving or retired): its forwarding changes only without backends, since established flows would be sent another way")]
     InUse(String, usize),
@@ -113,22 +196,27 @@ impl Forward {
         self.port.unwrap_or(GUE_PORT)
     }
 
-    /// The port the backends of a service on `vip` take its packets on: the `nat` backend
-    /// port, else the VIP's.
+    /// The port the backends of a service on `vip` take its packets on: the `nat` or
+    /// `fullnat` backend port, else the VIP's.
     pub fn backend_port(&self, vip: Vip) -> u16 {
-        match self.mode {
-            Mode::Nat => self.backend_port.unwrap_or(vip.addr.port()),
-            _ => vip.addr.port(),
+        match self.mode.translated() {
+            true => self.backend_port.unwrap_or(vip.addr.port()),
+            false => vip.addr.port(),
         }
+    }
+
+    /// The pool's ports (`fullnat`), the default when none are set.
+    pub fn pool_ports(&self) -> PoolPorts {
+        self.source_ports.unwrap_or(DEFAULT_POOL_PORTS)
     }
 
     /// Checks that the settings fit the mode and the service's VIP.
     pub fn check(&self, vip: Vip) -> Result<(), ForwardError> {
         if let Some(source) = self.source {
-            if !self.mode.tunnelled() {
+            if !self.mode.sourced() {
                 return Err(ForwardError::Unused(
-                    "a tunnel source",
-                    "ipip or gue",
+                    "a source",
+                    "ipip, gue or fullnat",
                     self.mode,
                 ));
             }
@@ -146,10 +234,19 @@ impl Forward {
             Some(0) => return Err(ForwardError::ZeroPort("GUE port")),
             _ => {}
         }
+        if self.source_ports.is_some() && self.mode != Mode::Fullnat {
+            return Err(ForwardError::Unused(
+                "a source port range",
+                "fullnat",
+                self.mode,
+            ));
+        }
         match self.backend_port {
-            Some(_) if self.mode != Mode::Nat => {
-                Err(ForwardError::Unused("a backend port", "nat", self.mode))
-            }
+            Some(_) if !self.mode.translated() => Err(ForwardError::Unused(
+                "a backend port",
+                "nat or fullnat",
+                self.mode,
+            )),
             Some(0) => Err(ForwardError::ZeroPort("backend port")),
             _ => Ok(()),
         }
@@ -165,10 +262,14 @@ impl std::fmt::Display for Forward {
         if let Some(port) = self.backend_port {
             write!(f, " to backend port {port}")?;
         }
-        match (self.mode.tunnelled(), self.source) {
-            (true, Some(source)) => write!(f, " from {source}"),
-            (true, None) => f.write_str(" from the route's source"),
-            (false, _) => Ok(()),
+        match (self.mode.sourced(), self.source) {
+            (true, Some(source)) => write!(f, " from {source}")?,
+            (true, None) => f.write_str(" from the route's source")?,
+            (false, _) => {}
+        }
+        match self.mode {
+            Mode::Fullnat => write!(f, " ports {}", self.pool_ports()),
+            _ => Ok(()),
         }
     }
 }
@@ -184,6 +285,7 @@ mod tests {
             source: source.map(ip),
             port,
             backend_port: None,
+            source_ports: None,
         }
     }
 
@@ -200,7 +302,7 @@ mod tests {
         let refused = |f: Forward| f.check(v4).unwrap_err().to_string();
         assert_eq!(
             refused(forward(Mode::Dsr, Some("198.18.0.1"), None)),
-            "a tunnel source applies only to ipip or gue forwarding (this service forwards by dsr)"
+            "a source applies only to ipip, gue or fullnat forwarding (this service forwards by dsr)"
         );
         assert_eq!(
             refused(forward(Mode::Ipip, None, Some(6080))),
@@ -226,12 +328,38 @@ mod tests {
                 backend_port: Some(8080),
                 ..forward(Mode::Gue, None, None)
             }),
-            "a backend port applies only to nat forwarding (this service forwards by gue)"
+            "a backend port applies only to nat or fullnat forwarding (this service forwards by gue)"
         );
         assert_eq!(
             refused(forward(Mode::Nat, Some("198.18.0.1"), None)),
-            "a tunnel source applies only to ipip or gue forwarding (this service forwards by nat)"
+            "a source applies only to ipip, gue or fullnat forwarding (this service forwards by nat)"
         );
+        let fullnat = |source_ports: Option<&str>| Forward {
+            source_ports: source_ports.map(|p| p.parse().unwrap()),
+            backend_port: Some(8080),
+            ..forward(Mode::Fullnat, Some("198.18.0.1"), None)
+        };
+        assert!(fullnat(None).check(v4).is_ok());
+        assert!(fullnat(Some("2000-2999")).check(v4).is_ok());
+        assert_eq!(fullnat(None).pool_ports(), DEFAULT_POOL_PORTS);
+        assert_eq!(fullnat(None).backend_port(v4), 8080);
+        assert_eq!(
+            fullnat(Some("2000-2999")).to_string(),
+            "fullnat to backend port 8080 from 198.18.0.1 ports 2000-2999"
+        );
+        assert_eq!(
+            refused(Forward {
+                source_ports: Some(DEFAULT_POOL_PORTS),
+                ..forward(Mode::Nat, None, None)
+            }),
+            "a source port range applies only to fullnat forwarding (this service forwards by nat)"
+        );
+        for bad in ["0-10", "10-5", "7", "a-b", "1-70000"] {
+            assert_eq!(
+                bad.parse::<PoolPorts>().unwrap_err().to_string(),
+                format!("source ports {bad:?} are not FIRST-LAST with 1 <= FIRST <= LAST <= 65535")
+            );
+        }
         assert_eq!(nat(Some(8080)).backend_port(v4), 8080);
         assert_eq!(nat(None).backend_port(v4), 80);
         assert_eq!(forward(Mode::Ipip, None, None).backend_port(v4), 80);

@@ -315,6 +315,7 @@ fn toml_carries_the_forwarding_and_changes_it_only_without_backends() {
         source: Some(ip("2001:db8:ffff::2")),
         port: Some(7000),
         backend_port: None,
+        source_ports: None,
     };
     s.services.get_mut("dns").unwrap().forward = gue;
     let text = Config::from_state(&s).unwrap().to_toml();

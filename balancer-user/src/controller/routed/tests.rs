@@ -41,12 +41,14 @@ fn with_tunnels() -> State {
         source: None,
         port: Some(7000),
         backend_port: None,
+        source_ports: None,
     };
     let ipip = Forward {
         mode: Mode::Ipip,
         source: Some(ip(SOURCE6)),
         port: None,
         backend_port: None,
+        source_ports: None,
     };
     let services = [
         ("gue", "198.19.0.5:443/tcp", gue, ROUTED),
@@ -255,6 +257,7 @@ fn with_nat() -> State {
     let nat = Forward {
         mode: Mode::Nat,
         backend_port: Some(8080),
+        source_ports: None,
         ..Forward::default()
     };
     state.set_forward("api", nat).unwrap();
@@ -359,6 +362,7 @@ fn one_backend_endpoint_answers_for_one_nat_service_only() {
         forward: Forward {
             mode: Mode::Nat,
             backend_port: Some(8080),
+            source_ports: None,
             ..Forward::default()
         },
     });
@@ -380,6 +384,7 @@ fn one_backend_endpoint_answers_for_one_nat_service_only() {
         forward: Forward {
             mode: Mode::Nat,
             backend_port: Some(9090),
+            source_ports: None,
             ..Forward::default()
         },
     };
