@@ -154,8 +154,8 @@ pub fn status(status: &Status) -> String {
         let n = &c.nat;
         let _ = writeln!(
             out,
-            "nat packets: replies={} errors={} unresolved={} unroutable={} failed={}",
-            n.replies, n.errors, n.unresolved, n.unroutable, n.failed
+            "nat packets: replies={} errors={} unresolved={} unroutable={} failed={} exhausted={}",
+            n.replies, n.errors, n.unresolved, n.unroutable, n.failed, n.exhausted
         );
     }
     out

@@ -3142,3 +3142,6 @@ mod tunnels {
 
 #[path = "dataplane/nat.rs"]
 mod nat;
+
+#[path = "dataplane/fullnat.rs"]
+mod fullnat;

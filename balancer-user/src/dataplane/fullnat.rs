@@ -104,7 +104,11 @@ impl Pool {
     /// Frees the translations (and pool ports) of the flows that have ended by `ending`,
     /// then the pool ports no translation names (seen so at two sweeps in a row).
     pub fn sweep(&mut self, ending: Ending) -> Result<Swept, DataPlaneError> {
-        let now = monotonic_ns();
+        self.sweep_at(ending, monotonic_ns())
+    }
+
+    /// [`Pool::sweep`] as if it were `now` (ns, CLOCK_MONOTONIC).
+    pub fn sweep_at(&mut self, ending: Ending, now: u64) -> Result<Swept, DataPlaneError> {
         let mut swept = Swept::default();
         let mut named = HashSet::new();
         for (key, translation) in self.translations()? {

@@ -7,9 +7,9 @@ use std::{
 
 use aya::maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
-    BackendStats, FlowKey, FlowState, NAT_STAT_ERRORS, NAT_STAT_FAILED, NAT_STAT_REPLIES,
-    NAT_STAT_UNRESOLVED, NAT_STAT_UNROUTABLE, STAT_DROPPED, STAT_MALFORMED, STAT_MARTIAN,
-    STAT_PASSED, STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_TOO_BIG,
+    BackendStats, FlowKey, FlowState, NAT_STAT_ERRORS, NAT_STAT_EXHAUSTED, NAT_STAT_FAILED,
+    NAT_STAT_REPLIES, NAT_STAT_UNRESOLVED, NAT_STAT_UNROUTABLE, STAT_DROPPED, STAT_MALFORMED,
+    STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_TOO_BIG,
     TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
 };
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,10 @@ pub struct NatCounters {
     /// Absent from the answers of daemons that did not translate them: read as 0.
     #[serde(default)]
     pub errors: u64,
+    /// New full-NAT flows dropped: no pool port free towards their backend (or the
+    /// translation maps full). Absent from older daemons' answers: read as 0.
+    #[serde(default)]
+    pub exhausted: u64,
 }
 
 /// Packets to tunnelled backends that the XDP program could not send out itself.
@@ -108,6 +112,7 @@ impl GlobalCounters {
                 unroutable: read_nat(NAT_STAT_UNROUTABLE)?,
                 failed: read_nat(NAT_STAT_FAILED)?,
                 errors: read_nat(NAT_STAT_ERRORS)?,
+                exhausted: read_nat(NAT_STAT_EXHAUSTED)?,
             },
         })
     }

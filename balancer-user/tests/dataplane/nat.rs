@@ -20,14 +20,14 @@ use crate::support::{
 };
 
 /// Clients of these tests: routed via the namespace's neighbour.
-const NAT_CLIENT4: &str = "198.18.201.7";
-const NAT_CLIENT6: &str = "2001:db8:c::7";
+pub(super) const NAT_CLIENT4: &str = "198.18.201.7";
+pub(super) const NAT_CLIENT6: &str = "2001:db8:c::7";
 /// The VIP's port, and the backends' (another).
-const VIP_PORT: u16 = 80;
-const BACKEND_PORT: u16 = 8080;
+pub(super) const VIP_PORT: u16 = 80;
+pub(super) const BACKEND_PORT: u16 = 8080;
 
 /// An address as the maps keep it.
-fn bytes(text: &str) -> [u8; 16] {
+pub(super) fn bytes(text: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
     match text.parse::<IpAddr>().expect("address") {
         IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
@@ -36,7 +36,7 @@ fn bytes(text: &str) -> [u8; 16] {
     out
 }
 
-fn family(addr: &str) -> u8 {
+pub(super) fn family(addr: &str) -> u8 {
     if addr.contains(':') {
         FAMILY_V6
     } else {
@@ -45,7 +45,7 @@ fn family(addr: &str) -> u8 {
 }
 
 /// An endpoint (address, port, protocol) as the reply map keys it.
-fn endpoint(addr: &str, port: u16, proto: u8) -> Endpoint {
+pub(super) fn endpoint(addr: &str, port: u16, proto: u8) -> Endpoint {
     Endpoint {
         addr: bytes(addr),
         port_be: port.to_be(),
@@ -57,7 +57,7 @@ fn endpoint(addr: &str, port: u16, proto: u8) -> Endpoint {
 /// A fixture with service `web` on `vip` (`proto`, port [`VIP_PORT`]) and one `nat`
 /// backend `backend` on [`BACKEND_PORT`], written as the daemon writes it: rewrite, then
 /// the backend entry naming the mode, and its reply entry.
-fn translated(test: &str, vip: &str, backend: &str, proto: u8) -> Fixture {
+pub(super) fn translated(test: &str, vip: &str, backend: &str, proto: u8) -> Fixture {
     let mut fx = Fixture::new(test);
     let name = if proto == PROTO_TCP { "tcp" } else { "udp" };
     let service = match family(vip) {
@@ -101,7 +101,7 @@ fn nat_counter(fx: &Fixture, stat: u32) -> u64 {
 }
 
 /// (VIP, client, backend, protocol) of each family and protocol.
-const FAMILIES: [(&str, &str, &str, Transport); 4] = [
+pub(super) const FAMILIES: [(&str, &str, &str, Transport); 4] = [
     (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Tcp),
     (VIP4, NAT_CLIENT4, "198.18.200.10", Transport::Udp),
     (VIP6, NAT_CLIENT6, "2001:db8:200::10", Transport::Tcp),
@@ -109,7 +109,7 @@ const FAMILIES: [(&str, &str, &str, Transport); 4] = [
 ];
 
 /// Checks that `out` is `expected` sent to the namespace's next hop out of `v0`.
-fn routed_as(out: &[u8], expected: &[u8], what: &str) {
+pub(super) fn routed_as(out: &[u8], expected: &[u8], what: &str) {
     assert_eq!(&out[..6], &NEXT_HOP_MAC, "{what}: next hop MAC");
     assert_eq!(&out[6..12], &V0_MAC, "{what}: v0's MAC");
     assert_eq!(&out[12..], &expected[12..], "{what}: rewritten packet");
