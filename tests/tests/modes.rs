@@ -1,17 +1,19 @@
-//! The release operations under every routed forwarding mode: `ipip`, `gue` and `nat`, each
-//! on a routed lab of its own ([`RoutedLab::for_mode`]: backends decapsulating with
-//! `balancer decap`, or unmodified behind the LB for `nat`), IPv4 and IPv6, TCP and UDP at
-//! once — four services per lab, one per family and protocol (`nat` VIPs on port 8080, the
-//! backends' port 80). In each lab:
+//! The release operations under every routed forwarding mode: `ipip`, `gue`, `nat` and
+//! `fullnat`, each on a routed lab of its own ([`RoutedLab::for_mode`]: backends
+//! decapsulating with `balancer decap`, unmodified behind the LB for `nat`, unmodified and
+//! routing as they please for `fullnat`), IPv4 and IPv6, TCP and UDP at once — four
+//! services per lab, one per family and protocol (`nat` and `fullnat` VIPs on port 8080,
+//! the backends' port 80). In each lab:
 //!
 //! * 4000 new TCP connections per family split by group and weight within 3 points;
 //! * a flip, a `kill -9` of the daemon and its restart, a canary and a rolling replacement,
 //!   each under 50 long-lived conversations per service (TCP connections, UDP flows)
 //!   talking every 100 ms: none broken, none moved, and new flows land where the
 //!   operation says;
-//! * the backends see the client's own address;
-//! * every backend's decapsulator (tunnels) or the LB's reply translation (`nat`) carried
-//!   the traffic.
+//! * the backends see the client's own address (`fullnat`: the pool's, the LB's own
+//!   address);
+//! * every backend's decapsulator (tunnels) or the LB's reply translation (`nat`,
+//!   `fullnat`) carried the traffic.
 //!
 //! `nat.rs` and `tunnels.rs` test the rest of each mode.
 
@@ -64,6 +66,7 @@ struct Service {
 /// A routed lab of one mode with its four services.
 struct ModeLab {
     lab: RoutedLab,
+    mode: Mode,
     services: Vec<Service>,
     /// The client port of the next UDP flow: every UDP flow of the test has a 5-tuple of
     /// its own (a port the kernel chose could be an earlier flow's, which connection
@@ -85,6 +88,11 @@ fn gue_releases_break_and_move_no_connection() -> Result<()> {
 #[test]
 fn nat_releases_break_and_move_no_connection() -> Result<()> {
     releases("bmo3", Mode::Nat)
+}
+
+#[test]
+fn fullnat_releases_break_and_move_no_connection() -> Result<()> {
+    releases("bmo4", Mode::Fullnat)
 }
 
 /// Everything the module documentation lists, for `mode`, on a lab named `prefix`.
@@ -117,6 +125,7 @@ impl ModeLab {
         }
         Ok(Self {
             lab,
+            mode,
             services,
             next_port: Cell::new(FIRST_UDP_PORT),
         })
@@ -330,11 +339,15 @@ impl ModeLab {
         Ok(())
     }
 
-    /// Every peer of the backends' established TCP connections is the client, and they
-    /// hold the [`CONVERSATIONS`] of each family's TCP service.
+    /// Every peer of the backends' established TCP connections is the client (`fullnat`:
+    /// the pool address, which is the LB's own), and they hold the [`CONVERSATIONS`] of
+    /// each family's TCP service.
     fn backends_see_the_client(&self) -> Result<()> {
         let topology = &self.lab.topology;
-        let clients = [false, true].map(|v6| topology.client_addr(v6));
+        let clients = [false, true].map(|v6| match self.mode {
+            Mode::Fullnat => topology.lb_addr(v6),
+            _ => topology.client_addr(v6),
+        });
         let mut seen = [0; 2];
         for i in 0..topology.backend_count() {
             for peer in self.lab.peers(i)? {

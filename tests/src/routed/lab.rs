@@ -3,7 +3,8 @@
 //!
 //! [`RoutedLab::for_mode`] makes the hosts ready for a forwarding mode — a decapsulator in
 //! each backend's namespace ([`RoutedTopology::backend_ns`]) on its `eth0`, next to the
-//! servers, for the tunnels; the backends' traffic routed through the LB for `nat` — and
+//! servers, for the tunnels; the backends' traffic routed through the LB for `nat`; no VIP
+//! on the backends for `nat` and `fullnat` — and
 //! [`RoutedLab::mode_service`] adds services forwarding by it.
 
 use std::net::{IpAddr, SocketAddr};
@@ -70,11 +71,13 @@ impl RoutedLab {
         ] {
             netns::run(lab.topology.lb_ns(), &["sysctl", "-qw", sysctl])?;
         }
-        if mode.tunnels() {
-            let namespaces = (0..backends).map(|i| lab.topology.backend_ns(i));
-            lab.decapsulators = Some(Decapsulators::attach(namespaces)?);
-        } else {
-            replies::through_lb(&lab.topology)?;
+        match mode {
+            Mode::Ipip | Mode::Gue => {
+                let namespaces = (0..backends).map(|i| lab.topology.backend_ns(i));
+                lab.decapsulators = Some(Decapsulators::attach(namespaces)?);
+            }
+            Mode::Nat => replies::through_lb(&lab.topology)?,
+            Mode::Fullnat => replies::without_vips(&lab.topology)?,
         }
         Ok(lab)
     }

@@ -16,6 +16,9 @@ pub enum Mode {
     /// `--forward nat` to port [`SERVICE_PORT`]: unmodified backends, replies through the
     /// LB.
     Nat,
+    /// `--forward fullnat` to port [`SERVICE_PORT`], from the LB's own address (the pool
+    /// address by default): unmodified backends routing their replies as they please.
+    Fullnat,
 }
 
 impl Mode {
@@ -25,6 +28,7 @@ impl Mode {
             Mode::Ipip => "ipip",
             Mode::Gue => "gue",
             Mode::Nat => "nat",
+            Mode::Fullnat => "fullnat",
         }
     }
 
@@ -38,7 +42,7 @@ impl Mode {
     pub fn vip_port(self) -> u16 {
         match self {
             Mode::Ipip | Mode::Gue => SERVICE_PORT,
-            Mode::Nat => NAT_VIP_PORT,
+            Mode::Nat | Mode::Fullnat => NAT_VIP_PORT,
         }
     }
 
@@ -46,7 +50,7 @@ impl Mode {
     /// port).
     pub fn options(self) -> Vec<String> {
         let mut options = vec!["--forward".to_owned(), self.name().to_owned()];
-        if self == Mode::Nat {
+        if matches!(self, Mode::Nat | Mode::Fullnat) {
             options.extend(["--backend-port".to_owned(), SERVICE_PORT.to_string()]);
         }
         options
@@ -64,6 +68,10 @@ mod tests {
             ["--forward", "nat", "--backend-port", "80"]
         );
         assert_eq!(Mode::Gue.options(), ["--forward", "gue"]);
+        assert_eq!(
+            Mode::Fullnat.options(),
+            ["--forward", "fullnat", "--backend-port", "80"]
+        );
         assert_ne!(Mode::Nat.vip_port(), SERVICE_PORT);
         assert_eq!(Mode::Ipip.vip_port(), SERVICE_PORT);
     }

@@ -1,5 +1,6 @@
 //! The routing of `nat` services on the routed lab: everything the backends send goes
-//! through the LB, which rewrites their replies to come from the VIP.
+//! through the LB, which rewrites their replies to come from the VIP. Backends of `nat` and
+//! `fullnat` services hold no VIP.
 
 use anyhow::Result;
 
@@ -26,6 +27,11 @@ pub(crate) fn through_lb(topology: &RoutedTopology) -> Result<()> {
         );
         netns::run_with_stdin(topology.router_ns(), &["ip", family, "-batch", "-"], &batch)?;
     }
+    without_vips(topology)
+}
+
+/// Takes the VIPs off the backends' loopbacks: translated backends need none.
+pub(crate) fn without_vips(topology: &RoutedTopology) -> Result<()> {
     let loopback = format!("address del {VIP4}/32 dev lo\naddress del {VIP6}/128 dev lo\n");
     for index in 0..topology.backend_count() {
         ip_batch(topology.backend_ns(index), &loopback)?;

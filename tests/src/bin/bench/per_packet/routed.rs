@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use balancer_common::{Backend, Reply, Rewrite, Tunnel, GUE_PORT};
+use balancer_common::{Backend, Reply, Rewrite, Tunnel, GUE_PORT, REPLY_FULLNAT};
 use balancer_user::{
     dataplane::DataPlane,
     state::{BackendEntry, Forward, Mode, Service},
@@ -50,7 +50,7 @@ struct Routed {
 impl Routed {
     /// The services: dsr (the reference) and nat over IPv4 and IPv6, ipip and gue over
     /// IPv4.
-    fn all() -> [Routed; 6] {
+    fn all() -> [Routed; 8] {
         let ip = |text: &str| text.parse::<IpAddr>().expect("address");
         let vip = |text: &str| text.parse::<SocketAddr>().expect("VIP");
         [
@@ -90,6 +90,18 @@ impl Routed {
                 vip: vip("[2001:db8:ffff::4]:80"),
                 backends: [ip("2001:db8:221::5"), ip("2001:db8:221::6")],
             },
+            Routed {
+                name: "fullnat",
+                mode: Mode::Fullnat,
+                vip: vip("198.19.0.6:80"),
+                backends: [ip("198.18.221.9"), ip("198.18.221.10")],
+            },
+            Routed {
+                name: "fullnat6",
+                mode: Mode::Fullnat,
+                vip: vip("[2001:db8:ffff::6]:80"),
+                backends: [ip("2001:db8:221::9"), ip("2001:db8:221::a")],
+            },
         ]
     }
 
@@ -105,9 +117,10 @@ impl Routed {
         };
         Forward {
             mode: self.mode,
-            source: self.mode.tunnelled().then_some(source),
+            source: self.mode.sourced().then_some(source),
             port: None,
-            backend_port: (self.mode == Mode::Nat).then_some(BACKEND_PORT),
+            backend_port: self.mode.translated().then_some(BACKEND_PORT),
+            source_ports: None,
         }
     }
 
@@ -120,7 +133,7 @@ impl Routed {
             Mode::Dsr => Expect::Forward(macs),
             Mode::Ipip => routed(Shape::Ipip(backends)),
             Mode::Gue => routed(Shape::Gue(backends, GUE_PORT)),
-            Mode::Nat => routed(Shape::Nat(backends, BACKEND_PORT)),
+            Mode::Nat | Mode::Fullnat => routed(Shape::Nat(backends, BACKEND_PORT)),
         }
     }
 }
@@ -183,19 +196,29 @@ fn place(dp: &mut DataPlane, service: &Service, backend: &BackendEntry) -> Resul
     let forward = service.forward;
     let addr = backend.addr;
     match forward.mode {
-        Mode::Nat => {
+        Mode::Nat | Mode::Fullnat => {
             let endpoint = service.endpoint(addr);
-            let rewrite = Rewrite {
+            let mut rewrite = Rewrite {
                 addr: addr_bytes(addr),
                 port_be: endpoint.addr.port().to_be(),
                 family: family(addr),
                 ..Rewrite::default()
             };
+            let mut flags = 0;
+            if forward.mode == Mode::Fullnat {
+                let pool = forward
+                    .source
+                    .context("the bench's pools name their address")?;
+                let ports = forward.pool_ports();
+                rewrite.source = addr_bytes(pool);
+                rewrite.ports = [ports.first, ports.last];
+                flags = REPLY_FULLNAT;
+            }
             dp.set_rewrite(backend.index, &rewrite)?;
             let reply = Reply {
                 vip: service.vip.key(),
                 backend: backend.index,
-                ..Reply::default()
+                flags,
             };
             dp.set_reply(&endpoint.key(), &reply)?;
         }
@@ -281,10 +304,18 @@ fn rows(
             single_rounds(dp, &row(NEW_FLOW), &fresh, plan, 0, overhead)?,
         );
 
-        if service.mode == Mode::Nat {
-            // The reply of the flow established above, from the backend it reached.
-            let backend = Outer::of(&opened.packet)?.dst;
-            let reply = tcp(SocketAddr::new(backend, BACKEND_PORT), client, Segment::Ack);
+        if service.mode.translated() {
+            // The reply of the flow established above, from the backend it reached (for
+            // full NAT: to the pool address and port the flow left from).
+            let outer = Outer::of(&opened.packet)?;
+            let to = match service.mode {
+                Mode::Fullnat => {
+                    let (port, _) = outer.ports.context("the SYN left without ports")?;
+                    SocketAddr::new(outer.src, port)
+                }
+                _ => client,
+            };
+            let reply = tcp(SocketAddr::new(outer.dst, BACKEND_PORT), to, Segment::Ack);
             let expect = Expect::Routed(NEXT_HOP_MAC, Shape::Reply(service.vip));
             add(
                 REPLY,
@@ -316,8 +347,10 @@ pub fn write(report: &mut Report, rows: &[Row], calls: u32, repeated: [Option<f6
     report.line("### Routed forwarding modes\n");
     report.line(format!(
         "One service per mode and family on a data plane of its own, 2 backends each, its \
-         entries written as the daemon writes them ({BACKEND_PORT} is the `nat` backends' \
-         port, the VIPs' is 80; the tunnels' outer source is the LB's address), and a \
+         entries written as the daemon writes them ({BACKEND_PORT} is the `nat` and \
+         `fullnat` backends' port, the VIPs' is 80; the tunnels' outer source and the \
+         `fullnat` pool address are the LB's address, a new `fullnat` flow allocates its \
+         pool port), and a \
          direct-server-return service per family as the reference. The rows run on a thread \
          inside a network namespace of the bench's own: a veth `v0` with {LB4} and {LB6}, its \
          neighbour {NEXT_HOP4} / {NEXT_HOP6} a permanent entry, default routes via it. So \
