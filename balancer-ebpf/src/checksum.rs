@@ -45,6 +45,12 @@ impl Change {
         self.sum += u64::from(!old) + u64::from(new);
     }
 
+    /// Adds the changes summed in `other`.
+    #[inline(always)]
+    pub fn add(&mut self, other: Change) {
+        self.sum += other.sum;
+    }
+
     /// The checksum `check` (as it lies in memory) after the changes.
     #[inline(always)]
     pub fn apply(self, check: u16) -> u16 {

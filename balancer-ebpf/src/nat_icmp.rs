@@ -8,17 +8,24 @@
 //! the error's own source too if the backend sent it, and the ICMP checksum; then the kernel
 //! forwards it to the client (errors are rare: they need no fast path, and this keeps the
 //! route lookup's stack off this path).
+//!
+//! For a `fullnat` backend the quoted packet left from a pool address and port and the
+//! error is addressed to the pool: the quoted source is rewritten to the client's address
+//! and port (`ALLOCATIONS` gives them back) and the error's destination to the client's
+//! address too.
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
     programs::XdpContext,
 };
-use balancer_common::{Endpoint, FAMILY_V4, NAT_STAT_ERRORS, PROTO_TCP, PROTO_UDP};
+use balancer_common::{
+    Allocation, Endpoint, FAMILY_V4, NAT_STAT_ERRORS, PROTO_TCP, PROTO_UDP, REPLY_FULLNAT,
+};
 
 use crate::{
     checksum::Change,
     fib,
-    maps::REPLIES,
+    maps::{ALLOCATIONS, REPLIES},
     nat::{count, failed},
     packet::{read, read_u16, write},
     wire::{ICMPV6_TOO_BIG, ICMP_LEN, ICMP_UNREACHABLE, IPV6_LEN, TCP_CHECK, UDP_CHECK},
@@ -57,20 +64,25 @@ pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
     }
     // The quoted packet: the client's, to the backend.
     let quote = icmp + ICMP_LEN;
-    let (quoted_l4, proto, dst_at) = if v4 {
+    let (quoted_l4, proto, src_at, dst_at) = if v4 {
         let [first, _tos] = read::<2>(&ctx, quote)?;
         let [_ttl, proto] = read::<2>(&ctx, quote + 8)?;
         if first >> 4 != 4 || first & 0x0f < 5 {
             return None;
         }
-        (quote + usize::from(first & 0x0f) * 4, proto, quote + 16)
+        (
+            quote + usize::from(first & 0x0f) * 4,
+            proto,
+            quote + 12,
+            quote + 16,
+        )
     } else {
         let [first, _class] = read::<2>(&ctx, quote)?;
         let [next, _hops] = read::<2>(&ctx, quote + 6)?;
         if first >> 4 != 6 {
             return None;
         }
-        (quote + IPV6_LEN, next, quote + 24)
+        (quote + IPV6_LEN, next, quote + 8, quote + 24)
     };
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
@@ -83,8 +95,25 @@ pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
         family,
     };
     // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
-    let vip = &unsafe { REPLIES.get(endpoint) }?.vip;
+    let reply = unsafe { REPLIES.get(endpoint) }?;
+    let vip = &reply.vip;
     let source_at = if v4 { l3 + 12 } else { l3 + 8 };
+    // Full NAT: the quoted packet left from a pool port; the client it stands for.
+    let client = if reply.flags & REPLY_FULLNAT != 0 {
+        let allocation = Allocation {
+            pool: address(&ctx, src_at, v4)?,
+            backend: endpoint.addr,
+            pool_port_be: u16::from_ne_bytes([ports[0], ports[1]]),
+            backend_port_be: endpoint.port_be,
+            proto,
+            family,
+            reserved: [0; 2],
+        };
+        // SAFETY: written whole by the program when allocated, never changed afterwards.
+        Some(unsafe { ALLOCATIONS.get(&allocation) }?)
+    } else {
+        None
+    };
     // The error's own source is the VIP's when the backend sent it (a router on the way
     // keeps its own).
     let from_backend = same(&address(&ctx, source_at, v4)?, &endpoint.addr, v4);
@@ -92,20 +121,37 @@ pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
         quote,
         quoted_l4,
         proto,
+        src_at,
         dst_at,
         source_at,
         icmp,
         from_backend,
     };
     let old = (&endpoint.addr, endpoint.port_be);
-    if rewritten
-        .apply(&ctx, v4, old, (&vip.addr, vip.port_be))
-        .is_none()
-    {
+    let applied = match client {
+        None => rewritten.apply(&ctx, v4, old, (&vip.addr, vip.port_be), None),
+        Some(c) => {
+            let pool = address(&ctx, src_at, v4)?;
+            let pool_port = u16::from_ne_bytes([ports[0], ports[1]]);
+            let back = Back {
+                pool: (&pool, pool_port),
+                client: (&c.src, c.sport_be),
+            };
+            rewritten.apply(&ctx, v4, old, (&vip.addr, vip.port_be), Some(&back))
+        }
+    };
+    if applied.is_none() {
         return Some(failed());
     }
     count(NAT_STAT_ERRORS);
     Some(xdp_action::XDP_PASS)
+}
+
+/// A full-NAT error's way back: the quoted source and the error's destination, from the
+/// pool's (address, port) to the client's.
+struct Back<'a> {
+    pool: (&'a [u8; 16], u16),
+    client: (&'a [u8; 16], u16),
 }
 
 /// Where an error's fields are, and whether its own source changes too.
@@ -113,6 +159,7 @@ struct Rewritten {
     quote: usize,
     quoted_l4: usize,
     proto: u8,
+    src_at: usize,
     dst_at: usize,
     source_at: usize,
     icmp: usize,
@@ -121,8 +168,8 @@ struct Rewritten {
 
 impl Rewritten {
     /// Rewrites the quoted destination from the backend's (address, port) `old` to the
-    /// VIP's `new`, the error's source if the backend sent it, and every checksum that
-    /// covers them.
+    /// VIP's `new`, the error's source if the backend sent it, for full NAT (`back`) the
+    /// quoted source and the error's destination, and every checksum that covers them.
     #[inline(always)]
     fn apply(
         &self,
@@ -130,18 +177,20 @@ impl Rewritten {
         v4: bool,
         old: (&[u8; 16], u16),
         new: (&[u8; 16], u16),
+        back: Option<&Back>,
     ) -> Option<()> {
         let mut addr = Change::none();
-        if v4 {
-            addr.bytes(&fib::first4(old.0), &fib::first4(new.0));
-            write(ctx, self.dst_at, &fib::first4(new.0))?;
-        } else {
-            addr.bytes(old.0, new.0);
-            write(ctx, self.dst_at, new.0)?;
+        swap(ctx, v4, self.dst_at, old.0, new.0, &mut addr)?;
+        if let Some(back) = back {
+            swap(ctx, v4, self.src_at, back.pool.0, back.client.0, &mut addr)?;
         }
         let mut l4 = addr;
         l4.word(old.1, new.1);
         write(ctx, self.quoted_l4 + 2, &new.1.to_ne_bytes())?;
+        if let Some(back) = back {
+            l4.word(back.pool.1, back.client.1);
+            write(ctx, self.quoted_l4, &back.client.1.to_ne_bytes())?;
+        }
         // The ICMP checksum covers the quoted bytes: addresses, port and the quoted
         // checksums below.
         let mut icmp = l4;
@@ -169,23 +218,53 @@ impl Rewritten {
                 icmp.word(check, updated);
             }
         }
+        // The error's own addresses: its source if the backend sent it, its destination
+        // for full NAT. IPv4: the header checksum; ICMPv6's checksum covers the
+        // pseudo-header, so the addresses count there.
+        let mut outer = Change::none();
         if self.from_backend {
-            let mut source = Change::none();
-            if v4 {
-                source.bytes(&fib::first4(old.0), &fib::first4(new.0));
-                write(ctx, self.source_at, &fib::first4(new.0))?;
-                let at = self.source_at - 2;
-                let check = read_u16(ctx, at)?;
-                write(ctx, at, &source.apply(check).to_ne_bytes())?;
-            } else {
-                // ICMPv6's checksum covers the pseudo-header: the error's source too.
-                icmp.bytes(old.0, new.0);
-                write(ctx, self.source_at, new.0)?;
-            }
+            swap(ctx, v4, self.source_at, old.0, new.0, &mut outer)?;
+        }
+        if let Some(back) = back {
+            swap(
+                ctx,
+                v4,
+                self.source_at + if v4 { 4 } else { 16 },
+                back.pool.0,
+                back.client.0,
+                &mut outer,
+            )?;
+        }
+        if v4 {
+            let at = self.source_at - 2;
+            let check = read_u16(ctx, at)?;
+            write(ctx, at, &outer.apply(check).to_ne_bytes())?;
+        } else {
+            icmp.add(outer);
         }
         let at = self.icmp + 2;
         let check = read_u16(ctx, at)?;
         write(ctx, at, &icmp.apply(check).to_ne_bytes())
+    }
+}
+
+/// Writes address `new` at `at` in place of `old` (IPv4: their first four bytes), adding the
+/// change to `sum`.
+#[inline(always)]
+fn swap(
+    ctx: &XdpContext,
+    v4: bool,
+    at: usize,
+    old: &[u8; 16],
+    new: &[u8; 16],
+    sum: &mut Change,
+) -> Option<()> {
+    if v4 {
+        sum.bytes(&fib::first4(old), &fib::first4(new));
+        write(ctx, at, &fib::first4(new))
+    } else {
+        sum.bytes(old, new);
+        write(ctx, at, new)
     }
 }
 

@@ -7,7 +7,8 @@ use balancer_common::{FlowKey, Rewrite, FORWARD_FULLNAT, PROTO_TCP, REPLY_FULLNA
 use balancer_user::dataplane::fullnat::{Ending, Pool};
 
 use super::nat::{
-    bytes, endpoint, routed_as, translated, BACKEND_PORT, FAMILIES, NAT_CLIENT4, VIP_PORT,
+    bytes, endpoint, error_about, routed_as, translated, BACKEND_PORT, FAMILIES, NAT_CLIENT4,
+    NAT_CLIENT6, VIP_PORT,
 };
 use super::*;
 use crate::support::{
@@ -175,5 +176,87 @@ fn flows_never_share_a_pool_port_and_ended_flows_free_theirs() {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(kept.len(), 2);
+    });
+}
+
+#[test]
+fn an_icmp_error_about_a_flow_reaches_its_client_about_the_vip() {
+    let ns = RoutedNetns::new("fnat-icmp");
+    ns.enter(|| {
+        // (family's VIP, client, backend, protocol, ICMP type/code, who sends it, quote cut)
+        let cases = [
+            (
+                VIP4,
+                NAT_CLIENT4,
+                "198.18.200.10",
+                Transport::Udp,
+                (3, 3),
+                None,
+                None,
+            ),
+            (
+                VIP4,
+                NAT_CLIENT4,
+                "198.18.200.10",
+                Transport::Tcp,
+                (3, 4),
+                Some("198.18.200.99"),
+                Some(28),
+            ),
+            (
+                VIP6,
+                NAT_CLIENT6,
+                "2001:db8:200::10",
+                Transport::Udp,
+                (1, 4),
+                None,
+                None,
+            ),
+            (
+                VIP6,
+                NAT_CLIENT6,
+                "2001:db8:200::10",
+                Transport::Tcp,
+                (2, 0),
+                Some("2001:db8:200::99"),
+                None,
+            ),
+        ];
+        for (i, (vip, client, backend, transport, (kind, code), router, cut)) in
+            cases.into_iter().enumerate()
+        {
+            let what = format!("ICMP {kind}/{code} about {transport:?} to {backend}");
+            let proto = transport.number();
+            let mut fx = fullnat(&format!("fnat-icmp{i}"), vip, backend, proto, [3000, 3999]);
+            let flow = Flow::new(transport, client, 40_100, vip, VIP_PORT);
+            assert_eq!(
+                fx.send(&flow.frame_with(SYN)).action,
+                XDP_REDIRECT,
+                "{what}"
+            );
+            let given = pool_port(&fx, client, 40_100);
+            let pool_addr = pool_of(vip);
+            // The error about the packet as the backend got it, to the pool address...
+            let sent = Flow::new(transport, pool_addr, given, backend, BACKEND_PORT);
+            let from = router.unwrap_or(backend);
+            let frame = error_about(from, pool_addr, kind, code, sent, cut);
+            let run = fx.send(&frame);
+            assert_eq!(
+                run.action, XDP_PASS,
+                "{what}: to the kernel, which forwards it"
+            );
+            // ... reaches the client about the packet it sent, from the VIP if the backend
+            // sent it.
+            let seen = Flow::new(transport, client, 40_100, vip, VIP_PORT);
+            let from = router.unwrap_or(vip);
+            let expected = error_about(from, client, kind, code, seen, cut);
+            assert_eq!(run.packet, expected, "{what}: rewritten");
+            assert_eq!(fx.plane.global_counters().unwrap().nat.errors, 1, "{what}");
+            // An error about a pool port no flow holds: left alone.
+            let stray = Flow::new(transport, pool_addr, given + 1, backend, BACKEND_PORT);
+            let frame = error_about(backend, pool_addr, kind, code, stray, cut);
+            let run = fx.send(&frame);
+            assert_eq!((run.action, run.packet), (XDP_PASS, frame), "{what}: stray");
+        }
     });
 }

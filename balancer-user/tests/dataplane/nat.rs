@@ -313,7 +313,7 @@ fn an_unresolved_next_hop_goes_to_the_kernel_rewritten_and_no_route_is_dropped()
 
 /// The ICMP error `kind`/`code` from `from` to `client`, quoting the client's packet `flow`
 /// (first `cut` bytes of its IP packet, all when `None`).
-fn error_about(
+pub(super) fn error_about(
     from: &str,
     client: &str,
     kind: u8,
