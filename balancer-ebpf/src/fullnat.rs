@@ -49,7 +49,7 @@ pub fn translation(key: &FlowKey, index: u32, tcp_flags: u8) -> Option<&'static 
         }
         // The flow was balanced again to another backend (its old one went): the port it
         // held towards the old one is free.
-        let _ = ALLOCATIONS.remove(&Allocation {
+        let _ = ALLOCATIONS.remove(Allocation {
             pool: found.addr,
             backend: found.backend_addr,
             pool_port_be: found.port_be,
@@ -72,7 +72,7 @@ fn allocate(key: &FlowKey, index: u32, rewrite: &Rewrite, now: u64) -> Option<()
     for attempt in 0..ALLOCATION_TRIES {
         let port_be = pool_port(rewrite.ports, hash, attempt)?.to_be();
         let taken = allocation(rewrite, key, rewrite.source, port_be);
-        if ALLOCATIONS.insert(&taken, key, BPF_NOEXIST).is_err() {
+        if ALLOCATIONS.insert(taken, key, BPF_NOEXIST).is_err() {
             continue;
         }
         let translation = Translation {
@@ -84,8 +84,8 @@ fn allocate(key: &FlowKey, index: u32, rewrite: &Rewrite, now: u64) -> Option<()
             seen_ns: now,
             closed_ns: 0,
         };
-        if TRANSLATIONS.insert(key, &translation, BPF_ANY).is_err() {
-            let _ = ALLOCATIONS.remove(&taken);
+        if TRANSLATIONS.insert(key, translation, BPF_ANY).is_err() {
+            let _ = ALLOCATIONS.remove(taken);
             return None;
         }
         return Some(());
@@ -134,5 +134,5 @@ pub fn origin(key: &FlowKey) -> Option<&'static FlowKey> {
         reserved: [0; 2],
     };
     // SAFETY: written whole by the program when allocated, never changed afterwards.
-    unsafe { ALLOCATIONS.get(&allocation) }
+    unsafe { ALLOCATIONS.get(allocation) }
 }

@@ -110,7 +110,7 @@ pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
             reserved: [0; 2],
         };
         // SAFETY: written whole by the program when allocated, never changed afterwards.
-        Some(unsafe { ALLOCATIONS.get(&allocation) }?)
+        Some(unsafe { ALLOCATIONS.get(allocation) }?)
     } else {
         None
     };

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataplane::fullnat::Swept;
+
 use crate::{
     basis_points::BasisPoints,
     dataplane::GlobalCounters,
@@ -145,6 +147,10 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Global packet counters.
     pub counters: GlobalCounters,
+    /// Full NAT's translations: active at the daemon's latest sweep (every 5 s), freed
+    /// since it started (absent from older daemons' answers: zero).
+    #[serde(default)]
+    pub translations: Swept,
 }
 
 /// One service in [`Status`].

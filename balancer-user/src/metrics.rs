@@ -29,7 +29,9 @@
 //! | `balancer_conntrack_entries`, `..._capacity` | gauge | label `table`: `established`, `pending` |
 //! | `balancer_packets_total` | counter | label `verdict`: `passed`, `dropped`, `malformed`, `unbalanceable`, `martian` |
 //! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped), `too_big` (answered with ICMP fragmentation needed / packet too big) |
-//! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `errors` (ICMP errors about nat flows translated back), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped) |
+//! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `errors` (ICMP errors about nat flows translated back), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped), `exhausted` (new fullnat flows dropped: no pool port free) |
+//! | `balancer_fullnat_translations` | gauge | fullnat flows holding a pool port at the daemon's latest sweep (every 5 s) |
+//! | `balancer_fullnat_released_total` | counter | pool ports freed since the daemon started |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
 
 use std::sync::atomic::AtomicU64;
@@ -529,6 +531,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         ("unresolved", globals.nat.unresolved),
         ("unroutable", globals.nat.unroutable),
         ("failed", globals.nat.failed),
+        ("exhausted", globals.nat.exhausted),
     ];
     for (outcome, value) in outcomes {
         nat.get_or_create(&OutcomeLabels {
@@ -536,6 +539,21 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         })
         .inc_by(value);
     }
+    let translations = snapshot.status.translations;
+    let active = Gauge::<i64>::default();
+    registry.register(
+        "balancer_fullnat_translations",
+        "Full-NAT flows holding a pool port, at the daemon's latest sweep",
+        active.clone(),
+    );
+    active.set(i64::try_from(translations.active).unwrap_or(i64::MAX));
+    let released = Counter::<u64>::default();
+    registry.register(
+        "balancer_fullnat_released",
+        "Pool ports freed since the daemon started: flows ended, and ports no flow named",
+        released.clone(),
+    );
+    released.inc_by(translations.released + translations.orphans);
     let build = Family::<BuildLabels, Gauge>::default();
     registry.register(
         "balancer_build_info",
@@ -556,10 +574,10 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::{GlobalCounters, TunnelCounters};
+    use crate::dataplane::{fullnat::Swept, GlobalCounters, TunnelCounters};
 
     #[test]
-    fn tunnel_packets_are_one_counter_per_outcome() {
+    fn tunnel_packets_are_one_counter_per_outcome_and_fullnat_ports_are_reported() {
         let counters = GlobalCounters {
             tunnel: TunnelCounters {
                 unresolved: 1,
@@ -572,6 +590,11 @@ mod tests {
         let status = Status {
             services: Vec::new(),
             counters,
+            translations: Swept {
+                active: 5,
+                released: 7,
+                orphans: 1,
+            },
         };
         let text = render(&Snapshot {
             status,
@@ -586,6 +609,12 @@ mod tests {
         ] {
             let line = format!("balancer_tunnel_packets_total{{outcome=\"{outcome}\"}} {value}\n");
             assert!(text.contains(&line), "{line:?} in:\n{text}");
+        }
+        for line in [
+            "balancer_fullnat_translations 5\n",
+            "balancer_fullnat_released_total 8\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::{
     api::Status,
     history::Event,
     release::analysis::{Analysis, Stage},
+    state::Mode,
 };
 
 /// `balancer status` as text.
@@ -156,6 +157,19 @@ pub fn status(status: &Status) -> String {
             out,
             "nat packets: replies={} errors={} unresolved={} unroutable={} failed={} exhausted={}",
             n.replies, n.errors, n.unresolved, n.unroutable, n.failed, n.exhausted
+        );
+    }
+    if status
+        .services
+        .iter()
+        .any(|s| s.forward.mode == Mode::Fullnat)
+    {
+        let t = status.translations;
+        let _ = writeln!(
+            out,
+            "fullnat pool ports: in use={} freed={}",
+            t.active,
+            t.released + t.orphans
         );
     }
     out

@@ -13,7 +13,8 @@
 //! * the backends see the client's own address (`fullnat`: the pool's, the LB's own
 //!   address);
 //! * every backend's decapsulator (tunnels) or the LB's reply translation (`nat`,
-//!   `fullnat`) carried the traffic.
+//!   `fullnat`) carried the traffic; `fullnat`'s flows held pool ports, and the ports of
+//!   the conversations that ended were freed.
 //!
 //! `nat.rs` and `tunnels.rs` test the rest of each mode.
 
@@ -420,7 +421,29 @@ impl ModeLab {
             let nat = self.lab.balancer.status()?.counters.nat;
             ensure!(nat.replies > 0, "no reply translated: {nat:?}");
         }
+        if mode == Mode::Fullnat {
+            self.pool_ports_are_freed()?;
+        }
         Ok(())
+    }
+
+    /// The daemon's sweeps (every 5 s) saw flows holding pool ports and freed the ports of
+    /// the conversations that ended (10 s after their close), within [`WAIT_LIMIT`].
+    fn pool_ports_are_freed(&self) -> Result<()> {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        let mut seen_active = false;
+        loop {
+            let translations = self.lab.balancer.status()?.translations;
+            seen_active |= translations.active > 0;
+            if seen_active && translations.released > 0 {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no pool port in use and freed within {WAIT_LIMIT:?}: {translations:?}"
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
     }
 }
 

@@ -118,6 +118,7 @@ impl Controller {
         Ok(Status {
             services,
             counters: self.plane.global_counters()?,
+            translations: Default::default(),
         })
     }
 }

@@ -40,8 +40,8 @@ impl Ending {
     }
 }
 
-/// What one sweep found and did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What one sweep found and did (or, summed, what sweeps did since the daemon started).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Swept {
     /// Translations left in place (flows not ended).
     pub active: u64,

@@ -150,7 +150,9 @@ impl Executor {
                 let status = move |c: &mut Controller| {
                     c.status_counted(service.as_deref(), &counted, &unanswered)
                 };
-                Ok(Reply::Status(self.with_controller(status).await?))
+                let mut status = self.with_controller(status).await?;
+                status.translations = self.swept();
+                Ok(Reply::Status(status))
             }
             Operation::Export => {
                 let export = |c: &mut Controller| Ok(Config::from_state(c.state())?.to_toml());
@@ -282,9 +284,10 @@ impl Executor {
             .as_ref()
             .map(|c| c.active.clone())
             .unwrap_or_default();
-        let status = self
+        let mut status = self
             .with_controller(move |c| c.status_counted(None, &active, &unanswered))
             .await?;
+        status.translations = self.swept();
         metrics::render(&Snapshot { status, census })
             .map_err(|e| Fault::Internal(format!("rendering the metrics: {e}")).into())
     }
