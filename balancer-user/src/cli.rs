@@ -1163,6 +1163,30 @@ mod tests {
                 ..forward(Mode::Nat, None, None)
             }
         );
+        let fullnat = [
+            &add[..],
+            &["--forward", "fullnat", "--pool", "198.18.0.2"],
+            &["--pool-ports", "2000-2999", "--backend-port", "8080"],
+        ]
+        .concat();
+        assert_eq!(
+            added(&fullnat),
+            Forward {
+                backend_port: Some(8080),
+                source_ports: Some("2000-2999".parse().unwrap()),
+                ..forward(Mode::Fullnat, Some("198.18.0.2"), None)
+            }
+        );
+        // Pool ports that are no range, and a pool besides a tunnel source: usage errors.
+        let bad = [&add[..], &["--forward", "fullnat", "--pool-ports", "9-2"]].concat();
+        assert!(operation(&bad).is_err());
+        let both = [
+            &add[..],
+            &["--forward", "fullnat", "--pool", "198.18.0.2"],
+            &["--tunnel-source", "198.18.0.3"],
+        ]
+        .concat();
+        assert!(operation(&both).is_err());
         // A tunnel source without a mode is a usage error.
         let orphan = [&add[..], &["--tunnel-source", "198.18.0.1"]].concat();
         assert!(operation(&orphan).is_err());

@@ -347,6 +347,36 @@ fn toml_carries_the_forwarding_and_changes_it_only_without_backends() {
 }
 
 #[test]
+fn toml_carries_a_full_nat_pool() {
+    let mut s = sample();
+    let fullnat = Forward {
+        mode: Mode::Fullnat,
+        source: Some(ip("2001:db8:ffff::3")),
+        port: None,
+        backend_port: Some(5353),
+        source_ports: Some("2000-2999".parse().unwrap()),
+    };
+    s.services.get_mut("dns").unwrap().forward = fullnat;
+    let text = Config::from_state(&s).unwrap().to_toml();
+    assert!(
+        text.contains(
+            "forward = \"fullnat\"\nbackend_port = 5353\npool = \"2001:db8:ffff::3\"\n\
+             pool_ports = \"2000-2999\""
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("tunnel_source"), "{text}");
+    let mut fresh = State::default();
+    Config::parse(&text).unwrap().apply_to(&mut fresh, 0).unwrap();
+    assert_eq!(fresh.services["dns"].forward, fullnat);
+    // Pool ports that are no range: refused in one line, naming them.
+    let bad = text.replace("2000-2999", "2999-2000");
+    let err = Config::parse(&bad).unwrap_err().to_string();
+    assert!(err.contains("\"2999-2000\""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
 fn toml_affinity_change_keeps_backend_identity() {
     let s = sample();
     let mut config = Config::from_state(&s).unwrap();
