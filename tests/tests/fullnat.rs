@@ -80,7 +80,14 @@ fn a_pool_serves_as_many_connections_as_it_has_ports_and_frees_them() -> Result<
     let lab = RoutedLab::for_mode("bfnat2", Mode::Fullnat, BACKENDS)?;
     netns::run(
         lab.topology.lb_ns(),
-        &["ip", "address", "add", &format!("{POOL4}/24"), "dev", "eth0"],
+        &[
+            "ip",
+            "address",
+            "add",
+            &format!("{POOL4}/24"),
+            "dev",
+            "eth0",
+        ],
     )?;
     let vip = SocketAddr::new(Lab::vip(false).ip(), NAT_VIP_PORT);
     let pool = ["--pool", POOL4, "--pool-ports", "20000-20001"];

@@ -169,14 +169,18 @@ pub enum ForwardError {
     #[error("{0} applies only to {1} forwarding (this service forwards by {2})")]
     Unused(&'static str, &'static str, Mode),
     /// A tunnel source that cannot be one.
-    #[error("tunnel source {0} is not a unicast, non-loopback address")]
+    #[error("source {0} (a tunnel source or pool address) is not a unicast, non-loopback address")]
     BadSource(IpAddr),
     /// A tunnel source of the other family than the VIP.
-    #[error("tunnel source {0} and VIP {1} are of different address families")]
+    #[error("source {0} (a tunnel source or pool address) and VIP {1} are of different address families")]
     SourceFamily(IpAddr, Vip),
     /// Port 0 as a GUE or backend port.
     #[error("{0} 0 is not a port")]
     ZeroPort(&'static str),
+    /// A pool address that is the service's VIP: replies to it would be taken for
+    /// clients' packets to the VIP.
+    #[error("pool address {0} is the service's VIP address: replies to it would be taken for clients' packets")]
+    PoolIsVip(IpAddr),
     /// Pool ports that are no range.
     #[error("source ports {0:?} are not FIRST-LAST with 1 <= FIRST <= LAST <= 65535")]
     BadPorts(String),
@@ -225,6 +229,9 @@ impl Forward {
             }
             if source.is_ipv4() != vip.addr.is_ipv4() {
                 return Err(ForwardError::SourceFamily(source, vip));
+            }
+            if self.mode == Mode::Fullnat && source == vip.addr.ip() {
+                return Err(ForwardError::PoolIsVip(source));
             }
         }
         match self.port {
@@ -342,6 +349,14 @@ mod tests {
         assert!(fullnat(None).check(v4).is_ok());
         assert!(fullnat(Some("2000-2999")).check(v4).is_ok());
         assert_eq!(fullnat(None).pool_ports(), DEFAULT_POOL_PORTS);
+        assert_eq!(
+            refused(Forward {
+                source: Some(ip("198.19.0.1")),
+                ..fullnat(None)
+            }),
+            "pool address 198.19.0.1 is the service's VIP address: replies to it would be taken \
+             for clients' packets"
+        );
         assert_eq!(fullnat(None).backend_port(v4), 8080);
         assert_eq!(
             fullnat(Some("2000-2999")).to_string(),
