@@ -183,8 +183,8 @@ pub const fn reply_port_bit(proto: u8) -> u32 {
 /// Index in the NAT counters: backend replies rewritten to come from their VIP.
 pub const NAT_STAT_REPLIES: u32 = 0;
 /// Index in the NAT counters: rewritten packets (either way) passed to the kernel to
-/// forward: no neighbour entry for the next hop yet (the kernel resolves it), or longer
-/// than the egress MTU (the kernel answers with an ICMP error).
+/// forward: no neighbour entry for the next hop yet (the kernel resolves it), or a reply
+/// longer than the egress MTU (the kernel answers with an ICMP error).
 pub const NAT_STAT_UNRESOLVED: u32 = 1;
 /// Index in the NAT counters: rewritten packets the kernel's tables have no route for,
 /// dropped.
@@ -199,8 +199,12 @@ pub const NAT_STAT_ERRORS: u32 = 4;
 /// towards their backend within [`ALLOCATION_TRIES`] tries (or the translation maps were
 /// full).
 pub const NAT_STAT_EXHAUSTED: u32 = 5;
+/// Index in the NAT counters: clients' packets longer than the route's MTU to their
+/// backend, answered with ICMP "fragmentation needed" / "packet too big" from the VIP (an
+/// IPv4 packet without Don't Fragment: dropped).
+pub const NAT_STAT_TOO_BIG: u32 = 6;
 /// Number of NAT counters.
-pub const NAT_STAT_COUNT: u32 = 6;
+pub const NAT_STAT_COUNT: u32 = 7;
 
 #[cfg(test)]
 mod tests {

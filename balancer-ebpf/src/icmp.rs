@@ -11,10 +11,12 @@
 //! the caller drops it.
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, xdp_md},
     helpers::generated::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
+
+use balancer_common::FAMILY_V4;
 
 use crate::packet::{self, LINK_MAX};
 use crate::wire::{
@@ -63,9 +65,21 @@ impl Answer {
     }
 }
 
+/// Turns the client's packet of `family` into the error that tells it the MTU `fits`. A
+/// BPF subprogram of its own (`inline(never)`), called only on this path: its stack is not
+/// added to the packet path's.
+#[inline(never)]
+pub fn too_big(ctx: *mut xdp_md, family: u8, fits: u16) -> Answer {
+    let ctx = XdpContext::new(ctx);
+    match family {
+        FAMILY_V4 => fragmentation_needed(&ctx, fits),
+        _ => packet_too_big(&ctx, u32::from(fits)),
+    }
+}
+
 /// Turns the client's IPv4 packet into "fragmentation needed" with next-hop MTU `mtu`.
 #[inline(always)]
-pub fn fragmentation_needed(ctx: &XdpContext, mtu: u16) -> Answer {
+fn fragmentation_needed(ctx: &XdpContext, mtu: u16) -> Answer {
     const HEADERS: usize = IPV4_LEN + ICMP_LEN;
     let Some(link) = packet::link_len(ctx, IPV4_LEN) else {
         return Answer::Failed;
@@ -116,7 +130,7 @@ pub fn fragmentation_needed(ctx: &XdpContext, mtu: u16) -> Answer {
 
 /// Turns the client's IPv6 packet into "packet too big" with MTU `mtu`.
 #[inline(always)]
-pub fn packet_too_big(ctx: &XdpContext, mtu: u32) -> Answer {
+fn packet_too_big(ctx: &XdpContext, mtu: u32) -> Answer {
     const HEADERS: usize = IPV6_LEN + ICMP_LEN;
     let Some(link) = packet::link_len(ctx, IPV6_LEN) else {
         return Answer::Failed;

@@ -105,9 +105,15 @@ fn balancer(ctx: XdpContext) -> u32 {
                 count_backend(index, ctx.data_end() - ctx.data(), events);
                 match backend.forward {
                     FORWARD_DSR => forward::l2_dsr(&ctx, backend),
-                    FORWARD_NAT => nat::forward(&ctx, index, key, None),
+                    FORWARD_NAT => {
+                        let forwarded = nat::forward(&ctx, index, key, None);
+                        nat::answer(&ctx, key.family, forwarded)
+                    }
                     FORWARD_FULLNAT => match fullnat::translation(key, index, tcp_flags) {
-                        Some(translation) => nat::forward(&ctx, index, key, Some(translation)),
+                        Some(translation) => {
+                            let forwarded = nat::forward(&ctx, index, key, Some(translation));
+                            nat::answer(&ctx, key.family, forwarded)
+                        }
                         None => {
                             nat::count(NAT_STAT_EXHAUSTED);
                             xdp_action::XDP_DROP

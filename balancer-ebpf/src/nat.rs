@@ -15,13 +15,14 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use balancer_common::{
-    Endpoint, FlowKey, Translation, FAMILY_V4, NAT_STAT_FAILED, NAT_STAT_REPLIES,
+    Endpoint, FlowKey, Translation, FAMILY_V4, NAT_STAT_FAILED, NAT_STAT_REPLIES, NAT_STAT_TOO_BIG,
     NAT_STAT_UNRESOLVED, NAT_STAT_UNROUTABLE, PROTO_TCP, PROTO_UDP, REPLY_FULLNAT,
 };
 
 use crate::{
     checksum::Change,
     fib::{self, Hop},
+    icmp::{self, Answer},
     maps::{NAT_STATS, REPLIES, REWRITES},
     packet::{self, read_u16, write},
     wire::{IPV4_LEN, IPV6_LEN, TCP_CHECK, UDP_CHECK},
@@ -46,6 +47,33 @@ struct Headers {
     len: usize,
 }
 
+/// What became of a client's packet to a `nat` or `fullnat` backend.
+pub enum Forwarded {
+    /// Rewritten and sent, passed to the kernel, or dropped: this XDP action.
+    Action(u32),
+    /// Longer than the route's MTU (given): left as it came, for [`answer`] to turn into
+    /// the ICMP error — from the caller, so that the error's subprogram and this one's
+    /// stacks are not added up.
+    TooBig(u16),
+}
+
+/// The XDP action of `forwarded` for the client's packet of `family`: a packet too big for
+/// the route becomes "fragmentation needed" / "packet too big" from the VIP it was sent to,
+/// counted; the client's stack then sends smaller packets.
+#[inline(always)]
+pub fn answer(ctx: &XdpContext, family: u8, forwarded: Forwarded) -> u32 {
+    match forwarded {
+        Forwarded::Action(action) => action,
+        Forwarded::TooBig(mtu) => match icmp::too_big(ctx.ctx, family, mtu) {
+            Answer::Failed => failed(),
+            answer => {
+                count(NAT_STAT_TOO_BIG);
+                answer.action()
+            }
+        },
+    }
+}
+
 /// Forwards a client's packet of the flow `key` to `nat` backend `index` — for full NAT,
 /// from the pool address and port of its `translation`. A function of its own in the object
 /// (a BPF subprogram): its stack is not the main program's.
@@ -55,37 +83,41 @@ pub fn forward(
     index: u32,
     key: &FlowKey,
     translation: Option<&Translation>,
-) -> u32 {
+) -> Forwarded {
     let Some(rewrite) = REWRITES.get(index) else {
-        return failed();
+        return Forwarded::Action(failed());
     };
     if rewrite.family != key.family {
-        return failed();
+        return Forwarded::Action(failed());
     }
     let Some(at) = headers(ctx, key.family) else {
-        return failed();
+        return Forwarded::Action(failed());
     };
     let source = match translation {
         Some(t) => &t.addr,
         None => &key.src,
     };
     let hop = fib::lookup(ctx, key.family, source, &rewrite.addr, at.len);
-    if matches!(hop, Hop::Local | Hop::Unroutable) {
-        count(NAT_STAT_UNROUTABLE);
-        return xdp_action::XDP_DROP;
+    match hop {
+        Hop::Local | Hop::Unroutable => {
+            count(NAT_STAT_UNROUTABLE);
+            return Forwarded::Action(xdp_action::XDP_DROP);
+        }
+        Hop::TooBig(mtu) => return Forwarded::TooBig(mtu),
+        _ => {}
     }
     let old = (&key.dst, key.dport_be);
     let new = (&rewrite.addr, rewrite.port_be);
     if translate(ctx, &at, key, End::Destination, old, new).is_none() {
-        return failed();
+        return Forwarded::Action(failed());
     }
     if let Some(t) = translation {
         let old = (&key.src, key.sport_be);
         if translate(ctx, &at, key, End::Source, old, (&t.addr, t.port_be)).is_none() {
-            return failed();
+            return Forwarded::Action(failed());
         }
     }
-    send(ctx, hop)
+    Forwarded::Action(send(ctx, hop))
 }
 
 /// Forwards a backend's reply (the flow `key`, from the backend to its client — for full
@@ -140,7 +172,7 @@ pub fn reply(ctx: &XdpContext, key: &FlowKey, origin: Option<&FlowKey>) -> Optio
 }
 
 /// Sends a rewritten packet to its next hop, or to the kernel to forward (it resolves the
-/// next hop, or answers a packet longer than the route's MTU itself).
+/// next hop; a reply longer than the route's MTU, the kernel answers itself).
 #[inline(always)]
 pub fn send(ctx: &XdpContext, hop: Hop) -> u32 {
     match hop {

@@ -8,9 +8,7 @@
 //! "packet too big" instead (`icmp`), with the MTU that leaves room for the outer headers.
 
 use aya_ebpf::{
-    bindings::{xdp_action, xdp_md},
-    helpers::generated::bpf_xdp_adjust_head,
-    programs::XdpContext,
+    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_head, programs::XdpContext,
 };
 use balancer_common::{
     Backend, FlowKey, Tunnel, FAMILY_V4, FORWARD_GUE, PROTO_UDP, TUNNEL_STAT_FAILED,
@@ -77,7 +75,7 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
             Some(macs) => (macs, None),
             None => return failed(),
         },
-        Hop::TooBig(mtu) => return too_big(ctx.ctx, tunnel.family, mtu, outer_len),
+        Hop::TooBig(mtu) => return too_big(ctx, tunnel.family, mtu, outer_len),
         Hop::Local | Hop::Unroutable => {
             count(TUNNEL_STAT_UNROUTABLE);
             return xdp_action::XDP_DROP;
@@ -126,18 +124,10 @@ pub fn forward(ctx: &XdpContext, index: u32, backend: &Backend, key: &FlowKey) -
 }
 
 /// The client's packet did not fit the route's `mtu` once encapsulated (`outer_len` bytes
-/// of outer headers): it becomes the ICMP error telling the client the MTU that fits. A
-/// BPF subprogram of its own (`inline(never)`), called only on this path: its stack is not
-/// added to the packet path's.
-#[inline(never)]
-fn too_big(ctx: *mut xdp_md, family: u8, mtu: u16, outer_len: usize) -> u32 {
-    let ctx = XdpContext::new(ctx);
-    let fits = mtu.saturating_sub(outer_len as u16);
-    let answer = match family {
-        FAMILY_V4 => icmp::fragmentation_needed(&ctx, fits),
-        _ => icmp::packet_too_big(&ctx, u32::from(fits)),
-    };
-    match answer {
+/// of outer headers): it becomes the ICMP error telling the client the MTU that fits.
+#[inline(always)]
+fn too_big(ctx: &XdpContext, family: u8, mtu: u16, outer_len: usize) -> u32 {
+    match icmp::too_big(ctx.ctx, family, mtu.saturating_sub(outer_len as u16)) {
         Answer::Failed => failed(),
         answer => {
             count(TUNNEL_STAT_TOO_BIG);

@@ -29,7 +29,7 @@
 //! | `balancer_conntrack_entries`, `..._capacity` | gauge | label `table`: `established`, `pending` |
 //! | `balancer_packets_total` | counter | label `verdict`: `passed`, `dropped`, `malformed`, `unbalanceable`, `martian` |
 //! | `balancer_tunnel_packets_total` | counter | label `outcome`: `unresolved` (passed to the kernel encapsulated), `unroutable`, `failed` (dropped), `too_big` (answered with ICMP fragmentation needed / packet too big) |
-//! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `errors` (ICMP errors about nat flows translated back), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped), `exhausted` (new fullnat flows dropped: no pool port free) |
+//! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `errors` (ICMP errors about nat flows translated back), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped), `exhausted` (new fullnat flows dropped: no pool port free), `too_big` (clients' packets too big for the route to the backend, answered with ICMP from the VIP) |
 //! | `balancer_fullnat_translations` | gauge | fullnat flows holding a pool port at the daemon's latest sweep (every 5 s) |
 //! | `balancer_fullnat_released_total` | counter | pool ports freed since the daemon started |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
@@ -532,6 +532,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         ("unroutable", globals.nat.unroutable),
         ("failed", globals.nat.failed),
         ("exhausted", globals.nat.exhausted),
+        ("too_big", globals.nat.too_big),
     ];
     for (outcome, value) in outcomes {
         nat.get_or_create(&OutcomeLabels {

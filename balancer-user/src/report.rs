@@ -155,8 +155,9 @@ pub fn status(status: &Status) -> String {
         let n = &c.nat;
         let _ = writeln!(
             out,
-            "nat packets: replies={} errors={} unresolved={} unroutable={} failed={} exhausted={}",
-            n.replies, n.errors, n.unresolved, n.unroutable, n.failed, n.exhausted
+            "nat packets: replies={} errors={} unresolved={} unroutable={} failed={} exhausted={} \
+             too_big={}",
+            n.replies, n.errors, n.unresolved, n.unroutable, n.failed, n.exhausted, n.too_big
         );
     }
     if status

@@ -3138,6 +3138,38 @@ mod tunnels {
             assert_eq!(tunnel_counted(&fx), [0, 0, 1, 0]);
         });
     }
+
+    /// A `nat` client's packet longer than the route's MTU to its backend: "fragmentation
+    /// needed" / "packet too big" from the VIP with the route's MTU (nothing is added to the
+    /// packet), before anything is rewritten; one that fits is rewritten and sent.
+    #[test]
+    fn a_nat_packet_too_big_for_the_route_gets_the_error_from_the_vip() {
+        let ns = RoutedNetns::new("mtunat");
+        set_mtu(&ns, 1300);
+        ns.enter(|| {
+            let cases = [
+                (VIP4, crate::nat::NAT_CLIENT4, "198.18.200.10"),
+                (VIP6, crate::nat::NAT_CLIENT6, "2001:db8:200::10"),
+            ];
+            for (i, (vip, client, backend)) in cases.into_iter().enumerate() {
+                let what = |case: &str| format!("{vip}: {case}");
+                let mut fx = crate::nat::translated(&format!("mtunat{i}"), vip, backend, 6);
+                let flow = Flow::new(Transport::Tcp, client, 40_700, vip, 80);
+                let run = fx.send(&sized(flow, 1300, 0, |b| b));
+                assert_eq!(run.action, XDP_REDIRECT, "{}", what("fits"));
+                assert_eq!(run.packet.len(), 14 + 1300, "{}", what("fits"));
+                let frame = sized(flow, 1301, 0, |b| b);
+                let run = fx.send(&frame);
+                let expected = match vip == VIP4 {
+                    true => fragmentation_needed(&frame, 1300),
+                    false => packet_too_big(&frame, 1300),
+                };
+                assert_answered(&run, &expected, &what("one byte too big"));
+                let nat = fx.plane.global_counters().expect("counters").nat;
+                assert_eq!((nat.too_big, nat.unresolved), (1, 0), "{}", what("counted"));
+            }
+        });
+    }
 }
 
 #[path = "dataplane/nat.rs"]

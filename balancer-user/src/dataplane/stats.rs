@@ -8,9 +8,9 @@ use std::{
 use aya::maps::{Array, HashMap, IterableMap, MapData, PerCpuArray, PerCpuValues};
 use balancer_common::{
     BackendStats, FlowKey, FlowState, NAT_STAT_ERRORS, NAT_STAT_EXHAUSTED, NAT_STAT_FAILED,
-    NAT_STAT_REPLIES, NAT_STAT_UNRESOLVED, NAT_STAT_UNROUTABLE, STAT_DROPPED, STAT_MALFORMED,
-    STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED, TUNNEL_STAT_TOO_BIG,
-    TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
+    NAT_STAT_REPLIES, NAT_STAT_TOO_BIG, NAT_STAT_UNRESOLVED, NAT_STAT_UNROUTABLE, STAT_DROPPED,
+    STAT_MALFORMED, STAT_MARTIAN, STAT_PASSED, STAT_UNBALANCEABLE, TUNNEL_STAT_FAILED,
+    TUNNEL_STAT_TOO_BIG, TUNNEL_STAT_UNRESOLVED, TUNNEL_STAT_UNROUTABLE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,11 @@ pub struct NatCounters {
     /// translation maps full). Absent from older daemons' answers: read as 0.
     #[serde(default)]
     pub exhausted: u64,
+    /// Clients' packets longer than the route's MTU to their backend, answered with ICMP
+    /// "fragmentation needed" / "packet too big" from the VIP (IPv4 without DF: dropped).
+    /// Absent from older daemons' answers: read as 0.
+    #[serde(default)]
+    pub too_big: u64,
 }
 
 /// Packets to tunnelled backends that the XDP program could not send out itself.
@@ -113,6 +118,7 @@ impl GlobalCounters {
                 failed: read_nat(NAT_STAT_FAILED)?,
                 errors: read_nat(NAT_STAT_ERRORS)?,
                 exhausted: read_nat(NAT_STAT_EXHAUSTED)?,
+                too_big: read_nat(NAT_STAT_TOO_BIG)?,
             },
         })
     }
