@@ -34,6 +34,12 @@ impl Mode {
         self != Mode::Dsr
     }
 
+    /// Whether the backends' replies pass this host (`nat`), so that it counts what they
+    /// say (resets, handshake times).
+    pub fn replies(self) -> bool {
+        self == Mode::Nat
+    }
+
     /// Whether packets are tunnelled (`ipip`, `gue`).
     pub fn tunnelled(self) -> bool {
         matches!(self, Mode::Ipip | Mode::Gue)
