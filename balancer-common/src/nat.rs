@@ -45,7 +45,8 @@ pub struct Reply {
 }
 
 /// Upper bounds of the handshake-time buckets, nanoseconds (the last bucket takes the
-/// rest): from a SYN the LB forwarded to the backend's SYN-ACK.
+/// rest): from the client's first SYN of a connection (as the LB forwarded it) to the
+/// backend's SYN-ACK.
 pub const HANDSHAKE_BOUNDS_NS: [u64; 12] = [
     100_000,
     250_000,
