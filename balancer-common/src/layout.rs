@@ -319,7 +319,12 @@ pub struct FlowState {
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC) of the last packet, refreshed at most
     /// once a second.
     pub last_seen_ns: u64,
-    /// `bpf_ktime_get_coarse_ns()` of the client's first FIN or RST; 0 while open.
+    /// `bpf_ktime_get_coarse_ns()` of the client's first FIN or RST; 0 while open, but for
+    /// one case: in the pending slot of an open flow that a SYN to a `nat` backend opened,
+    /// the precise time (`bpf_ktime_get_ns()`) of that first SYN, which its retransmits do
+    /// not move — the backend's SYN-ACK is timed from it (what the client waited). Either
+    /// way no later than the last packet's time plus a tick, so the later of `last_seen_ns`
+    /// and `closed_ns` is the time of the last packet or close.
     pub closed_ns: u64,
     /// `CLOSED_BY_*` bits: what the client sent to close the flow; 0 while open. Written
     /// after `closed_ns`.

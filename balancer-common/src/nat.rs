@@ -122,7 +122,8 @@ pub const fn pool_port(ports: [u16; 2], hash: u32, attempt: u32) -> Option<u16> 
 }
 
 /// Upper bounds of the handshake-time buckets, nanoseconds (the last bucket takes the
-/// rest): from a SYN the LB forwarded to the backend's SYN-ACK.
+/// rest): from the client's first SYN of a connection (as the LB forwarded it) to the
+/// backend's SYN-ACK.
 pub const HANDSHAKE_BOUNDS_NS: [u64; 12] = [
     100_000,
     250_000,

@@ -1,6 +1,7 @@
 //! What a `nat` backend's replies say, counted per backend (`REPLY_STATS`): packets and
-//! bytes, resets, and the time from the SYN the LB forwarded to the backend's SYN-ACK — the
-//! signals only a mode whose replies pass the LB can see.
+//! bytes, resets, and the time from the client's first SYN of the connection (as the LB
+//! forwarded it) to the backend's SYN-ACK — the signals only a mode whose replies pass the
+//! LB can see.
 
 use balancer_common::{handshake_bucket, Endpoint, FlowKey, TCP_ACK, TCP_RST, TCP_SYN};
 

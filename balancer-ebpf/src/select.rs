@@ -323,6 +323,8 @@ fn promote(key: &FlowKey, slot: *mut PendingSlot, state: *mut FlowState) {
     // SAFETY: the slot stays valid during this program run; plain data.
     let mut promoted = unsafe { *state };
     promoted.last_seen_ns = now();
+    // Open (promotion needs it): no close time, and the opening SYN's stamp stays behind.
+    promoted.closed_ns = 0;
     // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
     let _ = CONNTRACK.insert(key, promoted, 0);
     // SAFETY: as above.
@@ -369,18 +371,22 @@ fn balance(
             }
         }
     };
-    // A `nat` backend's SYN is stamped precisely: its SYN-ACK passes here and is timed.
-    let now =
-        if signals.syn && (backend.forward == FORWARD_NAT || backend.forward == FORWARD_FULLNAT) {
-            precise_now()
-        } else {
-            now()
-        };
+    let now = now();
     let state = FlowState {
         backend: index,
         epoch: backend.epoch,
         last_seen_ns: now,
-        closed_ns: if signals.closing != 0 { now } else { 0 },
+        closed_ns: if signals.closing != 0 {
+            now
+        } else if signals.syn
+            && (backend.forward == FORWARD_NAT || backend.forward == FORWARD_FULLNAT)
+            && !slot.is_null()
+        {
+            // The handshake's start, for timing the backend's SYN-ACK (see `since_syn`).
+            precise_now()
+        } else {
+            0
+        },
         closed_by: signals.closing,
         syn_seq: if signals.syn { signals.seq } else { 0 },
     };
@@ -439,8 +445,11 @@ fn ring_slot(service: u32, key: &FlowKey) -> Option<(u32, u32, u32)> {
 }
 
 /// How long ago the SYN that opened the pending flow `key` (client to VIP) was balanced,
-/// when that flow is pending and open, its backend's stamp taken with [`precise_now`] (a
-/// `nat` backend's: see `balance`). For a backend's SYN-ACK: the handshake's time.
+/// when that flow is pending and open and a `nat` backend's (whose opening SYN is stamped
+/// with [`precise_now`] in `closed_ns` while the flow is open: see `balance`). The client's
+/// retransmits of that SYN (same sequence number) refresh only `last_seen_ns`, so for a
+/// backend's SYN-ACK this is what the client waited: from its first SYN, also when the
+/// backend dropped the first ones (a full accept queue).
 #[inline(always)]
 pub fn since_syn(key: &FlowKey) -> Option<u64> {
     let hash = pending_hash(key);
@@ -450,8 +459,8 @@ pub fn since_syn(key: &FlowKey) -> Option<u64> {
     let state = pending_state(first, key, hash).or_else(|| pending_state(second, key, hash))?;
     // SAFETY: the slot stays valid during this program run; plain data.
     let (opened, closed_by, syn_seq) =
-        unsafe { ((*state).last_seen_ns, (*state).closed_by, (*state).syn_seq) };
-    if closed_by != 0 || syn_seq == 0 {
+        unsafe { ((*state).closed_ns, (*state).closed_by, (*state).syn_seq) };
+    if closed_by != 0 || syn_seq == 0 || opened == 0 {
         return None;
     }
     Some(precise_now().saturating_sub(opened))

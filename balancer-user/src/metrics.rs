@@ -302,6 +302,8 @@ struct Services {
     canary_state: Family<StateLabels, Gauge>,
     analysis_ratio: Family<SignalLabels, Ratio>,
     analysis_limit: Family<LimitLabels, Ratio>,
+    analysis_seconds: Family<SignalLabels, Ratio>,
+    analysis_limit_seconds: Family<LimitLabels, Ratio>,
     analysis_verdict: Family<WindowLabels, Gauge>,
     retired: Family<ServiceLabels, Gauge>,
 }
@@ -332,6 +334,16 @@ impl Services {
             "balancer_canary_analysis_limit",
             "The limit (0..1) the new group's ratio had in the last window",
             self.analysis_limit.clone(),
+        );
+        registry.register(
+            "balancer_canary_analysis_seconds",
+            "A time signal (handshake time) of each group in the canary analysis' last window",
+            self.analysis_seconds.clone(),
+        );
+        registry.register(
+            "balancer_canary_analysis_limit_seconds",
+            "The limit the new group's time signal had in the last window",
+            self.analysis_limit_seconds.clone(),
         );
         registry.register(
             "balancer_canary_analysis_verdict",
@@ -386,27 +398,35 @@ impl Services {
     fn add_window(&self, service: &str, canary: &Canary, last: &Judgement) {
         for r in &last.readings {
             let signal = r.signal.name().to_string();
-            let sides = [
-                (&canary.to, Some(r.percent)),
-                (&canary.from, r.baseline_percent),
-            ];
-            for (group, percent) in sides {
-                if let Some(percent) = percent {
-                    self.analysis_ratio
+            // Percentages as ratios (0..1), milliseconds as seconds.
+            let (values, limits) = match r.signal.timed() {
+                true => (&self.analysis_seconds, &self.analysis_limit_seconds),
+                false => (&self.analysis_ratio, &self.analysis_limit),
+            };
+            let scale = match r.signal.timed() {
+                true => 1000.0,
+                false => 100.0,
+            };
+            let sides = [(&canary.to, r.value), (&canary.from, r.baseline)];
+            for (group, value) in sides {
+                if let Some(value) = value {
+                    values
                         .get_or_create(&SignalLabels {
                             service: service.to_string(),
                             signal: signal.clone(),
                             group: group.clone(),
                         })
-                        .set(percent / 100.0);
+                        .set(value / scale);
                 }
             }
-            self.analysis_limit
-                .get_or_create(&LimitLabels {
-                    service: service.to_string(),
-                    signal,
-                })
-                .set(r.limit_percent / 100.0);
+            if let Some(limit) = r.limit {
+                limits
+                    .get_or_create(&LimitLabels {
+                        service: service.to_string(),
+                        signal,
+                    })
+                    .set(limit / scale);
+            }
         }
         let verdict = format!("{:?}", last.verdict).to_lowercase();
         self.analysis_verdict

@@ -247,6 +247,32 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Checks that the running analyses (of its canary, of its rollout) check only signals
+    /// the service has: reply signals need a forwarding whose replies pass the LB.
+    fn check_analyses(&self, name: &str) -> Result<(), StateError> {
+        let canary = self.canary.iter().filter(|c| c.running());
+        let rollout = self.rollout.iter().filter(|r| r.running());
+        let plans = canary
+            .filter_map(|c| c.analysis.as_ref())
+            .chain(rollout.filter_map(|r| r.analysis.as_ref()))
+            .map(|a| &a.plan);
+        for plan in plans {
+            match plan.reply_signal() {
+                Some(signal) if !self.forward.mode.translated() => {
+                    return Err(StateError::NoReplies(
+                        name.to_string(),
+                        signal.name(),
+                        self.forward.mode,
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 impl State {
     /// The names of the services for which `wants` holds, in name order.
     pub fn services_where(&self, wants: impl Fn(&Service) -> bool) -> Vec<String> {
@@ -275,6 +301,7 @@ impl State {
             }
             check_table_size(service.table_size)?;
             service.forward.check(service.vip)?;
+            service.check_analyses(name)?;
             if service.groups.len() > MAX_GROUPS as usize {
                 return Err(StateError::TooManyGroups(name.clone()));
             }

@@ -87,7 +87,7 @@ fn a_new_group_that_refuses_connections_is_rolled_back_within_two_windows() -> R
         .context("no window")?;
     let failures = &last.readings[0];
     ensure!(
-        failures.percent > failures.limit_percent && last.counted.to.new_flows >= 20,
+        failures.value > failures.limit && last.counted.to.new_flows >= 20,
         "the refused handshakes are over the limit: {last:?}"
     );
     let text = lab.balancer.ok(&["status"])?;

@@ -1,8 +1,11 @@
-//! The controller's side of analyses: reading the client-side signals of a canary's two
-//! groups (or of a rollout's NEW and the rest of its group) when a window ends, handing out the questions for external gates (once each, to be asked off
-//! the lock), and taking their answers.
+//! The controller's side of analyses: reading the signals of a canary's two groups (or of
+//! a rollout's NEW and the rest of its group) when a window ends — client-side ones, and
+//! for services whose replies pass the LB the reply-side ones — handing out the questions
+//! for external gates (once each, to be asked off the lock), and taking their answers.
 
 use std::{collections::HashSet, net::IpAddr};
+
+use balancer_common::ReplyStats;
 
 use super::Controller;
 use crate::{
@@ -65,7 +68,8 @@ impl Controller {
     }
 
     /// The signals of two sets of backends of `service`, summed: `side(group, addr)` puts a
-    /// backend on the old side (false), the new side (true) or neither (none).
+    /// backend on the old side (false), the new side (true) or neither (none). Reply
+    /// counters are read only for a service whose replies pass the LB.
     fn sample(
         &self,
         service: &Service,
@@ -80,11 +84,17 @@ impl Controller {
                 None => continue,
             };
             let counters = self.plane.backend_counters(b.index)?;
+            let replies = match service.forward.mode.translated() {
+                true => self.plane.reply_counters(b.index)?,
+                false => ReplyStats::default(),
+            };
             into.add(&Sample {
                 new_flows: counters.new_flows,
                 handshake_failures: unanswered.get(&(b.index, b.epoch)).copied().unwrap_or(0),
                 resets: counters.resets,
                 syn_retransmits: counters.syn_retransmits,
+                backend_resets: replies.resets,
+                handshake_buckets: replies.buckets,
             });
         }
         Ok(pair)
@@ -122,7 +132,7 @@ impl Controller {
 
 #[cfg(test)]
 mod tests {
-    use balancer_common::BackendStats;
+    use balancer_common::{BackendStats, ReplyStats};
 
     use super::*;
     use crate::{
@@ -130,10 +140,10 @@ mod tests {
         clock::Clock as _,
         controller::fakes::Rig,
         release::{
-            analysis::{AnalysisPlan, PrometheusGate, Verdict},
+            analysis::{AnalysisPlan, Check, PrometheusGate, Signal, Verdict},
             canary::{CanaryPlan, Outcome},
         },
-        state::tests::sample,
+        state::{tests::sample, Affinity, Forward, Mode, State},
     };
 
     fn plan(prometheus: Vec<PrometheusGate>) -> CanaryPlan {
@@ -262,6 +272,116 @@ mod tests {
              resets 1.00% > limit 0.50% (blue 0.00%); green 200 new flows, blue 1800"
         );
         assert!(!c.sampling_due(), "an ended canary measures nothing");
+    }
+
+    /// State `sample` with web forwarding by `nat` (set before its backends were added).
+    fn nat_sample() -> State {
+        let mut s = State::default();
+        s.add_service(
+            "web",
+            "198.19.0.1:80/tcp".parse().unwrap(),
+            Affinity::Client,
+            None,
+        )
+        .unwrap();
+        let nat = Forward {
+            mode: Mode::Nat,
+            ..Forward::default()
+        };
+        s.set_forward("web", nat).unwrap();
+        for (addr, group) in [("198.18.0.101", "blue"), ("198.18.0.103", "green")] {
+            s.add_backend("web", addr.parse().unwrap(), group, 100)
+                .unwrap();
+        }
+        let bp = |v| BasisPoints::new(v).unwrap();
+        s.set_split(
+            "web",
+            &[("blue".into(), bp(9000)), ("green".into(), bp(1000))],
+        )
+        .unwrap();
+        s
+    }
+
+    /// A canary plan of web whose analysis checks only the handshake time: at most 5 × the
+    /// old group's.
+    fn timed_plan() -> CanaryPlan {
+        let mut plan = plan(vec![]);
+        plan.analysis.as_mut().unwrap().checks = vec![Check {
+            signal: Signal::HandshakeTime,
+            max_percent: None,
+            max_ms: None,
+            max_factor: Some(5.0),
+        }];
+        plan
+    }
+
+    #[test]
+    fn a_nat_canary_whose_handshakes_are_slower_is_rolled_back_with_the_times() {
+        let rig = Rig::new(nat_sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", timed_plan(), now))
+            .unwrap();
+        rig.clock.set(t0 + 6000);
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        rig.clock.set(t0 + 16_000);
+        let counts = count(&rig, &c, 900, 200);
+        // Blue's handshakes all within 100 µs; 150 of green's 200 above 1 s (dropped SYNs).
+        let web = c.state().service("web").unwrap();
+        for (g, b) in web.backends() {
+            let mut answers = ReplyStats::default();
+            match web.groups[g].name.as_str() {
+                "blue" => answers.buckets[0] = 900,
+                _ => (answers.buckets[0], answers.buckets[12]) = (50, 150),
+            }
+            rig.plane.maps().answers.insert(b.index, answers);
+        }
+        c.tick_counted(None, Some(&counts)).unwrap();
+        let canary = canary(&c);
+        assert_eq!(canary.outcome, Some(Outcome::RolledBack));
+        assert_eq!(
+            canary.decisions.last().unwrap().what,
+            "rolled back: analysis: handshake-time 1 s or more > limit 0.45 ms (blue 0.09 ms); \
+             green 200 new flows, blue 900"
+        );
+        let last = canary.analysis.as_ref().unwrap().last.as_ref().unwrap();
+        assert_eq!(last.counted.to.handshakes(), 200);
+        assert_eq!(shares(&c), [10_000, 0]);
+    }
+
+    #[test]
+    fn a_reply_signal_is_refused_where_replies_do_not_pass_the_lb() {
+        // A canary of a service forwarding by dsr: refused in one line, nothing changed.
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let before = c.state().clone();
+        let err = c
+            .change(|s, now| canary::start(s, "web", timed_plan(), now))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the analysis of service \"web\" checks handshake-time, which is counted from the \
+             backends' replies: only a nat or fullnat service's pass the LB (this one forwards by dsr)"
+        );
+        assert_eq!(c.state(), &before);
+        // A nat service's running canary keeps its forwarding even once it has no backends.
+        let mut s = nat_sample();
+        canary::start(&mut s, "web", timed_plan(), 0).unwrap();
+        s.validate().unwrap();
+        let web = s.service_mut("web").unwrap();
+        web.groups.iter_mut().for_each(|g| g.backends.clear());
+        s.set_forward("web", Forward::default()).unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("checks handshake-time"), "{err}");
+        // An ended canary does not hold it.
+        let mut s = nat_sample();
+        canary::start(&mut s, "web", timed_plan(), 0).unwrap();
+        canary::act(&mut s, "web", canary::CanaryAction::Abort, 1).unwrap();
+        let web = s.service_mut("web").unwrap();
+        web.groups.iter_mut().for_each(|g| g.backends.clear());
+        s.set_forward("web", Forward::default()).unwrap();
+        s.validate().unwrap();
     }
 
     #[test]

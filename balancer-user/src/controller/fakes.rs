@@ -63,6 +63,8 @@ pub(crate) struct Maps {
     pub(crate) pending: Vec<PendingFlow>,
     /// Backend counters the plane reports, by index (zero for the others).
     pub(crate) counters: BTreeMap<u32, BackendStats>,
+    /// Reply counters (what replies said) the plane reports, by index (zero for the others).
+    pub(crate) answers: BTreeMap<u32, ReplyStats>,
 }
 
 #[derive(Clone, Default)]
@@ -195,8 +197,8 @@ impl Plane for FakePlane {
         maps.replies.push((*backend, *reply));
         Ok(())
     }
-    fn reply_counters(&self, _: u32) -> Result<ReplyStats, DataPlaneError> {
-        Ok(ReplyStats::default())
+    fn reply_counters(&self, index: u32) -> Result<ReplyStats, DataPlaneError> {
+        Ok(self.maps().answers.get(&index).copied().unwrap_or_default())
     }
     fn remove_reply(&mut self, backend: &Endpoint) -> Result<(), DataPlaneError> {
         self.write()?;

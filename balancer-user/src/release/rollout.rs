@@ -703,6 +703,27 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_analysis_of_a_reply_signal_needs_a_nat_service() {
+        let mut s = checked_sample();
+        let mut p = plan(&[("198.18.0.101", "198.18.0.111")]);
+        p.analysis = Some(AnalysisPlan {
+            checks: vec![crate::release::analysis::Check {
+                signal: crate::release::analysis::Signal::BackendResets,
+                max_percent: Some(1.0),
+                max_ms: None,
+                max_factor: None,
+            }],
+            ..AnalysisPlan::default()
+        });
+        start(&mut s, "web", p, 0).unwrap();
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "the analysis of service \"web\" checks backend-resets, which is counted from the \
+             backends' replies: only a nat or fullnat service's pass the LB (this one forwards by dsr)"
+        );
+    }
+
+    #[test]
     fn rollout_replaces_pairs_in_order_surge_one_unavailable_zero() {
         let mut s = checked_sample();
         let pairs = [

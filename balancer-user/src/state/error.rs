@@ -92,6 +92,10 @@ pub enum StateError {
     /// A canary command that does not fit.
     #[error("{0}")]
     Canary(String),
+    /// A running analysis (of a canary or a rollout) checks a signal counted from the
+    /// backends' replies on a service whose replies do not pass the LB.
+    #[error("the analysis of service {0:?} checks {1}, which is counted from the backends' replies: only a nat or fullnat service's pass the LB (this one forwards by {2})")]
+    NoReplies(String, &'static str, crate::state::Mode),
     /// Split on a service without groups.
     #[error("service {0:?} has no groups yet: add a backend first")]
     NoGroups(String),

@@ -47,7 +47,8 @@ impl Mode {
         matches!(self, Mode::Ipip | Mode::Gue)
     }
 
-    /// Whether addresses are translated and the replies pass this host (`nat`, `fullnat`).
+    /// Whether addresses are translated and the replies pass this host (`nat`, `fullnat`),
+    /// so that it counts what they say (resets, handshake times).
     pub fn translated(self) -> bool {
         matches!(self, Mode::Nat | Mode::Fullnat)
     }

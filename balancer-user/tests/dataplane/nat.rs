@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 
 use balancer_common::{
-    Endpoint, Reply, Rewrite, FAMILY_V4, FAMILY_V6, FORWARD_NAT, NAT_STAT_REPLIES, PROTO_TCP,
-    PROTO_UDP,
+    handshake_bucket, Endpoint, Reply, Rewrite, FAMILY_V4, FAMILY_V6, FORWARD_NAT,
+    NAT_STAT_REPLIES, PROTO_TCP, PROTO_UDP,
 };
 
 use super::*;
@@ -476,5 +476,65 @@ fn a_backends_replies_are_counted_and_its_handshakes_timed() {
         assert_eq!(stats.packets, 4);
         assert_eq!(stats.handshakes, 1);
         assert_eq!(stats.resets, 1);
+    });
+}
+
+#[test]
+fn a_handshake_is_timed_from_the_clients_first_syn() {
+    // Longer than the second after which a packet refreshes its flow's last-seen time.
+    const WAITED: std::time::Duration = std::time::Duration::from_millis(1200);
+    let waited_ns = WAITED.as_nanos() as u64;
+    let ns = RoutedNetns::new("nat-first-syn");
+    ns.enter(|| {
+        let mut fx = translated("nat-first-syn", VIP4, "198.18.200.10", PROTO_TCP);
+        let index = fx.entry("web", "198.18.200.10".parse().unwrap()).index;
+        let to_vip = Flow::new(Transport::Tcp, NAT_CLIENT4, 40_200, VIP4, VIP_PORT);
+        let reply = Flow::new(
+            Transport::Tcp,
+            "198.18.200.10",
+            BACKEND_PORT,
+            NAT_CLIENT4,
+            40_200,
+        );
+        let syn = |seq| to_vip.builder().tcp_flags(SYN).tcp_seq(seq).build();
+        let syn_ack = reply.frame_with(SYN | ACK);
+        // The backend dropped the first SYN (a full accept queue); the client repeats it.
+        fx.send(&syn(1000));
+        std::thread::sleep(WAITED);
+        assert_eq!(fx.send(&syn(1000)).action, XDP_REDIRECT, "the retransmit");
+        fx.send(&syn_ack);
+        let first = fx.plane.reply_counters(index).expect("reply counters");
+        assert_eq!(first.handshakes, 1);
+        assert!(
+            first.handshake_ns >= waited_ns,
+            "timed from the first SYN: {} ns",
+            first.handshake_ns
+        );
+        assert_eq!(
+            first.buckets[handshake_bucket(first.handshake_ns)],
+            1,
+            "{first:?}"
+        );
+        // A SYN of another sequence number is a new connection on the same port: timed
+        // from that SYN, not from the first connection's.
+        std::thread::sleep(WAITED);
+        fx.send(&syn(2000));
+        fx.send(&syn_ack);
+        let both = fx.plane.reply_counters(index).expect("reply counters");
+        assert_eq!(both.handshakes, 2);
+        let second = both.handshake_ns - first.handshake_ns;
+        assert!(
+            second < waited_ns,
+            "timed from the new connection's SYN: {second} ns"
+        );
+        // The client's ACK ends the handshake: the flow is established, its stamp gone.
+        fx.send(&to_vip.builder().tcp_flags(ACK).tcp_seq(2001).build());
+        let key = to_vip.key();
+        let established = fx.entries("CONNTRACK")[&key];
+        assert_eq!(
+            (established.closed_ns, established.closed_by),
+            (0, 0),
+            "{established:?}"
+        );
     });
 }

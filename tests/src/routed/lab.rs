@@ -82,6 +82,32 @@ impl RoutedLab {
         Ok(lab)
     }
 
+    /// Makes backend `index` drop the first SYN of every TCP connection to its servers'
+    /// port, as a backend does whose accept queue is full: the client sends it again a
+    /// second later, and that one is answered. An nftables table of the backend's
+    /// namespace remembers each client address and port for 10 s.
+    pub fn drop_first_syns(&self, index: usize) -> Result<()> {
+        let ruleset = format!(
+            "table inet first_syns {{
+  set seen4 {{ type ipv4_addr . inet_service; flags dynamic, timeout; timeout 10s; }}
+  set seen6 {{ type ipv6_addr . inet_service; flags dynamic, timeout; timeout 10s; }}
+  chain input {{
+    type filter hook input priority 0;
+    tcp dport {SERVICE_PORT} tcp flags & (syn | ack) == syn ip saddr . tcp sport @seen4 accept
+    tcp dport {SERVICE_PORT} tcp flags & (syn | ack) == syn ip6 saddr . tcp sport @seen6 accept
+    tcp dport {SERVICE_PORT} tcp flags & (syn | ack) == syn meta nfproto ipv4 add @seen4 {{ ip saddr . tcp sport }} drop
+    tcp dport {SERVICE_PORT} tcp flags & (syn | ack) == syn meta nfproto ipv6 add @seen6 {{ ip6 saddr . tcp sport }} drop
+  }}
+}}
+"
+        );
+        let file = self.balancer.scratch(&format!("first-syns-{index}.nft"));
+        std::fs::write(&file, ruleset).context("write the nftables ruleset")?;
+        let file = file.to_str().context("ruleset path")?;
+        netns::run(self.topology.backend_ns(index), &["nft", "-f", file])?;
+        Ok(())
+    }
+
     /// The names of the backends whose servers run, in index order.
     pub fn serving(&self) -> Vec<&str> {
         self.servers.iter().map(BackendServer::name).collect()

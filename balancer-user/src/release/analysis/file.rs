@@ -8,9 +8,14 @@
 //! max_inconclusive = 3     # windows in a row without a verdict, then roll back
 //!
 //! [[check]]                # absent: handshake-failures and resets, 0.5% / 2x
-//! signal = "handshake-failures"   # or "resets", "syn-retransmits"
+//! signal = "handshake-failures"   # or "resets", "syn-retransmits", "backend-resets"
 //! max_percent = 0.5
 //! max_factor = 2.0
+//!
+//! [[check]]                # nat services: the handshake time's 90th percentile
+//! signal = "handshake-time"
+//! max_ms = 50              # and/or max_factor
+//! max_factor = 5.0
 //!
 //! [[prometheus]]
 //! url = "http://198.18.0.1:9090"
@@ -116,6 +121,39 @@ mod tests {
     }
 
     #[test]
+    fn reply_signals_take_their_own_limits() {
+        let plan = parse(
+            r#"
+            [[check]]
+            signal = "handshake-time"
+            max_factor = 5
+            [[check]]
+            signal = "handshake-time"
+            max_ms = 50
+            [[check]]
+            signal = "backend-resets"
+            max_percent = 1
+            "#,
+        )
+        .unwrap();
+        let limits: Vec<_> = plan
+            .checks
+            .iter()
+            .map(|c| (c.signal, c.max_percent, c.max_ms, c.max_factor))
+            .collect();
+        assert_eq!(
+            limits,
+            [
+                (Signal::HandshakeTime, None, None, Some(5.0)),
+                (Signal::HandshakeTime, None, Some(50.0), None),
+                (Signal::BackendResets, Some(1.0), None, None),
+            ]
+        );
+        assert_eq!(plan.reply_signal(), Some(Signal::HandshakeTime));
+        assert_eq!(AnalysisPlan::default().reply_signal(), None);
+    }
+
+    #[test]
     fn the_readme_example_is_a_valid_file() {
         let readme = include_str!("../../../../README.md");
         let start = readme
@@ -124,7 +162,8 @@ mod tests {
             + 8;
         let end = start + readme[start..].find("```").unwrap();
         let plan = parse(&readme[start..end]).unwrap();
-        assert_eq!(plan.checks.len(), 1);
+        let signals: Vec<Signal> = plan.checks.iter().map(|c| c.signal).collect();
+        assert_eq!(signals, [Signal::HandshakeFailures, Signal::HandshakeTime]);
         assert_eq!((plan.prometheus.len(), plan.webhooks.len()), (1, 1));
     }
 
@@ -146,6 +185,34 @@ mod tests {
             (
                 "[[check]]\nsignal = \"resets\"\nmax_percent = 1\nmax_factor = 0.5",
                 "max_factor",
+            ),
+            (
+                "[[check]]\nsignal = \"resets\"\nmax_factor = 2",
+                "resets needs max_percent",
+            ),
+            (
+                "[[check]]\nsignal = \"backend-resets\"\nmax_percent = 1\nmax_ms = 5",
+                "backend-resets is a ratio to new flows: give max_percent, not max_ms",
+            ),
+            (
+                "[[check]]\nsignal = \"handshake-time\"\nmax_percent = 1",
+                "handshake-time is a time: give max_ms and/or max_factor, not max_percent",
+            ),
+            (
+                "[[check]]\nsignal = \"handshake-time\"",
+                "handshake-time needs a limit: max_ms and/or max_factor",
+            ),
+            (
+                "[[check]]\nsignal = \"handshake-time\"\nmax_ms = 1500",
+                "max_ms of handshake-time must be above 0 and below 1000",
+            ),
+            (
+                "[[check]]\nsignal = \"handshake-time\"\nmax_ms = 0",
+                "max_ms of handshake-time must be above 0",
+            ),
+            (
+                "[[check]]\nsignal = \"handshake-time\"\nmax_factor = 0.9",
+                "max_factor of handshake-time",
             ),
             ("check = []", "nothing to check"),
             (

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    plan::{AnalysisPlan, Signal},
+    plan::{AnalysisPlan, Check, Signal, LONGEST_HANDSHAKE_MS},
     sample::Pair,
 };
 
@@ -16,21 +16,39 @@ pub enum Verdict {
     Pass,
     /// Beyond a limit: roll back.
     Fail,
-    /// Not enough data to say (too few new flows, a gate without an answer).
+    /// Not enough data to say (too few new flows, no handshakes to time, a gate without an
+    /// answer).
     Inconclusive,
 }
 
-/// One signal of the new group against its limit.
+/// One signal of the new group against its limit, in the signal's unit: percent of new
+/// flows, or milliseconds for a time ([`Signal::timed`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
     /// The signal.
     pub signal: Signal,
-    /// The new group's count per new flow, percent.
-    pub percent: f64,
-    /// The old group's, when it had the minimum sample in the window.
-    pub baseline_percent: Option<f64>,
-    /// The limit applied, percent.
-    pub limit_percent: f64,
+    /// The new group's value; none: nothing to measure (no handshakes timed).
+    #[serde(alias = "percent")]
+    pub value: Option<f64>,
+    /// The old group's, when it had the minimum sample in the window (and for a time,
+    /// handshakes timed).
+    #[serde(alias = "baseline_percent")]
+    pub baseline: Option<f64>,
+    /// The limit applied; none: no limit can be set (a relative limit without the old
+    /// group's value, where the absolute one, if any, does not already pass the value).
+    #[serde(alias = "limit_percent")]
+    pub limit: Option<f64>,
+}
+
+impl Reading {
+    /// The check's verdict: no value or no limit leaves it without one.
+    pub fn verdict(&self) -> Verdict {
+        match (self.value, self.limit) {
+            (Some(value), Some(limit)) if value > limit => Verdict::Fail,
+            (Some(_), Some(_)) => Verdict::Pass,
+            _ => Verdict::Inconclusive,
+        }
+    }
 }
 
 /// What an external gate (a Prometheus query, a webhook) answered.
@@ -88,32 +106,18 @@ pub fn judge(
     let readings: Vec<Reading> = plan
         .checks
         .iter()
-        .map(|check| {
-            let baseline = counted
-                .from
-                .percent(check.signal)
-                .filter(|_| baseline_counts);
-            let relative = check
-                .max_factor
-                .zip(baseline)
-                .map_or(0.0, |(factor, base)| factor * base);
-            Reading {
-                signal: check.signal,
-                percent: counted.to.percent(check.signal).unwrap_or(0.0),
-                baseline_percent: baseline,
-                limit_percent: check.max_percent.max(relative),
-            }
-        })
+        .map(|check| read(check, &counted, baseline_counts))
         .collect();
-    let over: Vec<&Reading> = readings
-        .iter()
-        .filter(|r| r.percent > r.limit_percent)
-        .collect();
-    let (verdict, listed) = match over.is_empty() {
-        true => (Verdict::Pass, readings.iter().collect::<Vec<_>>()),
-        false => (Verdict::Fail, over),
+    let with = |verdict| readings.iter().filter(move |r| r.verdict() == verdict);
+    let (verdict, listed): (_, Vec<&Reading>) = if with(Verdict::Fail).next().is_some() {
+        (Verdict::Fail, with(Verdict::Fail).collect())
+    } else if with(Verdict::Inconclusive).next().is_some() {
+        (Verdict::Inconclusive, with(Verdict::Inconclusive).collect())
+    } else {
+        (Verdict::Pass, readings.iter().collect())
     };
-    let values: Vec<String> = listed.iter().map(|r| describe(r, from)).collect();
+    let names = (from, to);
+    let values: Vec<String> = listed.iter().map(|r| describe(r, names)).collect();
     let why = match values.is_empty() {
         true => flows,
         false => format!("{}; {flows}", values.join("; ")),
@@ -128,21 +132,60 @@ pub fn judge(
     }
 }
 
-/// "resets 4.00% > limit 1.00% (blue 0.50%)".
-fn describe(r: &Reading, from: &str) -> String {
-    let relation = match r.percent > r.limit_percent {
+/// The new group's `check` in a window that `counted`, the old group's value counting when
+/// it had the minimum sample (`baseline_counts`). The limit is the larger of the absolute
+/// one and the factor times the old group's value; without the old group's value the
+/// absolute limit alone — for a time only when it passes the value, since the relative
+/// limit might be larger (a time check needs no absolute limit: with only a factor and no
+/// old value there is no limit).
+fn read(check: &Check, counted: &Pair, baseline_counts: bool) -> Reading {
+    let signal = check.signal;
+    let value = counted.to.value(signal);
+    let baseline = counted.from.value(signal).filter(|_| baseline_counts);
+    let absolute = check.max_percent.or(check.max_ms);
+    let limit = match (check.max_factor, baseline) {
+        (Some(factor), Some(base)) => Some(absolute.unwrap_or(0.0).max(factor * base)),
+        (Some(_), None) if signal.timed() => {
+            absolute.filter(|limit| value.is_some_and(|v| v <= *limit))
+        }
+        _ => absolute,
+    };
+    Reading {
+        signal,
+        value,
+        baseline,
+        limit,
+    }
+}
+
+/// "resets 4.00% > limit 1.00% (blue 0.50%)", "handshake-time 1 s or more > limit 0.45
+/// ms (blue 0.09 ms)", "handshake-time: green no handshakes timed".
+fn describe(r: &Reading, (from, to): (&str, &str)) -> String {
+    let name = r.signal.name();
+    let shown = |v: f64| match r.signal.timed() {
+        true if v >= LONGEST_HANDSHAKE_MS => "1 s or more".to_string(),
+        true => format!("{v:.2} ms"),
+        false => format!("{v:.2}%"),
+    };
+    let baseline = match r.baseline {
+        Some(b) => format!("{from} {}", shown(b)),
+        None if r.signal.timed() => format!("{from} no handshakes timed or too few flows"),
+        None => format!("{from} too few flows"),
+    };
+    let Some(value) = r.value else {
+        return format!("{name}: {to} no handshakes timed");
+    };
+    let Some(limit) = r.limit else {
+        return format!("{name} {}, no limit ({baseline})", shown(value));
+    };
+    let relation = match value > limit {
         true => ">",
         false => "<=",
     };
-    let baseline = match r.baseline_percent {
-        Some(b) => format!("{from} {b:.2}%"),
-        None => format!("{from} too few flows"),
-    };
     format!(
-        "{} {:.2}% {relation} limit {:.2}% ({baseline})",
-        r.signal.name(),
-        r.percent,
-        r.limit_percent
+        "{name} {} {relation} limit {} ({baseline})",
+        shown(value),
+        shown(limit)
     )
 }
 
@@ -178,7 +221,8 @@ mod tests {
             min_flows: 100,
             checks: vec![Check {
                 signal: Signal::HandshakeFailures,
-                max_percent: 0.5,
+                max_percent: Some(0.5),
+                max_ms: None,
                 max_factor: Some(2.0),
             }],
             ..AnalysisPlan::default()
@@ -207,7 +251,7 @@ mod tests {
             7,
         );
         assert_eq!(pass.verdict, Verdict::Pass, "{}", pass.why);
-        assert_eq!(pass.readings[0].limit_percent, 2.0);
+        assert_eq!(pass.readings[0].limit, Some(2.0));
         assert_eq!(
             pass.why,
             "handshake-failures 1.50% <= limit 2.00% (blue 1.00%); green 200 new flows, blue 1000"
@@ -237,8 +281,8 @@ mod tests {
             7,
         );
         assert_eq!(
-            (fail.verdict, fail.readings[0].limit_percent),
-            (Verdict::Fail, 0.5)
+            (fail.verdict, fail.readings[0].limit),
+            (Verdict::Fail, Some(0.5))
         );
         // A baseline below the minimum sample does not count: the floor alone.
         let fail = judge(
@@ -251,7 +295,7 @@ mod tests {
             7,
         );
         assert_eq!(fail.verdict, Verdict::Fail);
-        assert_eq!(fail.readings[0].baseline_percent, None);
+        assert_eq!(fail.readings[0].baseline, None);
         assert!(fail.why.contains("(blue too few flows)"), "{}", fail.why);
     }
 
@@ -272,6 +316,173 @@ mod tests {
             j.why,
             "green 99 new flows, blue 1000: fewer than the minimum of 100"
         );
+    }
+
+    /// A plan checking the handshake time: at most `max_ms` and/or `max_factor` × the old
+    /// group's, and backend resets at most 1%.
+    fn timed_plan(max_ms: Option<f64>, max_factor: Option<f64>) -> AnalysisPlan {
+        AnalysisPlan {
+            min_flows: 20,
+            checks: vec![
+                Check {
+                    signal: Signal::HandshakeTime,
+                    max_percent: None,
+                    max_ms,
+                    max_factor,
+                },
+                Check {
+                    signal: Signal::BackendResets,
+                    max_percent: Some(1.0),
+                    max_ms: None,
+                    max_factor: None,
+                },
+            ],
+            ..AnalysisPlan::default()
+        }
+    }
+
+    /// A group of `new_flows` with `fast` handshakes within 100 µs and `slow` above 1 s.
+    fn timed(new_flows: u64, fast: u64, slow: u64) -> Sample {
+        let mut sample = Sample {
+            new_flows,
+            ..Sample::default()
+        };
+        sample.handshake_buckets[0] = fast;
+        sample.handshake_buckets[12] = slow;
+        sample
+    }
+
+    #[test]
+    fn a_slow_handshake_time_fails_against_the_old_groups_times_the_factor() {
+        let names = ("blue", "green");
+        let plan = timed_plan(None, Some(5.0));
+        let slow = Pair {
+            from: timed(100, 100, 0),
+            to: timed(40, 10, 30),
+        };
+        let j = judge(&plan, names, slow, 7);
+        assert_eq!(j.verdict, Verdict::Fail, "{}", j.why);
+        let time = &j.readings[0];
+        assert_eq!(time.value, Some(LONGEST_HANDSHAKE_MS));
+        assert!((time.limit.unwrap() - 0.45).abs() < 1e-9, "{time:?}");
+        assert_eq!(
+            j.why,
+            "handshake-time 1 s or more > limit 0.45 ms (blue 0.09 ms); green 40 new flows, \
+             blue 100"
+        );
+        // As fast as the old group: passes, and the window lists every reading.
+        let fast = Pair {
+            from: timed(100, 100, 0),
+            to: timed(40, 40, 0),
+        };
+        let j = judge(&plan, names, fast, 7);
+        assert_eq!(j.verdict, Verdict::Pass, "{}", j.why);
+        assert_eq!(
+            j.why,
+            "handshake-time 0.09 ms <= limit 0.45 ms (blue 0.09 ms); backend-resets 0.00% <= \
+             limit 1.00% (blue 0.00%); green 40 new flows, blue 100"
+        );
+        // Backend resets are a ratio to new flows like the client's.
+        let resets = Pair {
+            from: timed(100, 100, 0),
+            to: Sample {
+                backend_resets: 2,
+                ..timed(40, 40, 0)
+            },
+        };
+        let j = judge(&plan, names, resets, 7);
+        assert_eq!(j.verdict, Verdict::Fail, "{}", j.why);
+        assert!(
+            j.why
+                .starts_with("backend-resets 5.00% > limit 1.00% (blue 0.00%)"),
+            "{}",
+            j.why
+        );
+    }
+
+    #[test]
+    fn windows_without_handshakes_leave_a_time_check_without_a_verdict() {
+        let names = ("blue", "green");
+        let plan = timed_plan(None, Some(5.0));
+        // The new group timed none: no time, never 0 ms.
+        let untimed = Pair {
+            from: timed(100, 100, 0),
+            to: timed(40, 0, 0),
+        };
+        let j = judge(&plan, names, untimed, 7);
+        assert_eq!(j.verdict, Verdict::Inconclusive, "{}", j.why);
+        assert_eq!(
+            j.why,
+            "handshake-time: green no handshakes timed; green 40 new flows, blue 100"
+        );
+        // The old group timed none (or had too few flows): a factor alone sets no limit.
+        for from in [timed(100, 0, 0), timed(10, 10, 0)] {
+            let j = judge(
+                &plan,
+                names,
+                Pair {
+                    from,
+                    to: timed(40, 40, 0),
+                },
+                7,
+            );
+            assert_eq!(j.verdict, Verdict::Inconclusive, "{}", j.why);
+            assert!(
+                j.why.starts_with("handshake-time 0.09 ms, no limit"),
+                "{}",
+                j.why
+            );
+        }
+        // With an absolute limit too, a time within it passes without the old group, and a
+        // time beyond it still needs the old group's (the relative limit may be larger).
+        let plan = timed_plan(Some(50.0), Some(5.0));
+        let pass = Pair {
+            from: timed(100, 0, 0),
+            to: timed(40, 40, 0),
+        };
+        assert_eq!(judge(&plan, names, pass, 7).verdict, Verdict::Pass);
+        let unsure = Pair {
+            from: timed(100, 0, 0),
+            to: timed(40, 0, 40),
+        };
+        assert_eq!(
+            judge(&plan, names, unsure, 7).verdict,
+            Verdict::Inconclusive
+        );
+        // An absolute limit alone needs no old group.
+        let plan = timed_plan(Some(50.0), None);
+        let j = judge(&plan, names, unsure, 7);
+        assert_eq!(j.verdict, Verdict::Fail, "{}", j.why);
+        assert!(
+            j.why.starts_with(
+                "handshake-time 1 s or more > limit 50.00 ms (blue no handshakes timed or too \
+                 few flows)"
+            ),
+            "{}",
+            j.why
+        );
+        // A failing check fails the window even when another has no verdict.
+        let both = Pair {
+            from: timed(100, 0, 0),
+            to: Sample {
+                backend_resets: 4,
+                ..timed(40, 0, 0)
+            },
+        };
+        let j = judge(&timed_plan(None, Some(5.0)), names, both, 7);
+        assert_eq!(j.verdict, Verdict::Fail, "{}", j.why);
+    }
+
+    #[test]
+    fn readings_of_older_daemons_are_read() {
+        let old =
+            r#"{"signal":"resets","percent":4.0,"baseline_percent":null,"limit_percent":1.0}"#;
+        let reading: Reading = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (reading.value, reading.baseline, reading.limit),
+            (Some(4.0), None, Some(1.0))
+        );
+        assert_eq!(reading.verdict(), Verdict::Fail);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What an analysis is asked to check: the window, the minimum sample, the limits on each
-//! client-side signal, and the optional external gates. Carried in the canary plan over
+//! signal (client-side, and reply-side for services whose replies pass the LB), and the
+//! optional external gates. Carried in the canary plan over
 //! the API and kept with the canary in the state file.
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ pub struct AnalysisPlan {
     /// Windows in a row without a verdict (too few flows, a gate without an answer) after
     /// which the canary rolls back: no data is never success.
     pub max_inconclusive: u32,
-    /// Limits on the client-side signals of the new group.
+    /// Limits on the signals of the new group.
     pub checks: Vec<Check>,
     /// Prometheus queries, asked at the end of every window the checks passed.
     #[serde(default)]
@@ -29,21 +30,30 @@ pub struct AnalysisPlan {
     pub webhooks: Vec<Webhook>,
 }
 
-/// A limit on one signal: the new group's ratio (signal per new flow) may be at most the
-/// larger of `max_percent` and `max_factor` times the old group's ratio in the same window.
+/// A limit on one signal: the new group's value may be at most the larger of the absolute
+/// limit (`max_percent` for a ratio to new flows, `max_ms` for a time) and `max_factor`
+/// times the old group's value in the same window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     /// The signal.
     pub signal: Signal,
-    /// The limit that holds whatever the old group does, percent of new flows.
-    pub max_percent: f64,
-    /// The limit relative to the old group's ratio; none: only `max_percent`.
+    /// A ratio signal's limit that holds whatever the old group does, percent of new
+    /// flows; required for ratios, refused for times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_percent: Option<f64>,
+    /// A time signal's limit that holds whatever the old group does, milliseconds; refused
+    /// for ratios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+    /// The limit relative to the old group's value; none: only the absolute limit.
     #[serde(default)]
     pub max_factor: Option<f64>,
 }
 
-/// A client-side signal, counted per backend by the data plane and the daemon.
+/// A signal of one group: client-side ones counted per backend by the data plane and the
+/// daemon for every service, reply-side ones ([`Signal::replies`]) by the data plane from
+/// the backends' replies, which only a `nat` service's pass through the LB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Signal {
@@ -53,7 +63,22 @@ pub enum Signal {
     Resets,
     /// SYNs the client had to send again.
     SynRetransmits,
+    /// Replies with RST: connections the backends reset or refused.
+    BackendResets,
+    /// The group's handshake time (from the client's first SYN to the backend's SYN-ACK):
+    /// the [`HANDSHAKE_QUANTILE`] of the handshakes timed in the window, milliseconds.
+    HandshakeTime,
 }
+
+/// The quantile of the handshake times that [`Signal::HandshakeTime`] takes: the time 9 in
+/// 10 handshakes beat. Unlike the mean it does not move for one stray slow handshake, and
+/// unlike the median it sees a slow tail of a tenth of the connections (SYNs a full accept
+/// queue dropped, answered after the client's retransmit 1 s later).
+pub const HANDSHAKE_QUANTILE: f64 = 0.9;
+
+/// The longest handshake time told apart, milliseconds: the data plane's last bucket holds
+/// every handshake above 1 s, so a quantile there reads 1000 ms (1 s or more).
+pub const LONGEST_HANDSHAKE_MS: f64 = 1000.0;
 
 /// A PromQL query whose single value must stay within bounds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,7 +147,8 @@ impl Default for AnalysisPlan {
     fn default() -> Self {
         let check = |signal| Check {
             signal,
-            max_percent: 0.5,
+            max_percent: Some(0.5),
+            max_ms: None,
             max_factor: Some(2.0),
         };
         Self {
@@ -166,18 +192,8 @@ impl AnalysisPlan {
             return bad("nothing to check: give a check, a Prometheus query or a webhook".into());
         }
         for c in &self.checks {
-            if !(c.max_percent.is_finite() && (0.0..=100.0).contains(&c.max_percent)) {
-                return bad(format!(
-                    "max_percent of {} must be from 0 to 100",
-                    c.signal.name()
-                ));
-            }
-            if c.max_factor.is_some_and(|f| !(f.is_finite() && f >= 1.0)) {
-                return bad(format!(
-                    "max_factor of {} must be a number of at least 1",
-                    c.signal.name()
-                ));
-            }
+            c.check()
+                .map_err(|why| StateError::Canary(format!("analysis: {why}")))?;
         }
         for g in &self.prometheus {
             crate::gate::Target::parse(&g.url).map_err(|e| StateError::Canary(e.to_string()))?;
@@ -204,6 +220,60 @@ impl AnalysisPlan {
     }
 }
 
+impl AnalysisPlan {
+    /// The first signal it checks that only a service whose replies pass the LB counts.
+    pub fn reply_signal(&self) -> Option<Signal> {
+        self.checks.iter().map(|c| c.signal).find(|s| s.replies())
+    }
+}
+
+impl Check {
+    /// Checks that the limits fit the signal; the error says what is wrong in one line.
+    fn check(&self) -> Result<(), String> {
+        let name = self.signal.name();
+        if self.signal.timed() {
+            if self.max_percent.is_some() {
+                return Err(format!(
+                    "{name} is a time: give max_ms and/or max_factor, not max_percent"
+                ));
+            }
+            if self.max_ms.is_none() && self.max_factor.is_none() {
+                return Err(format!("{name} needs a limit: max_ms and/or max_factor"));
+            }
+            if self
+                .max_ms
+                .is_some_and(|ms| !(ms.is_finite() && ms > 0.0 && ms < LONGEST_HANDSHAKE_MS))
+            {
+                return Err(format!(
+                    "max_ms of {name} must be above 0 and below {LONGEST_HANDSHAKE_MS} \
+                     (longer handshakes are not told apart)"
+                ));
+            }
+        } else {
+            if self.max_ms.is_some() {
+                return Err(format!(
+                    "{name} is a ratio to new flows: give max_percent, not max_ms"
+                ));
+            }
+            let Some(percent) = self.max_percent else {
+                return Err(format!("{name} needs max_percent"));
+            };
+            if !(percent.is_finite() && (0.0..=100.0).contains(&percent)) {
+                return Err(format!("max_percent of {name} must be from 0 to 100"));
+            }
+        }
+        if self
+            .max_factor
+            .is_some_and(|f| !(f.is_finite() && f >= 1.0))
+        {
+            return Err(format!(
+                "max_factor of {name} must be a number of at least 1"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Signal {
     /// The name operators write and read.
     pub fn name(self) -> &'static str {
@@ -211,6 +281,19 @@ impl Signal {
             Signal::HandshakeFailures => "handshake-failures",
             Signal::Resets => "resets",
             Signal::SynRetransmits => "syn-retransmits",
+            Signal::BackendResets => "backend-resets",
+            Signal::HandshakeTime => "handshake-time",
         }
+    }
+
+    /// Whether it is a time in milliseconds (else a percentage of new flows).
+    pub fn timed(self) -> bool {
+        self == Signal::HandshakeTime
+    }
+
+    /// Whether it is counted from the backends' replies: only services whose replies pass
+    /// the LB (`nat`) have it.
+    pub fn replies(self) -> bool {
+        matches!(self, Signal::BackendResets | Signal::HandshakeTime)
     }
 }
