@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     basis_points::BasisPoints,
-    dataplane::GlobalCounters,
+    dataplane::{GlobalCounters, Memory},
     history::Event,
     release::{canary::Canary, drain::Drain, flip::FlipDrain, rollout::Rollout},
     state::{Affinity, Forward, HealthCheck},
@@ -145,6 +145,10 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Global packet counters.
     pub counters: GlobalCounters,
+    /// The data plane's memory as the kernel accounts it (absent from older daemons'
+    /// answers: zero).
+    #[serde(default)]
+    pub memory: Memory,
 }
 
 /// One service in [`Status`].

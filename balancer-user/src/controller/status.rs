@@ -116,6 +116,7 @@ impl Controller {
         Ok(Status {
             services,
             counters: self.plane.global_counters()?,
+            memory: self.plane.memory()?,
         })
     }
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 /// Version of the map layout; part of the pin path.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Default bpffs directory of the balancer's kernel objects.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/balancer";
