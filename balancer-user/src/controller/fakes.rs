@@ -459,6 +459,7 @@ impl Rig {
                     },
                 ))
         }) && maps.vips.len() == state.services.len()
+            && maps.live.len() == state.services.len()
     }
 
     /// The data plane's backend entries: exactly the backends of `state`, with their epochs.
