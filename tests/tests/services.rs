@@ -41,8 +41,10 @@ fn apply(lab: &Lab, count: usize) -> Result<Status> {
     let file = lab.balancer.socket().with_file_name("services.toml");
     std::fs::write(&file, config(lab, count)?)?;
     let start = Instant::now();
-    lab.balancer
-        .ok(&["--timeout", "300s", "apply", "-f", &file.to_string_lossy()])?;
+    lab.balancer.ok_within(
+        &["apply", "-f", &file.to_string_lossy()],
+        std::time::Duration::from_secs(300),
+    )?;
     println!("apply of {count} services took {:?}", start.elapsed());
     let status = lab.balancer.status()?;
     ensure!(
