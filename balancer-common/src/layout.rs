@@ -3,16 +3,16 @@
 use bytemuck::{Pod, Zeroable};
 
 /// Most services one data plane serves (capacity of the per-service maps).
-pub const MAX_SERVICES: u32 = 32;
+pub const MAX_SERVICES: u32 = 1024;
 /// Most backend groups per service (blue/green, stable/canary, preview, ...).
-pub const MAX_GROUPS: u32 = 4;
+pub const MAX_GROUPS: u32 = 16;
 /// Most backends across all services.
-pub const MAX_BACKENDS: u32 = 4096;
+pub const MAX_BACKENDS: u32 = 65_536;
 /// Capacity of one Maglev lookup table; a service's table size is a prime up to this.
 pub const RING_CAPACITY: usize = 65537;
 /// Cells of the group split: one cell is one basis point of new flows.
 pub const SPLIT_CELLS: usize = 10_000;
-/// Table generations kept per service: one live, one being written.
+/// Client-pin generations per service: the live tables' and the next ones'.
 pub const GENERATIONS: u32 = 2;
 /// Default number of connection-tracking entries.
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
@@ -31,10 +31,10 @@ pub const PROTO_TCP: u8 = 6;
 /// IANA protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
 
-/// `ServiceTables::flags` bit: hash only the client address (client affinity).
+/// `TablesHeader::flags` bit: hash only the client address (client affinity).
 pub const FLAG_CLIENT_AFFINITY: u32 = 1;
 
-/// `ServiceTables::flags` bit: the service has client pins in the pin map.
+/// `TablesHeader::flags` bit: the service has client pins in the pin map.
 pub const FLAG_HAS_CLIENT_PINS: u32 = 2;
 
 /// Most client pins per service.
@@ -78,52 +78,6 @@ pub struct VipKey {
 pub struct VipInfo {
     /// Index of the service in the per-service maps, below [`MAX_SERVICES`].
     pub service: u32,
-}
-
-/// One generation of a service's selection state: which group each split cell goes to.
-///
-/// The program reads `ServiceTables` and the group rings of the same generation only; the
-/// daemon writes a whole generation, then flips the service's generation word.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
-pub struct ServiceTables {
-    /// Number of used slots in each group ring of this generation (a prime).
-    pub ring_size: u32,
-    /// `FLAG_*` bits.
-    pub flags: u32,
-    /// Seed of the flow hash.
-    pub seed: u64,
-    /// Number of split cells in use, [`SPLIT_CELLS`]. Read from the map rather than
-    /// compiled in, so the bounds check before the cell lookup stays visible to the verifier.
-    pub cells: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
-    /// Group index for each split cell, [`NO_GROUP`] when no group can serve.
-    pub cell_group: [u8; SPLIT_CELLS],
-}
-
-impl Default for ServiceTables {
-    fn default() -> Self {
-        Self::zeroed()
-    }
-}
-
-/// One Maglev lookup table: backend index per slot, [`NONE`] when the group is empty.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
-pub struct Ring {
-    /// Backend index (into the backend map) for each slot.
-    pub slots: [u32; RING_CAPACITY],
-}
-
-/// Index of a group ring in the ring map.
-pub const fn ring_index(service: u32, generation: u32, group: u32) -> u32 {
-    (service * GENERATIONS + generation) * MAX_GROUPS + group
-}
-
-/// Index of a service generation in the tables map.
-pub const fn tables_index(service: u32, generation: u32) -> u32 {
-    service * GENERATIONS + generation
 }
 
 /// A backend as the data plane forwards to it (L2 direct server return).
@@ -445,8 +399,7 @@ mod pod {
         crate::nat::Allocation,
         VipKey,
         VipInfo,
-        ServiceTables,
-        Ring,
+        crate::Chunk,
         Backend,
         BackendStats,
         FlowKey,

@@ -8,8 +8,10 @@ mod decap;
 mod hash;
 mod layout;
 mod nat;
+mod tables;
 
 pub use decap::*;
 pub use hash::{flow_hash, FlowHash};
 pub use layout::*;
 pub use nat::*;
+pub use tables::*;

@@ -2,31 +2,30 @@
 //! replaced program) keeps the same tables and connection-tracking state.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps::{self, HashOfMaps},
+    macros::{btf_map, map},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use balancer_common::{
-    pending_slots, Allocation, Backend, BackendStats, ClientPinKey, Endpoint, FlowKey, FlowState,
-    PendingSlot, Reply, ReplyStats, Rewrite, Ring, ServiceTables, Translation, Tunnel, VipInfo,
-    VipKey, DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_GROUPS,
-    MAX_SERVICES, NAT_STAT_COUNT, STAT_COUNT, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
+    pending_slots, Allocation, Backend, BackendStats, Chunk, ClientPinKey, Endpoint, FlowKey,
+    FlowState, PendingSlot, Reply, ReplyStats, Rewrite, Translation, Tunnel, VipInfo, VipKey,
+    DEFAULT_CONNTRACK_ENTRIES, GENERATIONS, MAX_BACKENDS, MAX_CLIENT_PINS, MAX_SERVICES,
+    NAT_STAT_COUNT, STAT_COUNT, TABLES_MAP_FLAGS, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 /// VIP (address, port, protocol) -> service slot.
 #[map]
 pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::pinned(MAX_SERVICES, 0);
 
-/// Service slot -> live table generation (0 or 1): the one-word flip of every change.
-#[map]
-pub static GENERATION: Array<u32> = Array::pinned(MAX_SERVICES, 0);
+/// One service's tables (`balancer_common::tables`): header, split cells, group rings. The
+/// entries given here describe the template only; each service's map has its own size.
+pub type ServiceTables = btf_maps::Array<Chunk, 1, { TABLES_MAP_FLAGS as usize }>;
 
-/// (service, generation) -> split and hashing parameters.
-#[map]
-pub static TABLES: Array<ServiceTables> = Array::pinned(MAX_SERVICES * GENERATIONS, 0);
-
-/// (service, generation, group) -> Maglev lookup table.
-#[map]
-pub static RINGS: Array<Ring> = Array::pinned(MAX_SERVICES * GENERATIONS * MAX_GROUPS, 0);
+/// Service slot -> the service's tables, a map of its own made by the daemon for each
+/// change and swapped in whole with one update (the kernel returns from the update only
+/// once no program runs with the previous map; it frees that map after).
+#[btf_map]
+pub static TABLES: HashOfMaps<u32, ServiceTables, { MAX_SERVICES as usize }> = HashOfMaps::new();
 
 /// Backend index -> forwarding data and epoch.
 #[map]
@@ -119,7 +118,8 @@ pub fn pending_mask() -> u32 {
     unsafe { core::ptr::read_volatile(&PENDING_MASK) }
 }
 
-/// (service, generation, client prefix) -> group index: client pins.
+/// (service, generation, client prefix) -> group index: client pins. Allocated per pin
+/// (an LPM trie always is), up to every service's pins in both generations.
 #[map]
 pub static CLIENT_PINS: LpmTrie<ClientPinKey, u32> =
     LpmTrie::pinned(MAX_SERVICES * GENERATIONS * MAX_CLIENT_PINS, 0);

@@ -2,18 +2,15 @@
 
 use aya_ebpf::helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use balancer_common::{
-    flow_hash,
+    cell_position, flow_hash,
     packet_events::{FIN_CLOSE, NEW_FLOW, RESET, SYN_RETRANSMIT},
-    pending_check, pending_hash, ring_index, tables_index, Backend, FlowKey, FlowState,
-    PendingSlot, VipKey, CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS,
-    FORWARD_FULLNAT, FORWARD_NAT, MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    pending_check, pending_hash, slot_position, Backend, FlowKey, FlowState, PendingSlot, VipKey,
+    CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, FORWARD_FULLNAT,
+    FORWARD_NAT, MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
-    maps::{
-        client_pin_group, pending_mask, BACKENDS, CONNTRACK, GENERATION, PENDING, RINGS, TABLES,
-        VIPS,
-    },
+    maps::{client_pin_group, pending_mask, BACKENDS, CONNTRACK, PENDING, TABLES, VIPS},
     martian,
 };
 
@@ -403,45 +400,47 @@ fn balance(
     }
 }
 
-/// Chooses the ring slot of a new flow from the live table generation of `service`: the
-/// group of the client's client pin if it has one, else the group of the flow's split
-/// cell; then the group's Maglev slot. Returns (generation, group, backend index), or
-/// `None` when no backend can take the flow.
+/// Chooses the ring slot of a new flow from the live tables of `service` (its map in
+/// `TABLES`, read in three chunks: header, split cell, ring slot): the group of the
+/// client's client pin if it has one, else the group of the flow's split cell; then the
+/// group's Maglev slot. Returns (generation, group, backend index), or `None` when no
+/// backend can take the flow.
 #[inline(always)]
 fn ring_slot(service: u32, key: &FlowKey) -> Option<(u32, u32, u32)> {
-    let generation = *GENERATION.get(service)?;
-    let tables = TABLES.get(tables_index(service, generation))?;
-    let hash = if tables.flags & FLAG_CLIENT_AFFINITY != 0 {
-        flow_hash(&key.client_only(), tables.seed)
+    // SAFETY: the outer map's values are maps, only replaced whole by the daemon; the map
+    // this lookup returns stays valid during this program run (RCU).
+    let tables = unsafe { TABLES.get(&service) }?;
+    let header = *tables.get(0)?.header();
+    let hash = if header.flags & FLAG_CLIENT_AFFINITY != 0 {
+        flow_hash(&key.client_only(), header.seed)
     } else {
-        flow_hash(key, tables.seed)
+        flow_hash(key, header.seed)
     };
-    let pinned = if tables.flags & FLAG_HAS_CLIENT_PINS != 0 {
-        client_pin_group(service, generation, key.family, key.src)
+    let pinned = if header.flags & FLAG_HAS_CLIENT_PINS != 0 {
+        client_pin_group(service, header.generation, key.family, key.src)
     } else {
         None
     };
     let group = match pinned {
         Some(group) => group,
         None => {
-            let cell = hash.cell(tables.cells)?;
-            let group = *tables.cell_group.get(cell as usize)?;
+            let (chunk, byte) = cell_position(hash.cell(header.cells)?);
+            let group = tables.get(chunk)?.cell(byte)?;
             if group == NO_GROUP {
                 return None;
             }
             group as u32
         }
     };
-    if group >= MAX_GROUPS {
+    if group >= header.groups || group >= MAX_GROUPS {
         return None;
     }
-    let ring = RINGS.get(ring_index(service, generation, group))?;
-    let slot = hash.slot(tables.ring_size)?;
-    let index = *ring.slots.get(slot as usize)?;
+    let (chunk, word) = slot_position(header.ring_chunks, group, hash.slot(header.ring_size)?);
+    let index = tables.get(chunk)?.slot(word)?;
     if index == NONE {
         return None;
     }
-    Some((generation, group, index))
+    Some((header.generation, group, index))
 }
 
 /// How long ago the SYN that opened the pending flow `key` (client to VIP) was balanced,

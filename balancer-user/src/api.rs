@@ -9,7 +9,7 @@ use crate::dataplane::fullnat::Swept;
 
 use crate::{
     basis_points::BasisPoints,
-    dataplane::GlobalCounters,
+    dataplane::{GlobalCounters, Memory},
     history::Event,
     release::{canary::Canary, drain::Drain, flip::FlipDrain, rollout::Rollout},
     state::{Affinity, Forward, HealthCheck},
@@ -151,6 +151,10 @@ pub struct Status {
     /// since it started (absent from older daemons' answers: zero).
     #[serde(default)]
     pub translations: Swept,
+    /// The data plane's memory as the kernel accounts it (absent from older daemons'
+    /// answers: zero).
+    #[serde(default)]
+    pub memory: Memory,
 }
 
 /// One service in [`Status`].

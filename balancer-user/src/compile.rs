@@ -6,11 +6,7 @@ use std::{
     net::IpAddr,
 };
 
-use balancer_common::{
-    Ring, ServiceTables, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, NONE, RING_CAPACITY,
-    SPLIT_CELLS,
-};
-use bytemuck::Zeroable;
+use balancer_common::{FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, NONE, SPLIT_CELLS};
 
 use crate::{
     dataplane::{ImageClientPin, ServiceImage},
@@ -61,15 +57,10 @@ pub fn compile(
         service.split_table()?.effective(&serving)
     };
 
-    let mut tables = Box::new(ServiceTables::zeroed());
-    tables.ring_size = service.table_size;
-    tables.flags = match service.affinity {
+    let mut flags = match service.affinity {
         Affinity::Connection => 0,
         Affinity::Client => FLAG_CLIENT_AFFINITY,
     };
-    tables.seed = seed;
-    tables.cells = SPLIT_CELLS as u32;
-    tables.cell_group.copy_from_slice(&cells);
 
     // A pin to a group that cannot serve is left out: its clients follow the split.
     let client_pins: Vec<ImageClientPin> = service
@@ -86,7 +77,7 @@ pub fn compile(
         })
         .collect();
     if !client_pins.is_empty() {
-        tables.flags |= FLAG_HAS_CLIENT_PINS;
+        flags |= FLAG_HAS_CLIENT_PINS;
     }
 
     let mut rings = Vec::with_capacity(service.groups.len());
@@ -112,14 +103,14 @@ pub fn compile(
                 group_fraction * slots as f64 / service.table_size as f64,
             );
         }
-        let mut ring: Box<Ring> = Box::new(Ring::zeroed());
-        ring.slots.fill(NONE);
-        ring.slots[..table.len().min(RING_CAPACITY)].copy_from_slice(&table);
-        rings.push(ring);
+        rings.push(table);
     }
     Ok(Compiled {
         image: ServiceImage {
-            tables,
+            ring_size: service.table_size,
+            flags,
+            seed,
+            cells,
             rings,
             client_pins,
         },

@@ -313,22 +313,29 @@ fn apply_service(s: &ServiceConfig, state: &mut State, now_ms: u64) -> Result<()
             .collect()
     };
     // A backend that changes group retires and is revived in its new group.
+    let placed: std::collections::HashSet<(IpAddr, &str)> = wanted
+        .iter()
+        .map(|(addr, group, _)| (*addr, *group))
+        .collect();
     for (addr, group) in &current {
-        if !wanted.iter().any(|(a, g, _)| a == addr && g == group) {
+        if !placed.contains(&(*addr, group.as_str())) {
             state.remove_backend(&s.name, *addr, false, now_ms)?;
         }
     }
-    for (addr, group, weight) in &wanted {
-        let present = state
-            .service(&s.name)?
-            .backends()
-            .any(|(_, b)| b.addr == *addr);
-        if present {
-            state.set_weight(&s.name, *addr, *weight)?;
+    let present: std::collections::HashSet<IpAddr> = state
+        .service(&s.name)?
+        .backends()
+        .map(|(_, b)| b.addr)
+        .collect();
+    let mut added = Vec::new();
+    for &(addr, group, weight) in &wanted {
+        if present.contains(&addr) {
+            state.set_weight(&s.name, addr, weight)?;
         } else {
-            state.add_backend(&s.name, *addr, group, *weight)?;
+            added.push((addr, group, weight));
         }
     }
+    state.add_backends(&s.name, &added)?;
     for g in &s.groups {
         let percent = g.percent.as_ref().map(Percent::basis_points).transpose()?;
         if g.backends.is_empty() && percent.is_some_and(|p| p > BasisPoints::ZERO) {

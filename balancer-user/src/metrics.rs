@@ -32,6 +32,7 @@
 //! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `errors` (ICMP errors about nat flows translated back), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped), `exhausted` (new fullnat flows dropped: no pool port free), `too_big` (clients' packets too big for the route to the backend, answered with ICMP from the VIP) |
 //! | `balancer_fullnat_translations` | gauge | fullnat flows holding a pool port at the daemon's latest sweep (every 5 s) |
 //! | `balancer_fullnat_released_total` | counter | pool ports freed since the daemon started |
+//! | `balancer_dataplane_memory_bytes` | gauge | the kernel's account of the data plane's maps, label `map`: each map the program uses by name, `services` for every service's tables map together |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
 
 use std::sync::atomic::AtomicU64;
@@ -130,6 +131,11 @@ struct VerdictLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabels {
+    map: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -575,6 +581,22 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         released.clone(),
     );
     released.inc_by(translations.released + translations.orphans);
+    let memory = Family::<MapLabels, Gauge>::default();
+    registry.register(
+        "balancer_dataplane_memory_bytes",
+        "Bytes the kernel accounts for the data plane's maps, by map (services: every service's tables map together)",
+        memory.clone(),
+    );
+    let status_memory = &snapshot.status.memory;
+    let maps = status_memory
+        .maps
+        .iter()
+        .map(|m| (m.name.as_str(), m.bytes));
+    for (map, bytes) in maps.chain([("services", status_memory.tables_bytes)]) {
+        memory
+            .get_or_create(&MapLabels { map: map.into() })
+            .set(gauge(bytes));
+    }
     let build = Family::<BuildLabels, Gauge>::default();
     registry.register(
         "balancer_build_info",
@@ -595,7 +617,32 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::{fullnat::Swept, GlobalCounters, TunnelCounters};
+    use crate::dataplane::{fullnat::Swept, GlobalCounters, MapMemory, Memory, TunnelCounters};
+
+    #[test]
+    fn memory_is_one_gauge_per_map_and_one_for_the_services_tables() {
+        let maps = vec![MapMemory {
+            name: "CONNTRACK".into(),
+            bytes: 1000,
+        }];
+        let status = Status {
+            services: Vec::new(),
+            counters: GlobalCounters::default(),
+            memory: Memory::new(maps, [20, 30].into_iter()),
+            translations: Swept::default(),
+        };
+        let text = render(&Snapshot {
+            status,
+            census: None,
+        })
+        .unwrap();
+        for line in [
+            "balancer_dataplane_memory_bytes{map=\"CONNTRACK\"} 1000\n",
+            "balancer_dataplane_memory_bytes{map=\"services\"} 50\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn tunnel_packets_are_one_counter_per_outcome_and_fullnat_ports_are_reported() {
@@ -616,6 +663,7 @@ mod tests {
                 released: 7,
                 orphans: 1,
             },
+            memory: Memory::default(),
         };
         let text = render(&Snapshot {
             status,

@@ -173,7 +173,25 @@ pub fn status(status: &Status) -> String {
             t.released + t.orphans
         );
     }
+    let m = &status.memory;
+    let largest = m
+        .maps
+        .first()
+        .map(|map| format!("  largest: {} {}", map.name, mib(map.bytes)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "data plane memory: {} (tables of {} services: {}){largest}",
+        mib(m.total_bytes),
+        m.tables,
+        mib(m.tables_bytes),
+    );
     out
+}
+
+/// `bytes` in MiB, one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// `balancer service list` as text.
@@ -275,7 +293,31 @@ fn analysis(a: &Analysis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::Who;
+    use crate::{
+        dataplane::{GlobalCounters, MapMemory, Memory},
+        history::Who,
+    };
+
+    #[test]
+    fn status_ends_with_the_data_planes_memory() {
+        let maps = vec![MapMemory {
+            name: "CONNTRACK".into(),
+            bytes: 3 * 1024 * 1024,
+        }];
+        let text = status(&Status {
+            services: Vec::new(),
+            counters: GlobalCounters::default(),
+            memory: Memory::new(maps, [512 * 1024, 512 * 1024].into_iter()),
+            translations: Default::default(),
+        });
+        assert!(
+            text.ends_with(
+                "data plane memory: 4.0 MiB (tables of 2 services: 1.0 MiB)  \
+                 largest: CONNTRACK 3.0 MiB\n"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn an_event_is_one_line_of_time_who_service_what_and_its_change() {

@@ -333,7 +333,7 @@ fn canonical_cells(shares: &[u16]) -> Vec<u8> {
     cells
 }
 
-/// A group index as stored in a cell; group indices are below `MAX_GROUPS` = 4.
+/// A group index as stored in a cell; group indices are below `MAX_GROUPS` = 16.
 fn group_id(group: usize) -> u8 {
     group as u8
 }
@@ -437,9 +437,10 @@ mod tests {
     #[test]
     fn bad_shares_are_rejected() {
         assert_eq!(SplitTable::initial(&[]), Err(SplitError::GroupCount(0)));
+        let too_many = vec![0; MAX_GROUPS as usize + 1];
         assert_eq!(
-            SplitTable::initial(&[2000; 5]),
-            Err(SplitError::GroupCount(5))
+            SplitTable::initial(&too_many),
+            Err(SplitError::GroupCount(too_many.len()))
         );
         assert_eq!(
             SplitTable::initial(&[5000, 4999]),
@@ -674,9 +675,10 @@ mod tests {
                 groups: 1
             })
         );
+        let too_many = MAX_GROUPS as usize + 1;
         assert_eq!(
-            SplitTable::from_runs(&good, 5),
-            Err(SplitError::GroupCount(5))
+            SplitTable::from_runs(&good, too_many),
+            Err(SplitError::GroupCount(too_many))
         );
         assert!(matches!(
             SplitTable::from_runs(&good, 0),

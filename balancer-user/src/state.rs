@@ -479,6 +479,33 @@ impl State {
         group: &str,
         weight: u16,
     ) -> Result<(), StateError> {
+        let mut free = FreeIndices::of(self);
+        self.add_backend_from(service, addr, group, weight, &mut free)
+    }
+
+    /// Adds `backends` (address, group, weight) to `service` in order, each as
+    /// [`State::add_backend`] does, finding the free backend indices once for all of them.
+    pub fn add_backends(
+        &mut self,
+        service: &str,
+        backends: &[(IpAddr, &str, u16)],
+    ) -> Result<(), StateError> {
+        let mut free = FreeIndices::of(self);
+        for &(addr, group, weight) in backends {
+            self.add_backend_from(service, addr, group, weight, &mut free)?;
+        }
+        Ok(())
+    }
+
+    /// [`State::add_backend`], a new backend's index taken from `free`.
+    fn add_backend_from(
+        &mut self,
+        service: &str,
+        addr: IpAddr,
+        group: &str,
+        weight: u16,
+        free: &mut FreeIndices,
+    ) -> Result<(), StateError> {
         check_name("group", group)?;
         let svc = self.service(service)?;
         check_backend_addr(svc, addr)?;
@@ -494,7 +521,7 @@ impl State {
                 let entry = BackendEntry {
                     addr,
                     weight,
-                    index: self.free_index()?,
+                    index: free.take()?,
                     epoch,
                     drain: None,
                 };
@@ -642,19 +669,42 @@ impl State {
         svc.pins.remove(position);
         svc.prune_groups()
     }
+}
 
-    fn free_index(&self) -> Result<u32, StateError> {
-        let used: std::collections::BTreeSet<u32> = self
-            .services
-            .values()
-            .flat_map(|s| {
-                let retired = s.retired.iter().map(|r| r.index);
-                s.backends().map(|(_, b)| b.index).chain(retired)
-            })
-            .collect();
-        (0..MAX_BACKENDS)
-            .find(|i| !used.contains(i))
-            .ok_or(StateError::TooManyBackends)
+/// The backend indices no backend holds (serving or retired), lowest first.
+struct FreeIndices {
+    /// Whether each index is held.
+    used: Vec<bool>,
+    /// No index below this one is free.
+    next: usize,
+}
+
+impl FreeIndices {
+    /// The indices free in `state`.
+    fn of(state: &State) -> Self {
+        let mut used = vec![false; MAX_BACKENDS as usize];
+        for s in state.services.values() {
+            let retired = s.retired.iter().map(|r| r.index);
+            for index in s.backends().map(|(_, b)| b.index).chain(retired) {
+                if let Some(slot) = used.get_mut(index as usize) {
+                    *slot = true;
+                }
+            }
+        }
+        Self { used, next: 0 }
+    }
+
+    /// The lowest free index, held from now on.
+    fn take(&mut self) -> Result<u32, StateError> {
+        while self.used.get(self.next) == Some(&true) {
+            self.next += 1;
+        }
+        let slot = self
+            .used
+            .get_mut(self.next)
+            .ok_or(StateError::TooManyBackends)?;
+        *slot = true;
+        Ok(self.next as u32)
     }
 }
 

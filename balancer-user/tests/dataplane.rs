@@ -54,7 +54,7 @@ fn split_service(test: &str, vip: &str, backends: &[&str]) -> Fixture {
 /// Asserts the published split of `service` gives exactly half of the cells to each of
 /// its two groups.
 fn assert_even_split(fx: &Fixture, service: &str) {
-    let cells = &fx.image(service).tables.cell_group;
+    let cells = &fx.image(service).cells;
     let per_group: Vec<usize> = (0..2u8)
         .map(|g| cells.iter().filter(|&&c| c == g).count())
         .collect();
@@ -1828,11 +1828,7 @@ mod no_backend {
         fx.publish("idle");
         for service in ["empty", "idle"] {
             assert!(
-                fx.image(service)
-                    .tables
-                    .cell_group
-                    .iter()
-                    .all(|&c| c == NO_GROUP),
+                fx.image(service).cells.iter().all(|&c| c == NO_GROUP),
                 "{service}: no cell may have a group"
             );
         }
@@ -1869,7 +1865,7 @@ mod no_backend {
     }
 }
 
-/// Every write flips the service to the generation just written.
+/// Every write swaps the service's tables for the ones just written.
 mod generations {
     use super::*;
 
@@ -1924,46 +1920,54 @@ mod generations {
         }
     }
 
-    /// Packets read only the generation the one-word index names: a generation that is
-    /// not live can hold anything (here: every slot of every ring on one backend) without
-    /// a single packet seeing it, until the index is flipped to it.
+    /// A tables map is read only once it is in `TABLES`: one made and filled beside the
+    /// live one (here: every ring slot on one backend of each group) changes no flow until
+    /// the one update that swaps it in; from the next packet on, new flows see it. The map
+    /// is built here from the program's layout (`balancer_common::tables`), not with the
+    /// daemon's encoder.
     #[test]
-    fn the_generation_that_is_not_live_is_never_read() {
-        use aya::maps::{Array, Map, MapData};
-        use balancer_common::{ring_index, tables_index, Ring, ServiceTables};
+    fn a_tables_map_is_read_only_once_swapped_in() {
+        use aya::maps::{Array, HashOfMaps, Map, MapData};
+        use balancer_common::{
+            cell_position, ring_chunks, slot_position, tables_chunks, Chunk, TablesHeader,
+            SPLIT_CELLS, TABLES_MAP_FLAGS,
+        };
 
-        let mut fx = split_service("notlive", &format!("{VIP4}:80/tcp"), &BACKENDS4);
+        let mut fx = split_service("swap", &format!("{VIP4}:80/tcp"), &BACKENDS4);
         let slot = fx.service("web").slot;
-        let maps = fx.plane.maps_dir();
-        let open = |name: &str| Map::Array(MapData::from_pin(maps.join(name)).expect(name));
-        let mut generation: Array<MapData, u32> = open("GENERATION").try_into().unwrap();
-        let mut tables: Array<MapData, ServiceTables> = open("TABLES").try_into().unwrap();
-        let mut rings: Array<MapData, Ring> = open("RINGS").try_into().unwrap();
-        let live = generation.get(&slot, 0).unwrap();
-        let idle = 1 - live;
-        // The idle generation: the live tables, and rings that send everything to one
-        // backend of each group.
+        let pinned = MapData::from_pin(fx.plane.maps_dir().join("TABLES")).expect("TABLES");
+        let mut tables: HashOfMaps<MapData, u32, Array<MapData, Chunk>> =
+            Map::HashOfMaps(pinned).try_into().unwrap();
         let image = fx.image("web").clone();
-        #[expect(
-            clippy::needless_borrows_for_generic_args,
-            reason = "passing the value would copy 10 KiB onto the stack"
-        )]
-        tables
-            .set(tables_index(slot, idle), &*image.tables, 0)
-            .unwrap();
         let only: Vec<u32> = (0..2)
             .map(|g| fx.entry("web", BACKENDS4[g * 2].parse().unwrap()).index)
             .collect();
+        let per_ring = ring_chunks(image.ring_size);
+        let mut chunks = vec![Chunk::default(); tables_chunks(2, image.ring_size) as usize];
+        chunks[0] = Chunk::from_header(&TablesHeader {
+            ring_size: image.ring_size,
+            flags: image.flags,
+            seed: image.seed,
+            cells: SPLIT_CELLS as u32,
+            groups: 2,
+            ring_chunks: per_ring,
+            generation: 0,
+            reserved: [0; 8],
+        });
+        for (cell, &group) in image.cells.iter().enumerate() {
+            let (chunk, byte) = cell_position(cell as u32);
+            chunks[chunk as usize].cells_mut()[byte as usize] = group;
+        }
         for (g, index) in only.iter().enumerate() {
-            let mut ring = image.rings[g].clone();
-            ring.slots.fill(*index);
-            #[expect(
-                clippy::needless_borrows_for_generic_args,
-                reason = "passing the value would copy 256 KiB onto the stack"
-            )]
-            rings
-                .set(ring_index(slot, idle, g as u32), &*ring, 0)
-                .unwrap();
+            for s in 0..image.ring_size {
+                let (chunk, word) = slot_position(per_ring, g as u32, s);
+                chunks[chunk as usize].words[word as usize] = *index;
+            }
+        }
+        let mut map = Array::<MapData, Chunk>::create(chunks.len() as u32, TABLES_MAP_FLAGS)
+            .expect("create a tables map");
+        for (i, chunk) in chunks.iter().enumerate() {
+            map.set(i as u32, chunk, 0).expect("fill the tables map");
         }
         let base = Flow::new(Transport::Tcp, CLIENT4, 0, VIP4, 80);
         let flows: Vec<Flow> = (0..200).map(|i| base.with_sport(20_000 + i)).collect();
@@ -1973,23 +1977,19 @@ mod generations {
             reached.insert(expected);
             let frame = flow.frame();
             let run = fx.send(&frame);
-            assert_forwarded(
-                &run,
-                &frame,
-                &fx.backend(expected),
-                XDP_TX,
-                "live generation",
-            );
+            assert_forwarded(&run, &frame, &fx.backend(expected), XDP_TX, "live tables");
         }
         assert_eq!(reached.len(), 4, "the live tables reach every backend");
-        // The flip: from the next packet on, new flows see the idle generation.
-        generation.set(slot, idle, 0).unwrap();
+        // The swap: from the next packet on, new flows see the new map.
+        tables
+            .insert(slot, &map, 0)
+            .expect("swap the tables map in");
         for flow in &flows[100..] {
             let frame = flow.frame();
             let run = fx.send(&frame);
             let index = run.packet[0..6] == fx.backend(only[0]).dst_mac;
             let other = run.packet[0..6] == fx.backend(only[1]).dst_mac;
-            assert!(index || other, "{flow:?} missed the flipped-to generation");
+            assert!(index || other, "{flow:?} missed the swapped-in tables");
         }
         // Flows tracked before the flip keep their backends.
         for flow in &flows[..100] {
@@ -1998,6 +1998,106 @@ mod generations {
             let run = fx.send(&frame);
             assert_forwarded(&run, &frame, &fx.backend(expected), XDP_TX, "tracked flow");
         }
+    }
+}
+
+/// Each service's tables are a map of their own: sized for the service, counted in the
+/// data plane's memory, found again by a data plane loaded over the same pins, and gone
+/// with the service, its client pins too.
+mod tables {
+    use aya::maps::{lpm_trie::LpmTrie, Map, MapData};
+    use balancer_common::ClientPinKey;
+    use balancer_user::dataplane::{bpffs::Layout, DataPlane};
+
+    use super::*;
+    use crate::support::plane::CONNTRACK_ENTRIES;
+
+    /// The client pins in the pinned trie, as (service slot, generation).
+    fn pins(fx: &Fixture) -> Vec<(u32, u8)> {
+        let data = MapData::from_pin(fx.plane.maps_dir().join("CLIENT_PINS")).unwrap();
+        let trie: LpmTrie<MapData, ClientPinKey, u32> = Map::LpmTrie(data).try_into().unwrap();
+        trie.keys()
+            .map(|key| {
+                let data = key.unwrap().data();
+                (u32::from_be_bytes(data.service_be), data.generation)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_services_tables_are_sized_for_it_counted_and_removed_with_it() {
+        let mut fx = Fixture::new("tables");
+        let empty = fx.plane.memory().unwrap();
+        assert_eq!((empty.tables, empty.tables_bytes), (0, 0));
+        assert!(
+            empty
+                .maps
+                .iter()
+                .any(|m| m.name == "CONNTRACK" && m.bytes > 0),
+            "{empty:?}"
+        );
+        let vip = format!("{VIP4}:80/tcp").parse().unwrap();
+        fx.state
+            .add_service("small", vip, Affinity::Connection, Some(251))
+            .unwrap();
+        fx.add_backend("small", BACKENDS4[0], "blue", 100);
+        fx.add_pin("small", "198.51.100.0/24", "blue");
+        fx.publish("small");
+        let small = fx.plane.memory().unwrap();
+        // Header and cells (158 chunks of 64 bytes) and one ring of 16 chunks, in pages.
+        let chunks = 158 + 16;
+        assert_eq!(small.tables, 1);
+        assert!(
+            (chunks * 64..chunks * 64 + 3 * 4096).contains(&small.tables_bytes),
+            "{small:?}"
+        );
+        let shared: u64 = small.maps.iter().map(|m| m.bytes).sum();
+        assert_eq!(small.total_bytes, shared + small.tables_bytes);
+        // The pin trie is allocated per pin.
+        let trie = |m: &balancer_user::dataplane::Memory| {
+            m.maps
+                .iter()
+                .find(|m| m.name == "CLIENT_PINS")
+                .unwrap()
+                .bytes
+        };
+        assert!(trie(&small) > trie(&empty), "{small:?}");
+        fx.add_service("large", &format!("{VIP4}:81/tcp"), Affinity::Connection);
+        fx.add_backend("large", BACKENDS4[1], "blue", 100);
+        fx.publish("large");
+        let both = fx.plane.memory().unwrap();
+        // A ring of 65537 slots.
+        assert_eq!(both.tables, 2);
+        assert!(
+            both.tables_bytes >= small.tables_bytes + (158 + 4097) * 64,
+            "{both:?}"
+        );
+        // Each publish leaves the pins of the live tables' generation only.
+        let slot = fx.service("small").slot;
+        for _ in 0..3 {
+            fx.publish("small");
+            let held = pins(&fx);
+            assert_eq!(held.len(), 1, "{held:?}");
+            assert_eq!(held[0].0, slot);
+        }
+        // A data plane loaded over the same pins finds the tables.
+        let maps = fx.plane.maps_dir();
+        let root = maps.ancestors().nth(3).unwrap();
+        let again =
+            DataPlane::load_unattached(&Layout::new(root, "lo"), CONNTRACK_ENTRIES).unwrap();
+        let mut slots = again.table_slots();
+        slots.sort();
+        assert_eq!(slots, [slot, fx.service("large").slot]);
+        assert_eq!(again.memory().unwrap().tables_bytes, both.tables_bytes);
+        drop(again);
+        // Removed: its map and pins are gone, its VIP's new flows pass.
+        fx.withdraw_vip("small");
+        fx.plane.remove_tables(slot).unwrap();
+        assert_eq!(fx.plane.table_slots(), [fx.service("large").slot]);
+        assert_eq!(pins(&fx), []);
+        let after = fx.plane.memory().unwrap();
+        assert_eq!(after.tables, 1);
+        assert_eq!(after.tables_bytes, both.tables_bytes - small.tables_bytes);
     }
 }
 
@@ -2485,11 +2585,11 @@ mod kernel_log {
         assert_eq!(fx.expected("web", &flow), Some(index), "the ring names it");
         send_dropped(&mut fx, &flow.frame(), "first packet");
         let reported = Instant::now();
-        // The first write of a service goes to generation 1; its only group is 0.
+        // The first write of a service is generation 0; its only group is 0.
         assert_one_warning(
             &log.read(),
             &[
-                &format!("service {slot} table generation 1 group 0"),
+                &format!("service {slot} table generation 0 group 0"),
                 &format!("backend index {index}, which is not set"),
                 "dropped",
             ],

@@ -243,7 +243,7 @@ fn placement(state: &State) -> BTreeMap<String, Placement> {
                     .find(|(_, b)| b.index == index)
                     .map(|(_, b)| b.addr)
             };
-            let cells = image.tables.cell_group[..SPLIT_CELLS]
+            let cells = image.cells[..SPLIT_CELLS]
                 .iter()
                 .map(|&g| {
                     service
@@ -256,7 +256,7 @@ fn placement(state: &State) -> BTreeMap<String, Placement> {
                 .rings
                 .iter()
                 .map(|ring| {
-                    ring.slots[..service.table_size as usize]
+                    ring[..service.table_size as usize]
                         .iter()
                         .map(|&i| addr_of(i))
                         .collect()

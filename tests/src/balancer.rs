@@ -304,6 +304,25 @@ impl Balancer {
     /// Runs the CLI and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;
+        Self::succeeded(args, out)
+    }
+
+    /// [`Balancer::ok`] for a request the daemon may take up to `timeout` to answer (a
+    /// large `apply`): the CLI gets `--timeout`, and is bounded by it rather than 30 s.
+    pub fn ok_within(&self, args: &[&str], timeout: Duration) -> Result<String> {
+        let flag = format!("--timeout={}s", timeout.as_secs());
+        let args = [&[flag.as_str()], args].concat();
+        let out = run_cli_within(
+            &binary()?,
+            &self.socket(),
+            &args,
+            timeout + Duration::from_secs(5),
+        )?;
+        Self::succeeded(&args, out)
+    }
+
+    /// The standard output of `out`, the CLI's run with `args`, if it exited 0.
+    fn succeeded(args: &[&str], out: CliOutput) -> Result<String> {
         if out.code != Some(0) {
             bail!(
                 "`balancer {}` failed ({:?}): {}",
@@ -442,9 +461,19 @@ fn remove_pins(root: &Path) {
 /// Runs the CLI `binary --socket SOCKET args...` from the calling process; kills it and
 /// fails naming the command if it runs longer than 30 s (`CLI_TIMEOUT`).
 pub fn run_cli(binary: &Path, socket: &Path, args: &[&str]) -> Result<CliOutput> {
+    run_cli_within(binary, socket, args, CLI_TIMEOUT)
+}
+
+/// [`run_cli`] bounded by `timeout` instead of `CLI_TIMEOUT`.
+fn run_cli_within(
+    binary: &Path,
+    socket: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<CliOutput> {
     let mut command = Command::new(binary);
     command.arg("--socket").arg(socket).args(args);
-    let out = run_bounded(&mut command, None, CLI_TIMEOUT)?;
+    let out = run_bounded(&mut command, None, timeout)?;
     Ok(CliOutput {
         code: out.status.code(),
         stdout: out.stdout,

@@ -285,25 +285,45 @@ impl Lab {
         Ok(service)
     }
 
-    /// `count` backend addresses on a network of the LB's own (198.19.64.0/19, on its
-    /// `eth0`), each with a permanent neighbour entry: no host answers them, and none needs
-    /// to for the daemon to take them as backends (for limits, and the metrics' cost).
+    /// `count` backend addresses on networks of the LB's own (198.19.64.0/19, then
+    /// 198.18.128.0/17 and 198.19.128.0/17, on its `eth0`: up to 73,722), each with a
+    /// permanent neighbour entry: no host answers them, and none needs to for the daemon to
+    /// take them as backends (for limits, and the metrics' cost).
     pub fn unanswering_backends(&self, count: usize) -> Result<Vec<std::net::Ipv4Addr>> {
         use std::fmt::Write as _;
+        use std::net::Ipv4Addr;
+        // (the LB's address, the network's prefix length): hosts from the next address on.
+        const NETWORKS: [(Ipv4Addr, u8); 3] = [
+            (Ipv4Addr::new(198, 19, 64, 1), 19),
+            (Ipv4Addr::new(198, 18, 128, 1), 17),
+            (Ipv4Addr::new(198, 19, 128, 1), 17),
+        ];
         let ns = self.topology.lb_ns();
-        crate::netns::run(
-            ns,
-            &["ip", "address", "replace", "198.19.64.1/19", "dev", "eth0"],
-        )?;
-        let first = u32::from(std::net::Ipv4Addr::new(198, 19, 64, 2));
-        let addrs: Vec<std::net::Ipv4Addr> =
-            (0..count).map(|i| (first + i as u32).into()).collect();
+        let mut addrs = Vec::with_capacity(count);
+        for (lb, prefix) in NETWORKS {
+            if addrs.len() == count {
+                break;
+            }
+            let network = format!("{lb}/{prefix}");
+            crate::netns::run(ns, &["ip", "address", "replace", &network, "dev", "eth0"])?;
+            // The LB has the first address; the last is the broadcast address.
+            let hosts = (1usize << (32 - prefix)) - 3;
+            let first = u32::from(lb) + 1;
+            let take = hosts.min(count - addrs.len());
+            addrs.extend((0..take).map(|i| Ipv4Addr::from(first + i as u32)));
+        }
+        ensure!(
+            addrs.len() == count,
+            "{count} unanswering backends asked, the networks hold {}",
+            addrs.len()
+        );
         let mut neighbours = String::new();
         for (i, addr) in addrs.iter().enumerate() {
             writeln!(
                 neighbours,
-                "neigh replace {addr} lladdr 02:00:00:00:{:02x}:{:02x} dev eth0 nud permanent",
-                i >> 8,
+                "neigh replace {addr} lladdr 02:00:00:{:02x}:{:02x}:{:02x} dev eth0 nud permanent",
+                i >> 16,
+                (i >> 8) & 0xff,
                 i & 0xff
             )?;
         }

@@ -468,27 +468,40 @@ fn a_reader_that_goes_away_ends_the_cli_quietly() -> Result<()> {
 
 #[test]
 fn a_binary_of_another_map_layout_refuses_and_leaves_the_data_plane_alone() -> Result<()> {
+    use aya::maps::{Array, IterableMap, MapData, MapInfo};
+
     let mut lab = Lab::new("blf9")?;
     let service = lab.weighted_service("web", false, &[100; 4])?;
     let mut long_lived = LongLived::open(&lab.client, service, 20, &[])?;
     let original = long_lived.original_backends().to_vec();
     lab.balancer.kill9()?;
-    // A layout marker of another version beside ours: as if an older binary's data plane
-    // were pinned for the same interface.
+    // The previous layout's data plane pinned for the same interface, as an older binary
+    // leaves it: its directory and a map pinned in it.
     let ours = balancer_user::dataplane::bpffs::LAYOUT_VERSION;
+    let theirs = ours - 1;
     let other = lab
         .balancer
         .pin_root()
-        .join(format!("v{}", ours + 7))
+        .join(format!("v{theirs}"))
         .join("eth0");
-    std::fs::create_dir_all(&other)?;
+    std::fs::create_dir_all(other.join("maps"))?;
+    let pinned = other.join("maps").join("VIPS");
+    let map = Array::<MapData, u32>::create(4, 0).context("create a map")?;
+    IterableMap::map(&map).pin(&pinned)?;
+    let id = MapInfo::from_pin(&pinned)?.id();
+    drop(map);
     let out = lab.balancer.run_daemon_to_exit(&DaemonFlags::default())?;
     one_line_error(&out, REFUSED, "balancer teardown --iface eth0")?;
     ensure!(
-        out.stderr.contains(&format!("map layout v{}", ours + 7))
+        out.stderr.contains(&format!("map layout v{theirs}"))
             && out.stderr.contains(&format!("uses layout v{ours}"))
-            && out.stderr.contains(&other.display().to_string()),
-        "the refusal does not name both layouts and the pins: {out:?}"
+            && out.stderr.contains(&other.display().to_string())
+            && out.stderr.contains("then start this one"),
+        "the refusal does not name both layouts, the pins and what to do: {out:?}"
+    );
+    ensure!(
+        MapInfo::from_pin(&pinned)?.id() == id,
+        "the older data plane's map was touched"
     );
     ensure!(
         long_lived.ping_all()? == original,
@@ -496,7 +509,10 @@ fn a_binary_of_another_map_layout_refuses_and_leaves_the_data_plane_alone() -> R
     );
     let dist = lab.client.distribution(service, 100, &[])?;
     ensure!(dist.counts.len() == 4, "new flows: {:?}", dist.counts);
-    // The other layout gone, the daemon starts and finds its own data plane as it was.
+    // The other layout gone (what its binary's teardown does: unpin), the daemon starts
+    // and finds its own data plane as it was.
+    std::fs::remove_file(&pinned)?;
+    std::fs::remove_dir(other.join("maps"))?;
     std::fs::remove_dir(&other)?;
     std::fs::remove_dir(other.parent().expect("version directory"))?;
     lab.balancer.restart()?;

@@ -1,4 +1,4 @@
-//! The documented limits are refused with one line at the limit, changing nothing; a
+//! The documented limits (1024 services, 16 groups, 64 pins, 65,536 backends) are refused with one line at the limit, changing nothing; a
 //! non-default table size serves; removing a backend or a service with live connections
 //! does what the README says; a flood of new flows far beyond the connection-tracking size
 //! evicts no established flow.
@@ -15,46 +15,72 @@ use etherparse::PacketBuilder;
 
 #[test]
 fn limits_are_refused_at_the_limit_and_change_nothing() -> Result<()> {
+    use std::fmt::Write as _;
+    const SERVICES: usize = balancer_common::MAX_SERVICES as usize;
+    const GROUPS: usize = balancer_common::MAX_GROUPS as usize;
     let lab = Lab::new("bll1")?;
-    // 32 services per host.
-    for i in 0..32 {
-        lab.balancer.ok(&[
-            "service",
-            "add",
-            &format!("s{i}"),
-            "--vip",
-            &format!("198.19.0.{}:80/tcp", 10 + i),
-        ])?;
+    // 1024 services per host, applied at once.
+    let file = lab.balancer.socket().with_file_name("services.toml");
+    let mut config = String::new();
+    for i in 0..SERVICES {
+        writeln!(
+            config,
+            "[[service]]\nname = \"s{i}\"\nvip = \"198.19.0.10:{}/tcp\"",
+            10_000 + i
+        )?;
     }
+    std::fs::write(&file, &config)?;
+    lab.balancer.ok_within(
+        &["apply", "-f", &file.to_string_lossy()],
+        std::time::Duration::from_secs(300),
+    )?;
     let before = lab.balancer.settings()?;
-    lab.balancer
-        .refused(&["service", "add", "s32", "--vip", "198.19.0.99:80/tcp"])?;
+    ensure!(before.len() == SERVICES, "{} services", before.len());
     let out = lab
         .balancer
-        .cli(&["service", "add", "s32", "--vip", "198.19.0.99:80/tcp"])?;
+        .cli(&["service", "add", "extra", "--vip", "198.19.0.99:80/tcp"])?;
     ensure!(
-        out.stderr.trim() == "error: no room for another service (at most 32)",
+        out.code == Some(1)
+            && out.stderr.trim()
+                == format!("error: no room for another service (at most {SERVICES})"),
         "{out:?}"
     );
     ensure!(
         lab.balancer.settings()? == before,
         "a refused service changed the state"
     );
-    for i in 1..32 {
-        lab.balancer.ok(&["service", "remove", &format!("s{i}")])?;
+    std::fs::write(
+        &file,
+        "[[service]]\nname = \"s0\"\nvip = \"198.19.0.10:10000/tcp\"\n",
+    )?;
+    lab.balancer.ok_within(
+        &["apply", "-f", &file.to_string_lossy()],
+        std::time::Duration::from_secs(300),
+    )?;
+    // 16 groups per service (one backend each).
+    let addrs = lab.unanswering_backends(GROUPS)?;
+    for (i, addr) in addrs.iter().enumerate() {
+        lab.balancer.ok(&[
+            "backend",
+            "add",
+            "s0",
+            &addr.to_string(),
+            "--group",
+            &format!("g{i}"),
+        ])?;
     }
-    // 4 groups per service (one backend each).
-    for i in 0..4 {
-        let addr = lab.topology.backend_v4(i).to_string();
-        lab.balancer
-            .ok(&["backend", "add", "s0", &addr, "--group", &format!("g{i}")])?;
-    }
-    let out = lab
-        .balancer
-        .cli(&["backend", "add", "s0", "198.18.0.250", "--group", "g4"])?;
+    let out = lab.balancer.cli(&[
+        "backend",
+        "add",
+        "s0",
+        "198.18.0.250",
+        "--group",
+        &format!("g{GROUPS}"),
+    ])?;
     ensure!(
         out.code == Some(1)
-            && out.stderr.trim() == "error: service \"s0\" already has the most groups allowed (4)",
+            && out.stderr.trim()
+                == format!("error: service \"s0\" already has the most groups allowed ({GROUPS})"),
         "{out:?}"
     );
     // 64 client pins per service.
@@ -290,16 +316,16 @@ fn without_colors(line: &str) -> String {
 }
 
 #[test]
-fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
+fn the_last_of_65536_backends_is_taken_and_the_next_refused() -> Result<()> {
     use std::fmt::Write as _;
     const MAX: usize = balancer_common::MAX_BACKENDS as usize;
     const SERVICES: usize = 4;
     let lab = Lab::new("bll4")?;
-    // 4097 addresses that no host answers, each with a static neighbour entry.
+    // 65,537 addresses that no host answers, each with a static neighbour entry.
     let addrs = lab.unanswering_backends(MAX + 1)?;
     let addr = |i: usize| addrs[i];
 
-    // Four services of 1024 backends, applied one service more each time (only the new
+    // Four services of 16,384 backends, applied one service more each time (only the new
     // backends are located).
     let file = lab.balancer.socket().with_file_name("many.toml");
     let mut config = String::new();
@@ -316,7 +342,10 @@ fn the_last_of_4096_backends_is_taken_and_the_next_refused() -> Result<()> {
         )?;
         std::fs::write(&file, &config)?;
         let start = std::time::Instant::now();
-        lab.balancer.ok(&["apply", "-f", file.to_str().unwrap()])?;
+        lab.balancer.ok_within(
+            &["apply", "-f", file.to_str().unwrap()],
+            std::time::Duration::from_secs(300),
+        )?;
         println!("apply of service {s} took {:?}", start.elapsed());
     }
     let count = |services: &[balancer_user::api::ServiceStatus]| -> usize {

@@ -8,13 +8,12 @@ use aya_obj::Object;
 
 /// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, and the log ring and
 /// rate limiter of `balancer-ebpf/src/events.rs`).
-const BALANCER_MAPS: [&str; 19] = [
+const BALANCER_MAPS: [&str; 17] = [
     "AYA_LOGS",
     "BACKENDS",
     "BACKEND_STATS",
     "CONNTRACK",
     "EVENT_LOGGED",
-    "GENERATION",
     "GLOBAL_STATS",
     "CLIENT_PINS",
     "NAT_STATS",
@@ -22,7 +21,6 @@ const BALANCER_MAPS: [&str; 19] = [
     "REPLIES",
     "REPLY_STATS",
     "REWRITES",
-    "RINGS",
     "TABLES",
     "TUNNELS",
     "TUNNEL_STATS",

@@ -23,7 +23,7 @@ use crate::{
     dataplane::{
         fullnat::{Ending, Swept},
         unanswered::PendingFlow,
-        Census, DataPlaneError, FlowCounts, GlobalCounters, ServiceImage,
+        Census, DataPlaneError, FlowCounts, GlobalCounters, Memory, ServiceImage,
     },
     health::HealthRecord,
     neighbor::{NeighborError, NextHop},
@@ -230,6 +230,25 @@ impl Plane for FakePlane {
         maps.vips.retain(|(k, _)| *k != vip);
         maps.vips.push((vip, VipInfo { service: slot }));
         Ok(())
+    }
+    fn remove_tables(&mut self, slot: u32) -> Result<(), DataPlaneError> {
+        self.write()?;
+        self.maps().live.remove(&slot);
+        Ok(())
+    }
+    fn table_slots(&self) -> Vec<u32> {
+        self.maps().live.keys().copied().collect()
+    }
+    fn memory(&self) -> Result<Memory, DataPlaneError> {
+        // A tables map's bytes: its chunks'.
+        let bytes = |image: &ServiceImage| {
+            let chunks = balancer_common::tables_chunks(image.rings.len() as u32, image.ring_size);
+            u64::from(chunks) * balancer_common::CHUNK_BYTES as u64
+        };
+        Ok(Memory::new(
+            Vec::new(),
+            self.maps().live.values().map(bytes),
+        ))
     }
     fn backend_counters(&self, index: u32) -> Result<BackendStats, DataPlaneError> {
         Ok(self
@@ -446,6 +465,7 @@ impl Rig {
                     },
                 ))
         }) && maps.vips.len() == state.services.len()
+            && maps.live.len() == state.services.len()
     }
 
     /// The data plane's backend entries: exactly the backends of `state`, with their epochs.

@@ -281,6 +281,12 @@ impl Controller {
                 self.plane.remove_vip(&vip)?;
             }
         }
+        let wanted_slots: HashSet<u32> = target.services.values().map(|s| s.slot).collect();
+        for slot in self.plane.table_slots() {
+            if !wanted_slots.contains(&slot) {
+                self.plane.remove_tables(slot)?;
+            }
+        }
         let wanted: BTreeSet<BackendId> = backend_ids(&target).into_keys().collect();
         for index in 0..MAX_BACKENDS {
             let entry = self.plane.backend(index)?;
@@ -355,6 +361,9 @@ impl Controller {
         for (name, service) in &previous.services {
             if next.services.get(name).map(|s| s.vip) != Some(service.vip) {
                 self.plane.remove_vip(&service.vip.key())?;
+            }
+            if !next.services.contains_key(name) {
+                self.plane.remove_tables(service.slot)?;
             }
         }
         for (name, c) in compiled {

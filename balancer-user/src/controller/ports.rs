@@ -11,7 +11,8 @@ use crate::{
     dataplane::{
         fullnat::{Ending, Swept},
         unanswered::PendingFlow,
-        Census, DataPlane, DataPlaneError, FlowCounter, FlowCounts, GlobalCounters, ServiceImage,
+        Census, DataPlane, DataPlaneError, FlowCounter, FlowCounts, GlobalCounters, Memory,
+        ServiceImage,
     },
     health::HealthRecord,
     neighbor::{self, NeighborError, NextHop},
@@ -54,13 +55,19 @@ pub trait Plane: Send {
     fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, DataPlaneError>;
     /// Stops balancing a VIP.
     fn remove_vip(&mut self, vip: &VipKey) -> Result<(), DataPlaneError>;
-    /// Publishes a service's image atomically (a new generation, then the flip).
+    /// Publishes a service's image atomically (a new tables map swapped in whole).
     fn write_service(
         &mut self,
         slot: u32,
         vip: VipKey,
         image: &ServiceImage,
     ) -> Result<(), DataPlaneError>;
+    /// Removes a service's tables and client pins (after its VIP).
+    fn remove_tables(&mut self, slot: u32) -> Result<(), DataPlaneError>;
+    /// The service slots that have tables in the data plane.
+    fn table_slots(&self) -> Vec<u32>;
+    /// The data plane's memory as the kernel accounts it.
+    fn memory(&self) -> Result<Memory, DataPlaneError>;
     /// Counters of one backend index.
     fn backend_counters(&self, index: u32) -> Result<BackendStats, DataPlaneError>;
     /// Global counters.
@@ -131,6 +138,15 @@ impl Plane for DataPlane {
         image: &ServiceImage,
     ) -> Result<(), DataPlaneError> {
         DataPlane::write_service(self, slot, vip, image)
+    }
+    fn remove_tables(&mut self, slot: u32) -> Result<(), DataPlaneError> {
+        DataPlane::remove_tables(self, slot)
+    }
+    fn table_slots(&self) -> Vec<u32> {
+        DataPlane::table_slots(self)
+    }
+    fn memory(&self) -> Result<Memory, DataPlaneError> {
+        DataPlane::memory(self)
     }
     fn backend_counters(&self, index: u32) -> Result<BackendStats, DataPlaneError> {
         DataPlane::backend_counters(self, index)

@@ -119,6 +119,7 @@ impl Controller {
             services,
             counters: self.plane.global_counters()?,
             translations: Default::default(),
+            memory: self.plane.memory()?,
         })
     }
 }

@@ -232,6 +232,23 @@ fn fail_at_each_write(change: Change, count: usize, writes: &str) {
 }
 
 #[test]
+fn a_removed_service_takes_its_tables_with_it() {
+    let rig = Rig::new(sample());
+    let mut controller = rig.start();
+    let slot = controller.state().service("web").unwrap().slot;
+    assert!(rig.plane.maps().live.contains_key(&slot));
+    apply(
+        &mut controller,
+        Change::RemoveService {
+            service: "web".into(),
+        },
+    )
+    .unwrap();
+    assert!(!rig.plane.maps().live.contains_key(&slot));
+    assert!(rig.live_matches(controller.state()));
+}
+
+#[test]
 fn a_restart_reconciles_to_identical_tables_and_removes_leftovers() {
     let rig = Rig::new(sample());
     let mut first = rig.start();
@@ -252,12 +269,14 @@ fn a_restart_reconciles_to_identical_tables_and_removes_leftovers() {
                 ..Backend::default()
             },
         );
+        let tables = maps.live.values().next().unwrap().clone();
+        maps.live.insert(9, tables);
     }
     let second = rig.start();
     assert_eq!(second.state(), &state);
     assert!(
         rig.plane.maps().live == live_before,
-        "tables differ after the restart"
+        "tables differ after the restart (or the stray ones stayed)"
     );
     assert_eq!(rig.plane.maps().backends, backends_before);
     assert!(rig.live_matches(&state), "the stray VIP stayed");

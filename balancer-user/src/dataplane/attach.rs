@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use aya::{
+    maps::MapData,
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
@@ -54,8 +55,11 @@ pub(super) fn load(bpffs: &Layout, conntrack_entries: u32) -> Result<Ebpf, DataP
         Err(_) => pending_slots(conntrack_entries),
     };
     let pending_mask = pending.next_power_of_two() - 1;
+    // `TABLES` is a BTF map, which carries no pinning of its own: pinned by path.
+    let tables = maps_dir.join("TABLES");
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
+        .map_pin_path("TABLES", tables.as_path())
         .map_max_entries("CONNTRACK", conntrack_entries)
         .map_max_entries("TRANSLATIONS", conntrack_entries)
         .map_max_entries("ALLOCATIONS", conntrack_entries)
@@ -74,6 +78,31 @@ pub(super) fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataPlaneError> {
         .ok_or_else(|| DataPlaneError::MissingMap(BALANCER_PROGRAM.into()))?
         .try_into()
         .map_err(prog_err("find the XDP program"))
+}
+
+/// Every map the loaded program uses, with its name as the kernel has it (at most 15
+/// bytes), each through a handle of its own.
+pub(super) fn used_maps(ebpf: &mut Ebpf) -> Result<Vec<(String, MapData)>, DataPlaneError> {
+    let info = program(ebpf)?
+        .info()
+        .map_err(prog_err("read the program's info"))?;
+    let ids = info
+        .map_ids()
+        .map_err(prog_err("list the program's maps"))?
+        .unwrap_or_default();
+    ids.into_iter()
+        .map(|id| {
+            let map = MapData::from_id(id).map_err(|source| DataPlaneError::Map {
+                context: format!("open the program's map {id}"),
+                source,
+            })?;
+            let name = map.info().map_err(|source| DataPlaneError::Map {
+                context: format!("read the program's map {id}"),
+                source,
+            })?;
+            Ok((name.name_as_str().unwrap_or("?").to_string(), map))
+        })
+        .collect()
 }
 
 /// How the program came to be attached.

@@ -2,9 +2,11 @@
 //! and writing the maps.
 //!
 //! Writes follow one rule that makes every change atomic for packets: a service's tables
-//! exist in two generations; the daemon writes the generation that is not live, then flips
-//! the service's one-word generation index. A packet therefore reads either the whole old
-//! tables or the whole new ones.
+//! are one map of their own (`tables`), made whole for each change and swapped into
+//! `TABLES` with one update. A packet therefore reads either the whole old tables or the
+//! whole new ones; the kernel returns from the update only once no program runs with the
+//! old map, and frees it after. Client pins are kept per generation (0 or 1) in one trie:
+//! the new tables' generation is written before the swap, the old one removed after it.
 
 mod attach;
 pub mod bpffs;
@@ -12,47 +14,54 @@ mod error;
 mod events;
 pub mod fullnat;
 pub mod link;
+pub mod memory;
 mod nat;
 pub mod object;
 mod pending;
 pub mod pinned;
 mod stats;
+mod tables;
 pub mod unanswered;
 
 use std::{
-    collections::{BTreeSet, HashMap as StdHashMap},
-    time::{Duration, Instant},
+    collections::{BTreeMap, BTreeSet},
+    os::fd::AsFd,
+    time::Duration,
 };
 
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    Array, HashMap, MapData, PerCpuArray, PerCpuValues,
+    Array, HashMap, HashOfMaps, IterableMap, MapData, PerCpuArray, PerCpuValues,
 };
 use balancer_common::{
-    ring_index, tables_index, vip_port_bit, Backend, BackendStats, ClientPinKey, Endpoint, FlowKey,
-    FlowState, Reply, ReplyStats, Rewrite, Ring, ServiceTables, Tunnel, VipInfo, VipKey,
-    CLIENT_PIN_PREFIX_BASE, GENERATIONS, PROTO_TCP, PROTO_UDP, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
+    vip_port_bit, Backend, BackendStats, Chunk, ClientPinKey, Endpoint, FlowKey, FlowState, Reply,
+    ReplyStats, Rewrite, Tunnel, VipInfo, VipKey, CLIENT_PIN_PREFIX_BASE, GENERATIONS, PROTO_TCP,
+    PROTO_UDP, TUNNEL_STAT_COUNT, VIP_PORT_ENTRIES,
 };
 
 pub use attach::{AttachOptions, Attachment};
 pub use error::DataPlaneError;
+pub use memory::{MapMemory, Memory};
 pub use stats::{
     monotonic_ns, Census, FlowCounter, FlowCounts, GlobalCounters, NatCounters, TunnelCounters,
     LINGER,
 };
 
-/// How long a table generation that just stopped being live is left alone before it is
-/// rewritten. An XDP program run lasts microseconds; this leaves a wide margin for packets
-/// that read the old generation just before the flip.
-const GENERATION_GRACE: Duration = Duration::from_millis(2);
-
-/// Everything one service needs in the data plane for one generation.
-#[derive(Clone, PartialEq)]
+/// Everything one service needs in the data plane: what its tables map holds, and its
+/// client pins.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServiceImage {
-    /// Split and hashing parameters.
-    pub tables: Box<ServiceTables>,
-    /// Maglev table of each group, in group-index order.
-    pub rings: Vec<Box<Ring>>,
+    /// Slots of each group's Maglev table (a prime).
+    pub ring_size: u32,
+    /// `FLAG_*` bits (client affinity, client pins).
+    pub flags: u32,
+    /// Seed of the flow hash.
+    pub seed: u64,
+    /// The group of each split cell (`SPLIT_CELLS` of them), `NO_GROUP` when none serves.
+    pub cells: Vec<u8>,
+    /// The Maglev table of each group, in group-index order: `ring_size` backend indices
+    /// (`NONE` when the group is empty).
+    pub rings: Vec<Vec<u32>>,
     /// Client pins.
     pub client_pins: Vec<ImageClientPin>,
 }
@@ -68,6 +77,27 @@ pub struct ImageClientPin {
     pub prefix_len: u8,
     /// Group index the prefix's clients get.
     pub group: u32,
+}
+
+/// A service's tables as written to `TABLES`.
+#[derive(Clone, Copy, Debug)]
+struct Published {
+    /// Their generation: the client pins they use.
+    generation: u32,
+    /// The bytes the kernel accounts for their map.
+    bytes: u64,
+}
+
+impl Published {
+    /// What `map`, of `generation`, is.
+    fn of(map: &Array<MapData, Chunk>, generation: u32) -> Result<Self, DataPlaneError> {
+        let fd = IterableMap::map(map).fd().as_fd();
+        let bytes = memory::memlock(fd).map_err(|source| DataPlaneError::Io {
+            context: "read the memory of a service's tables".into(),
+            source,
+        })?;
+        Ok(Self { generation, bytes })
+    }
 }
 
 /// Outcome of one `BPF_PROG_TEST_RUN`.
@@ -87,9 +117,12 @@ pub struct DataPlane {
     bpffs: bpffs::Layout,
     attachment: Attachment,
     vips: HashMap<MapData, VipKey, VipInfo>,
-    generation: Array<MapData, u32>,
-    tables: Array<MapData, ServiceTables>,
-    rings: Array<MapData, Ring>,
+    tables: HashOfMaps<MapData, u32, Array<MapData, Chunk>>,
+    /// Per service slot in `TABLES`: the generation of its tables and the bytes the kernel
+    /// accounts for their map (read from the maps at load, kept as they are written).
+    services: BTreeMap<u32, Published>,
+    /// Every map the program uses, by name (for their memory).
+    shared: Vec<(String, MapData)>,
     backends: Array<MapData, Backend>,
     tunnels: Array<MapData, Tunnel>,
     tunnel_stats: PerCpuArray<MapData, u64>,
@@ -103,7 +136,6 @@ pub struct DataPlane {
     pending: pending::PendingTable,
     vip_ports: Array<MapData, u32>,
     client_pins: LpmTrie<MapData, ClientPinKey, u32>,
-    last_flip: StdHashMap<u32, Instant>,
     /// (port, protocol) of former VIPs still in the pre-filter; `None` until the filter was
     /// read once (a restarted daemon learns there what its predecessor left).
     lingering_ports: Option<BTreeSet<(u16, u8)>>,
@@ -134,11 +166,11 @@ impl DataPlane {
         bpffs: bpffs::Layout,
         attachment: Attachment,
     ) -> Result<Self, DataPlaneError> {
-        Ok(Self {
+        let mut plane = Self {
             vips: take(&mut ebpf, "VIPS")?,
-            generation: take(&mut ebpf, "GENERATION")?,
             tables: take(&mut ebpf, "TABLES")?,
-            rings: take(&mut ebpf, "RINGS")?,
+            services: BTreeMap::new(),
+            shared: attach::used_maps(&mut ebpf)?,
             backends: take(&mut ebpf, "BACKENDS")?,
             tunnels: take(&mut ebpf, "TUNNELS")?,
             tunnel_stats: take(&mut ebpf, "TUNNEL_STATS")?,
@@ -155,9 +187,30 @@ impl DataPlane {
             ebpf,
             bpffs,
             attachment,
-            last_flip: StdHashMap::new(),
             lingering_ports: None,
-        })
+        };
+        plane.services = plane.published()?;
+        Ok(plane)
+    }
+
+    /// What `TABLES` holds per service slot, read from the maps (each one's header and
+    /// the kernel's account of it).
+    fn published(&self) -> Result<BTreeMap<u32, Published>, DataPlaneError> {
+        let mut services = BTreeMap::new();
+        for slot in self.tables.keys() {
+            let slot = match slot {
+                Ok(slot) => slot,
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err("list TABLES")(e)),
+            };
+            let map = match self.tables.get(&slot, 0) {
+                Ok(map) => map,
+                Err(e) if missing(&e) => continue,
+                Err(e) => return Err(map_err("read TABLES")(e)),
+            };
+            services.insert(slot, Published::of(&map, tables::header(&map)?.generation)?);
+        }
+        Ok(services)
     }
 
     /// Whether a pinned attachment was taken over (a restart), as opposed to a new one.
@@ -195,49 +248,28 @@ impl DataPlane {
         })
     }
 
-    /// Publishes a service: writes the non-live generation of its tables, flips to it, and
-    /// makes sure its VIP points at it.
+    /// Publishes a service: writes its client pins under the generation its live tables
+    /// do not use, makes a new tables map of that generation, swaps it in for the live one
+    /// (the kernel returns once no program runs with the old map), removes the old
+    /// generation's pins, and makes sure its VIP points at it.
     pub fn write_service(
         &mut self,
         slot: u32,
         vip: VipKey,
         image: &ServiceImage,
     ) -> Result<(), DataPlaneError> {
-        let live = self
-            .generation
-            .get(&slot, 0)
-            .map_err(map_err("read GENERATION"))?;
-        let next = (live + 1) % GENERATIONS;
-        if let Some(flipped) = self.last_flip.get(&slot) {
-            let since = flipped.elapsed();
-            if since < GENERATION_GRACE {
-                std::thread::sleep(GENERATION_GRACE - since);
-            }
-        } else {
-            // Unknown history (fresh daemon): assume a flip just happened.
-            std::thread::sleep(GENERATION_GRACE);
-        }
-        for (group, ring) in image.rings.iter().enumerate() {
-            #[expect(
-                clippy::needless_borrows_for_generic_args,
-                reason = "passing the value would copy 256 KiB onto the stack"
-            )]
-            self.rings
-                .set(ring_index(slot, next, group as u32), &**ring, 0)
-                .map_err(map_err("write RINGS"))?;
-        }
+        let live = self.services.get(&slot).map(|p| p.generation);
+        let next = live.map_or(0, |live| (live + 1) % GENERATIONS);
         self.replace_client_pins(slot, next, &image.client_pins)?;
-        #[expect(
-            clippy::needless_borrows_for_generic_args,
-            reason = "passing the value would copy 10 KiB onto the stack"
-        )]
+        let map = tables::create(&tables::encode(image, next))?;
+        let published = Published::of(&map, next)?;
         self.tables
-            .set(tables_index(slot, next), &*image.tables, 0)
+            .insert(slot, &map, 0)
             .map_err(map_err("write TABLES"))?;
-        self.generation
-            .set(slot, next, 0)
-            .map_err(map_err("flip GENERATION"))?;
-        self.last_flip.insert(slot, Instant::now());
+        self.services.insert(slot, published);
+        if let Some(live) = live {
+            self.remove_client_pins(slot, Some(live))?;
+        }
         // The pre-filter lets the VIP's packets through before the VIP exists (and again
         // for maps pinned before the filter was).
         self.open_vip_port(&vip)?;
@@ -250,12 +282,64 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Removes a service's tables and client pins (its VIP goes first: see
+    /// [`DataPlane::remove_vip`]); the kernel frees its map once no program runs with it.
+    pub fn remove_tables(&mut self, slot: u32) -> Result<(), DataPlaneError> {
+        match self.tables.remove(&slot) {
+            Err(e) if !missing(&e) => return Err(map_err("remove from TABLES")(e)),
+            _ => {}
+        }
+        self.services.remove(&slot);
+        self.remove_client_pins(slot, None)
+    }
+
+    /// The service slots that have tables in the data plane.
+    pub fn table_slots(&self) -> Vec<u32> {
+        self.services.keys().copied().collect()
+    }
+
+    /// The data plane's memory as the kernel accounts it: every map the program uses, and
+    /// every service's tables map (as accounted when written).
+    pub fn memory(&self) -> Result<Memory, DataPlaneError> {
+        let mut maps = Vec::new();
+        for (name, map) in &self.shared {
+            let bytes = memory::memlock(map.fd().as_fd()).map_err(|source| DataPlaneError::Io {
+                context: format!("read the memory of the map {name}"),
+                source,
+            })?;
+            maps.push(MapMemory {
+                name: name.clone(),
+                bytes,
+            });
+        }
+        Ok(Memory::new(maps, self.services.values().map(|p| p.bytes)))
+    }
+
     /// Makes the client pins of `slot`'s generation `generation` exactly `pins`.
     fn replace_client_pins(
         &mut self,
         slot: u32,
         generation: u32,
         pins: &[ImageClientPin],
+    ) -> Result<(), DataPlaneError> {
+        self.remove_client_pins(slot, Some(generation))?;
+        for pin in pins {
+            let key = Key::new(
+                CLIENT_PIN_PREFIX_BASE + u32::from(pin.prefix_len),
+                ClientPinKey::new(slot, generation, pin.family, pin.addr),
+            );
+            self.client_pins
+                .insert(&key, pin.group, 0)
+                .map_err(map_err("write CLIENT_PINS"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the client pins of `slot`'s generation `generation` (all its pins: `None`).
+    fn remove_client_pins(
+        &mut self,
+        slot: u32,
+        generation: Option<u32>,
     ) -> Result<(), DataPlaneError> {
         let mut stale: Vec<Key<ClientPinKey>> = Vec::new();
         for key in self.client_pins.keys() {
@@ -266,23 +350,17 @@ impl DataPlane {
                 Err(e) => return Err(map_err("list CLIENT_PINS")(e)),
             };
             let data = key.data();
-            if data.service_be == slot.to_be_bytes() && u32::from(data.generation) == generation {
+            if data.service_be == slot.to_be_bytes()
+                && generation.is_none_or(|g| u32::from(data.generation) == g)
+            {
                 stale.push(key);
             }
         }
         for key in stale {
-            self.client_pins
-                .remove(&key)
-                .map_err(map_err("remove from CLIENT_PINS"))?;
-        }
-        for pin in pins {
-            let key = Key::new(
-                CLIENT_PIN_PREFIX_BASE + u32::from(pin.prefix_len),
-                ClientPinKey::new(slot, generation, pin.family, pin.addr),
-            );
-            self.client_pins
-                .insert(&key, pin.group, 0)
-                .map_err(map_err("write CLIENT_PINS"))?;
+            match self.client_pins.remove(&key) {
+                Err(e) if !missing(&e) => return Err(map_err("remove from CLIENT_PINS")(e)),
+                _ => {}
+            }
         }
         Ok(())
     }

@@ -22,8 +22,9 @@ use crate::{
     operation::Operation,
 };
 
-/// The largest request body taken, in bytes (an `apply` of 4096 backends is a fifth of it).
-pub const MAX_BODY: usize = 1 << 20;
+/// The largest request body taken, in bytes (an `apply` of 65,536 backends is about a
+/// quarter of it).
+pub const MAX_BODY: usize = 8 << 20;
 
 /// Every route of the control API. Served with [`Peer`] as connect info (the uid a change
 /// is recorded under in the history).
@@ -175,7 +176,7 @@ mod tests {
         assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
             body,
-            r#"{"error":"the request body is over the limit of 1048576 bytes"}"#
+            r#"{"error":"the request body is over the limit of 8388608 bytes"}"#
         );
         let (_, status) = call(&router, Method::GET, "/status", "").await;
         let status: crate::api::Status = serde_json::from_str(&status).expect("status JSON");

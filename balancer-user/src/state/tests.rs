@@ -121,6 +121,30 @@ fn a_removed_backend_retires_keeping_its_index_and_a_cut_one_frees_it() {
 }
 
 #[test]
+fn backends_added_together_take_what_one_by_one_would() {
+    let mut s = sample();
+    // Index holes: one freed (cut), one held by a retired backend.
+    s.remove_backend("web", ip("198.18.0.101"), true, 5)
+        .unwrap();
+    s.remove_backend("web", ip("198.18.0.102"), false, 5)
+        .unwrap();
+    let added = [
+        (ip("198.18.0.120"), "blue", 10),
+        (ip("198.18.0.121"), "green", 20),
+        (ip("198.18.0.122"), "canary", 30),
+        (ip("198.18.0.102"), "green", 40),
+    ];
+    let mut together = s.clone();
+    together.add_backends("web", &added).unwrap();
+    for (addr, group, weight) in added {
+        s.add_backend("web", addr, group, weight).unwrap();
+    }
+    assert_eq!(together, s);
+    assert_eq!(entry(&s, "198.18.0.120").index, 0, "the freed index first");
+    together.validate().unwrap();
+}
+
+#[test]
 fn retirements_end_when_idle_dead_or_expired_and_not_before() {
     let mut s = sample();
     for (addr, at) in [

@@ -163,7 +163,7 @@ impl Fixture {
         self.backends.remove(&index);
     }
 
-    /// Compiles `service` and writes it (new generation, flip, VIP).
+    /// Compiles `service` and writes it (a new tables map swapped in, VIP).
     pub fn publish(&mut self, service: &str) {
         let svc = self.service(service).clone();
         let compiled = compile(&svc, SEED, &Default::default()).expect("compile");
@@ -642,7 +642,7 @@ pub fn model_backend(
         Some(group) => group,
         None => {
             let cell = hash.cell(SPLIT_CELLS as u32)?;
-            let group = image.tables.cell_group[cell as usize];
+            let group = image.cells[cell as usize];
             if group == NO_GROUP {
                 return None;
             }
@@ -650,7 +650,7 @@ pub fn model_backend(
         }
     };
     let slot = hash.slot(table_size)?;
-    let index = image.rings[group].slots[slot as usize];
+    let index = image.rings[group][slot as usize];
     (index != NONE).then_some(index)
 }
 
