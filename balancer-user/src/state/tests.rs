@@ -367,7 +367,10 @@ fn toml_carries_a_full_nat_pool() {
     );
     assert!(!text.contains("tunnel_source"), "{text}");
     let mut fresh = State::default();
-    Config::parse(&text).unwrap().apply_to(&mut fresh, 0).unwrap();
+    Config::parse(&text)
+        .unwrap()
+        .apply_to(&mut fresh, 0)
+        .unwrap();
     assert_eq!(fresh.services["dns"].forward, fullnat);
     // Pool ports that are no range: refused in one line, naming them.
     let bad = text.replace("2000-2999", "2999-2000");
