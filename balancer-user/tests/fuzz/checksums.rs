@@ -155,3 +155,40 @@ pub fn compute(bytes: &[u8]) -> u16 {
     let native = Sum16BitWords::new().add_slice(bytes).ones_complement();
     u16::from_be_bytes(native.to_ne_bytes())
 }
+
+/// The check takes a checksum recomputed for rewritten addresses and ports, and refuses one
+/// off by a bit, or a UDP "none" that became a value.
+#[test]
+fn the_check_tells_a_right_update_from_a_wrong_one() {
+    use crate::support::packet::{Flow, Transport};
+
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let before = Flow::new(transport, "203.0.113.7", 40_000, "198.19.0.1", 80).frame();
+        let after = Flow::new(transport, "203.0.113.7", 40_000, "198.18.210.3", 8080).frame();
+        let udp = transport == Transport::Udp;
+        let len = before.len() - 34;
+        let sums = [ipv4_header("IPv4", 14, 20), transport_sum(udp, len)];
+        for sum in &sums {
+            sum.check(&before, &after).expect("recomputed");
+            let mut wrong = after.clone();
+            wrong[sum.field + 1] ^= 1;
+            assert!(
+                sum.check(&before, &wrong).is_err(),
+                "{} off by a bit",
+                sum.name
+            );
+        }
+    }
+    let mut none = Flow::new(Transport::Udp, "203.0.113.7", 1, "198.19.0.1", 53).frame();
+    none[40..42].copy_from_slice(&[0, 0]);
+    let sum = transport_sum(true, none.len() - 34);
+    sum.check(&none, &none).expect("none stays none");
+    let mut some = none.clone();
+    some[41] = 1;
+    assert!(sum.check(&none, &some).is_err(), "none became a value");
+}
+
+/// The TCP or UDP checksum of an untagged IPv4 frame's `len`-byte segment.
+fn transport_sum(udp: bool, len: usize) -> Sum {
+    transport("L4", (14, false), 34, udp, len)
+}

@@ -1,20 +1,37 @@
-//! The fuzzed data plane: seeded frames — valid VIP frames, mutations of them, random
-//! bytes (see [`frames`]) — run through the real XDP program with `BPF_PROG_TEST_RUN`, each
-//! checked against the independent model of the data-plane tests ([`Fixture::outcome`]: the
-//! README's parser rules in `support::verdict`, the VIPs of the desired state, the selection
-//! model).
+//! The fuzzed data plane: seeded frames — valid frames of VIP and other flows, replies of
+//! `nat`/`fullnat` backends and ICMP errors about their flows, mutations of all of them,
+//! random bytes (see [`frames`]) — run through the real XDP program with
+//! `BPF_PROG_TEST_RUN`, each checked against the independent model of the data-plane tests
+//! ([`Fixture::outcome`]: the README's parser rules in `support::verdict`, the VIPs of the
+//! desired state, the selection model; [`routed`] and [`replies`] for the routed modes).
 //!
-//! For every frame: the XDP action is the model's; a forwarded frame goes to the model's
-//! backend (XDP_TX, or XDP_REDIRECT for the backend behind another interface) with only the
-//! 12 MAC bytes changed, to that backend's; a passed or dropped frame is not changed at all.
-//! Every `BALANCER_FUZZ_CHECK_EVERY` frames and at the end: the global counters are exactly
-//! the model's verdicts added up, each backend's packets and bytes exactly the frames
-//! forwarded to it, and its new flows, FIN closes, resets and SYN retransmits exactly what
-//! the tracking model ([`support::tracking`]: pending and established flows, promotion,
-//! FIN and RST marks, the two-slot pending pairs) says of each packet; both
-//! connection-tracking tables hold exactly the model's flows. Then connection tracking is emptied, so that the
-//! established flows' LRU never fills (an LRU that evicts would make them unknowable) and
-//! the next stretch starts from nothing tracked.
+//! The services cover every forwarding mode: direct server return (see [`services`]) and
+//! `ipip`, `gue`, `nat` and `fullnat` over IPv4 and IPv6, TCP and UDP, whose backends sit
+//! behind every kind of route of a network namespace the run builds ([`routed`]: a resolved
+//! next hop, a small MTU, an unresolved next hop, a blackhole). All frames of a run go to
+//! one data plane in that namespace, so about a third of the VIP frames reach DSR services
+//! and the rest the routed ones; about one frame in ten (mutated or not) is a reply and one
+//! in ten an ICMP error.
+//!
+//! For every frame: the XDP action is the model's. A frame forwarded to a DSR backend goes
+//! to the model's backend (XDP_TX, or XDP_REDIRECT for the backend behind another
+//! interface) with only the 12 MAC bytes changed, to that backend's; one to a routed backend
+//! leaves exactly as [`routed`] builds it (outer headers, translated addresses and ports, the
+//! flow's pool port, checksums by recomputation, or the ICMP answer to a packet too big); a
+//! backend's reply or an ICMP error about a translated flow exactly as [`replies`] builds it;
+//! any other passed or dropped frame is not changed at all. Every
+//! `BALANCER_FUZZ_CHECK_EVERY` frames and at the end: the global counters (`TUNNEL_STATS`
+//! and `NAT_STATS` included) are exactly the model's verdicts added up, each backend's
+//! packets and bytes exactly the frames forwarded to it, and its new flows, FIN closes,
+//! resets and SYN retransmits exactly what the tracking model ([`support::tracking`]: pending
+//! and established flows, promotion, FIN and RST marks, the two-slot pending pairs) says of
+//! each packet; both connection-tracking tables hold exactly the model's flows; each
+//! `nat`/`fullnat` backend's reply counters (`REPLY_STATS`: packets, bytes, resets,
+//! handshakes timed from a pending SYN) are the model's; `TRANSLATIONS` and `ALLOCATIONS`
+//! hold exactly the full-NAT flows and pool ports the model knows. Then connection tracking
+//! is emptied, so that the established flows' LRU never fills (an LRU that evicts would make
+//! them unknowable) and the next stretch starts from nothing tracked (full NAT's
+//! translations stay, as no daemon sweeps them).
 //!
 //! The tables do not change during a run, so a tracked flow's backend is the one its hash
 //! picks: a frame's outcome by the selection model holds whether its flow is new or
@@ -22,14 +39,17 @@
 //!
 //! Parameters (environment variables):
 //! * `BALANCER_FUZZ_FRAMES`: how many frames (default 200,000, the pass `cargo test` runs;
-//!   `cargo xtask fuzz` runs 1,000,000);
+//!   `cargo xtask fuzz` runs 1,000,000); a run of at least 10,000 frames must take every
+//!   DSR path, one of at least 100,000 every routed path but the rarest;
 //! * `BALANCER_FUZZ_SEED`: the seed, decimal or `0x` hex (default: a fresh one, printed);
 //! * `BALANCER_FUZZ_CHECK_EVERY`: frames between counter and tracking checks (default
 //!   16,384, at most 32,768; 1 finds the frame after which a check fails);
 //! * `BALANCER_FUZZ_REPLAY`: one frame in hex, run alone on a fresh data plane.
 //!
 //! A failure names the seed, the frame's number and bytes, how it was made, the model's
-//! outcome and what the program did, and the command lines that replay it.
+//! outcome and what the program did (for a routed path, what the model expected), and the
+//! command lines that replay it. (A replayed reply to a pool port finds no flow holding it,
+//! as on a fresh data plane.)
 
 #[allow(
     dead_code,
@@ -709,8 +729,48 @@ impl Run {
         for (path, count) in paths {
             assert!(count > 0, "{frames} frames, none {path}: {}", self.totals());
         }
+        if frames < ROUTED_PATHS_FROM {
+            return;
+        }
+        let mut routed: Vec<String> = ROUTED_PATHS.iter().map(|p| p.to_string()).collect();
+        for mode in [Mode::Ipip, Mode::Gue, Mode::Nat, Mode::Fullnat] {
+            let too_big = match mode {
+                Mode::Ipip | Mode::Gue => "too big, answered",
+                Mode::Nat | Mode::Fullnat => "too big, to the kernel",
+            };
+            for path in ["out", "unresolved, to the kernel", "unroutable", too_big] {
+                routed.push(format!("{mode}: {path}"));
+            }
+            if matches!(mode, Mode::Nat | Mode::Fullnat) {
+                for (version, who) in [(4, "backend"), (4, "router"), (6, "backend"), (6, "router")]
+                {
+                    routed.push(format!("{mode} ICMPv{version} error from the {who}"));
+                }
+            }
+        }
+        for path in routed {
+            assert!(
+                self.paths.get(&path).is_some_and(|&n| n > 0),
+                "{frames} frames, none {path}: {:?}",
+                self.paths
+            );
+        }
     }
 }
+
+/// Routed paths every run of at least [`ROUTED_PATHS_FROM`] frames takes, besides each
+/// mode's forwarding paths and each translating mode's ICMP errors (rarer paths — an IPv4
+/// packet too big without DF, a reply too big — are not required).
+const ROUTED_PATHS: [&str; 4] = [
+    "nat reply: out",
+    "nat reply: unresolved, to the kernel",
+    "nat reply: unroutable",
+    "fullnat reply: out",
+];
+
+/// The fewest frames whose run must take every routed path (each is taken dozens of times
+/// in 100,000 frames).
+const ROUTED_PATHS_FROM: u64 = 100_000;
 
 /// XDP action names.
 fn action_name(action: u32) -> String {

@@ -29,6 +29,7 @@ use std::{
     io::Write as _,
     net::{IpAddr, SocketAddr},
     process::{Command, Stdio},
+    sync::LazyLock,
 };
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
@@ -116,14 +117,21 @@ fn route_from(src: IpAddr, dst: IpAddr) -> Route {
     }
 }
 
-/// The route of `addr` by [`ROUTES`].
-pub fn route(addr: IpAddr) -> Route {
+/// [`ROUTES`], parsed once.
+static PARSED: LazyLock<Vec<(IpNet, Route)>> = LazyLock::new(|| {
     ROUTES
         .iter()
-        .map(|(prefix, route)| (prefix.parse::<IpNet>().expect("prefix"), *route))
+        .map(|(prefix, route)| (prefix.parse().expect("prefix"), *route))
+        .collect()
+});
+
+/// The route of `addr` by [`ROUTES`].
+pub fn route(addr: IpAddr) -> Route {
+    PARSED
+        .iter()
         .filter(|(prefix, _)| prefix.contains(&addr))
         .max_by_key(|(prefix, _)| prefix.prefix_len())
-        .map_or(Route::Local, |(_, route)| route)
+        .map_or(Route::Local, |(_, route)| *route)
 }
 
 /// The namespace of the fuzz: [`RoutedNetns`] with [`EXTRA_ROUTES`].
