@@ -285,7 +285,7 @@ struct Run {
     /// The routed backends and the model of full NAT's pool ports.
     routed: Routed,
     /// Reply counters of the `nat`/`fullnat` backends that the model's replies add up to.
-    replies: BTreeMap<u32, ReplyStats>,
+    answers: BTreeMap<u32, ReplyStats>,
     /// Frames by the routed path the model gave them (see [`Expect::path`]).
     paths: BTreeMap<String, u64>,
 }
@@ -313,7 +313,7 @@ impl Run {
             globals: GlobalCounters::default(),
             stretch_start: 0,
             forwarded: [0; 2],
-            replies: routed
+            answers: routed
                 .replies
                 .values()
                 .map(|&i| (i, ReplyStats::default()))
@@ -452,7 +452,7 @@ impl Run {
 
     /// Adds a reply the program rewrote to its backend's expected reply counters.
     fn answered(&mut self, answer: Answer) {
-        let stats = self.replies.get_mut(&answer.index).expect("a nat backend");
+        let stats = self.answers.get_mut(&answer.index).expect("a nat backend");
         stats.packets += 1;
         stats.bytes += answer.bytes as u64;
         stats.resets += u64::from(answer.reset);
@@ -590,7 +590,7 @@ impl Run {
                 ));
             }
         }
-        for (&index, expected) in &self.replies {
+        for (&index, expected) in &self.answers {
             let counted = self.fx.plane.reply_counters(index).expect("reply counters");
             let timed: u64 = counted.buckets.iter().sum();
             let seen = (

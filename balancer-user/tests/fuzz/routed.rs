@@ -42,7 +42,7 @@ use ipnet::IpNet;
 
 use crate::{
     checksums::{self, Sum},
-    expect::{octets, put_addr, put_port, u16_at, Count, Expect},
+    expect::{addr_at, octets, put_addr, put_port, u16_at, Count, Expect},
     support::{
         fixture::Fixture,
         packet::{Flow, Transport},
@@ -625,7 +625,7 @@ fn nat(b: &Backend, frame: &[u8], pool_port: Option<u16>) -> Expect {
     }
     let source = match pool_port {
         Some(_) => b.source,
-        None => crate::expect::addr_at(frame, l.src(), l.v6).expect("the source"),
+        None => addr_at(frame, l.src(), l.v6).expect("the source"),
     };
     let (path, action, frame_out, counts) = match route_from(source, b.addr) {
         Route::Local | Route::Blackhole => {
