@@ -13,6 +13,10 @@
 //! error is addressed to the pool: the quoted source is rewritten to the client's address
 //! and port (`ALLOCATIONS` gives them back) and the error's destination to the client's
 //! address too.
+//!
+//! Only the error's own datagram is read and written (its IP length, not the frame's end,
+//! which may hold padding): an error whose datagram ends before the quoted ports is left
+//! alone, and a quoted checksum past its end is kept.
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
@@ -47,11 +51,15 @@ const ICMPV6_TIME_EXCEEDED: u8 = 3;
 pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
     let ctx = XdpContext::new(ctx);
     let v4 = family == FAMILY_V4;
-    let icmp = if v4 {
-        let [first, _tos] = read::<2>(&ctx, l3)?;
-        l3 + usize::from(first & 0x0f) * 4
+    // Where the datagram ends, by its IP header.
+    let (icmp, end) = if v4 {
+        let [first, _tos, len_hi, len_lo] = read::<4>(&ctx, l3)?;
+        let end = l3 + usize::from(u16::from_be_bytes([len_hi, len_lo]));
+        (l3 + usize::from(first & 0x0f) * 4, end)
     } else {
-        l3 + IPV6_LEN
+        let [len_hi, len_lo] = read::<2>(&ctx, l3 + 4)?;
+        let end = l3 + IPV6_LEN + usize::from(u16::from_be_bytes([len_hi, len_lo]));
+        (l3 + IPV6_LEN, end)
     };
     let [kind, _code] = read::<2>(&ctx, icmp)?;
     let quotes = if v4 {
@@ -85,6 +93,10 @@ pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
         (quote + IPV6_LEN, next, quote + 8, quote + 24)
     };
     if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    // Everything read or written but the quoted checksum lies before the quoted ports' end.
+    if quoted_l4 + 4 > end {
         return None;
     }
     let ports = read::<4>(&ctx, quoted_l4)?;
@@ -125,6 +137,7 @@ pub fn error(ctx: *mut xdp_md, family: u8, l3: usize) -> Option<u32> {
         dst_at,
         source_at,
         icmp,
+        end,
         from_backend,
     };
     let old = (&endpoint.addr, endpoint.port_be);
@@ -163,6 +176,7 @@ struct Rewritten {
     dst_at: usize,
     source_at: usize,
     icmp: usize,
+    end: usize,
     from_backend: bool,
 }
 
@@ -208,7 +222,11 @@ impl Rewritten {
             };
         // A quote cut before its checksum (TCP quoted by 8 bytes), or UDP without one,
         // keeps it as it is.
-        if let Some(check) = read_u16(ctx, check_at) {
+        let quoted_check = match check_at + 2 <= self.end {
+            true => read_u16(ctx, check_at),
+            false => None,
+        };
+        if let Some(check) = quoted_check {
             if !(self.proto == PROTO_UDP && check == 0) {
                 let mut updated = l4.apply(check);
                 if self.proto == PROTO_UDP && updated == 0 {
@@ -226,14 +244,10 @@ impl Rewritten {
             swap(ctx, v4, self.source_at, old.0, new.0, &mut outer)?;
         }
         if let Some(back) = back {
-            swap(
-                ctx,
-                v4,
-                self.source_at + if v4 { 4 } else { 16 },
-                back.pool.0,
-                back.client.0,
-                &mut outer,
-            )?;
+            // From the destination it has (the pool's, unless it was sent elsewhere).
+            let at = self.source_at + if v4 { 4 } else { 16 };
+            let to = address(ctx, at, v4)?;
+            swap(ctx, v4, at, &to, back.client.0, &mut outer)?;
         }
         if v4 {
             let at = self.source_at - 2;

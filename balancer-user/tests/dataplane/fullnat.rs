@@ -3,7 +3,7 @@
 //! to that pool port goes back to the client, from the VIP. Rewritten packets are compared
 //! byte for byte with packets built from scratch (checksums recomputed), as for `nat`.
 
-use balancer_common::{FlowKey, Rewrite, FORWARD_FULLNAT, PROTO_TCP, REPLY_FULLNAT};
+use balancer_common::{FlowKey, Rewrite, FORWARD_FULLNAT, PROTO_TCP, PROTO_UDP, REPLY_FULLNAT};
 use balancer_user::dataplane::fullnat::{Ending, Pool};
 
 use super::nat::{
@@ -40,9 +40,7 @@ fn fullnat(test: &str, vip: &str, backend: &str, proto: u8, ports: [u16; 2]) -> 
         ..fx.plane.rewrite(index).expect("rewrite")
     };
     fx.plane.set_rewrite(index, &rewrite).expect("rewrite");
-    let mut entry = fx.backend(index);
-    entry.forward = FORWARD_FULLNAT;
-    fx.plane.set_backend(index, &entry, false).expect("backend");
+    fx.set_forward(index, FORWARD_FULLNAT);
     let at = endpoint(backend, BACKEND_PORT, proto);
     let (_, mut reply) = fx
         .plane
@@ -257,6 +255,40 @@ fn an_icmp_error_about_a_flow_reaches_its_client_about_the_vip() {
             let frame = error_about(backend, pool_addr, kind, code, stray, cut);
             let run = fx.send(&frame);
             assert_eq!((run.action, run.packet), (XDP_PASS, frame), "{what}: stray");
+        }
+    });
+}
+
+/// Found by the fuzz: an error about a flow's pool port that is addressed elsewhere than
+/// the pool still leaves with right checksums (its destination was rewritten to the client
+/// as if it had been the pool's).
+#[test]
+fn an_icmp_error_addressed_elsewhere_than_the_pool_keeps_right_checksums() {
+    let ns = RoutedNetns::new("fnat-icmp-to");
+    ns.enter(|| {
+        let cases = [
+            (VIP4, NAT_CLIENT4, "198.18.200.10", "198.18.200.50"),
+            (VIP6, NAT_CLIENT6, "2001:db8:200::10", "2001:db8:200::50"),
+        ];
+        for (i, (vip, client, backend, elsewhere)) in cases.into_iter().enumerate() {
+            let what = format!("ICMP error to {elsewhere}");
+            let mut fx = fullnat(
+                &format!("fnat-icmp-to{i}"),
+                vip,
+                backend,
+                PROTO_UDP,
+                [3000, 3999],
+            );
+            let flow = Flow::new(Transport::Udp, client, 40_100, vip, VIP_PORT);
+            assert_eq!(fx.send(&flow.frame()).action, XDP_REDIRECT, "{what}");
+            let given = pool_port(&fx, client, 40_100);
+            let sent = Flow::new(Transport::Udp, pool_of(vip), given, backend, BACKEND_PORT);
+            let frame = error_about(backend, elsewhere, 3, 3, sent, None);
+            let run = fx.send(&frame);
+            assert_eq!(run.action, XDP_PASS, "{what}");
+            let seen = Flow::new(Transport::Udp, client, 40_100, vip, VIP_PORT);
+            let expected = error_about(vip, client, 3, 3, seen, None);
+            assert_eq!(run.packet, expected, "{what}: checksums as recomputed");
         }
     });
 }

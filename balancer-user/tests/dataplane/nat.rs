@@ -76,11 +76,7 @@ pub(super) fn translated(test: &str, vip: &str, backend: &str, proto: u8) -> Fix
     fx.plane
         .set_rewrite(index, &rewrite)
         .expect("write the rewrite");
-    let mut entry = fx.backend(index);
-    entry.forward = FORWARD_NAT;
-    fx.plane
-        .set_backend(index, &entry, false)
-        .expect("write the backend");
+    fx.set_forward(index, FORWARD_NAT);
     let reply = Reply {
         vip: endpoint(vip, VIP_PORT, proto),
         backend: index,
@@ -536,5 +532,36 @@ fn a_handshake_is_timed_from_the_clients_first_syn() {
             (0, 0),
             "{established:?}"
         );
+    });
+}
+
+/// Found by the fuzz: an ICMP error whose datagram (by its IP length) ends before the
+/// quoted ports, the frame going on with bytes that would be them, is no error about a
+/// flow: passed untouched, not counted (it was rewritten past its end).
+#[test]
+fn an_icmp_error_whose_datagram_ends_before_the_quoted_ports_is_left_alone() {
+    let ns = RoutedNetns::new("nat-icmp-short");
+    ns.enter(|| {
+        let cases = [
+            (VIP4, NAT_CLIENT4, "198.18.200.10", 3),
+            (VIP6, NAT_CLIENT6, "2001:db8:200::10", 1),
+        ];
+        for (i, (vip, client, backend, kind)) in cases.into_iter().enumerate() {
+            let what = format!("ICMP error about {backend}");
+            let mut fx = translated(&format!("nat-icmp-short{i}"), vip, backend, PROTO_UDP);
+            let sent = Flow::new(Transport::Udp, client, 40_100, backend, BACKEND_PORT);
+            let mut frame = error_about(backend, client, kind, 4, sent, None);
+            // The datagram: the IP header, the ICMP header and the quoted IP header only.
+            if vip.contains(':') {
+                let payload = (8 + 40u16).to_be_bytes();
+                frame[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&payload);
+            } else {
+                let total = (IPV4_LEN as u16 + 8 + 20).to_be_bytes();
+                frame[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&total);
+            }
+            let run = fx.send(&frame);
+            assert_eq!((run.action, &run.packet), (XDP_PASS, &frame), "{what}");
+            assert_eq!(fx.plane.global_counters().unwrap().nat.errors, 0, "{what}");
+        }
     });
 }

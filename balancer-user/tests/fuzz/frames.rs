@@ -1,7 +1,10 @@
 //! The frames of the fuzzed data plane, all drawn from one seeded generator: valid frames of
 //! VIP and other flows (built with [`FrameBuilder`]: VLAN tags, IPv4 options and fragment
-//! fields, IPv6 extension headers, TCP flags, payloads of every size), the same frames with
-//! one to four mutations, and random bytes shaped just enough to reach the IP parser.
+//! fields, IPv6 extension headers, TCP flags, payloads of every size, right checksums), the
+//! reply direction of `nat` and `fullnat` backends ([`Answerer`]: their packets to clients
+//! and to pool ports, among them the pool ports flows were given, which the run reports with
+//! [`Generator::learn`]) and ICMP errors quoting packets to them, the same frames with one
+//! to four mutations, and random bytes shaped just enough to reach the IP parser.
 //!
 //! The mutations know where the headers are ([`Shape`]), so that most of them hit a field the
 //! parser reads: bit flips and byte values in the headers, truncations at header
@@ -18,9 +21,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fastrand::Rng;
 
-use crate::support::packet::{
-    Flow, Transport, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_LEN, IPV4_DONT_FRAGMENT,
-    IPV4_LEN, IPV4_MORE_FRAGMENTS, IPV6_LEN, TCP_LEN, TPID_8021AD, TPID_8021Q, UDP_LEN,
+use crate::{
+    routed::Held,
+    support::packet::{
+        icmp_error, Flow, Transport, ACK, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_LEN,
+        FIN, IPV4_DONT_FRAGMENT, IPV4_LEN, IPV4_MORE_FRAGMENTS, IPV6_LEN, PSH, RST, SYN, TCP_LEN,
+        TPID_8021AD, TPID_8021Q, UDP_LEN,
+    },
 };
 
 /// The smallest frame `BPF_PROG_TEST_RUN` takes: an Ethernet header.
@@ -46,13 +53,37 @@ pub struct Target {
     pub transport: Transport,
 }
 
+/// A `nat` or `fullnat` backend endpoint the generator makes replies and ICMP errors of.
+#[derive(Clone, Copy, Debug)]
+pub struct Answerer {
+    /// The backend's address.
+    pub addr: IpAddr,
+    /// The backend's port.
+    pub port: u16,
+    /// The service's protocol.
+    pub transport: Transport,
+    /// `fullnat`: the pool's address and ports (first, last).
+    pub pool: Option<(IpAddr, [u16; 2])>,
+}
+
+/// The most pool ports the generator remembers (the latest learned replace the oldest).
+const HELD_MAX: usize = 256;
+
 /// How a frame was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Base {
     /// A valid frame of a flow, not mutated.
     Valid,
+    /// A backend's reply (to a client, or to a pool port), not mutated.
+    Reply,
+    /// An ICMP error quoting a packet to a backend endpoint, not mutated.
+    Error,
     /// A valid frame of a flow, then mutated.
     Mutated,
+    /// A reply, then mutated.
+    MutatedReply,
+    /// An ICMP error, then mutated.
+    MutatedError,
     /// Random bytes (with an EtherType, version and protocol that often reach the parser).
     Random,
     /// A frame given to be replayed.
@@ -143,6 +174,8 @@ impl Made {
     pub fn recipe(&self) -> String {
         match self.base {
             Base::Mutated => format!("mutated: {:?}", self.mutations),
+            Base::MutatedReply => format!("mutated reply: {:?}", self.mutations),
+            Base::MutatedError => format!("mutated ICMP error: {:?}", self.mutations),
             base => format!("{base:?}").to_lowercase(),
         }
     }
@@ -163,7 +196,8 @@ struct Shape {
     transport: Transport,
 }
 
-/// The seeded generator: the same seed and targets give the same frames.
+/// The seeded generator: the same seed, targets and answerers (and pool ports learned at the
+/// same frames) give the same frames.
 pub struct Generator {
     rng: Rng,
     /// Every target.
@@ -172,21 +206,42 @@ pub struct Generator {
     targets4: Vec<Target>,
     /// The IPv6 targets.
     targets6: Vec<Target>,
+    /// The endpoints whose replies and errors are made.
+    answerers: Vec<Answerer>,
+    /// Pool ports flows were given (at most [`HELD_MAX`]).
+    held: Vec<Held>,
+    /// Pool ports learned so far.
+    learned: usize,
 }
 
 impl Generator {
-    /// A generator drawing from `seed`, aiming most flows at `targets`.
-    pub fn new(seed: u64, targets: Vec<Target>) -> Self {
+    /// A generator drawing from `seed`, aiming most flows at `targets`, and making replies
+    /// and ICMP errors of `answerers` (none: no reply frames).
+    pub fn new(seed: u64, targets: Vec<Target>, answerers: Vec<Answerer>) -> Self {
         let (targets6, targets4) = targets.iter().partition(|t| t.addr.is_ipv6());
         Self {
             rng: Rng::with_seed(seed),
             targets,
             targets4,
             targets6,
+            answerers,
+            held: Vec::new(),
+            learned: 0,
         }
     }
 
-    /// The next frame: about 1 in 4 valid, 2 in 3 mutated, 1 in 12 random.
+    /// Remembers a pool port a flow was given, for replies and errors to come.
+    pub fn learn(&mut self, held: Held) {
+        if self.held.len() < HELD_MAX {
+            self.held.push(held);
+        } else {
+            self.held[self.learned % HELD_MAX] = held;
+        }
+        self.learned += 1;
+    }
+
+    /// The next frame: about 1 in 4 valid, 2 in 3 mutated, 1 in 12 random; with answerers,
+    /// one in ten of the valid and mutated a reply and one in ten an ICMP error.
     pub fn next_frame(&mut self) -> Made {
         let roll = self.rng.u32(0..120);
         if roll < 10 {
@@ -196,11 +251,19 @@ impl Generator {
                 mutations: Vec::new(),
             };
         }
-        let (mut frame, mut shape) = self.valid_frame();
+        let ((mut frame, mut shape), base, mutated) = match self.rng.u32(0..10) {
+            0 if !self.answerers.is_empty() => {
+                (self.reply_frame(), Base::Reply, Base::MutatedReply)
+            }
+            1 if !self.answerers.is_empty() => {
+                (self.error_frame(), Base::Error, Base::MutatedError)
+            }
+            _ => (self.valid_frame(), Base::Valid, Base::Mutated),
+        };
         if roll < 40 {
             return Made {
                 frame,
-                base: Base::Valid,
+                base,
                 mutations: Vec::new(),
             };
         }
@@ -221,7 +284,7 @@ impl Generator {
         }
         Made {
             frame,
-            base: Base::Mutated,
+            base: mutated,
             mutations,
         }
     }
@@ -283,19 +346,10 @@ impl Generator {
                     });
             l3 + IPV4_LEN + options.len()
         };
-        let payload_len = match self.rng.u32(0..100) {
-            0..=39 => 0,
-            40..=79 => self.rng.usize(1..64),
-            80..=94 => self.rng.usize(64..512),
-            _ => self.rng.usize(512..=MAX_PAYLOAD),
-        };
-        let payload: Vec<u8> = if self.rng.bool() {
-            vec![0; payload_len]
-        } else {
-            std::iter::repeat_with(|| self.rng.u8(..))
-                .take(payload_len)
-                .collect()
-        };
+        if transport == Transport::Tcp && self.rng.bool() {
+            builder = builder.tcp_flags(tcp_flags(&mut self.rng));
+        }
+        let payload = self.payload();
         let mut frame = builder.payload(&payload).build();
         let mut shape = Shape {
             l3,
@@ -307,9 +361,190 @@ impl Generator {
             // An 802.1ad service tag outside the 802.1Q one: QinQ.
             push_tag(&mut frame, &mut shape, TPID_8021AD, self.rng.u16(..));
         }
-        if transport == Transport::Tcp && self.rng.bool() {
-            self.mutate(&mut frame, &mut shape, Mutation::TcpFlags);
+        (frame, shape)
+    }
+
+    /// A payload of any size up to [`MAX_PAYLOAD`] (most of them short), zeros or random.
+    fn payload(&mut self) -> Vec<u8> {
+        let len = match self.rng.u32(0..100) {
+            0..=39 => 0,
+            40..=79 => self.rng.usize(1..64),
+            80..=94 => self.rng.usize(64..512),
+            _ => self.rng.usize(512..=MAX_PAYLOAD),
+        };
+        if self.rng.bool() {
+            vec![0; len]
+        } else {
+            self.bytes(len)
         }
+    }
+
+    /// A backend's reply: from an answerer's endpoint to a client (`nat`), or to a pool port
+    /// (`fullnat`: often one a flow holds), with a VLAN tag now and then.
+    fn reply_frame(&mut self) -> (Vec<u8>, Shape) {
+        let (src, sport, dst, dport, transport) = self.reply_ends();
+        let flow = Flow {
+            src,
+            dst,
+            sport,
+            dport,
+            transport,
+        };
+        let mut builder = flow.builder();
+        let mut l3 = ETH_LEN;
+        if self.rng.u32(0..100) < 15 {
+            builder = builder.tag(TPID_8021Q, self.rng.u16(0..4096));
+            l3 += 4;
+        }
+        if transport == Transport::Tcp {
+            let flags = [
+                SYN | ACK,
+                SYN | ACK,
+                ACK,
+                ACK | PSH,
+                RST | ACK,
+                RST,
+                FIN | ACK,
+            ];
+            builder = builder.tcp_flags(pick(&mut self.rng, &flags));
+        }
+        let payload = self.payload();
+        let frame = builder.payload(&payload).build();
+        let v6 = src.is_ipv6();
+        let shape = Shape {
+            l3,
+            v6,
+            l4: l3 + if v6 { IPV6_LEN } else { IPV4_LEN },
+            transport,
+        };
+        (frame, shape)
+    }
+
+    /// (source, source port, destination, destination port, protocol) of a reply: from a
+    /// pool port a flow holds, or from an answerer to a client or a pool port.
+    fn reply_ends(&mut self) -> (IpAddr, u16, IpAddr, u16, Transport) {
+        if !self.held.is_empty() && self.rng.u32(0..3) == 0 {
+            let (pool, port, backend, backend_port, proto) = pick(&mut self.rng, &self.held);
+            return (backend, backend_port, pool, port, transport(proto));
+        }
+        let a = pick(&mut self.rng, &self.answerers);
+        let (dst, dport) = self.counterpart(&a);
+        (a.addr, a.port, dst, dport, a.transport)
+    }
+
+    /// Who answerer `a` talks to: a client and its port (`nat`), or a pool port (`fullnat`:
+    /// within the pool or not, held by a flow or not).
+    fn counterpart(&mut self, a: &Answerer) -> (IpAddr, u16) {
+        match a.pool {
+            Some((pool, [first, last])) => {
+                let port = match self.rng.bool() {
+                    true => self.rng.u16(first..=last),
+                    false => self.rng.u16(..),
+                };
+                (pool, port)
+            }
+            None => {
+                let client = self.reply_client(a.addr.is_ipv6());
+                let port = match self.rng.u32(0..10) {
+                    0..=7 => 40_000 + self.rng.u16(0..24),
+                    _ => self.port(),
+                };
+                (client, port)
+            }
+        }
+    }
+
+    /// A client of family `v6` a reply goes to: routed ones mostly, one behind a blackhole,
+    /// one on the LB's link without a neighbour entry, the LB itself, one with no route.
+    fn reply_client(&mut self, v6: bool) -> IpAddr {
+        let host = self.rng.u8(2..16);
+        let roll = self.rng.u32(0..100);
+        if !v6 {
+            let net = match roll {
+                0..=49 => [203, 0, 113],
+                50..=64 => [198, 51, 100],
+                65..=74 => [198, 18, 201],
+                75..=82 => [198, 18, 250],
+                83..=89 => [198, 18, 200],
+                90..=94 => return IpAddr::V4(Ipv4Addr::new(198, 18, 200, 1)),
+                _ => [192, 0, 2],
+            };
+            let host = if net == [198, 18, 200] {
+                host + 10
+            } else {
+                host
+            };
+            return IpAddr::V4(Ipv4Addr::new(net[0], net[1], net[2], host));
+        }
+        let net = match roll {
+            0..=49 => 0xc,
+            50..=64 => 0xd,
+            65..=74 => 0x250,
+            75..=84 => 0x200,
+            85..=89 => return IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1)),
+            _ => 0xe,
+        };
+        let host = u16::from(host) + if net == 0x200 { 0x10 } else { 0 };
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, host))
+    }
+
+    /// An ICMP error quoting a packet to an answerer's endpoint (from a pool port for
+    /// `fullnat`, often one a flow holds), from the backend or a router on the way, of a
+    /// type that quotes or not, the quote whole or cut.
+    fn error_frame(&mut self) -> (Vec<u8>, Shape) {
+        let quoted = if !self.held.is_empty() && self.rng.bool() {
+            let (pool, port, backend, backend_port, proto) = pick(&mut self.rng, &self.held);
+            Flow {
+                src: pool,
+                sport: port,
+                dst: backend,
+                dport: backend_port,
+                transport: transport(proto),
+            }
+        } else {
+            let a = pick(&mut self.rng, &self.answerers);
+            let (src, sport) = self.counterpart(&a);
+            Flow {
+                src,
+                sport,
+                dst: a.addr,
+                dport: a.port,
+                transport: a.transport,
+            }
+        };
+        let v6 = quoted.src.is_ipv6();
+        let from = match (self.rng.u32(0..5), v6) {
+            (0..=2, _) => quoted.dst,
+            (_, false) => IpAddr::V4(Ipv4Addr::new(198, 18, 200, 99)),
+            (_, true) => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0x99)),
+        };
+        let kinds: &[(u8, u8)] = match v6 {
+            false => &[(3, 3), (3, 4), (3, 1), (11, 0), (8, 0), (5, 0)],
+            true => &[(1, 4), (1, 0), (2, 0), (3, 0), (128, 0), (4, 0)],
+        };
+        let (kind, code) = pick(&mut self.rng, kinds);
+        let payload = self.payload();
+        let mut builder = quoted.builder().tcp_flags(ACK).payload(&payload);
+        let mut header = if v6 { IPV6_LEN } else { IPV4_LEN };
+        if !v6 && self.rng.u32(0..10) == 0 {
+            let options = self.ipv4_options(8);
+            builder = builder.ipv4_options(&options);
+            header += 8;
+        }
+        let packet = builder.build().split_off(ETH_LEN);
+        let cut = match self.rng.u32(0..4) {
+            0 | 1 => packet.len(),
+            2 => header + 8,
+            _ => self.rng.usize(1..=packet.len()),
+        };
+        let rest = [0, 0, 0x05, pick(&mut self.rng, &[0x00, 0xdc])];
+        let frame = icmp_error(from, quoted.src, kind, code, rest, &packet[..cut]);
+        let shape = Shape {
+            l3: ETH_LEN,
+            v6,
+            l4: ETH_LEN + if v6 { IPV6_LEN } else { IPV4_LEN },
+            transport: Transport::Udp,
+        };
         (frame, shape)
     }
 
@@ -707,19 +942,7 @@ impl Generator {
                 let at = if self.rng.bool() { l4 } else { l4 + 2 };
                 put16(frame, at, port);
             }
-            Mutation::TcpFlags => {
-                let flags = pick(
-                    rng,
-                    &[
-                        0x02, 0x12, 0x10, 0x18, 0x11, 0x14, 0x04, 0x01, 0x03, 0x00, 0xff,
-                    ],
-                );
-                put8(
-                    frame,
-                    l4 + 13,
-                    flags ^ if rng.u32(0..8) == 0 { rng.u8(..) } else { 0 },
-                );
-            }
+            Mutation::TcpFlags => put8(frame, l4 + 13, tcp_flags(rng)),
             Mutation::TcpOptions => {
                 let len = 4 * rng.usize(1..=10);
                 let at = l4 + TCP_LEN;
@@ -748,6 +971,25 @@ impl Generator {
             }
         }
     }
+}
+
+/// The transport of protocol number `proto` (TCP or UDP).
+fn transport(proto: u8) -> Transport {
+    match proto {
+        6 => Transport::Tcp,
+        _ => Transport::Udp,
+    }
+}
+
+/// TCP flags: the usual combinations, odd ones, now and then random bits flipped.
+fn tcp_flags(rng: &mut Rng) -> u8 {
+    let flags = pick(
+        rng,
+        &[
+            0x02, 0x12, 0x10, 0x18, 0x11, 0x14, 0x04, 0x01, 0x03, 0x00, 0xff,
+        ],
+    );
+    flags ^ if rng.u32(0..8) == 0 { rng.u8(..) } else { 0 }
 }
 
 /// Pushes a tag of `tpid` and `tci` outside whatever follows the MAC addresses.

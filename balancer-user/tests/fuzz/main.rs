@@ -1,20 +1,37 @@
-//! The fuzzed data plane: seeded frames — valid VIP frames, mutations of them, random
-//! bytes (see [`frames`]) — run through the real XDP program with `BPF_PROG_TEST_RUN`, each
-//! checked against the independent model of the data-plane tests ([`Fixture::outcome`]: the
-//! README's parser rules in `support::verdict`, the VIPs of the desired state, the selection
-//! model).
+//! The fuzzed data plane: seeded frames — valid frames of VIP and other flows, replies of
+//! `nat`/`fullnat` backends and ICMP errors about their flows, mutations of all of them,
+//! random bytes (see [`frames`]) — run through the real XDP program with
+//! `BPF_PROG_TEST_RUN`, each checked against the independent model of the data-plane tests
+//! ([`Fixture::outcome`]: the README's parser rules in `support::verdict`, the VIPs of the
+//! desired state, the selection model; [`routed`] and [`replies`] for the routed modes).
 //!
-//! For every frame: the XDP action is the model's; a forwarded frame goes to the model's
-//! backend (XDP_TX, or XDP_REDIRECT for the backend behind another interface) with only the
-//! 12 MAC bytes changed, to that backend's; a passed or dropped frame is not changed at all.
-//! Every `BALANCER_FUZZ_CHECK_EVERY` frames and at the end: the global counters are exactly
-//! the model's verdicts added up, each backend's packets and bytes exactly the frames
-//! forwarded to it, and its new flows, FIN closes, resets and SYN retransmits exactly what
-//! the tracking model ([`support::tracking`]: pending and established flows, promotion,
-//! FIN and RST marks, the two-slot pending pairs) says of each packet; both
-//! connection-tracking tables hold exactly the model's flows. Then connection tracking is emptied, so that the
-//! established flows' LRU never fills (an LRU that evicts would make them unknowable) and
-//! the next stretch starts from nothing tracked.
+//! The services cover every forwarding mode: direct server return (see [`services`]) and
+//! `ipip`, `gue`, `nat` and `fullnat` over IPv4 and IPv6, TCP and UDP, whose backends sit
+//! behind every kind of route of a network namespace the run builds ([`routed`]: a resolved
+//! next hop, a small MTU, an unresolved next hop, a blackhole). All frames of a run go to
+//! one data plane in that namespace, so about a third of the VIP frames reach DSR services
+//! and the rest the routed ones; about one frame in ten (mutated or not) is a reply and one
+//! in ten an ICMP error.
+//!
+//! For every frame: the XDP action is the model's. A frame forwarded to a DSR backend goes
+//! to the model's backend (XDP_TX, or XDP_REDIRECT for the backend behind another
+//! interface) with only the 12 MAC bytes changed, to that backend's; one to a routed backend
+//! leaves exactly as [`routed`] builds it (outer headers, translated addresses and ports, the
+//! flow's pool port, checksums by recomputation, or the ICMP answer to a packet too big); a
+//! backend's reply or an ICMP error about a translated flow exactly as [`replies`] builds it;
+//! any other passed or dropped frame is not changed at all. Every
+//! `BALANCER_FUZZ_CHECK_EVERY` frames and at the end: the global counters (`TUNNEL_STATS`
+//! and `NAT_STATS` included) are exactly the model's verdicts added up, each backend's
+//! packets and bytes exactly the frames forwarded to it, and its new flows, FIN closes,
+//! resets and SYN retransmits exactly what the tracking model ([`support::tracking`]: pending
+//! and established flows, promotion, FIN and RST marks, the two-slot pending pairs) says of
+//! each packet; both connection-tracking tables hold exactly the model's flows; each
+//! `nat`/`fullnat` backend's reply counters (`REPLY_STATS`: packets, bytes, resets,
+//! handshakes timed from a pending SYN) are the model's; `TRANSLATIONS` and `ALLOCATIONS`
+//! hold exactly the full-NAT flows and pool ports the model knows. Then connection tracking
+//! is emptied, so that the established flows' LRU never fills (an LRU that evicts would make
+//! them unknowable) and the next stretch starts from nothing tracked (full NAT's
+//! translations stay, as no daemon sweeps them).
 //!
 //! The tables do not change during a run, so a tracked flow's backend is the one its hash
 //! picks: a frame's outcome by the selection model holds whether its flow is new or
@@ -22,14 +39,17 @@
 //!
 //! Parameters (environment variables):
 //! * `BALANCER_FUZZ_FRAMES`: how many frames (default 200,000, the pass `cargo test` runs;
-//!   `cargo xtask fuzz` runs 1,000,000);
+//!   `cargo xtask fuzz` runs 1,000,000); a run of at least 10,000 frames must take every
+//!   DSR path, one of at least 100,000 every routed path but the rarest;
 //! * `BALANCER_FUZZ_SEED`: the seed, decimal or `0x` hex (default: a fresh one, printed);
 //! * `BALANCER_FUZZ_CHECK_EVERY`: frames between counter and tracking checks (default
 //!   16,384, at most 32,768; 1 finds the frame after which a check fails);
 //! * `BALANCER_FUZZ_REPLAY`: one frame in hex, run alone on a fresh data plane.
 //!
 //! A failure names the seed, the frame's number and bytes, how it was made, the model's
-//! outcome and what the program did, and the command lines that replay it.
+//! outcome and what the program did (for a routed path, what the model expected), and the
+//! command lines that replay it. (A replayed reply to a pool port finds no flow holding it,
+//! as on a fresh data plane.)
 
 #[allow(
     dead_code,
@@ -38,7 +58,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod checksums;
+mod expect;
 mod frames;
+mod replies;
+mod routed;
 
 use std::{
     collections::BTreeMap,
@@ -47,15 +71,18 @@ use std::{
     time::Instant,
 };
 
-use balancer_common::{Backend, BackendStats};
+use balancer_common::{Backend, BackendStats, ReplyStats};
 use balancer_user::{
-    dataplane::{GlobalCounters, TestRun},
+    dataplane::{fullnat::Pool, GlobalCounters, TestRun},
     state::Affinity,
     vip::Protocol,
 };
-use frames::{Base, Generator, Made, Target};
+use expect::Expect;
+use frames::{Answerer, Base, Generator, Made, Target};
+use replies::Answer;
+use routed::{Held, Mode, Routed};
 use support::{
-    fixture::{add_events, Fixture, Outcome},
+    fixture::{add_events, Counter, Fixture, Outcome},
     packet::Transport,
     plane::{INGRESS_IFINDEX, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     tracking::Step,
@@ -83,8 +110,14 @@ fn the_generator_is_reproducible() {
         port: 80,
         transport: Transport::Tcp,
     }];
+    let answerers = vec![Answerer {
+        addr: "198.18.210.3".parse().expect("address"),
+        port: 8080,
+        transport: Transport::Tcp,
+        pool: Some(("198.18.202.1".parse().expect("address"), [2000, 2999])),
+    }];
     let frames = |seed| {
-        let mut generator = Generator::new(seed, targets.clone());
+        let mut generator = Generator::new(seed, targets.clone(), answerers.clone());
         (0..2000)
             .map(|_| generator.next_frame().frame)
             .collect::<Vec<_>>()
@@ -102,7 +135,13 @@ fn the_generator_is_reproducible() {
 #[test]
 fn fuzzed_frames_match_the_model() {
     let config = Config::from_env();
-    let mut run = Run::new(Fixture::new("fuzz"), &config);
+    let ns = routed::namespace();
+    ns.enter(|| fuzz(&config));
+}
+
+/// The fuzzing run of `config`, in the routed namespace.
+fn fuzz(config: &Config) {
+    let mut run = Run::new(Fixture::new("fuzz"), config);
     if let Some(frame) = &config.replay {
         run.replay(frame.clone());
         return;
@@ -111,13 +150,15 @@ fn fuzzed_frames_match_the_model() {
         "fuzz: seed {:#018x}, {} frames, checks every {} frames",
         config.seed, config.frames, config.check_every
     );
-    let mut generator = Generator::new(config.seed, run.targets());
+    let mut generator = Generator::new(config.seed, run.targets(), run.answerers());
     let mut made_by = BTreeMap::<String, u64>::new();
     let start = Instant::now();
     for n in 0..config.frames {
         let made = generator.next_frame();
         *made_by.entry(format!("{:?}", made.base)).or_default() += 1;
-        run.frame(n, &made);
+        if let Some(held) = run.frame(n, &made) {
+            generator.learn(held);
+        }
         if (n + 1) % config.check_every == 0 {
             run.checkpoint(n + 1, Some(&made));
         }
@@ -132,6 +173,7 @@ fn fuzzed_frames_match_the_model() {
     );
     println!("fuzz: made {made_by:?}");
     println!("fuzz: {}", run.totals());
+    println!("fuzz: routed paths {:?}", run.paths);
     run.assert_every_path_taken(config.frames);
 }
 
@@ -182,8 +224,8 @@ fn number(name: &str) -> Option<u64> {
 /// and client affinity, two groups split evenly and unevenly, different weights, a drained
 /// backend, a backend behind another interface (XDP_REDIRECT), client pins (one to a group
 /// at 0%), and a TCP and a UDP VIP without any backend (dropped); IPv4 and IPv6, TCP and
-/// UDP on one address.
-fn services(fx: &mut Fixture) {
+/// UDP on one address. Then the routed services ([`routed::services`]).
+fn services(fx: &mut Fixture) -> Routed {
     fx.add_service("web4", "198.19.0.1:80/tcp", Affinity::Connection);
     fx.add_two_groups(
         "web4",
@@ -221,6 +263,7 @@ fn services(fx: &mut Fixture) {
     fx.publish("empty4");
     fx.add_service("empty6", "[2001:db8:ffff::2]:53/udp", Affinity::Connection);
     fx.publish("empty6");
+    routed::services(fx)
 }
 
 /// One fuzzing run: the data plane, and what the model says it should have counted and
@@ -237,14 +280,20 @@ struct Run {
     counters: BTreeMap<u32, BackendStats>,
     /// The first frame after the last checkpoint.
     stretch_start: u64,
-    /// Frames forwarded with XDP_TX and with XDP_REDIRECT.
+    /// Frames forwarded to DSR backends with XDP_TX and with XDP_REDIRECT.
     forwarded: [u64; 2],
+    /// The routed backends and the model of full NAT's pool ports.
+    routed: Routed,
+    /// Reply counters of the `nat`/`fullnat` backends that the model's replies add up to.
+    answers: BTreeMap<u32, ReplyStats>,
+    /// Frames by the routed path the model gave them (see [`Expect::path`]).
+    paths: BTreeMap<String, u64>,
 }
 
 impl Run {
     /// A run on `fx`, which gets the services of [`services`].
     fn new(mut fx: Fixture, config: &Config) -> Self {
-        services(&mut fx);
+        let routed = services(&mut fx);
         let backends: BTreeMap<u32, Backend> = fx
             .state
             .services
@@ -264,7 +313,29 @@ impl Run {
             globals: GlobalCounters::default(),
             stretch_start: 0,
             forwarded: [0; 2],
+            answers: routed
+                .replies
+                .values()
+                .map(|&i| (i, ReplyStats::default()))
+                .collect(),
+            routed,
+            paths: BTreeMap::new(),
         }
+    }
+
+    /// The `nat`/`fullnat` backend endpoints, for the generator's replies and errors.
+    fn answerers(&self) -> Vec<Answerer> {
+        self.routed
+            .backends
+            .values()
+            .filter(|b| matches!(b.mode, Mode::Nat | Mode::Fullnat))
+            .map(|b| Answerer {
+                addr: b.addr,
+                port: b.port,
+                transport: b.transport,
+                pool: (b.mode == Mode::Fullnat).then_some((b.source, b.ports)),
+            })
+            .collect()
     }
 
     /// The VIPs of the services, for the generator to aim at.
@@ -285,32 +356,107 @@ impl Run {
     }
 
     /// Sends frame number `n`, checks what the program did with it against the model, and
-    /// adds the model's verdict to the expected counters and tracking.
-    fn frame(&mut self, n: u64, made: &Made) {
+    /// adds the model's verdict to the expected counters and tracking. Returns the pool port
+    /// a new full-NAT flow was given, if it was one.
+    fn frame(&mut self, n: u64, made: &Made) -> Option<Held> {
         let frame = &made.frame;
         let fx = &self.fx;
         let Ok(outcome) = catch_unwind(AssertUnwindSafe(|| fx.outcome(frame))) else {
             self.fail(n, made, None, None, "the model panicked (message above)");
         };
         let run = self.fx.send(frame);
-        if let Err(what) = self.check_run(outcome, frame, &run) {
+        let held = self.routed.held.len();
+        let routed = match catch_unwind(AssertUnwindSafe(|| {
+            self.routed_expect(outcome, frame, &run)
+        })) {
+            Ok(Ok(routed)) => routed,
+            Ok(Err(what)) => self.fail(n, made, Some(outcome), Some(&run), &what),
+            Err(_) => self.fail(
+                n,
+                made,
+                Some(outcome),
+                Some(&run),
+                "the model panicked (message above)",
+            ),
+        };
+        let checked = match &routed {
+            Some((expect, _)) => expect.check(frame, &run),
+            None => self.check_run(outcome, frame, &run),
+        };
+        if let Err(what) = checked {
             self.fail(n, made, Some(outcome), Some(&run), &what);
         }
-        match outcome {
-            Outcome::Pass(counter) | Outcome::Drop(counter) => {
+        match (outcome, &routed) {
+            // A known reply or ICMP error: counted by the routed counters alone.
+            (Outcome::Pass(_) | Outcome::Drop(_), Some(_)) => {}
+            (Outcome::Pass(counter) | Outcome::Drop(counter), None) => {
                 self.globals = counter.plus_one(self.globals);
             }
-            Outcome::Forward(index) => {
+            (Outcome::Forward(index), _) => {
                 let counters = self.counters.get_mut(&index).expect("a fixture backend");
                 counters.packets += 1;
                 counters.bytes += frame.len() as u64;
-                let redirected = self.backends[&index].ifindex != INGRESS_IFINDEX;
-                self.forwarded[usize::from(redirected)] += 1;
+                if routed.is_none() {
+                    let redirected = self.backends[&index].ifindex != INGRESS_IFINDEX;
+                    self.forwarded[usize::from(redirected)] += 1;
+                }
             }
+        }
+        if let Some((expect, answer)) = &routed {
+            for count in &expect.counts {
+                self.globals = count.plus_one(self.globals);
+            }
+            if let Some(answer) = answer.filter(|_| expect.action != XDP_DROP) {
+                self.answered(answer);
+            }
+            *self.paths.entry(expect.path.clone()).or_default() += 1;
         }
         if let Err(what) = self.track(frame, outcome) {
             self.fail(n, made, Some(outcome), Some(&run), &what);
         }
+        match (outcome, classify(frame)) {
+            (Outcome::Forward(_), Verdict::Flow(flow)) if self.routed.held.len() > held => {
+                self.routed.held_by(&flow.key())
+            }
+            _ => None,
+        }
+    }
+
+    /// What the routed model expects of `frame` (with the selection model's `outcome`; `run`
+    /// is what the program did, which gives a new full-NAT flow's pool port): a packet to a
+    /// routed backend, a reply or an ICMP error about a translated flow, with what a reply
+    /// adds to its backend's reply counters; `None` for anything else.
+    fn routed_expect(
+        &mut self,
+        outcome: Outcome,
+        frame: &[u8],
+        run: &TestRun,
+    ) -> Result<Option<(Expect, Option<Answer>)>, String> {
+        Ok(match (outcome, classify(frame)) {
+            (Outcome::Forward(index), Verdict::Flow(flow))
+                if self.routed.backends.contains_key(&index) =>
+            {
+                Some((self.routed.forward(index, frame, &flow, run)?, None))
+            }
+            (Outcome::Pass(Counter::Passed), Verdict::Flow(flow))
+                if self.routed.reply_port(flow.sport, flow.transport) =>
+            {
+                self.routed.reply(frame, &flow, &self.fx.tracking)
+            }
+            (Outcome::Pass(Counter::Passed), Verdict::Other) => {
+                self.routed.error(frame).map(|expect| (expect, None))
+            }
+            _ => None,
+        })
+    }
+
+    /// Adds a reply the program rewrote to its backend's expected reply counters.
+    fn answered(&mut self, answer: Answer) {
+        let stats = self.answers.get_mut(&answer.index).expect("a nat backend");
+        stats.packets += 1;
+        stats.bytes += answer.bytes as u64;
+        stats.resets += u64::from(answer.reset);
+        stats.handshakes += u64::from(answer.handshake);
     }
 
     /// Feeds `frame` (with `outcome`) to the tracking model, counting a flow the model
@@ -444,7 +590,32 @@ impl Run {
                 ));
             }
         }
-        Ok(())
+        for (&index, expected) in &self.answers {
+            let counted = self.fx.plane.reply_counters(index).expect("reply counters");
+            let timed: u64 = counted.buckets.iter().sum();
+            let seen = (
+                counted.packets,
+                counted.bytes,
+                counted.resets,
+                counted.handshakes,
+            );
+            let model = (
+                expected.packets,
+                expected.bytes,
+                expected.resets,
+                expected.handshakes,
+            );
+            if seen != model || timed != counted.handshakes {
+                return Err(format!(
+                    "backend {index}'s replies counted (packets, bytes, resets, handshakes) \
+                     {seen:?} with {timed} in the histogram, the model {model:?}"
+                ));
+            }
+        }
+        let pool = Pool::open(&self.fx.plane.maps_dir()).expect("open the full-NAT maps");
+        let translations = pool.translations().expect("TRANSLATIONS");
+        let allocations = pool.allocations().expect("ALLOCATIONS");
+        self.routed.pools_differ(&translations, &allocations)
     }
 
     /// Runs `frame` alone (`BALANCER_FUZZ_REPLAY`) and checks it, counters and tracking
@@ -506,12 +677,22 @@ impl Run {
         panic!("{message}");
     }
 
+    /// New flows of the DSR backends.
+    fn dsr_new_flows(&self) -> u64 {
+        self.counters
+            .iter()
+            .filter(|(i, _)| !self.routed.backends.contains_key(i))
+            .map(|(_, c)| c.new_flows)
+            .sum()
+    }
+
     /// The verdict totals, one line.
     fn totals(&self) -> String {
         let g = &self.globals;
-        let new_flows: u64 = self.counters.values().map(|c| c.new_flows).sum();
+        let new_flows = self.dsr_new_flows();
         format!(
-            "forwarded {} (XDP_TX {}, XDP_REDIRECT {}; {new_flows} new flows), passed {} (not \
+            "forwarded to DSR backends {} (XDP_TX {}, XDP_REDIRECT {}; {new_flows} new flows), \
+             passed {} (not \
              a VIP {}, malformed {}, unbalanceable {}), dropped {} (no backend {}, martian {})",
             self.forwarded[0] + self.forwarded[1],
             self.forwarded[0],
@@ -533,7 +714,7 @@ impl Run {
             return;
         }
         let g = &self.globals;
-        let new_flows: u64 = self.counters.values().map(|c| c.new_flows).sum();
+        let new_flows = self.dsr_new_flows();
         let established = self.forwarded[0] + self.forwarded[1] - new_flows;
         let paths = [
             ("forwarded with XDP_TX", self.forwarded[0]),
@@ -548,8 +729,49 @@ impl Run {
         for (path, count) in paths {
             assert!(count > 0, "{frames} frames, none {path}: {}", self.totals());
         }
+        if frames < ROUTED_PATHS_FROM {
+            return;
+        }
+        let mut routed: Vec<String> = ROUTED_PATHS.iter().map(|p| p.to_string()).collect();
+        for mode in [Mode::Ipip, Mode::Gue, Mode::Nat, Mode::Fullnat] {
+            for path in [
+                "out",
+                "unresolved, to the kernel",
+                "unroutable",
+                "too big, answered",
+            ] {
+                routed.push(format!("{mode}: {path}"));
+            }
+            if matches!(mode, Mode::Nat | Mode::Fullnat) {
+                for (version, who) in [(4, "backend"), (4, "router"), (6, "backend"), (6, "router")]
+                {
+                    routed.push(format!("{mode} ICMPv{version} error from the {who}"));
+                }
+            }
+        }
+        for path in routed {
+            assert!(
+                self.paths.get(&path).is_some_and(|&n| n > 0),
+                "{frames} frames, none {path}: {:?}",
+                self.paths
+            );
+        }
     }
 }
+
+/// Routed paths every run of at least [`ROUTED_PATHS_FROM`] frames takes, besides each
+/// mode's forwarding paths and each translating mode's ICMP errors (rarer paths — an IPv4
+/// packet too big without DF, a reply too big — are not required).
+const ROUTED_PATHS: [&str; 4] = [
+    "nat reply: out",
+    "nat reply: unresolved, to the kernel",
+    "nat reply: unroutable",
+    "fullnat reply: out",
+];
+
+/// The fewest frames whose run must take every routed path (each is taken dozens of times
+/// in 100,000 frames).
+const ROUTED_PATHS_FROM: u64 = 100_000;
 
 /// XDP action names.
 fn action_name(action: u32) -> String {

@@ -198,6 +198,18 @@ impl Fixture {
         self.backends[&index]
     }
 
+    /// Makes backend `index` forward by `forward` (`FORWARD_*`), in the data plane and the
+    /// model, as the daemon does after the routed entry (tunnel, rewrite) it names, which is
+    /// the caller's to write first.
+    pub fn set_forward(&mut self, index: u32, forward: u32) {
+        let mut entry = self.backends[&index];
+        entry.forward = forward;
+        self.plane
+            .set_backend(index, &entry, false)
+            .expect("write the backend");
+        self.backends.insert(index, entry);
+    }
+
     /// Pins clients in `cidr` of `service` to `group`; publish afterwards.
     pub fn add_pin(&mut self, service: &str, cidr: &str, group: &str) {
         let cidr: IpNet = cidr.parse().expect("pin prefix");
@@ -454,16 +466,18 @@ impl Fixture {
     /// Whether the data plane's two connection-tracking maps hold exactly the model's
     /// flows, each on the model's backend and epoch with the model's FIN and RST marks (and
     /// a close time exactly when marked — but for the opening SYN's stamp of a pending
-    /// flow of a `nat` backend) and opening SYN's sequence number; the first difference if
-    /// not.
+    /// flow of a `nat` or `fullnat` backend) and opening SYN's sequence number; the first
+    /// difference if not.
     pub fn tracking_differs(&self) -> Result<(), String> {
         let stamped = |state: &FlowState, pending: bool| {
             pending
                 && state.syn_seq != 0
-                && self
-                    .backends
-                    .get(&state.backend)
-                    .is_some_and(|b| b.forward == balancer_common::FORWARD_NAT)
+                && self.backends.get(&state.backend).is_some_and(|b| {
+                    matches!(
+                        b.forward,
+                        balancer_common::FORWARD_NAT | balancer_common::FORWARD_FULLNAT
+                    )
+                })
         };
         let as_entries = |map: HashMap<FlowKey, FlowState>,
                           pending: bool|
