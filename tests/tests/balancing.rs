@@ -147,7 +147,10 @@ fn bad_input_is_rejected_with_one_line_and_changes_nothing() -> Result<()> {
     let dir = lab.balancer.socket().with_file_name("hostile");
     std::fs::create_dir_all(&dir)?;
     let huge = dir.join("huge.toml");
-    std::fs::write(&huge, "#".repeat(2 << 20))?;
+    std::fs::write(
+        &huge,
+        "#".repeat(balancer_user::server::routes::MAX_BODY + 1),
+    )?;
     let binary = dir.join("binary.toml");
     std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x01])?;
     let twice = dir.join("twice.toml");

@@ -2,9 +2,9 @@
 //! it for the daemon's default connection-tracking size — the maps the loaded program
 //! uses, found through the program's map IDs — with its key size, value size and maximum
 //! entries from the kernel's map info, the bytes those give, and the kernel's own account
-//! (`memlock` in the map's fdinfo). Measured with one service configured, then with as
-//! many as the data plane takes, so the per-service tables of a later design can be set
-//! against it.
+//! (`memlock` in the map's fdinfo) — and every service's tables map, found through the
+//! pinned `TABLES`. Measured with 1, 32 and 1024 services configured (one backend each,
+//! the default table size).
 
 use std::{
     net::IpAddr,
@@ -13,10 +13,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{MapInfo, MapType},
+    maps::{Array, HashOfMaps, IterableMap, Map as AyaMap, MapData, MapInfo, MapType},
     programs::loaded_programs,
 };
-use balancer_common::{DEFAULT_CONNTRACK_ENTRIES, MAX_SERVICES};
+use balancer_common::{Chunk, CHUNK_BYTES, DEFAULT_CONNTRACK_ENTRIES, MAX_SERVICES};
 use balancer_user::state::Forward;
 
 use crate::{
@@ -26,9 +26,6 @@ use crate::{
 
 /// The section's name in failures.
 const SECTION: &str = "memory";
-
-/// Services the issue asks the data plane to hold.
-const WANTED_SERVICES: u32 = 1024;
 
 /// One map as the kernel created it.
 struct Map {
@@ -43,29 +40,75 @@ struct Map {
     memlock: Option<u64>,
 }
 
+/// The services' tables maps: one per service in `TABLES`, each of its own size.
+#[derive(Clone, Copy, Default)]
+struct Tables {
+    /// How many.
+    maps: u32,
+    /// Their chunks together.
+    entries: u64,
+    /// The bytes their chunks give.
+    bytes: u64,
+    /// The kernel's own account of them, together.
+    memlock: u64,
+}
+
+/// What was measured with a number of services configured.
+struct Measure {
+    services: u32,
+    /// The maps the program uses (`TABLES` the outer one).
+    maps: Vec<Map>,
+    tables: Tables,
+}
+
 /// Measures and writes the section.
 pub fn run(report: &mut Report) -> Result<()> {
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
     let mut plane = Plane::load("memory", DEFAULT_CONNTRACK_ENTRIES)?;
-    let mut counts = Vec::new();
-    for services in [1, MAX_SERVICES] {
-        for i in counts.last().map_or(0, |(n, _)| *n)..services {
+    let mut counts: Vec<Measure> = Vec::new();
+    for services in [1, 32, MAX_SERVICES] {
+        for i in counts.last().map_or(0, |m| m.services)..services {
             let vip = format!("198.19.{}.{}:80/tcp", 1 + i / 250, 1 + i % 250);
             let backend: IpAddr = format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250).parse()?;
             plane.add_service(&format!("m{i}"), &vip, Forward::default(), &[backend])?;
         }
         plane.publish(|dp, _, b| Ok(dp.set_backend(b.index, &dsr_backend(b), true)?))?;
-        counts.push((services, maps(&plane, cpus)?));
+        counts.push(Measure {
+            services,
+            maps: maps(&plane, cpus)?,
+            tables: tables(&plane)?,
+        });
     }
     write(report, cpus, &counts);
-    let totals: Vec<u64> = counts
+    if counts
         .iter()
-        .map(|(_, maps)| maps.iter().map(|m| m.bytes).sum())
-        .collect();
-    if totals.contains(&0) {
-        report.fail(SECTION, "no map of the data plane was found");
+        .any(|m| m.maps.iter().all(|map| map.bytes == 0) || m.tables.maps != m.services)
+    {
+        report.fail(
+            SECTION,
+            "no map of the data plane was found, or not one tables map per service",
+        );
     }
     Ok(())
+}
+
+/// Every service's tables map, through the pinned `TABLES`.
+fn tables(plane: &Plane) -> Result<Tables> {
+    let pinned = MapData::from_pin(plane.layout().maps().join("TABLES"))
+        .context("open the pinned TABLES")?;
+    let outer: HashOfMaps<MapData, u32, Array<MapData, Chunk>> =
+        AyaMap::HashOfMaps(pinned).try_into()?;
+    let mut tables = Tables::default();
+    for slot in outer.keys() {
+        let map = outer.get(&slot?, 0)?;
+        let data = IterableMap::map(&map);
+        let entries = u64::from(data.info()?.max_entries());
+        tables.maps += 1;
+        tables.entries += entries;
+        tables.bytes += entries * CHUNK_BYTES as u64;
+        tables.memlock += memlock(data.fd().as_fd().as_raw_fd()).unwrap_or(0);
+    }
+    Ok(tables)
 }
 
 /// Every map of the program loaded over `plane`'s pins.
@@ -141,7 +184,7 @@ fn mib(bytes: u64) -> String {
     format!("{:.2}", bytes as f64 / f64::from(1u32 << 20))
 }
 
-fn write(report: &mut Report, cpus: usize, counts: &[(u32, Vec<Map>)]) {
+fn write(report: &mut Report, cpus: usize, counts: &[Measure]) {
     report.line("## Data plane memory\n");
     report.line(format!(
         "Every map of the product object as the kernel created it for the daemon's default \
@@ -151,14 +194,27 @@ fn write(report: &mut Report, cpus: usize, counts: &[(u32, Vec<Map>)]) {
          arrays (the index is the key), a key and a value per entry for hashes and tries, a \
          per-CPU value times the {cpus} possible CPUs, a ring buffer's size; *kernel* is the \
          kernel's own account of the map (`memlock` in its fdinfo), with its per-entry \
-         bookkeeping. The data plane holds at most {MAX_SERVICES} services; its tables are \
-         allocated for all of them when it is created.\n"
+         bookkeeping. Each service's tables are a map of their own in `TABLES` (64-byte \
+         chunks: header, split cells, one ring per group of the service's table size, the \
+         default 65537 slots here; one backend each), counted apart; the shared maps are \
+         sized for the capacities ({MAX_SERVICES} services), whatever is configured.\n"
     ));
-    let Some((_, first)) = counts.first() else {
+    let Some(last) = counts.last() else {
         return;
     };
-    let last = counts.last().map_or(first, |(_, maps)| maps);
+    let table_row = |t: &Tables| {
+        vec![
+            format!("services' tables ({})", t.maps),
+            "Array".to_string(),
+            "4".to_string(),
+            CHUNK_BYTES.to_string(),
+            t.entries.to_string(),
+            mib(t.bytes),
+            mib(t.memlock),
+        ]
+    };
     let rows: Vec<Vec<String>> = last
+        .maps
         .iter()
         .map(|map| {
             vec![
@@ -171,10 +227,11 @@ fn write(report: &mut Report, cpus: usize, counts: &[(u32, Vec<Map>)]) {
                 map.memlock.map_or("–".to_string(), mib),
             ]
         })
+        .chain(std::iter::once(table_row(&last.tables)))
         .collect();
     report.line(format!(
         "### Maps with {} services configured\n",
-        counts.last().map_or(0, |(n, _)| *n)
+        last.services
     ));
     report.table(
         &[
@@ -190,26 +247,29 @@ fn write(report: &mut Report, cpus: usize, counts: &[(u32, Vec<Map>)]) {
     );
     let totals: Vec<Vec<String>> = counts
         .iter()
-        .map(|(services, maps)| {
-            let bytes: u64 = maps.iter().map(|m| m.bytes).sum();
-            let kernel: u64 = maps.iter().filter_map(|m| m.memlock).sum();
+        .map(|m| {
+            let bytes: u64 = m.maps.iter().map(|map| map.bytes).sum();
+            let kernel: u64 = m.maps.iter().filter_map(|map| map.memlock).sum();
             vec![
-                services.to_string(),
-                maps.len().to_string(),
+                m.services.to_string(),
+                m.maps.len().to_string(),
                 mib(bytes),
                 mib(kernel),
+                mib(m.tables.memlock),
+                mib(kernel + m.tables.memlock),
             ]
         })
-        .chain(std::iter::once(vec![
-            WANTED_SERVICES.to_string(),
-            "–".into(),
-            format!("not possible: at most {MAX_SERVICES} services"),
-            "–".into(),
-        ]))
         .collect();
     report.line("### Total by services configured\n");
     report.table(
-        &["services", "maps", "bytes (MiB)", "kernel (MiB)"],
+        &[
+            "services",
+            "shared maps",
+            "their bytes (MiB)",
+            "their kernel (MiB)",
+            "tables, kernel (MiB)",
+            "total kernel (MiB)",
+        ],
         &totals,
     );
 }

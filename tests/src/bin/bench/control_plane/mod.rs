@@ -121,9 +121,9 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     report.line("### Full table swap\n");
     report.line(format!(
         "One service's whole image: `compile` from the desired state (split cells, one \
-         Maglev table per group), then `DataPlane::write_service` (ring, tables, generation \
-         flip); {} rounds each, writes spaced past the 2 ms grace that `write_service` waits \
-         out when the service's previous flip is more recent.\n",
+         Maglev table per group), then `DataPlane::write_service` (a new tables map made, \
+         filled through a memory mapping and swapped in; the swap returns after the \
+         kernel's RCU grace period, which the time includes); {} rounds each.\n",
         plan.rounds.max(10)
     ));
     report.table(

@@ -1,5 +1,5 @@
 //! The cost of replacing a service's whole data-plane image: compiling it from the desired
-//! state, and writing it (every ring, the tables, the one-word flip).
+//! state, and writing it (a new tables map, swapped in: the kernel's grace period included).
 
 use std::{collections::BTreeSet, time::Instant};
 
@@ -7,10 +7,6 @@ use anyhow::{Context, Result};
 use balancer_user::compile::compile;
 
 use crate::{plane::plane, stats::Spread};
-
-/// Pause between two writes of one service: longer than the data plane's grace period
-/// (2 ms), so no write waits for it and only the map writes are timed.
-const BETWEEN_WRITES: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Compile and write times, in ms, for one service size.
 pub struct SwapCost {
@@ -37,7 +33,6 @@ pub fn measure(backends: u32, rounds: usize) -> Result<SwapCost> {
         let start = Instant::now();
         let compiled = compile(&service, 0, &BTreeSet::new())?;
         compiles.push(start.elapsed().as_secs_f64() * 1e3);
-        std::thread::sleep(BETWEEN_WRITES);
         let start = Instant::now();
         plane
             .dp()
