@@ -211,6 +211,17 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// The endpoint the packet comes from (address, port, protocol, family), as the reply
+    /// map keys a backend's.
+    pub const fn source(&self) -> VipKey {
+        VipKey {
+            addr: self.src,
+            port_be: self.sport_be,
+            proto: self.proto,
+            family: self.family,
+        }
+    }
+
     /// The part of the key that client affinity hashes: client address and family only.
     pub const fn client_only(&self) -> FlowKey {
         FlowKey {

@@ -78,6 +78,21 @@ pub struct Translation {
     pub closed_ns: u64,
 }
 
+impl Translation {
+    /// The pool port it holds, as `ALLOCATIONS` keys it, for the flow `key`.
+    pub const fn allocation(&self, key: &crate::FlowKey) -> Allocation {
+        Allocation {
+            pool: self.addr,
+            backend: self.backend_addr,
+            pool_port_be: self.port_be,
+            backend_port_be: self.backend_port_be,
+            proto: key.proto,
+            family: key.family,
+            reserved: [0; 2],
+        }
+    }
+}
+
 /// One pool port in use towards one backend endpoint: the key of `ALLOCATIONS` (whose value
 /// is the flow's client-side key), the 4-tuple (and protocol) of the backend's side of a
 /// full-NAT flow.

@@ -3,7 +3,7 @@
 //! forwarded it) to the backend's SYN-ACK — the signals only a mode whose replies pass the
 //! LB can see.
 
-use balancer_common::{handshake_bucket, Endpoint, FlowKey, TCP_ACK, TCP_RST, TCP_SYN};
+use balancer_common::{handshake_bucket, FlowKey, TCP_ACK, TCP_RST, TCP_SYN};
 
 use crate::{
     maps::{REPLIES, REPLY_STATS},
@@ -15,12 +15,7 @@ use crate::{
 /// reply is on its way: its stack is not the reply path's.
 #[inline(never)]
 pub fn count(key: &FlowKey, tcp_flags: u8, bytes: u32) {
-    let backend = Endpoint {
-        addr: key.src,
-        port_be: key.sport_be,
-        proto: key.proto,
-        family: key.family,
-    };
+    let backend = key.source();
     // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
     let Some(reply) = (unsafe { REPLIES.get(backend) }) else {
         return;

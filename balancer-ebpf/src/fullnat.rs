@@ -10,7 +10,7 @@
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use balancer_common::{
-    flow_hash, pool_port, Allocation, Endpoint, FlowKey, Rewrite, Translation, ALLOCATION_TRIES,
+    flow_hash, pool_port, Allocation, FlowKey, Rewrite, Translation, ALLOCATION_TRIES,
     REPLY_FULLNAT, TCP_FIN, TCP_RST,
 };
 
@@ -49,15 +49,7 @@ pub fn translation(key: &FlowKey, index: u32, tcp_flags: u8) -> Option<&'static 
         }
         // The flow was balanced again to another backend (its old one went): the port it
         // held towards the old one is free.
-        let _ = ALLOCATIONS.remove(Allocation {
-            pool: found.addr,
-            backend: found.backend_addr,
-            pool_port_be: found.port_be,
-            backend_port_be: found.backend_port_be,
-            proto: key.proto,
-            family: key.family,
-            reserved: [0; 2],
-        });
+        let _ = ALLOCATIONS.remove(found.allocation(key));
     }
     allocate(key, index, rewrite, now)?;
     // SAFETY: written whole by this program; the daemon only removes entries.
@@ -113,12 +105,7 @@ fn allocation(rewrite: &Rewrite, key: &FlowKey, pool: [u8; 16], port_be: u16) ->
 /// pool port is allocated towards it. A BPF subprogram of its own.
 #[inline(never)]
 pub fn origin(key: &FlowKey) -> Option<&'static FlowKey> {
-    let backend = Endpoint {
-        addr: key.src,
-        port_be: key.sport_be,
-        proto: key.proto,
-        family: key.family,
-    };
+    let backend = key.source();
     // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
     let reply = unsafe { REPLIES.get(backend) }?;
     if reply.flags & REPLY_FULLNAT == 0 {

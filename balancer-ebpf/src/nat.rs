@@ -15,7 +15,7 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use balancer_common::{
-    Endpoint, FlowKey, Translation, FAMILY_V4, NAT_STAT_FAILED, NAT_STAT_REPLIES, NAT_STAT_TOO_BIG,
+    FlowKey, Translation, FAMILY_V4, NAT_STAT_FAILED, NAT_STAT_REPLIES, NAT_STAT_TOO_BIG,
     NAT_STAT_UNRESOLVED, NAT_STAT_UNROUTABLE, PROTO_TCP, PROTO_UDP, REPLY_FULLNAT,
 };
 
@@ -126,12 +126,7 @@ pub fn forward(
 /// not a reply, the caller goes on. A BPF subprogram, like [`forward`].
 #[inline(never)]
 pub fn reply(ctx: &XdpContext, key: &FlowKey, origin: Option<&FlowKey>) -> Option<u32> {
-    let backend = Endpoint {
-        addr: key.src,
-        port_be: key.sport_be,
-        proto: key.proto,
-        family: key.family,
-    };
+    let backend = key.source();
     // SAFETY: REPLIES is only updated by the daemon with whole-value writes.
     let reply = unsafe { REPLIES.get(backend) }?;
     // A full-NAT backend's packet to no allocated pool port: none of its flows'.

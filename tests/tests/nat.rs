@@ -189,36 +189,7 @@ fn nat_carries_udp_both_ways() -> Result<()> {
 #[test]
 fn a_backends_port_unreachable_reaches_the_client_about_the_vip() -> Result<()> {
     let lab = RoutedLab::for_mode("bnat3", Mode::Nat, BACKENDS)?;
-    for v6 in [false, true] {
-        // Nothing listens on the backends' port 9.
-        let name = if v6 { "closed6" } else { "closed" };
-        let vip = SocketAddr::new(Lab::vip(v6).ip(), NAT_VIP_PORT);
-        let spec = format!("{vip}/udp");
-        lab.balancer.ok(&[
-            "service",
-            "add",
-            name,
-            "--vip",
-            &spec,
-            "--forward",
-            "nat",
-            "--backend-port",
-            "9",
-        ])?;
-        let addr = lab.topology.backend_addr(0, v6).to_string();
-        lab.balancer
-            .ok(&["backend", "add", name, &addr, "--group", "main"])?;
-        // A connected socket learns of the backend's ICMP error only if it quotes the
-        // datagram as the socket sent it: to the VIP.
-        let socket = lab.client.udp_socket(vip, None, 0)?;
-        socket.send(b"anyone?\n")?;
-        let mut buf = [0u8; 64];
-        let got = socket.recv(&mut buf);
-        ensure!(
-            matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
-            "{vip}: the client should see the port unreachable, got {got:?}"
-        );
-    }
+    lab.ensure_closed_port_refused(Mode::Nat)?;
     let nat = lab.balancer.status()?.counters.nat;
     ensure!(nat.errors >= 2, "errors translated: {nat:?}");
 

@@ -112,7 +112,7 @@ impl Pool {
         let mut swept = Swept::default();
         let mut named = HashSet::new();
         for (key, translation) in self.translations()? {
-            let allocation = allocation(&key, &translation);
+            let allocation = translation.allocation(&key);
             if !ending.ended(&translation, key.proto, now) {
                 swept.active += 1;
                 named.insert(allocation);
@@ -156,19 +156,6 @@ impl Pool {
             Err(e) if !missing(&e) => Err(map_err("remove from ALLOCATIONS")(e)),
             _ => Ok(()),
         }
-    }
-}
-
-/// The pool port a translation holds, as `ALLOCATIONS` keys it.
-pub fn allocation(key: &FlowKey, translation: &Translation) -> Allocation {
-    Allocation {
-        pool: translation.addr,
-        backend: translation.backend_addr,
-        pool_port_be: translation.port_be,
-        backend_port_be: translation.backend_port_be,
-        proto: key.proto,
-        family: key.family,
-        reserved: [0; 2],
     }
 }
 

@@ -108,6 +108,42 @@ impl RoutedLab {
         Ok(())
     }
 
+    /// For IPv4 and IPv6, adds a UDP service of translating `mode` (`nat`, `fullnat`) on the
+    /// mode's VIP port to port 9 of backend 0, where nothing listens, and requires a
+    /// client's datagram to it refused: the backend's port unreachable, translated by the
+    /// LB, reaches the client's connected socket, which matches it only if it quotes the
+    /// datagram as the socket sent it (from its own port, to the VIP).
+    pub fn ensure_closed_port_refused(&self, mode: Mode) -> Result<()> {
+        for v6 in [false, true] {
+            let name = if v6 { "closed6" } else { "closed" };
+            let vip = SocketAddr::new(Lab::vip(v6).ip(), mode.vip_port());
+            let spec = format!("{vip}/udp");
+            self.balancer.ok(&[
+                "service",
+                "add",
+                name,
+                "--vip",
+                &spec,
+                "--forward",
+                mode.name(),
+                "--backend-port",
+                "9",
+            ])?;
+            let addr = self.topology.backend_addr(0, v6).to_string();
+            self.balancer
+                .ok(&["backend", "add", name, &addr, "--group", "main"])?;
+            let socket = self.client.udp_socket(vip, None, 0)?;
+            socket.send(b"anyone?\n")?;
+            let mut buf = [0u8; 64];
+            let got = socket.recv(&mut buf);
+            anyhow::ensure!(
+                matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+                "{vip}: the client should see the port unreachable, got {got:?}"
+            );
+        }
+        Ok(())
+    }
+
     /// The names of the backends whose servers run, in index order.
     pub fn serving(&self) -> Vec<&str> {
         self.servers.iter().map(BackendServer::name).collect()
