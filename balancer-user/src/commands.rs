@@ -296,7 +296,9 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         fleet: args.store.map(|store| Fleet {
             store,
-            host: args.host_name.unwrap_or_else(crate::fleet::host::system_name),
+            host: args
+                .host_name
+                .unwrap_or_else(crate::fleet::host::system_name),
         }),
         requested: Requested {
             conntrack_size: args.conntrack_size,

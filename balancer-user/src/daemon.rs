@@ -29,6 +29,7 @@ use crate::{
     },
     dataplane::{self, bpffs::Layout, link, pinned, AttachOptions, Attachment, DataPlane},
     error::Error,
+    fleet::{cache::CacheStore, etcd::Etcd, member::Member, url::StoreUrl},
     history::{History, Note, Who},
     lifecycle::{
         claim::{self, Claim},
@@ -40,7 +41,6 @@ use crate::{
         routes::router,
         scrape,
     },
-    fleet::{cache::CacheStore, etcd::Etcd, member::Member, url::StoreUrl},
     state::FileStore,
 };
 
@@ -121,7 +121,10 @@ fn start(
         plane: Box::new(plane) as Box<dyn Plane>,
         neighbors: Arc::new(KernelNeighbors),
         store: match member {
-            Some(member) => Box::new(CacheStore::new(FileStore::in_dir(&config.state_dir), member)),
+            Some(member) => Box::new(CacheStore::new(
+                FileStore::in_dir(&config.state_dir),
+                member,
+            )),
             None => Box::new(FileStore::in_dir(&config.state_dir)),
         },
         clock: Arc::new(SystemClock),

@@ -60,7 +60,10 @@ mod tests {
 
     fn weight(state: &State) -> u16 {
         let web = state.service("web").unwrap();
-        let (_, b) = web.backends().find(|(_, b)| b.addr == ip("198.18.0.101")).unwrap();
+        let (_, b) = web
+            .backends()
+            .find(|(_, b)| b.addr == ip("198.18.0.101"))
+            .unwrap();
         b.weight
     }
 

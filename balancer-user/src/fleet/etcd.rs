@@ -114,8 +114,8 @@ impl Remote for Etcd {
     fn watch(&self, after: i64, to: mpsc::Sender<Stored>) -> Call<'_, ()> {
         Box::pin(async move {
             let options = WatchOptions::new().with_start_revision(after + 1);
-            let mut stream = timed(self.client.clone().watch(self.keys.state(), Some(options)))
-                .await?;
+            let mut stream =
+                timed(self.client.clone().watch(self.keys.state(), Some(options))).await?;
             loop {
                 let Some(answer) = stream.message().await.map_err(unavailable)? else {
                     return Err(FleetError::Unavailable("the watch ended".into()));

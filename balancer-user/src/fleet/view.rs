@@ -98,14 +98,20 @@ mod tests {
 
     #[test]
     fn hosts_that_agree_say_so_and_each_has_its_line() {
-        let text = render(&status(vec![host("lb-1", 7, "sha256:aa"), host("lb-2", 7, "sha256:aa")]));
+        let text = render(&status(vec![
+            host("lb-1", 7, "sha256:aa"),
+            host("lb-2", 7, "sha256:aa"),
+        ]));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
         assert_eq!(
             lines[0],
             "store etcd://198.18.0.1:2379/lb  revision 7  leader: none yet"
         );
-        assert!(lines[2].starts_with("lb-1 ") && lines[2].ends_with("1  0.5 s ago"), "{text}");
+        assert!(
+            lines[2].starts_with("lb-1 ") && lines[2].ends_with("1  0.5 s ago"),
+            "{text}"
+        );
         let digest = |line: &str| line.split_whitespace().nth(2).unwrap().to_string();
         assert_eq!(digest(lines[2]), digest(lines[3]));
         assert_eq!(digest(lines[2]).len(), 12);

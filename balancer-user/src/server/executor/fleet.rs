@@ -119,7 +119,10 @@ impl Executor {
             match member.remote.read().await {
                 Ok(stored) => {
                     if away {
-                        tracing::info!(revision = stored.revision, "the fleet's store answers again");
+                        tracing::info!(
+                            revision = stored.revision,
+                            "the fleet's store answers again"
+                        );
                         away = false;
                     }
                     self.seed(&member, &stored).await;
