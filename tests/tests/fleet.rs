@@ -3,7 +3,8 @@
 //! one etcd (Debian's `etcd-server`, in a namespace of its own). A change made through one
 //! host is live on the others (equal table digests, traffic through them follows it);
 //! concurrent conflicting changes never lose one; with etcd stopped the hosts forward with
-//! the last state and refuse changes in one line, and catch up when it is back.
+//! the last state and refuse changes in one line, and catch up when it is back; a canary
+//! that every host drives (no leader yet) stores each step once.
 
 use std::{
     sync::{Arc, Barrier},
@@ -15,10 +16,13 @@ use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     balancer::{Balancer, DaemonOptions, REFUSED},
     etcd::EtcdServer,
-    lab::Lab,
+    lab::{canary_start, Lab},
     traffic::LongLived,
 };
-use balancer_user::api::{FleetStatus, Status};
+use balancer_user::{
+    api::{FleetStatus, Status},
+    release::canary::Outcome,
+};
 
 /// The fleet's key prefix in etcd.
 const PREFIX: &str = "/fleet";
@@ -356,5 +360,52 @@ fn with_etcd_stopped_hosts_forward_and_refuse_changes_then_catch_up() -> Result<
         report.failed_connections() == 0 && report.moved_connections() == 0,
         "long-lived connections broke or moved: {report:?}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_canary_driven_by_every_host_is_stored_once_per_step() -> Result<()> {
+    let fleet = Fleet::new("flcan")?;
+    fleet.web()?;
+    fleet.host(0).ok(&canary_start("10,50,100", "1s", &[]))?;
+    // Every host drives the canary's timed steps (no leader yet): each step is stored once,
+    // the hosts whose write lost apply the stored one.
+    let start = Instant::now();
+    let done = loop {
+        let status = fleet.host(1).status()?;
+        let canary = status.services[0].canary.clone().context("no canary")?;
+        if canary.outcome.is_some() {
+            break canary;
+        }
+        ensure!(
+            start.elapsed() < CONNECT_LIMIT,
+            "the canary did not end: {canary:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(done.outcome == Some(Outcome::Completed), "{done:?}");
+    let reference = fleet.host(1).status()?;
+    fleet.converged(&reference, CONNECT_LIMIT)?;
+    for (i, status) in fleet.statuses()?.iter().enumerate() {
+        let canary = status.services[0].canary.as_ref().context("no canary")?;
+        ensure!(
+            canary.decisions == done.decisions,
+            "host {i} has other decisions: {:?} vs {:?}",
+            canary.decisions,
+            done.decisions
+        );
+    }
+    for step in ["step 2/3", "step 3/3"] {
+        let taken = done
+            .decisions
+            .iter()
+            .filter(|d| d.what.contains(step))
+            .count();
+        ensure!(
+            taken == 1,
+            "{step} taken {taken} times: {:?}",
+            done.decisions
+        );
+    }
     Ok(())
 }
