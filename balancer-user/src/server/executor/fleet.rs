@@ -299,3 +299,188 @@ impl Executor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        controller::fakes::Rig,
+        error::Refused,
+        fleet::{commit::encode, remote::fake::FakeRemote, remote::Remote},
+        operation::Operation,
+        state::tests::{ip, sample},
+    };
+
+    /// An executor of a controller started on `rig` (holding `sample()`), member of a
+    /// fleet whose store holds `sample()` too, caught up with it.
+    async fn member_of(rig: &Rig, remote: &FakeRemote, name: &str) -> (Arc<Executor>, Arc<Member>) {
+        let revision = commit(remote, 0, &sample()).await.unwrap();
+        let member = Arc::new(Member::new(
+            Arc::new(remote.clone()),
+            "lb-1".into(),
+            "etcd://198.18.0.1:2379/lb".into(),
+        ));
+        let history = crate::history::tests::opened(name);
+        let executor = Executor::in_fleet(rig.start(), history, Some(member.clone()));
+        executor.follow(&member, remote.read().await.unwrap()).await;
+        assert_eq!(member.revision(), revision);
+        (executor, member)
+    }
+
+    fn set_weight(weight: u16) -> Operation {
+        Operation::Change(Change::SetWeight {
+            service: "web".into(),
+            addr: ip("198.18.0.101"),
+            weight,
+        })
+    }
+
+    async fn state(executor: &Arc<Executor>) -> State {
+        executor
+            .with_controller(|c| Ok(c.state().clone()))
+            .await
+            .unwrap()
+    }
+
+    async fn stored(remote: &FakeRemote) -> (i64, State) {
+        let stored = remote.read().await.unwrap();
+        (stored.revision, decode(&stored).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_change_is_stored_then_published_and_one_made_on_an_old_revision_changes_nothing() {
+        let rig = Rig::new(sample());
+        let remote = FakeRemote::default();
+        let (executor, member) = member_of(&rig, &remote, "fleet-cas").await;
+        let before = member.revision();
+        executor.run(set_weight(7), Who::Uid(0)).await.unwrap();
+        let (revision, held) = stored(&remote).await;
+        assert!(revision > before);
+        assert_eq!(member.revision(), revision);
+        assert_eq!(state(&executor).await, held);
+        assert!(rig.live_matches(&held));
+
+        // Another host stores a change this one has not seen yet.
+        let mut other = held.clone();
+        other.set_weight("web", ip("198.18.0.102"), 3).unwrap();
+        let theirs = commit(&remote, revision, &other).await.unwrap();
+        let err = executor.run(set_weight(9), Who::Uid(0)).await.unwrap_err();
+        assert!(matches!(err, Error::Refused(Refused::Fleet(_))), "{err:?}");
+        assert_eq!(
+            one_line(&err),
+            format!("the state changed meanwhile (revision {theirs}): try again")
+        );
+        assert_eq!(
+            state(&executor).await,
+            held,
+            "the refused change changed the state"
+        );
+        assert!(rig.live_matches(&held));
+        assert_eq!(stored(&remote).await, (theirs, other.clone()));
+
+        // Following the store brings the other host's change; then a change goes through.
+        executor.follow(&member, remote.read().await.unwrap()).await;
+        assert_eq!(state(&executor).await, other);
+        assert!(rig.live_matches(&other));
+        executor.run(set_weight(9), Who::Uid(0)).await.unwrap();
+        let (_, last) = stored(&remote).await;
+        let b102 = last
+            .service("web")
+            .unwrap()
+            .backends()
+            .find(|(_, b)| b.addr == ip("198.18.0.102"));
+        assert_eq!(
+            b102.unwrap().1.weight,
+            3,
+            "the other host's change was lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_the_store_down_a_change_is_refused_and_changes_nothing() {
+        let rig = Rig::new(sample());
+        let remote = FakeRemote::default();
+        let (executor, _) = member_of(&rig, &remote, "fleet-down").await;
+        remote.set_down(true);
+        let err = executor.run(set_weight(7), Who::Uid(0)).await.unwrap_err();
+        assert_eq!(one_line(&err), "store unavailable: connection refused");
+        assert_eq!(state(&executor).await, sample());
+        assert!(rig.live_matches(&sample()));
+        let fleet = executor
+            .run(Operation::Fleet, Who::Uid(0))
+            .await
+            .unwrap_err();
+        assert_eq!(one_line(&fleet), "store unavailable: connection refused");
+        remote.set_down(false);
+        assert_eq!(stored(&remote).await.1, sample());
+    }
+
+    #[tokio::test]
+    async fn a_stored_state_that_does_not_load_is_not_followed() {
+        let rig = Rig::new(sample());
+        let remote = FakeRemote::default();
+        let (executor, member) = member_of(&rig, &remote, "fleet-bad").await;
+        let revision = member.revision();
+        let bad = String::from_utf8(encode(&sample()))
+            .unwrap()
+            .replace("\"slot\":1", "\"slot\":0");
+        remote.swap(revision, bad.into_bytes()).await.unwrap();
+        executor.follow(&member, remote.read().await.unwrap()).await;
+        assert_eq!(member.revision(), revision);
+        assert_eq!(state(&executor).await, sample());
+    }
+
+    #[tokio::test]
+    async fn the_daemons_own_change_is_stored_unless_another_won_meanwhile() {
+        let rig = Rig::new(sample());
+        let remote = FakeRemote::default();
+        let (executor, member) = member_of(&rig, &remote, "fleet-staged").await;
+        let base = member.revision();
+        let mut own = sample();
+        own.set_weight("web", ip("198.18.0.103"), 1).unwrap();
+        member.stage(own.clone());
+        let storing = tokio::spawn(executor.clone().store_staged());
+        let start = std::time::Instant::now();
+        while remote.read().await.unwrap().revision == base {
+            assert!(start.elapsed() < Duration::from_secs(5), "never stored");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (revision, held) = stored(&remote).await;
+        assert_eq!(held, own);
+        // Another host's change wins over the next one of this daemon's: it is dropped.
+        let mut theirs = own.clone();
+        theirs.set_weight("web", ip("198.18.0.101"), 2).unwrap();
+        commit(&remote, revision, &theirs).await.unwrap();
+        let mut lost = own.clone();
+        lost.set_weight("web", ip("198.18.0.102"), 5).unwrap();
+        let member_now = member.clone();
+        executor
+            .with_controller(move |_| {
+                member_now.stage(lost);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // Until the storing task took it (looked at under the lock, put back as found).
+        loop {
+            let member_now = member.clone();
+            let waiting = executor
+                .with_controller(move |_| {
+                    let staged = member_now.take_staged();
+                    let waiting = staged.is_some();
+                    if let Some((base, state)) = staged {
+                        member_now.restage(base, state);
+                    }
+                    Ok(waiting)
+                })
+                .await
+                .unwrap();
+            if !waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        storing.abort();
+        assert_eq!(stored(&remote).await.1, theirs);
+    }
+}
