@@ -397,6 +397,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_daemon_alone_refuses_fleet_status_in_one_line() {
+        let rig = Rig::new(sample());
+        let executor = Executor::new(rig.start(), crate::history::tests::opened("fleet-alone"));
+        let err = executor
+            .run(Operation::Fleet, Who::Uid(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        assert_eq!(
+            one_line(&err),
+            "this daemon keeps its state in a file, not in a fleet's store (daemon --store)"
+        );
+    }
+
+    #[tokio::test]
     async fn with_the_store_down_a_change_is_refused_and_changes_nothing() {
         let rig = Rig::new(sample());
         let remote = FakeRemote::default();
