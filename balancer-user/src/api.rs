@@ -1,7 +1,7 @@
 //! The control API's request and response bodies (HTTP + JSON on a Unix socket), shared by
 //! the daemon and the CLI.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -186,6 +186,11 @@ pub struct ServiceStatus {
     /// Backends that left the tables while their flows still reach them.
     #[serde(default)]
     pub retired: Vec<RetiredStatus>,
+    /// The digest of the tables written for it (`sha256:` and hex; see [`crate::digest`]):
+    /// equal on two hosts exactly when their tables pick the same backends (absent from
+    /// older daemons' answers: empty).
+    #[serde(default)]
+    pub digest: String,
 }
 
 /// One retired backend in [`ServiceStatus`]: in no table, its tracked flows still
@@ -377,4 +382,33 @@ impl Answers {
     pub fn handshake_mean(&self) -> Option<f64> {
         (self.handshakes > 0).then(|| self.handshake_seconds / self.handshakes as f64)
     }
+}
+
+/// `balancer fleet status` (`GET /fleet`): the hosts of the answering daemon's fleet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// The store (`--store`).
+    pub store: String,
+    /// The stored revision the answering daemon's state is.
+    pub revision: i64,
+    /// The host that drives timed steps for the fleet: none yet (leader election is not
+    /// there yet; each daemon drives its own).
+    pub leader: Option<String>,
+    /// The answering daemon's time (Unix milliseconds), for the hosts' ages.
+    pub now_ms: u64,
+    /// Every live host (its record not expired), by name.
+    pub hosts: Vec<FleetHost>,
+}
+
+/// One host in [`FleetStatus`], as it last registered itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetHost {
+    /// Its name (`--host-name`).
+    pub host: String,
+    /// The stored revision its state is.
+    pub revision: i64,
+    /// The digest of each service's tables (see [`ServiceStatus::digest`]).
+    pub digests: BTreeMap<String, String>,
+    /// When it last registered (its time, Unix milliseconds).
+    pub seen_ms: u64,
 }

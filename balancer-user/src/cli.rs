@@ -134,6 +134,9 @@ pub enum Command {
     },
     /// Print the desired state as TOML that `apply` accepts.
     Export,
+    /// The fleet of LB hosts sharing the daemon's store (`daemon --store`).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Detach the data plane, remove its pins and stop the daemon (the state file stays).
     /// With no daemon answering on --socket, `--iface` removes the pins directly.
     Teardown(TeardownArgs),
@@ -258,6 +261,14 @@ pub struct DaemonArgs {
     /// without it.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Keep the desired state in a fleet's etcd, shared by every LB host of the fleet:
+    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX. The state file in --state-dir stays this
+    /// host's last copy. Without it the state file is the state (one host).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<crate::fleet::url::StoreUrl>,
+    /// This host's name in the fleet (`fleet status`) [default: the system's host name].
+    #[arg(long, value_parser = parse_host_name)]
+    pub host_name: Option<String>,
     /// How the log on standard error is written: text lines, or one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -288,6 +299,19 @@ impl From<XdpModeArg> for aya::programs::XdpMode {
             XdpModeArg::Skb => Self::Skb,
         }
     }
+}
+
+/// `balancer fleet ...`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// The hosts of the fleet: each one's store revision, tables' digest, services and
+    /// when it was last seen, and the leader (none yet: each daemon drives its own timed
+    /// steps).
+    Status {
+        /// Print JSON: the API's `GET /fleet` answer (`api::FleetStatus`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `balancer service ...`.
@@ -819,6 +843,15 @@ fn parse_share(text: &str) -> Result<(String, BasisPoints), String> {
     Ok((group.to_string(), share))
 }
 
+fn parse_host_name(text: &str) -> Result<String, String> {
+    match crate::fleet::keys::valid_host(text) {
+        true => Ok(text.to_string()),
+        false => Err(format!(
+            "{text:?} is not a host name: use letters, digits, '.', '-' and '_' (at most 64)"
+        )),
+    }
+}
+
 fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
     text.parse()
         .map_err(|_| format!("{text:?} is not a CIDR prefix (ADDR/LEN)"))
@@ -853,6 +886,11 @@ pub enum Output {
     },
     /// `export`: the TOML as it comes.
     Toml,
+    /// `fleet status`: text or JSON.
+    Fleet {
+        /// JSON.
+        json: bool,
+    },
     /// `teardown`: a sentence.
     TornDown,
 }
@@ -994,6 +1032,7 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
             toml: read_config(&file)?,
         }),
         Command::Export => (Operation::Export, Output::Toml),
+        Command::Fleet(FleetCommand::Status { json }) => (Operation::Fleet, Output::Fleet { json }),
         Command::Teardown(_) => (Operation::Teardown, Output::TornDown),
     })
 }

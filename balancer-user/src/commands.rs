@@ -9,11 +9,11 @@ use aya::programs::XdpMode;
 use clap::CommandFactory as _;
 
 use crate::{
-    api::{Events, Status},
+    api::{Events, FleetStatus, Status},
     cli::{request, Cli, Command, DaemonArgs, DecapArgs, EventsArgs, Output, TeardownArgs},
     client::{Client, ClientError},
     controller::Settings,
-    daemon::{self, DaemonConfig},
+    daemon::{self, DaemonConfig, Fleet},
     daemon_file,
     dataplane::bpffs::Layout,
     decap,
@@ -237,6 +237,13 @@ fn show(output: Output, answer: &[u8]) -> anyhow::Result<String> {
     Ok(match output {
         Output::Quiet => String::new(),
         Output::Toml => String::from_utf8_lossy(answer).into_owned(),
+        Output::Fleet { json } => {
+            let fleet: FleetStatus = serde_json::from_slice(answer)?;
+            match json {
+                true => pretty(&fleet)?,
+                false => crate::fleet::view::render(&fleet),
+            }
+        }
         Output::TornDown => "data plane detached, pins removed, daemon stopped\n".into(),
         Output::Status { json: true } => pretty(&status()?)?,
         Output::Status { json: false } => report::status(&status()?),
@@ -276,6 +283,10 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         let missing = format!("{}: no iface, and no --iface given", file.display());
         return Err(Refused::Request(missing).into());
     };
+    if args.host_name.is_some() && args.store.is_none() {
+        let alone = "--host-name names this host in a fleet: give --store too";
+        return Err(Refused::Request(alone.into()).into());
+    }
     logging::init(args.log_format);
     let config = DaemonConfig {
         pins: Layout::new(&args.pin_dir, &iface),
@@ -283,6 +294,12 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         empty_state: args.empty_state,
         metrics_listen: args.metrics_listen,
+        fleet: args.store.map(|store| Fleet {
+            store,
+            host: args
+                .host_name
+                .unwrap_or_else(crate::fleet::host::system_name),
+        }),
         requested: Requested {
             conntrack_size: args.conntrack_size,
             xdp_mode: args.xdp_mode.map(XdpMode::from),

@@ -29,6 +29,7 @@ use crate::{
     },
     dataplane::{self, bpffs::Layout, link, pinned, AttachOptions, Attachment, DataPlane},
     error::Error,
+    fleet::{cache::CacheStore, etcd::Etcd, member::Member, url::StoreUrl},
     history::{History, Note, Who},
     lifecycle::{
         claim::{self, Claim},
@@ -57,14 +58,30 @@ pub struct DaemonConfig {
     pub empty_state: bool,
     /// Where to serve the Prometheus metrics, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The fleet whose store keeps the desired state (`--store`); none: the state file.
+    pub fleet: Option<Fleet>,
     /// `--conntrack-size` and `--xdp-mode` as given (they only apply to a new data plane).
     pub requested: Requested,
     /// Controller settings.
     pub settings: Settings,
 }
 
-/// Attaches the data plane and starts the controller on the kernel's ports.
-fn start(config: DaemonConfig, ifindex: u32) -> Result<Controller, Error> {
+/// A daemon's fleet: `--store` and `--host-name`.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// The store.
+    pub store: StoreUrl,
+    /// This host's name in it.
+    pub host: String,
+}
+
+/// Attaches the data plane and starts the controller on the kernel's ports; in a fleet,
+/// its store is the state file with `member`'s fleet behind it.
+fn start(
+    config: DaemonConfig,
+    ifindex: u32,
+    member: Option<Arc<Member>>,
+) -> Result<Controller, Error> {
     let pinned_conntrack = pinned::conntrack_capacity(&config.pins)?;
     let attach = AttachOptions {
         iface: config.iface.clone(),
@@ -103,7 +120,13 @@ fn start(config: DaemonConfig, ifindex: u32) -> Result<Controller, Error> {
     let ports = Ports {
         plane: Box::new(plane) as Box<dyn Plane>,
         neighbors: Arc::new(KernelNeighbors),
-        store: Box::new(FileStore::in_dir(&config.state_dir)),
+        store: match member {
+            Some(member) => Box::new(CacheStore::new(
+                FileStore::in_dir(&config.state_dir),
+                member,
+            )),
+            None => Box::new(FileStore::in_dir(&config.state_dir)),
+        },
         clock: Arc::new(SystemClock),
     };
     Controller::start(ports, config.settings)
@@ -139,7 +162,21 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let listener = bind(socket).await?;
     let ifindex = claim.ifindex;
     let iface = config.iface.clone();
-    let started = tokio::task::spawn_blocking(move || start(config, ifindex))
+    let member = match &config.fleet {
+        Some(fleet) => {
+            let remote = Etcd::connect(&fleet.store).await.map_err(Error::from)?;
+            let host = fleet.host.clone();
+            info!(store = %fleet.store, host, "the desired state is the fleet's");
+            Some(Arc::new(Member::new(
+                Arc::new(remote),
+                host,
+                fleet.store.to_string(),
+            )))
+        }
+        None => None,
+    };
+    let for_start = member.clone();
+    let started = tokio::task::spawn_blocking(move || start(config, ifindex, for_start))
         .await
         .context("controller start panicked")?;
     let controller = match started {
@@ -162,9 +199,19 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     note(&history, started);
     // Held until the daemon exits (the kernel also drops the locks on `kill -9`).
     let _claim = claim;
-    let executor = Executor::new(controller, history.clone());
+    let in_fleet = member.is_some();
+    let executor = Executor::in_fleet(controller, history.clone(), member);
     executor.check_forwarding().await;
     let ticker = tokio::spawn(executor.clone().run_timers());
+    // In a fleet: follow the store, store the daemon's own changes, renew the host record.
+    let fleet_tasks = match in_fleet {
+        true => vec![
+            tokio::spawn(executor.clone().follow_store()),
+            tokio::spawn(executor.clone().store_staged()),
+            tokio::spawn(executor.clone().announce()),
+        ],
+        false => Vec::new(),
+    };
     let scraper = match metrics_listener {
         Some(listener) => {
             executor.serve_metrics().await;
@@ -215,6 +262,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let served = server.await;
     ticker.abort();
     follower.abort();
+    fleet_tasks.iter().for_each(|task| task.abort());
     if let Some(scraper) = scraper {
         scraper.abort();
     }

@@ -340,6 +340,8 @@ mod tests {
         ("retire_timeout", r#""10m""#),
         ("metrics_listen", r#""127.0.0.1:9651""#),
         ("log_format", r#""json""#),
+        ("store", r#""etcd://198.18.0.1:2379/lb""#),
+        ("host_name", r#""lb-1""#),
         ("socket", r#""/run/lb.sock""#),
     ];
 

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use crate::{
     compile::CompileError, config::ConfigError, daemon_file::DaemonFileError,
-    dataplane::DataPlaneError, decap::DecapError, lifecycle::LifecycleError,
+    dataplane::DataPlaneError, decap::DecapError, fleet::FleetError, lifecycle::LifecycleError,
     neighbor::NeighborError, state::StateError, state::StoreError,
 };
 
@@ -45,6 +45,9 @@ pub enum Refused {
     /// nothing attached to remove).
     #[error(transparent)]
     Decap(DecapError),
+    /// A fleet's store refused or could not take the change (see [`FleetError`]).
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
 }
 
 /// A fault of the host: the operation could not be carried out.
@@ -102,6 +105,12 @@ fn list(addrs: &[IpAddr]) -> String {
 
 impl From<StateError> for Error {
     fn from(e: StateError) -> Self {
+        Self::Refused(e.into())
+    }
+}
+
+impl From<FleetError> for Error {
+    fn from(e: FleetError) -> Self {
         Self::Refused(e.into())
     }
 }

@@ -35,6 +35,8 @@ pub enum Operation {
     },
     /// The desired state as TOML.
     Export,
+    /// The hosts of the daemon's fleet (`balancer fleet status`).
+    Fleet,
     /// Detach the data plane and stop the daemon.
     Teardown,
     /// Events of the history.

@@ -36,6 +36,10 @@ pub fn status(status: &Status) -> String {
                 split.join(" ")
             }
         );
+        if !s.digest.is_empty() {
+            // Hosts of a fleet compare this line: equal tables, equal digests.
+            let _ = writeln!(out, "  tables {}", s.digest);
+        }
         let _ = writeln!(
             out,
             "  {:<40} {:<12} {:>6} {:>7} {:>10} {:>12} {:>14} {:>8} {:>8} {:>8} {:>8} {:>10}  HEALTH",

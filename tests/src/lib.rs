@@ -22,6 +22,7 @@
 
 pub mod balancer;
 mod command;
+pub mod etcd;
 pub mod http;
 pub mod lab;
 pub mod netns;

@@ -35,6 +35,7 @@ use balancer_common::{
 use crate::{
     clock::Clock,
     compile::{compile, Compiled},
+    digest::digest,
     error::{one_line, Error},
     health::{CheckJob, HealthBoard, Serving},
     history::{Happening, Touched},
@@ -76,6 +77,8 @@ pub struct Controller {
     next_vip_port_check_ms: u64,
     asked: analysis::Asked,
     shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
+    /// The digest of each service's tables as last written (see [`crate::digest`]).
+    digests: BTreeMap<String, String>,
     plane: Box<dyn Plane>,
     neighbors: Arc<dyn Neighbors>,
     flows: Arc<dyn Flows>,
@@ -114,6 +117,7 @@ impl Controller {
             next_vip_port_check_ms: 0,
             asked: analysis::Asked::new(),
             shares: BTreeMap::new(),
+            digests: BTreeMap::new(),
             plane: ports.plane,
             neighbors: ports.neighbors,
             flows,
@@ -190,6 +194,39 @@ impl Controller {
         self.state = next;
         self.health = health;
         Ok(out)
+    }
+
+    /// For a fleet (`daemon --store`): applies `change` to a copy of the state and checks
+    /// it as [`Controller::change`] does — validation, and new backends located in the
+    /// kernel's tables as they stand ([`Error::Unlocated`] when one is not yet) — but writes
+    /// nothing: the caller stores the result off the lock, then [`Controller::adopt`]s it.
+    pub fn prepare<T, E: Into<Error>>(
+        &self,
+        change: impl FnOnce(&mut State, u64) -> Result<T, E>,
+    ) -> Result<State, Error> {
+        let mut next = self.state.clone();
+        change(&mut next, self.clock.now_ms()).map_err(Into::into)?;
+        next.validate()?;
+        self.locate_new(&next)?;
+        Ok(next)
+    }
+
+    /// Makes `target` (a fleet's stored state) the desired state, as a change that
+    /// replaces the whole state: validated, saved and published, or refused having touched
+    /// nothing. The same state again changes nothing.
+    pub fn adopt(&mut self, target: State) -> Result<(), Error> {
+        if self.state == target {
+            return Ok(());
+        }
+        self.change(|s, _| {
+            *s = target;
+            Ok::<(), Error>(())
+        })
+    }
+
+    /// The digest of each service's tables as last written.
+    pub fn digests(&self) -> &BTreeMap<String, String> {
+        &self.digests
     }
 
     /// What the controller did since it was last asked — every change saved and published,
@@ -338,6 +375,8 @@ impl Controller {
         self.write_services(previous, next, compiled)?;
         self.shares
             .retain(|name, _| next.services.contains_key(name));
+        self.digests
+            .retain(|name, _| next.services.contains_key(name));
         // An index freed and handed to a new backend in the same change already holds the
         // new backend's entry (written first): only indices nobody uses any more are cleared.
         let in_use = indices(next);
@@ -370,6 +409,7 @@ impl Controller {
             let service = &next.services[&name];
             self.plane
                 .write_service(service.slot, service.vip.key(), &c.image)?;
+            self.digests.insert(name.clone(), digest(&c.image));
             self.shares.insert(name, c.shares);
         }
         Ok(())
@@ -479,6 +519,8 @@ impl Controller {
         let compiled = compile(service, self.settings.seed, &self.health.down(&job.service))?;
         self.plane
             .write_service(service.slot, service.vip.key(), &compiled.image)?;
+        self.digests
+            .insert(job.service.clone(), digest(&compiled.image));
         self.shares.insert(job.service.clone(), compiled.shares);
         Ok(())
     }

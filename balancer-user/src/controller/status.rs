@@ -81,6 +81,7 @@ impl Controller {
                 });
             }
             services.push(ServiceStatus {
+                digest: self.digests.get(name).cloned().unwrap_or_default(),
                 name: name.clone(),
                 vip: service.vip,
                 affinity: service.affinity,

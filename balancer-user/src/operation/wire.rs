@@ -83,6 +83,7 @@ impl Operation {
                 Body::Empty,
             ),
             Operation::Export => (Method::GET, "/export".into(), Body::Empty),
+            Operation::Fleet => (Method::GET, "/fleet".into(), Body::Empty),
             Operation::Teardown => (Method::POST, "/teardown".into(), Body::Empty),
             Operation::Events(query) => {
                 let mut pairs = form_urlencoded::Serializer::new(String::new());
@@ -239,6 +240,7 @@ impl Operation {
                     .map(|(_, value)| value.into_owned()),
             }),
             (&Method::GET, ["export"]) => Ok(Operation::Export),
+            (&Method::GET, ["fleet"]) => Ok(Operation::Fleet),
             (&Method::GET, ["events"]) => Ok(Operation::Events(events_query(query)?)),
             (&Method::POST, ["teardown"]) => Ok(Operation::Teardown),
             (&Method::POST, ["apply"]) => change(Change::Apply {
@@ -363,7 +365,10 @@ impl Operation {
     /// changes, 200 for answers with a body.
     pub fn success(&self) -> StatusCode {
         match self {
-            Operation::Status { .. } | Operation::Export | Operation::Events(_) => StatusCode::OK,
+            Operation::Status { .. }
+            | Operation::Export
+            | Operation::Fleet
+            | Operation::Events(_) => StatusCode::OK,
             Operation::Teardown => StatusCode::NO_CONTENT,
             Operation::Change(
                 Change::AddService(_)
@@ -629,6 +634,7 @@ mod tests {
                 after: 41,
                 limit: 7,
             }),
+            Operation::Fleet,
         ]);
         all
     }

@@ -11,6 +11,7 @@
 //! uid of the control socket's peer, for a change the operator asked for; as the daemon's
 //! for everything else (timed steps, health results).
 
+mod fleet;
 mod follow;
 
 use std::{
@@ -26,7 +27,7 @@ use std::{
 use tokio::sync::Notify;
 
 use crate::{
-    api::Status,
+    api::{FleetStatus, Status},
     config::Config,
     controller::{
         ports::{Flows, Neighbors},
@@ -38,6 +39,7 @@ use crate::{
         Census, FlowCounts,
     },
     error::{one_line, Error, Fault},
+    fleet::{member::Member, FleetError},
     gate,
     health::{self, CheckJob},
     history::{narrate, Event, History, Note, Who},
@@ -72,6 +74,8 @@ pub enum Reply {
     Export(String),
     /// Events of the history.
     Events(Vec<Event>),
+    /// `fleet status`.
+    Fleet(FleetStatus),
 }
 
 /// The controller, behind its lock, and the daemon's stop signal.
@@ -97,12 +101,25 @@ pub struct Executor {
     resolving: Mutex<HashSet<IpAddr>>,
     /// Where what the controller does is recorded.
     history: Arc<History>,
+    /// The daemon's place in a fleet (`daemon --store`); none when it runs alone.
+    member: Option<Arc<Member>>,
     shutdown: Notify,
 }
 
 impl Executor {
     /// Wraps a started controller, recording what it does in `history`.
     pub fn new(controller: Controller, history: Arc<History>) -> Arc<Self> {
+        Self::in_fleet(controller, history, None)
+    }
+
+    /// Wraps a started controller of a daemon that is `member` of a fleet (none: alone):
+    /// changes are then stored in the fleet's store before they are published (see
+    /// [`Executor::follow_store`]).
+    pub fn in_fleet(
+        controller: Controller,
+        history: Arc<History>,
+        member: Option<Arc<Member>>,
+    ) -> Arc<Self> {
         let (flows, flow_idle) = controller.flows();
         Arc::new(Self {
             neighbors: controller.neighbors(),
@@ -116,6 +133,7 @@ impl Executor {
             controller: Mutex::new(Some(controller)),
             resolving: Mutex::new(HashSet::new()),
             history,
+            member,
             shutdown: Notify::new(),
         })
     }
@@ -157,6 +175,16 @@ impl Executor {
             Operation::Export => {
                 let export = |c: &mut Controller| Ok(Config::from_state(c.state())?.to_toml());
                 Ok(Reply::Export(self.with_controller(export).await?))
+            }
+            Operation::Fleet => match &self.member {
+                Some(member) => Ok(Reply::Fleet(self.fleet_status(member).await?)),
+                None => Err(FleetError::Alone.into()),
+            },
+            Operation::Change(change) if self.member.is_some() => {
+                let member = self.member.clone().expect("a member");
+                self.change_shared(&member, change, who).await?;
+                self.check_forwarding().await;
+                Ok(Reply::Done)
             }
             Operation::Change(change) => {
                 for _ in 0..LOCATE_ROUNDS {

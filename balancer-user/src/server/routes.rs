@@ -62,6 +62,7 @@ async fn handle(
         Ok(Reply::Done) => success.into_response(),
         Ok(Reply::Status(status)) => Json(status).into_response(),
         Ok(Reply::Export(toml)) => toml.into_response(),
+        Ok(Reply::Fleet(fleet)) => Json(fleet).into_response(),
         Ok(Reply::Events(events)) => Json(Events { events }).into_response(),
         Err(error) => failure(error),
     }

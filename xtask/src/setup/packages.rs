@@ -36,8 +36,9 @@ impl Need {
 /// `nft` and `haproxy` are the benchmark's baseline load balancers; `prometheus` scrapes the
 /// daemon's metrics in the namespace tests; `systemd-analyze` verifies the systemd unit (and
 /// `man` finds the manual page it names); `setpriv` runs the daemon with the unit's
-/// capabilities.
-const NEEDS: [(Need, &str); 10] = [
+/// capabilities; `protoc` builds etcd's client (`balancer daemon --store`), and `etcd` is
+/// the fleet's store in the namespace tests.
+const NEEDS: [(Need, &str); 12] = [
     (Need::Command("ip"), "iproute2"),
     (Need::Command("ethtool"), "ethtool"),
     (Need::Command("nsenter"), "util-linux"),
@@ -51,6 +52,8 @@ const NEEDS: [(Need, &str); 10] = [
     (Need::Command("systemd-analyze"), "systemd"),
     (Need::Command("man"), "man-db"),
     (Need::Command("setpriv"), "util-linux"),
+    (Need::Command("protoc"), "protobuf-compiler"),
+    (Need::Command("etcd"), "etcd-server"),
 ];
 
 /// Installs the packages of the needs that are missing.

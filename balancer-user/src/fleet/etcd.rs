@@ -1,0 +1,200 @@
+//! The fleet's store in etcd (v3 API, `etcd-client`): the state key read, swapped in one
+//! transaction comparing its mod revision, and watched; hosts' records put under a lease.
+
+use std::{sync::Mutex, time::Duration};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    keys::Keys,
+    remote::{Call, Remote, Stored, Swap},
+    url::StoreUrl,
+    FleetError,
+};
+
+/// How long one request may take before the store counts as unavailable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Seconds a host's record outlives its daemon's last renewal.
+pub const LEASE_TTL: i64 = 5;
+
+/// A fleet's store in etcd.
+pub struct Etcd {
+    client: Client,
+    keys: Keys,
+    /// The lease of this host's record, once granted.
+    lease: Mutex<Option<i64>>,
+}
+
+impl Etcd {
+    /// A client of the endpoints of `url` (no connection is made yet: a store that is down
+    /// now is tried at each call).
+    pub async fn connect(url: &StoreUrl) -> Result<Self, FleetError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), REQUEST_TIMEOUT)
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(url.urls(), Some(options))
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            client,
+            keys: Keys::new(&url.prefix),
+            lease: Mutex::new(None),
+        })
+    }
+
+    /// The lease of this host's record: the one granted before, or a new one.
+    async fn lease(&self) -> Result<i64, FleetError> {
+        if let Some(id) = *self.lease.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(id);
+        }
+        let granted = timed(self.client.clone().lease_grant(LEASE_TTL, None)).await?;
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(granted.id());
+        Ok(granted.id())
+    }
+
+    /// Forgets the lease (it expired, or etcd lost it).
+    fn drop_lease(&self) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Remote for Etcd {
+    fn read(&self) -> Call<'_, Stored> {
+        Box::pin(async move {
+            let got = timed(self.client.clone().get(self.keys.state(), None)).await?;
+            Ok(match got.kvs().first() {
+                Some(kv) => Stored {
+                    revision: kv.mod_revision(),
+                    document: Some(kv.value().to_vec()),
+                },
+                None => Stored {
+                    revision: 0,
+                    document: None,
+                },
+            })
+        })
+    }
+
+    fn swap(&self, expected: i64, document: Vec<u8>) -> Call<'_, Swap> {
+        Box::pin(async move {
+            let key = self.keys.state();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    expected,
+                )])
+                .and_then([TxnOp::put(key.clone(), document, None)])
+                .or_else([TxnOp::get(key, Some(GetOptions::new().with_keys_only()))]);
+            let answer = timed(self.client.clone().txn(txn)).await?;
+            let revision = answer.header().map_or(0, |h| h.revision());
+            if answer.succeeded() {
+                return Ok(Swap::Done(revision));
+            }
+            let current = answer
+                .op_responses()
+                .into_iter()
+                .find_map(|op| match op {
+                    etcd_client::TxnOpResponse::Get(got) => {
+                        Some(got.kvs().first().map_or(0, |kv| kv.mod_revision()))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(revision);
+            Ok(Swap::Moved(current))
+        })
+    }
+
+    fn watch(&self, after: i64, to: mpsc::Sender<Stored>) -> Call<'_, ()> {
+        Box::pin(async move {
+            let options = WatchOptions::new().with_start_revision(after + 1);
+            let mut stream =
+                timed(self.client.clone().watch(self.keys.state(), Some(options))).await?;
+            loop {
+                let Some(answer) = stream.message().await.map_err(unavailable)? else {
+                    return Err(FleetError::Unavailable("the watch ended".into()));
+                };
+                if answer.canceled() {
+                    let why = answer.cancel_reason().to_string();
+                    return Err(FleetError::Unavailable(format!("watch canceled: {why}")));
+                }
+                for event in answer.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    if event.event_type() == EventType::Delete {
+                        tracing::warn!(
+                            revision = kv.mod_revision(),
+                            "the fleet's state key was deleted; the hosts keep their state"
+                        );
+                        continue;
+                    }
+                    let stored = Stored {
+                        revision: kv.mod_revision(),
+                        document: Some(kv.value().to_vec()),
+                    };
+                    if to.send(stored).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        })
+    }
+
+    fn announce(&self, host: &str, record: Vec<u8>) -> Call<'_, ()> {
+        let key = self.keys.host(host);
+        Box::pin(async move {
+            let lease = self.lease().await?;
+            let put = PutOptions::new().with_lease(lease);
+            if let Err(e) = timed(self.client.clone().put(key, record, Some(put))).await {
+                // Most often the lease expired while etcd was away: a new one next time.
+                self.drop_lease();
+                return Err(e);
+            }
+            let (mut keeper, mut answers) =
+                timed(self.client.clone().lease_keep_alive(lease)).await?;
+            keeper.keep_alive().await.map_err(unavailable)?;
+            let answer = tokio::time::timeout(REQUEST_TIMEOUT, answers.message())
+                .await
+                .map_err(|_| FleetError::Unavailable("no answer in time".into()))?
+                .map_err(unavailable)?;
+            if answer.is_none_or(|a| a.ttl() <= 0) {
+                self.drop_lease();
+            }
+            Ok(())
+        })
+    }
+
+    fn hosts(&self) -> Call<'_, Vec<Vec<u8>>> {
+        Box::pin(async move {
+            let options = GetOptions::new().with_prefix();
+            let got = timed(self.client.clone().get(self.keys.hosts(), Some(options))).await?;
+            Ok(got.kvs().iter().map(|kv| kv.value().to_vec()).collect())
+        })
+    }
+}
+
+/// `call`, or unavailable when it fails or takes longer than [`REQUEST_TIMEOUT`].
+async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, FleetError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, call)
+        .await
+        .map_err(|_| FleetError::Unavailable("no answer in time".into()))?
+        .map_err(unavailable)
+}
+
+/// An etcd client's error as one line.
+fn unavailable(e: etcd_client::Error) -> FleetError {
+    let why = match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!("{}: {}", status.code().description(), status.message())
+        }
+        other => crate::error::one_line(&other),
+    };
+    FleetError::Unavailable(why.replace('\n', " "))
+}

@@ -1,0 +1,80 @@
+//! This daemon as a member of a fleet: its store, its name, and which stored revision its
+//! state is.
+
+use std::sync::{
+    atomic::{AtomicI64, Ordering},
+    Arc, Mutex,
+};
+
+use super::remote::Remote;
+use crate::state::State;
+
+/// This daemon's place in a fleet. Its revision and staged state are changed only under
+/// the controller's lock (by the executor), so that they always match the controller's
+/// state; they are read anywhere.
+pub struct Member {
+    /// The fleet's store.
+    pub remote: Arc<dyn Remote>,
+    /// This host's name in the fleet (`--host-name`).
+    pub host: String,
+    /// The store as `--store` gave it.
+    pub store: String,
+    /// The stored revision the controller's state is (0: none yet).
+    revision: AtomicI64,
+    /// A state this daemon made itself (a timed step, at start an unstored state) and has
+    /// not stored yet.
+    staged: Mutex<Option<State>>,
+}
+
+impl Member {
+    /// A member named `host` of the fleet kept in `remote` (`store`), at no revision yet.
+    pub fn new(remote: Arc<dyn Remote>, host: String, store: String) -> Self {
+        Self {
+            remote,
+            host,
+            store,
+            revision: AtomicI64::new(0),
+            staged: Mutex::new(None),
+        }
+    }
+
+    /// The stored revision the controller's state is.
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::SeqCst)
+    }
+
+    /// The controller's state is now stored revision `revision`: nothing is left to store.
+    pub fn settle(&self, revision: i64) {
+        self.revision.store(revision, Ordering::SeqCst);
+        *self.staged() = None;
+    }
+
+    /// A staged state was stored as revision `revision`; what was staged since stays
+    /// staged (it includes the stored one's changes).
+    pub fn settle_stored(&self, revision: i64) {
+        self.revision.store(revision, Ordering::SeqCst);
+    }
+
+    /// Marks `state` (the controller's, made by the daemon itself) to be stored.
+    pub fn stage(&self, state: State) {
+        *self.staged() = Some(state);
+    }
+
+    /// The state waiting to be stored, if any, and the revision it was made on.
+    pub fn take_staged(&self) -> Option<(i64, State)> {
+        self.staged().take().map(|s| (self.revision(), s))
+    }
+
+    /// Puts back a staged state that could not be stored, unless a newer one was staged
+    /// meanwhile (it includes this one's changes) or the state moved on.
+    pub fn restage(&self, base: i64, state: State) {
+        let mut staged = self.staged();
+        if staged.is_none() && self.revision() == base {
+            *staged = Some(state);
+        }
+    }
+
+    fn staged(&self) -> std::sync::MutexGuard<'_, Option<State>> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,411 @@
+//! A fleet of three LB hosts sharing one desired state in a real etcd (`daemon --store`):
+//! each host a lab of its own (client, LB, four backends on one bridge), each LB linked to
+//! one etcd (Debian's `etcd-server`, in a namespace of its own). A change made through one
+//! host is live on the others (equal table digests, traffic through them follows it);
+//! concurrent conflicting changes never lose one; with etcd stopped the hosts forward with
+//! the last state and refuse changes in one line, and catch up when it is back; a canary
+//! that every host drives (no leader yet) stores each step once.
+
+use std::{
+    sync::{Arc, Barrier},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context, Result};
+use balancer_tests::{
+    balancer::{Balancer, DaemonOptions, REFUSED},
+    etcd::EtcdServer,
+    lab::{canary_start, Lab},
+    traffic::LongLived,
+};
+use balancer_user::{
+    api::{FleetStatus, Status},
+    release::canary::Outcome,
+};
+
+/// The fleet's key prefix in etcd.
+const PREFIX: &str = "/fleet";
+
+/// How long a host may take to follow a change made through another (the bound).
+const FOLLOW_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long the hosts may take to reach etcd (at start, or after it is back).
+const CONNECT_LIMIT: Duration = Duration::from_secs(20);
+
+/// Three labs whose daemons share one etcd. Fields drop in order: the daemons before etcd.
+struct Fleet {
+    labs: Vec<Lab>,
+    etcd: EtcdServer,
+}
+
+impl Fleet {
+    /// Three labs named `{prefix}0..2`, their daemons on `--store` (host names `lb-0`..),
+    /// then etcd linked to their LB namespaces; returns once every host registered.
+    fn new(prefix: &str) -> Result<Self> {
+        let labs = (0..3)
+            .map(|i| {
+                let extra = vec![
+                    "--store".to_string(),
+                    EtcdServer::store_url(i, PREFIX),
+                    "--host-name".to_string(),
+                    format!("lb-{i}"),
+                ];
+                Lab::with_options(
+                    &format!("{prefix}{i}"),
+                    DaemonOptions {
+                        extra,
+                        ..DaemonOptions::default()
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let namespaces: Vec<&str> = labs.iter().map(|l| l.topology.lb_ns()).collect();
+        let etcd = EtcdServer::start(&format!("{prefix}s"), &namespaces)?;
+        let fleet = Self { labs, etcd };
+        fleet.wait(CONNECT_LIMIT, "every host registered", |fleet| {
+            Ok(fleet.len() == 3)
+        })?;
+        Ok(fleet)
+    }
+
+    fn host(&self, i: usize) -> &Balancer {
+        &self.labs[i].balancer
+    }
+
+    /// `fleet status --json` through host `i`.
+    fn fleet_status(&self, i: usize) -> Result<FleetStatus> {
+        let text = self.host(i).ok(&["fleet", "status", "--json"])?;
+        serde_json::from_str(&text).context("parse fleet status --json")
+    }
+
+    /// Polls `fleet status` through host 0 every 50 ms until `check` holds for its hosts'
+    /// (name, revision, digests), for at most `limit`; returns how long it took.
+    fn wait(
+        &self,
+        limit: Duration,
+        what: &str,
+        check: impl Fn(&[(String, i64, Vec<String>)]) -> Result<bool>,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let hosts: Vec<(String, i64, Vec<String>)> = match self.fleet_status(0) {
+                Ok(status) => status
+                    .hosts
+                    .into_iter()
+                    .map(|h| (h.host, h.revision, h.digests.into_values().collect()))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            if check(&hosts)? {
+                return Ok(start.elapsed());
+            }
+            ensure!(
+                start.elapsed() < limit,
+                "{what} not within {limit:?}: {hosts:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every host's `status --json`.
+    fn statuses(&self) -> Result<Vec<Status>> {
+        self.labs.iter().map(|l| l.balancer.status()).collect()
+    }
+
+    /// Polls every host's `status --json` until each shows the same services with the
+    /// same table digests as `reference` (host `i`'s own answer after a change), for at
+    /// most `limit`; returns how long it took.
+    fn converged(&self, reference: &Status, limit: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let digests = |s: &Status| -> Vec<(String, String)> {
+            s.services
+                .iter()
+                .map(|s| (s.name.clone(), s.digest.clone()))
+                .collect()
+        };
+        let wanted = digests(reference);
+        ensure!(
+            wanted.iter().all(|(_, d)| d.starts_with("sha256:")),
+            "{wanted:?}"
+        );
+        loop {
+            let all = self.statuses()?;
+            if all.iter().all(|s| digests(s) == wanted) {
+                return Ok(start.elapsed());
+            }
+            ensure!(
+                start.elapsed() < limit,
+                "the hosts did not follow within {limit:?}: wanted {wanted:?}, have {:?}",
+                all.iter().map(digests).collect::<Vec<_>>()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Adds service `web` through host 0 (b0, b1 blue, b2, b3 green; 100 each) and waits
+    /// until every host serves it.
+    fn web(&self) -> Result<()> {
+        let groups = ["blue", "blue", "green", "green"];
+        self.labs[0].service("web", false, &groups, &[100; 4])?;
+        let reference = self.host(0).status()?;
+        self.converged(&reference, CONNECT_LIMIT)?;
+        Ok(())
+    }
+}
+
+/// The backends that answer `asks` new connections through lab `i`'s LB.
+fn answers(fleet: &Fleet, i: usize, asks: usize) -> Result<Vec<String>> {
+    let lab = &fleet.labs[i];
+    (0..asks)
+        .map(|_| lab.client.ask_once(Lab::vip(false), None))
+        .collect()
+}
+
+#[test]
+fn a_change_through_one_host_is_live_on_every_host_and_traffic_follows_it() -> Result<()> {
+    let fleet = Fleet::new("flchg")?;
+    fleet.web()?;
+    for i in [1, 2] {
+        let before = answers(&fleet, i, 40)?;
+        ensure!(
+            before.iter().any(|b| b == "b0" || b == "b1"),
+            "host {i} sent nothing to blue before the change: {before:?}"
+        );
+    }
+    fleet.host(0).ok(&["split", "web", "green=100"])?;
+    let reference = fleet.host(0).status()?;
+    let took = fleet.converged(&reference, FOLLOW_LIMIT)?;
+    eprintln!("hosts 1 and 2 followed host 0's split in {took:?}");
+    for i in [1, 2] {
+        let after = answers(&fleet, i, 40)?;
+        ensure!(
+            after.iter().all(|b| b == "b2" || b == "b3"),
+            "host {i} still sends new flows to blue: {after:?}"
+        );
+    }
+    // A weight change through host 2 is live on hosts 0 and 1 too.
+    fleet
+        .host(2)
+        .ok(&["backend", "set-weight", "web", "198.18.0.103", "0"])?;
+    let reference = fleet.host(2).status()?;
+    fleet.converged(&reference, FOLLOW_LIMIT)?;
+    for i in [0, 1] {
+        let after = answers(&fleet, i, 40)?;
+        ensure!(
+            after.iter().all(|b| b == "b3"),
+            "host {i} ignores host 2's weight change: {after:?}"
+        );
+    }
+    // Every host registered with the same revision and tables.
+    let status = fleet.fleet_status(1)?;
+    ensure!(status.leader.is_none(), "{status:?}");
+    fleet.wait(FOLLOW_LIMIT * 3, "one revision everywhere", |hosts| {
+        Ok(hosts.len() == 3
+            && hosts.iter().all(|(_, revision, digests)| {
+                *revision == status.revision && { digests == &hosts[0].2 }
+            }))
+    })?;
+    let text = fleet.host(1).ok(&["fleet", "status"])?;
+    ensure!(text.contains("leader: none yet"), "{text}");
+    ensure!(
+        text.contains("3 host(s) at revision") && text.contains("with the same tables"),
+        "{text}"
+    );
+    for name in ["lb-0", "lb-1", "lb-2"] {
+        ensure!(text.contains(name), "{name} missing: {text}");
+    }
+    let shown = fleet.host(0).ok(&["status"])?;
+    ensure!(
+        shown.contains(&format!("  tables {}", reference.services[0].digest)),
+        "{shown}"
+    );
+    Ok(())
+}
+
+#[test]
+fn concurrent_conflicting_changes_never_lose_one() -> Result<()> {
+    let fleet = Arc::new(Fleet::new("flcas")?);
+    fleet.web()?;
+    // Each round, hosts 0 and 1 each add a pin of their own at the same moment: both
+    // stored (one after the other), or one refused in one line having changed nothing.
+    let rounds = 15;
+    let mut stored = Vec::new();
+    let mut refusals = 0;
+    for round in 0..rounds {
+        let barrier = Arc::new(Barrier::new(2));
+        let tries: Vec<_> = [(0, 100), (1, 150)]
+            .into_iter()
+            .map(|(host, net)| {
+                let (fleet, barrier) = (fleet.clone(), barrier.clone());
+                thread::spawn(move || -> Result<(String, bool, String)> {
+                    let cidr = format!("198.18.{}.0/24", net + round);
+                    barrier.wait();
+                    let out = fleet
+                        .host(host)
+                        .cli(&["pin", "add", "web", &cidr, "--group", "green"])?;
+                    Ok((cidr, out.code == Some(0), out.stderr))
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for attempt in tries {
+            let (cidr, ok, stderr) = attempt.join().expect("a try panicked")?;
+            if ok {
+                won += 1;
+                stored.push(cidr);
+                continue;
+            }
+            let lines: Vec<&str> = stderr.trim().lines().collect();
+            ensure!(
+                lines.len() == 1
+                    && lines[0].starts_with("error:")
+                    && lines[0].contains("the state changed meanwhile (revision "),
+                "round {round}: {cidr} failed otherwise: {stderr:?}"
+            );
+            refusals += 1;
+        }
+        ensure!(won >= 1, "round {round}: neither change was stored");
+        // The next round starts once every host holds this one's revision.
+        let reference = fleet.host(0).status()?;
+        fleet.converged(&reference, CONNECT_LIMIT)?;
+    }
+    eprintln!(
+        "{rounds} rounds: {} changes stored, {refusals} refused",
+        stored.len()
+    );
+    // Every host holds exactly the stored pins: none lost, no refused one.
+    let reference = fleet.host(0).status()?;
+    fleet.converged(&reference, CONNECT_LIMIT)?;
+    for status in fleet.statuses()? {
+        let mut pins: Vec<String> = status.services[0]
+            .pins
+            .iter()
+            .map(|p| p.cidr.to_string())
+            .collect();
+        pins.sort();
+        let mut wanted = stored.clone();
+        wanted.sort();
+        ensure!(pins == wanted, "pins {pins:?}, stored {wanted:?}");
+    }
+    // The refusal is the CLI's exit code 1, and a refused change changed nothing.
+    let out = fleet
+        .host(1)
+        .cli(&["pin", "add", "web", "198.18.99.0/24", "--group", "nosuch"])?;
+    ensure!(out.code == Some(REFUSED), "{out:?}");
+    Ok(())
+}
+
+#[test]
+fn with_etcd_stopped_hosts_forward_and_refuse_changes_then_catch_up() -> Result<()> {
+    let mut fleet = Fleet::new("fldown")?;
+    fleet.web()?;
+    let before = fleet.statuses()?;
+    let long = LongLived::open(&fleet.labs[1].client, Lab::vip(false), 8, &[])?;
+    let pings = long.ping_in_background();
+    fleet.etcd.stop()?;
+    // A change through any host is refused in one line; nothing changes anywhere.
+    for i in 0..3 {
+        let out = fleet
+            .host(i)
+            .cli(&["backend", "set-weight", "web", "198.18.0.101", "7"])?;
+        let lines: Vec<&str> = out.stderr.trim().lines().collect();
+        ensure!(
+            out.code == Some(REFUSED)
+                && lines.len() == 1
+                && lines[0].starts_with("error: store unavailable: "),
+            "host {i}: {out:?}"
+        );
+    }
+    let during = fleet.statuses()?;
+    for (b, d) in before.iter().zip(&during) {
+        ensure!(b.services[0].digest == d.services[0].digest, "tables moved");
+        ensure!(b.services[0].backends[0].weight == d.services[0].backends[0].weight);
+    }
+    // New connections through every host are still answered and balanced.
+    for i in 0..3 {
+        let mut seen = answers(&fleet, i, 40)?;
+        seen.sort();
+        seen.dedup();
+        ensure!(seen.len() >= 2, "host {i} sent every new flow to {seen:?}");
+    }
+    fleet.etcd.restart()?;
+    // Once the hosts reach etcd again, a change through host 2 goes through and every
+    // host follows.
+    let start = Instant::now();
+    loop {
+        let out = fleet
+            .host(2)
+            .cli(&["backend", "set-weight", "web", "198.18.0.101", "0"])?;
+        if out.code == Some(0) {
+            break;
+        }
+        ensure!(
+            start.elapsed() < CONNECT_LIMIT,
+            "host 2 still refuses after etcd is back: {out:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let reference = fleet.host(2).status()?;
+    fleet.converged(&reference, CONNECT_LIMIT)?;
+    for status in fleet.statuses()? {
+        let b0 = &status.services[0].backends[0];
+        ensure!(
+            b0.addr.to_string() == "198.18.0.101" && b0.weight == 0,
+            "{b0:?}"
+        );
+    }
+    let report = pings.stop();
+    ensure!(
+        report.failed_connections() == 0 && report.moved_connections() == 0,
+        "long-lived connections broke or moved: {report:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_canary_driven_by_every_host_is_stored_once_per_step() -> Result<()> {
+    let fleet = Fleet::new("flcan")?;
+    fleet.web()?;
+    fleet.host(0).ok(&canary_start("10,50,100", "1s", &[]))?;
+    // Every host drives the canary's timed steps (no leader yet): each step is stored once,
+    // the hosts whose write lost apply the stored one — until then a host shows its own
+    // step (the same tables, its own time), so wait until the three agree.
+    let start = Instant::now();
+    let done = loop {
+        let canaries = fleet
+            .statuses()?
+            .into_iter()
+            .map(|s| s.services[0].canary.clone().context("no canary"))
+            .collect::<Result<Vec<_>>>()?;
+        let ended = canaries.iter().all(|c| c.outcome.is_some());
+        if ended
+            && canaries
+                .iter()
+                .all(|c| c.decisions == canaries[0].decisions)
+        {
+            break canaries[0].clone();
+        }
+        ensure!(
+            start.elapsed() < CONNECT_LIMIT,
+            "the hosts did not end the canary alike: {canaries:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(done.outcome == Some(Outcome::Completed), "{done:?}");
+    let reference = fleet.host(1).status()?;
+    fleet.converged(&reference, CONNECT_LIMIT)?;
+    for step in ["step 2/3", "step 3/3"] {
+        let taken = done
+            .decisions
+            .iter()
+            .filter(|d| d.what.contains(step))
+            .count();
+        ensure!(
+            taken == 1,
+            "{step} taken {taken} times: {:?}",
+            done.decisions
+        );
+    }
+    Ok(())
+}
