@@ -117,7 +117,7 @@ pub struct Allocation {
 
 /// Pool ports a full-NAT flow tries, one after another, before it is refused (each try
 /// is one insertion that fails when the port is taken towards that backend endpoint).
-pub const ALLOCATION_TRIES: u32 = 8;
+pub const ALLOCATION_TRIES: u32 = 32;
 
 /// The pool port of try `attempt` for a flow of hash `hash` in the pool `ports` (first,
 /// last; host byte order); `None` for an empty pool. Each try hashes anew, so the tries of

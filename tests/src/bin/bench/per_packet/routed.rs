@@ -17,7 +17,10 @@ use std::{
 use anyhow::{Context, Result};
 use balancer_common::{Backend, Reply, Rewrite, Tunnel, GUE_PORT, REPLY_FULLNAT};
 use balancer_user::{
-    dataplane::DataPlane,
+    dataplane::{
+        fullnat::{Ending, Pool},
+        DataPlane,
+    },
     state::{BackendEntry, Forward, Mode, Service},
     vip::{addr_bytes, family},
 };
@@ -25,7 +28,7 @@ use balancer_user::{
 use super::{
     expect::{Expect, Outer, Shape},
     routes::{Routes, LB4, LB6, NEXT_HOP4, NEXT_HOP6, NEXT_HOP_MAC},
-    runs::{single_calls, single_rounds, Fresh, Single},
+    runs::{single_calls, single_rounds, single_rounds_reset, Fresh, Single},
 };
 use crate::{
     frames::{tcp, Flows, Segment},
@@ -138,6 +141,16 @@ impl Routed {
     }
 }
 
+/// Frees every pool port of the full-NAT flows, as the daemon's sweep would once they
+/// ended.
+fn free_ports(pool: &mut Pool) -> Result<()> {
+    let ended = Ending {
+        udp_idle: std::time::Duration::ZERO,
+    };
+    pool.sweep_at(ended, u64::MAX)?;
+    Ok(())
+}
+
 /// One measured row.
 pub struct Row {
     /// The mode, e.g. `gue`.
@@ -163,7 +176,8 @@ pub fn measure(plan: &Plan, overhead: f64) -> Result<Vec<Row>> {
     let routes = Routes::build()?;
     routes.enter(|| {
         let (mut plane, macs) = load(plan.conntrack_fill)?;
-        rows(plane.dp(), &macs, plan, overhead)
+        let mut pool = Pool::open(&plane.layout().maps())?;
+        rows(plane.dp(), &mut pool, &macs, plan, overhead)
     })?
 }
 
@@ -252,6 +266,7 @@ fn place(dp: &mut DataPlane, service: &Service, backend: &BackendEntry) -> Resul
 /// for `nat`, a backend's reply.
 fn rows(
     dp: &mut DataPlane,
+    pool: &mut Pool,
     macs: &BTreeSet<[u8; 6]>,
     plan: &Plan,
     overhead: f64,
@@ -301,7 +316,16 @@ fn rows(
         };
         add(
             NEW_FLOW,
-            single_rounds(dp, &row(NEW_FLOW), &fresh, plan, 0, overhead)?,
+            match service.mode {
+                // Every round's flows hold pool ports, more in all than a backend's pool
+                // has: they are freed between rounds, as the daemon frees ended flows'.
+                Mode::Fullnat => {
+                    single_rounds_reset(dp, &row(NEW_FLOW), &fresh, plan, overhead, |_| {
+                        free_ports(pool)
+                    })?
+                }
+                _ => single_rounds(dp, &row(NEW_FLOW), &fresh, plan, 0, overhead)?,
+            },
         );
 
         if service.mode.translated() {

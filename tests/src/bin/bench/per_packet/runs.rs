@@ -134,6 +134,26 @@ pub fn single_rounds(
     Ok(Spread::of(costs))
 }
 
+/// [`single_rounds`] with `reset` run before each round, untimed (e.g. freeing the pool
+/// ports the previous round's flows hold).
+pub fn single_rounds_reset(
+    dp: &mut DataPlane,
+    row: &str,
+    fresh: &Fresh,
+    plan: &Plan,
+    overhead: f64,
+    mut reset: impl FnMut(&mut DataPlane) -> Result<()>,
+) -> Result<Spread> {
+    let costs = (0..plan.rounds as u32)
+        .map(|r| {
+            reset(dp)?;
+            single_run_cost(dp, row, fresh, plan.new_flows, r * plan.new_flows)
+                .map(|ns| ns - overhead)
+        })
+        .collect::<Result<_>>()?;
+    Ok(Spread::of(costs))
+}
+
 /// Sends flows `first..first + count` of `flows` their SYN and, with `establish`, their ACK
 /// (untimed): fills the pending or the established table. The first SYN must take the path
 /// of `expect`.
