@@ -309,6 +309,33 @@ fn rows(
             continue;
         }
 
+        // The reply of the flow established above, from the backend it reached (for full
+        // NAT: to the pool address and port the flow left from), timed before the new-flow
+        // rounds (which free the pool ports of full NAT's flows).
+        let reply = if service.mode.translated() {
+            let outer = Outer::of(&opened.packet)?;
+            let to = match service.mode {
+                Mode::Fullnat => {
+                    let (port, _) = outer.ports.context("the SYN left without ports")?;
+                    SocketAddr::new(outer.src, port)
+                }
+                _ => client,
+            };
+            let reply = tcp(SocketAddr::new(outer.dst, BACKEND_PORT), to, Segment::Ack);
+            let expect = Expect::Routed(NEXT_HOP_MAC, Shape::Reply(service.vip));
+            Some(single_calls(
+                dp,
+                &row(REPLY),
+                &expect,
+                &reply,
+                calls,
+                plan.rounds,
+                overhead,
+            )?)
+        } else {
+            None
+        };
+
         let fresh = Fresh {
             flows: Flows { vip: service.vip },
             kind: Single::NewFlow,
@@ -328,31 +355,8 @@ fn rows(
             },
         );
 
-        if service.mode.translated() {
-            // The reply of the flow established above, from the backend it reached (for
-            // full NAT: to the pool address and port the flow left from).
-            let outer = Outer::of(&opened.packet)?;
-            let to = match service.mode {
-                Mode::Fullnat => {
-                    let (port, _) = outer.ports.context("the SYN left without ports")?;
-                    SocketAddr::new(outer.src, port)
-                }
-                _ => client,
-            };
-            let reply = tcp(SocketAddr::new(outer.dst, BACKEND_PORT), to, Segment::Ack);
-            let expect = Expect::Routed(NEXT_HOP_MAC, Shape::Reply(service.vip));
-            add(
-                REPLY,
-                single_calls(
-                    dp,
-                    &row(REPLY),
-                    &expect,
-                    &reply,
-                    calls,
-                    plan.rounds,
-                    overhead,
-                )?,
-            );
+        if let Some(reply) = reply {
+            add(REPLY, reply);
         }
     }
     Ok(rows)
