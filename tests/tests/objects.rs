@@ -8,7 +8,8 @@ use aya_obj::Object;
 
 /// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, and the log ring and
 /// rate limiter of `balancer-ebpf/src/events.rs`).
-const BALANCER_MAPS: [&str; 17] = [
+const BALANCER_MAPS: [&str; 19] = [
+    "ALLOCATIONS",
     "AYA_LOGS",
     "BACKENDS",
     "BACKEND_STATS",
@@ -22,6 +23,7 @@ const BALANCER_MAPS: [&str; 17] = [
     "REPLY_STATS",
     "REWRITES",
     "TABLES",
+    "TRANSLATIONS",
     "TUNNELS",
     "TUNNEL_STATS",
     "VIPS",

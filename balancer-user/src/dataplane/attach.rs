@@ -80,27 +80,28 @@ pub(super) fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataPlaneError> {
         .map_err(prog_err("find the XDP program"))
 }
 
-/// Every map the loaded program uses, with its name as the kernel has it (at most 15
-/// bytes), each through a handle of its own.
-pub(super) fn used_maps(ebpf: &mut Ebpf) -> Result<Vec<(String, MapData)>, DataPlaneError> {
-    let info = program(ebpf)?
-        .info()
-        .map_err(prog_err("read the program's info"))?;
-    let ids = info
-        .map_ids()
-        .map_err(prog_err("list the program's maps"))?
-        .unwrap_or_default();
-    ids.into_iter()
-        .map(|id| {
-            let map = MapData::from_id(id).map_err(|source| DataPlaneError::Map {
-                context: format!("open the program's map {id}"),
+/// Every map pinned in `maps_dir` (the program's maps, all but aya's own), by name, each
+/// through a handle of its own opened from its pin: with only the capabilities the daemon
+/// runs with (opening a program's maps by id needs CAP_SYS_ADMIN).
+pub(super) fn used_maps(
+    maps_dir: &std::path::Path,
+) -> Result<Vec<(String, MapData)>, DataPlaneError> {
+    let entries = std::fs::read_dir(maps_dir).map_err(io_err("list the pinned maps"))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("list the pinned maps"))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let pin = maps_dir.join(&name);
+            let map = MapData::from_pin(&pin).map_err(|source| DataPlaneError::Map {
+                context: format!("open the pinned map {}", pin.display()),
                 source,
             })?;
-            let name = map.info().map_err(|source| DataPlaneError::Map {
-                context: format!("read the program's map {id}"),
-                source,
-            })?;
-            Ok((name.name_as_str().unwrap_or("?").to_string(), map))
+            Ok((name, map))
         })
         .collect()
 }

@@ -170,7 +170,7 @@ impl DataPlane {
             vips: take(&mut ebpf, "VIPS")?,
             tables: take(&mut ebpf, "TABLES")?,
             services: BTreeMap::new(),
-            shared: attach::used_maps(&mut ebpf)?,
+            shared: attach::used_maps(&bpffs.maps())?,
             backends: take(&mut ebpf, "BACKENDS")?,
             tunnels: take(&mut ebpf, "TUNNELS")?,
             tunnel_stats: take(&mut ebpf, "TUNNEL_STATS")?,
@@ -206,6 +206,20 @@ impl DataPlane {
             let map = match self.tables.get(&slot, 0) {
                 Ok(map) => map,
                 Err(e) if missing(&e) => continue,
+                // Opening a map by id needs CAP_SYS_ADMIN, which the daemon's unit does not
+                // grant: the generation is the one its client pins carry (any, without
+                // pins), and the bytes are known once the daemon's start rewrites it.
+                Err(e) if denied(&e) => {
+                    let generation = self.pinned_generation(slot)?;
+                    services.insert(
+                        slot,
+                        Published {
+                            generation,
+                            bytes: 0,
+                        },
+                    );
+                    continue;
+                }
                 Err(e) => return Err(map_err("read TABLES")(e)),
             };
             services.insert(slot, Published::of(&map, tables::header(&map)?.generation)?);
@@ -333,6 +347,23 @@ impl DataPlane {
                 .map_err(map_err("write CLIENT_PINS"))?;
         }
         Ok(())
+    }
+
+    /// The generation the client pins of `slot` carry (0 without pins): the live tables'
+    /// once a publish has finished.
+    fn pinned_generation(&self, slot: u32) -> Result<u32, DataPlaneError> {
+        for key in self.client_pins.keys() {
+            let key = match key {
+                Ok(key) => key,
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err("list CLIENT_PINS")(e)),
+            };
+            let data = key.data();
+            if data.service_be == slot.to_be_bytes() {
+                return Ok(u32::from(data.generation));
+            }
+        }
+        Ok(0)
     }
 
     /// Removes the client pins of `slot`'s generation `generation` (all its pins: `None`).
@@ -602,6 +633,12 @@ where
 
 /// Whether a map call failed only because the key was not there: aya reports a deletion of
 /// a missing key as the syscall's ENOENT, not as `KeyNotFound`.
+/// Whether a map operation was refused for want of a capability.
+fn denied(error: &aya::maps::MapError) -> bool {
+    matches!(error, aya::maps::MapError::SyscallError(e)
+        if e.io_error.raw_os_error() == Some(libc::EPERM))
+}
+
 pub(super) fn missing(error: &aya::maps::MapError) -> bool {
     match error {
         aya::maps::MapError::KeyNotFound => true,
