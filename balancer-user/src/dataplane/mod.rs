@@ -14,6 +14,7 @@ mod error;
 mod events;
 pub mod fullnat;
 pub mod link;
+mod mapping;
 pub mod memory;
 mod nat;
 pub mod object;
@@ -352,18 +353,10 @@ impl DataPlane {
     /// The generation the client pins of `slot` carry (0 without pins): the live tables'
     /// once a publish has finished.
     fn pinned_generation(&self, slot: u32) -> Result<u32, DataPlaneError> {
-        for key in self.client_pins.keys() {
-            let key = match key {
-                Ok(key) => key,
-                Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err("list CLIENT_PINS")(e)),
-            };
-            let data = key.data();
-            if data.service_be == slot.to_be_bytes() {
-                return Ok(u32::from(data.generation));
-            }
-        }
-        Ok(0)
+        Ok(self
+            .slot_pins(slot)?
+            .first()
+            .map_or(0, |key| u32::from(key.data().generation)))
     }
 
     /// Removes the client pins of `slot`'s generation `generation` (all its pins: `None`).
@@ -372,21 +365,10 @@ impl DataPlane {
         slot: u32,
         generation: Option<u32>,
     ) -> Result<(), DataPlaneError> {
-        let mut stale: Vec<Key<ClientPinKey>> = Vec::new();
-        for key in self.client_pins.keys() {
-            let key = match key {
-                Ok(key) => key,
-                // Removed while walking: nothing to clean.
-                Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err("list CLIENT_PINS")(e)),
-            };
-            let data = key.data();
-            if data.service_be == slot.to_be_bytes()
-                && generation.is_none_or(|g| u32::from(data.generation) == g)
-            {
-                stale.push(key);
-            }
-        }
+        let stale = self
+            .slot_pins(slot)?
+            .into_iter()
+            .filter(|key| generation.is_none_or(|g| u32::from(key.data().generation) == g));
         for key in stale {
             match self.client_pins.remove(&key) {
                 Err(e) if !missing(&e) => return Err(map_err("remove from CLIENT_PINS")(e)),
@@ -394,6 +376,23 @@ impl DataPlane {
             }
         }
         Ok(())
+    }
+
+    /// The keys of `slot`'s client pins (of any generation), as `CLIENT_PINS` lists them.
+    fn slot_pins(&self, slot: u32) -> Result<Vec<Key<ClientPinKey>>, DataPlaneError> {
+        let mut pins = Vec::new();
+        for key in self.client_pins.keys() {
+            let key = match key {
+                Ok(key) => key,
+                // Removed while walking: not there any more.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err("list CLIENT_PINS")(e)),
+            };
+            if key.data().service_be == slot.to_be_bytes() {
+                pins.push(key);
+            }
+        }
+        Ok(pins)
     }
 
     /// Stops balancing a VIP: its new flows are passed to the kernel from now on. Its port

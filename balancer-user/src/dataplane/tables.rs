@@ -2,15 +2,13 @@
 //! the map made for it — an array sized for the service, filled through a memory mapping
 //! in one copy, before it is put in `TABLES`.
 
-use std::os::fd::{AsFd, AsRawFd};
-
-use aya::maps::{Array, IterableMap, MapData};
+use aya::maps::{Array, MapData};
 use balancer_common::{
     cell_position, ring_chunks, slot_position, tables_chunks, Chunk, TablesHeader, NONE,
     TABLES_MAP_FLAGS,
 };
 
-use super::{map_err, DataPlaneError, ServiceImage};
+use super::{map_err, mapping, DataPlaneError, ServiceImage};
 
 /// The chunks of `image` as generation `generation`: header, split cells, then each
 /// group's ring of `image.ring_size` slots (slots past it in a ring's last chunk: [`NONE`]).
@@ -49,37 +47,9 @@ pub(crate) fn encode(image: &ServiceImage, generation: u32) -> Vec<Chunk> {
 pub(crate) fn create(chunks: &[Chunk]) -> Result<Array<MapData, Chunk>, DataPlaneError> {
     let map = Array::<MapData, Chunk>::create(chunks.len() as u32, TABLES_MAP_FLAGS)
         .map_err(map_err("create a service's tables map"))?;
-    let bytes = std::mem::size_of_val(chunks);
-    let fd = IterableMap::map(&map).fd().as_fd().as_raw_fd();
-    let io = |source| DataPlaneError::Io {
-        context: "fill a service's tables map".into(),
-        source,
-    };
-    // SAFETY: a shared writable mapping of a BPF_F_MMAPABLE array's fd, of its values'
-    // size (`chunks.len()` values of a chunk each, which the kernel rounds up to pages);
-    // checked for failure below.
-    let address = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if address == libc::MAP_FAILED {
-        return Err(io(std::io::Error::last_os_error()));
-    }
-    // SAFETY: the mapping is `bytes` long and nothing else writes the new map (no program
-    // can reach it yet); `chunks` is plain data of that length.
-    unsafe {
-        std::ptr::copy_nonoverlapping(chunks.as_ptr().cast::<u8>(), address.cast(), bytes);
-    }
-    // SAFETY: unmaps exactly the mapping made above.
-    if unsafe { libc::munmap(address, bytes) } != 0 {
-        return Err(io(std::io::Error::last_os_error()));
-    }
+    let mut values = mapping::shared(&map, chunks.len(), "fill a service's tables map")?;
+    // Nothing else writes the new map: no program can reach it yet.
+    values.copy_from_slice(bytemuck::cast_slice(chunks));
     Ok(map)
 }
 
