@@ -116,6 +116,15 @@ pub const FORWARD_NAT: u32 = 3;
 /// `ALLOCATIONS`), so replies come back to this host by ordinary routing.
 pub const FORWARD_FULLNAT: u32 = 4;
 
+impl Backend {
+    /// Whether the backend's addresses are translated ([`FORWARD_NAT`],
+    /// [`FORWARD_FULLNAT`]): its replies pass this host, which counts what they say
+    /// (resets, handshake times).
+    pub fn translated(&self) -> bool {
+        self.forward == FORWARD_NAT || self.forward == FORWARD_FULLNAT
+    }
+}
+
 /// The IANA port of GUE, the default destination port of [`FORWARD_GUE`].
 pub const GUE_PORT: u16 = 6080;
 

@@ -5,8 +5,8 @@ use balancer_common::{
     cell_position, flow_hash,
     packet_events::{FIN_CLOSE, NEW_FLOW, RESET, SYN_RETRANSMIT},
     pending_check, pending_hash, slot_position, Backend, FlowKey, FlowState, PendingSlot, VipKey,
-    CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, FORWARD_FULLNAT,
-    FORWARD_NAT, MAX_GROUPS, NONE, NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE,
+    NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
@@ -375,10 +375,7 @@ fn balance(
         last_seen_ns: now,
         closed_ns: if signals.closing != 0 {
             now
-        } else if signals.syn
-            && (backend.forward == FORWARD_NAT || backend.forward == FORWARD_FULLNAT)
-            && !slot.is_null()
-        {
+        } else if signals.syn && backend.translated() && !slot.is_null() {
             // The handshake's start, for timing the backend's SYN-ACK (see `since_syn`).
             precise_now()
         } else {

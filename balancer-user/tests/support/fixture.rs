@@ -472,12 +472,10 @@ impl Fixture {
         let stamped = |state: &FlowState, pending: bool| {
             pending
                 && state.syn_seq != 0
-                && self.backends.get(&state.backend).is_some_and(|b| {
-                    matches!(
-                        b.forward,
-                        balancer_common::FORWARD_NAT | balancer_common::FORWARD_FULLNAT
-                    )
-                })
+                && self
+                    .backends
+                    .get(&state.backend)
+                    .is_some_and(|b| b.translated())
         };
         let as_entries = |map: HashMap<FlowKey, FlowState>,
                           pending: bool|
