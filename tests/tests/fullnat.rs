@@ -20,37 +20,6 @@ use balancer_tests::{
 /// A pool address of the LB's own besides its interface address, on the LB's link.
 const POOL4: &str = "198.18.4.50";
 
-/// Adds service `name` forwarding by `fullnat` on `vip` (`proto`) to the backends' port
-/// `port`, with `extra` options, and backend 0.
-fn fullnat_service(
-    lab: &RoutedLab,
-    name: &str,
-    vip: SocketAddr,
-    proto: &str,
-    port: u16,
-    extra: &[&str],
-) -> Result<()> {
-    let spec = format!("{vip}/{proto}");
-    let port = port.to_string();
-    let mut args = vec![
-        "service",
-        "add",
-        name,
-        "--vip",
-        &spec,
-        "--forward",
-        "fullnat",
-        "--backend-port",
-        &port,
-    ];
-    args.extend_from_slice(extra);
-    lab.balancer.ok(&args)?;
-    let addr = lab.topology.backend_addr(0, vip.is_ipv6()).to_string();
-    lab.balancer
-        .ok(&["backend", "add", name, &addr, "--group", "main"])?;
-    Ok(())
-}
-
 #[test]
 fn a_backends_port_unreachable_reaches_the_client_about_the_vip() -> Result<()> {
     let lab = RoutedLab::for_mode("bfnat1", Mode::Fullnat, BACKENDS)?;
@@ -76,7 +45,7 @@ fn a_pool_serves_as_many_connections_as_it_has_ports_and_frees_them() -> Result<
     )?;
     let vip = SocketAddr::new(Lab::vip(false).ip(), NAT_VIP_PORT);
     let pool = ["--pool", POOL4, "--pool-ports", "20000-20001"];
-    fullnat_service(&lab, "small", vip, "tcp", 80, &pool)?;
+    lab.translated_service(Mode::Fullnat, "small", vip, "tcp", 80, &pool)?;
     // Two connections take the two ports.
     let mut two = LongLived::open(&lab.client, vip, 2, &[])?;
     // A third finds none: its SYNs are dropped and counted.

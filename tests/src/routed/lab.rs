@@ -117,21 +117,7 @@ impl RoutedLab {
         for v6 in [false, true] {
             let name = if v6 { "closed6" } else { "closed" };
             let vip = SocketAddr::new(Lab::vip(v6).ip(), mode.vip_port());
-            let spec = format!("{vip}/udp");
-            self.balancer.ok(&[
-                "service",
-                "add",
-                name,
-                "--vip",
-                &spec,
-                "--forward",
-                mode.name(),
-                "--backend-port",
-                "9",
-            ])?;
-            let addr = self.topology.backend_addr(0, v6).to_string();
-            self.balancer
-                .ok(&["backend", "add", name, &addr, "--group", "main"])?;
+            self.translated_service(mode, name, vip, "udp", 9, &[])?;
             let socket = self.client.udp_socket(vip, None, 0)?;
             socket.send(b"anyone?\n")?;
             let mut buf = [0u8; 64];
@@ -141,6 +127,38 @@ impl RoutedLab {
                 "{vip}: the client should see the port unreachable, got {got:?}"
             );
         }
+        Ok(())
+    }
+
+    /// Adds service `name` of translated `mode` (`nat`, `fullnat`) on `vip` over `protocol`
+    /// with `--backend-port port` and `options`, and backend 0 in group `main`.
+    pub fn translated_service(
+        &self,
+        mode: Mode,
+        name: &str,
+        vip: SocketAddr,
+        protocol: &str,
+        port: u16,
+        options: &[&str],
+    ) -> Result<()> {
+        let spec = format!("{vip}/{protocol}");
+        let port = port.to_string();
+        let mut args = vec![
+            "service",
+            "add",
+            name,
+            "--vip",
+            &spec,
+            "--forward",
+            mode.name(),
+            "--backend-port",
+            &port,
+        ];
+        args.extend_from_slice(options);
+        self.balancer.ok(&args)?;
+        let addr = self.topology.backend_addr(0, vip.is_ipv6()).to_string();
+        self.balancer
+            .ok(&["backend", "add", name, &addr, "--group", "main"])?;
         Ok(())
     }
 
