@@ -22,7 +22,7 @@ use crate::{
     lifecycle::{self, settings::Requested},
     logging,
     operation::Operation,
-    report,
+    quiet, report,
     wait::{self, track::Kind, Waiting},
     watch::{self, Watch},
 };
@@ -79,9 +79,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let waiting = cli.command.waiting();
+    let leaving = cli.command.leaving();
     let (operation, output) = request(cli.command)?;
     let answer = client.run(&operation).await?;
     write_out(&show(output, &answer)?)?;
+    if let Some((quiet, timeout)) = leaving {
+        print_line(&format!(
+            "waiting until no packet reaches this host's VIPs for {}",
+            humantime::format_duration(quiet)
+        ))?;
+        let took = quiet::run(&client, quiet, timeout).await?;
+        return print_line(&format!(
+            "no packet for {} ({:.1} s after leaving): this host's flows are served elsewhere",
+            humantime::format_duration(quiet),
+            took.as_secs_f64()
+        ));
+    }
     match waiting {
         Some(waiting) => wait::run(&client, waiting, print_line).await,
         None => Ok(()),
@@ -245,6 +258,8 @@ fn show(output: Output, answer: &[u8]) -> anyhow::Result<String> {
             }
         }
         Output::TornDown => "data plane detached, pins removed, daemon stopped\n".into(),
+        Output::Left => "left the fleet: this host's VIPs are withdrawn\n".into(),
+        Output::Joined => "joined the fleet: this host's VIPs are announced\n".into(),
         Output::Status { json: true } => pretty(&status()?)?,
         Output::Status { json: false } => report::status(&status()?),
         Output::Services { json: true } => pretty(&status()?.service_entries())?,
@@ -294,6 +309,7 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         empty_state: args.empty_state,
         metrics_listen: args.metrics_listen,
+        announce_table: args.announce_table,
         fleet: args.store.map(|store| Fleet {
             store,
             host: args
