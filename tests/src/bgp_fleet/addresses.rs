@@ -1,7 +1,7 @@
 //! The address plan of the BGP fleet: the client's link 198.18.20.0/24 and
 //! 2001:db8:20::/64, the LB hosts' segment 198.18.21.0/24 and 2001:db8:21::/64 (the router
-//! `.1` / `::1` on both); LB host `i` at `.(11 + i)`, backend `j` at `.(101 + j)` on the
-//! segment; the VIPs are the labs' ([`crate::topology::VIP4`], [`crate::topology::VIP6`]).
+//! `.1` / `::1` on both); LB host `i` at `.(11 + i)` / `::(0xb + i)`, backend `j` at
+//! `.(101 + j)` / `::(0x65 + j)` on the segment; the VIPs are the labs' ([`crate::topology::VIP4`], [`crate::topology::VIP6`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -26,14 +26,14 @@ pub(crate) const PREFIX_V4: u8 = 24;
 /// Prefix length of both links, IPv6.
 pub(crate) const PREFIX_V6: u8 = 64;
 
-/// Host `host` on link `link`.
+/// Host `host` on link `link` (its IPv6 group spells the same digits: 21 is `:21:`).
 fn on(link: u8, host: u8, v6: bool) -> IpAddr {
     match v6 {
         false => IpAddr::V4(Ipv4Addr::new(198, 18, link, host)),
         true => IpAddr::V6(Ipv6Addr::new(
             0x2001,
             0xdb8,
-            link.into(),
+            u16::from(link / 10) << 4 | u16::from(link % 10),
             0,
             0,
             0,
