@@ -216,6 +216,12 @@ pub struct TeardownArgs {
     /// bpffs directory of the pins, as given to the daemon.
     #[arg(long, default_value = crate::dataplane::bpffs::DEFAULT_ROOT)]
     pub pin_dir: PathBuf,
+    /// With --iface and no daemon answering: also withdraw the VIPs the daemon announced
+    /// in this routing table (its --announce-table), once the pins are removed. (A daemon
+    /// that answers withdraws its own.)
+    #[arg(long, value_name = "TABLE", requires = "iface",
+          value_parser = crate::announce::parse_table)]
+    pub announce_table: Option<u32>,
 }
 
 /// `balancer daemon` options.

@@ -9,6 +9,7 @@ use aya::programs::XdpMode;
 use clap::CommandFactory as _;
 
 use crate::{
+    announce,
     api::{Events, FleetStatus, Status},
     cli::{request, Cli, Command, DaemonArgs, DecapArgs, EventsArgs, Output, TeardownArgs},
     client::{Client, ClientError},
@@ -88,11 +89,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             "waiting until no packet reaches this host's VIPs for {}",
             humantime::format_duration(quiet)
         ))?;
-        let took = quiet::run(&client, quiet, timeout).await?;
+        let stopped = quiet::run(&client, quiet, timeout).await?;
         return print_line(&format!(
-            "no packet for {} ({:.1} s after leaving): this host's flows are served elsewhere",
-            humantime::format_duration(quiet),
-            took.as_secs_f64()
+            "no packet since {:.1} s after leaving, for {}: this host's flows are served elsewhere",
+            stopped.as_secs_f64(),
+            humantime::format_duration(quiet)
         ));
     }
     match waiting {
@@ -134,7 +135,19 @@ async fn teardown(args: TeardownArgs, socket: &Path) -> anyhow::Result<()> {
             write_out(&format!(
                 "no daemon was running: data plane detached, pins at {} removed\n",
                 pins.display()
-            ))
+            ))?;
+            match args.announce_table {
+                Some(table) => {
+                    let withdrawn =
+                        tokio::task::spawn_blocking(move || announce::routes::withdraw(table))
+                            .await?
+                            .map_err(Error::from)?;
+                    write_out(&format!(
+                        "{withdrawn} VIP announcement(s) withdrawn from routing table {table}\n"
+                    ))
+                }
+                None => Ok(()),
+            }
         }
         Err(e @ ClientError::Unreachable(..)) => Err(anyhow::Error::from(e)
             .context("no daemon to tear down (give --iface to remove its pins without one)")),

@@ -30,14 +30,17 @@ impl Quiet {
         Self { quiet, last: None }
     }
 
-    /// Takes the count `packets` seen at `at` (since the wait began); true once it has
-    /// not moved for the quiet time.
-    pub fn still(&mut self, packets: u64, at: Duration) -> bool {
+    /// Takes the count `packets` seen at `at` (since the wait began). Once it has not
+    /// moved for the quiet time: when it was first seen at that count (the last packet was
+    /// forwarded before, within one poll).
+    pub fn still(&mut self, packets: u64, at: Duration) -> Option<Duration> {
         match self.last {
-            Some((count, since)) if count == packets => at.saturating_sub(since) >= self.quiet,
+            Some((count, since)) if count == packets => {
+                (at.saturating_sub(since) >= self.quiet).then_some(since)
+            }
             _ => {
                 self.last = Some((packets, at));
-                false
+                None
             }
         }
     }
@@ -54,7 +57,8 @@ pub fn forwarded(status: &Status) -> u64 {
 }
 
 /// Asks `status` every [`POLL`] until no packet was forwarded for `quiet`, or fails with
-/// [`Busy`] after `timeout`; returns how long the host was forwarding.
+/// [`Busy`] after `timeout`; returns when the packets stopped (since the wait began, to
+/// within one poll).
 pub async fn run(client: &Client, quiet: Duration, timeout: Duration) -> anyhow::Result<Duration> {
     let start = tokio::time::Instant::now();
     let mut tracker = Quiet::new(quiet);
@@ -63,8 +67,8 @@ pub async fn run(client: &Client, quiet: Duration, timeout: Duration) -> anyhow:
         let answer = client.run(&status).await?;
         let status: Status = serde_json::from_slice(&answer)?;
         let at = start.elapsed();
-        if tracker.still(forwarded(&status), at) {
-            return Ok(at.saturating_sub(quiet));
+        if let Some(since) = tracker.still(forwarded(&status), at) {
+            return Ok(since);
         }
         if at >= timeout {
             return Err(Busy { after: timeout }.into());
@@ -81,13 +85,13 @@ mod tests {
     fn quiet_only_after_the_count_stood_still_long_enough() {
         let s = Duration::from_secs;
         let mut quiet = Quiet::new(s(5));
-        assert!(!quiet.still(10, s(0)));
-        assert!(!quiet.still(20, s(1)));
-        assert!(!quiet.still(20, s(5)));
-        assert!(quiet.still(20, s(6)));
+        assert_eq!(quiet.still(10, s(0)), None);
+        assert_eq!(quiet.still(20, s(1)), None);
+        assert_eq!(quiet.still(20, s(5)), None);
+        assert_eq!(quiet.still(20, s(6)), Some(s(1)));
         // A packet restarts the quiet time.
-        assert!(!quiet.still(21, s(7)));
-        assert!(!quiet.still(21, s(11)));
-        assert!(quiet.still(21, s(12)));
+        assert_eq!(quiet.still(21, s(7)), None);
+        assert_eq!(quiet.still(21, s(11)), None);
+        assert_eq!(quiet.still(21, s(12)), Some(s(7)));
     }
 }

@@ -14,7 +14,9 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
+    balancer::binary,
     bgp_fleet::{BgpFleet, HOLD},
+    netns,
     traffic::LongLived,
 };
 use balancer_user::api::FleetStatus;
@@ -268,5 +270,32 @@ fn a_host_announces_once_its_data_plane_is_ready_keeps_it_across_a_restart_and_w
     fleet.host(2)?.ok(&["teardown"])?;
     fleet.wait_paths(vip, &[0, 1], ROUTE_LIMIT)?;
     assert!(fleet.announced(2)?.is_empty());
+
+    // So does a teardown with no daemon, given the table: run on the host itself.
+    fleet.host_mut(1)?.kill9()?;
+    let host = fleet.host(1)?;
+    let (bin, socket) = (binary()?, host.socket());
+    let pins = host.pin_root().to_str().context("pin root")?;
+    let said = netns::run(
+        fleet.lb_ns(1),
+        &[
+            bin.to_str().context("binary")?,
+            "--socket",
+            socket.to_str().context("socket")?,
+            "teardown",
+            "--iface",
+            "eth0",
+            "--pin-dir",
+            pins,
+            "--announce-table",
+            "100",
+        ],
+    )?;
+    assert!(
+        said.contains("1 VIP announcement(s) withdrawn from routing table 100"),
+        "{said}"
+    );
+    fleet.wait_paths(vip, &[0], ROUTE_LIMIT)?;
+    assert!(fleet.announced(1)?.is_empty());
     Ok(())
 }

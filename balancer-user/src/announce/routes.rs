@@ -32,6 +32,14 @@ pub fn held(table: u32) -> Result<BTreeSet<IpAddr>, AnnounceError> {
     Ok(held)
 }
 
+/// Removes every route of ours from `table` (`teardown` with no daemon); returns how many.
+pub fn withdraw(table: u32) -> Result<usize, AnnounceError> {
+    let held = held(table)?;
+    let plan = Plan::between(&held, &BTreeSet::new());
+    apply(table, &plan)?;
+    Ok(plan.remove.len())
+}
+
 /// Adds the routes of `plan.add` to `table` and removes those of `plan.remove`.
 pub fn apply(table: u32, plan: &Plan) -> Result<(), AnnounceError> {
     if plan.add.is_empty() && plan.remove.is_empty() {
