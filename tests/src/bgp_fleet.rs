@@ -325,12 +325,25 @@ impl BgpFleet {
     /// backend in group `main` with weight 100, and waits until every running daemon has
     /// the same tables.
     pub fn service(&self, name: &str, through: usize, v6: bool) -> Result<SocketAddr> {
+        let groups = vec!["main"; self.backend_count()];
+        self.service_in_groups(name, through, v6, &groups)
+    }
+
+    /// Like [`BgpFleet::service`], backend `j` in group `groups[j]` (e.g. `blue`, `blue`,
+    /// `green`, `green` for a canary); backends without a group are left out.
+    pub fn service_in_groups(
+        &self,
+        name: &str,
+        through: usize,
+        v6: bool,
+        groups: &[&str],
+    ) -> Result<SocketAddr> {
         let service = Self::vip(v6);
         let host = self.host(through)?;
         host.ok(&["service", "add", name, "--vip", &format!("{service}/tcp")])?;
-        for index in 0..self.backend_count() {
+        for (index, group) in groups.iter().enumerate() {
             let addr = self.backend_addr(index, v6).to_string();
-            host.ok(&["backend", "add", name, &addr, "--group", "main"])?;
+            host.ok(&["backend", "add", name, &addr, "--group", group])?;
         }
         self.wait_same_tables(CONNECT_LIMIT)?;
         Ok(service)

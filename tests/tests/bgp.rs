@@ -209,6 +209,14 @@ fn ecmp_spreads_the_hosts_agree_on_backends_leave_and_join_break_nothing_a_dead_
     let spread = new_flows_during(&fleet, || connect_many(&fleet, web))?;
     assert!(spread.iter().all(|&n| n >= SHARE), "{spread:?}");
 
+    // A leave whose quiet time cannot pass within its --wait-timeout: exit 7, one line, the
+    // host out all the same; then in again.
+    let busy = ["fleet", "leave", "--quiet", "10s", "--wait-timeout", "1s"];
+    fleet.host(1)?.failed_with(&busy, 7)?;
+    assert_eq!(fleet.paths(vip4)?, vec![0, 2]);
+    fleet.host(1)?.ok(&["fleet", "join"])?;
+    fleet.wait_paths(vip4, &[0, 1, 2], ROUTE_LIMIT)?;
+
     // A host killed outright: the router's route loses it within the BGP hold time.
     fleet.kill_host(2)?;
     let lost = fleet.wait_paths(vip4, &[0, 1], HOLD + HOLD_MARGIN)?;
