@@ -13,17 +13,24 @@ use netlink_packet_route::{
 use super::{plan::Plan, AnnounceError, PROTOCOL};
 use crate::neighbor::rtnl::Rtnl;
 
-/// The VIPs this daemon's routes announce in `table` (IPv4 and IPv6).
+/// The VIPs this daemon's routes announce in `table` (IPv4 and IPv6). The kernel dumps
+/// only that table's routes of our protocol (a strict request), not the host's others.
 pub fn held(table: u32) -> Result<BTreeSet<IpAddr>, AnnounceError> {
     let failed = |source| kernel("read the routes", table, source);
     let mut rtnl = Rtnl::open().map_err(failed)?;
+    rtnl.strict().map_err(failed)?;
     let mut held = BTreeSet::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut request = RouteMessage::default();
         request.header.address_family = family;
-        let routes = rtnl
-            .dump(RouteNetlinkMessage::GetRoute(request))
-            .map_err(failed)?;
+        request.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+        request.header.protocol = RouteProtocol::from(PROTOCOL);
+        request.attributes = vec![RouteAttribute::Table(table)];
+        let routes = match rtnl.dump(RouteNetlinkMessage::GetRoute(request)) {
+            // No route was ever added to the table: it does not exist yet.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Vec::new(),
+            dumped => dumped.map_err(failed)?,
+        };
         held.extend(routes.iter().filter_map(|message| match message {
             RouteNetlinkMessage::NewRoute(route) => ours(route, table),
             _ => None,

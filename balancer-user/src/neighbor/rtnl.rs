@@ -67,6 +67,12 @@ impl Rtnl {
         }
     }
 
+    /// Asks the kernel to check requests strictly (`NETLINK_GET_STRICT_CHK`), which makes
+    /// it filter a dump by what the request names (a route dump: table, protocol, type).
+    pub(crate) fn strict(&self) -> io::Result<()> {
+        self.socket.set_netlink_get_strict_chk(true)
+    }
+
     /// Sends `message` (an `RTM_GET*` request) as a dump and returns every object the
     /// kernel answers with.
     pub(crate) fn dump(
