@@ -155,6 +155,22 @@ pub struct Status {
     /// answers: zero).
     #[serde(default)]
     pub memory: Memory,
+    /// The VIPs this host announces over BGP (`daemon --announce-table`); none without it.
+    #[serde(default)]
+    pub announcement: Option<Announcement>,
+}
+
+/// What a host announces over BGP, in [`Status`]: the routes it keeps in its announcement
+/// table for its BGP daemon to export.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// The kernel routing table (`--announce-table`).
+    pub table: u32,
+    /// Whether the host left the fleet (`fleet leave`): it announces nothing until
+    /// `fleet join`.
+    pub left: bool,
+    /// The VIP addresses announced (a route each in the table), as of the last pass.
+    pub vips: Vec<IpAddr>,
 }
 
 /// One service in [`Status`].
@@ -411,4 +427,8 @@ pub struct FleetHost {
     pub digests: BTreeMap<String, String>,
     /// When it last registered (its time, Unix milliseconds).
     pub seen_ms: u64,
+    /// Whether it left the fleet (`fleet leave`): it announces no VIP (absent from older
+    /// daemons' records: false).
+    #[serde(default)]
+    pub left: bool,
 }

@@ -216,6 +216,12 @@ pub struct TeardownArgs {
     /// bpffs directory of the pins, as given to the daemon.
     #[arg(long, default_value = crate::dataplane::bpffs::DEFAULT_ROOT)]
     pub pin_dir: PathBuf,
+    /// With --iface and no daemon answering: also withdraw the VIPs the daemon announced
+    /// in this routing table (its --announce-table), once the pins are removed. (A daemon
+    /// that answers withdraws its own.)
+    #[arg(long, value_name = "TABLE", requires = "iface",
+          value_parser = crate::announce::parse_table)]
+    pub announce_table: Option<u32>,
 }
 
 /// `balancer daemon` options.
@@ -269,6 +275,13 @@ pub struct DaemonArgs {
     /// This host's name in the fleet (`fleet status`) [default: the system's host name].
     #[arg(long, value_parser = parse_host_name)]
     pub host_name: Option<String>,
+    /// Announce the VIPs over BGP: keep one route per VIP address (a /32 or /128
+    /// blackhole route, protocol 251) in this kernel routing table, for the host's BGP
+    /// daemon to export (bird2: `protocol kernel { kernel table N; learn; ... }`). Announced
+    /// once the data plane is attached and the state reconciled; kept when the daemon stops
+    /// (the pinned data plane goes on forwarding); withdrawn by `teardown` and `fleet leave`.
+    #[arg(long, value_name = "TABLE", value_parser = crate::announce::parse_table)]
+    pub announce_table: Option<u32>,
     /// How the log on standard error is written: text lines, or one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -312,6 +325,27 @@ pub enum FleetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Take this host out of the fleet for maintenance: withdraw its VIPs' announcements
+    /// (the router stops sending it new flows and moves its flows to the other hosts),
+    /// then wait until its flows are served elsewhere: until this host's data plane has
+    /// forwarded no packet to a VIP for --quiet (exit 0), or --wait-timeout passed (exit
+    /// 7; the host stays out). The host stays out, across daemon restarts, until `fleet
+    /// join`. Needs `daemon --store` and `--announce-table`; leaving twice is no error.
+    Leave {
+        /// How long the data plane must forward no packet to a VIP for the host's flows to
+        /// count as served elsewhere.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        quiet: std::time::Duration,
+        /// Give up waiting after this long (exit 7; the host stays out of the fleet).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait_timeout: std::time::Duration,
+        /// Withdraw and return at once, without waiting.
+        #[arg(long, conflicts_with_all = ["quiet", "wait_timeout"])]
+        no_wait: bool,
+    },
+    /// Bring this host back into the fleet: announce its VIPs again, so that the router
+    /// spreads new flows over it too. Joining a host that is in is no error.
+    Join,
 }
 
 /// `balancer service ...`.
@@ -687,6 +721,18 @@ pub struct WaitArgs {
 }
 
 impl Command {
+    /// The wait of `fleet leave` (quiet time, timeout), unless `--no-wait`.
+    pub fn leaving(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        match self {
+            Command::Fleet(FleetCommand::Leave {
+                quiet,
+                wait_timeout,
+                no_wait: false,
+            }) => Some((*quiet, *wait_timeout)),
+            _ => None,
+        }
+    }
+
     /// What the command's `--wait` asks to wait for once it is done; none without it.
     pub fn waiting(&self) -> Option<Waiting> {
         let (service, kind, args) = match self {
@@ -893,6 +939,10 @@ pub enum Output {
     },
     /// `teardown`: a sentence.
     TornDown,
+    /// `fleet leave`: a sentence (then the wait, if asked).
+    Left,
+    /// `fleet join`: a sentence.
+    Joined,
 }
 
 /// A command that is not `daemon`, as the operation it sends and how its answer is shown.
@@ -1033,6 +1083,8 @@ pub fn request(command: Command) -> Result<(Operation, Output), Refused> {
         }),
         Command::Export => (Operation::Export, Output::Toml),
         Command::Fleet(FleetCommand::Status { json }) => (Operation::Fleet, Output::Fleet { json }),
+        Command::Fleet(FleetCommand::Leave { .. }) => (Operation::Leave, Output::Left),
+        Command::Fleet(FleetCommand::Join) => (Operation::Join, Output::Joined),
         Command::Teardown(_) => (Operation::Teardown, Output::TornDown),
     })
 }

@@ -9,6 +9,7 @@ use aya::programs::XdpMode;
 use clap::CommandFactory as _;
 
 use crate::{
+    announce,
     api::{Events, FleetStatus, Status},
     cli::{request, Cli, Command, DaemonArgs, DecapArgs, EventsArgs, Output, TeardownArgs},
     client::{Client, ClientError},
@@ -22,7 +23,7 @@ use crate::{
     lifecycle::{self, settings::Requested},
     logging,
     operation::Operation,
-    report,
+    quiet, report,
     wait::{self, track::Kind, Waiting},
     watch::{self, Watch},
 };
@@ -79,9 +80,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let waiting = cli.command.waiting();
+    let leaving = cli.command.leaving();
     let (operation, output) = request(cli.command)?;
     let answer = client.run(&operation).await?;
     write_out(&show(output, &answer)?)?;
+    if let Some((quiet, timeout)) = leaving {
+        print_line(&format!(
+            "waiting until no packet reaches this host's VIPs for {}",
+            humantime::format_duration(quiet)
+        ))?;
+        let stopped = quiet::run(&client, quiet, timeout).await?;
+        return print_line(&format!(
+            "no packet since {:.1} s after leaving, for {}: this host's flows are served elsewhere",
+            stopped.as_secs_f64(),
+            humantime::format_duration(quiet)
+        ));
+    }
     match waiting {
         Some(waiting) => wait::run(&client, waiting, print_line).await,
         None => Ok(()),
@@ -121,7 +135,19 @@ async fn teardown(args: TeardownArgs, socket: &Path) -> anyhow::Result<()> {
             write_out(&format!(
                 "no daemon was running: data plane detached, pins at {} removed\n",
                 pins.display()
-            ))
+            ))?;
+            match args.announce_table {
+                Some(table) => {
+                    let withdrawn =
+                        tokio::task::spawn_blocking(move || announce::routes::withdraw(table))
+                            .await?
+                            .map_err(Error::from)?;
+                    write_out(&format!(
+                        "{withdrawn} VIP announcement(s) withdrawn from routing table {table}\n"
+                    ))
+                }
+                None => Ok(()),
+            }
         }
         Err(e @ ClientError::Unreachable(..)) => Err(anyhow::Error::from(e)
             .context("no daemon to tear down (give --iface to remove its pins without one)")),
@@ -245,6 +271,8 @@ fn show(output: Output, answer: &[u8]) -> anyhow::Result<String> {
             }
         }
         Output::TornDown => "data plane detached, pins removed, daemon stopped\n".into(),
+        Output::Left => "left the fleet: this host's VIPs are withdrawn\n".into(),
+        Output::Joined => "joined the fleet: this host's VIPs are announced\n".into(),
         Output::Status { json: true } => pretty(&status()?)?,
         Output::Status { json: false } => report::status(&status()?),
         Output::Services { json: true } => pretty(&status()?.service_entries())?,
@@ -294,6 +322,7 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         empty_state: args.empty_state,
         metrics_listen: args.metrics_listen,
+        announce_table: args.announce_table,
         fleet: args.store.map(|store| Fleet {
             store,
             host: args

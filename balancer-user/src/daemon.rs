@@ -3,6 +3,9 @@
 //!
 //! Exiting leaves the data plane attached and forwarding; only `teardown` removes it.
 //!
+//! With `--announce-table` it announces the VIPs over BGP ([`crate::announce`]) once the
+//! data plane is attached and the state reconciled; exiting leaves them announced.
+//!
 //! Under systemd (`Type=notify`) it sends `READY=1` once the data plane is attached and the
 //! control API is served, and `STOPPING=1` when it begins to stop.
 
@@ -22,6 +25,7 @@ use tokio::{net::UnixListener, signal::unix::SignalKind};
 use tracing::info;
 
 use crate::{
+    announce::Announcer,
     clock::{Clock as _, SystemClock},
     controller::{
         ports::{KernelNeighbors, Plane},
@@ -60,6 +64,9 @@ pub struct DaemonConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The fleet whose store keeps the desired state (`--store`); none: the state file.
     pub fleet: Option<Fleet>,
+    /// The kernel routing table of the VIPs' announcements (`--announce-table`); none:
+    /// nothing announced.
+    pub announce_table: Option<u32>,
     /// `--conntrack-size` and `--xdp-mode` as given (they only apply to a new data plane).
     pub requested: Requested,
     /// Controller settings.
@@ -175,6 +182,13 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // The mark of `fleet leave` is read before anything is attached.
+    let announcer = match config.announce_table {
+        Some(table) => Some(Arc::new(
+            Announcer::open(table, &config.state_dir).map_err(Error::from)?,
+        )),
+        None => None,
+    };
     let for_start = member.clone();
     let started = tokio::task::spawn_blocking(move || start(config, ifindex, for_start))
         .await
@@ -203,6 +217,11 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let executor = Executor::in_fleet(controller, history.clone(), member);
     executor.check_forwarding().await;
     let ticker = tokio::spawn(executor.clone().run_timers());
+    // The data plane is attached and the state reconciled: the VIPs may be announced.
+    let announcing = announcer.map(|announcer| {
+        executor.announce_with(announcer);
+        tokio::spawn(executor.clone().announce_vips())
+    });
     // In a fleet: follow the store, store the daemon's own changes, renew the host record.
     let fleet_tasks = match in_fleet {
         true => vec![
@@ -262,6 +281,9 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let served = server.await;
     ticker.abort();
     follower.abort();
+    if let Some(announcing) = announcing {
+        announcing.abort();
+    }
     fleet_tasks.iter().for_each(|task| task.abort());
     if let Some(scraper) = scraper {
         scraper.abort();

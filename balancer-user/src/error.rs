@@ -8,9 +8,9 @@
 use std::net::IpAddr;
 
 use crate::{
-    compile::CompileError, config::ConfigError, daemon_file::DaemonFileError,
-    dataplane::DataPlaneError, decap::DecapError, fleet::FleetError, lifecycle::LifecycleError,
-    neighbor::NeighborError, state::StateError, state::StoreError,
+    announce::AnnounceError, compile::CompileError, config::ConfigError,
+    daemon_file::DaemonFileError, dataplane::DataPlaneError, decap::DecapError, fleet::FleetError,
+    lifecycle::LifecycleError, neighbor::NeighborError, state::StateError, state::StoreError,
 };
 
 /// An operation refused because of its input. Nothing was changed.
@@ -48,6 +48,9 @@ pub enum Refused {
     /// A fleet's store refused or could not take the change (see [`FleetError`]).
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    /// `fleet leave` or `fleet join` on a daemon that announces nothing.
+    #[error(transparent)]
+    Announce(AnnounceError),
 }
 
 /// A fault of the host: the operation could not be carried out.
@@ -71,6 +74,10 @@ pub enum Fault {
     /// The kernel or bpffs refused `balancer decap`.
     #[error(transparent)]
     Decap(DecapError),
+    /// The kernel refused to change the announcement table, or the mark of `fleet leave`
+    /// could not be written.
+    #[error(transparent)]
+    Announce(AnnounceError),
     /// The daemon itself failed (a panicked worker, a poisoned lock).
     #[error("{0}")]
     Internal(String),
@@ -158,6 +165,17 @@ impl From<LifecycleError> for Error {
             Self::Fault(Fault::Lifecycle(e))
         } else {
             Self::Refused(Refused::Lifecycle(e))
+        }
+    }
+}
+
+impl From<AnnounceError> for Error {
+    /// A failing host is a fault; a daemon without `--announce-table` refuses.
+    fn from(e: AnnounceError) -> Self {
+        if e.is_host_fault() {
+            Self::Fault(Fault::Announce(e))
+        } else {
+            Self::Refused(Refused::Announce(e))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Userspace of `balancer`: the daemon that owns the XDP data plane, its control API, and
 //! the CLI client. `ARCHITECTURE.md` at the repository root maps the modules.
 
+pub mod announce;
 pub mod api;
 pub mod basis_points;
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod neighbor;
 pub mod operation;
+pub mod quiet;
 pub mod release;
 pub mod report;
 pub mod server;

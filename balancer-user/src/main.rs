@@ -8,7 +8,8 @@
 //! automatic rollback on health checks or analysis, a rollout whose new backend never
 //! became healthy or had worse signals), 7 when
 //! `--wait-timeout` came first (the release goes on): `wait::{ABORTED, ROLLED_BACK,
-//! TIMED_OUT}`.
+//! TIMED_OUT}`; `fleet leave` exits 7 too when packets still reach the host's VIPs at its
+//! `--wait-timeout` (`quiet::Busy`).
 
 use std::process::ExitCode;
 
@@ -17,7 +18,8 @@ use balancer_user::{
     client::ClientError,
     commands,
     error::{one_line, Error, Refused},
-    wait::Unfinished,
+    quiet::Busy,
+    wait::{Unfinished, TIMED_OUT},
 };
 use clap::{error::ErrorKind, Parser};
 
@@ -82,6 +84,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
     if let Some(unfinished) = e.downcast_ref::<Unfinished>() {
         return unfinished.exit_code();
+    }
+    if e.downcast_ref::<Busy>().is_some() {
+        return TIMED_OUT;
     }
     match e.downcast_ref::<Error>() {
         Some(Error::Refused(_)) => REFUSED,

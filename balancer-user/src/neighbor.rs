@@ -17,7 +17,7 @@ pub mod follow;
 mod locate;
 mod nudge;
 mod parse;
-mod rtnl;
+pub(crate) mod rtnl;
 mod source;
 pub mod watch;
 

@@ -37,6 +37,10 @@ pub enum Operation {
     Export,
     /// The hosts of the daemon's fleet (`balancer fleet status`).
     Fleet,
+    /// This host withdraws its VIPs' announcements for maintenance (`balancer fleet leave`).
+    Leave,
+    /// This host announces its VIPs again (`balancer fleet join`).
+    Join,
     /// Detach the data plane and stop the daemon.
     Teardown,
     /// Events of the history.

@@ -1,13 +1,30 @@
 //! Human-readable renderings of API answers.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, net::IpAddr};
 
 use crate::{
-    api::Status,
+    api::{Announcement, Status},
     history::Event,
     release::analysis::{Analysis, Stage},
     state::Mode,
 };
+
+/// The line of `status` that says what the host announces over BGP.
+fn announcement(a: &Announcement) -> String {
+    let vips: Vec<String> = a.vips.iter().map(IpAddr::to_string).collect();
+    match (a.left, vips.is_empty()) {
+        (true, _) => format!(
+            "left the fleet: no VIP announced (routing table {}); `balancer fleet join` announces again",
+            a.table
+        ),
+        (false, true) => format!("announced over BGP (routing table {}): none", a.table),
+        (false, false) => format!(
+            "announced over BGP (routing table {}): {}",
+            a.table,
+            vips.join(" ")
+        ),
+    }
+}
 
 /// `balancer status` as text.
 pub fn status(status: &Status) -> String {
@@ -177,6 +194,9 @@ pub fn status(status: &Status) -> String {
             t.released + t.orphans
         );
     }
+    if let Some(a) = &status.announcement {
+        let _ = writeln!(out, "{}", announcement(a));
+    }
     let m = &status.memory;
     let largest = m
         .maps
@@ -313,6 +333,7 @@ mod tests {
             counters: GlobalCounters::default(),
             memory: Memory::new(maps, [512 * 1024, 512 * 1024].into_iter()),
             translations: Default::default(),
+            announcement: None,
         });
         assert!(
             text.ends_with(
@@ -347,5 +368,24 @@ mod tests {
             event(&e),
             "2023-11-14T22:13:20.123Z  daemon  -  daemon started: data plane attached\n"
         );
+    }
+
+    #[test]
+    fn status_says_what_the_host_announces_and_when_it_left() {
+        let mut a = Announcement {
+            table: 100,
+            left: false,
+            vips: vec![
+                "198.18.0.10".parse().unwrap(),
+                "2001:db8::10".parse().unwrap(),
+            ],
+        };
+        assert_eq!(
+            announcement(&a),
+            "announced over BGP (routing table 100): 198.18.0.10 2001:db8::10"
+        );
+        a.left = true;
+        a.vips.clear();
+        assert!(announcement(&a).starts_with("left the fleet: no VIP announced"));
     }
 }

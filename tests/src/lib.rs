@@ -6,6 +6,8 @@
 //! * [`lab`] puts the two together: four serving backends and a running daemon.
 //! * [`routed`] builds the routed topology (the LB and the backends on different subnets
 //!   behind a router namespace) and its lab, [`routed::RoutedLab`].
+//! * [`bgp_fleet`] builds a fleet over BGP: a client, a router with bird2 and ECMP, three
+//!   LB hosts (daemon on a real etcd, bird2 announcing the VIPs), backends on their segment.
 //! * [`netns`] runs commands, long-lived processes and closures inside a
 //!   namespace.
 //! * [`prometheus`] runs a real Prometheus server in a namespace and queries it; [`http`]
@@ -21,6 +23,7 @@
 //! addresses are used, and only inside namespaces created here.
 
 pub mod balancer;
+pub mod bgp_fleet;
 mod command;
 pub mod etcd;
 pub mod http;

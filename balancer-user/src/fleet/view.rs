@@ -1,5 +1,6 @@
 //! `balancer fleet status` as text: one line per host — its revision, one digest over all
-//! its tables, how many services, when it was last seen — and whether the hosts agree.
+//! its tables, how many services, when it was last seen, `(left)` after `fleet leave` —
+//! and whether the hosts agree.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -25,12 +26,14 @@ pub fn render(status: &FleetStatus) -> String {
         let age = status.now_ms.saturating_sub(host.seen_ms);
         let _ = writeln!(
             out,
-            "{:<24} {:>9} {:<14} {:>8}  {:.1} s ago",
+            "{:<24} {:>9} {:<14} {:>8}  {:.1} s ago{}",
             host.host,
             host.revision,
             tables(&host.digests),
             host.digests.len(),
-            age as f64 / 1000.0
+            age as f64 / 1000.0,
+            // `fleet leave`: the host announces no VIP.
+            if host.left { "  (left)" } else { "" }
         );
     }
     let _ = writeln!(out, "{}", agreement(&status.hosts));
@@ -83,6 +86,7 @@ mod tests {
             revision,
             digests: [("web".to_string(), digest.to_string())].into(),
             seen_ms: 9_500,
+            left: false,
         }
     }
 
@@ -131,5 +135,15 @@ mod tests {
             );
         }
         assert!(render(&status(vec![])).ends_with("no host registered\n"));
+    }
+
+    #[test]
+    fn a_host_that_left_says_so_on_its_line() {
+        let mut away = host("lb-2", 7, "sha256:aa");
+        away.left = true;
+        let text = render(&status(vec![host("lb-1", 7, "sha256:aa"), away]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].ends_with("s ago"), "{text}");
+        assert!(lines[3].ends_with("s ago  (left)"), "{text}");
     }
 }

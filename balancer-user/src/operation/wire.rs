@@ -84,6 +84,8 @@ impl Operation {
             ),
             Operation::Export => (Method::GET, "/export".into(), Body::Empty),
             Operation::Fleet => (Method::GET, "/fleet".into(), Body::Empty),
+            Operation::Leave => (Method::POST, "/fleet/leave".into(), Body::Empty),
+            Operation::Join => (Method::POST, "/fleet/join".into(), Body::Empty),
             Operation::Teardown => (Method::POST, "/teardown".into(), Body::Empty),
             Operation::Events(query) => {
                 let mut pairs = form_urlencoded::Serializer::new(String::new());
@@ -241,6 +243,8 @@ impl Operation {
             }),
             (&Method::GET, ["export"]) => Ok(Operation::Export),
             (&Method::GET, ["fleet"]) => Ok(Operation::Fleet),
+            (&Method::POST, ["fleet", "leave"]) => Ok(Operation::Leave),
+            (&Method::POST, ["fleet", "join"]) => Ok(Operation::Join),
             (&Method::GET, ["events"]) => Ok(Operation::Events(events_query(query)?)),
             (&Method::POST, ["teardown"]) => Ok(Operation::Teardown),
             (&Method::POST, ["apply"]) => change(Change::Apply {
@@ -369,7 +373,7 @@ impl Operation {
             | Operation::Export
             | Operation::Fleet
             | Operation::Events(_) => StatusCode::OK,
-            Operation::Teardown => StatusCode::NO_CONTENT,
+            Operation::Teardown | Operation::Leave | Operation::Join => StatusCode::NO_CONTENT,
             Operation::Change(
                 Change::AddService(_)
                 | Change::AddBackend { .. }
@@ -635,6 +639,8 @@ mod tests {
                 limit: 7,
             }),
             Operation::Fleet,
+            Operation::Leave,
+            Operation::Join,
         ]);
         all
     }

@@ -11,6 +11,7 @@
 //! uid of the control socket's peer, for a change the operator asked for; as the daemon's
 //! for everything else (timed steps, health results).
 
+mod announce;
 mod fleet;
 mod follow;
 
@@ -19,7 +20,7 @@ use std::{
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -27,6 +28,7 @@ use std::{
 use tokio::sync::Notify;
 
 use crate::{
+    announce::Announcer,
     api::{FleetStatus, Status},
     config::Config,
     controller::{
@@ -103,6 +105,8 @@ pub struct Executor {
     history: Arc<History>,
     /// The daemon's place in a fleet (`daemon --store`); none when it runs alone.
     member: Option<Arc<Member>>,
+    /// The VIPs' announcements (`daemon --announce-table`); unset without it.
+    announcer: OnceLock<Arc<Announcer>>,
     shutdown: Notify,
 }
 
@@ -134,6 +138,7 @@ impl Executor {
             resolving: Mutex::new(HashSet::new()),
             history,
             member,
+            announcer: OnceLock::new(),
             shutdown: Notify::new(),
         })
     }
@@ -157,8 +162,10 @@ impl Executor {
                     Ok(())
                 })
                 .await?;
+                // The data plane is gone: nothing may draw its VIPs' traffic any more.
+                let withdrawn = self.withdraw_all().await;
                 self.shutdown.notify_one();
-                Ok(Reply::Done)
+                withdrawn.map(|()| Reply::Done)
             }
             Operation::Events(query) => Ok(Reply::Events(self.history.query(&query))),
             Operation::Status { service } => {
@@ -170,12 +177,15 @@ impl Executor {
                 };
                 let mut status = self.with_controller(status).await?;
                 status.translations = self.swept();
+                status.announcement = self.announcement();
                 Ok(Reply::Status(status))
             }
             Operation::Export => {
                 let export = |c: &mut Controller| Ok(Config::from_state(c.state())?.to_toml());
                 Ok(Reply::Export(self.with_controller(export).await?))
             }
+            Operation::Leave => self.set_left(true, who).await.map(|()| Reply::Done),
+            Operation::Join => self.set_left(false, who).await.map(|()| Reply::Done),
             Operation::Fleet => match &self.member {
                 Some(member) => Ok(Reply::Fleet(self.fleet_status(member).await?)),
                 None => Err(FleetError::Alone.into()),

@@ -37,8 +37,9 @@ impl Need {
 /// daemon's metrics in the namespace tests; `systemd-analyze` verifies the systemd unit (and
 /// `man` finds the manual page it names); `setpriv` runs the daemon with the unit's
 /// capabilities; `protoc` builds etcd's client (`balancer daemon --store`), and `etcd` is
-/// the fleet's store in the namespace tests.
-const NEEDS: [(Need, &str); 12] = [
+/// the fleet's store in the namespace tests; `bird` (and `birdc`) announce the VIPs over BGP
+/// and make the router's ECMP route in the fleet's BGP tests.
+const NEEDS: [(Need, &str); 13] = [
     (Need::Command("ip"), "iproute2"),
     (Need::Command("ethtool"), "ethtool"),
     (Need::Command("nsenter"), "util-linux"),
@@ -54,6 +55,7 @@ const NEEDS: [(Need, &str); 12] = [
     (Need::Command("setpriv"), "util-linux"),
     (Need::Command("protoc"), "protobuf-compiler"),
     (Need::Command("etcd"), "etcd-server"),
+    (Need::Command("bird"), "bird2"),
 ];
 
 /// Installs the packages of the needs that are missing.

@@ -258,6 +258,7 @@ impl Executor {
         let mut interval = tokio::time::interval(ANNOUNCE_EVERY);
         loop {
             interval.tick().await;
+            let left = self.has_left();
             let record = {
                 let member = member.clone();
                 move |c: &mut Controller| {
@@ -266,6 +267,7 @@ impl Executor {
                         revision: member.revision(),
                         digests: c.digests().clone(),
                         seen_ms: c.now_ms(),
+                        left,
                     })
                 }
             };
