@@ -417,5 +417,6 @@ mod pod {
         FlowState,
         PendingSlot,
         ClientPinKey,
+        crate::FlowRecord,
     );
 }

@@ -155,6 +155,38 @@ pub struct Status {
     /// answers: zero).
     #[serde(default)]
     pub memory: Memory,
+    /// The flow-state sync with the fleet's other hosts (`daemon --sync-listen`); none
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStatus>,
+}
+
+/// What the flow-state sync did since the daemon started, in [`Status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// The address it listens on and sends from.
+    pub listen: std::net::SocketAddr,
+    /// Peers it sends to now.
+    pub peers: usize,
+    /// This host's new flow records read from the data plane.
+    pub recorded: u64,
+    /// Datagrams sent (each to one peer).
+    pub datagrams: u64,
+    /// Bytes of those datagrams (UDP payload).
+    pub bytes: u64,
+    /// Datagrams that could not be sent.
+    pub unsent: u64,
+    /// Records received from peers.
+    pub received: u64,
+    /// Received records inserted into connection tracking.
+    pub inserted: u64,
+    /// Received records of flows this host already tracked (its own entry kept).
+    pub kept: u64,
+    /// Received datagrams (or records) dropped: from no known peer, malformed, or not
+    /// inserted.
+    pub dropped: u64,
+    /// Records the data plane lost because its ring buffer was full.
+    pub overflows: u64,
 }
 
 /// One service in [`Status`].
@@ -411,4 +443,8 @@ pub struct FleetHost {
     pub digests: BTreeMap<String, String>,
     /// When it last registered (its time, Unix milliseconds).
     pub seen_ms: u64,
+    /// Where it takes its peers' flow records (`daemon --sync-listen`); none: it syncs no
+    /// flows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<std::net::SocketAddr>,
 }

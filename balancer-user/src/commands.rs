@@ -287,6 +287,10 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         let alone = "--host-name names this host in a fleet: give --store too";
         return Err(Refused::Request(alone.into()).into());
     }
+    if args.sync_listen.is_some() && args.store.is_none() {
+        let alone = "--sync-listen syncs flows with a fleet's other hosts: give --store too";
+        return Err(Refused::Request(alone.into()).into());
+    }
     logging::init(args.log_format);
     let config = DaemonConfig {
         pins: Layout::new(&args.pin_dir, &iface),
@@ -294,6 +298,7 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         empty_state: args.empty_state,
         metrics_listen: args.metrics_listen,
+        sync_listen: args.sync_listen,
         fleet: args.store.map(|store| Fleet {
             store,
             host: args

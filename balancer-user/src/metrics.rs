@@ -630,6 +630,7 @@ mod tests {
             counters: GlobalCounters::default(),
             memory: Memory::new(maps, [20, 30].into_iter()),
             translations: Swept::default(),
+            sync: None,
         };
         let text = render(&Snapshot {
             status,
@@ -664,6 +665,7 @@ mod tests {
                 orphans: 1,
             },
             memory: Memory::default(),
+            sync: None,
         };
         let text = render(&Snapshot {
             status,

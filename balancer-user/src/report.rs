@@ -313,6 +313,7 @@ mod tests {
             counters: GlobalCounters::default(),
             memory: Memory::new(maps, [512 * 1024, 512 * 1024].into_iter()),
             translations: Default::default(),
+            sync: None,
         });
         assert!(
             text.ends_with(

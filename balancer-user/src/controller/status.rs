@@ -121,6 +121,7 @@ impl Controller {
             counters: self.plane.global_counters()?,
             translations: Default::default(),
             memory: self.plane.memory()?,
+            sync: None,
         })
     }
 }

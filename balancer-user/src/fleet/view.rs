@@ -83,6 +83,7 @@ mod tests {
             revision,
             digests: [("web".to_string(), digest.to_string())].into(),
             seen_ms: 9_500,
+            sync: None,
         }
     }
 

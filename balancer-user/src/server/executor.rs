@@ -46,6 +46,7 @@ use crate::{
     metrics::{self, Snapshot},
     operation::{Change, Operation},
     release::analysis::Question,
+    sync::Exchange,
 };
 
 /// How often due canary steps, rollout phases and health checks are looked for.
@@ -103,6 +104,8 @@ pub struct Executor {
     history: Arc<History>,
     /// The daemon's place in a fleet (`daemon --store`); none when it runs alone.
     member: Option<Arc<Member>>,
+    /// The flow-state sync with the fleet's other hosts, once started (`--sync-listen`).
+    sync: std::sync::OnceLock<Arc<Exchange>>,
     shutdown: Notify,
 }
 
@@ -134,8 +137,14 @@ impl Executor {
             resolving: Mutex::new(HashSet::new()),
             history,
             member,
+            sync: std::sync::OnceLock::new(),
             shutdown: Notify::new(),
         })
+    }
+
+    /// Shows the counters of the daemon's flow-state sync in `status` and the metrics.
+    pub fn show_sync(&self, exchange: Arc<Exchange>) {
+        let _ = self.sync.set(exchange);
     }
 
     /// Resolves once a teardown has stopped the daemon.
@@ -170,6 +179,7 @@ impl Executor {
                 };
                 let mut status = self.with_controller(status).await?;
                 status.translations = self.swept();
+                status.sync = self.sync.get().map(|sync| sync.status());
                 Ok(Reply::Status(status))
             }
             Operation::Export => {
@@ -316,6 +326,7 @@ impl Executor {
             .with_controller(move |c| c.status_counted(None, &active, &unanswered))
             .await?;
         status.translations = self.swept();
+        status.sync = self.sync.get().map(|sync| sync.status());
         metrics::render(&Snapshot { status, census })
             .map_err(|e| Fault::Internal(format!("rendering the metrics: {e}")).into())
     }

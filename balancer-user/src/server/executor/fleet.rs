@@ -266,6 +266,7 @@ impl Executor {
                         revision: member.revision(),
                         digests: c.digests().clone(),
                         seen_ms: c.now_ms(),
+                        sync: member.sync,
                     })
                 }
             };
