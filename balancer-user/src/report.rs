@@ -177,6 +177,24 @@ pub fn status(status: &Status) -> String {
             t.released + t.orphans
         );
     }
+    if let Some(s) = &status.sync {
+        let _ = writeln!(
+            out,
+            "flow sync on {} with {} peers: recorded={} sent={} datagrams ({} bytes) \
+             unsent={} received={} inserted={} kept={} dropped={} overflows={}",
+            s.listen,
+            s.peers,
+            s.recorded,
+            s.datagrams,
+            s.bytes,
+            s.unsent,
+            s.received,
+            s.inserted,
+            s.kept,
+            s.dropped,
+            s.overflows
+        );
+    }
     let m = &status.memory;
     let largest = m
         .maps
