@@ -109,7 +109,8 @@ enum Tracked {
 /// martian (checked here, for new flows only); an entry whose backend was removed (epoch
 /// changed) is ignored. A client's FIN or RST marks its flow closed; the flow keeps its
 /// backend for its last packets, but a SYN on a closed flow is a new connection, balanced
-/// by the current tables.
+/// by the current tables. With flow sync on, each new `CONNTRACK` entry (a promotion, or a
+/// new connection on a closed flow's 5-tuple) is recorded for the daemon (`sync::record`).
 #[inline(always)]
 pub fn backend_for(key: &FlowKey, tcp_flags: u8, tcp_seq: u32) -> Selection<'static> {
     let signals = Signals::of(tcp_flags, tcp_seq);
