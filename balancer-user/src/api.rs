@@ -158,7 +158,7 @@ pub struct Status {
     /// The flow-state sync with the fleet's other hosts (`daemon --sync-listen`); none
     /// without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync: Option<SyncStatus>,
+    pub sync: Option<Box<SyncStatus>>,
 }
 
 /// What the flow-state sync did since the daemon started, in [`Status`].

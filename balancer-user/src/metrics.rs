@@ -752,7 +752,7 @@ mod tests {
             counters: GlobalCounters::default(),
             translations: Swept::default(),
             memory: Memory::default(),
-            sync: Some(SyncStatus {
+            sync: Some(Box::new(SyncStatus {
                 listen: "198.18.1.1:7070".parse().unwrap(),
                 peers: 2,
                 recorded: 1,
@@ -764,7 +764,7 @@ mod tests {
                 kept: 7,
                 dropped: 8,
                 overflows: 9,
-            }),
+            })),
         };
         let text = render(&Snapshot {
             status,

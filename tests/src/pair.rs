@@ -149,7 +149,7 @@ impl Pair {
                 Ok(pair
                     .statuses()?
                     .iter()
-                    .all(|s| s.sync.is_some_and(|s| s.peers == 1)))
+                    .all(|s| s.sync.as_ref().is_some_and(|s| s.peers == 1)))
             })?;
         }
         Ok(pair)

@@ -71,7 +71,11 @@ fn move_connections(
 
 /// The sync counters of a host's `status`.
 fn sync_of(status: &Status) -> Result<SyncStatus> {
-    status.sync.context("status shows no sync")
+    status
+        .sync
+        .as_deref()
+        .copied()
+        .context("status shows no sync")
 }
 
 #[test]

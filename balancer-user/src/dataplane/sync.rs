@@ -40,9 +40,13 @@ impl Ring {
             .map_err(map_err("open pinned SYNC_RING"))?;
         Ok(Self { ring })
     }
+}
 
-    /// The next record the program wrote, if any is waiting.
-    pub fn next(&mut self) -> Option<FlowRecord> {
+/// The records waiting in the ring: `None` once it is empty (more may come later).
+impl Iterator for Ring {
+    type Item = FlowRecord;
+
+    fn next(&mut self) -> Option<FlowRecord> {
         loop {
             let item = self.ring.next()?;
             // Every record is one `FlowRecord`; anything else would be another program's.

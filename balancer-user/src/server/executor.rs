@@ -179,7 +179,7 @@ impl Executor {
                 };
                 let mut status = self.with_controller(status).await?;
                 status.translations = self.swept();
-                status.sync = self.sync.get().map(|sync| sync.status());
+                status.sync = self.sync.get().map(|sync| Box::new(sync.status()));
                 Ok(Reply::Status(status))
             }
             Operation::Export => {
@@ -326,7 +326,7 @@ impl Executor {
             .with_controller(move |c| c.status_counted(None, &active, &unanswered))
             .await?;
         status.translations = self.swept();
-        status.sync = self.sync.get().map(|sync| sync.status());
+        status.sync = self.sync.get().map(|sync| Box::new(sync.status()));
         metrics::render(&Snapshot { status, census })
             .map_err(|e| Fault::Internal(format!("rendering the metrics: {e}")).into())
     }

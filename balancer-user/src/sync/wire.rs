@@ -241,7 +241,8 @@ mod tests {
         cases.push((unborn, record(1, "backend epoch 0")));
         // A count above the most a datagram holds, even with the bytes for it.
         let mut long = encode(&(0..MAX_RECORDS as u8).map(v4).collect::<Vec<_>>());
-        long.extend_from_slice(&long[HEADER..HEADER + RECORD].to_vec());
+        let first = long[HEADER..HEADER + RECORD].to_vec();
+        long.extend_from_slice(&first);
         long[6..8].copy_from_slice(&30u16.to_be_bytes());
         cases.push((
             long.clone(),

@@ -23,8 +23,9 @@ fn syncing(test: &str) -> Fixture {
 
 /// Every record waiting in `fx`'s ring buffer.
 fn records(fx: &Fixture) -> Vec<FlowRecord> {
-    let mut ring = Ring::open(&fx.plane.maps_dir()).expect("open the sync ring");
-    std::iter::from_fn(|| ring.next()).collect()
+    Ring::open(&fx.plane.maps_dir())
+        .expect("open the sync ring")
+        .collect()
 }
 
 /// Sends `frame` and asserts it went to backend `index`.

@@ -117,7 +117,7 @@ fn sample(pair: &Pair, time: Duration) -> Result<Sample> {
 /// A's and B's sync counters, none without sync.
 fn sync_counters(pair: &Pair) -> Result<Option<(SyncStatus, SyncStatus)>> {
     let [a, b] = pair.statuses()?;
-    Ok(a.sync.zip(b.sync))
+    Ok(a.sync.zip(b.sync).map(|(a, b)| (*a, *b)))
 }
 
 /// What the counters of `after` added to `before`'s.
