@@ -343,6 +343,38 @@ mod tests {
     }
 
     #[test]
+    fn status_shows_the_flow_sync_in_one_line_when_on() {
+        let mut shown = Status {
+            services: Vec::new(),
+            counters: GlobalCounters::default(),
+            memory: Memory::default(),
+            translations: Default::default(),
+            sync: None,
+        };
+        assert!(!status(&shown).contains("flow sync"));
+        shown.sync = Some(Box::new(crate::api::SyncStatus {
+            listen: "198.18.1.1:7070".parse().unwrap(),
+            peers: 2,
+            recorded: 10,
+            datagrams: 8,
+            bytes: 448,
+            unsent: 0,
+            received: 12,
+            inserted: 11,
+            kept: 1,
+            dropped: 3,
+            overflows: 0,
+        }));
+        let text = status(&shown);
+        let line = text.lines().find(|l| l.starts_with("flow sync")).unwrap();
+        assert_eq!(
+            line,
+            "flow sync on 198.18.1.1:7070 with 2 peers: recorded=10 sent=8 datagrams (448 \
+             bytes) unsent=0 received=12 inserted=11 kept=1 dropped=3 overflows=0"
+        );
+    }
+
+    #[test]
     fn an_event_is_one_line_of_time_who_service_what_and_its_change() {
         let mut e = Event {
             seq: 3,

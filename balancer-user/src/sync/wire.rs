@@ -5,11 +5,12 @@
 //! zero byte, backend index and epoch, big-endian). At most [`MAX_RECORDS`], so a datagram
 //! is at most 1400 bytes and crosses any usual path unfragmented.
 //!
-//! Decoding takes a datagram whole or not at all: every field is checked, and the first
-//! fault refuses it in one line.
+//! Decoding takes a datagram whole or not at all: every field is checked (protocol,
+//! family, IPv4 padding, flags, reserved bytes, a backend index within the data plane's and
+//! a non-zero epoch), and the first fault refuses it in one line.
 
 use balancer_common::{
-    FlowKey, FlowRecord, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, RECORD_REOPENED,
+    FlowKey, FlowRecord, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, PROTO_TCP, PROTO_UDP, RECORD_REOPENED,
 };
 
 /// The first bytes of every datagram.
@@ -123,6 +124,9 @@ fn record(bytes: &[u8]) -> Result<FlowRecord, &'static str> {
     if epoch == 0 {
         return Err("backend epoch 0");
     }
+    if backend >= MAX_BACKENDS {
+        return Err("backend index out of range");
+    }
     Ok(FlowRecord {
         key,
         backend,
@@ -170,7 +174,7 @@ mod tests {
                 family: FAMILY_V6,
                 reserved: [0; 2],
             },
-            backend: 65_535,
+            backend: MAX_BACKENDS - 1,
             epoch: u32::MAX,
             flags: RECORD_REOPENED,
             reserved: 0,
@@ -236,6 +240,9 @@ mod tests {
         );
         edit(HEADER + 38, 2, record(0, "unknown flags"));
         edit(HEADER + 39, 1, record(0, "unknown flags"));
+        let mut beyond = good.clone();
+        beyond[HEADER + 40..HEADER + 44].copy_from_slice(&MAX_BACKENDS.to_be_bytes());
+        cases.push((beyond, record(0, "backend index out of range")));
         let mut unborn = good.clone();
         unborn[HEADER + RECORD + 44..].fill(0);
         cases.push((unborn, record(1, "backend epoch 0")));
