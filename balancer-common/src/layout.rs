@@ -426,5 +426,6 @@ mod pod {
         FlowState,
         PendingSlot,
         ClientPinKey,
+        crate::FlowRecord,
     );
 }

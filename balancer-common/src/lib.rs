@@ -8,10 +8,12 @@ mod decap;
 mod hash;
 mod layout;
 mod nat;
+mod sync;
 mod tables;
 
 pub use decap::*;
 pub use hash::{flow_hash, FlowHash};
 pub use layout::*;
 pub use nat::*;
+pub use sync::*;
 pub use tables::*;

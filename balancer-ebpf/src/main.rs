@@ -28,6 +28,7 @@ mod nat_icmp;
 mod packet;
 mod parse;
 mod select;
+mod sync;
 mod tunnel;
 mod wire;
 

@@ -6,12 +6,12 @@ use balancer_common::{
     packet_events::{FIN_CLOSE, NEW_FLOW, RESET, SYN_RETRANSMIT},
     pending_check, pending_hash, slot_position, Backend, FlowKey, FlowState, PendingSlot, VipKey,
     CLOSED_BY_FIN, CLOSED_BY_RST, FLAG_CLIENT_AFFINITY, FLAG_HAS_CLIENT_PINS, MAX_GROUPS, NONE,
-    NO_GROUP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    NO_GROUP, RECORD_REOPENED, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::{
     maps::{client_pin_group, pending_mask, BACKENDS, CONNTRACK, PENDING, TABLES, VIPS},
-    martian,
+    martian, sync,
 };
 
 /// Refresh a flow's last-seen time at most this often, to keep writes off the hot path.
@@ -109,7 +109,8 @@ enum Tracked {
 /// martian (checked here, for new flows only); an entry whose backend was removed (epoch
 /// changed) is ignored. A client's FIN or RST marks its flow closed; the flow keeps its
 /// backend for its last packets, but a SYN on a closed flow is a new connection, balanced
-/// by the current tables.
+/// by the current tables. With flow sync on, each new `CONNTRACK` entry (a promotion, or a
+/// new connection on a closed flow's 5-tuple) is recorded for the daemon (`sync::record`).
 #[inline(always)]
 pub fn backend_for(key: &FlowKey, tcp_flags: u8, tcp_seq: u32) -> Selection<'static> {
     let signals = Signals::of(tcp_flags, tcp_seq);
@@ -324,6 +325,7 @@ fn promote(key: &FlowKey, slot: *mut PendingSlot, state: *mut FlowState) {
     promoted.closed_ns = 0;
     // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
     let _ = CONNTRACK.insert(key, promoted, 0);
+    sync::record(key, &promoted, 0);
     // SAFETY: as above.
     unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).check), 0) };
 }
@@ -387,6 +389,7 @@ fn balance(
     if slot.is_null() {
         // A full LRU evicts its oldest entry; an insert cannot fail for lack of room.
         let _ = CONNTRACK.insert(key, state, 0);
+        sync::record(key, &state, RECORD_REOPENED);
     } else {
         write_pending(slot, key, hash, &state, written);
     }

@@ -158,6 +158,10 @@ pub struct Status {
     /// The VIPs this host announces over BGP (`daemon --announce-table`); none without it.
     #[serde(default)]
     pub announcement: Option<Announcement>,
+    /// The flow-state sync with the fleet's other hosts (`daemon --sync-listen`); none
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Box<SyncStatus>>,
 }
 
 /// What a host announces over BGP, in [`Status`]: the routes it keeps in its announcement
@@ -171,6 +175,34 @@ pub struct Announcement {
     pub left: bool,
     /// The VIP addresses announced (a route each in the table), as of the last pass.
     pub vips: Vec<IpAddr>,
+}
+
+/// What the flow-state sync did since the daemon started, in [`Status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// The address it listens on and sends from.
+    pub listen: std::net::SocketAddr,
+    /// Peers it sends to now.
+    pub peers: usize,
+    /// This host's new flow records read from the data plane.
+    pub recorded: u64,
+    /// Datagrams sent (each to one peer).
+    pub datagrams: u64,
+    /// Bytes of those datagrams (UDP payload).
+    pub bytes: u64,
+    /// Datagrams that could not be sent.
+    pub unsent: u64,
+    /// Records received from peers.
+    pub received: u64,
+    /// Received records inserted into connection tracking.
+    pub inserted: u64,
+    /// Received records of flows this host already tracked (its own entry kept).
+    pub kept: u64,
+    /// Received datagrams (or records) dropped: from no known peer, malformed, or not
+    /// inserted.
+    pub dropped: u64,
+    /// Records the data plane lost because its ring buffer was full.
+    pub overflows: u64,
 }
 
 /// One service in [`Status`].
@@ -431,4 +463,8 @@ pub struct FleetHost {
     /// daemons' records: false).
     #[serde(default)]
     pub left: bool,
+    /// Where it takes its peers' flow records (`daemon --sync-listen`); none: it syncs no
+    /// flows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<std::net::SocketAddr>,
 }

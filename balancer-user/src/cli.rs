@@ -282,6 +282,11 @@ pub struct DaemonArgs {
     /// (the pinned data plane goes on forwarding); withdrawn by `teardown` and `fleet leave`.
     #[arg(long, value_name = "TABLE", value_parser = crate::announce::parse_table)]
     pub announce_table: Option<u32>,
+    /// Sync flow state with the fleet's other hosts: take their new flows' records on this
+    /// UDP address (this host's, as its peers reach it; published in its host record) and
+    /// send them this host's. Needs --store. Off without it.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_sync_listen)]
+    pub sync_listen: Option<std::net::SocketAddr>,
     /// How the log on standard error is written: text lines, or one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -887,6 +892,20 @@ fn parse_share(text: &str) -> Result<(String, BasisPoints), String> {
         .parse()
         .map_err(|e: crate::basis_points::BadPercent| e.to_string())?;
     Ok((group.to_string(), share))
+}
+
+/// `--sync-listen`: an address and port peers can send to (not 0.0.0.0, [::] or port 0:
+/// the address is published as it is given).
+fn parse_sync_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not ADDR:PORT"))?;
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(format!(
+            "{addr} is not an address peers can send to: give this host's address and a port"
+        ));
+    }
+    Ok(addr)
 }
 
 fn parse_host_name(text: &str) -> Result<String, String> {

@@ -296,6 +296,22 @@ fn pretty<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
+/// Refuses the daemon's fleet flags given without `--store` (in one line).
+fn fleet_flags(args: &DaemonArgs) -> Result<(), Refused> {
+    if args.store.is_some() {
+        return Ok(());
+    }
+    if args.host_name.is_some() {
+        let alone = "--host-name names this host in a fleet: give --store too";
+        return Err(Refused::Request(alone.into()));
+    }
+    if args.sync_listen.is_some() {
+        let alone = "--sync-listen syncs flows with a fleet's other hosts: give --store too";
+        return Err(Refused::Request(alone.into()));
+    }
+    Ok(())
+}
+
 async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
     let (args, socket) = match args.config {
         // The file's settings, where the command line gives none.
@@ -305,16 +321,13 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         }
         None => (args, socket.to_path_buf()),
     };
+    fleet_flags(&args)?;
     let Some(iface) = args.iface else {
         // Only with --config: without it, clap requires --iface.
         let file = args.config.unwrap_or_default();
         let missing = format!("{}: no iface, and no --iface given", file.display());
         return Err(Refused::Request(missing).into());
     };
-    if args.host_name.is_some() && args.store.is_none() {
-        let alone = "--host-name names this host in a fleet: give --store too";
-        return Err(Refused::Request(alone.into()).into());
-    }
     logging::init(args.log_format);
     let config = DaemonConfig {
         pins: Layout::new(&args.pin_dir, &iface),
@@ -323,6 +336,7 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         empty_state: args.empty_state,
         metrics_listen: args.metrics_listen,
         announce_table: args.announce_table,
+        sync_listen: args.sync_listen,
         fleet: args.store.map(|store| Fleet {
             store,
             host: args
@@ -340,4 +354,47 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         },
     };
     daemon::run(config, &socket).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// The daemon's arguments of `args`, or clap's one-line refusal.
+    fn daemon(args: &[&str]) -> Result<DaemonArgs, String> {
+        let argv = ["balancer", "daemon", "--iface", "eth0"].iter().chain(args);
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Daemon(args) => Ok(args),
+            _ => unreachable!("a daemon command line"),
+        }
+    }
+
+    #[test]
+    fn sync_listen_needs_a_store_and_an_address_peers_can_send_to() {
+        let alone = daemon(&["--sync-listen", "198.18.1.1:7070"]).unwrap();
+        let refused = fleet_flags(&alone).unwrap_err().to_string();
+        assert_eq!(
+            refused,
+            "--sync-listen syncs flows with a fleet's other hosts: give --store too"
+        );
+        let fleet = ["--store", "etcd://198.18.1.9:2379/lb", "--sync-listen"];
+        let ok = daemon(&[&fleet[..], &["198.18.1.1:7070"]].concat()).unwrap();
+        fleet_flags(&ok).unwrap();
+        assert_eq!(ok.sync_listen, Some("198.18.1.1:7070".parse().unwrap()));
+        for bad in ["0.0.0.0:7070", "[::]:7070", "198.18.1.1:0", "198.18.1.1"] {
+            // clap's usage error: one line, then its hint of --help.
+            let refused = daemon(&[&fleet[..], &[bad]].concat()).unwrap_err();
+            let line = refused.lines().next().unwrap();
+            assert!(
+                line.contains("for '--sync-listen <ADDR:PORT>': "),
+                "{bad}: {line}"
+            );
+        }
+    }
 }

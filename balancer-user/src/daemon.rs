@@ -46,6 +46,7 @@ use crate::{
         scrape,
     },
     state::FileStore,
+    sync::Exchange,
 };
 
 /// What the daemon runs with.
@@ -62,6 +63,9 @@ pub struct DaemonConfig {
     pub empty_state: bool,
     /// Where to serve the Prometheus metrics, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the flow-state sync with the fleet's other hosts listens (`--sync-listen`);
+    /// none: no sync.
+    pub sync_listen: Option<SocketAddr>,
     /// The fleet whose store keeps the desired state (`--store`); none: the state file.
     pub fleet: Option<Fleet>,
     /// The kernel routing table of the VIPs' announcements (`--announce-table`); none:
@@ -99,6 +103,7 @@ fn start(
             .requested
             .conntrack_size
             .unwrap_or(balancer_common::DEFAULT_CONNTRACK_ENTRIES),
+        sync: config.sync_listen.is_some(),
     };
     let plane = match DataPlane::attach(&attach) {
         Ok(plane) => plane,
@@ -160,6 +165,15 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let sync_socket = match config.sync_listen {
+        Some(addr) => Some(
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("listen for flow records on {addr}"))?,
+        ),
+        None => None,
+    };
+    let pins = config.pins.clone();
     let dir = config.state_dir.clone();
     let history = tokio::task::spawn_blocking(move || History::open(&dir))
         .await
@@ -174,11 +188,10 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
             let remote = Etcd::connect(&fleet.store).await.map_err(Error::from)?;
             let host = fleet.host.clone();
             info!(store = %fleet.store, host, "the desired state is the fleet's");
-            Some(Arc::new(Member::new(
-                Arc::new(remote),
-                host,
-                fleet.store.to_string(),
-            )))
+            Some(Arc::new(
+                Member::new(Arc::new(remote), host, fleet.store.to_string())
+                    .syncing(config.sync_listen),
+            ))
         }
         None => None,
     };
@@ -214,6 +227,15 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     // Held until the daemon exits (the kernel also drops the locks on `kill -9`).
     let _claim = claim;
     let in_fleet = member.is_some();
+    // In a fleet with --sync-listen: the flow-state sync with the other hosts.
+    let sync = match (sync_socket, &member) {
+        (Some(socket), Some(member)) => {
+            let (exchange, tasks) = Exchange::start(socket, &pins, member.clone())?;
+            info!(listen = %exchange.listen, "flow state synced with the fleet's hosts");
+            Some((exchange, tasks))
+        }
+        _ => None,
+    };
     let executor = Executor::in_fleet(controller, history.clone(), member);
     executor.check_forwarding().await;
     let ticker = tokio::spawn(executor.clone().run_timers());
@@ -230,6 +252,13 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
             tokio::spawn(executor.clone().announce()),
         ],
         false => Vec::new(),
+    };
+    let sync_tasks = match sync {
+        Some((exchange, tasks)) => {
+            executor.show_sync(exchange);
+            tasks
+        }
+        None => Vec::new(),
     };
     let scraper = match metrics_listener {
         Some(listener) => {
@@ -285,6 +314,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         announcing.abort();
     }
     fleet_tasks.iter().for_each(|task| task.abort());
+    sync_tasks.iter().for_each(|task| task.abort());
     if let Some(scraper) = scraper {
         scraper.abort();
     }

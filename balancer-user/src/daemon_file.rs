@@ -343,6 +343,7 @@ mod tests {
         ("store", r#""etcd://198.18.0.1:2379/lb""#),
         ("host_name", r#""lb-1""#),
         ("announce_table", "100"),
+        ("sync_listen", r#""198.18.1.1:7070""#),
         ("socket", r#""/run/lb.sock""#),
     ];
 

@@ -35,6 +35,7 @@ pub mod report;
 pub mod server;
 pub mod split;
 pub mod state;
+pub mod sync;
 #[cfg(test)]
 mod test_rng;
 pub mod vip;

@@ -32,6 +32,9 @@
 //! | `balancer_nat_packets_total` | counter | label `outcome`: `replies` (backend replies rewritten to come from the VIP), `errors` (ICMP errors about nat flows translated back), `unresolved` (passed to the kernel rewritten), `unroutable`, `failed` (dropped), `exhausted` (new fullnat flows dropped: no pool port free), `too_big` (clients' packets too big for the route to the backend, answered with ICMP from the VIP) |
 //! | `balancer_fullnat_translations` | gauge | fullnat flows holding a pool port at the daemon's latest sweep (every 5 s) |
 //! | `balancer_fullnat_released_total` | counter | pool ports freed since the daemon started |
+//! | `balancer_sync_records_total` | counter | `daemon --sync-listen` only; label `event`: `recorded` (this host's new flows read from the data plane), `received` (peers' records), `inserted` (taken into connection tracking), `kept` (flows tracked here already), `overflowed` (lost to a full ring buffer) |
+//! | `balancer_sync_datagrams_total` | counter | `daemon --sync-listen` only; label `event`: `sent`, `unsent`, `dropped` (received from no peer, malformed, or not inserted) |
+//! | `balancer_sync_sent_bytes_total` | counter | `daemon --sync-listen` only: bytes of the datagrams sent (UDP payload) |
 //! | `balancer_dataplane_memory_bytes` | gauge | the kernel's account of the data plane's maps, label `map`: each map the program uses by name, `services` for every service's tables map together |
 //! | `balancer_build_info` | gauge | 1, labels `version` and `layout` (map layout version) |
 
@@ -48,7 +51,7 @@ mod counted;
 use counted::Counted;
 
 use crate::{
-    api::{BackendStatus, Health, ServiceStatus, Status},
+    api::{BackendStatus, Health, ServiceStatus, Status, SyncStatus},
     basis_points::BasisPoints,
     dataplane::{bpffs::LAYOUT_VERSION, Census},
     release::{analysis::Judgement, canary::Canary},
@@ -131,6 +134,11 @@ struct VerdictLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -463,6 +471,50 @@ fn ratio(share: BasisPoints) -> f64 {
     f64::from(share.get()) / 10_000.0
 }
 
+/// Registers the flow-state sync's counters.
+fn register_sync(registry: &mut Registry, sync: &SyncStatus) {
+    let families = [
+        (
+            "balancer_sync_records",
+            "Flow records of the flow-state sync, by event",
+            vec![
+                ("recorded", sync.recorded),
+                ("received", sync.received),
+                ("inserted", sync.inserted),
+                ("kept", sync.kept),
+                ("overflowed", sync.overflows),
+            ],
+        ),
+        (
+            "balancer_sync_datagrams",
+            "Datagrams of the flow-state sync, by event",
+            vec![
+                ("sent", sync.datagrams),
+                ("unsent", sync.unsent),
+                ("dropped", sync.dropped),
+            ],
+        ),
+    ];
+    for (name, help, events) in families {
+        let family = Family::<EventLabels, Counter>::default();
+        registry.register(name, help, family.clone());
+        for (event, value) in events {
+            family
+                .get_or_create(&EventLabels {
+                    event: event.into(),
+                })
+                .inc_by(value);
+        }
+    }
+    let bytes = Counter::<u64>::default();
+    registry.register(
+        "balancer_sync_sent_bytes",
+        "Bytes of the flow-state sync's datagrams sent (UDP payload)",
+        bytes.clone(),
+    );
+    bytes.inc_by(sync.bytes);
+}
+
 /// Renders `snapshot` in the Prometheus text format.
 pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
@@ -581,6 +633,9 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
         released.clone(),
     );
     released.inc_by(translations.released + translations.orphans);
+    if let Some(sync) = &snapshot.status.sync {
+        register_sync(&mut registry, sync);
+    }
     let memory = Family::<MapLabels, Gauge>::default();
     registry.register(
         "balancer_dataplane_memory_bytes",
@@ -631,6 +686,7 @@ mod tests {
             memory: Memory::new(maps, [20, 30].into_iter()),
             translations: Swept::default(),
             announcement: None,
+            sync: None,
         };
         let text = render(&Snapshot {
             status,
@@ -666,6 +722,7 @@ mod tests {
             },
             memory: Memory::default(),
             announcement: None,
+            sync: None,
         };
         let text = render(&Snapshot {
             status,
@@ -684,6 +741,48 @@ mod tests {
         for line in [
             "balancer_fullnat_translations 5\n",
             "balancer_fullnat_released_total 8\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+        assert!(!text.contains("balancer_sync"), "no sync: {text}");
+    }
+
+    #[test]
+    fn the_sync_counters_are_one_series_per_event() {
+        let status = Status {
+            services: Vec::new(),
+            counters: GlobalCounters::default(),
+            translations: Swept::default(),
+            memory: Memory::default(),
+            sync: Some(Box::new(SyncStatus {
+                listen: "198.18.1.1:7070".parse().unwrap(),
+                peers: 2,
+                recorded: 1,
+                datagrams: 2,
+                bytes: 3,
+                unsent: 4,
+                received: 5,
+                inserted: 6,
+                kept: 7,
+                dropped: 8,
+                overflows: 9,
+            })),
+        };
+        let text = render(&Snapshot {
+            status,
+            census: None,
+        })
+        .unwrap();
+        for line in [
+            "balancer_sync_records_total{event=\"recorded\"} 1\n",
+            "balancer_sync_records_total{event=\"received\"} 5\n",
+            "balancer_sync_records_total{event=\"inserted\"} 6\n",
+            "balancer_sync_records_total{event=\"kept\"} 7\n",
+            "balancer_sync_records_total{event=\"overflowed\"} 9\n",
+            "balancer_sync_datagrams_total{event=\"sent\"} 2\n",
+            "balancer_sync_datagrams_total{event=\"unsent\"} 4\n",
+            "balancer_sync_datagrams_total{event=\"dropped\"} 8\n",
+            "balancer_sync_sent_bytes_total 3\n",
         ] {
             assert!(text.contains(line), "{line:?} in:\n{text}");
         }

@@ -197,6 +197,24 @@ pub fn status(status: &Status) -> String {
     if let Some(a) = &status.announcement {
         let _ = writeln!(out, "{}", announcement(a));
     }
+    if let Some(s) = &status.sync {
+        let _ = writeln!(
+            out,
+            "flow sync on {} with {} peers: recorded={} sent={} datagrams ({} bytes) \
+             unsent={} received={} inserted={} kept={} dropped={} overflows={}",
+            s.listen,
+            s.peers,
+            s.recorded,
+            s.datagrams,
+            s.bytes,
+            s.unsent,
+            s.received,
+            s.inserted,
+            s.kept,
+            s.dropped,
+            s.overflows
+        );
+    }
     let m = &status.memory;
     let largest = m
         .maps
@@ -334,6 +352,7 @@ mod tests {
             memory: Memory::new(maps, [512 * 1024, 512 * 1024].into_iter()),
             translations: Default::default(),
             announcement: None,
+            sync: None,
         });
         assert!(
             text.ends_with(
@@ -341,6 +360,38 @@ mod tests {
                  largest: CONNTRACK 3.0 MiB\n"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn status_shows_the_flow_sync_in_one_line_when_on() {
+        let mut shown = Status {
+            services: Vec::new(),
+            counters: GlobalCounters::default(),
+            memory: Memory::default(),
+            translations: Default::default(),
+            sync: None,
+        };
+        assert!(!status(&shown).contains("flow sync"));
+        shown.sync = Some(Box::new(crate::api::SyncStatus {
+            listen: "198.18.1.1:7070".parse().unwrap(),
+            peers: 2,
+            recorded: 10,
+            datagrams: 8,
+            bytes: 448,
+            unsent: 0,
+            received: 12,
+            inserted: 11,
+            kept: 1,
+            dropped: 3,
+            overflows: 0,
+        }));
+        let text = status(&shown);
+        let line = text.lines().find(|l| l.starts_with("flow sync")).unwrap();
+        assert_eq!(
+            line,
+            "flow sync on 198.18.1.1:7070 with 2 peers: recorded=10 sent=8 datagrams (448 \
+             bytes) unsent=0 received=12 inserted=11 kept=1 dropped=3 overflows=0"
         );
     }
 

@@ -3277,3 +3277,6 @@ mod nat;
 
 #[path = "dataplane/fullnat.rs"]
 mod fullnat;
+
+#[path = "dataplane/sync.rs"]
+mod sync;

@@ -4,6 +4,8 @@
 //!   backends, each in its own network namespace, and removes it on drop.
 //! * [`balancer`] runs the real daemon in the LB namespace and drives its CLI.
 //! * [`lab`] puts the two together: four serving backends and a running daemon.
+//! * [`pair`] puts two LB hosts on one segment in a fleet on a real etcd ([`etcd`]), the
+//!   client's route switched from one to the other (the flow-state sync's tests and bench).
 //! * [`routed`] builds the routed topology (the LB and the backends on different subnets
 //!   behind a router namespace) and its lab, [`routed::RoutedLab`].
 //! * [`bgp_fleet`] builds a fleet over BGP: a client, a router with bird2 and ECMP, three
@@ -29,6 +31,7 @@ pub mod etcd;
 pub mod http;
 pub mod lab;
 pub mod netns;
+pub mod pair;
 pub mod prometheus;
 pub mod routed;
 pub mod split;

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use aya_obj::Object;
 
-/// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, and the log ring and
-/// rate limiter of `balancer-ebpf/src/events.rs`).
-const BALANCER_MAPS: [&str; 19] = [
+/// The maps of the `balancer` program (`balancer-ebpf/src/maps.rs`, the log ring and
+/// rate limiter of `balancer-ebpf/src/events.rs`, and the sync ring and counters of
+/// `balancer-ebpf/src/sync.rs`).
+const BALANCER_MAPS: [&str; 21] = [
     "ALLOCATIONS",
     "AYA_LOGS",
     "BACKENDS",
@@ -22,6 +23,8 @@ const BALANCER_MAPS: [&str; 19] = [
     "REPLIES",
     "REPLY_STATS",
     "REWRITES",
+    "SYNC_RING",
+    "SYNC_STATS",
     "TABLES",
     "TRANSLATIONS",
     "TUNNELS",

@@ -41,7 +41,7 @@ enum Task {
         #[arg(long)]
         quick: bool,
         /// Only these sections, comma-separated (per-packet, end-to-end, nat, tables,
-        /// control-plane, memory); the report then goes to a temporary directory too.
+        /// control-plane, memory, sync); the report then goes to a temporary directory too.
         #[arg(long, value_name = "SECTIONS")]
         only: Option<String>,
     },

@@ -122,6 +122,7 @@ impl Controller {
             translations: Default::default(),
             memory: self.plane.memory()?,
             announcement: None,
+            sync: None,
         })
     }
 }

@@ -34,11 +34,19 @@ pub struct AttachOptions {
     /// Connection-tracking capacity (only used when the maps are created): the established
     /// flows; the pending table gets [`pending_slots`] for it.
     pub conntrack_entries: u32,
+    /// Whether the program writes a record of each new connection-tracking entry to the
+    /// sync ring buffer (`daemon --sync-listen`).
+    pub sync: bool,
 }
 
 /// Loads the object with its maps pinned under `bpffs` (reusing pinned maps, creating and
-/// pinning absent ones) and loads the XDP program into the kernel.
-pub(super) fn load(bpffs: &Layout, conntrack_entries: u32) -> Result<Ebpf, DataPlaneError> {
+/// pinning absent ones) and loads the XDP program into the kernel; with `sync`, the program
+/// records each new connection-tracking entry in the sync ring buffer.
+pub(super) fn load(
+    bpffs: &Layout,
+    conntrack_entries: u32,
+    sync: bool,
+) -> Result<Ebpf, DataPlaneError> {
     let maps_dir = bpffs.maps();
     ensure(bpffs.dir()).map_err(io_err("prepare the bpffs pin directory"))?;
     std::fs::create_dir_all(&maps_dir).map_err(io_err("create the map pin directory"))?;
@@ -65,6 +73,7 @@ pub(super) fn load(bpffs: &Layout, conntrack_entries: u32) -> Result<Ebpf, DataP
         .map_max_entries("ALLOCATIONS", conntrack_entries)
         .map_max_entries("PENDING", pending)
         .override_global("PENDING_MASK", &pending_mask, true)
+        .override_global("SYNC_RECORDS", &u32::from(sync), true)
         .load(OBJECT)?;
     program(&mut ebpf)?
         .load()

@@ -21,6 +21,7 @@ pub mod object;
 mod pending;
 pub mod pinned;
 mod stats;
+pub mod sync;
 mod tables;
 pub mod unanswered;
 
@@ -146,19 +147,28 @@ impl DataPlane {
     /// Loads the program and attaches it, or takes over the one already attached (pinned),
     /// keeping its maps and so every tracked flow.
     pub fn attach(options: &AttachOptions) -> Result<Self, DataPlaneError> {
-        let mut ebpf = attach::load(&options.bpffs, options.conntrack_entries)?;
+        let mut ebpf = attach::load(&options.bpffs, options.conntrack_entries, options.sync)?;
         let attachment = attach::attach(&mut ebpf, options)?;
         events::forward_kernel_log(&mut ebpf);
         Self::from_loaded(ebpf, options.bpffs.clone(), attachment)
     }
 
     /// Loads the program and its pinned maps without attaching it anywhere: for
-    /// `BPF_PROG_TEST_RUN` (tests and benchmarks).
+    /// `BPF_PROG_TEST_RUN` (tests and benchmarks). Sync records are off.
     pub fn load_unattached(
         bpffs: &bpffs::Layout,
         conntrack_entries: u32,
     ) -> Result<Self, DataPlaneError> {
-        let ebpf = attach::load(bpffs, conntrack_entries)?;
+        Self::load_unattached_syncing(bpffs, conntrack_entries, false)
+    }
+
+    /// [`DataPlane::load_unattached`], the program writing sync records when `sync` is set.
+    pub fn load_unattached_syncing(
+        bpffs: &bpffs::Layout,
+        conntrack_entries: u32,
+        sync: bool,
+    ) -> Result<Self, DataPlaneError> {
+        let ebpf = attach::load(bpffs, conntrack_entries, sync)?;
         Self::from_loaded(ebpf, bpffs.clone(), Attachment::New)
     }
 

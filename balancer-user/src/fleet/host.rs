@@ -50,6 +50,7 @@ mod tests {
             digests: [("web".to_string(), "sha256:00".to_string())].into(),
             seen_ms: 1000,
             left: false,
+            sync: Some("198.18.1.1:7070".parse().unwrap()),
         };
         let records = vec![encode(&host("lb-2")), encode(&host("lb-1"))];
         assert_eq!(decode(&records).unwrap(), vec![host("lb-1"), host("lb-2")]);

@@ -19,6 +19,9 @@ pub struct Member {
     pub host: String,
     /// The store as `--store` gave it.
     pub store: String,
+    /// Where this host takes its peers' flow records (`--sync-listen`), published in its
+    /// record.
+    pub sync: Option<std::net::SocketAddr>,
     /// The stored revision the controller's state is (0: none yet).
     revision: AtomicI64,
     /// A state this daemon made itself (a timed step, at start an unstored state) and has
@@ -33,9 +36,15 @@ impl Member {
             remote,
             host,
             store,
+            sync: None,
             revision: AtomicI64::new(0),
             staged: Mutex::new(None),
         }
+    }
+
+    /// This member, publishing `sync` as its flow-sync address.
+    pub fn syncing(self, sync: Option<std::net::SocketAddr>) -> Self {
+        Self { sync, ..self }
     }
 
     /// The stored revision the controller's state is.

@@ -87,6 +87,7 @@ mod tests {
             digests: [("web".to_string(), digest.to_string())].into(),
             seen_ms: 9_500,
             left: false,
+            sync: None,
         }
     }
 

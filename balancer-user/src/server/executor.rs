@@ -48,6 +48,7 @@ use crate::{
     metrics::{self, Snapshot},
     operation::{Change, Operation},
     release::analysis::Question,
+    sync::Exchange,
 };
 
 /// How often due canary steps, rollout phases and health checks are looked for.
@@ -107,6 +108,8 @@ pub struct Executor {
     member: Option<Arc<Member>>,
     /// The VIPs' announcements (`daemon --announce-table`); unset without it.
     announcer: OnceLock<Arc<Announcer>>,
+    /// The flow-state sync with the fleet's other hosts, once started (`--sync-listen`).
+    sync: std::sync::OnceLock<Arc<Exchange>>,
     shutdown: Notify,
 }
 
@@ -139,8 +142,14 @@ impl Executor {
             history,
             member,
             announcer: OnceLock::new(),
+            sync: std::sync::OnceLock::new(),
             shutdown: Notify::new(),
         })
+    }
+
+    /// Shows the counters of the daemon's flow-state sync in `status` and the metrics.
+    pub fn show_sync(&self, exchange: Arc<Exchange>) {
+        let _ = self.sync.set(exchange);
     }
 
     /// Resolves once a teardown has stopped the daemon.
@@ -178,6 +187,7 @@ impl Executor {
                 let mut status = self.with_controller(status).await?;
                 status.translations = self.swept();
                 status.announcement = self.announcement();
+                status.sync = self.sync.get().map(|sync| Box::new(sync.status()));
                 Ok(Reply::Status(status))
             }
             Operation::Export => {
@@ -326,6 +336,7 @@ impl Executor {
             .with_controller(move |c| c.status_counted(None, &active, &unanswered))
             .await?;
         status.translations = self.swept();
+        status.sync = self.sync.get().map(|sync| Box::new(sync.status()));
         metrics::render(&Snapshot { status, census })
             .map_err(|e| Fault::Internal(format!("rendering the metrics: {e}")).into())
     }

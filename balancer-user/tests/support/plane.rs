@@ -42,6 +42,16 @@ impl TestPlane {
     /// [`TestPlane::load_sized`], with `pin` run on the empty pin layout first: maps it pins
     /// there (as an older build left them) are the ones the program takes over.
     pub fn load_over(test: &str, conntrack: u32, pin: impl FnOnce(&Layout)) -> Self {
+        Self::load(test, conntrack, false, pin)
+    }
+
+    /// [`TestPlane::load_sized`] with [`CONNTRACK_ENTRIES`], the program writing a sync
+    /// record of each new connection-tracking entry.
+    pub fn load_syncing(test: &str) -> Self {
+        Self::load(test, CONNTRACK_ENTRIES, true, |_| {})
+    }
+
+    fn load(test: &str, conntrack: u32, sync: bool, pin: impl FnOnce(&Layout)) -> Self {
         let root = PathBuf::from(format!(
             "/sys/fs/bpf/balancer-dptest-{}-{test}",
             std::process::id()
@@ -50,7 +60,7 @@ impl TestPlane {
         let _ = std::fs::remove_dir_all(&root);
         let pins = Layout::new(&root, "lo");
         pin(&pins);
-        let plane = DataPlane::load_unattached(&pins, conntrack)
+        let plane = DataPlane::load_unattached_syncing(&pins, conntrack, sync)
             .unwrap_or_else(|e| panic!("load the data plane for {test}: {e:?}"));
         Self {
             plane: Some(plane),

@@ -268,6 +268,7 @@ impl Executor {
                         digests: c.digests().clone(),
                         seen_ms: c.now_ms(),
                         left,
+                        sync: member.sync,
                     })
                 }
             };

@@ -5,8 +5,8 @@
 //! overwrites the committed report), or `--report PATH`.
 //!
 //! `--only` takes a comma-separated list of sections: `per-packet`, `end-to-end`, `nat`,
-//! `tables`, `control-plane`, `memory`. The `end-to-end`, `nat` and `control-plane`
-//! sections run the daemon: `$BALANCER_BIN` (`cargo xtask bench` sets it).
+//! `tables`, `control-plane`, `memory`, `sync`. The `end-to-end`, `nat`, `control-plane`
+//! and `sync` sections run the daemon: `$BALANCER_BIN` (`cargo xtask bench` sets it).
 //!
 //! Every figure is a median over rounds with min and max, or a ratio to a baseline measured
 //! in the same run: numbers on a shared VM are noisy. Timings are never asserted, but a
@@ -24,6 +24,7 @@ mod plots;
 mod report;
 mod sections;
 mod stats;
+mod sync;
 mod tables;
 
 use std::{path::PathBuf, time::Duration};
@@ -65,7 +66,7 @@ fn usage() -> String {
          \n  --only SECTIONS  only these sections, comma-separated: {}\
          \n  --report PATH    where to write the report (default: bench/REPORT.md for a full\
          \n                   run of every section, else $TMPDIR/balancer-bench-quick/REPORT.md)\
-         \n\nThe end-to-end, nat and control-plane sections run the daemon $BALANCER_BIN.\n",
+         \n\nThe end-to-end, nat, control-plane and sync sections run the daemon $BALANCER_BIN.\n",
         Section::names()
     )
 }
@@ -140,6 +141,7 @@ fn main() -> Result<()> {
             }
             Section::ControlPlane => control_plane::run(&mut report, &plan)?,
             Section::Memory => memory::run(&mut report)?,
+            Section::Sync => sync::run(&mut report, &plan)?,
         }
     }
     let dir = report_path

@@ -23,6 +23,11 @@ impl Plane {
     /// Loads the product object unattached, its maps pinned under a directory of this
     /// process named `name`, connection tracking sized for `conntrack` flows; no service.
     pub fn load(name: &str, conntrack: u32) -> Result<Plane> {
+        Self::load_with(name, conntrack, false)
+    }
+
+    /// [`Plane::load`], the program writing flow-sync records when `sync` is set.
+    fn load_with(name: &str, conntrack: u32, sync: bool) -> Result<Plane> {
         let root = PathBuf::from(format!(
             "/sys/fs/bpf/balancer-bench-{}-{name}",
             std::process::id()
@@ -35,7 +40,11 @@ impl Plane {
             state: State::default(),
             macs: BTreeSet::new(),
         };
-        plane.dp = Some(DataPlane::load_unattached(&plane.layout, conntrack)?);
+        plane.dp = Some(DataPlane::load_unattached_syncing(
+            &plane.layout,
+            conntrack,
+            sync,
+        )?);
         Ok(plane)
     }
 
@@ -109,7 +118,17 @@ impl Drop for Plane {
 /// Loads the balancer with an IPv4 and an IPv6 service of `backends` backends each,
 /// forwarding by direct server return: each backend's entry names its own MAC.
 pub fn plane(backends: u32, conntrack: u32) -> Result<Plane> {
-    let mut plane = Plane::load("dsr", conntrack)?;
+    services(Plane::load("dsr", conntrack)?, backends)
+}
+
+/// [`plane`], the program writing a flow-sync record of each new connection-tracking entry
+/// (`daemon --sync-listen`).
+pub fn syncing_plane(backends: u32, conntrack: u32) -> Result<Plane> {
+    services(Plane::load_with("sync", conntrack, true)?, backends)
+}
+
+/// `plane` with the services of [`plane`].
+fn services(mut plane: Plane, backends: u32) -> Result<Plane> {
     for (name, vip, v6) in [
         ("web4", "198.19.0.1:80/tcp", false),
         ("web6", "[2001:db8:ffff::1]:80/tcp", true),

@@ -17,17 +17,21 @@ pub enum Section {
     ControlPlane,
     /// The data plane's maps and their memory.
     Memory,
+    /// Flow-state sync between two LB hosts: its cost per new flow, its delay, and new
+    /// connections/s with and without it.
+    Sync,
 }
 
 impl Section {
     /// Every section, in report order.
-    pub const ALL: [Section; 6] = [
+    pub const ALL: [Section; 7] = [
         Section::PerPacket,
         Section::EndToEnd,
         Section::Nat,
         Section::Tables,
         Section::ControlPlane,
         Section::Memory,
+        Section::Sync,
     ];
 
     /// The name `--only` takes.
@@ -39,6 +43,7 @@ impl Section {
             Section::Tables => "tables",
             Section::ControlPlane => "control-plane",
             Section::Memory => "memory",
+            Section::Sync => "sync",
         }
     }
 

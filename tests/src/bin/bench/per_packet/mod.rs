@@ -9,12 +9,23 @@ mod routed;
 mod routes;
 mod runs;
 
-use anyhow::Result;
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use anyhow::{bail, Result};
 use balancer_common::pending_slots;
+use balancer_user::dataplane::sync::{Overflows, Ring};
 
 use crate::{
     frames::{tcp_v4, tcp_v6, Flows, Segment, VIP4, VIP6},
-    plane::plane,
+    plane::{plane, syncing_plane},
     report::{Bar, Chart, Report},
     stats::Spread,
     Plan,
@@ -276,6 +287,15 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
             );
         }
     }
+    let packets = (syn.as_slice(), ack.as_slice());
+    let overflows = with_sync(
+        &mut rows,
+        plan,
+        packets,
+        flows,
+        promoted_first,
+        single_run_overhead,
+    )?;
     let routed = routed::measure(plan, single_run_overhead)?;
 
     report.line("## Per-packet cost (BPF_PROG_TEST_RUN)\n");
@@ -294,6 +314,12 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
         "¹ One run per call (the same packet again would take another path), less the \
          per-call overhead of a single run measured on XDP_DROP: {single_run_overhead:.0} ns. \
          A promotion's SYN is sent just before its ACK, untimed.\n"
+    ));
+    report.line(format!(
+        "*sync on*: the program loaded as `daemon --sync-listen` loads it, writing a record of \
+         each new connection-tracking entry (a promotion) into its ring buffer, which a thread \
+         reads meanwhile as the daemon does ({overflows} records lost to a full ring); the \
+         established path writes nothing.\n"
     ));
     report.line(
         "Frames: TCP over IPv4 (IPv6 where named) with 32 bytes of payload; *not a VIP port* \
@@ -319,6 +345,92 @@ pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     };
     routed::write(report, &routed, plan.new_flows, [dsr(false), dsr(true)]);
     Ok(())
+}
+
+/// The promotion and the established flow (IPv4) with flow sync on, 2 backends: rows of
+/// their own next to the ones without. Returns the records lost to a full ring.
+fn with_sync(
+    rows: &mut Rows,
+    plan: &Plan,
+    (syn, ack): (&[u8], &[u8]),
+    flows: Flows,
+    first: u32,
+    single_run_overhead: f64,
+) -> Result<u64> {
+    let mut plane = syncing_plane(2, plan.conntrack_fill)?;
+    let macs = plane.backend_macs().clone();
+    let maps = plane.layout().maps();
+    let reader = Reader::start(&maps)?;
+    let dp = plane.dp();
+    let forward = Expect::Forward(&macs);
+    let fresh = Fresh {
+        flows,
+        kind: Single::Promotion,
+        expect: Expect::Forward(&macs),
+    };
+    rows.add(
+        "promotion, sync on (record written)¹",
+        "2",
+        "small",
+        single_rounds(
+            dp,
+            "promotion, sync on",
+            &fresh,
+            plan,
+            first,
+            single_run_overhead,
+        )?,
+    );
+    forward.check("established flow, sync on", &dp.test_run(syn, 1)?)?;
+    dp.test_run(ack, 1)?;
+    rows.add(
+        "established flow, IPv4, sync on",
+        "2",
+        "small",
+        repeated(
+            dp,
+            "established flow, sync on",
+            &forward,
+            ack,
+            plan.repeat,
+            plan.rounds,
+        )?,
+    );
+    let read = reader.stop();
+    if read == 0 {
+        bail!("per-packet: the promotions with sync on wrote no record");
+    }
+    Ok(Overflows::open(&maps)?.count()?)
+}
+
+/// A thread that reads a data plane's sync ring until stopped, as the daemon does.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<u64>,
+}
+
+impl Reader {
+    /// Starts reading the ring of the maps directory `maps`.
+    fn start(maps: &Path) -> Result<Self> {
+        let mut ring = Ring::open(maps)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut read = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                read += ring.by_ref().count() as u64;
+                thread::sleep(Duration::from_millis(1));
+            }
+            read + ring.count() as u64
+        });
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops reading; the records read.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
 }
 
 /// The section's targets: established flows ≤ 3× the MAC-swap baseline, and no growth with
