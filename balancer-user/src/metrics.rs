@@ -754,6 +754,7 @@ mod tests {
             counters: GlobalCounters::default(),
             translations: Swept::default(),
             memory: Memory::default(),
+            announcement: None,
             sync: Some(Box::new(SyncStatus {
                 listen: "198.18.1.1:7070".parse().unwrap(),
                 peers: 2,

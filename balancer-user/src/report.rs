@@ -370,6 +370,7 @@ mod tests {
             counters: GlobalCounters::default(),
             memory: Memory::default(),
             translations: Default::default(),
+            announcement: None,
             sync: None,
         };
         assert!(!status(&shown).contains("flow sync"));

@@ -76,6 +76,7 @@ mod tests {
             revision: 1,
             digests: Default::default(),
             seen_ms: 0,
+            left: false,
             sync: sync.map(|s| s.parse().unwrap()),
         }
     }
