@@ -24,6 +24,8 @@
 //!   hashes flows over them on the L4 ports (`fib_multipath_hash_policy=1`).
 //! * BGP timers are short: hold [`HOLD`] (3 s), keepalive 1 s, graceful restart off, so
 //!   that a dead host's paths are gone from the router within the hold time.
+//! * The hosts sync their flows (`--sync-listen` on each host's IPv4 address, port
+//!   [`SYNC_PORT`]), so a flow the router moves to another host keeps its backend.
 //! * L2 direct server return: an LB host rewrites the MACs and sends the packet out of
 //!   its `eth0` to the backend on the segment; backends answer the client through the
 //!   router. Native XDP_TX into a veth is delivered only when the peer runs an XDP
@@ -51,6 +53,7 @@ use crate::{
     balancer::{Balancer, DaemonOptions, Site},
     etcd::EtcdServer,
     netns,
+    pair::SYNC_PORT,
     topology::{names, setup::prepare_namespace, sweep_stale, VIP4, VIP6},
     traffic::{BackendServer, Client, SERVICE_PORT},
 };
@@ -212,7 +215,7 @@ impl BgpFleet {
     }
 
     /// Starts LB host `index`'s daemon (`--store`, `--host-name lb-INDEX`,
-    /// `--announce-table`) and waits until it answers.
+    /// `--announce-table`, `--sync-listen` on its IPv4 address) and waits until it answers.
     pub fn start_daemon(&mut self, index: usize) -> Result<()> {
         let options = DaemonOptions {
             extra: vec![
@@ -222,6 +225,8 @@ impl BgpFleet {
                 format!("lb-{index}"),
                 "--announce-table".into(),
                 ANNOUNCE_TABLE.to_string(),
+                "--sync-listen".into(),
+                SocketAddr::new(addresses::lb(index, false), SYNC_PORT).to_string(),
             ],
             ..DaemonOptions::default()
         };
