@@ -269,6 +269,12 @@ pub struct DaemonArgs {
     /// This host's name in the fleet (`fleet status`) [default: the system's host name].
     #[arg(long, value_parser = parse_host_name)]
     pub host_name: Option<String>,
+    /// In a fleet: the time to live of the leader's lease in etcd, whole seconds from 1s to
+    /// 300s (etcd raises a shorter one to its minimum, 2s by default) [default: 3s]. The
+    /// leader renews it every third of it; when the leader dies, another host takes over
+    /// within it and about a second.
+    #[arg(long, value_name = "DURATION", value_parser = parse_leader_ttl)]
+    pub leader_ttl: Option<std::time::Duration>,
     /// How the log on standard error is written: text lines, or one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -848,6 +854,16 @@ fn parse_host_name(text: &str) -> Result<String, String> {
         true => Ok(text.to_string()),
         false => Err(format!(
             "{text:?} is not a host name: use letters, digits, '.', '-' and '_' (at most 64)"
+        )),
+    }
+}
+
+fn parse_leader_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    match ttl.subsec_nanos() == 0 && (1..=300).contains(&ttl.as_secs()) {
+        true => Ok(ttl),
+        false => Err(format!(
+            "{text:?} is not a leader lease: whole seconds from 1s to 300s"
         )),
     }
 }

@@ -287,6 +287,10 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
         let alone = "--host-name names this host in a fleet: give --store too";
         return Err(Refused::Request(alone.into()).into());
     }
+    if args.leader_ttl.is_some() && args.store.is_none() {
+        let alone = "--leader-ttl is the lease of a fleet's leader: give --store too";
+        return Err(Refused::Request(alone.into()).into());
+    }
     logging::init(args.log_format);
     let config = DaemonConfig {
         pins: Layout::new(&args.pin_dir, &iface),
@@ -299,6 +303,9 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
             host: args
                 .host_name
                 .unwrap_or_else(crate::fleet::host::system_name),
+            leader_ttl: args
+                .leader_ttl
+                .unwrap_or(crate::fleet::member::DEFAULT_LEADER_TTL),
         }),
         requested: Requested {
             conntrack_size: args.conntrack_size,

@@ -73,6 +73,8 @@ pub struct Fleet {
     pub store: StoreUrl,
     /// This host's name in it.
     pub host: String,
+    /// The time to live of the leader's lease (`--leader-ttl`).
+    pub leader_ttl: std::time::Duration,
 }
 
 /// Attaches the data plane and starts the controller on the kernel's ports; in a fleet,
@@ -167,11 +169,10 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
             let remote = Etcd::connect(&fleet.store).await.map_err(Error::from)?;
             let host = fleet.host.clone();
             info!(store = %fleet.store, host, "the desired state is the fleet's");
-            Some(Arc::new(Member::new(
-                Arc::new(remote),
-                host,
-                fleet.store.to_string(),
-            )))
+            Some(Arc::new(
+                Member::new(Arc::new(remote), host, fleet.store.to_string())
+                    .with_leader_ttl(fleet.leader_ttl),
+            ))
         }
         None => None,
     };
@@ -203,12 +204,15 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     let executor = Executor::in_fleet(controller, history.clone(), member);
     executor.check_forwarding().await;
     let ticker = tokio::spawn(executor.clone().run_timers());
-    // In a fleet: follow the store, store the daemon's own changes, renew the host record.
+    // In a fleet: follow the store, store the daemon's own changes, renew the host record,
+    // campaign for the leadership, keep the fleet's health view.
     let fleet_tasks = match in_fleet {
         true => vec![
             tokio::spawn(executor.clone().follow_store()),
             tokio::spawn(executor.clone().store_staged()),
             tokio::spawn(executor.clone().announce()),
+            tokio::spawn(executor.clone().campaign()),
+            tokio::spawn(executor.clone().rule_health()),
         ],
         false => Vec::new(),
     };

@@ -342,6 +342,7 @@ mod tests {
         ("log_format", r#""json""#),
         ("store", r#""etcd://198.18.0.1:2379/lb""#),
         ("host_name", r#""lb-1""#),
+        ("leader_ttl", r#""2s""#),
         ("socket", r#""/run/lb.sock""#),
     ];
 

@@ -202,16 +202,16 @@ mod tests {
         rig.clock.set(t0 + 6000);
         let counts = count(&rig, &c, 0, 0);
         assert!(c.sampling_due());
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         // The interval (5 s) passes, no window has: the step holds.
         rig.clock.set(t0 + 8000);
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         assert_eq!(shares(&c), [9000, 1000], "held without a verdict");
         // The window ends with 200 clean new flows on green: passed, and the step is taken
         // in the same tick.
         rig.clock.set(t0 + 16_000);
         let counts = count(&rig, &c, 900, 200);
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         assert_eq!(shares(&c), [0, 10_000]);
         let canary = canary(&c);
         assert_eq!(canary.outcome, Some(Outcome::Completed));
@@ -238,7 +238,8 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
             .unwrap();
         rig.clock.set(t0 + 6000);
-        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
         rig.clock.set(t0 + 16_000);
         let mut counts = count(&rig, &c, 900, 200);
         let web = c.state().service("web").unwrap();
@@ -255,7 +256,7 @@ mod tests {
             .unwrap()
             .resets = 2;
         let writes = rig.plane.maps().writes;
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         assert_eq!(shares(&c), [10_000, 0]);
         assert_eq!(
             rig.plane.maps().writes,
@@ -323,7 +324,8 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", timed_plan(), now))
             .unwrap();
         rig.clock.set(t0 + 6000);
-        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
         rig.clock.set(t0 + 16_000);
         let counts = count(&rig, &c, 900, 200);
         // Blue's handshakes all within 100 µs; 150 of green's 200 above 1 s (dropped SYNs).
@@ -336,7 +338,7 @@ mod tests {
             }
             rig.plane.maps().answers.insert(b.index, answers);
         }
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         let canary = canary(&c);
         assert_eq!(canary.outcome, Some(Outcome::RolledBack));
         assert_eq!(
@@ -398,16 +400,17 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", plan(vec![gate]), now))
             .unwrap();
         rig.clock.set(t0 + 6000);
-        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
         rig.clock.set(t0 + 16_000);
         let tick = c
-            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
             .unwrap();
         assert_eq!(tick.questions.len(), 1);
         let ticket = tick.questions[0].ticket;
         assert_eq!(shares(&c), [9000, 1000], "no step before the gate answers");
         let again = c
-            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
             .unwrap();
         assert!(again.questions.is_empty(), "asked once");
         let before = c.state().clone();
@@ -419,7 +422,7 @@ mod tests {
             detail: "1 within bounds".into(),
         };
         c.answer("web", ticket, vec![up]).unwrap();
-        c.tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+        c.tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
             .unwrap();
         assert_eq!(shares(&c), [0, 10_000], "the step follows the gate's go");
     }
@@ -438,14 +441,15 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", plan(vec![gate]), now))
             .unwrap();
         rig.clock.set(t0 + 6000);
-        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
         rig.clock.set(t0 + 16_000);
         let asked = c
-            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
             .unwrap();
         drop(c);
         let mut restarted = rig.start();
-        let tick = restarted.tick_counted(None, None).unwrap();
+        let tick = restarted.tick_counted(None, None, true).unwrap();
         assert_eq!(tick.questions, asked.questions);
     }
 }

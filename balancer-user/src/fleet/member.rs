@@ -1,9 +1,12 @@
-//! This daemon as a member of a fleet: its store, its name, and which stored revision its
-//! state is.
+//! This daemon as a member of a fleet: its store, its name, which stored revision its
+//! state is, and whether it leads the fleet.
 
-use std::sync::{
-    atomic::{AtomicI64, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
 use super::remote::Remote;
@@ -24,7 +27,14 @@ pub struct Member {
     /// A state this daemon made itself (a timed step, at start an unstored state) and has
     /// not stored yet.
     staged: Mutex<Option<State>>,
+    /// The time to live of the leader lease it campaigns with (`--leader-ttl`).
+    pub leader_ttl: Duration,
+    /// The term it leads in and until when its lease surely lasts; none: it follows.
+    leadership: Mutex<Option<(i64, Instant)>>,
 }
+
+/// The leader lease's time to live when `--leader-ttl` is not given.
+pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(3);
 
 impl Member {
     /// A member named `host` of the fleet kept in `remote` (`store`), at no revision yet.
@@ -35,7 +45,41 @@ impl Member {
             store,
             revision: AtomicI64::new(0),
             staged: Mutex::new(None),
+            leader_ttl: DEFAULT_LEADER_TTL,
+            leadership: Mutex::new(None),
         }
+    }
+
+    /// The same member, campaigning with a leader lease of `ttl`.
+    pub fn with_leader_ttl(self, ttl: Duration) -> Self {
+        Self {
+            leader_ttl: ttl,
+            ..self
+        }
+    }
+
+    /// The term this daemon leads the fleet in, while its lease surely lasts; none when it
+    /// follows (or its lease may have expired: then another host may lead already).
+    pub fn leading(&self) -> Option<i64> {
+        match *self.leadership() {
+            Some((term, until)) if Instant::now() < until => Some(term),
+            _ => None,
+        }
+    }
+
+    /// This daemon leads in `term` until `until` (its lease's renewal time plus its time to
+    /// live).
+    pub fn lead(&self, term: i64, until: Instant) {
+        *self.leadership() = Some((term, until));
+    }
+
+    /// This daemon follows.
+    pub fn follow(&self) {
+        *self.leadership() = None;
+    }
+
+    fn leadership(&self) -> std::sync::MutexGuard<'_, Option<(i64, Instant)>> {
+        self.leadership.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The stored revision the controller's state is.
