@@ -100,6 +100,34 @@ impl Controller {
         Ok(pair)
     }
 
+    /// For a daemon that has just become the fleet's leader: starts every analysis window
+    /// in progress again from this host's counters (see [`crate::release::analysis::Analysis::remeasure`]),
+    /// as a change of its own (stored, fenced by the new term). The services whose windows
+    /// started again.
+    pub fn take_over(&mut self) -> Result<Vec<String>, Error> {
+        let now_ms = self.clock.now_ms();
+        let mut next = self.state.clone();
+        let mut names = Vec::new();
+        for (name, service) in &mut next.services {
+            let canary = service.canary.as_mut().and_then(|c| c.analysis.as_mut());
+            let rollout = service.rollout.as_mut().and_then(|r| r.analysis.as_mut());
+            let mut again = false;
+            for analysis in canary.into_iter().chain(rollout) {
+                again |= analysis.remeasure(now_ms);
+            }
+            if again {
+                names.push(name.clone());
+            }
+        }
+        if !names.is_empty() {
+            self.change(move |s, _| {
+                *s = next;
+                Ok::<(), Error>(())
+            })?;
+        }
+        Ok(names)
+    }
+
     /// The open questions not handed out yet; each is handed out once (again after a
     /// restart of the daemon).
     pub(super) fn new_questions(&mut self) -> Vec<Question> {
@@ -227,6 +255,49 @@ mod tests {
         assert_eq!(
             whats[2],
             "interval elapsed, analysis passed; step 2/2: 100.00% to green"
+        );
+    }
+
+    #[test]
+    fn a_new_leader_starts_the_window_in_progress_again_from_its_own_counters() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
+            .unwrap();
+        // Still warming up: nothing to start again.
+        assert!(c.take_over().unwrap().is_empty());
+        // A window begins on the former leader's counters (900 and 200 so far).
+        rig.clock.set(t0 + 6000);
+        c.tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
+            .unwrap();
+        assert!(matches!(
+            canary(&c).analysis.unwrap().stage,
+            crate::release::analysis::Stage::Measuring { .. }
+        ));
+        // This host takes over with counters of its own (fewer): the window starts again
+        // at once, and the next tick takes its base from them.
+        rig.clock.set(t0 + 7000);
+        assert_eq!(c.take_over().unwrap(), ["web"]);
+        assert_eq!(
+            canary(&c).analysis.unwrap().stage,
+            crate::release::analysis::Stage::Warming {
+                until_ms: t0 + 7000
+            }
+        );
+        assert!(c.take_over().unwrap().is_empty(), "started again twice");
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
+        // Ten seconds later, 200 clean new flows on green counted from this host's base:
+        // the window passes (on the former base the counters would have gone back).
+        rig.clock.set(t0 + 17_000);
+        c.tick_counted(None, Some(&count(&rig, &c, 100, 200)), true)
+            .unwrap();
+        assert_eq!(
+            canary(&c).outcome,
+            Some(Outcome::Completed),
+            "{:?}",
+            canary(&c)
         );
     }
 

@@ -889,8 +889,8 @@ fn the_fleets_health_view_decides_the_tables_over_the_hosts_own_checks() {
         .unwrap();
     assert_eq!(rig.plane.maps().writes, writes, "the tables were written");
     assert_eq!(live(&rig), tables(&["198.18.0.101"]));
-    assert_eq!(controller.own_checks()["web"][&ip("198.18.0.102")], false);
-    assert_eq!(controller.own_checks()["web"][&ip("198.18.0.101")], true);
+    assert!(!controller.own_checks()["web"][&ip("198.18.0.102")]);
+    assert!(controller.own_checks()["web"][&ip("198.18.0.101")]);
     let status = controller.status(Some("web")).unwrap();
     let shown: Vec<_> = status.services[0]
         .backends

@@ -127,7 +127,8 @@ mod tests {
     fn a_backend_is_down_for_the_fleet_when_most_hosts_that_check_it_see_it_down() {
         let (up, down, none) = (Some(true), Some(false), None);
         // (current view of B, the hosts' reports, the view decided)
-        let cases: &[(Option<bool>, &[Option<bool>], Option<bool>)] = &[
+        type Case<'a> = (Option<bool>, &'a [Option<bool>], Option<bool>);
+        let cases: &[Case] = &[
             (up, &[down, up, up], up),
             (up, &[down, down, up], down),
             (up, &[down, down, down], down),

@@ -339,6 +339,19 @@ impl Executor {
                             }
                         }
                         tracing::info!(term, host = member.host, "this host leads the fleet");
+                        member.lead(term, sent + lasts);
+                        // Windows the former leader began counted its counters, not ours.
+                        match self.with_controller(|c| c.take_over()).await {
+                            Ok(names) if !names.is_empty() => tracing::info!(
+                                ?names,
+                                "analysis windows in progress start again on this host"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(
+                                "starting analysis windows again failed: {}",
+                                one_line(&e)
+                            ),
+                        }
                     }
                     member.lead(term, sent + lasts);
                     lasts / 3
