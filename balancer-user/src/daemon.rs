@@ -253,6 +253,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         }
     };
     let listener = Bounded::new(listener, MAX_CONNECTIONS, IDLE);
+    let resigning = executor.clone();
     let app = router(executor).into_make_service_with_connect_info::<Peer>();
     let server = tokio::spawn(
         axum::serve(listener, app)
@@ -267,6 +268,8 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     ticker.abort();
     follower.abort();
     fleet_tasks.iter().for_each(|task| task.abort());
+    // A leader that stops hands the leadership over at once.
+    resigning.resign().await;
     if let Some(scraper) = scraper {
         scraper.abort();
     }

@@ -519,6 +519,22 @@ fn a_canary_driven_by_the_leader_continues_at_the_same_step_when_the_leader_is_k
     );
     let reference = fleet.host(alive[0]).status()?;
     fleet.converged_on(&alive, &reference, CONNECT_LIMIT)?;
+    // A leader stopped cleanly hands over at once: the last host leads within a second,
+    // well before the lease's time to live.
+    let second: usize = next.trim_start_matches("lb-").parse()?;
+    let last = alive
+        .into_iter()
+        .find(|i| *i != second)
+        .context("no host left")?;
+    fleet.labs[second].balancer.terminate()?;
+    let stopped = Instant::now();
+    while fleet.fleet_status(last)?.leader != Some(format!("lb-{last}")) {
+        ensure!(
+            stopped.elapsed() < Duration::from_secs(1),
+            "lb-{last} did not take over within a second of lb-{second}'s clean stop"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     Ok(())
 }
 

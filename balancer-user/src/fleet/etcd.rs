@@ -251,6 +251,20 @@ impl Remote for Etcd {
         })
     }
 
+    fn resign(&self, _host: &str) -> Call<'_, ()> {
+        Box::pin(async move {
+            let held = self
+                .leader_lease
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(id) = held {
+                timed(self.client.clone().lease_revoke(id)).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn leader(&self) -> Call<'_, Option<String>> {
         Box::pin(async move {
             let got = timed(self.client.clone().get(self.keys.leader(), None)).await?;

@@ -70,6 +70,9 @@ pub trait Remote: Send + Sync {
     fn campaign(&self, host: &str, ttl: i64) -> Call<'_, Campaign>;
     /// The host that holds the leader key, if one does.
     fn leader(&self) -> Call<'_, Option<String>>;
+    /// Gives up this host's leader lease (and with it the leader key, if it holds it), so
+    /// that another host takes over at once.
+    fn resign(&self, host: &str) -> Call<'_, ()>;
     /// Like [`Remote::swap`], and only while the leader key is still the one of `term`
     /// (same transaction): [`Swap::Fenced`] when it is not.
     fn swap_fenced(&self, expected: i64, term: i64, document: Vec<u8>) -> Call<'_, Swap>;
@@ -241,6 +244,22 @@ pub mod fake {
                         leader: other.as_ref().map(|(leader, _)| leader.clone()),
                     },
                 })
+            })
+        }
+
+        fn resign(&self, host: &str) -> Call<'_, ()> {
+            let host = host.to_string();
+            Box::pin(async move {
+                let mut held = self.held()?;
+                if held
+                    .leader
+                    .as_ref()
+                    .is_some_and(|(leader, _)| *leader == host)
+                {
+                    held.revision += 1;
+                    held.leader = None;
+                }
+                Ok(())
             })
         }
 

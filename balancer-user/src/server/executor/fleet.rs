@@ -372,6 +372,22 @@ impl Executor {
         }
     }
 
+    /// At a clean stop: gives up the leadership (the lease is revoked, the leader key goes
+    /// with it), so that another host takes over at its next try instead of after the
+    /// lease's time to live. A store that does not answer lets the lease expire.
+    pub async fn resign(self: &Arc<Self>) {
+        let Some(member) = self.member.clone() else {
+            return;
+        };
+        let leading = member.leading().is_some();
+        member.follow();
+        match member.remote.resign(&member.host).await {
+            Ok(()) if leading => tracing::info!("this host gave up leading the fleet"),
+            Ok(()) => {}
+            Err(e) => tracing::warn!("giving up the leader lease failed: {}", one_line(&e)),
+        }
+    }
+
     /// Keeps the fleet's health view until the daemon stops: every [`HEALTH_EVERY`], the
     /// leader decides it from the live hosts' checks ([`ruling::decide`]) and stores it
     /// while its term lasts; every host reads it and, when it changed, compiles its tables
@@ -753,6 +769,25 @@ mod tests {
         eventually("lb-2 leads", || m2.leading().is_some()).await;
         assert!(m2.leading().unwrap() > term);
         assert_eq!(leader_shown(&one).await.as_deref(), Some("lb-2"));
+        second.abort();
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_stops_cleanly_resigns_and_another_takes_over_at_once() {
+        let remote = FakeRemote::default();
+        commit(&remote, 0, &sample()).await.unwrap();
+        let (rig1, rig2) = (Rig::new(sample()), Rig::new(sample()));
+        let (one, m1) = host_of(&rig1, &remote, "resign-1", "lb-1").await;
+        let first = tokio::spawn(one.clone().campaign());
+        eventually("lb-1 leads", || m1.leading().is_some()).await;
+        first.abort();
+        let (two, m2) = host_of(&rig2, &remote, "resign-2", "lb-2").await;
+        let second = tokio::spawn(two.clone().campaign());
+        tokio::time::sleep(CAMPAIGN_EVERY * 2).await;
+        assert!(m2.leading().is_none(), "lb-2 leads beside lb-1");
+        one.resign().await;
+        assert!(!one.drives());
+        eventually("lb-2 leads", || m2.leading().is_some()).await;
         second.abort();
     }
 
