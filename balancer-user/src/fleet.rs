@@ -23,6 +23,7 @@ pub mod host;
 pub mod keys;
 pub mod member;
 pub mod remote;
+pub mod report;
 pub mod ruling;
 pub mod url;
 pub mod view;

@@ -3,7 +3,10 @@
 //! for services whose replies pass the LB the reply-side ones — handing out the questions
 //! for external gates (once each, to be asked off the lock), and taking their answers.
 
-use std::{collections::HashSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+};
 
 use balancer_common::ReplyStats;
 
@@ -11,6 +14,7 @@ use super::Controller;
 use crate::{
     dataplane::FlowCounts,
     error::Error,
+    fleet::report::{Counted, Peers},
     release::{
         analysis::{GateResult, Pair, Question, Sample},
         canary, rollout,
@@ -47,7 +51,7 @@ impl Controller {
             let service = &self.state.services[&name];
             let Some(c) = &service.canary else { continue };
             // Old group: from; new group: to.
-            let sample = self.sample(service, unanswered, |group, _| {
+            let sample = self.sample(&name, service, unanswered, |group, _| {
                 (group == c.from)
                     .then_some(false)
                     .or((group == c.to).then_some(true))
@@ -59,7 +63,7 @@ impl Controller {
             let Some(r) = &service.rollout else { continue };
             // The rest of the group against the NEW under comparison.
             let compared = r.compared();
-            let sample = self.sample(service, unanswered, |group, addr| {
+            let sample = self.sample(&name, service, unanswered, |group, addr| {
                 (group == r.group).then_some(addr == compared)
             })?;
             self.change(|s, now_ms| rollout::analyse(s, &name, sample, now_ms))?;
@@ -67,11 +71,12 @@ impl Controller {
         Ok(())
     }
 
-    /// The signals of two sets of backends of `service`, summed: `side(group, addr)` puts a
-    /// backend on the old side (false), the new side (true) or neither (none). Reply
-    /// counters are read only for a service whose replies pass the LB.
+    /// The signals of two sets of backends of service `name`, summed: `side(group, addr)`
+    /// puts a backend on the old side (false), the new side (true) or neither (none). In a
+    /// fleet, the leader adds the other hosts' counters of each backend ([`Peers`]).
     fn sample(
         &self,
+        name: &str,
         service: &Service,
         unanswered: &FlowCounts,
         side: impl Fn(&str, IpAddr) -> Option<bool>,
@@ -83,28 +88,88 @@ impl Controller {
                 Some(true) => &mut pair.to,
                 None => continue,
             };
-            let counters = self.plane.backend_counters(b.index)?;
-            let replies = match service.forward.mode.translated() {
-                true => self.plane.reply_counters(b.index)?,
-                false => ReplyStats::default(),
-            };
-            into.add(&Sample {
-                new_flows: counters.new_flows,
-                handshake_failures: unanswered.get(&(b.index, b.epoch)).copied().unwrap_or(0),
-                resets: counters.resets,
-                syn_retransmits: counters.syn_retransmits,
-                backend_resets: replies.resets,
-                handshake_buckets: replies.buckets,
-            });
+            into.add(&self.counted(service, b, unanswered)?);
+            if let Some(peers) = self.peers.get(name, b.addr, b.epoch) {
+                into.add(peers);
+            }
         }
         Ok(pair)
     }
 
-    /// For a daemon that has just become the fleet's leader: starts every analysis window
-    /// in progress again from this host's counters (see [`crate::release::analysis::Analysis::remeasure`]),
-    /// as a change of its own (stored, fenced by the new term). The services whose windows
-    /// started again.
-    pub fn take_over(&mut self) -> Result<Vec<String>, Error> {
+    /// This host's signals of backend `b` of `service`. Reply counters are read only for a
+    /// service whose replies pass the LB.
+    fn counted(
+        &self,
+        service: &Service,
+        b: &crate::state::BackendEntry,
+        unanswered: &FlowCounts,
+    ) -> Result<Sample, Error> {
+        let counters = self.plane.backend_counters(b.index)?;
+        let replies = match service.forward.mode.translated() {
+            true => self.plane.reply_counters(b.index)?,
+            false => ReplyStats::default(),
+        };
+        Ok(Sample {
+            new_flows: counters.new_flows,
+            handshake_failures: unanswered.get(&(b.index, b.epoch)).copied().unwrap_or(0),
+            resets: counters.resets,
+            syn_retransmits: counters.syn_retransmits,
+            backend_resets: replies.resets,
+            handshake_buckets: replies.buckets,
+        })
+    }
+
+    /// In a fleet: this host's counters of every backend of the services whose canary or
+    /// rollout is analysed, for the leader (with the `unanswered` flows counted so far).
+    pub fn own_counters(
+        &self,
+        unanswered: &FlowCounts,
+    ) -> Result<BTreeMap<String, BTreeMap<IpAddr, Counted>>, Error> {
+        let mut counters = BTreeMap::new();
+        for (name, service) in &self.state.services {
+            let canary = service.canary.as_ref().filter(|c| c.outcome.is_none());
+            let rollout = service.rollout.as_ref().filter(|r| r.outcome.is_none());
+            let analysed = canary.is_some_and(|c| c.analysis.is_some())
+                || rollout.is_some_and(|r| r.analysis.is_some());
+            if !analysed {
+                continue;
+            }
+            let mut backends = BTreeMap::new();
+            for (_, b) in service.backends() {
+                let sample = self.counted(service, b, unanswered)?;
+                backends.insert(
+                    b.addr,
+                    Counted {
+                        epoch: b.epoch,
+                        sample,
+                    },
+                );
+            }
+            counters.insert(name.clone(), backends);
+        }
+        Ok(counters)
+    }
+
+    /// For the fleet's leader: the other live hosts' counters, added to its own in every
+    /// analysis window from now on. When the hosts that count are not the same as before
+    /// (one joined, left or restarted), every window in progress starts again
+    /// ([`Controller::restart_windows`]): a window counts the same hosts from its start to
+    /// its end. The services whose windows started again.
+    pub fn count_peers(&mut self, peers: Peers) -> Result<Vec<String>, Error> {
+        let moved = peers.counted_by != self.peers.counted_by;
+        self.peers = peers;
+        match moved {
+            true => self.restart_windows(),
+            false => Ok(Vec::new()),
+        }
+    }
+
+    /// Starts every analysis window in progress again from the counters as they are now
+    /// (see [`crate::release::analysis::Analysis::remeasure`]), as a change of its own (in
+    /// a fleet: stored, fenced by the leader's term): for a daemon that has just become
+    /// the fleet's leader (the former leader's counters are not its own), and when the
+    /// hosts that count change. The services whose windows started again.
+    pub fn restart_windows(&mut self) -> Result<Vec<String>, Error> {
         let now_ms = self.clock.now_ms();
         let mut next = self.state.clone();
         let mut names = Vec::new();
@@ -266,7 +331,7 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
             .unwrap();
         // Still warming up: nothing to start again.
-        assert!(c.take_over().unwrap().is_empty());
+        assert!(c.restart_windows().unwrap().is_empty());
         // A window begins on the former leader's counters (900 and 200 so far).
         rig.clock.set(t0 + 6000);
         c.tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
@@ -278,14 +343,17 @@ mod tests {
         // This host takes over with counters of its own (fewer): the window starts again
         // at once, and the next tick takes its base from them.
         rig.clock.set(t0 + 7000);
-        assert_eq!(c.take_over().unwrap(), ["web"]);
+        assert_eq!(c.restart_windows().unwrap(), ["web"]);
         assert_eq!(
             canary(&c).analysis.unwrap().stage,
             crate::release::analysis::Stage::Warming {
                 until_ms: t0 + 7000
             }
         );
-        assert!(c.take_over().unwrap().is_empty(), "started again twice");
+        assert!(
+            c.restart_windows().unwrap().is_empty(),
+            "started again twice"
+        );
         c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
             .unwrap();
         // Ten seconds later, 200 clean new flows on green counted from this host's base:
@@ -298,6 +366,94 @@ mod tests {
             Some(Outcome::Completed),
             "{:?}",
             canary(&c)
+        );
+    }
+
+    /// Other hosts' counters, summed: `green` new flows on each of web's green backends,
+    /// counted by `hosts` (each started at 1).
+    fn peers(c: &Controller, hosts: &[&str], green: u64) -> Peers {
+        let web = c.state().service("web").unwrap();
+        let mut backends = BTreeMap::new();
+        for (g, b) in web.backends() {
+            if web.groups[g].name == "green" {
+                let sample = Sample {
+                    new_flows: green,
+                    ..Sample::default()
+                };
+                backends.insert(
+                    b.addr,
+                    Counted {
+                        epoch: b.epoch,
+                        sample,
+                    },
+                );
+            }
+        }
+        Peers {
+            counted_by: hosts.iter().map(|h| (h.to_string(), 1)).collect(),
+            counters: [("web".to_string(), backends)].into(),
+        }
+    }
+
+    #[test]
+    fn the_leader_judges_a_window_on_the_whole_fleets_counters() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
+            .unwrap();
+        c.count_peers(peers(&c, &["lb-1", "lb-2"], 0)).unwrap();
+        rig.clock.set(t0 + 6000);
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
+        // This host saw 60 new flows on green, too few (100) for a verdict alone; the two
+        // other hosts 70 more each: the fleet's 200 pass the window.
+        rig.clock.set(t0 + 16_000);
+        c.count_peers(peers(&c, &["lb-1", "lb-2"], 140)).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 300, 60)), true)
+            .unwrap();
+        let done = canary(&c);
+        assert_eq!(done.outcome, Some(Outcome::Completed), "{done:?}");
+        assert!(
+            done.decisions[1]
+                .what
+                .ends_with("green 200 new flows, blue 600"),
+            "{:?}",
+            done.decisions
+        );
+    }
+
+    #[test]
+    fn a_window_starts_again_when_the_hosts_that_count_change() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
+            .unwrap();
+        assert!(c
+            .count_peers(peers(&c, &["lb-1", "lb-2"], 0))
+            .unwrap()
+            .is_empty());
+        rig.clock.set(t0 + 6000);
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
+        // The same hosts with more counted: the window goes on.
+        rig.clock.set(t0 + 8000);
+        assert!(c
+            .count_peers(peers(&c, &["lb-1", "lb-2"], 40))
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            canary(&c).analysis.unwrap().stage,
+            crate::release::analysis::Stage::Measuring { since_ms, .. } if since_ms == t0 + 6000
+        ));
+        // lb-2 is gone: its counters leave the sum, and the window starts again.
+        assert_eq!(c.count_peers(peers(&c, &["lb-1"], 40)).unwrap(), ["web"]);
+        assert_eq!(
+            canary(&c).analysis.unwrap().stage,
+            crate::release::analysis::Stage::Warming {
+                until_ms: t0 + 8000
+            }
         );
     }
 

@@ -79,6 +79,8 @@ pub struct Controller {
     shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
     /// The digest of each service's tables as last written (see [`crate::digest`]).
     digests: BTreeMap<String, String>,
+    /// In a fleet's leader: the other live hosts' analysis counters.
+    peers: crate::fleet::report::Peers,
     plane: Box<dyn Plane>,
     neighbors: Arc<dyn Neighbors>,
     flows: Arc<dyn Flows>,
@@ -118,6 +120,7 @@ impl Controller {
             asked: analysis::Asked::new(),
             shares: BTreeMap::new(),
             digests: BTreeMap::new(),
+            peers: Default::default(),
             plane: ports.plane,
             neighbors: ports.neighbors,
             flows,

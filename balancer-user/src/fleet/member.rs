@@ -29,6 +29,9 @@ pub struct Member {
     staged: Mutex<Option<State>>,
     /// The time to live of the leader lease it campaigns with (`--leader-ttl`).
     pub leader_ttl: Duration,
+    /// When this daemon started (Unix milliseconds): its data plane's counters that it
+    /// reports count from then.
+    pub started_ms: u64,
     /// The term it leads in and until when its lease surely lasts; none: it follows.
     leadership: Mutex<Option<(i64, Instant)>>,
 }
@@ -46,6 +49,9 @@ impl Member {
             revision: AtomicI64::new(0),
             staged: Mutex::new(None),
             leader_ttl: DEFAULT_LEADER_TTL,
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             leadership: Mutex::new(None),
         }
     }

@@ -84,21 +84,6 @@ pub fn decode(document: &[u8]) -> Result<Ruling, FleetError> {
     })
 }
 
-/// The checks of every host whose stored report reads (one that does not is skipped, and
-/// logged: it does not stop the others' from counting).
-pub fn reports(documents: &[Vec<u8>]) -> Vec<Checks> {
-    documents
-        .iter()
-        .filter_map(|document| match serde_json::from_slice(document) {
-            Ok(checks) => Some(checks),
-            Err(e) => {
-                tracing::warn!("a host's health report is not one, not counted: {e}");
-                None
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +162,5 @@ mod tests {
         let err = crate::error::one_line(&decode(b"{\"x\":1}").unwrap_err());
         assert!(err.contains("the fleet's health view is not one"), "{err}");
         assert_eq!(err.lines().count(), 1);
-        let read = reports(&[encode(&report(true, true)), b"nonsense".to_vec()]);
-        assert_eq!(read, vec![report(true, true)]);
     }
 }

@@ -25,7 +25,8 @@ use crate::{
         host,
         member::Member,
         remote::{Campaign, Stored},
-        ruling::{self, Ruling},
+        report::{self, Peers, Report},
+        ruling::{self, Checks, Ruling},
         FleetError,
     },
     history::Who,
@@ -340,8 +341,14 @@ impl Executor {
                         }
                         tracing::info!(term, host = member.host, "this host leads the fleet");
                         member.lead(term, sent + lasts);
-                        // Windows the former leader began counted its counters, not ours.
-                        match self.with_controller(|c| c.take_over()).await {
+                        // Windows the former leader began counted its counters, not ours;
+                        // the other hosts' counters count again from their next reports.
+                        let again = |c: &mut Controller| {
+                            let mut names = c.count_peers(Peers::default())?;
+                            names.extend(c.restart_windows()?);
+                            Ok(names)
+                        };
+                        match self.with_controller(again).await {
                             Ok(names) if !names.is_empty() => tracing::info!(
                                 ?names,
                                 "analysis windows in progress start again on this host"
@@ -389,9 +396,10 @@ impl Executor {
     }
 
     /// Keeps the fleet's health view until the daemon stops: every [`HEALTH_EVERY`], the
-    /// leader decides it from the live hosts' checks ([`ruling::decide`]) and stores it
-    /// while its term lasts; every host reads it and, when it changed, compiles its tables
-    /// from it ([`Controller::overrule`]).
+    /// leader reads the live hosts' reports, decides the view from their checks
+    /// ([`ruling::decide`]) and stores it while its term lasts, and takes the other hosts'
+    /// analysis counters ([`Controller::count_peers`]); every host reads the view and, when
+    /// it changed, compiles its tables from it ([`Controller::overrule`]).
     pub async fn rule_health(self: Arc<Self>) {
         let Some(member) = self.member.clone() else {
             return;
@@ -413,7 +421,7 @@ impl Executor {
                 Err(_) => continue,
             };
             let view = match member.leading() {
-                Some(term) => self.decide(&member, term, stored).await,
+                Some(term) => self.lead_health(&member, term, stored).await,
                 None => stored,
             };
             let Some(view) = view.filter(|v| applied.as_ref() != Some(v)) else {
@@ -427,21 +435,43 @@ impl Executor {
         }
     }
 
-    /// The leader's decision of the fleet's health view from the live hosts' checks, given
-    /// the `stored` one; stored when it differs, while the leader's term lasts. The view
-    /// the fleet holds after it (none: none stored yet).
-    async fn decide(
+    /// The leader's part: the live hosts' reports read, their counters handed to the
+    /// controller, and the view decided from their checks (see [`Executor::decide`]).
+    async fn lead_health(
         self: &Arc<Self>,
         member: &Arc<Member>,
         term: i64,
         stored: Option<Ruling>,
     ) -> Option<Ruling> {
         let reports = match member.remote.reports().await {
-            Ok(documents) => ruling::reports(&documents),
+            Ok(documents) => report::decode(&documents),
             Err(_) => return stored,
         };
+        let peers = Peers::of(&reports, &member.host);
+        match self.with_controller(move |c| c.count_peers(peers)).await {
+            Ok(names) if !names.is_empty() => tracing::info!(
+                ?names,
+                "the hosts that count changed: analysis windows in progress start again"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the other hosts' counters not taken: {}", one_line(&e)),
+        }
+        let checks: Vec<Checks> = reports.into_iter().map(|r| r.checks).collect();
+        self.decide(member, term, stored, &checks).await
+    }
+
+    /// The leader's decision of the fleet's health view from the live hosts' `checks`,
+    /// given the `stored` one; stored when it differs, while the leader's term lasts. The
+    /// view the fleet holds after it (none: none stored yet).
+    async fn decide(
+        self: &Arc<Self>,
+        member: &Arc<Member>,
+        term: i64,
+        stored: Option<Ruling>,
+        checks: &[Checks],
+    ) -> Option<Ruling> {
         let current = stored.clone().unwrap_or_default();
-        let next = ruling::decide(&current, &reports);
+        let next = ruling::decide(&current, checks);
         if stored.as_ref() == Some(&next) {
             return stored;
         }
@@ -464,6 +494,7 @@ impl Executor {
         let mut interval = tokio::time::interval(ANNOUNCE_EVERY);
         loop {
             interval.tick().await;
+            let unanswered = self.unanswered().unwrap_or_default();
             let record = {
                 let member = member.clone();
                 move |c: &mut Controller| {
@@ -473,10 +504,16 @@ impl Executor {
                         digests: c.digests().clone(),
                         seen_ms: c.now_ms(),
                     };
-                    Ok((record, c.own_checks()))
+                    let report = Report {
+                        host: member.host.clone(),
+                        started_ms: member.started_ms,
+                        checks: c.own_checks(),
+                        counters: c.own_counters(&unanswered)?,
+                    };
+                    Ok((record, report))
                 }
             };
-            let Ok((record, checks)) = self.with_controller(record).await else {
+            let Ok((record, report)) = self.with_controller(record).await else {
                 continue;
             };
             if let Err(e) = member
@@ -487,10 +524,10 @@ impl Executor {
                 tracing::debug!("renewing this host's record waits: {}", one_line(&e));
                 continue;
             }
-            // What this host's own checks say, for the leader's decision.
+            // What this host's own checks say and its analysis counters, for the leader.
             if let Err(e) = member
                 .remote
-                .report(&member.host, ruling::encode(&checks))
+                .report(&member.host, report::encode(&report))
                 .await
             {
                 tracing::debug!("publishing this host's checks waits: {}", one_line(&e));
@@ -864,24 +901,42 @@ mod tests {
         member.lead(term, Instant::now() + Duration::from_secs(60));
         // Two of three hosts see .101 down; one sees .102 down.
         let b = |a: &str| ip(a);
-        let report = |down101: bool, down102: bool| {
-            ruling::encode(&ruling::Checks::from([(
-                "web".to_string(),
-                [(b("198.18.0.101"), !down101), (b("198.18.0.102"), !down102)].into(),
-            )]))
+        let report = |host: &str, down101: bool, down102: bool| {
+            report::encode(&Report {
+                host: host.into(),
+                checks: Checks::from([(
+                    "web".to_string(),
+                    [(b("198.18.0.101"), !down101), (b("198.18.0.102"), !down102)].into(),
+                )]),
+                ..Report::default()
+            })
         };
-        remote.report("lb-1", report(true, false)).await.unwrap();
-        remote.report("lb-2", report(true, true)).await.unwrap();
-        remote.report("lb-3", report(false, false)).await.unwrap();
-        let view = executor.decide(&member, term, None).await.unwrap();
+        remote
+            .report("lb-1", report("lb-1", true, false))
+            .await
+            .unwrap();
+        remote
+            .report("lb-2", report("lb-2", true, true))
+            .await
+            .unwrap();
+        remote
+            .report("lb-3", report("lb-3", false, false))
+            .await
+            .unwrap();
+        let view = executor.lead_health(&member, term, None).await.unwrap();
         assert_eq!(view.get("web", b("198.18.0.101")), Some(false));
         assert_eq!(view.get("web", b("198.18.0.102")), Some(true));
         let held = ruling::decode(&remote.health().await.unwrap().unwrap()).unwrap();
         assert_eq!(held, view);
         // A host that no longer leads stores nothing.
         remote.expire_leader();
-        remote.report("lb-3", report(true, true)).await.unwrap();
-        let kept = executor.decide(&member, term, Some(view.clone())).await;
+        remote
+            .report("lb-3", report("lb-3", true, true))
+            .await
+            .unwrap();
+        let kept = executor
+            .lead_health(&member, term, Some(view.clone()))
+            .await;
         assert_eq!(kept, Some(view.clone()));
         assert_eq!(
             ruling::decode(&remote.health().await.unwrap().unwrap()).unwrap(),
