@@ -1267,4 +1267,36 @@ mod tests {
             Err("nothing to set: give --health KIND, --no-health or --forward MODE".into())
         );
     }
+
+    #[test]
+    fn the_leader_ttl_is_whole_seconds_from_1s_to_300s() {
+        let ttl = |text: &str| -> Result<Option<std::time::Duration>, String> {
+            let args = [
+                "balancer",
+                "daemon",
+                "--iface",
+                "eth0",
+                "--leader-ttl",
+                text,
+            ];
+            match Cli::try_parse_from(args) {
+                Ok(Cli {
+                    command: Command::Daemon(daemon),
+                    ..
+                }) => Ok(daemon.leader_ttl),
+                Ok(_) => Err("not the daemon".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(ttl("2s"), Ok(Some(std::time::Duration::from_secs(2))));
+        assert_eq!(ttl("5m"), Ok(Some(std::time::Duration::from_secs(300))));
+        for bad in ["1500ms", "0s", "301s", "soon"] {
+            let err = ttl(bad).unwrap_err();
+            assert!(err.contains("--leader-ttl"), "{bad}: {err}");
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        assert!(ttl("1500ms")
+            .unwrap_err()
+            .contains("whole seconds from 1s to 300s"));
+    }
 }
