@@ -5,7 +5,8 @@
 //! concurrent conflicting changes never lose one; with etcd stopped the hosts forward with
 //! the last state and refuse changes in one line, and catch up when it is back; a canary
 //! is driven by the leader alone, and when the leader is killed another host takes over
-//! within the lease's time to live and a second, at the same step; a backend's health is
+//! within the lease's time to live and a second, at the same step (a paused leader is
+//! replaced the same way, and follows when it resumes); a backend's health is
 //! decided once for the fleet (by a majority of the hosts that check it), so every host's
 //! tables stay the same.
 
@@ -535,6 +536,95 @@ fn a_canary_driven_by_the_leader_continues_at_the_same_step_when_the_leader_is_k
         );
         thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
+}
+
+/// A daemon stopped with SIGSTOP, continued (SIGCONT) when dropped.
+struct Paused(libc::pid_t);
+
+impl Paused {
+    fn new(pid: u32) -> Result<Self> {
+        let pid = libc::pid_t::try_from(pid)?;
+        // SAFETY: kill(2) with a process id of a daemon this test started.
+        ensure!(
+            unsafe { libc::kill(pid, libc::SIGSTOP) } == 0,
+            "SIGSTOP failed"
+        );
+        Ok(Self(pid))
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as in `Paused::new`.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_paused_leader_takes_no_stale_step_and_follows_when_it_resumes() -> Result<()> {
+    let fleet = Fleet::new("flpau")?;
+    fleet.web()?;
+    let first = leader(&fleet, 0, CONNECT_LIMIT)?;
+    let others: Vec<usize> = ALL.into_iter().filter(|i| *i != first).collect();
+    fleet
+        .host(others[0])
+        .ok(&canary_start("10,50,100", "3s", &[]))?;
+    // The leader is paused at step 1/3, past its lease: another host takes over and
+    // completes the canary.
+    let paused = Paused::new(fleet.host(first).pid().context("no daemon")?)?;
+    let stopped = Instant::now();
+    let limit = LEADER_TTL + Duration::from_secs(1);
+    loop {
+        let shown = fleet.fleet_status(others[0]).ok().and_then(|s| s.leader);
+        if shown.is_some_and(|name| name != format!("lb-{first}")) {
+            break;
+        }
+        ensure!(
+            stopped.elapsed() < limit,
+            "no host took over within {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    while !canaries(&fleet, &others)?
+        .iter()
+        .all(|c| c.outcome.is_some())
+    {
+        ensure!(start.elapsed() < CONNECT_LIMIT, "the canary did not end");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Resumed, the former leader (its timers due, its lease gone) takes no step of its
+    // own: it follows the stored canary, each step taken once.
+    drop(paused);
+    let start = Instant::now();
+    let done = loop {
+        let all = canaries(&fleet, &ALL)?;
+        if all.iter().all(|c| c.decisions == all[0].decisions) {
+            break all[0].clone();
+        }
+        ensure!(
+            start.elapsed() < CONNECT_LIMIT,
+            "the resumed host does not follow: {all:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(done.outcome == Some(Outcome::Completed), "{done:?}");
+    for step in ["step 1/3", "step 2/3", "step 3/3"] {
+        ensure!(taken(&done, step) == 1, "{step} not taken once: {done:?}");
+    }
+    let status = fleet.fleet_status(first)?;
+    ensure!(
+        status.leader != Some(format!("lb-{first}")),
+        "the paused host leads again: {status:?}"
+    );
+    let reference = fleet.host(others[0]).status()?;
+    fleet.converged(&reference, CONNECT_LIMIT)?;
+    // A second later still nothing new was stored by it.
+    thread::sleep(Duration::from_secs(1));
+    ensure!(canaries(&fleet, &ALL)?
+        .iter()
+        .all(|c| c.decisions == done.decisions));
     Ok(())
 }
 
