@@ -546,10 +546,8 @@ impl Paused {
     fn new(pid: u32) -> Result<Self> {
         let pid = libc::pid_t::try_from(pid)?;
         // SAFETY: kill(2) with a process id of a daemon this test started.
-        ensure!(
-            unsafe { libc::kill(pid, libc::SIGSTOP) } == 0,
-            "SIGSTOP failed"
-        );
+        let sent = unsafe { libc::kill(pid, libc::SIGSTOP) };
+        ensure!(sent == 0, "SIGSTOP failed");
         Ok(Self(pid))
     }
 }
