@@ -6,7 +6,8 @@
 //! the last state and refuse changes in one line, and catch up when it is back; a canary
 //! is driven by the leader alone, and when the leader is killed another host takes over
 //! within the lease's time to live and a second, at the same step (a paused leader is
-//! replaced the same way, and follows when it resumes); a backend's health is
+//! replaced the same way, and follows when it resumes); the leader judges analysis
+//! windows on the traffic of every host; a backend's health is
 //! decided once for the fleet (by a majority of the hosts that check it), so every host's
 //! tables stay the same.
 
@@ -21,7 +22,7 @@ use balancer_tests::{
     balancer::{Balancer, DaemonOptions, REFUSED},
     etcd::EtcdServer,
     lab::{canary_start, Lab},
-    traffic::LongLived,
+    traffic::{LongLived, NewConnections},
 };
 use balancer_user::{
     api::{FleetStatus, Health, Status},
@@ -536,6 +537,62 @@ fn a_canary_driven_by_the_leader_continues_at_the_same_step_when_the_leader_is_k
         );
         thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
+}
+
+#[test]
+fn the_leader_judges_analysis_windows_on_every_hosts_traffic() -> Result<()> {
+    let fleet = Fleet::new("flana")?;
+    fleet.web()?;
+    let first = leader(&fleet, 0, CONNECT_LIMIT)?;
+    let others: Vec<usize> = ALL.into_iter().filter(|i| *i != first).collect();
+    // New connections through the two other hosts only: the leader forwards none.
+    let streams: Vec<NewConnections> = others
+        .iter()
+        .map(|i| NewConnections::start(&fleet.labs[*i].client, Lab::vip(false)))
+        .collect();
+    let analysis = [
+        "--warmup",
+        "6s",
+        "--window",
+        "5s",
+        "--min-flows",
+        "10",
+        "--max-inconclusive",
+        "5",
+    ];
+    fleet
+        .host(others[0])
+        .ok(&canary_start("50,100", "1s", &analysis))?;
+    let start = Instant::now();
+    let done = loop {
+        let canary = canaries(&fleet, &[first])?.remove(0);
+        if canary.outcome.is_some() {
+            break canary;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(40),
+            "the canary did not end: {canary:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    for stream in streams {
+        stream.stop();
+    }
+    // Its windows counted the other hosts' new flows: they passed, and it completed.
+    ensure!(done.outcome == Some(Outcome::Completed), "{done:?}");
+    let passed = done
+        .decisions
+        .iter()
+        .find(|d| d.what.starts_with("analysis: window passed"))
+        .with_context(|| format!("no window passed: {done:?}"))?;
+    let own = fleet.host(first).status()?;
+    let forwarded: u64 = own.services[0].backends.iter().map(|b| b.new_flows).sum();
+    ensure!(
+        forwarded == 0,
+        "the leader forwarded {forwarded} new flows itself; {}",
+        passed.what
+    );
     Ok(())
 }
 
