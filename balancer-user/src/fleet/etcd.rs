@@ -74,9 +74,14 @@ impl Etcd {
     async fn leader_lease(&self, ttl: i64) -> Result<(i64, i64), FleetError> {
         let held = *self.leader_lease.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = held {
-            let left = keep_alive(&self.client, id).await?;
-            if left > 0 {
-                return Ok((id, left));
+            // An expired lease is an error of etcd's ("requested lease not found"), or a
+            // time to live of 0: either way a new one is granted (etcd away: that fails).
+            match keep_alive(&self.client, id).await {
+                Ok(left) if left > 0 => return Ok((id, left)),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("the leader lease is gone: {}", crate::error::one_line(&e))
+                }
             }
         }
         let granted = timed(self.client.clone().lease_grant(ttl, None)).await?;
@@ -224,8 +229,27 @@ impl Remote for Etcd {
     fn campaign(&self, host: &str, ttl: i64) -> Call<'_, Campaign> {
         let host = host.to_string();
         Box::pin(async move {
-            let (lease, left) = self.leader_lease(ttl).await?;
             let key = self.keys.leader();
+            // A read first: a host that follows sends nothing else while the key is held.
+            let held = *self.leader_lease.lock().unwrap_or_else(|e| e.into_inner());
+            let got = timed(self.client.clone().get(key.clone(), None)).await?;
+            if let Some(kv) = got.kvs().first() {
+                let leader = String::from_utf8_lossy(kv.value()).into_owned();
+                if Some(kv.lease()) != held || leader != host {
+                    return Ok(Campaign::Following {
+                        leader: Some(leader),
+                    });
+                }
+                // Ours: while its lease lives, so does the key, with the same term.
+                let (lease, left) = self.leader_lease(ttl).await?;
+                if Some(lease) == held {
+                    return Ok(Campaign::Leading {
+                        term: kv.create_revision(),
+                        ttl: left,
+                    });
+                }
+            }
+            let (lease, left) = self.leader_lease(ttl).await?;
             let put = PutOptions::new().with_lease(lease);
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
