@@ -267,6 +267,16 @@ pub enum Health {
     Down,
 }
 
+impl Health {
+    /// Up when `healthy`.
+    pub fn of(healthy: bool) -> Self {
+        match healthy {
+            true => Health::Up,
+            false => Health::Down,
+        }
+    }
+}
+
 impl std::fmt::Display for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -330,8 +340,12 @@ pub struct BackendStatus {
     /// What the backend's replies said: `nat` services only (their replies pass the LB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<Answers>,
-    /// Up or down, when the service has health checks.
+    /// Up or down, when the service has health checks (in a fleet: the fleet's view).
     pub health: Option<Health>,
+    /// In a fleet, what this host's own checks say when the fleet's view differs (the
+    /// fleet's view decides the tables); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_health: Option<Health>,
     /// When the health last changed (Unix milliseconds), if since the daemon started.
     pub health_changed_at_ms: Option<u64>,
     /// Why the last check failed, if it did.
@@ -439,8 +453,8 @@ pub struct FleetStatus {
     pub store: String,
     /// The stored revision the answering daemon's state is.
     pub revision: i64,
-    /// The host that drives timed steps for the fleet: none yet (leader election is not
-    /// there yet; each daemon drives its own).
+    /// The host that leads the fleet (holds `PREFIX/leader`: drives the timed work and
+    /// decides health); none while no host holds it (a takeover in progress).
     pub leader: Option<String>,
     /// The answering daemon's time (Unix milliseconds), for the hosts' ages.
     pub now_ms: u64,

@@ -287,6 +287,12 @@ pub struct DaemonArgs {
     /// send them this host's. Needs --store. Off without it.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_sync_listen)]
     pub sync_listen: Option<std::net::SocketAddr>,
+    /// In a fleet: the time to live of the leader's lease in etcd, whole seconds from 1s to
+    /// 300s (etcd raises a shorter one to its minimum, 2s by default) [default: 3s]. The
+    /// leader renews it every third of it; when the leader dies, another host takes over
+    /// within it and about a second.
+    #[arg(long, value_name = "DURATION", value_parser = parse_leader_ttl)]
+    pub leader_ttl: Option<std::time::Duration>,
     /// How the log on standard error is written: text lines, or one JSON object a line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -917,6 +923,16 @@ fn parse_host_name(text: &str) -> Result<String, String> {
     }
 }
 
+fn parse_leader_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    match ttl.subsec_nanos() == 0 && (1..=300).contains(&ttl.as_secs()) {
+        true => Ok(ttl),
+        false => Err(format!(
+            "{text:?} is not a leader lease: whole seconds from 1s to 300s"
+        )),
+    }
+}
+
 fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
     text.parse()
         .map_err(|_| format!("{text:?} is not a CIDR prefix (ADDR/LEN)"))
@@ -1321,5 +1337,37 @@ mod tests {
             operation(&["service", "set", "web"]),
             Err("nothing to set: give --health KIND, --no-health or --forward MODE".into())
         );
+    }
+
+    #[test]
+    fn the_leader_ttl_is_whole_seconds_from_1s_to_300s() {
+        let ttl = |text: &str| -> Result<Option<std::time::Duration>, String> {
+            let args = [
+                "balancer",
+                "daemon",
+                "--iface",
+                "eth0",
+                "--leader-ttl",
+                text,
+            ];
+            match Cli::try_parse_from(args) {
+                Ok(Cli {
+                    command: Command::Daemon(daemon),
+                    ..
+                }) => Ok(daemon.leader_ttl),
+                Ok(_) => Err("not the daemon".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(ttl("2s"), Ok(Some(std::time::Duration::from_secs(2))));
+        assert_eq!(ttl("5m"), Ok(Some(std::time::Duration::from_secs(300))));
+        for bad in ["1500ms", "0s", "301s", "soon"] {
+            let err = ttl(bad).unwrap_err();
+            assert!(err.contains("--leader-ttl"), "{bad}: {err}");
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        assert!(ttl("1500ms")
+            .unwrap_err()
+            .contains("whole seconds from 1s to 300s"));
     }
 }

@@ -309,6 +309,10 @@ fn fleet_flags(args: &DaemonArgs) -> Result<(), Refused> {
         let alone = "--sync-listen syncs flows with a fleet's other hosts: give --store too";
         return Err(Refused::Request(alone.into()));
     }
+    if args.leader_ttl.is_some() {
+        let alone = "--leader-ttl is the lease of a fleet's leader: give --store too";
+        return Err(Refused::Request(alone.into()));
+    }
     Ok(())
 }
 
@@ -342,6 +346,9 @@ async fn run_daemon(args: DaemonArgs, socket: &Path) -> anyhow::Result<()> {
             host: args
                 .host_name
                 .unwrap_or_else(crate::fleet::host::system_name),
+            leader_ttl: args
+                .leader_ttl
+                .unwrap_or(crate::fleet::member::DEFAULT_LEADER_TTL),
         }),
         requested: Requested {
             conntrack_size: args.conntrack_size,

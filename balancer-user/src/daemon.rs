@@ -84,6 +84,8 @@ pub struct Fleet {
     pub store: StoreUrl,
     /// This host's name in it.
     pub host: String,
+    /// The time to live of the leader's lease (`--leader-ttl`).
+    pub leader_ttl: std::time::Duration,
 }
 
 /// Attaches the data plane and starts the controller on the kernel's ports; in a fleet,
@@ -190,7 +192,8 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
             info!(store = %fleet.store, host, "the desired state is the fleet's");
             Some(Arc::new(
                 Member::new(Arc::new(remote), host, fleet.store.to_string())
-                    .syncing(config.sync_listen),
+                    .syncing(config.sync_listen)
+                    .with_leader_ttl(fleet.leader_ttl),
             ))
         }
         None => None,
@@ -244,12 +247,15 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         executor.announce_with(announcer);
         tokio::spawn(executor.clone().announce_vips())
     });
-    // In a fleet: follow the store, store the daemon's own changes, renew the host record.
+    // In a fleet: follow the store, store the daemon's own changes, renew the host record,
+    // campaign for the leadership, keep the fleet's health view.
     let fleet_tasks = match in_fleet {
         true => vec![
             tokio::spawn(executor.clone().follow_store()),
             tokio::spawn(executor.clone().store_staged()),
             tokio::spawn(executor.clone().announce()),
+            tokio::spawn(executor.clone().campaign()),
+            tokio::spawn(executor.clone().rule_health()),
         ],
         false => Vec::new(),
     };
@@ -297,6 +303,7 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
         }
     };
     let listener = Bounded::new(listener, MAX_CONNECTIONS, IDLE);
+    let resigning = executor.clone();
     let app = router(executor).into_make_service_with_connect_info::<Peer>();
     let server = tokio::spawn(
         axum::serve(listener, app)
@@ -315,6 +322,8 @@ pub async fn run(config: DaemonConfig, socket: &Path) -> anyhow::Result<()> {
     }
     fleet_tasks.iter().for_each(|task| task.abort());
     sync_tasks.iter().for_each(|task| task.abort());
+    // A leader that stops hands the leadership over at once.
+    resigning.resign().await;
     if let Some(scraper) = scraper {
         scraper.abort();
     }

@@ -344,6 +344,7 @@ mod tests {
         ("host_name", r#""lb-1""#),
         ("announce_table", "100"),
         ("sync_listen", r#""198.18.1.1:7070""#),
+        ("leader_ttl", r#""2s""#),
         ("socket", r#""/run/lb.sock""#),
     ];
 

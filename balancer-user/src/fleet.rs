@@ -9,6 +9,12 @@
 //! stays the daemon's last copy ([`cache`]): a daemon that starts while etcd is down
 //! forwards with it and catches up when etcd answers. [`remote`] is the store as the daemon
 //! sees it; [`etcd`] its implementation with etcd's client.
+//!
+//! One daemon leads ([`member::Member::leading`]): it holds `PREFIX/leader` under a lease
+//! of `--leader-ttl` and alone drives the fleet's timed work; its own changes are stored
+//! only while its term lasts ([`commit::commit_fenced`]). Each host publishes what its own
+//! health checks say; the leader decides the fleet's view of each backend from them
+//! ([`ruling`]) and stores it, and every host compiles its tables from that view.
 
 pub mod cache;
 pub mod commit;
@@ -17,6 +23,8 @@ pub mod host;
 pub mod keys;
 pub mod member;
 pub mod remote;
+pub mod report;
+pub mod ruling;
 pub mod url;
 pub mod view;
 
@@ -42,6 +50,13 @@ pub enum FleetError {
         revision: i64,
         /// What is wrong.
         why: String,
+    },
+    /// A leader's own change, refused because its term is over (its lease expired: another
+    /// host leads now, or none does).
+    #[error("this daemon no longer leads the fleet (term {term} is over)")]
+    Deposed {
+        /// The term the change was made in.
+        term: i64,
     },
     /// The daemon runs alone: its state is a file.
     #[error("this daemon keeps its state in a file, not in a fleet's store (daemon --store)")]

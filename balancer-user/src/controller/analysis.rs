@@ -3,7 +3,10 @@
 //! for services whose replies pass the LB the reply-side ones — handing out the questions
 //! for external gates (once each, to be asked off the lock), and taking their answers.
 
-use std::{collections::HashSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+};
 
 use balancer_common::ReplyStats;
 
@@ -11,6 +14,7 @@ use super::Controller;
 use crate::{
     dataplane::FlowCounts,
     error::Error,
+    fleet::report::{Counted, Peers},
     release::{
         analysis::{GateResult, Pair, Question, Sample},
         canary, rollout,
@@ -47,7 +51,7 @@ impl Controller {
             let service = &self.state.services[&name];
             let Some(c) = &service.canary else { continue };
             // Old group: from; new group: to.
-            let sample = self.sample(service, unanswered, |group, _| {
+            let sample = self.sample(&name, service, unanswered, |group, _| {
                 (group == c.from)
                     .then_some(false)
                     .or((group == c.to).then_some(true))
@@ -59,7 +63,7 @@ impl Controller {
             let Some(r) = &service.rollout else { continue };
             // The rest of the group against the NEW under comparison.
             let compared = r.compared();
-            let sample = self.sample(service, unanswered, |group, addr| {
+            let sample = self.sample(&name, service, unanswered, |group, addr| {
                 (group == r.group).then_some(addr == compared)
             })?;
             self.change(|s, now_ms| rollout::analyse(s, &name, sample, now_ms))?;
@@ -67,11 +71,12 @@ impl Controller {
         Ok(())
     }
 
-    /// The signals of two sets of backends of `service`, summed: `side(group, addr)` puts a
-    /// backend on the old side (false), the new side (true) or neither (none). Reply
-    /// counters are read only for a service whose replies pass the LB.
+    /// The signals of two sets of backends of service `name`, summed: `side(group, addr)`
+    /// puts a backend on the old side (false), the new side (true) or neither (none). In a
+    /// fleet, the leader adds the other hosts' counters of each backend ([`Peers`]).
     fn sample(
         &self,
+        name: &str,
         service: &Service,
         unanswered: &FlowCounts,
         side: impl Fn(&str, IpAddr) -> Option<bool>,
@@ -83,21 +88,109 @@ impl Controller {
                 Some(true) => &mut pair.to,
                 None => continue,
             };
-            let counters = self.plane.backend_counters(b.index)?;
-            let replies = match service.forward.mode.translated() {
-                true => self.plane.reply_counters(b.index)?,
-                false => ReplyStats::default(),
-            };
-            into.add(&Sample {
-                new_flows: counters.new_flows,
-                handshake_failures: unanswered.get(&(b.index, b.epoch)).copied().unwrap_or(0),
-                resets: counters.resets,
-                syn_retransmits: counters.syn_retransmits,
-                backend_resets: replies.resets,
-                handshake_buckets: replies.buckets,
-            });
+            into.add(&self.counted(service, b, unanswered)?);
+            if let Some(peers) = self.peers.get(name, b.addr, b.epoch) {
+                into.add(peers);
+            }
         }
         Ok(pair)
+    }
+
+    /// This host's signals of backend `b` of `service`. Reply counters are read only for a
+    /// service whose replies pass the LB.
+    fn counted(
+        &self,
+        service: &Service,
+        b: &crate::state::BackendEntry,
+        unanswered: &FlowCounts,
+    ) -> Result<Sample, Error> {
+        let counters = self.plane.backend_counters(b.index)?;
+        let replies = match service.forward.mode.translated() {
+            true => self.plane.reply_counters(b.index)?,
+            false => ReplyStats::default(),
+        };
+        Ok(Sample {
+            new_flows: counters.new_flows,
+            handshake_failures: unanswered.get(&(b.index, b.epoch)).copied().unwrap_or(0),
+            resets: counters.resets,
+            syn_retransmits: counters.syn_retransmits,
+            backend_resets: replies.resets,
+            handshake_buckets: replies.buckets,
+        })
+    }
+
+    /// In a fleet: this host's counters of every backend of the services whose canary or
+    /// rollout is analysed, for the leader (with the `unanswered` flows counted so far).
+    pub fn own_counters(
+        &self,
+        unanswered: &FlowCounts,
+    ) -> Result<BTreeMap<String, BTreeMap<IpAddr, Counted>>, Error> {
+        let mut counters = BTreeMap::new();
+        for (name, service) in &self.state.services {
+            let canary = service.canary.as_ref().filter(|c| c.outcome.is_none());
+            let rollout = service.rollout.as_ref().filter(|r| r.outcome.is_none());
+            let analysed = canary.is_some_and(|c| c.analysis.is_some())
+                || rollout.is_some_and(|r| r.analysis.is_some());
+            if !analysed {
+                continue;
+            }
+            let mut backends = BTreeMap::new();
+            for (_, b) in service.backends() {
+                let sample = self.counted(service, b, unanswered)?;
+                backends.insert(
+                    b.addr,
+                    Counted {
+                        epoch: b.epoch,
+                        sample,
+                    },
+                );
+            }
+            counters.insert(name.clone(), backends);
+        }
+        Ok(counters)
+    }
+
+    /// For the fleet's leader: the other live hosts' counters, added to its own in every
+    /// analysis window from now on. When the hosts that count are not the same as before
+    /// (one joined, left or restarted), every window in progress starts again
+    /// ([`Controller::restart_windows`]): a window counts the same hosts from its start to
+    /// its end. The services whose windows started again.
+    pub fn count_peers(&mut self, peers: Peers) -> Result<Vec<String>, Error> {
+        let moved = peers.counted_by != self.peers.counted_by;
+        self.peers = peers;
+        match moved {
+            true => self.restart_windows(),
+            false => Ok(Vec::new()),
+        }
+    }
+
+    /// Starts every analysis window in progress again from the counters as they are now
+    /// (see [`crate::release::analysis::Analysis::remeasure`]), as a change of its own (in
+    /// a fleet: stored, fenced by the leader's term): for a daemon that has just become
+    /// the fleet's leader (the former leader's counters are not its own), and when the
+    /// hosts that count change. The services whose windows started again.
+    pub fn restart_windows(&mut self) -> Result<Vec<String>, Error> {
+        let now_ms = self.clock.now_ms();
+        let mut next = self.state.clone();
+        let mut names = Vec::new();
+        for (name, service) in &mut next.services {
+            let canary = service.canary.as_mut().and_then(|c| c.analysis.as_mut());
+            let rollout = service.rollout.as_mut().and_then(|r| r.analysis.as_mut());
+            let mut again = false;
+            for analysis in canary.into_iter().chain(rollout) {
+                again |= analysis.remeasure(now_ms);
+            }
+            if again {
+                names.push(name.clone());
+            }
+        }
+        if !names.is_empty() {
+            self.change(move |s, _| {
+                *s = next;
+                Ok::<(), Error>(())
+            })?;
+        }
+        Ok(names)
     }
 
     /// The open questions not handed out yet; each is handed out once (again after a
@@ -202,16 +295,16 @@ mod tests {
         rig.clock.set(t0 + 6000);
         let counts = count(&rig, &c, 0, 0);
         assert!(c.sampling_due());
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         // The interval (5 s) passes, no window has: the step holds.
         rig.clock.set(t0 + 8000);
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         assert_eq!(shares(&c), [9000, 1000], "held without a verdict");
         // The window ends with 200 clean new flows on green: passed, and the step is taken
         // in the same tick.
         rig.clock.set(t0 + 16_000);
         let counts = count(&rig, &c, 900, 200);
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         assert_eq!(shares(&c), [0, 10_000]);
         let canary = canary(&c);
         assert_eq!(canary.outcome, Some(Outcome::Completed));
@@ -231,6 +324,140 @@ mod tests {
     }
 
     #[test]
+    fn a_new_leader_starts_the_window_in_progress_again_from_its_own_counters() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
+            .unwrap();
+        // Still warming up: nothing to start again.
+        assert!(c.restart_windows().unwrap().is_empty());
+        // A window begins on the former leader's counters (900 and 200 so far).
+        rig.clock.set(t0 + 6000);
+        c.tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
+            .unwrap();
+        assert!(matches!(
+            canary(&c).analysis.unwrap().stage,
+            crate::release::analysis::Stage::Measuring { .. }
+        ));
+        // This host takes over with counters of its own (fewer): the window starts again
+        // at once, and the next tick takes its base from them.
+        rig.clock.set(t0 + 7000);
+        assert_eq!(c.restart_windows().unwrap(), ["web"]);
+        assert_eq!(
+            canary(&c).analysis.unwrap().stage,
+            crate::release::analysis::Stage::Warming {
+                until_ms: t0 + 7000
+            }
+        );
+        assert!(
+            c.restart_windows().unwrap().is_empty(),
+            "started again twice"
+        );
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
+        // Ten seconds later, 200 clean new flows on green counted from this host's base:
+        // the window passes (on the former base the counters would have gone back).
+        rig.clock.set(t0 + 17_000);
+        c.tick_counted(None, Some(&count(&rig, &c, 100, 200)), true)
+            .unwrap();
+        assert_eq!(
+            canary(&c).outcome,
+            Some(Outcome::Completed),
+            "{:?}",
+            canary(&c)
+        );
+    }
+
+    /// Other hosts' counters, summed: `green` new flows on each of web's green backends,
+    /// counted by `hosts` (each started at 1).
+    fn peers(c: &Controller, hosts: &[&str], green: u64) -> Peers {
+        let web = c.state().service("web").unwrap();
+        let mut backends = BTreeMap::new();
+        for (g, b) in web.backends() {
+            if web.groups[g].name == "green" {
+                let sample = Sample {
+                    new_flows: green,
+                    ..Sample::default()
+                };
+                backends.insert(
+                    b.addr,
+                    Counted {
+                        epoch: b.epoch,
+                        sample,
+                    },
+                );
+            }
+        }
+        Peers {
+            counted_by: hosts.iter().map(|h| (h.to_string(), 1)).collect(),
+            counters: [("web".to_string(), backends)].into(),
+        }
+    }
+
+    #[test]
+    fn the_leader_judges_a_window_on_the_whole_fleets_counters() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
+            .unwrap();
+        c.count_peers(peers(&c, &["lb-1", "lb-2"], 0)).unwrap();
+        rig.clock.set(t0 + 6000);
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
+        // This host saw 60 new flows on green, too few (100) for a verdict alone; the two
+        // other hosts 70 more each: the fleet's 200 pass the window.
+        rig.clock.set(t0 + 16_000);
+        c.count_peers(peers(&c, &["lb-1", "lb-2"], 140)).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 300, 60)), true)
+            .unwrap();
+        let done = canary(&c);
+        assert_eq!(done.outcome, Some(Outcome::Completed), "{done:?}");
+        assert!(
+            done.decisions[1]
+                .what
+                .ends_with("green 200 new flows, blue 600"),
+            "{:?}",
+            done.decisions
+        );
+    }
+
+    #[test]
+    fn a_window_starts_again_when_the_hosts_that_count_change() {
+        let rig = Rig::new(sample());
+        let mut c = rig.start();
+        let t0 = rig.clock.now_ms();
+        c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
+            .unwrap();
+        assert!(c
+            .count_peers(peers(&c, &["lb-1", "lb-2"], 0))
+            .unwrap()
+            .is_empty());
+        rig.clock.set(t0 + 6000);
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
+        // The same hosts with more counted: the window goes on.
+        rig.clock.set(t0 + 8000);
+        assert!(c
+            .count_peers(peers(&c, &["lb-1", "lb-2"], 40))
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            canary(&c).analysis.unwrap().stage,
+            crate::release::analysis::Stage::Measuring { since_ms, .. } if since_ms == t0 + 6000
+        ));
+        // lb-2 is gone: its counters leave the sum, and the window starts again.
+        assert_eq!(c.count_peers(peers(&c, &["lb-1"], 40)).unwrap(), ["web"]);
+        assert_eq!(
+            canary(&c).analysis.unwrap().stage,
+            crate::release::analysis::Stage::Warming {
+                until_ms: t0 + 8000
+            }
+        );
+    }
+
+    #[test]
     fn failing_signals_roll_back_in_one_write_with_the_values() {
         let rig = Rig::new(sample());
         let mut c = rig.start();
@@ -238,7 +465,8 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", plan(vec![]), now))
             .unwrap();
         rig.clock.set(t0 + 6000);
-        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
         rig.clock.set(t0 + 16_000);
         let mut counts = count(&rig, &c, 900, 200);
         let web = c.state().service("web").unwrap();
@@ -255,7 +483,7 @@ mod tests {
             .unwrap()
             .resets = 2;
         let writes = rig.plane.maps().writes;
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         assert_eq!(shares(&c), [10_000, 0]);
         assert_eq!(
             rig.plane.maps().writes,
@@ -323,7 +551,8 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", timed_plan(), now))
             .unwrap();
         rig.clock.set(t0 + 6000);
-        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
         rig.clock.set(t0 + 16_000);
         let counts = count(&rig, &c, 900, 200);
         // Blue's handshakes all within 100 µs; 150 of green's 200 above 1 s (dropped SYNs).
@@ -336,7 +565,7 @@ mod tests {
             }
             rig.plane.maps().answers.insert(b.index, answers);
         }
-        c.tick_counted(None, Some(&counts)).unwrap();
+        c.tick_counted(None, Some(&counts), true).unwrap();
         let canary = canary(&c);
         assert_eq!(canary.outcome, Some(Outcome::RolledBack));
         assert_eq!(
@@ -398,16 +627,17 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", plan(vec![gate]), now))
             .unwrap();
         rig.clock.set(t0 + 6000);
-        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
         rig.clock.set(t0 + 16_000);
         let tick = c
-            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
             .unwrap();
         assert_eq!(tick.questions.len(), 1);
         let ticket = tick.questions[0].ticket;
         assert_eq!(shares(&c), [9000, 1000], "no step before the gate answers");
         let again = c
-            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
             .unwrap();
         assert!(again.questions.is_empty(), "asked once");
         let before = c.state().clone();
@@ -419,7 +649,7 @@ mod tests {
             detail: "1 within bounds".into(),
         };
         c.answer("web", ticket, vec![up]).unwrap();
-        c.tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+        c.tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
             .unwrap();
         assert_eq!(shares(&c), [0, 10_000], "the step follows the gate's go");
     }
@@ -438,14 +668,15 @@ mod tests {
         c.change(|s, now| canary::start(s, "web", plan(vec![gate]), now))
             .unwrap();
         rig.clock.set(t0 + 6000);
-        c.tick_counted(None, Some(&count(&rig, &c, 0, 0))).unwrap();
+        c.tick_counted(None, Some(&count(&rig, &c, 0, 0)), true)
+            .unwrap();
         rig.clock.set(t0 + 16_000);
         let asked = c
-            .tick_counted(None, Some(&count(&rig, &c, 900, 200)))
+            .tick_counted(None, Some(&count(&rig, &c, 900, 200)), true)
             .unwrap();
         drop(c);
         let mut restarted = rig.start();
-        let tick = restarted.tick_counted(None, None).unwrap();
+        let tick = restarted.tick_counted(None, None, true).unwrap();
         assert_eq!(tick.questions, asked.questions);
     }
 }

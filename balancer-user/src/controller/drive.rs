@@ -47,7 +47,7 @@ impl Controller {
             true => Some(self.flows.count(self.settings.flow_idle)?),
             false => None,
         };
-        self.tick_counted(flows, Some(&FlowCounts::new()))
+        self.tick_counted(flows, Some(&FlowCounts::new()), true)
     }
 
     /// Whether the next tick wants the active flows counted (for drains and retired
@@ -60,27 +60,44 @@ impl Controller {
     /// Like [`Controller::tick`], with the active flows counted by the caller when
     /// [`Controller::counting_due`] said so, and the unanswered flows when
     /// [`Controller::sampling_due`] said so; without them, drains, retirements and analysis
-    /// windows wait for a tick that has them.
+    /// windows wait for a tick that has them. Only a daemon that `drives` (alone, or the
+    /// fleet's leader) takes the release strategies' steps; every one runs its health
+    /// checks and its own upkeep of the data plane.
     pub fn tick_counted(
         &mut self,
         flows: Option<FlowCounts>,
         unanswered: Option<&FlowCounts>,
+        drives: bool,
     ) -> Result<Tick, Error> {
         let now_ms = self.clock.now_ms();
         let mut locate = Vec::new();
-        deferred(self.analyse(now_ms, unanswered), &mut locate)?;
-        if canary::any_due(&self.state, now_ms) {
-            deferred(self.change(canary::step_due), &mut locate)?;
+        if drives {
+            self.drive(now_ms, flows, unanswered, &mut locate)?;
         }
-        deferred(self.auto_rollback(), &mut locate)?;
-        deferred(self.step_operations(now_ms, flows.as_ref()), &mut locate)?;
-        deferred(self.end_flip_drains(now_ms), &mut locate)?;
         deferred(self.close_idle_vip_ports(now_ms), &mut locate)?;
         Ok(Tick {
             checks: self.health.due(&self.state, now_ms),
             locate,
             questions: self.new_questions(),
         })
+    }
+
+    /// The release strategies' steps that are due: analyses, canary steps and automatic
+    /// rollbacks, rollouts, drains and retirements, flip drain ends.
+    fn drive(
+        &mut self,
+        now_ms: u64,
+        flows: Option<FlowCounts>,
+        unanswered: Option<&FlowCounts>,
+        locate: &mut Vec<IpAddr>,
+    ) -> Result<(), Error> {
+        deferred(self.analyse(now_ms, unanswered), locate)?;
+        if canary::any_due(&self.state, now_ms) {
+            deferred(self.change(canary::step_due), locate)?;
+        }
+        deferred(self.auto_rollback(), locate)?;
+        deferred(self.step_operations(now_ms, flows.as_ref()), locate)?;
+        deferred(self.end_flip_drains(now_ms), locate)
     }
 
     /// Every [`VIP_PORT_CHECK_MS`], lets the data plane take the ports of former VIPs
@@ -139,7 +156,7 @@ impl Controller {
         let mut next = self.state.clone();
         let health = &self.health;
         rollout::step_all(&mut next, now_ms, |service: &str, addr: IpAddr| {
-            health.get(service, addr).is_some_and(|h| h.healthy)
+            health.healthy(service, addr).unwrap_or(false)
         })?;
         let counting =
             (drain::any_running(&next) || retiring(&next)) && now_ms >= self.next_drain_check_ms;
@@ -153,7 +170,7 @@ impl Controller {
             }
             let timeout_ms =
                 u64::try_from(self.settings.retire_timeout.as_millis()).unwrap_or(u64::MAX);
-            let dead = |service: &str, addr| health.get(service, addr).is_some_and(|h| !h.healthy);
+            let dead = |service: &str, addr| health.healthy(service, addr) == Some(false);
             for (service, addr, why) in next.end_retirements(now_ms, timeout_ms, active, dead) {
                 tracing::info!(service, %addr, ?why, "retired backend gone");
             }

@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// The hash seed of the rig's controller.
-const SEED: u64 = 7;
+pub(crate) const SEED: u64 = 7;
 
 /// The retire timeout of controllers on fakes.
 pub(crate) const RETIRE_TIMEOUT: Duration = Duration::from_secs(3600);

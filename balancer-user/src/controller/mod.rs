@@ -79,6 +79,8 @@ pub struct Controller {
     shares: BTreeMap<String, BTreeMap<IpAddr, f64>>,
     /// The digest of each service's tables as last written (see [`crate::digest`]).
     digests: BTreeMap<String, String>,
+    /// In a fleet's leader: the other live hosts' analysis counters.
+    peers: crate::fleet::report::Peers,
     plane: Box<dyn Plane>,
     neighbors: Arc<dyn Neighbors>,
     flows: Arc<dyn Flows>,
@@ -118,6 +120,7 @@ impl Controller {
             asked: analysis::Asked::new(),
             shares: BTreeMap::new(),
             digests: BTreeMap::new(),
+            peers: Default::default(),
             plane: ports.plane,
             neighbors: ports.neighbors,
             flows,
@@ -488,6 +491,7 @@ impl Controller {
             tracing::debug!(service = job.service, %addr, "health check failed: {why}");
         }
         let now_ms = self.clock.now_ms();
+        let before = self.health.down(&job.service);
         if !self
             .health
             .report(&job.service, addr, result, &job.check, now_ms)
@@ -513,15 +517,56 @@ impl Controller {
         if let Err(e) = self.store.save_health(&self.health.record()) {
             tracing::warn!("storing backend health failed: {}", one_line(&e));
         }
-        let Some(service) = self.state.services.get(&job.service) else {
+        // In a fleet the fleet's view may overrule this host's result: then nothing moves.
+        if self.health.down(&job.service) == before {
+            return Ok(());
+        }
+        self.rewrite(&job.service)
+    }
+
+    /// Takes the fleet's view of its backends' health (`daemon --store`; decided by the
+    /// leader from every host's checks): from now on it overrules this host's own results,
+    /// and the tables of every service whose backends it moves are written again.
+    pub fn overrule(
+        &mut self,
+        fleet: BTreeMap<String, BTreeMap<IpAddr, bool>>,
+    ) -> Result<(), Error> {
+        let names: Vec<String> = self.state.services.keys().cloned().collect();
+        let before: BTreeMap<String, BTreeSet<IpAddr>> = names
+            .iter()
+            .map(|name| (name.clone(), self.health.down(name)))
+            .collect();
+        self.health.overrule(fleet);
+        for name in names {
+            let down = self.health.down(&name);
+            if down != before[&name] {
+                tracing::info!(
+                    service = name,
+                    ?down,
+                    "the fleet's health view moved backends"
+                );
+                self.rewrite(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What this host's own health checks say of each checked backend (up: `true`).
+    pub fn own_checks(&self) -> BTreeMap<String, BTreeMap<IpAddr, bool>> {
+        self.health.own()
+    }
+
+    /// Compiles service `name`'s tables with the backends down now and writes them.
+    fn rewrite(&mut self, name: &str) -> Result<(), Error> {
+        let Some(service) = self.state.services.get(name) else {
             return Ok(());
         };
-        let compiled = compile(service, self.settings.seed, &self.health.down(&job.service))?;
+        let compiled = compile(service, self.settings.seed, &self.health.down(name))?;
         self.plane
             .write_service(service.slot, service.vip.key(), &compiled.image)?;
         self.digests
-            .insert(job.service.clone(), digest(&compiled.image));
-        self.shares.insert(job.service.clone(), compiled.shares);
+            .insert(name.to_string(), digest(&compiled.image));
+        self.shares.insert(name.to_string(), compiled.shares);
         Ok(())
     }
 

@@ -63,7 +63,10 @@ impl Controller {
                 backends.push(BackendStatus {
                     answers,
                     drain: b.drain,
-                    health: health.map(|h| if h.healthy { Health::Up } else { Health::Down }),
+                    health: self.health.healthy(name, b.addr).map(Health::of),
+                    own_health: health
+                        .filter(|h| Some(h.healthy) != self.health.healthy(name, b.addr))
+                        .map(|h| Health::of(h.healthy)),
                     health_changed_at_ms: health.and_then(|h| h.last_change_ms),
                     health_error: health.and_then(|h| h.last_error.clone()),
                     addr: b.addr,

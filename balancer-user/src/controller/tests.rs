@@ -811,3 +811,101 @@ fn a_retired_backend_is_followed_too() {
     let entry = rig.plane.maps().backends[&index];
     assert_eq!((entry.dst_mac, entry.epoch), ([2, 0, 0, 0, 0xb0, 2], epoch));
 }
+
+#[test]
+fn a_daemon_that_does_not_drive_takes_no_timed_step_and_keeps_checking() {
+    let rig = Rig::new(checked_sample());
+    let mut controller = rig.start();
+    apply(
+        &mut controller,
+        Change::StartCanary {
+            service: "web".into(),
+            plan: CanaryPlan {
+                from: "blue".into(),
+                to: "green".into(),
+                steps: vec![bp(5000), BasisPoints::ALL],
+                interval_ms: 1000,
+                auto_rollback: None,
+                analysis: None,
+            },
+        },
+    )
+    .unwrap();
+    let before = controller.state().clone();
+    rig.clock.advance(1000);
+    let unanswered = crate::dataplane::FlowCounts::new();
+    let tick = controller
+        .tick_counted(None, Some(&unanswered), false)
+        .unwrap();
+    assert_eq!(controller.state(), &before, "a follower stepped the canary");
+    assert!(
+        !tick.checks.is_empty(),
+        "a follower still checks its backends"
+    );
+    controller
+        .tick_counted(None, Some(&unanswered), true)
+        .unwrap();
+    let canary = controller.state().service("web").unwrap().canary.clone();
+    assert_eq!(canary.unwrap().outcome, Some(Outcome::Completed));
+}
+
+#[test]
+fn the_fleets_health_view_decides_the_tables_over_the_hosts_own_checks() {
+    let rig = Rig::new(checked_sample());
+    let mut controller = rig.start();
+    let web = controller.state().service("web").unwrap().clone();
+    let tables = |down: &[&str]| {
+        let down = down.iter().map(|a| ip(a)).collect();
+        crate::compile::compile(&web, super::fakes::SEED, &down)
+            .unwrap()
+            .image
+    };
+    let live = |rig: &Rig| rig.plane.maps().live[&web.slot].clone();
+    assert_eq!(live(&rig), tables(&[]));
+    // The fleet takes .101 out: this host's tables follow, though its own checks pass.
+    controller
+        .overrule([("web".to_string(), [(ip("198.18.0.101"), false)].into())].into())
+        .unwrap();
+    assert_eq!(live(&rig), tables(&["198.18.0.101"]));
+    // This host's own check of .102 fails (fall 1): the fleet's view keeps .102 up, so
+    // the tables stay, and the host's own result is what it publishes.
+    controller
+        .overrule(
+            [(
+                "web".to_string(),
+                [(ip("198.18.0.101"), false), (ip("198.18.0.102"), true)].into(),
+            )]
+            .into(),
+        )
+        .unwrap();
+    let writes = rig.plane.maps().writes;
+    let job = crate::health::CheckJob {
+        service: "web".into(),
+        target: "198.18.0.102:80".parse().unwrap(),
+        check: web.health.clone().unwrap(),
+    };
+    controller
+        .report_check(&job, Err("refused".into()))
+        .unwrap();
+    assert_eq!(rig.plane.maps().writes, writes, "the tables were written");
+    assert_eq!(live(&rig), tables(&["198.18.0.101"]));
+    assert!(!controller.own_checks()["web"][&ip("198.18.0.102")]);
+    assert!(controller.own_checks()["web"][&ip("198.18.0.101")]);
+    let status = controller.status(Some("web")).unwrap();
+    let shown: Vec<_> = status.services[0]
+        .backends
+        .iter()
+        .map(|b| (b.addr, b.health, b.own_health))
+        .collect();
+    use crate::api::Health::{Down, Up};
+    assert_eq!(
+        shown[..2],
+        [
+            (ip("198.18.0.101"), Some(Down), Some(Up)),
+            (ip("198.18.0.102"), Some(Up), Some(Down)),
+        ]
+    );
+    // Without a view of its own for a backend, the host goes by its own checks.
+    controller.overrule(BTreeMap::new()).unwrap();
+    assert_eq!(live(&rig), tables(&["198.18.0.102"]));
+}

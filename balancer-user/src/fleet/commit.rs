@@ -41,9 +41,32 @@ pub fn decode(stored: &Stored) -> Result<State, FleetError> {
 /// Stores `state` if the store is still at revision `base`: the new revision. Otherwise
 /// refused with [`FleetError::Moved`] (the stored state is left as it is).
 pub async fn commit(remote: &dyn Remote, base: i64, state: &State) -> Result<i64, FleetError> {
-    match remote.swap(base, encode(state)).await? {
+    answer(remote.swap(base, encode(state)).await?, None)
+}
+
+/// Like [`commit`], for the leader's own changes: stored only while the leader key is
+/// still the one of `term` (checked in the same transaction); otherwise refused with
+/// [`FleetError::Deposed`], nothing stored.
+pub async fn commit_fenced(
+    remote: &dyn Remote,
+    base: i64,
+    term: i64,
+    state: &State,
+) -> Result<i64, FleetError> {
+    answer(
+        remote.swap_fenced(base, term, encode(state)).await?,
+        Some(term),
+    )
+}
+
+/// What a swap's answer means for a commit in `term` (none: unfenced).
+fn answer(swap: Swap, term: Option<i64>) -> Result<i64, FleetError> {
+    match swap {
         Swap::Done(revision) => Ok(revision),
         Swap::Moved(revision) => Err(FleetError::Moved { revision }),
+        Swap::Fenced => Err(FleetError::Deposed {
+            term: term.unwrap_or(0),
+        }),
     }
 }
 

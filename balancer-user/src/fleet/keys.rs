@@ -6,6 +6,13 @@
 //!   allocated across services), and one revision names the whole state.
 //! - `PREFIX/hosts/NAME`: one record per daemon (its revision, its tables' digests, when it
 //!   was last seen), attached to the daemon's lease, so a dead daemon's record goes away.
+//! - `PREFIX/leader`: the name of the daemon that drives the fleet's timed work, created
+//!   only where absent and attached to that daemon's leader lease (`--leader-ttl`); its
+//!   create revision is the leader's term, which fences the leader's writes.
+//! - `PREFIX/checks/NAME`: what host NAME's own health checks say, under its record's lease.
+//! - `PREFIX/health`: the fleet's view of every checked backend, decided by the leader from
+//!   the hosts' checks (apart from the state, so that it never collides with the operators'
+//!   compare-and-swap on `PREFIX/state`).
 
 /// The keys of one fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +42,26 @@ impl Keys {
     pub fn host(&self, name: &str) -> String {
         format!("{}{name}", self.hosts())
     }
+
+    /// The leader's key.
+    pub fn leader(&self) -> String {
+        format!("{}/leader", self.prefix)
+    }
+
+    /// The prefix of every host's checks.
+    pub fn checks(&self) -> String {
+        format!("{}/checks/", self.prefix)
+    }
+
+    /// The checks of host `name`.
+    pub fn check(&self, name: &str) -> String {
+        format!("{}{name}", self.checks())
+    }
+
+    /// The fleet's view of its backends' health.
+    pub fn health(&self) -> String {
+        format!("{}/health", self.prefix)
+    }
 }
 
 /// Whether `name` may name a host (`--host-name`): letters, digits, `.`, `-`, `_`, 1 to 64
@@ -61,6 +88,10 @@ mod tests {
         assert!(!lb2.host("a").starts_with(&lb.hosts()));
         assert!(!lb.state().starts_with(&lb.hosts()));
         assert!(!lb2.state().starts_with(&lb.state()));
+        assert_eq!(lb.leader(), "/lb/leader");
+        assert_eq!(lb.health(), "/lb/health");
+        assert_eq!(lb.check("lb-1"), "/lb/checks/lb-1");
+        assert!(!lb.leader().starts_with(&lb.hosts()) && !lb.health().starts_with(&lb.checks()));
     }
 
     #[test]

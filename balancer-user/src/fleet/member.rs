@@ -1,9 +1,12 @@
-//! This daemon as a member of a fleet: its store, its name, and which stored revision its
-//! state is.
+//! This daemon as a member of a fleet: its store, its name, which stored revision its
+//! state is, and whether it leads the fleet.
 
-use std::sync::{
-    atomic::{AtomicI64, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
 use super::remote::Remote;
@@ -27,7 +30,17 @@ pub struct Member {
     /// A state this daemon made itself (a timed step, at start an unstored state) and has
     /// not stored yet.
     staged: Mutex<Option<State>>,
+    /// The time to live of the leader lease it campaigns with (`--leader-ttl`).
+    pub leader_ttl: Duration,
+    /// When this daemon started (Unix milliseconds): its data plane's counters that it
+    /// reports count from then.
+    pub started_ms: u64,
+    /// The term it leads in and until when its lease surely lasts; none: it follows.
+    leadership: Mutex<Option<(i64, Instant)>>,
 }
+
+/// The leader lease's time to live when `--leader-ttl` is not given.
+pub const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(3);
 
 impl Member {
     /// A member named `host` of the fleet kept in `remote` (`store`), at no revision yet.
@@ -39,12 +52,49 @@ impl Member {
             sync: None,
             revision: AtomicI64::new(0),
             staged: Mutex::new(None),
+            leader_ttl: DEFAULT_LEADER_TTL,
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            leadership: Mutex::new(None),
         }
     }
 
     /// This member, publishing `sync` as its flow-sync address.
     pub fn syncing(self, sync: Option<std::net::SocketAddr>) -> Self {
         Self { sync, ..self }
+    }
+
+    /// The same member, campaigning with a leader lease of `ttl`.
+    pub fn with_leader_ttl(self, ttl: Duration) -> Self {
+        Self {
+            leader_ttl: ttl,
+            ..self
+        }
+    }
+
+    /// The term this daemon leads the fleet in, while its lease surely lasts; none when it
+    /// follows (or its lease may have expired: then another host may lead already).
+    pub fn leading(&self) -> Option<i64> {
+        match *self.leadership() {
+            Some((term, until)) if Instant::now() < until => Some(term),
+            _ => None,
+        }
+    }
+
+    /// This daemon leads in `term` until `until` (its lease's renewal time plus its time to
+    /// live).
+    pub fn lead(&self, term: i64, until: Instant) {
+        *self.leadership() = Some((term, until));
+    }
+
+    /// This daemon follows.
+    pub fn follow(&self) {
+        *self.leadership() = None;
+    }
+
+    fn leadership(&self) -> std::sync::MutexGuard<'_, Option<(i64, Instant)>> {
+        self.leadership.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The stored revision the controller's state is.

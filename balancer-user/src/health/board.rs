@@ -40,6 +40,9 @@ pub struct CheckJob {
 #[derive(Clone, Debug, Default)]
 pub struct HealthBoard {
     entries: BTreeMap<(String, IpAddr), BackendHealth>,
+    /// In a fleet, the fleet's view of its backends (decided by the leader from every
+    /// host's checks), which overrules this host's own results where it has a backend.
+    fleet: BTreeMap<String, BTreeMap<IpAddr, bool>>,
 }
 
 /// Which backends that are new to the board were serving already: they start up (checks
@@ -153,13 +156,46 @@ impl HealthBoard {
         true
     }
 
-    /// Backends of `service` that must not get new flows.
+    /// Backends of `service` that must not get new flows: down in the fleet's view, or by
+    /// this host's own checks where the fleet's view does not have them.
     pub fn down(&self, service: &str) -> BTreeSet<IpAddr> {
         self.entries
             .iter()
-            .filter(|((name, _), h)| name == service && !h.healthy)
+            .filter(|((name, addr), h)| name == service && !self.counted(name, *addr, h))
             .map(|((_, addr), _)| *addr)
             .collect()
+    }
+
+    /// Whether a checked backend may get new flows (as [`HealthBoard::down`] decides).
+    pub fn healthy(&self, service: &str, addr: IpAddr) -> Option<bool> {
+        let health = self.entries.get(&(service.to_string(), addr))?;
+        Some(self.counted(service, addr, health))
+    }
+
+    /// The fleet's view of a backend where it has one, this host's own otherwise.
+    fn counted(&self, service: &str, addr: IpAddr, health: &BackendHealth) -> bool {
+        self.fleet
+            .get(service)
+            .and_then(|s| s.get(&addr))
+            .copied()
+            .unwrap_or(health.healthy)
+    }
+
+    /// Takes the fleet's view of its backends' health, which from now on overrules this
+    /// host's own results for the backends it has.
+    pub fn overrule(&mut self, fleet: BTreeMap<String, BTreeMap<IpAddr, bool>>) {
+        self.fleet = fleet;
+    }
+
+    /// What this host's own checks say of each checked backend (up: `true`).
+    pub fn own(&self) -> BTreeMap<String, BTreeMap<IpAddr, bool>> {
+        let mut own: BTreeMap<String, BTreeMap<IpAddr, bool>> = BTreeMap::new();
+        for ((service, addr), health) in &self.entries {
+            own.entry(service.clone())
+                .or_default()
+                .insert(*addr, health.healthy);
+        }
+        own
     }
 
     /// What is to be stored of the board: each backend's health, since when and why.
@@ -290,6 +326,43 @@ mod tests {
         let health = after.get("web", addr).unwrap();
         assert_eq!((health.healthy, health.last_change_ms), (false, Some(42)));
         assert!(after.get("gone", addr).is_none());
+    }
+
+    #[test]
+    fn the_fleets_view_overrules_own_results_for_the_backends_it_has() {
+        let mut s = checked_state();
+        let (a, b): (IpAddr, IpAddr) = (
+            "198.18.0.101".parse().unwrap(),
+            "198.18.0.109".parse().unwrap(),
+        );
+        s.add_backend("web", b, "blue", 100).unwrap();
+        let mut board = HealthBoard::default();
+        board.sync(&s, 0, Serving::All);
+        for _ in 0..3 {
+            board.report("web", a, Err("refused".into()), &check(), 10);
+        }
+        assert_eq!(board.down("web"), [a].into());
+        // The fleet keeps a up and takes b out; unknown services and backends are ignored.
+        board.overrule(
+            [
+                ("web".to_string(), [(a, true), (b, false)].into()),
+                ("dns".to_string(), [(a, false)].into()),
+            ]
+            .into(),
+        );
+        assert_eq!(board.down("web"), [b].into());
+        assert_eq!(board.healthy("web", a), Some(true));
+        assert_eq!(board.healthy("dns", a), None);
+        assert_eq!(
+            board.own(),
+            [("web".to_string(), [(a, false), (b, true)].into())].into(),
+            "own results are kept and published as they are"
+        );
+        // A backend the fleet's view lacks goes by the host's own result.
+        board.overrule([("web".to_string(), [(b, false)].into())].into());
+        assert_eq!(board.down("web"), [a, b].into());
+        board.overrule(BTreeMap::new());
+        assert_eq!(board.down("web"), [a].into());
     }
 
     #[test]

@@ -135,6 +135,18 @@ impl Analysis {
         }
     }
 
+    /// Starts the window in progress again at `now_ms`, counting none of it (a window that
+    /// waits for its gates too): counters read on one host are not another's, so a new
+    /// leader of a fleet does not end a window its predecessor began. Whether it changed
+    /// anything (a warm-up goes on).
+    pub fn remeasure(&mut self, now_ms: u64) -> bool {
+        if matches!(self.stage, Stage::Warming { .. }) {
+            return false;
+        }
+        self.stage = Stage::Warming { until_ms: now_ms };
+        true
+    }
+
     /// Whether it needs the counters at `now_ms` (a warm-up or a window ends).
     pub fn wants_sample(&self, now_ms: u64) -> bool {
         match &self.stage {

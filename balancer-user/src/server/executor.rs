@@ -401,9 +401,13 @@ impl Executor {
                 }
                 self.sweep().await;
             }
+            // Only the daemon that drives (alone, or the fleet's leader) steps releases.
+            let drives = self.drives();
             // Drains and retired backends need the active flows (counted without the
             // lock), analysis windows the unanswered flows.
-            let due = |c: &mut Controller| Ok((c.counting_due(), c.sampling_due()));
+            let due = move |c: &mut Controller| {
+                Ok((drives && c.counting_due(), drives && c.sampling_due()))
+            };
             let (flows, unanswered) = match self.with_controller(due).await {
                 Ok((counting, sampling)) => (
                     match counting {
@@ -415,7 +419,7 @@ impl Executor {
                 Err(Error::TearingDown) => return,
                 Err(_) => (None, None),
             };
-            let tick = move |c: &mut Controller| c.tick_counted(flows, unanswered.as_ref());
+            let tick = move |c: &mut Controller| c.tick_counted(flows, unanswered.as_ref(), drives);
             let tick = match self.with_controller(tick).await {
                 Ok(tick) => tick,
                 Err(Error::TearingDown) => return,
