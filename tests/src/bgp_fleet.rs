@@ -128,8 +128,9 @@ impl BgpFleet {
     /// Builds the fleet with `hosts` LB hosts and `backends` backends (`b0`, `b1`, ...),
     /// named after `prefix` (1-10 of `a-z0-9`, unique per test; leftovers of an earlier
     /// run removed first); the daemons of the first `ready` hosts are started (the others
-    /// with [`BgpFleet::start_daemon`]). Returns once those daemons registered in etcd and
-    /// every BGP session is established.
+    /// with [`BgpFleet::start_daemon`]). Returns once those daemons registered in etcd,
+    /// every BGP session is established and the started daemons' flow-state syncs know each
+    /// other.
     pub fn build(prefix: &str, hosts: usize, backends: usize, ready: usize) -> Result<Self> {
         ensure!(
             (1..=10).contains(&prefix.len())
@@ -211,6 +212,7 @@ impl BgpFleet {
             fleet.start_daemon(index)?;
         }
         fleet.wait_sessions(fleet.hosts.len())?;
+        fleet.wait_peers()?;
         Ok(fleet)
     }
 
@@ -233,6 +235,33 @@ impl BgpFleet {
         let host = &mut self.hosts[index];
         host.balancer = Some(Balancer::start_with_options(&host.site, options)?);
         Ok(())
+    }
+
+    /// Waits until the flow-state sync of every running daemon knows the other running
+    /// daemons as its peers (each reads the hosts' records every second): flows that begin
+    /// before a host knows a peer are not synced to it.
+    fn wait_peers(&self) -> Result<()> {
+        let start = Instant::now();
+        let running: Vec<&Balancer> = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.balancer.as_ref())
+            .collect();
+        loop {
+            let mut peers = Vec::new();
+            for host in &running {
+                peers.push(host.status()?.sync.map_or(0, |s| s.peers));
+            }
+            if peers.iter().all(|&p| p + 1 == running.len()) {
+                return Ok(());
+            }
+            if start.elapsed() > CONNECT_LIMIT {
+                bail!(
+                    "the hosts' syncs do not know each other within {CONNECT_LIMIT:?}: {peers:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until `count` of the router's BGP sessions are established.

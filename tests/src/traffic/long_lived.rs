@@ -122,6 +122,22 @@ impl LongLived {
         })
     }
 
+    /// The same connections, each waiting up to `timeout` for an answer (instead of the
+    /// harness's 2 s), so that a conversation survives an outage shorter than that: TCP
+    /// retransmits what the outage lost.
+    pub fn patient(self, timeout: Duration) -> Result<Self> {
+        for conversation in &self.connections {
+            match conversation {
+                Conversation::Tcp(stream) => {
+                    stream.set_read_timeout(Some(timeout))?;
+                    stream.set_write_timeout(Some(timeout))?;
+                }
+                Conversation::Udp(socket) => socket.set_read_timeout(Some(timeout))?,
+            }
+        }
+        Ok(self)
+    }
+
     /// The backend that first answered on each connection, in order.
     pub fn original_backends(&self) -> &[String] {
         &self.original_backends
