@@ -357,3 +357,12 @@ pub fn canary_start<'a>(steps: &'a str, interval: &'a str, extra: &[&'a str]) ->
     ];
     [&start[..], extra].concat()
 }
+
+/// How many of `canary`'s decisions took `step` (e.g. "step 2/3").
+pub fn taken(canary: &balancer_user::release::canary::Canary, step: &str) -> usize {
+    canary
+        .decisions
+        .iter()
+        .filter(|d| d.what.contains(step))
+        .count()
+}

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     bgp_fleet::{BgpFleet, HOLD},
-    lab::canary_start,
+    lab::{canary_start, taken},
     traffic::LongLived,
 };
 use balancer_user::{
@@ -90,15 +90,6 @@ fn canaries(fleet: &BgpFleet, hosts: &[usize]) -> Result<Vec<Canary>> {
             web.and_then(|s| s.canary).context("no canary of web")
         })
         .collect()
-}
-
-/// How many of `canary`'s decisions took `step` ("step 2/3").
-fn taken(canary: &Canary, step: &str) -> usize {
-    canary
-        .decisions
-        .iter()
-        .filter(|d| d.what.contains(step))
-        .count()
 }
 
 /// Polls the canaries of `hosts` every 50 ms until `done` holds for each, for at most

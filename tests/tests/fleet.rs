@@ -21,7 +21,7 @@ use anyhow::{ensure, Context, Result};
 use balancer_tests::{
     balancer::{Balancer, DaemonOptions, REFUSED},
     etcd::EtcdServer,
-    lab::{canary_start, Lab},
+    lab::{canary_start, taken, Lab},
     traffic::{LongLived, NewConnections},
 };
 use balancer_user::{
@@ -429,15 +429,6 @@ fn canaries(fleet: &Fleet, hosts: &[usize]) -> Result<Vec<Canary>> {
         .into_iter()
         .map(|s| s.services[0].canary.clone().context("no canary"))
         .collect()
-}
-
-/// How many of `canary`'s decisions took `step` ("step 2/3").
-fn taken(canary: &Canary, step: &str) -> usize {
-    canary
-        .decisions
-        .iter()
-        .filter(|d| d.what.contains(step))
-        .count()
 }
 
 #[test]

@@ -21,10 +21,6 @@ const FIRST_BACKEND_HOST: u8 = 101;
 pub(crate) const MAX_HOSTS: usize = 8;
 /// Most backends the plan has room for.
 pub(crate) const MAX_BACKENDS: usize = 100;
-/// Prefix length of both links, IPv4.
-pub(crate) const PREFIX_V4: u8 = 24;
-/// Prefix length of both links, IPv6.
-pub(crate) const PREFIX_V6: u8 = 64;
 
 /// Host `host` on link `link` (its IPv6 group spells the same digits: 21 is `:21:`).
 fn on(link: u8, host: u8, v6: bool) -> IpAddr {

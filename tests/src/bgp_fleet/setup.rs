@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::addresses::{self, PREFIX_V4, PREFIX_V6};
+use super::addresses;
 use crate::netns;
 use crate::topology::names::{BRIDGE, HOST_INTERFACE};
-use crate::topology::setup::ip_batch;
+use crate::topology::setup::{ip_batch, link, routed_host as host};
 use crate::topology::{VIP4, VIP6};
 
 /// The router's interface to the client's link.
@@ -101,29 +101,5 @@ pub(crate) fn configure_backend(ns: &str, index: usize) -> Result<()> {
     ip_batch(
         ns,
         &format!("address add {VIP4}/32 dev lo\naddress add {VIP6}/128 dev lo nodad\n"),
-    )
-}
-
-/// A host: `eth0` up with `address(v6)`, default routes via `gateway(v6)`.
-fn host(
-    ns: &str,
-    address: impl Fn(bool) -> std::net::IpAddr,
-    gateway: impl Fn(bool) -> std::net::IpAddr,
-) -> Result<()> {
-    let mut batch = link(HOST_INTERFACE, address);
-    for v6 in [false, true] {
-        writeln!(batch, "route add default via {}", gateway(v6))?;
-    }
-    ip_batch(ns, &batch)
-}
-
-/// `ip -batch` lines that bring `iface` up with its addresses, `address(v6)`.
-fn link(iface: &str, address: impl Fn(bool) -> std::net::IpAddr) -> String {
-    format!(
-        "link set {iface} up\n\
-         address add {}/{PREFIX_V4} dev {iface}\n\
-         address add {}/{PREFIX_V6} dev {iface} nodad\n",
-        address(false),
-        address(true)
     )
 }

@@ -29,11 +29,6 @@ const FIRST_BACKEND_HOST: u16 = 0x65;
 /// Most backends the backends' link has room for (host numbers 0x65 ..= 0xc8).
 pub(crate) const MAX_BACKENDS: usize = 100;
 
-/// Prefix length of every link, IPv4.
-pub(crate) const PREFIX_V4: u8 = 24;
-/// Prefix length of every link, IPv6.
-pub(crate) const PREFIX_V6: u8 = 64;
-
 impl Subnet {
     /// Host `host`'s IPv4 address on this link (`host` below 256).
     fn v4(self, host: u16) -> IpAddr {

@@ -4,12 +4,10 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::addresses::{
-    self, Subnet, BACKEND_SUBNET, CLIENT_SUBNET, LB_SUBNET, PREFIX_V4, PREFIX_V6,
-};
+use super::addresses::{self, Subnet, BACKEND_SUBNET, CLIENT_SUBNET, LB_SUBNET};
 use crate::netns;
 use crate::topology::names::{bridge_port, BRIDGE, HOST_INTERFACE};
-use crate::topology::setup::ip_batch;
+use crate::topology::setup::{ip_batch, link, routed_host};
 use crate::topology::{VIP4, VIP6};
 
 /// The router's interface to the client's link.
@@ -140,22 +138,7 @@ pub(crate) fn configure_backend(ns: &str, index: usize) -> Result<()> {
 
 /// A host on `subnet`: `eth0` up with `address(v6)`, default routes via the router.
 fn host(ns: &str, subnet: Subnet, address: impl Fn(bool) -> std::net::IpAddr) -> Result<()> {
-    let mut batch = link(HOST_INTERFACE, address);
-    for v6 in [false, true] {
-        writeln!(batch, "route add default via {}", subnet.router(v6))?;
-    }
-    ip_batch(ns, &batch)
-}
-
-/// `ip -batch` lines that bring `iface` up with its addresses, `address(v6)`.
-fn link(iface: &str, address: impl Fn(bool) -> std::net::IpAddr) -> String {
-    format!(
-        "link set {iface} up\n\
-         address add {}/{PREFIX_V4} dev {iface}\n\
-         address add {}/{PREFIX_V6} dev {iface} nodad\n",
-        address(false),
-        address(true)
-    )
+    routed_host(ns, address, |v6| subnet.router(v6))
 }
 
 fn set_sysctls(ns: &str, sysctls: &[(String, &str)]) -> Result<()> {

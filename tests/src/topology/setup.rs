@@ -126,11 +126,33 @@ pub(crate) fn configure_backend(ns: &str, index: usize) -> Result<()> {
 
 /// `ip -batch` lines that bring up `eth0` with the given link addresses.
 fn link_addresses(v4: std::net::IpAddr, v6: std::net::IpAddr) -> String {
+    link(HOST_INTERFACE, |ipv6| if ipv6 { v6 } else { v4 })
+}
+
+/// `ip -batch` lines that bring `iface` up with its addresses, `address(v6)`, on links of
+/// the harness's prefixes.
+pub(crate) fn link(iface: &str, address: impl Fn(bool) -> std::net::IpAddr) -> String {
     format!(
-        "link set {HOST_INTERFACE} up\n\
-         address add {v4}/{LINK_PREFIX_V4} dev {HOST_INTERFACE}\n\
-         address add {v6}/{LINK_PREFIX_V6} dev {HOST_INTERFACE} nodad\n"
+        "link set {iface} up\n\
+         address add {}/{LINK_PREFIX_V4} dev {iface}\n\
+         address add {}/{LINK_PREFIX_V6} dev {iface} nodad\n",
+        address(false),
+        address(true)
     )
+}
+
+/// A host behind a router: `eth0` up with `address(v6)`, default routes via
+/// `gateway(v6)`.
+pub(crate) fn routed_host(
+    ns: &str,
+    address: impl Fn(bool) -> std::net::IpAddr,
+    gateway: impl Fn(bool) -> std::net::IpAddr,
+) -> Result<()> {
+    let mut batch = link(HOST_INTERFACE, address);
+    for v6 in [false, true] {
+        writeln!(batch, "route add default via {}", gateway(v6))?;
+    }
+    ip_batch(ns, &batch)
 }
 
 /// Runs `batch` with `ip -batch -` in namespace `ns`, naming the batch on failure.

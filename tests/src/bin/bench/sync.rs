@@ -48,6 +48,17 @@ struct Sample {
 pub fn run(report: &mut Report, plan: &Plan) -> Result<()> {
     let on = Pair::new("bsyon", true)?;
     let off = Pair::new("bsyoff", false)?;
+    for pair in [&on, &off] {
+        // Thousands of connections a second for several rounds: the client's ports must
+        // not run out to TIME_WAIT (as in the end-to-end sections).
+        netns::set_sysctls(
+            pair.lab.topology.client_ns(),
+            &[
+                ("net/ipv4/ip_local_port_range", "1024 65000"),
+                ("net/ipv4/tcp_tw_reuse", "1"),
+            ],
+        )?;
+    }
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for round in 1..=plan.rounds {
         eprintln!("bench: flow sync, round {round}/{}", plan.rounds);
