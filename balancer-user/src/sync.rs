@@ -78,7 +78,7 @@ impl Exchange {
                 counters.clone(),
             )),
             tokio::spawn(receive::run(socket, peers.clone(), import, counters)),
-            tokio::spawn(peers::follow(member, peers)),
+            tokio::spawn(peers::follow(member, peers, peers::FOLLOW_EVERY)),
         ];
         Ok((exchange, tasks))
     }

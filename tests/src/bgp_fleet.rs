@@ -238,7 +238,7 @@ impl BgpFleet {
     }
 
     /// Waits until the flow-state sync of every running daemon knows the other running
-    /// daemons as its peers (each reads the hosts' records every second): flows that begin
+    /// daemons as its peers (each watches the hosts' records in etcd): flows that begin
     /// before a host knows a peer are not synced to it.
     fn wait_peers(&self) -> Result<()> {
         let start = Instant::now();

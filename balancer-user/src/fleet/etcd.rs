@@ -226,6 +226,34 @@ impl Remote for Etcd {
         })
     }
 
+    fn watch_hosts(&self, to: mpsc::Sender<()>) -> Call<'_, ()> {
+        Box::pin(async move {
+            let options = WatchOptions::new().with_prefix();
+            let mut stream =
+                timed(self.client.clone().watch(self.keys.hosts(), Some(options))).await?;
+            loop {
+                let Some(answer) = stream.message().await.map_err(unavailable)? else {
+                    return Err(FleetError::Unavailable("the watch ended".into()));
+                };
+                if answer.canceled() {
+                    let why = answer.cancel_reason().to_string();
+                    return Err(FleetError::Unavailable(format!("watch canceled: {why}")));
+                }
+                // A key made (its first version) or deleted: a host joined or left; the
+                // records renewed every second are not.
+                let moved = answer.events().iter().any(|event| {
+                    event.event_type() == EventType::Delete
+                        || event.kv().is_some_and(|kv| kv.version() == 1)
+                });
+                if moved {
+                    if let Err(mpsc::error::TrySendError::Closed(())) = to.try_send(()) {
+                        return Ok(());
+                    }
+                }
+            }
+        })
+    }
+
     fn campaign(&self, host: &str, ttl: i64) -> Call<'_, Campaign> {
         let host = host.to_string();
         Box::pin(async move {

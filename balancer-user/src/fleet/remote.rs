@@ -64,6 +64,10 @@ pub trait Remote: Send + Sync {
     fn announce(&self, host: &str, record: Vec<u8>) -> Call<'_, ()>;
     /// Every live host's record.
     fn hosts(&self) -> Call<'_, Vec<Vec<u8>>>;
+    /// Signals `to` whenever a host's record appears (a host joins) or goes (its lease
+    /// ended), a signal already waiting being enough, until the watch breaks (an error) or
+    /// `to` is closed (done). A record renewed is no signal.
+    fn watch_hosts(&self, to: mpsc::Sender<()>) -> Call<'_, ()>;
     /// Keeps this host's leader lease alive (a new one of `ttl` seconds when it has none or
     /// it expired) and, where no host holds the leader key, takes it for `host` under that
     /// lease, in one transaction that creates the key only if it is absent.
@@ -118,6 +122,8 @@ pub mod fake {
     pub struct FakeRemote {
         held: Arc<Mutex<Held>>,
         changed: watch::Sender<i64>,
+        /// How many hosts' records appeared so far.
+        joined: watch::Sender<u64>,
     }
 
     impl Default for FakeRemote {
@@ -125,6 +131,7 @@ pub mod fake {
             Self {
                 held: Arc::default(),
                 changed: watch::channel(0).0,
+                joined: watch::channel(0).0,
             }
         }
     }
@@ -219,13 +226,30 @@ pub mod fake {
             Box::pin(async move {
                 let mut held = self.held()?;
                 held.revision += 1;
-                held.hosts.insert(host, record);
+                let new = held.hosts.insert(host, record).is_none();
+                drop(held);
+                if new {
+                    self.joined.send_modify(|n| *n += 1);
+                }
                 Ok(())
             })
         }
 
         fn hosts(&self) -> Call<'_, Vec<Vec<u8>>> {
             Box::pin(async move { Ok(self.held()?.hosts.values().cloned().collect()) })
+        }
+
+        fn watch_hosts(&self, to: mpsc::Sender<()>) -> Call<'_, ()> {
+            Box::pin(async move {
+                let mut joined = self.joined.subscribe();
+                drop(self.held()?);
+                while joined.changed().await.is_ok() {
+                    if let Err(mpsc::error::TrySendError::Closed(())) = to.try_send(()) {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })
         }
 
         fn campaign(&self, host: &str, ttl: i64) -> Call<'_, Campaign> {

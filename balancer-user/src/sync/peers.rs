@@ -1,14 +1,16 @@
 //! The peers of this host's flow-state sync: every other host of the fleet that publishes
-//! a sync address in its host record, read from the store every second (a host whose
-//! record expired is no peer any more). Records go to them, and only datagrams from them
-//! are taken.
+//! a sync address in its host record, read from the store when a host's record appears or
+//! goes (a watch), and every 5 s (a host whose record expired is no peer any more).
+//! Records go to them, and only datagrams from them are taken.
 
 use std::{net::SocketAddr, sync::Arc, sync::RwLock, time::Duration};
 
+use tokio::sync::mpsc;
+
 use crate::{api::FleetHost, error::one_line, fleet::host, fleet::member::Member};
 
-/// How often the hosts' records are read.
-const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How often the hosts' records are read (besides when a host joins or leaves).
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(5);
 
 /// The peers' sync addresses.
 #[derive(Debug, Default)]
@@ -49,12 +51,32 @@ pub fn of(hosts: &[FleetHost], own: &str) -> Vec<SocketAddr> {
     addrs
 }
 
-/// Reads the fleet's host records every second and makes their sync addresses (but this
-/// host's) the peers; when the store does not answer, the peers stay as they were.
-pub async fn follow(member: Arc<Member>, peers: Arc<Peers>) {
-    let mut interval = tokio::time::interval(FOLLOW_EVERY);
+/// Reads the fleet's host records every `every` (the daemon: [`FOLLOW_EVERY`]), and at
+/// once when a host joins or leaves (a watch on the records), and makes their sync
+/// addresses (but this host's) the peers; when the store does not answer, the peers stay
+/// as they were.
+pub async fn follow(member: Arc<Member>, peers: Arc<Peers>, every: Duration) {
+    let (to, mut moved) = mpsc::channel(1);
+    let mut watching = None;
+    let mut interval = tokio::time::interval(every);
     loop {
-        interval.tick().await;
+        let watch = watching.get_or_insert_with(|| member.remote.watch_hosts(to.clone()));
+        let mut broke = false;
+        tokio::select! {
+            _ = interval.tick() => {}
+            Some(()) = moved.recv() => {}
+            ended = watch => {
+                if let Err(e) = ended {
+                    tracing::debug!("watching the hosts' records broke: {}", one_line(&e));
+                }
+                broke = true;
+            }
+        }
+        if broke {
+            // Read, and watched again, at the next tick (etcd may be away).
+            watching = None;
+            interval.tick().await;
+        }
         let hosts = match member.remote.hosts().await {
             Ok(records) => host::decode(&records),
             Err(e) => Err(e),
@@ -96,5 +118,54 @@ mod tests {
         // Not this host, nor a peer's address from another port.
         assert!(!peers.knows("198.18.1.1:7070".parse().unwrap()));
         assert!(!peers.knows("198.18.1.2:7071".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_host_that_joins_is_a_peer_at_once_not_at_the_next_read() {
+        use crate::fleet::remote::{fake::FakeRemote, Remote};
+
+        let remote = FakeRemote::default();
+        let record = |name: &str, addr: &str| crate::fleet::host::encode(&host(name, Some(addr)));
+        remote
+            .announce("lb-1", record("lb-1", "198.18.1.1:7070"))
+            .await
+            .unwrap();
+        remote
+            .announce("lb-2", record("lb-2", "198.18.1.2:7070"))
+            .await
+            .unwrap();
+        let member = Arc::new(Member::new(
+            Arc::new(remote.clone()),
+            "lb-1".into(),
+            "etcd://198.18.0.1:2379/lb".into(),
+        ));
+        let peers = Arc::new(Peers::default());
+        // Read once at the start, then only every hour: a new peer found sooner came by
+        // the watch.
+        let following = tokio::spawn(follow(member, peers.clone(), Duration::from_secs(3600)));
+        let within = |want: usize| {
+            let peers = peers.clone();
+            async move {
+                let start = std::time::Instant::now();
+                while peers.list().len() != want {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(5),
+                        "{:?}, not {want} peers",
+                        peers.list()
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        within(1).await;
+        // The follower is watching by now (it watches as it waits for the next read).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        remote
+            .announce("lb-3", record("lb-3", "198.18.1.3:7070"))
+            .await
+            .unwrap();
+        within(2).await;
+        assert!(peers.knows("198.18.1.3:7070".parse().unwrap()));
+        following.abort();
     }
 }
