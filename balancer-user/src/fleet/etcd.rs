@@ -166,13 +166,7 @@ impl Remote for Etcd {
             let mut stream =
                 timed(self.client.clone().watch(self.keys.state(), Some(options))).await?;
             loop {
-                let Some(answer) = stream.message().await.map_err(unavailable)? else {
-                    return Err(FleetError::Unavailable("the watch ended".into()));
-                };
-                if answer.canceled() {
-                    let why = answer.cancel_reason().to_string();
-                    return Err(FleetError::Unavailable(format!("watch canceled: {why}")));
-                }
+                let answer = next_answer(&mut stream).await?;
                 for event in answer.events() {
                     let Some(kv) = event.kv() else { continue };
                     if event.event_type() == EventType::Delete {
@@ -232,13 +226,7 @@ impl Remote for Etcd {
             let mut stream =
                 timed(self.client.clone().watch(self.keys.hosts(), Some(options))).await?;
             loop {
-                let Some(answer) = stream.message().await.map_err(unavailable)? else {
-                    return Err(FleetError::Unavailable("the watch ended".into()));
-                };
-                if answer.canceled() {
-                    let why = answer.cancel_reason().to_string();
-                    return Err(FleetError::Unavailable(format!("watch canceled: {why}")));
-                }
+                let answer = next_answer(&mut stream).await?;
                 // A key made (its first version) or deleted: a host joined or left; the
                 // records renewed every second are not.
                 let moved = answer.events().iter().any(|event| {
@@ -391,6 +379,20 @@ impl Remote for Etcd {
             Ok(timed(self.client.clone().txn(txn)).await?.succeeded())
         })
     }
+}
+
+/// The next answer of a watch: unavailable when the watch ended or etcd canceled it.
+async fn next_answer(
+    stream: &mut etcd_client::WatchStream,
+) -> Result<etcd_client::WatchResponse, FleetError> {
+    let Some(answer) = stream.message().await.map_err(unavailable)? else {
+        return Err(FleetError::Unavailable("the watch ended".into()));
+    };
+    if answer.canceled() {
+        let why = answer.cancel_reason().to_string();
+        return Err(FleetError::Unavailable(format!("watch canceled: {why}")));
+    }
+    Ok(answer)
 }
 
 /// `call`, or unavailable when it fails or takes longer than [`REQUEST_TIMEOUT`].

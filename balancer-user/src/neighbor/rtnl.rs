@@ -36,35 +36,13 @@ impl Rtnl {
     /// Sends `message` (an `RTM_GET*` request for one object) and returns the kernel's
     /// answer. A netlink error answer is returned as the `io::Error` of its errno.
     pub(super) fn get(&mut self, message: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
-        self.send(message, NLM_F_REQUEST)?;
-        loop {
-            let size = self
-                .socket
-                .recv(&mut &mut self.buffer[..], 0)?
-                .min(RECEIVE_BUFFER);
-            let mut offset = 0;
-            while offset < size {
-                let message =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[offset..size])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                // Messages start on 4-byte boundaries (NLMSG_ALIGN).
-                let length = (message.header.length as usize + 3) & !3;
-                let ours = message.header.sequence_number == self.sequence;
-                match message.payload {
-                    _ if !ours => {}
-                    NetlinkPayload::InnerMessage(inner) => return Ok(inner),
-                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                    NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => {
-                        return Err(io::Error::other("the kernel answered without a message"))
-                    }
-                    _ => {}
-                }
-                if length == 0 {
-                    break;
-                }
-                offset += length;
-            }
-        }
+        // Acknowledged, so that the answer ends as a dump's does.
+        self.send(message, NLM_F_REQUEST | NLM_F_ACK)?;
+        let mut answer = None;
+        self.read_until_end(|inner| {
+            answer.get_or_insert(inner);
+        })?;
+        answer.ok_or_else(|| io::Error::other("the kernel answered without a message"))
     }
 
     /// Asks the kernel to check requests strictly (`NETLINK_GET_STRICT_CHK`), which makes
